@@ -1,0 +1,245 @@
+//! Turns parsed command lines into library calls, and failures into one
+//! message and an exit code. Uses only the public `pincat` API.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, anyhow};
+use clap::CommandFactory;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pincat::events::human_bytes;
+use pincat::{
+    Error, Event, Events, ExitCode, Fingerprint, Identity, Mode, Output, SendOptions, ServeOptions,
+    Server, Source,
+};
+
+use crate::cli::{Cli, Command, FingerprintArgs, IdentityCommand, OutputArgs, SendArgs, ServeArgs};
+
+/// Runs one command and returns the process exit code; every failure is
+/// reported exactly once (a JSON `error` event with --json, else one line).
+pub fn run(cli: Cli) -> ExitCode {
+    let json = match &cli.command {
+        Command::Serve(a) => a.output.json,
+        Command::Send(a) => a.output.json,
+        _ => false,
+    };
+    match dispatch(cli) {
+        Ok(()) => ExitCode::Success,
+        Err(e) => {
+            if json {
+                Events::stderr(Mode::Json).emit(Event::Error {
+                    peer: None,
+                    code: e.code(),
+                    message: format!("{e:#}"),
+                });
+            } else {
+                eprintln!("pincat: error: {e:#}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> pincat::Result<()> {
+    match cli.command {
+        Command::Serve(a) => serve(a),
+        Command::Send(a) => send(a),
+        Command::Identity(IdentityCommand::New { file }) => {
+            let id = Identity::generate()?;
+            id.save(&file)?;
+            println!("{}", id.fingerprint());
+            Ok(())
+        }
+        Command::Fingerprint(a) => fingerprint(a),
+        Command::Completions(a) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "pincat", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            Ok(())
+        }
+    }
+}
+
+fn mode(o: &OutputArgs) -> Mode {
+    if o.json {
+        Mode::Json
+    } else if o.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Human
+    }
+}
+
+fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identity>> {
+    Ok(match path {
+        Some(p) => Some(Identity::load(p)?),
+        None => None,
+    })
+}
+
+fn serve(a: ServeArgs) -> pincat::Result<()> {
+    let mut allow: Option<HashSet<Fingerprint>> = None;
+    if !a.allow.is_empty() || !a.allow_file.is_empty() {
+        let mut set: HashSet<Fingerprint> = a.allow.iter().copied().collect();
+        for f in &a.allow_file {
+            set.extend(read_allow_file(f)?);
+        }
+        if set.is_empty() {
+            return Err(anyhow!("the allow list is empty: no sender could ever connect").into());
+        }
+        allow = Some(set);
+    }
+    let default_v6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
+    let mut opts = ServeOptions::new(a.listen.unwrap_or(default_v6));
+    opts.identity = load_identity(a.identity.as_deref())?;
+    opts.allow = allow;
+    opts.output = match a.out {
+        Some(p) => Output::Path(p),
+        None => Output::Default,
+    };
+    opts.keep_open = a.keep_open;
+    opts.max_conns = a.max_conns as usize;
+    opts.handshake_timeout = a.handshake_timeout;
+    opts.idle_timeout = a.idle_timeout;
+    opts.wait_timeout = a.timeout;
+    let events = Events::stderr(mode(&a.output));
+    let server = match Server::bind(opts.clone(), events) {
+        Ok(s) => s,
+        // No IPv6 on this host: all IPv4 interfaces instead.
+        Err(_) if a.listen.is_none() => {
+            opts.listen = (std::net::Ipv4Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
+            Server::bind(opts, Events::stderr(mode(&a.output)))?
+        }
+        Err(e) => return Err(e),
+    };
+    let handle = server.shutdown_handle();
+    ctrlc::set_handler(move || handle.shutdown()).context("cannot install the signal handler")?;
+    server.run().map(drop)
+}
+
+/// Reads an allow file: one fingerprint per line, `#` starts a comment.
+fn read_allow_file(path: &Path) -> pincat::Result<Vec<Fingerprint>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read allow file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fp: Fingerprint = line
+            .parse()
+            .with_context(|| format!("{}:{}: bad fingerprint", path.display(), i + 1))?;
+        out.push(fp);
+    }
+    Ok(out)
+}
+
+fn send(a: SendArgs) -> pincat::Result<()> {
+    let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
+    if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "\"-\" (stdin) cannot be combined with other paths",
+            )
+            .exit();
+    }
+    let mut opts = SendOptions::new(a.addr, a.pin);
+    opts.identity = load_identity(a.identity.as_deref())?;
+    opts.connect_timeout = a.connect_timeout;
+    opts.retry_for = a.retry_for;
+    opts.handshake_timeout = a.handshake_timeout;
+    opts.idle_timeout = a.idle_timeout;
+    let source = if stdin {
+        Source::Stdin
+    } else {
+        Source::Paths(a.paths)
+    };
+    let m = mode(&a.output);
+    let events = if m == Mode::Human && std::io::stderr().is_terminal() {
+        progress_events()
+    } else if m == Mode::Human {
+        // Not a terminal: no bar, no summary; warnings and errors only.
+        Events::stderr(Mode::Quiet)
+    } else {
+        Events::stderr(m)
+    };
+    pincat::send(&opts, source, &events).map(drop)
+}
+
+/// Events for a person at a terminal: a progress bar, then a one-line summary.
+fn progress_events() -> Events {
+    let bar = Mutex::new(None::<ProgressBar>);
+    Events::stderr(Mode::Quiet).with_hook(move |e| {
+        let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Event::TransferStarted { bytes, .. } => {
+                let pb = match bytes {
+                    Some(n) => ProgressBar::with_draw_target(Some(*n), ProgressDrawTarget::stderr()),
+                    None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                };
+                let template = if bytes.is_some() {
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+                } else {
+                    "{spinner} {bytes} {binary_bytes_per_sec} {elapsed}"
+                };
+                if let Ok(style) = ProgressStyle::with_template(template) {
+                    pb.set_style(style);
+                }
+                *bar = Some(pb);
+            }
+            Event::Progress { bytes, .. } => {
+                if let Some(pb) = bar.as_ref() {
+                    pb.set_position(*bytes);
+                }
+            }
+            Event::TransferDone {
+                peer,
+                files,
+                bytes,
+                duration,
+                ..
+            } => {
+                if let Some(pb) = bar.take() {
+                    pb.finish_and_clear();
+                }
+                let what = if *files > 0 {
+                    format!("{files} file(s), ")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "pincat: sent {what}{} in {:.2} s ({}/s) to {peer}, receipt confirmed",
+                    human_bytes(*bytes),
+                    duration.as_secs_f64(),
+                    human_bytes(pincat::events::rate(*bytes, *duration))
+                );
+            }
+            _ => {}
+        }
+    })
+}
+
+fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
+    let fp = match (a.file, a.remote) {
+        (_, Some(addr)) => pincat::send::remote_fingerprint(&addr, a.connect_timeout)?,
+        (Some(file), None) => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            pincat::identity::fingerprint_of_bytes(&bytes)
+                .with_context(|| format!("{}", file.display()))?
+        }
+        (None, None) => return Err(Error::Other(anyhow!("give a FILE or --remote HOST:PORT"))),
+    };
+    println!("{fp}");
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The command line, clap only: one struct per subcommand, parsed into real
+//! types (fingerprints, socket addresses, durations) at the edge.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pincat::Fingerprint;
+
+/// Move data between two machines over TLS 1.3, trusting only a pinned
+/// certificate fingerprint.
+#[derive(Debug, Parser)]
+#[command(name = "pincat", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive: listen, print the fingerprint and a send command, store what arrives.
+    Serve(ServeArgs),
+    /// Send stdin or files to a pinned receiver; exit 0 only on its receipt.
+    Send(SendArgs),
+    /// Manage persistent identities.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+    /// Print the SHA-256 fingerprint of a certificate/identity file or of a remote server.
+    Fingerprint(FingerprintArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
+}
+
+/// Output options shared by serve and send.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print every event as one JSON object per line on stderr.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `pincat serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
+    #[arg(long, short, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where to store: a file for a stream (default stdout), a directory for files (default .).
+    #[arg(long, short, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Use this persistent identity instead of an ephemeral one.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Only accept senders presenting this client certificate fingerprint (repeatable).
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub allow: Vec<Fingerprint>,
+    /// Only accept senders whose fingerprint is listed in FILE (one per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Vec<PathBuf>,
+    /// Keep serving after the first transfer, with many senders at once.
+    #[arg(long)]
+    pub keep_open: bool,
+    /// Most connections handled at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_conns: u32,
+    /// Limit for a sender's TLS handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Drop a connection that stays silent this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Give up (exit 6) if no transfer has started within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pincat send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The receiver, as HOST:PORT.
+    #[arg(value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Files and directories to send; none, or "-", sends stdin.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The receiver's certificate fingerprint (SHA-256; any case, colons optional).
+    #[arg(long, short, value_name = "FINGERPRINT")]
+    pub pin: Fingerprint,
+    /// Present this identity as client certificate (for receivers that use --allow).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Limit for each TCP connection attempt.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Keep retrying the connection this long while the receiver is not up yet.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_for: Option<Duration>,
+    /// Limit for the TLS handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Give up when the receiver stays silent this long (the receipt included).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pincat identity ...`.
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Create a new identity file (key mode 0600 + certificate, PEM) and print its fingerprint.
+    New {
+        /// Where to write it; never overwritten.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `pincat fingerprint`.
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// A certificate or identity file (PEM or DER).
+    #[arg(value_name = "FILE", required_unless_present = "remote", conflicts_with = "remote")]
+    pub file: Option<PathBuf>,
+    /// Connect to HOST:PORT, print the fingerprint it presents, and send nothing.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: Option<String>,
+    /// Limit for connecting and the handshake with --remote.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// `pincat completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 10s, 5m, 1h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown duration unit {u:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{s:?} is too long a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bad_pin_is_a_usage_error_naming_the_flag() {
+        let err = Cli::try_parse_from(["pincat", "send", "h:1", "--pin", "abcd"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--pin"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! The errors a caller or script must tell apart, and their process exit codes.
+
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+use crate::fingerprint::Fingerprint;
+
+/// Process exit codes; each is documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Everything was delivered and confirmed.
+    Success = 0,
+    /// Any other failure (local I/O, unexpected TLS error).
+    Failure = 1,
+    /// Bad command line.
+    Usage = 2,
+    /// The server presented a certificate other than the pinned one.
+    PinMismatch = 3,
+    /// The receiver refused the transfer (file exists, bad name, no space, busy).
+    Refused = 4,
+    /// The receiver did not accept our client certificate (mutual pinning).
+    NotAllowed = 5,
+    /// A timeout: connecting, handshake, idle peer, or waiting for a sender.
+    Timeout = 6,
+    /// The peer broke off or broke the protocol; delivery is not confirmed.
+    Incomplete = 7,
+    /// Could not connect to the address at all.
+    Connect = 8,
+    /// Stopped by SIGINT/SIGTERM.
+    Interrupted = 130,
+}
+
+/// A pincat failure, classified for exit codes and JSON error events.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The server's certificate does not match the pin.
+    #[error("the server at {addr} presented certificate sha256:{presented} but you pinned sha256:{expected}; someone may be impersonating it, or it restarted with a new identity")]
+    PinMismatch {
+        /// Where we connected.
+        addr: SocketAddr,
+        /// The pin the user gave.
+        expected: Fingerprint,
+        /// What the server presented.
+        presented: Fingerprint,
+    },
+    /// The TLS handshake with the pinned server failed its signature check or
+    /// otherwise could not prove the pinned identity.
+    #[error("the server at {addr} presented the pinned certificate but could not prove it holds its key ({detail}); someone may be impersonating it")]
+    Impostor {
+        /// Where we connected.
+        addr: SocketAddr,
+        /// TLS detail.
+        detail: String,
+    },
+    /// The receiver refused the offer.
+    #[error("the receiver refused the transfer: {message}")]
+    Refused {
+        /// Stable reason code.
+        code: &'static str,
+        /// The receiver's explanation (escaped).
+        message: String,
+    },
+    /// The receiver refused our client certificate.
+    #[error("the receiver at {addr} refused this sender's certificate{}: give it this sender's fingerprint with --allow, or send with --identity", match .fingerprint { Some(f) => format!(" sha256:{f}"), None => " (none was presented)".to_string() })]
+    NotAllowed {
+        /// Where we connected.
+        addr: SocketAddr,
+        /// Our fingerprint, if we presented one.
+        fingerprint: Option<Fingerprint>,
+    },
+    /// A timeout.
+    #[error("timed out {0}")]
+    Timeout(String),
+    /// The transfer did not complete or could not be confirmed.
+    #[error("{0}")]
+    Incomplete(String),
+    /// Could not connect.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The last OS error.
+        source: std::io::Error,
+    },
+    /// Stopped by a signal.
+    #[error("interrupted")]
+    Interrupted,
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::PinMismatch { .. } | Error::Impostor { .. } => ExitCode::PinMismatch,
+            Error::Refused { .. } => ExitCode::Refused,
+            Error::NotAllowed { .. } => ExitCode::NotAllowed,
+            Error::Timeout(_) => ExitCode::Timeout,
+            Error::Incomplete(_) => ExitCode::Incomplete,
+            Error::Connect { .. } => ExitCode::Connect,
+            Error::Interrupted => ExitCode::Interrupted,
+            Error::Other(_) => ExitCode::Failure,
+        }
+    }
+
+    /// Stable code used in JSON `error` events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::PinMismatch { .. } => "pin-mismatch",
+            Error::Impostor { .. } => "impostor",
+            Error::Refused { code, .. } => code,
+            Error::NotAllowed { .. } => "not-allowed",
+            Error::Timeout(_) => "timeout",
+            Error::Incomplete(_) => "incomplete",
+            Error::Connect { .. } => "connect",
+            Error::Interrupted => "interrupted",
+            Error::Other(_) => "failure",
+        }
+    }
+}
+
+/// Result with a pincat [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,393 @@
+//! What pincat tells people and scripts: events rendered as human lines or as
+//! one JSON object per line (stable schema, documented in the README), on stderr.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fingerprint::Fingerprint;
+
+/// Something that happened, for a person or a script.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The server socket is bound.
+    Listening {
+        /// Bound address.
+        addr: SocketAddr,
+        /// The server certificate's fingerprint.
+        fingerprint: Fingerprint,
+        /// A paste-ready send command.
+        send_command: String,
+    },
+    /// A TLS session was established (the pin check passed).
+    Connected {
+        /// The other side.
+        peer: SocketAddr,
+        /// The peer certificate's fingerprint, when it presented one.
+        fingerprint: Option<Fingerprint>,
+    },
+    /// A transfer began.
+    TransferStarted {
+        /// The other side.
+        peer: SocketAddr,
+        /// "stream", "files" or "raw".
+        kind: &'static str,
+        /// Names of top-level entries (escaped).
+        names: Vec<String>,
+        /// Number of files.
+        files: u32,
+        /// Announced bytes, when known.
+        bytes: Option<u64>,
+    },
+    /// Bytes moved so far (throttled to a few per second).
+    Progress {
+        /// The other side.
+        peer: SocketAddr,
+        /// Bytes so far.
+        bytes: u64,
+        /// Expected total, when known.
+        total: Option<u64>,
+    },
+    /// A transfer finished and was confirmed.
+    TransferDone {
+        /// The other side.
+        peer: SocketAddr,
+        /// "stream", "files" or "raw".
+        kind: &'static str,
+        /// Number of files.
+        files: u32,
+        /// Payload bytes.
+        bytes: u64,
+        /// Wall time from offer to receipt.
+        duration: Duration,
+    },
+    /// A connection was refused (handshake, allow list, offer).
+    Refused {
+        /// The other side.
+        peer: SocketAddr,
+        /// Stable reason code.
+        reason: &'static str,
+        /// The certificate the peer presented, if any.
+        fingerprint: Option<Fingerprint>,
+        /// Human explanation.
+        message: String,
+    },
+    /// Something failed.
+    Error {
+        /// The other side, if the error concerns one connection.
+        peer: Option<SocketAddr>,
+        /// Stable error code.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// Something the user should know but that does not stop the transfer.
+    Warning {
+        /// Human explanation.
+        message: String,
+    },
+}
+
+impl Event {
+    /// The JSON form (one object, `event` first).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Event::Listening {
+                addr,
+                fingerprint,
+                send_command,
+            } => json!({"event": "listening", "addr": addr.to_string(),
+                "fingerprint": fingerprint.to_string(), "send_command": send_command}),
+            Event::Connected { peer, fingerprint } => json!({"event": "connected",
+                "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())}),
+            Event::TransferStarted {
+                peer,
+                kind,
+                names,
+                files,
+                bytes,
+            } => json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind,
+                "names": names, "files": files, "bytes": bytes}),
+            Event::Progress { peer, bytes, total } => json!({"event": "progress",
+                "peer": peer.to_string(), "bytes": bytes, "total": total}),
+            Event::TransferDone {
+                peer,
+                kind,
+                files,
+                bytes,
+                duration,
+            } => json!({"event": "transfer-done", "peer": peer.to_string(), "kind": kind,
+                "files": files, "bytes": bytes, "duration_ms": duration.as_secs_f64() * 1000.0,
+                "outcome": "ok"}),
+            Event::Refused {
+                peer,
+                reason,
+                fingerprint,
+                message,
+            } => json!({"event": "refused", "peer": peer.to_string(), "reason": reason,
+                "fingerprint": fingerprint.map(|f| f.to_string()), "message": message}),
+            Event::Error {
+                peer,
+                code,
+                message,
+            } => json!({"event": "error", "peer": peer.map(|p| p.to_string()), "code": code,
+                "message": message}),
+            Event::Warning { message } => json!({"event": "warning", "message": message}),
+        }
+    }
+
+    /// The human form, or `None` for events people do not need to see.
+    pub fn to_human(&self) -> Option<String> {
+        Some(match self {
+            Event::Listening {
+                addr,
+                fingerprint,
+                send_command,
+            } => format!(
+                "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
+                 pincat: on the sending machine run (add files, or pipe data into it):\n  {send_command}"
+            ),
+            Event::Connected { .. } | Event::Progress { .. } => return None,
+            Event::TransferStarted {
+                peer,
+                kind,
+                files,
+                bytes,
+                ..
+            } => match kind {
+                &"files" => format!(
+                    "pincat: receiving {files} file(s), {} from {peer}",
+                    human_bytes(bytes.unwrap_or(0))
+                ),
+                _ => format!("pincat: receiving a {kind} from {peer}"),
+            },
+            Event::TransferDone {
+                peer,
+                files,
+                bytes,
+                duration,
+                kind,
+            } => {
+                let what = if *kind == "files" {
+                    format!("{files} file(s), ")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "pincat: done: {what}{} in {:.2} s ({}/s) with {peer}",
+                    human_bytes(*bytes),
+                    duration.as_secs_f64(),
+                    human_bytes(rate(*bytes, *duration))
+                )
+            }
+            Event::Refused { peer, message, .. } => {
+                format!("pincat: refused {peer}: {message}")
+            }
+            Event::Error { peer, message, .. } => match peer {
+                Some(p) => format!("pincat: error: {p}: {message}"),
+                None => format!("pincat: error: {message}"),
+            },
+            Event::Warning { message } => format!("pincat: warning: {message}"),
+        })
+    }
+}
+
+/// How events are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Lines for people.
+    Human,
+    /// One JSON object per line.
+    Json,
+    /// Only errors, as human lines.
+    Quiet,
+}
+
+type Hook = Box<dyn Fn(&Event) + Send + Sync>;
+
+/// The event sink shared by a server or sender and its threads.
+pub struct Events {
+    mode: Mode,
+    out: Mutex<Box<dyn Write + Send>>,
+    hook: Option<Hook>,
+    last_progress: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("mode", &self.mode).finish()
+    }
+}
+
+impl Events {
+    /// Events rendered in `mode` to stderr.
+    pub fn stderr(mode: Mode) -> Self {
+        Self::to_writer(mode, Box::new(std::io::stderr()))
+    }
+
+    /// Events rendered in `mode` to any writer.
+    pub fn to_writer(mode: Mode, out: Box<dyn Write + Send>) -> Self {
+        Events {
+            mode,
+            out: Mutex::new(out),
+            hook: None,
+            last_progress: Mutex::new(None),
+        }
+    }
+
+    /// No output at all (library use).
+    pub fn silent() -> Self {
+        Self::to_writer(Mode::Quiet, Box::new(std::io::sink()))
+    }
+
+    /// Also calls `hook` with every event, progress included and unthrottled.
+    pub fn with_hook(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// The rendering mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Emits one event.
+    pub fn emit(&self, e: Event) {
+        if let Some(h) = &self.hook {
+            h(&e);
+        }
+        if let Event::Progress { .. } = e {
+            // Progress is for scripts only, and at most a few lines a second.
+            if self.mode != Mode::Json {
+                return;
+            }
+            let mut last = self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(250)) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let line = match self.mode {
+            Mode::Json => e.to_json().to_string(),
+            Mode::Human => match e.to_human() {
+                Some(l) => l,
+                None => return,
+            },
+            Mode::Quiet => match e {
+                Event::Error { .. } => match e.to_human() {
+                    Some(l) => l,
+                    None => return,
+                },
+                _ => return,
+            },
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // Nothing useful can be done if stderr is gone.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Bytes per second.
+pub fn rate(bytes: u64, d: Duration) -> u64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { (bytes as f64 / s) as u64 } else { 0 }
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_are_single_objects_with_event_first_field() {
+        let buf = Buf::default();
+        let ev = Events::to_writer(Mode::Json, Box::new(buf.clone()));
+        let fp = Fingerprint::of_der(b"x");
+        ev.emit(Event::Listening {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            fingerprint: fp,
+            send_command: "pincat send a:9 --pin x".into(),
+        });
+        ev.emit(Event::Error {
+            peer: None,
+            code: "timeout",
+            message: "line\nbreak".into(),
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let v: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["event"], "listening");
+        assert_eq!(v["fingerprint"], fp.to_string());
+        assert!(lines[0].starts_with(r#"{"event":"listening""#), "{}", lines[0]);
+        let v: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["code"], "timeout");
+    }
+
+    #[test]
+    fn progress_is_throttled_and_hidden_from_people() {
+        let buf = Buf::default();
+        let ev = Events::to_writer(Mode::Json, Box::new(buf.clone()));
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for i in 0..100 {
+            ev.emit(Event::Progress {
+                peer,
+                bytes: i,
+                total: None,
+            });
+        }
+        let n = String::from_utf8(buf.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(n, 1);
+        let human = Buf::default();
+        let ev = Events::to_writer(Mode::Human, Box::new(human.clone()));
+        ev.emit(Event::Progress {
+            peer,
+            bytes: 1,
+            total: None,
+        });
+        assert!(human.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+}

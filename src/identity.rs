@@ -1,0 +1,236 @@
+//! A TLS identity: a private key and its self-signed certificate. Ephemeral
+//! ones are generated in memory with rcgen; persistent ones are PEM files
+//! holding both (the key alone would re-sign to a new fingerprint).
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+
+use crate::fingerprint::Fingerprint;
+use crate::fsutil;
+
+/// A private key plus the certificate that carries its public half.
+pub struct Identity {
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    fingerprint: Fingerprint,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Identity")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Generates a fresh ECDSA P-256 key and a self-signed certificate, in memory only.
+    ///
+    /// ```
+    /// let id = pincat::Identity::generate().unwrap();
+    /// assert_eq!(id.fingerprint().to_string().len(), 64);
+    /// ```
+    pub fn generate() -> Result<Self> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("cannot generate an ECDSA P-256 key")?;
+        let mut params = rcgen::CertificateParams::new(vec![crate::verify::SERVER_NAME.into()])
+            .context("cannot build certificate parameters")?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "pincat");
+        let cert = params
+            .self_signed(&key)
+            .context("cannot self-sign the certificate")?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok(Self::from_parts(cert.der().clone(), key_der))
+    }
+
+    fn from_parts(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> Self {
+        let fingerprint = Fingerprint::of_der(&cert);
+        Identity {
+            cert,
+            key,
+            fingerprint,
+        }
+    }
+
+    /// Builds an identity from DER bytes, checking that the key matches the certificate.
+    pub fn from_der(cert: Vec<u8>, key: Vec<u8>) -> Result<Self> {
+        let key = PrivateKeyDer::try_from(key)
+            .map_err(|e| anyhow!("not a DER private key (PKCS#8, PKCS#1 or SEC1): {e}"))?;
+        let id = Self::from_parts(CertificateDer::from(cert), key);
+        id.check()?;
+        Ok(id)
+    }
+
+    /// Parses PEM text holding one `PRIVATE KEY` block and one `CERTIFICATE` block.
+    pub fn from_pem(pem: &[u8]) -> Result<Self> {
+        let cert = CertificateDer::pem_slice_iter(pem)
+            .next()
+            .ok_or_else(|| anyhow!("no CERTIFICATE block found"))?
+            .map_err(|e| anyhow!("bad CERTIFICATE block: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => anyhow!("no PRIVATE KEY block found"),
+            e => anyhow!("bad PRIVATE KEY block: {e}"),
+        })?;
+        let id = Self::from_parts(cert, key);
+        id.check()?;
+        Ok(id)
+    }
+
+    /// Reads an identity file written by [`Identity::save`] (or by openssl:
+    /// key and certificate PEM concatenated).
+    pub fn load(path: &Path) -> Result<Self> {
+        let pem =
+            fs::read(path).with_context(|| format!("cannot read identity {}", path.display()))?;
+        Self::from_pem(&pem).with_context(|| format!("bad identity file {}", path.display()))
+    }
+
+    /// The identity as PEM: the private key, then the certificate.
+    pub fn to_pem(&self) -> String {
+        let mut out = pem_block("PRIVATE KEY", self.key.secret_der());
+        out.push_str(&pem_block("CERTIFICATE", &self.cert));
+        out
+    }
+
+    /// Writes the identity to a new file with mode 0600. Never overwrites.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let pem = self.to_pem();
+        fsutil::write_new_private(path, pem.as_bytes())
+    }
+
+    /// SHA-256 of the certificate's DER.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The certificate, DER-encoded.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// The certificate as PEM.
+    pub fn cert_pem(&self) -> String {
+        pem_block("CERTIFICATE", &self.cert)
+    }
+
+    /// The one-certificate chain and a copy of the key, for rustls builders.
+    pub(crate) fn chain_and_key(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        (vec![self.cert.clone()], self.key.clone_key())
+    }
+
+    /// The key and certificate ready for rustls; fails if they do not match.
+    pub(crate) fn certified_key(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>> {
+        let ck = CertifiedKey::from_der(vec![self.cert.clone()], self.key.clone_key(), provider)
+            .map_err(|e| anyhow!("the private key does not fit the certificate: {e}"))?;
+        Ok(Arc::new(ck))
+    }
+
+    fn check(&self) -> Result<()> {
+        self.certified_key(&crate::verify::provider()).map(drop)
+    }
+}
+
+/// Fingerprint of a certificate or identity file: PEM (first CERTIFICATE block) or DER.
+pub fn fingerprint_of_bytes(bytes: &[u8]) -> Result<Fingerprint> {
+    if let Some(first) = CertificateDer::pem_slice_iter(bytes).next() {
+        let cert = first.map_err(|e| anyhow!("bad CERTIFICATE block: {e}"))?;
+        return Ok(Fingerprint::of_der(&cert));
+    }
+    // DER X.509 starts with a SEQUENCE tag; anything else is not a certificate.
+    if bytes.first() == Some(&0x30) && rustls::server::ParsedCertificate::try_from(&CertificateDer::from(bytes)).is_ok() {
+        return Ok(Fingerprint::of_der(bytes));
+    }
+    bail!("no certificate found (expected PEM with a CERTIFICATE block, or DER)")
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
+    for chunk in der.chunks(3) {
+        let n = chunk.len();
+        let v = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= n {
+                b64.push(B64[(v >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        // Base64 output is ASCII.
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_keeps_fingerprint() {
+        let id = Identity::generate().unwrap();
+        let back = Identity::from_pem(id.to_pem().as_bytes()).unwrap();
+        assert_eq!(back.fingerprint(), id.fingerprint());
+        assert_eq!(
+            fingerprint_of_bytes(id.to_pem().as_bytes()).unwrap(),
+            id.fingerprint()
+        );
+        assert_eq!(
+            fingerprint_of_bytes(id.cert_der()).unwrap(),
+            id.fingerprint()
+        );
+    }
+
+    #[test]
+    fn two_identities_differ() {
+        let a = Identity::generate().unwrap();
+        let b = Identity::generate().unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn mismatched_key_and_cert_are_refused() {
+        let a = Identity::generate().unwrap();
+        let b = Identity::generate().unwrap();
+        let mixed = format!(
+            "{}{}",
+            pem_block("PRIVATE KEY", a.key.secret_der()),
+            b.cert_pem()
+        );
+        let err = Identity::from_pem(mixed.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("does not fit"), "{err:#}");
+    }
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(fingerprint_of_bytes(b"hello").is_err());
+        assert!(fingerprint_of_bytes(&[0x30, 0x03, 0x01, 0x01, 0x00]).is_err());
+        assert!(Identity::from_pem(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The `pincat` binary: parse the command line, run it, exit with its code.
+
+mod app;
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    std::process::exit(app::run(cli) as i32);
+}

@@ -1,0 +1,666 @@
+//! The pincat wire format inside TLS: encoding and decoding only, no I/O policy.
+//!
+//! After the TLS 1.3 handshake (and the pin check) both sides write an 8-byte
+//! preamble, `b"PINCAT"` followed by the protocol version as a big-endian
+//! `u16`. The preamble never changes shape, so a peer speaking another version
+//! gets a clear error instead of garbage. Everything after it is frames:
+//!
+//! ```text
+//! frame   = type:u8 length:u32be payload[length]
+//! OFFER   (1) sender -> receiver  kind:u8 (0 stream, 1 files) count:u32 entry*
+//!         entry = type:u8 (0 file, 1 dir) mode:u32 size:u64 name_len:u16 name (UTF-8, '/'-separated)
+//! ACCEPT  (2) receiver -> sender  empty
+//! REJECT  (3) receiver -> sender  code:u8 message (UTF-8)
+//! DATA    (4) sender -> receiver  bytes; file contents are concatenated in offer order
+//! END     (5) sender -> receiver  files:u32 bytes:u64 (what the sender sent)
+//! ABORT   (6) sender -> receiver  message: the sender gives up (e.g. a file changed)
+//! RECEIPT (7) receiver -> sender  files:u32 bytes:u64 (what was written and synced)
+//! ERROR   (8) receiver -> sender  code:u8 message: the receiver failed after ACCEPT
+//! ```
+//!
+//! A transfer is: OFFER, then ACCEPT or REJECT, then DATA*, END, then RECEIPT
+//! (or ERROR). The sender reports success only when the RECEIPT matches what
+//! it sent.
+
+use thiserror::Error;
+
+/// First six bytes of every pincat session, in both directions.
+pub const MAGIC: &[u8; 6] = b"PINCAT";
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Bytes in the preamble: magic plus version.
+pub const PREAMBLE_LEN: usize = 8;
+/// Bytes in a frame header: type plus length.
+pub const HEADER_LEN: usize = 5;
+/// Largest DATA payload a receiver accepts.
+pub const MAX_DATA: usize = 1 << 20;
+/// Largest OFFER (and any control frame) a receiver accepts.
+pub const MAX_CONTROL: usize = 1 << 20;
+/// Most entries in one offer.
+pub const MAX_ENTRIES: usize = 100_000;
+/// Longest received path, in bytes.
+pub const MAX_NAME: usize = 4096;
+/// Longest received path component, in bytes.
+pub const MAX_COMPONENT: usize = 255;
+
+/// Everything that can be wrong with bytes a peer sent.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    /// The peer is not speaking pincat at all.
+    #[error("the peer does not speak the pincat protocol (is it in --raw mode, or another program?)")]
+    NotPincat,
+    /// The peer speaks another protocol version.
+    #[error("the peer speaks pincat protocol version {0}, this pincat speaks version {VERSION}: use the same pincat release on both sides")]
+    Version(u16),
+    /// An unknown frame type.
+    #[error("unknown frame type {0}")]
+    UnknownFrame(u8),
+    /// A frame longer than allowed for its type.
+    #[error("{kind} frame of {len} bytes exceeds the limit of {max}")]
+    TooLong {
+        /// Frame type name.
+        kind: &'static str,
+        /// Announced length.
+        len: usize,
+        /// Limit for the type.
+        max: usize,
+    },
+    /// A frame arrived where another was expected.
+    #[error("unexpected {got} frame (expected {expected})")]
+    Unexpected {
+        /// What arrived.
+        got: &'static str,
+        /// What the state machine wanted.
+        expected: &'static str,
+    },
+    /// A payload that does not decode.
+    #[error("malformed {0} frame")]
+    Malformed(&'static str),
+    /// A refused path name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// Frame types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameType {
+    /// Sender's description of what follows.
+    Offer = 1,
+    /// Receiver agrees to the offer.
+    Accept = 2,
+    /// Receiver refuses the offer.
+    Reject = 3,
+    /// Payload bytes.
+    Data = 4,
+    /// Sender is done.
+    End = 5,
+    /// Sender gives up.
+    Abort = 6,
+    /// Receiver confirms what it wrote.
+    Receipt = 7,
+    /// Receiver failed after accepting.
+    Error = 8,
+}
+
+impl FrameType {
+    /// Name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameType::Offer => "OFFER",
+            FrameType::Accept => "ACCEPT",
+            FrameType::Reject => "REJECT",
+            FrameType::Data => "DATA",
+            FrameType::End => "END",
+            FrameType::Abort => "ABORT",
+            FrameType::Receipt => "RECEIPT",
+            FrameType::Error => "ERROR",
+        }
+    }
+
+    fn max_len(self) -> usize {
+        match self {
+            FrameType::Data => MAX_DATA,
+            _ => MAX_CONTROL,
+        }
+    }
+}
+
+/// The preamble this build sends.
+pub fn preamble() -> [u8; PREAMBLE_LEN] {
+    let mut p = [0u8; PREAMBLE_LEN];
+    p[..6].copy_from_slice(MAGIC);
+    p[6..].copy_from_slice(&VERSION.to_be_bytes());
+    p
+}
+
+/// Checks a received preamble.
+pub fn check_preamble(p: &[u8; PREAMBLE_LEN]) -> Result<(), ProtocolError> {
+    if &p[..6] != MAGIC {
+        return Err(ProtocolError::NotPincat);
+    }
+    match u16::from_be_bytes([p[6], p[7]]) {
+        VERSION => Ok(()),
+        v => Err(ProtocolError::Version(v)),
+    }
+}
+
+/// Encodes a frame header.
+pub fn encode_header(t: FrameType, len: usize) -> [u8; HEADER_LEN] {
+    debug_assert!(len <= t.max_len());
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = t as u8;
+    h[1..].copy_from_slice(&(len as u32).to_be_bytes());
+    h
+}
+
+/// Decodes a frame header, enforcing the per-type length cap.
+pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(FrameType, usize), ProtocolError> {
+    let t = match h[0] {
+        1 => FrameType::Offer,
+        2 => FrameType::Accept,
+        3 => FrameType::Reject,
+        4 => FrameType::Data,
+        5 => FrameType::End,
+        6 => FrameType::Abort,
+        7 => FrameType::Receipt,
+        8 => FrameType::Error,
+        other => return Err(ProtocolError::UnknownFrame(other)),
+    };
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    if len > t.max_len() {
+        return Err(ProtocolError::TooLong {
+            kind: t.name(),
+            len,
+            max: t.max_len(),
+        });
+    }
+    Ok((t, len))
+}
+
+/// Encodes a whole control frame (header plus payload).
+pub fn frame(t: FrameType, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER_LEN + payload.len());
+    v.extend_from_slice(&encode_header(t, payload.len()));
+    v.extend_from_slice(payload);
+    v
+}
+
+/// What kind of transfer an offer announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// One unnamed byte stream of unknown length.
+    Stream,
+    /// Named files and directories of known sizes.
+    Files,
+}
+
+/// One offered file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative, '/'-separated path.
+    pub name: String,
+    /// True for a directory (size 0, no data).
+    pub is_dir: bool,
+    /// Unix permission bits as the sender has them.
+    pub mode: u32,
+    /// Exact number of bytes that follow for this file.
+    pub size: u64,
+}
+
+/// The sender's description of the transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// Stream or files.
+    pub kind: TransferKind,
+    /// Files and directories, in the order their data follows (empty for a stream).
+    pub entries: Vec<Entry>,
+}
+
+impl Offer {
+    /// Total announced bytes (files only).
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Number of regular files.
+    pub fn file_count(&self) -> u32 {
+        self.entries.iter().filter(|e| !e.is_dir).count() as u32
+    }
+
+    /// Encodes the payload of an OFFER frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.push(match self.kind {
+            TransferKind::Stream => 0,
+            TransferKind::Files => 1,
+        });
+        v.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for e in &self.entries {
+            v.push(u8::from(e.is_dir));
+            v.extend_from_slice(&e.mode.to_be_bytes());
+            v.extend_from_slice(&e.size.to_be_bytes());
+            v.extend_from_slice(&(e.name.len() as u16).to_be_bytes());
+            v.extend_from_slice(e.name.as_bytes());
+        }
+        v
+    }
+
+    /// Decodes and validates an OFFER payload: every name is checked, sizes
+    /// cannot overflow, names are unique and no file is another entry's parent.
+    pub fn decode(p: &[u8]) -> Result<Offer, ProtocolError> {
+        const M: ProtocolError = ProtocolError::Malformed("OFFER");
+        let mut r = Cursor(p);
+        let kind = match r.u8().ok_or(M)? {
+            0 => TransferKind::Stream,
+            1 => TransferKind::Files,
+            _ => return Err(M),
+        };
+        let count = r.u32().ok_or(M)? as usize;
+        if count > MAX_ENTRIES || (kind == TransferKind::Stream && count != 0) {
+            return Err(M);
+        }
+        let mut entries = Vec::with_capacity(count.min(1024));
+        let mut total: u64 = 0;
+        for _ in 0..count {
+            let is_dir = match r.u8().ok_or(M)? {
+                0 => false,
+                1 => true,
+                _ => return Err(M),
+            };
+            let mode = r.u32().ok_or(M)?;
+            let size = r.u64().ok_or(M)?;
+            let len = r.u16().ok_or(M)? as usize;
+            let raw = r.take(len).ok_or(M)?;
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| NameError::NotUtf8)?
+                .to_owned();
+            validate_name(&name)?;
+            if is_dir && size != 0 {
+                return Err(M);
+            }
+            total = total.checked_add(size).ok_or(M)?;
+            entries.push(Entry {
+                name,
+                is_dir,
+                mode,
+                size,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(M);
+        }
+        if kind == TransferKind::Files && entries.is_empty() {
+            return Err(M);
+        }
+        check_tree(&entries)?;
+        Ok(Offer { kind, entries })
+    }
+}
+
+/// Names must be unique, and a file cannot also be a parent of another entry.
+fn check_tree(entries: &[Entry]) -> Result<(), NameError> {
+    use std::collections::HashMap;
+    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
+    for e in entries {
+        if seen.insert(e.name.as_str(), e.is_dir).is_some() {
+            return Err(NameError::Duplicate(escape_name(&e.name)));
+        }
+    }
+    for e in entries {
+        let mut parent = e.name.as_str();
+        while let Some(i) = parent.rfind('/') {
+            parent = &parent[..i];
+            if seen.get(parent) == Some(&false) {
+                return Err(NameError::Duplicate(escape_name(&e.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why the receiver refused (REJECT) or failed (ERROR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    /// A target file already exists.
+    Exists = 1,
+    /// A name was refused.
+    BadName = 2,
+    /// Not enough space for the announced size, or the disk filled up.
+    NoSpace = 3,
+    /// The receiver is busy or shutting down.
+    Busy = 4,
+    /// The offer does not fit the receiver's target (e.g. a stream into a directory).
+    Unsupported = 5,
+    /// A local I/O error on the receiver.
+    Io = 6,
+    /// The sender broke the protocol.
+    Protocol = 7,
+}
+
+impl RejectCode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Exists,
+            2 => Self::BadName,
+            3 => Self::NoSpace,
+            4 => Self::Busy,
+            5 => Self::Unsupported,
+            7 => Self::Protocol,
+            _ => Self::Io,
+        }
+    }
+
+    /// Stable lower-case name used in JSON events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exists => "exists",
+            Self::BadName => "bad-name",
+            Self::NoSpace => "no-space",
+            Self::Busy => "busy",
+            Self::Unsupported => "unsupported",
+            Self::Io => "io",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+/// Encodes a REJECT or ERROR payload.
+pub fn encode_reject(code: RejectCode, message: &str) -> Vec<u8> {
+    let mut v = vec![code as u8];
+    let msg = truncate_utf8(message, 4096);
+    v.extend_from_slice(msg.as_bytes());
+    v
+}
+
+/// Decodes a REJECT or ERROR payload; the message is escaped for printing.
+pub fn decode_reject(p: &[u8]) -> (RejectCode, String) {
+    match p.split_first() {
+        Some((c, msg)) => (
+            RejectCode::from_u8(*c),
+            escape_text(&String::from_utf8_lossy(msg)),
+        ),
+        None => (RejectCode::Io, String::new()),
+    }
+}
+
+/// Encodes END or RECEIPT: file count and byte count.
+pub fn encode_counts(files: u32, bytes: u64) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&files.to_be_bytes());
+    v[4..].copy_from_slice(&bytes.to_be_bytes());
+    v
+}
+
+/// Decodes END or RECEIPT.
+pub fn decode_counts(p: &[u8], what: &'static str) -> Result<(u32, u64), ProtocolError> {
+    let mut r = Cursor(p);
+    let files = r.u32().ok_or(ProtocolError::Malformed(what))?;
+    let bytes = r.u64().ok_or(ProtocolError::Malformed(what))?;
+    if !r.0.is_empty() {
+        return Err(ProtocolError::Malformed(what));
+    }
+    Ok((files, bytes))
+}
+
+/// Why a received name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    /// Empty name or empty component (`a//b`).
+    #[error("refused an empty file name or path component")]
+    Empty,
+    /// Not UTF-8.
+    #[error("refused a file name that is not UTF-8")]
+    NotUtf8,
+    /// Absolute path, drive prefix or backslash.
+    #[error("refused file name {0}: absolute paths and drive prefixes are not allowed")]
+    Absolute(String),
+    /// `.` or `..` component.
+    #[error("refused file name {0}: '.' and '..' components are not allowed")]
+    DotDot(String),
+    /// NUL, control, or escape characters.
+    #[error("refused file name {0}: control characters are not allowed")]
+    Control(String),
+    /// Too long.
+    #[error("refused file name {0}: longer than {MAX_NAME} bytes or a component longer than {MAX_COMPONENT}")]
+    TooLong(String),
+    /// Same name twice, or a file that is also a directory.
+    #[error("refused file name {0}: it appears twice in the offer, or also as a directory")]
+    Duplicate(String),
+}
+
+/// Checks a received relative path: only normal components, no control
+/// characters, no absolute or drive-prefixed paths, bounded length.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME {
+        return Err(NameError::TooLong(escape_name(truncate_utf8(name, 64))));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(NameError::Control(escape_name(name)));
+    }
+    let first = name.split('/').next().unwrap_or_default();
+    let drive = first.len() >= 2 && first.as_bytes()[0].is_ascii_alphabetic() && first.as_bytes()[1] == b':';
+    if name.starts_with('/') || name.contains('\\') || drive {
+        return Err(NameError::Absolute(escape_name(name)));
+    }
+    for comp in name.split('/') {
+        match comp {
+            "" => return Err(NameError::Empty),
+            "." | ".." => return Err(NameError::DotDot(escape_name(name))),
+            c if c.len() > MAX_COMPONENT => {
+                return Err(NameError::TooLong(escape_name(truncate_utf8(name, 64))));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Quotes a name for printing: control characters, escapes and quotes are
+/// shown escaped, so a peer cannot drive the terminal.
+pub fn escape_name(name: &str) -> String {
+    format!("{:?}", name)
+}
+
+/// Escapes control characters in free text from a peer (no quotes added).
+pub fn escape_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, size: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            is_dir: false,
+            mode: 0o644,
+            size,
+        }
+    }
+
+    #[test]
+    fn offer_round_trips() {
+        let offer = Offer {
+            kind: TransferKind::Files,
+            entries: vec![
+                Entry {
+                    name: "dir".into(),
+                    is_dir: true,
+                    mode: 0o755,
+                    size: 0,
+                },
+                entry("dir/a.txt", 3),
+                entry("b", u64::MAX - 3),
+            ],
+        };
+        assert_eq!(Offer::decode(&offer.encode()), Ok(offer.clone()));
+        let stream = Offer {
+            kind: TransferKind::Stream,
+            entries: vec![],
+        };
+        assert_eq!(Offer::decode(&stream.encode()), Ok(stream));
+    }
+
+    #[test]
+    fn offer_rejects_truncation_trailing_bytes_and_overflow() {
+        let offer = Offer {
+            kind: TransferKind::Files,
+            entries: vec![entry("a", u64::MAX), entry("b", 1)],
+        };
+        let enc = offer.encode();
+        assert_eq!(
+            Offer::decode(&enc),
+            Err(ProtocolError::Malformed("OFFER")),
+            "sizes overflowing u64 must be refused"
+        );
+        let ok = Offer {
+            kind: TransferKind::Files,
+            entries: vec![entry("a", 1)],
+        }
+        .encode();
+        for cut in 0..ok.len() {
+            assert!(Offer::decode(&ok[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = ok.clone();
+        longer.push(0);
+        assert!(Offer::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn offer_rejects_duplicates_and_file_as_parent() {
+        for names in [["a", "a"], ["a", "a/b"]] {
+            let offer = Offer {
+                kind: TransferKind::Files,
+                entries: names.iter().map(|n| entry(n, 0)).collect(),
+            };
+            assert!(matches!(
+                Offer::decode(&offer.encode()),
+                Err(ProtocolError::Name(NameError::Duplicate(_)))
+            ));
+        }
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        for good in ["a", "a/b/c.txt", "ünïcode/ファイル", "..a", "a..", ".hidden"] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        let long_comp = "x".repeat(256);
+        let long_path = ["y"; 2100].join("/");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            ".",
+            "a//b",
+            "a/",
+            "C:evil",
+            "c:/evil",
+            "a\\b",
+            "nul\0byte",
+            "esc\x1b[31mred",
+            "bell\x07",
+            "c1\u{9b}x",
+            long_comp.as_str(),
+            long_path.as_str(),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn escape_hides_terminal_controls() {
+        let e = escape_name("a\x1b[2Jb\n");
+        assert!(!e.contains('\x1b') && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn headers_enforce_caps_and_types() {
+        let h = encode_header(FrameType::Data, 10);
+        assert_eq!(decode_header(&h), Ok((FrameType::Data, 10)));
+        let mut big = h;
+        big[1..].copy_from_slice(&((MAX_DATA as u32) + 1).to_be_bytes());
+        assert!(matches!(
+            decode_header(&big),
+            Err(ProtocolError::TooLong { .. })
+        ));
+        assert_eq!(
+            decode_header(&[0, 0, 0, 0, 0]),
+            Err(ProtocolError::UnknownFrame(0))
+        );
+    }
+
+    #[test]
+    fn preamble_checks_magic_and_version() {
+        assert_eq!(check_preamble(&preamble()), Ok(()));
+        let mut other = preamble();
+        other[7] = 9;
+        assert_eq!(check_preamble(&other), Err(ProtocolError::Version(9)));
+        assert_eq!(
+            check_preamble(b"GET / HT"),
+            Err(ProtocolError::NotPincat)
+        );
+    }
+
+    #[test]
+    fn counts_and_reject_round_trip() {
+        let c = encode_counts(3, 1 << 40);
+        assert_eq!(decode_counts(&c, "END"), Ok((3, 1 << 40)));
+        assert!(decode_counts(&c[..11], "END").is_err());
+        let r = encode_reject(RejectCode::Exists, "x exists\x1b");
+        let (code, msg) = decode_reject(&r);
+        assert_eq!(code, RejectCode::Exists);
+        assert!(msg.contains("x exists") && !msg.contains('\x1b'));
+    }
+}

@@ -1,0 +1,591 @@
+//! The sending side: connect, pin the server, offer, stream, and succeed only
+//! on a receipt that matches what was sent.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rustls::pki_types::ServerName;
+use rustls::{AlertDescription, ClientConnection};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Events};
+use crate::fingerprint::Fingerprint;
+use crate::identity::Identity;
+use crate::protocol::{self, Entry, FrameType, HEADER_LEN, Offer, RejectCode, TransferKind};
+use crate::verify::{self, Presented};
+use crate::wire::{Session, WireError};
+
+/// Bytes read from the source per DATA frame.
+pub const CHUNK: usize = 256 * 1024;
+
+/// How to reach and trust the receiver.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// `HOST:PORT` as the user gave it.
+    pub addr: String,
+    /// The receiver's certificate fingerprint.
+    pub pin: Fingerprint,
+    /// Client certificate to present (mutual pinning).
+    pub identity: Option<Identity>,
+    /// Limit for each TCP connect attempt.
+    pub connect_timeout: Duration,
+    /// Keep retrying refused/unreachable connects this long.
+    pub retry_for: Option<Duration>,
+    /// Limit for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Limit for any single read or write once connected (receipt included).
+    pub idle_timeout: Duration,
+}
+
+impl SendOptions {
+    /// Options with the documented defaults.
+    pub fn new(addr: impl Into<String>, pin: Fingerprint) -> Self {
+        SendOptions {
+            addr: addr.into(),
+            pin,
+            identity: None,
+            connect_timeout: Duration::from_secs(10),
+            retry_for: None,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What to send.
+pub enum Source {
+    /// Standard input, as a stream.
+    Stdin,
+    /// Any reader, as a stream.
+    Reader(Box<dyn Read + Send>),
+    /// Files and directories (recursively), by path.
+    Paths(Vec<PathBuf>),
+}
+
+/// What a confirmed transfer moved.
+#[derive(Debug, Clone)]
+pub struct SendReport {
+    /// The receiver's address.
+    pub peer: SocketAddr,
+    /// Files confirmed.
+    pub files: u32,
+    /// Payload bytes confirmed.
+    pub bytes: u64,
+    /// Handshake to receipt.
+    pub duration: Duration,
+}
+
+/// One planned file: where it is here and what it is called there.
+struct Planned {
+    local: Option<PathBuf>,
+    entry: Entry,
+}
+
+/// Sends `source` to the pinned receiver; `Ok` only after a matching receipt.
+///
+/// ```no_run
+/// use pincat::{send, SendOptions, Source};
+/// let pin = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".parse().unwrap();
+/// let opts = SendOptions::new("127.0.0.1:7878", pin);
+/// let data: &'static [u8] = b"hello";
+/// let report = send(&opts, Source::Reader(Box::new(data)), &pincat::Events::silent()).unwrap();
+/// assert_eq!(report.bytes, 5);
+/// ```
+pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendReport> {
+    let (offer, planned, mut stream): (Offer, Vec<Planned>, Option<Box<dyn Read + Send>>) =
+        match source {
+            Source::Stdin => (stream_offer(), vec![], Some(Box::new(io::stdin()))),
+            Source::Reader(r) => (stream_offer(), vec![], Some(r)),
+            Source::Paths(paths) => {
+                let planned = plan(&paths, events)?;
+                let offer = Offer {
+                    kind: TransferKind::Files,
+                    entries: planned.iter().map(|p| p.entry.clone()).collect(),
+                };
+                if offer.encode().len() > protocol::MAX_CONTROL {
+                    return Err(anyhow!("too many files or names for one transfer; split it").into());
+                }
+                (offer, planned, None)
+            }
+        };
+
+    let mut s = connect(opts, events)?;
+    let start = Instant::now();
+    let peer = s.peer;
+    let map = |e: WireError| classify(e, opts, peer, "during the transfer");
+
+    let mut hello = protocol::preamble().to_vec();
+    hello.extend_from_slice(&protocol::frame(FrameType::Offer, &offer.encode()));
+    s.write_all(&hello).map_err(map)?;
+    s.read_preamble().map_err(map)?;
+    let mut buf = Vec::with_capacity(HEADER_LEN + CHUNK);
+    match s.read_frame(&mut buf).map_err(map)? {
+        FrameType::Accept => {}
+        FrameType::Reject | FrameType::Error => {
+            let (code, message) = protocol::decode_reject(&buf);
+            return Err(Error::Refused {
+                code: code.as_str(),
+                message,
+            });
+        }
+        t => return Err(unexpected(t, "ACCEPT")),
+    }
+    let total = match offer.kind {
+        TransferKind::Files => Some(offer.total_bytes()),
+        TransferKind::Stream => None,
+    };
+    events.emit(Event::TransferStarted {
+        peer,
+        kind: kind_name(offer.kind),
+        names: top_names(&offer),
+        files: offer.file_count(),
+        bytes: total,
+    });
+
+    let mut sent: u64 = 0;
+    buf.resize(HEADER_LEN + CHUNK, 0);
+    let result = match stream.as_mut() {
+        Some(r) => pump_stream(&mut s, r.as_mut(), &mut buf, &mut sent, events),
+        None => pump_files(&mut s, &planned, &mut buf, &mut sent, events),
+    };
+    if let Err(e) = result {
+        return Err(after_write_failure(&mut s, e, opts, sent));
+    }
+
+    s.write_frame(FrameType::End, &protocol::encode_counts(offer.file_count(), sent))
+        .map_err(|e| after_write_failure(&mut s, SendFail::Wire(e), opts, sent))?;
+    let receipt = s.read_frame(&mut buf).map_err(|e| match e {
+        WireError::Timeout => Error::Timeout(format!(
+            "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
+        )),
+        e => classify(e, opts, peer, "while waiting for the receipt"),
+    })?;
+    match receipt {
+        FrameType::Receipt => {}
+        FrameType::Error => {
+            let (code, message) = protocol::decode_reject(&buf);
+            return Err(receiver_failed(code, message));
+        }
+        t => return Err(unexpected(t, "RECEIPT")),
+    }
+    let (files, bytes) =
+        protocol::decode_counts(&buf, "RECEIPT").map_err(|e| Error::Incomplete(e.to_string()))?;
+    if files != offer.file_count() || bytes != sent {
+        return Err(Error::Incomplete(format!(
+            "the receiver confirmed {files} file(s) and {bytes} bytes, but {} file(s) and {sent} bytes were sent",
+            offer.file_count()
+        )));
+    }
+    s.close();
+    let duration = start.elapsed();
+    events.emit(Event::TransferDone {
+        peer,
+        kind: kind_name(offer.kind),
+        files,
+        bytes,
+        duration,
+    });
+    Ok(SendReport {
+        peer,
+        files,
+        bytes,
+        duration,
+    })
+}
+
+fn stream_offer() -> Offer {
+    Offer {
+        kind: TransferKind::Stream,
+        entries: vec![],
+    }
+}
+
+fn kind_name(k: TransferKind) -> &'static str {
+    match k {
+        TransferKind::Stream => "stream",
+        TransferKind::Files => "files",
+    }
+}
+
+/// Top-level names of an offer, escaped for display.
+pub(crate) fn top_names(offer: &Offer) -> Vec<String> {
+    offer
+        .entries
+        .iter()
+        .filter(|e| !e.name.contains('/'))
+        .map(|e| protocol::escape_text(&e.name))
+        .collect()
+}
+
+fn unexpected(t: FrameType, expected: &'static str) -> Error {
+    Error::Incomplete(format!(
+        "the receiver broke the protocol: {}",
+        protocol::ProtocolError::Unexpected {
+            got: t.name(),
+            expected
+        }
+    ))
+}
+
+fn receiver_failed(code: RejectCode, message: String) -> Error {
+    Error::Refused {
+        code: code.as_str(),
+        message: format!("the receiver failed to store the data: {message}"),
+    }
+}
+
+/// Why pumping data stopped.
+enum SendFail {
+    Wire(WireError),
+    Source(anyhow::Error),
+}
+
+fn pump_stream(
+    s: &mut Session<ClientConnection>,
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    sent: &mut u64,
+    events: &Events,
+) -> std::result::Result<(), SendFail> {
+    let peer = s.peer;
+    loop {
+        let n = match r.read(&mut buf[HEADER_LEN..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(SendFail::Source(
+                    anyhow::Error::new(e).context("cannot read standard input"),
+                ));
+            }
+        };
+        buf[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
+        s.write_all(&buf[..HEADER_LEN + n]).map_err(SendFail::Wire)?;
+        *sent += n as u64;
+        events.emit(Event::Progress {
+            peer,
+            bytes: *sent,
+            total: None,
+        });
+    }
+}
+
+fn pump_files(
+    s: &mut Session<ClientConnection>,
+    planned: &[Planned],
+    buf: &mut [u8],
+    sent: &mut u64,
+    events: &Events,
+) -> std::result::Result<(), SendFail> {
+    let peer = s.peer;
+    let total: u64 = planned.iter().map(|p| p.entry.size).sum();
+    for p in planned {
+        let Some(local) = &p.local else { continue };
+        let mut f = File::open(local)
+            .with_context(|| format!("cannot open {}", local.display()))
+            .map_err(SendFail::Source)?;
+        let mut left = p.entry.size;
+        while left > 0 {
+            let want = (left.min(CHUNK as u64)) as usize;
+            let n = match f.read(&mut buf[HEADER_LEN..HEADER_LEN + want]) {
+                Ok(0) => {
+                    return Err(SendFail::Source(anyhow!(
+                        "{} shrank while it was being sent; nothing was stored, send it again",
+                        local.display()
+                    )));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(SendFail::Source(
+                        anyhow::Error::new(e).context(format!("cannot read {}", local.display())),
+                    ));
+                }
+            };
+            buf[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
+            s.write_all(&buf[..HEADER_LEN + n]).map_err(SendFail::Wire)?;
+            left -= n as u64;
+            *sent += n as u64;
+            events.emit(Event::Progress {
+                peer,
+                bytes: *sent,
+                total: Some(total),
+            });
+        }
+        let mut probe = [0u8; 1];
+        if matches!(f.read(&mut probe), Ok(n) if n > 0) {
+            return Err(SendFail::Source(anyhow!(
+                "{} grew while it was being sent; nothing was stored, send it again",
+                local.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Turns a failure while streaming into the most useful error: the receiver's
+/// own ERROR frame when it sent one, else what happened locally.
+fn after_write_failure(
+    s: &mut Session<ClientConnection>,
+    fail: SendFail,
+    opts: &SendOptions,
+    sent: u64,
+) -> Error {
+    let peer = s.peer;
+    match fail {
+        SendFail::Source(e) => {
+            let msg = format!("{e:#}");
+            let _ = s.write_frame(FrameType::Abort, msg.as_bytes());
+            s.close();
+            Error::Other(e)
+        }
+        SendFail::Wire(e) => {
+            // The receiver may have explained itself before closing.
+            let _ = s.sock.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = Vec::new();
+            if let Ok(FrameType::Error) = s.read_frame(&mut buf) {
+                let (code, message) = protocol::decode_reject(&buf);
+                return receiver_failed(code, message);
+            }
+            match e {
+                WireError::Closed => Error::Incomplete(format!(
+                    "the receiver at {peer} closed the connection after {sent} bytes; delivery is not confirmed"
+                )),
+                e => classify(e, opts, peer, "during the transfer"),
+            }
+        }
+    }
+}
+
+/// Connects (retrying within `retry_for`) and completes the pinned handshake.
+fn connect(opts: &SendOptions, events: &Events) -> Result<Session<ClientConnection>> {
+    let deadline = opts.retry_for.map(|d| Instant::now() + d);
+    let mut delay = Duration::from_millis(50);
+    let sock = loop {
+        match connect_once(opts) {
+            Ok(sock) => break sock,
+            Err(e) => {
+                let retryable = matches!(&e, Error::Connect { .. } | Error::Timeout(_));
+                match deadline {
+                    Some(d) if retryable && Instant::now() + delay < d => {
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_millis(500));
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    };
+    let peer = sock
+        .peer_addr()
+        .context("cannot read the peer address")
+        .map_err(Error::Other)?;
+    let presented = Presented::default();
+    let config = verify::client_config(Some(opts.pin), opts.identity.as_ref(), presented.clone())?;
+    let name = ServerName::try_from(verify::SERVER_NAME)
+        .map_err(|e| anyhow!("bad server name: {e}"))?;
+    let conn = ClientConnection::new(config, name).context("cannot start TLS")?;
+    let s = Session::handshake(conn, sock, opts.handshake_timeout).map_err(|e| match e {
+        WireError::Tls(ref tls) => match presented.get() {
+            Some(fp) if fp != opts.pin => Error::PinMismatch {
+                addr: peer,
+                expected: opts.pin,
+                presented: fp,
+            },
+            Some(_) => Error::Impostor {
+                addr: peer,
+                detail: tls.to_string(),
+            },
+            None => classify(e, opts, peer, "during the TLS handshake"),
+        },
+        e => classify(e, opts, peer, "during the TLS handshake"),
+    })?;
+    s.set_idle_timeout(opts.idle_timeout)
+        .context("cannot set socket timeouts")?;
+    events.emit(Event::Connected {
+        peer,
+        fingerprint: presented.get(),
+    });
+    Ok(s)
+}
+
+fn connect_once(opts: &SendOptions) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = opts
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| Error::Connect {
+            addr: opts.addr.clone(),
+            source: e,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, opts.connect_timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    if matches!(last.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
+        return Err(Error::Timeout(format!("connecting to {}", opts.addr)));
+    }
+    Err(Error::Connect {
+        addr: opts.addr.clone(),
+        source: last,
+    })
+}
+
+/// Maps a session failure to the error a user can act on.
+fn classify(e: WireError, opts: &SendOptions, peer: SocketAddr, when: &str) -> Error {
+    match e {
+        WireError::Tls(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::AccessDenied
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::DecryptError,
+        )) => Error::NotAllowed {
+            addr: peer,
+            fingerprint: opts.identity.as_ref().map(|i| i.fingerprint()),
+        },
+        WireError::Tls(rustls::Error::AlertReceived(AlertDescription::ProtocolVersion))
+        | WireError::Tls(rustls::Error::PeerIncompatible(_)) => Error::Other(anyhow!(
+            "the server at {peer} does not speak TLS 1.3 (pincat accepts nothing older)"
+        )),
+        WireError::Tls(t) => Error::Incomplete(format!("TLS failure with {peer} {when}: {t}")),
+        WireError::Timeout => Error::Timeout(format!("{when} with {peer} (no data for {:?})", opts.idle_timeout)),
+        WireError::Closed => Error::Incomplete(format!(
+            "the peer at {peer} closed the connection {when}; nothing is confirmed (is it a pincat receiver?)"
+        )),
+        WireError::Protocol(p) => Error::Incomplete(format!("the receiver at {peer}: {p}")),
+        WireError::Io(io) => Error::Incomplete(format!("connection to {peer} failed {when}: {io}")),
+    }
+}
+
+/// Walks the given paths into an ordered plan of directories and files.
+fn plan(paths: &[PathBuf], events: &Events) -> Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = fs::metadata(p).with_context(|| format!("cannot send {}", p.display()))?;
+        let name = top_name(p)?;
+        if meta.is_dir() {
+            out.push(dir_entry(name.clone(), &meta));
+            walk(p, &name, &mut out, events)?;
+        } else if meta.is_file() {
+            out.push(file_entry(p.clone(), name, &meta));
+        } else {
+            return Err(anyhow!(
+                "cannot send {}: not a regular file or directory (pipe it on stdin instead)",
+                p.display()
+            )
+            .into());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &out {
+        protocol::validate_name(&p.entry.name)
+            .map_err(|e| anyhow!("cannot send this name: {e}"))?;
+        if !seen.insert(p.entry.name.as_str()) {
+            return Err(anyhow!(
+                "two of the given paths are both named {}; send them separately",
+                protocol::escape_name(&p.entry.name)
+            )
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+fn top_name(p: &Path) -> Result<String> {
+    let abs = fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()))?;
+    let name = abs
+        .file_name()
+        .ok_or_else(|| anyhow!("cannot send {} as a whole; send what it contains", p.display()))?;
+    utf8_name(name, p)
+}
+
+fn utf8_name(name: &std::ffi::OsStr, p: &Path) -> Result<String> {
+    name.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("cannot send {}: its name is not UTF-8", p.display()).into())
+}
+
+fn dir_entry(name: String, meta: &fs::Metadata) -> Planned {
+    use std::os::unix::fs::PermissionsExt;
+    Planned {
+        local: None,
+        entry: Entry {
+            name,
+            is_dir: true,
+            mode: meta.permissions().mode() & 0o7777,
+            size: 0,
+        },
+    }
+}
+
+fn file_entry(local: PathBuf, name: String, meta: &fs::Metadata) -> Planned {
+    use std::os::unix::fs::PermissionsExt;
+    Planned {
+        local: Some(local),
+        entry: Entry {
+            name,
+            is_dir: false,
+            mode: meta.permissions().mode() & 0o7777,
+            size: meta.len(),
+        },
+    }
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
+    let mut children: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    children.sort_by_key(|e| e.file_name());
+    for child in children {
+        let path = child.path();
+        let meta = fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let name = format!("{prefix}/{}", utf8_name(&child.file_name(), &path)?);
+        if meta.is_dir() {
+            out.push(dir_entry(name.clone(), &meta));
+            walk(&path, &name, out, events)?;
+        } else if meta.is_file() {
+            out.push(file_entry(path, name, &meta));
+        } else {
+            events.emit(Event::Warning {
+                message: format!(
+                    "skipping {}: symbolic links and special files are not sent",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Connects to `addr`, completes enough of a TLS 1.3 handshake to see the
+/// server's certificate, and returns its fingerprint. No application byte
+/// is ever sent: the handshake is aborted by the verifier itself.
+pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> {
+    let mut opts = SendOptions::new(addr, Fingerprint::from_bytes([0; 32]));
+    opts.connect_timeout = timeout;
+    opts.handshake_timeout = timeout;
+    let sock = connect_once(&opts)?;
+    let peer = sock.peer_addr().context("cannot read the peer address")?;
+    let presented = Presented::default();
+    let config = verify::client_config(None, None, presented.clone())?;
+    let name = ServerName::try_from(verify::SERVER_NAME)
+        .map_err(|e| anyhow!("bad server name: {e}"))?;
+    let conn = ClientConnection::new(config, name).context("cannot start TLS")?;
+    let outcome = Session::handshake(conn, sock, timeout);
+    match (presented.get(), outcome) {
+        (Some(fp), _) => Ok(fp),
+        (None, Err(e)) => Err(classify(e, &opts, peer, "during the TLS handshake")),
+        (None, Ok(_)) => Err(anyhow!("the server at {peer} presented no certificate").into()),
+    }
+}

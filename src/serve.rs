@@ -1,0 +1,1058 @@
+//! The receiving side: listen, present the identity, optionally pin senders,
+//! and store what arrives without ever overwriting or leaving partial files.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rustls::ServerConnection;
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Events};
+use crate::fingerprint::Fingerprint;
+use crate::fsutil::{self, TempFile};
+use crate::identity::Identity;
+use crate::protocol::{self, FrameType, Offer, ProtocolError, RejectCode, TransferKind};
+use crate::verify::{self, Presented};
+use crate::wire::{Session, WireError};
+
+/// The port `serve` listens on when `--listen` is not given.
+pub const DEFAULT_PORT: u16 = 7878;
+
+/// Offers with more files than this use named temporary files instead of
+/// anonymous ones, so a huge tree does not hold one descriptor per file.
+const MAX_ANON_TEMPS: usize = 64;
+
+/// Where received data goes.
+#[derive(Debug, Clone, Default)]
+pub enum Output {
+    /// Streams to stdout, files into the current directory.
+    #[default]
+    Default,
+    /// Streams to this file, or files into this directory.
+    Path(PathBuf),
+}
+
+/// How the receiver behaves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Persistent identity; `None` generates an ephemeral one.
+    pub identity: Option<Identity>,
+    /// When set, only senders presenting one of these certificates get in.
+    pub allow: Option<HashSet<Fingerprint>>,
+    /// Where received data goes.
+    pub output: Output,
+    /// Accept many transfers instead of exiting after the first.
+    pub keep_open: bool,
+    /// Most connections handled at once.
+    pub max_conns: usize,
+    /// Limit for a sender's TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Limit for any single read or write once connected.
+    pub idle_timeout: Duration,
+    /// Give up if no transfer has started within this time.
+    pub wait_timeout: Option<Duration>,
+}
+
+impl ServeOptions {
+    /// Options with the documented defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        ServeOptions {
+            listen,
+            identity: None,
+            allow: None,
+            output: Output::Default,
+            keep_open: false,
+            max_conns: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            wait_timeout: None,
+        }
+    }
+}
+
+/// What one completed transfer stored.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The sender.
+    pub peer: SocketAddr,
+    /// Files stored.
+    pub files: u32,
+    /// Payload bytes stored.
+    pub bytes: u64,
+}
+
+/// Stops a running server from another thread (e.g. a signal handler).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    wake: Arc<UnixStream>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop: no new connections; in-flight transfers are
+    /// aborted and their temporary files removed.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = (&*self.wake).write(&[1]);
+    }
+}
+
+/// A bound receiver.
+pub struct Server {
+    listener: TcpListener,
+    identity: Identity,
+    opts: ServeOptions,
+    events: Arc<Events>,
+    shutdown: Arc<AtomicBool>,
+    wake_rx: UnixStream,
+    wake_tx: Arc<UnixStream>,
+}
+
+struct Shared {
+    opts: ServeOptions,
+    identity: Identity,
+    allow: Option<Arc<HashSet<Fingerprint>>>,
+    events: Arc<Events>,
+    shutdown: Arc<AtomicBool>,
+    /// One-shot mode: set by the first transfer that is accepted.
+    claimed: AtomicBool,
+    stdout: Mutex<()>,
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// Serializes renames into place with the shutdown sweep.
+    finalize: Mutex<()>,
+}
+
+enum Outcome {
+    /// A transfer was accepted and ended this way.
+    Transfer(Result<Received>),
+    /// The connection ended before any transfer was accepted.
+    NoTransfer,
+}
+
+impl Server {
+    /// Binds the socket and prepares the identity (generating one if needed).
+    ///
+    /// ```
+    /// use pincat::{Server, ServeOptions, Events};
+    /// let server = Server::bind(ServeOptions::new("127.0.0.1:0".parse().unwrap()), Events::silent()).unwrap();
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// println!("pin: {}", server.fingerprint());
+    /// ```
+    pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
+        let identity = match &opts.identity {
+            Some(id) => id.clone(),
+            None => Identity::generate()?,
+        };
+        let listener = TcpListener::bind(opts.listen)
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        listener
+            .set_nonblocking(true)
+            .context("cannot configure the listening socket")?;
+        let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create a wake-up pipe")?;
+        wake_rx.set_nonblocking(true).context("cannot configure the wake-up pipe")?;
+        Ok(Server {
+            listener,
+            identity,
+            opts,
+            events: Arc::new(events),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            wake_rx,
+            wake_tx: Arc::new(wake_tx),
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.opts.listen)
+    }
+
+    /// The fingerprint senders must pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
+    }
+
+    /// A handle that stops [`Server::run`] from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown.clone(),
+            wake: self.wake_tx.clone(),
+        }
+    }
+
+    /// A paste-ready send command for this server.
+    pub fn send_command(&self) -> String {
+        let addr = self.local_addr();
+        let host = if addr.ip().is_unspecified() {
+            hostname().unwrap_or_else(|| "HOST".into())
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        format!("pincat send {host}:{} --pin {}", addr.port(), self.fingerprint())
+    }
+
+    /// Serves until the first accepted transfer ends (or forever with
+    /// `keep_open`), then returns what was received.
+    pub fn run(self) -> Result<Vec<Received>> {
+        self.events.emit(Event::Listening {
+            addr: self.local_addr(),
+            fingerprint: self.fingerprint(),
+            send_command: self.send_command(),
+        });
+        let shared = Arc::new(Shared {
+            allow: self.opts.allow.clone().map(Arc::new),
+            opts: self.opts.clone(),
+            identity: self.identity.clone(),
+            events: self.events.clone(),
+            shutdown: self.shutdown.clone(),
+            claimed: AtomicBool::new(false),
+            stdout: Mutex::new(()),
+            sockets: Mutex::new(HashMap::new()),
+            finalize: Mutex::new(()),
+        });
+        let (tx, rx) = mpsc::channel::<Outcome>();
+        let active = Arc::new(AtomicUsize::new(0));
+        let next_id = AtomicU64::new(0);
+        let started = Instant::now();
+        let mut received = Vec::new();
+        let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
+        let mut any_transfer = false;
+
+        let result: Result<()> = loop {
+            // Collect finished connections.
+            let mut done = None;
+            while let Ok(o) = rx.try_recv() {
+                if let Outcome::Transfer(r) = o {
+                    any_transfer = true;
+                    match r {
+                        Ok(rcv) => received.push(rcv),
+                        Err(e) if !self.opts.keep_open => done = Some(Err(e)),
+                        Err(_) => {}
+                    }
+                    if !self.opts.keep_open && done.is_none() {
+                        done = Some(Ok(()));
+                    }
+                }
+            }
+            threads.retain(|t| !t.is_finished());
+            if let Some(d) = done {
+                break d;
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                break Err(Error::Interrupted);
+            }
+            let mut wait = Duration::from_millis(500);
+            if let Some(t) = self.opts.wait_timeout {
+                if !any_transfer && !shared.claimed.load(Ordering::SeqCst) {
+                    let left = t.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break Err(Error::Timeout(format!(
+                            "waiting for a sender: none arrived within {t:?}"
+                        )));
+                    }
+                    wait = wait.min(left);
+                }
+            }
+            poll2(self.listener.as_raw_fd(), self.wake_rx.as_raw_fd(), wait);
+            drain(&self.wake_rx);
+            loop {
+                let (sock, peer) = match self.listener.accept() {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE and friends: report, back off briefly, keep serving.
+                        self.events.emit(Event::Error {
+                            peer: None,
+                            code: "accept",
+                            message: format!("cannot accept a connection: {e}"),
+                        });
+                        thread::sleep(Duration::from_millis(50));
+                        break;
+                    }
+                };
+                if active.load(Ordering::SeqCst) >= self.opts.max_conns {
+                    self.events.emit(Event::Refused {
+                        peer,
+                        reason: "max-conns",
+                        fingerprint: None,
+                        message: format!(
+                            "already {} connections open (--max-conns)",
+                            self.opts.max_conns
+                        ),
+                    });
+                    drop(sock);
+                    continue;
+                }
+                let _ = sock.set_nonblocking(false);
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                if let Ok(c) = sock.try_clone() {
+                    lock(&shared.sockets).insert(id, c);
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (shared2, tx2, active2, wake) =
+                    (shared.clone(), tx.clone(), active.clone(), self.wake_tx.clone());
+                let spawned = thread::Builder::new()
+                    .name(format!("conn-{peer}"))
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        let outcome = handle_conn(&shared2, sock, peer);
+                        lock(&shared2.sockets).remove(&id);
+                        active2.fetch_sub(1, Ordering::SeqCst);
+                        let _ = tx2.send(outcome);
+                        let _ = (&*wake).write(&[1]);
+                    });
+                match spawned {
+                    Ok(t) => threads.push(t),
+                    Err(e) => {
+                        lock(&shared.sockets).remove(&id);
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        self.events.emit(Event::Error {
+                            peer: Some(peer),
+                            code: "accept",
+                            message: format!("cannot start a thread for the connection: {e}"),
+                        });
+                    }
+                }
+            }
+        };
+
+        // Stop everything still running: unblock their sockets and wait.
+        shared.shutdown.store(true, Ordering::SeqCst);
+        for s in lock(&shared.sockets).values() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for t in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        // Hold the finalize lock so no thread renames a file into place after
+        // we return; temporary files of unfinished threads are unnamed or
+        // removed by their owners.
+        let _guard = lock(&shared.finalize);
+        result.map(|()| received)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn poll2(a: i32, b: i32, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis().min(60_000) as i32);
+    }
+}
+
+fn drain(s: &UnixStream) {
+    let mut buf = [0u8; 64];
+    while matches!((&*s).read_some(&mut buf), Ok(n) if n > 0) {}
+}
+
+trait ReadSome {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadSome for &UnixStream {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(self, buf)
+    }
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Handles one connection from handshake to close.
+fn handle_conn(sh: &Shared, sock: TcpStream, peer: SocketAddr) -> Outcome {
+    let presented = Presented::default();
+    let config = match verify::server_config(&sh.identity, sh.allow.clone(), presented.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            sh.events.emit(Event::Error {
+                peer: Some(peer),
+                code: "failure",
+                message: format!("{e:#}"),
+            });
+            return Outcome::NoTransfer;
+        }
+    };
+    let conn = match ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            sh.events.emit(Event::Error {
+                peer: Some(peer),
+                code: "failure",
+                message: format!("cannot start TLS: {e}"),
+            });
+            return Outcome::NoTransfer;
+        }
+    };
+    let mut s = match Session::handshake(conn, sock, sh.opts.handshake_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            let (reason, message) = match (&e, sh.allow.is_some()) {
+                (WireError::Tls(rustls::Error::NoCertificatesPresented), true) => (
+                    "not-allowed",
+                    "the sender presented no client certificate".to_string(),
+                ),
+                (WireError::Tls(rustls::Error::InvalidCertificate(_)), true) => (
+                    "not-allowed",
+                    match presented.get() {
+                        Some(fp) => format!("client certificate sha256:{fp} is not allowed"),
+                        None => "the client certificate was refused".to_string(),
+                    },
+                ),
+                (WireError::Tls(t), _) if is_signature_failure(t) => (
+                    "not-allowed",
+                    format!("the sender could not prove it holds the key of its certificate ({t})"),
+                ),
+                (WireError::Timeout, _) => ("timeout", "no TLS handshake in time".to_string()),
+                (e, _) => ("handshake", format!("TLS handshake failed: {e}")),
+            };
+            sh.events.emit(Event::Refused {
+                peer,
+                reason,
+                fingerprint: presented.get(),
+                message,
+            });
+            return Outcome::NoTransfer;
+        }
+    };
+    let _ = s.set_idle_timeout(sh.opts.idle_timeout);
+    sh.events.emit(Event::Connected {
+        peer,
+        fingerprint: presented.get(),
+    });
+    receive(sh, &mut s, presented.get())
+}
+
+fn is_signature_failure(t: &rustls::Error) -> bool {
+    matches!(
+        t,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+            | rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            | rustls::Error::PeerMisbehaved(_)
+    )
+}
+
+/// The receiving protocol on an established session.
+fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Fingerprint>) -> Outcome {
+    let peer = s.peer;
+    let refuse = |s: &mut Session<ServerConnection>, code: RejectCode, message: String| {
+        let _ = s.write_frame(FrameType::Reject, &protocol::encode_reject(code, &message));
+        s.close();
+        sh.events.emit(Event::Refused {
+            peer,
+            reason: code.as_str(),
+            fingerprint: client,
+            message,
+        });
+        Outcome::NoTransfer
+    };
+
+    // Our preamble goes out at once; theirs must be first in.
+    if let Err(e) = s.write_all(&protocol::preamble()) {
+        return handshake_phase_error(sh, peer, client, e);
+    }
+    if let Err(e) = s.read_preamble() {
+        return handshake_phase_error(sh, peer, client, e);
+    }
+    let mut buf = Vec::new();
+    let offer = match s.read_frame(&mut buf) {
+        Ok(FrameType::Offer) => match Offer::decode(&buf) {
+            Ok(o) => o,
+            Err(ProtocolError::Name(n)) => return refuse(s, RejectCode::BadName, n.to_string()),
+            Err(e) => return refuse(s, RejectCode::Protocol, e.to_string()),
+        },
+        Ok(t) => {
+            return refuse(
+                s,
+                RejectCode::Protocol,
+                format!("expected an OFFER frame, got {}", t.name()),
+            );
+        }
+        Err(e) => return handshake_phase_error(sh, peer, client, e),
+    };
+    if sh.shutdown.load(Ordering::SeqCst) {
+        return refuse(s, RejectCode::Busy, "the receiver is shutting down".into());
+    }
+    if !sh.opts.keep_open && sh.claimed.swap(true, Ordering::SeqCst) {
+        return refuse(
+            s,
+            RejectCode::Busy,
+            "this receiver already took a transfer (run it with --keep-open for more)".into(),
+        );
+    }
+    let mut sink = match Sink::prepare(sh, &offer) {
+        Ok(sink) => sink,
+        Err((code, message)) => {
+            if !sh.opts.keep_open {
+                // Let the next sender try: the refusal stored nothing.
+                sh.claimed.store(false, Ordering::SeqCst);
+            }
+            return refuse(s, code, message);
+        }
+    };
+    // A stream to stdout is one at a time, in arrival order.
+    let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
+    let start = Instant::now();
+    let result = transfer(sh, s, &offer, &mut sink, &mut buf);
+    let result = match result {
+        Ok(()) => {
+            let files = offer.file_count();
+            let bytes = sink.written;
+            let commit = {
+                let _g = lock(&sh.finalize);
+                if sh.shutdown.load(Ordering::SeqCst) {
+                    Err((RejectCode::Busy, "the receiver is shutting down".into()))
+                } else {
+                    sink.commit()
+                }
+            };
+            match commit {
+                Ok(()) => {
+                    let receipt = protocol::encode_counts(files, bytes);
+                    // The data is stored whether or not the sender hears it.
+                    let _ = s.write_frame(FrameType::Receipt, &receipt);
+                    s.close();
+                    sh.events.emit(Event::TransferDone {
+                        peer,
+                        kind: match offer.kind {
+                            TransferKind::Stream => "stream",
+                            TransferKind::Files => "files",
+                        },
+                        files,
+                        bytes,
+                        duration: start.elapsed(),
+                    });
+                    Ok(Received { peer, files, bytes })
+                }
+                Err((code, msg)) => Err((code, msg)),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => Outcome::Transfer(Ok(r)),
+        Err((code, message)) => {
+            sink.abort();
+            let _ = s.write_frame(FrameType::Error, &protocol::encode_reject(code, &message));
+            s.close();
+            sh.events.emit(Event::Error {
+                peer: Some(peer),
+                code: code.as_str(),
+                message: message.clone(),
+            });
+            let err = match code {
+                RejectCode::Busy => Error::Interrupted,
+                RejectCode::Protocol => Error::Incomplete(message),
+                _ => Error::Other(anyhow!(message)),
+            };
+            Outcome::Transfer(Err(err))
+        }
+    }
+}
+
+fn handshake_phase_error(
+    sh: &Shared,
+    peer: SocketAddr,
+    client: Option<Fingerprint>,
+    e: WireError,
+) -> Outcome {
+    let (reason, message) = match e {
+        WireError::Protocol(p) => ("protocol", p.to_string()),
+        WireError::Timeout => ("timeout", "the sender sent no offer in time".to_string()),
+        e => ("closed", format!("the connection ended before an offer: {e}")),
+    };
+    sh.events.emit(Event::Refused {
+        peer,
+        reason,
+        fingerprint: client,
+        message,
+    });
+    Outcome::NoTransfer
+}
+
+type Fail = (RejectCode, String);
+
+fn io_fail(what: String, e: io::Error) -> Fail {
+    let code = match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => RejectCode::NoSpace,
+        _ => RejectCode::Io,
+    };
+    (code, format!("{what}: {e}"))
+}
+
+/// Reads DATA frames into the sink until END, checking every count.
+fn transfer(
+    sh: &Shared,
+    s: &mut Session<ServerConnection>,
+    offer: &Offer,
+    sink: &mut Sink,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<(), Fail> {
+    let peer = s.peer;
+    let total = match offer.kind {
+        TransferKind::Files => Some(offer.total_bytes()),
+        TransferKind::Stream => None,
+    };
+    if let Err(e) = s.write_frame(FrameType::Accept, &[]) {
+        return Err(wire_fail(e));
+    }
+    sh.events.emit(Event::TransferStarted {
+        peer,
+        kind: match offer.kind {
+            TransferKind::Stream => "stream",
+            TransferKind::Files => "files",
+        },
+        names: crate::send::top_names(offer),
+        files: offer.file_count(),
+        bytes: total,
+    });
+    buf.resize(protocol::MAX_DATA, 0);
+    loop {
+        if sh.shutdown.load(Ordering::SeqCst) {
+            return Err((RejectCode::Busy, "the receiver is shutting down".into()));
+        }
+        let (t, len) = s.read_header().map_err(wire_fail)?;
+        match t {
+            FrameType::Data => {
+                s.read_exact(&mut buf[..len]).map_err(wire_fail)?;
+                sink.write(&buf[..len])?;
+                sh.events.emit(Event::Progress {
+                    peer,
+                    bytes: sink.written,
+                    total,
+                });
+            }
+            FrameType::End => {
+                s.read_exact(&mut buf[..len]).map_err(wire_fail)?;
+                let (files, bytes) = protocol::decode_counts(&buf[..len], "END")
+                    .map_err(|e| (RejectCode::Protocol, e.to_string()))?;
+                return sink.finish(files, bytes, offer);
+            }
+            FrameType::Abort => {
+                s.read_exact(&mut buf[..len]).map_err(wire_fail)?;
+                return Err((
+                    RejectCode::Protocol,
+                    format!(
+                        "the sender gave up: {}",
+                        protocol::escape_text(&String::from_utf8_lossy(&buf[..len]))
+                    ),
+                ));
+            }
+            t => {
+                return Err((
+                    RejectCode::Protocol,
+                    format!("unexpected {} frame during the transfer", t.name()),
+                ));
+            }
+        }
+    }
+}
+
+fn wire_fail(e: WireError) -> Fail {
+    match e {
+        WireError::Closed => (
+            RejectCode::Protocol,
+            "the sender closed the connection before the end; nothing was stored".into(),
+        ),
+        WireError::Timeout => (
+            RejectCode::Protocol,
+            "the sender went silent (idle timeout); nothing was stored".into(),
+        ),
+        e => (RejectCode::Protocol, format!("{e}; nothing was stored")),
+    }
+}
+
+enum Target {
+    Stdout,
+    /// A stream into one new file.
+    File { path: PathBuf },
+    /// Files and directories under a root.
+    Tree,
+}
+
+/// Where the bytes of one transfer go, and how to undo it.
+struct Sink {
+    target: Target,
+    /// Temporary files, one per offered file, in offer order, with their modes.
+    temps: Vec<(Option<TempFile>, PathBuf, u32)>,
+    /// Index of the file currently receiving data and bytes left in it.
+    current: usize,
+    left: u64,
+    /// Directories this transfer created (to remove on failure).
+    created_dirs: Vec<PathBuf>,
+    /// Final names already linked (to remove if a later one fails).
+    persisted: Vec<PathBuf>,
+    written: u64,
+    stream_temp: Option<TempFile>,
+    dir_modes: Vec<(PathBuf, u32)>,
+    anonymous: bool,
+    /// Announced size of each offered file, in offer order.
+    sizes: Vec<u64>,
+}
+
+impl Sink {
+    fn prepare(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
+        let mut sink = Sink {
+            target: Target::Stdout,
+            temps: Vec::new(),
+            current: 0,
+            left: 0,
+            created_dirs: Vec::new(),
+            persisted: Vec::new(),
+            written: 0,
+            stream_temp: None,
+            dir_modes: Vec::new(),
+            anonymous: offer.entries.len() <= MAX_ANON_TEMPS,
+            sizes: offer.entries.iter().filter(|e| !e.is_dir).map(|e| e.size).collect(),
+        };
+        match (offer.kind, &sh.opts.output) {
+            (TransferKind::Stream, Output::Default) => {}
+            (TransferKind::Stream, Output::Path(p)) => {
+                if p.is_dir() {
+                    return Err((
+                        RejectCode::Unsupported,
+                        "the receiver writes into a directory and cannot take a stream; send files instead".into(),
+                    ));
+                }
+                if fs::symlink_metadata(p).is_ok() {
+                    return Err((
+                        RejectCode::Exists,
+                        format!("{} already exists on the receiver; it is never overwritten", p.display()),
+                    ));
+                }
+                let dir = parent_dir(p);
+                let t = TempFile::new_in(dir)
+                    .map_err(|e| io_fail(format!("cannot create a file in {}", dir.display()), e))?;
+                sink.stream_temp = Some(t);
+                sink.target = Target::File { path: p.clone() };
+            }
+            (TransferKind::Files, out) => {
+                let root = match out {
+                    Output::Default => PathBuf::from("."),
+                    Output::Path(p) => p.clone(),
+                };
+                match fs::metadata(&root) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err((
+                            RejectCode::Unsupported,
+                            format!("the receiver's output {} is a file, not a directory; send a stream instead", root.display()),
+                        ));
+                    }
+                    Err(_) => sink.mkdir_all(&root)?,
+                }
+                sink.target = Target::Tree;
+                sink.check_tree(&root, offer)?;
+                if let Some(free) = fsutil::available_space(&root) {
+                    let need = offer.total_bytes();
+                    if need > free {
+                        return Err((
+                            RejectCode::NoSpace,
+                            format!(
+                                "the transfer needs {} but the receiver has only {} free",
+                                crate::events::human_bytes(need),
+                                crate::events::human_bytes(free)
+                            ),
+                        ));
+                    }
+                }
+                for e in &offer.entries {
+                    let path = root.join(&e.name);
+                    if e.is_dir {
+                        if !path.is_dir() {
+                            sink.mkdir_all(&path)?;
+                            sink.dir_modes.push((path, e.mode));
+                        }
+                    } else {
+                        sink.temps.push((None, path, e.mode));
+                    }
+                }
+                sink.left = sink.sizes.first().copied().unwrap_or(0);
+            }
+        }
+        Ok(sink)
+    }
+
+    /// Refuses existing targets and paths that go through symlinks or files.
+    fn check_tree(&self, root: &Path, offer: &Offer) -> std::result::Result<(), Fail> {
+        for e in &offer.entries {
+            let mut p = root.to_path_buf();
+            let comps: Vec<&str> = e.name.split('/').collect();
+            for (i, c) in comps.iter().enumerate() {
+                p.push(c);
+                let last = i + 1 == comps.len();
+                match fs::symlink_metadata(&p) {
+                    Err(_) => break,
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err((
+                            RejectCode::Exists,
+                            format!(
+                                "{} exists on the receiver as a symbolic link; it is never followed or overwritten",
+                                protocol::escape_name(&e.name)
+                            ),
+                        ));
+                    }
+                    Ok(m) if m.is_dir() && (!last || e.is_dir) => {}
+                    Ok(_) => {
+                        return Err((
+                            RejectCode::Exists,
+                            format!(
+                                "{} already exists on the receiver; it is never overwritten",
+                                protocol::escape_name(&comps[..=i].join("/"))
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mkdir_all(&mut self, p: &Path) -> std::result::Result<(), Fail> {
+        let mut missing = Vec::new();
+        let mut cur = Some(p);
+        while let Some(c) = cur {
+            if c.as_os_str().is_empty() || c.exists() {
+                break;
+            }
+            missing.push(c.to_path_buf());
+            cur = c.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match fs::create_dir(&d) {
+                Ok(()) => self.created_dirs.push(d),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(io_fail(format!("cannot create {}", d.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::result::Result<(), Fail> {
+        match &self.target {
+            Target::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(data)
+                    .map_err(|e| io_fail("cannot write to standard output".into(), e))?;
+                self.written += data.len() as u64;
+            }
+            Target::File { path } => {
+                let path = path.clone();
+                if let Some(t) = self.stream_temp.as_mut() {
+                    t.write_all(data)
+                        .map_err(|e| io_fail(format!("cannot write {}", path.display()), e))?;
+                }
+                self.written += data.len() as u64;
+            }
+            Target::Tree => {
+                while !data.is_empty() {
+                    while self.left == 0 {
+                        self.next_file()?;
+                    }
+                    let n = (data.len() as u64).min(self.left) as usize;
+                    self.current_temp()?
+                        .write_all(&data[..n])
+                        .map_err(|e| {
+                            let p = self.temps[self.current].1.display().to_string();
+                            io_fail(format!("cannot write {p}"), e)
+                        })?;
+                    self.left -= n as u64;
+                    self.written += n as u64;
+                    data = &data[n..];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn current_temp(&mut self) -> std::result::Result<&mut TempFile, Fail> {
+        let anonymous = self.anonymous;
+        let Some((slot, path, _)) = self.temps.get_mut(self.current) else {
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
+        };
+        if slot.is_none() {
+            let dir = parent_dir(path);
+            let t = TempFile::new_in_mode(dir, anonymous)
+                .map_err(|e| io_fail(format!("cannot create a file in {}", dir.display()), e))?;
+            *slot = Some(t);
+        }
+        slot.as_mut()
+            .ok_or_else(|| (RejectCode::Io, "temporary file missing".into()))
+    }
+
+    /// Moves to the next file, creating empty files for zero-length entries on the way.
+    fn next_file(&mut self) -> std::result::Result<(), Fail> {
+        // Make sure the finished (possibly empty) file exists before moving on.
+        if self.current < self.temps.len() {
+            self.current_temp()?.finish().map_err(|e| io_fail("cannot sync a received file".into(), e))?;
+        }
+        self.current += 1;
+        if self.current >= self.temps.len() {
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
+        }
+        self.left = self.sizes.get(self.current).copied().unwrap_or(0);
+        Ok(())
+    }
+
+    /// Checks the sender's END against what arrived.
+    fn finish(&mut self, files: u32, bytes: u64, offer: &Offer) -> std::result::Result<(), Fail> {
+        if bytes != self.written {
+            return Err((
+                RejectCode::Protocol,
+                format!("the sender claims {bytes} bytes but {} arrived", self.written),
+            ));
+        }
+        if offer.kind == TransferKind::Files {
+            if files != offer.file_count() || bytes != offer.total_bytes() {
+                return Err((
+                    RejectCode::Protocol,
+                    format!(
+                        "the sender announced {} file(s) and {} bytes but ended after {files} and {bytes}",
+                        offer.file_count(),
+                        offer.total_bytes()
+                    ),
+                ));
+            }
+            // Zero-length files at the end still need creating.
+            for i in 0..self.temps.len() {
+                self.current = i;
+                self.current_temp()?
+                    .finish()
+                    .map_err(|e| io_fail("cannot sync a received file".into(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every file its final name (never replacing anything) and syncs.
+    fn commit(&mut self) -> std::result::Result<(), Fail> {
+        match &self.target {
+            Target::Stdout => {
+                let mut out = io::stdout().lock();
+                out.flush()
+                    .map_err(|e| io_fail("cannot flush standard output".into(), e))?;
+                sync_stdout();
+            }
+            Target::File { path } => {
+                let path = path.clone();
+                if let Some(t) = self.stream_temp.take() {
+                    t.persist(&path, 0o644).map_err(|e| persist_fail(&path, e))?;
+                    self.persisted.push(path);
+                }
+            }
+            Target::Tree => {
+                let temps = std::mem::take(&mut self.temps);
+                for (t, path, mode) in temps {
+                    let Some(t) = t else { continue };
+                    t.persist(&path, mode).map_err(|e| persist_fail(&path, e))?;
+                    self.persisted.push(path);
+                }
+                use std::os::unix::fs::PermissionsExt;
+                for (d, mode) in self.dir_modes.iter().rev() {
+                    let m = (mode & 0o777) | 0o700;
+                    let _ = fs::set_permissions(d, fs::Permissions::from_mode(m));
+                }
+            }
+        }
+        self.created_dirs.clear();
+        self.persisted.clear();
+        Ok(())
+    }
+
+    /// Undoes everything this transfer put on disk.
+    fn abort(&mut self) {
+        self.temps.clear();
+        self.stream_temp = None;
+        for p in self.persisted.drain(..).rev() {
+            let _ = fs::remove_file(p);
+        }
+        for d in self.created_dirs.drain(..).rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn persist_fail(path: &Path, e: io::Error) -> Fail {
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        (
+            RejectCode::Exists,
+            format!("{} appeared on the receiver during the transfer; it was not overwritten", path.display()),
+        )
+    } else {
+        io_fail(format!("cannot store {}", path.display()), e)
+    }
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// fsync stdout when it is a regular file (`> out.bin`); pipes cannot be synced.
+fn sync_stdout() {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: fd 1 stays open; ManuallyDrop keeps the File from closing it.
+    let f = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(1) });
+    if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        let _ = f.sync_all();
+    }
+}

@@ -1,0 +1,382 @@
+//! Where the pin is decided: the rustls verifiers that accept exactly one
+//! end-entity certificate (by SHA-256 fingerprint) and really check the
+//! handshake signature, plus the TLS 1.3-only client and server configs.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::NoServerSessionStorage;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
+    SignatureScheme,
+};
+
+use crate::fingerprint::Fingerprint;
+use crate::identity::Identity;
+
+/// The fixed, meaningless SNI name pincat sends; the pin, not a name, is the identity.
+pub const SERVER_NAME: &str = "pincat.invalid";
+
+/// The process-wide crypto provider (aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// What a peer presented, recorded by a verifier so callers can report it
+/// after a refusal (rustls only hands back an opaque error).
+#[derive(Debug, Default, Clone)]
+pub struct Presented(Arc<Mutex<Option<Fingerprint>>>);
+
+impl Presented {
+    fn set(&self, fp: Fingerprint) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(fp);
+        }
+    }
+
+    /// The fingerprint of the end-entity certificate the peer presented, if any.
+    pub fn get(&self) -> Option<Fingerprint> {
+        self.0.lock().ok().and_then(|g| *g)
+    }
+}
+
+/// Checks the chain shape and the pin; records what was presented.
+fn check_pin(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    allowed: &dyn Fn(&Fingerprint) -> bool,
+    presented: &Presented,
+) -> Result<(), Error> {
+    let fp = Fingerprint::of_der(end_entity);
+    presented.set(fp);
+    // The pin must be the leaf, alone: accepting it anywhere in the chain
+    // would let an attacker append the public genuine certificate to its own.
+    if !intermediates.is_empty() {
+        return Err(Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        ));
+    }
+    if allowed(&fp) {
+        Ok(())
+    } else {
+        Err(Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        ))
+    }
+}
+
+/// Client side: accepts only the server certificate whose fingerprint is `pin`.
+/// With no pin, it records what was presented and refuses (used by
+/// `fingerprint --remote`, which must send nothing).
+#[derive(Debug)]
+pub struct PinnedServerVerifier {
+    pin: Option<Fingerprint>,
+    presented: Presented,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedServerVerifier {
+    /// A verifier for one pinned server certificate.
+    pub fn new(pin: Option<Fingerprint>, presented: Presented) -> Self {
+        PinnedServerVerifier {
+            pin,
+            presented,
+            algs: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let pin = self.pin;
+        check_pin(
+            end_entity,
+            intermediates,
+            &|fp| Some(*fp) == pin,
+            &self.presented,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        // The certificate is public; this signature is the proof of the key.
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Server side: requires a client certificate whose fingerprint is in `allowed`.
+#[derive(Debug)]
+pub struct AllowListClientVerifier {
+    allowed: Arc<HashSet<Fingerprint>>,
+    presented: Presented,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl AllowListClientVerifier {
+    /// A verifier admitting only the listed client certificates.
+    pub fn new(allowed: Arc<HashSet<Fingerprint>>, presented: Presented) -> Self {
+        AllowListClientVerifier {
+            allowed,
+            presented,
+            algs: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for AllowListClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        check_pin(
+            end_entity,
+            intermediates,
+            &|fp| self.allowed.contains(fp),
+            &self.presented,
+        )?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// A TLS 1.3-only client config pinned to `pin` (or recording only, with no pin),
+/// presenting `identity` as client certificate when given. No resumption, no early data.
+pub fn client_config(
+    pin: Option<Fingerprint>,
+    identity: Option<&Identity>,
+    presented: Presented,
+) -> Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 is not available in the crypto provider")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(pin, presented)));
+    let mut config = match identity {
+        Some(id) => {
+            let (chain, key) = id.chain_and_key();
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("cannot use the identity as a client certificate")?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // A resumed handshake would skip the verifier.
+    config.resumption = Resumption::disabled();
+    config.enable_early_data = false;
+    config.enable_sni = false;
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3-only server config for `identity`, requiring a listed client
+/// certificate when `allowed` is given. No tickets, no session cache.
+pub fn server_config(
+    identity: &Identity,
+    allowed: Option<Arc<HashSet<Fingerprint>>>,
+    presented: Presented,
+) -> Result<Arc<ServerConfig>> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 is not available in the crypto provider")?;
+    let builder = match allowed {
+        Some(allowed) => builder
+            .with_client_cert_verifier(Arc::new(AllowListClientVerifier::new(allowed, presented))),
+        None => builder.with_no_client_auth(),
+    };
+    let (chain, key) = identity.chain_and_key();
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("cannot use the identity as a server certificate")?;
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{ClientConnection, ServerConnection};
+
+    /// Drives an in-memory handshake; returns the client and server results.
+    fn handshake(
+        client: Arc<ClientConfig>,
+        server: Arc<ServerConfig>,
+    ) -> (Result<(), Error>, Result<(), Error>) {
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let mut c = ClientConnection::new(client, name).unwrap();
+        let mut s = ServerConnection::new(server).unwrap();
+        let (mut cres, mut sres) = (Ok(()), Ok(()));
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                s.read_tls(&mut &buf[..]).unwrap();
+                if let Err(e) = s.process_new_packets() {
+                    sres = Err(e);
+                }
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                c.read_tls(&mut &buf[..]).unwrap();
+                if let Err(e) = c.process_new_packets() {
+                    cres = Err(e);
+                }
+            }
+            if cres.is_err() || sres.is_err() {
+                break;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write()
+            {
+                break;
+            }
+        }
+        (cres, sres)
+    }
+
+    #[test]
+    fn accepts_only_the_pinned_server() {
+        let id = Identity::generate().unwrap();
+        let server = server_config(&id, None, Presented::default()).unwrap();
+        let seen = Presented::default();
+        let ok = client_config(Some(id.fingerprint()), None, seen.clone()).unwrap();
+        let (c, s) = handshake(ok, server.clone());
+        assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
+        assert_eq!(seen.get(), Some(id.fingerprint()));
+
+        let other = Identity::generate().unwrap();
+        let seen = Presented::default();
+        let wrong = client_config(Some(other.fingerprint()), None, seen.clone()).unwrap();
+        let (c, _) = handshake(wrong, server);
+        assert!(c.is_err());
+        assert_eq!(seen.get(), Some(id.fingerprint()));
+    }
+
+    #[test]
+    fn no_pin_records_and_refuses() {
+        let id = Identity::generate().unwrap();
+        let server = server_config(&id, None, Presented::default()).unwrap();
+        let seen = Presented::default();
+        let (c, _) = handshake(client_config(None, None, seen.clone()).unwrap(), server);
+        assert!(c.is_err());
+        assert_eq!(seen.get(), Some(id.fingerprint()));
+    }
+
+    #[test]
+    fn mutual_pinning_admits_listed_client_only() {
+        let server_id = Identity::generate().unwrap();
+        let client_id = Identity::generate().unwrap();
+        let stranger = Identity::generate().unwrap();
+        let allowed = Arc::new(HashSet::from([client_id.fingerprint()]));
+        let pin = Some(server_id.fingerprint());
+
+        let seen = Presented::default();
+        let server = server_config(&server_id, Some(allowed.clone()), seen.clone()).unwrap();
+        let client = client_config(pin, Some(&client_id), Presented::default()).unwrap();
+        let (c, s) = handshake(client, server);
+        assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
+        assert_eq!(seen.get(), Some(client_id.fingerprint()));
+
+        let seen = Presented::default();
+        let server = server_config(&server_id, Some(allowed.clone()), seen.clone()).unwrap();
+        let client = client_config(pin, Some(&stranger), Presented::default()).unwrap();
+        let (_, s) = handshake(client, server);
+        assert!(s.is_err());
+        assert_eq!(seen.get(), Some(stranger.fingerprint()));
+
+        let server = server_config(&server_id, Some(allowed), Presented::default()).unwrap();
+        let client = client_config(pin, None, Presented::default()).unwrap();
+        let (_, s) = handshake(client, server);
+        assert!(s.is_err(), "a client without a certificate got through");
+    }
+
+    #[test]
+    fn intermediates_are_refused_even_if_leaf_matches() {
+        let id = Identity::generate().unwrap();
+        let other = Identity::generate().unwrap();
+        let seen = Presented::default();
+        let v = PinnedServerVerifier::new(Some(id.fingerprint()), seen);
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let now = UnixTime::now();
+        assert!(v.verify_server_cert(id.cert_der(), &[], &name, &[], now).is_ok());
+        assert!(v
+            .verify_server_cert(id.cert_der(), &[other.cert_der().clone()], &name, &[], now)
+            .is_err());
+        // The genuine certificate behind another leaf: refused.
+        assert!(v
+            .verify_server_cert(other.cert_der(), &[id.cert_der().clone()], &name, &[], now)
+            .is_err());
+    }
+}

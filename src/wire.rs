@@ -1,0 +1,164 @@
+//! A TLS session over TCP with the framing of [`crate::protocol`]: handshake
+//! under a deadline, frame reads and writes, and a clean close.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use rustls::{ConnectionCommon, SideData};
+
+use crate::protocol::{self, FrameType, HEADER_LEN, PREAMBLE_LEN, ProtocolError};
+
+/// Failure of a session operation, before it is classified for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// TLS-level failure (alert, bad record, failed verification).
+    #[error("TLS error: {0}")]
+    Tls(rustls::Error),
+    /// The socket timed out.
+    #[error("timed out")]
+    Timeout,
+    /// The peer closed the connection (with or without close_notify) mid-session.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// The peer broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Any other socket error.
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> Self {
+        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return WireError::Tls(inner.clone());
+        }
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => WireError::Timeout,
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => WireError::Closed,
+            _ => WireError::Io(e),
+        }
+    }
+}
+
+/// A TLS session on a TCP socket.
+pub struct Session<C> {
+    /// The rustls connection state.
+    pub conn: C,
+    /// The TCP socket.
+    pub sock: TcpStream,
+    /// The other side's address.
+    pub peer: SocketAddr,
+}
+
+impl<C, S> Session<C>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    /// Wraps a connected socket and runs the handshake within `timeout`.
+    pub fn handshake(
+        conn: C,
+        sock: TcpStream,
+        timeout: Duration,
+    ) -> Result<Self, WireError> {
+        let peer = sock.peer_addr().map_err(WireError::Io)?;
+        sock.set_nodelay(true).map_err(WireError::Io)?;
+        let mut s = Session { conn, sock, peer };
+        let deadline = std::time::Instant::now() + timeout;
+        while s.conn.is_handshaking() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(WireError::Timeout);
+            }
+            s.sock.set_read_timeout(Some(left)).map_err(WireError::Io)?;
+            s.sock.set_write_timeout(Some(left)).map_err(WireError::Io)?;
+            match s.conn.complete_io(&mut s.sock) {
+                Ok((0, 0)) if s.conn.is_handshaking() => return Err(WireError::Closed),
+                Ok(_) => {}
+                Err(e) => {
+                    // Let the peer see our alert, if any, before we drop.
+                    let _ = s.conn.write_tls(&mut s.sock);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Sets the idle timeout for every later read and write.
+    pub fn set_idle_timeout(&self, t: Duration) -> io::Result<()> {
+        self.sock.set_read_timeout(Some(t))?;
+        self.sock.set_write_timeout(Some(t))
+    }
+
+    fn stream(&mut self) -> rustls::Stream<'_, C, TcpStream> {
+        rustls::Stream::new(&mut self.conn, &mut self.sock)
+    }
+
+    /// Writes bytes (already framed) and flushes them to the socket.
+    pub fn write_all(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let mut st = self.stream();
+        st.write_all(buf)?;
+        st.flush()?;
+        Ok(())
+    }
+
+    /// Writes one control frame.
+    pub fn write_frame(&mut self, t: FrameType, payload: &[u8]) -> Result<(), WireError> {
+        self.write_all(&protocol::frame(t, payload))
+    }
+
+    /// Reads exactly `buf.len()` plaintext bytes.
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+        self.stream().read_exact(buf)?;
+        Ok(())
+    }
+
+    /// Reads some plaintext; 0 means the peer closed cleanly (close_notify).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, WireError> {
+        Ok(self.stream().read(buf)?)
+    }
+
+    /// Reads and checks the peer's preamble.
+    pub fn read_preamble(&mut self) -> Result<(), WireError> {
+        let mut p = [0u8; PREAMBLE_LEN];
+        self.read_exact(&mut p)?;
+        protocol::check_preamble(&p)?;
+        Ok(())
+    }
+
+    /// Reads a frame header.
+    pub fn read_header(&mut self) -> Result<(FrameType, usize), WireError> {
+        let mut h = [0u8; HEADER_LEN];
+        self.read_exact(&mut h)?;
+        Ok(protocol::decode_header(&h)?)
+    }
+
+    /// Reads a whole frame into `buf` (resized to the payload).
+    pub fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<FrameType, WireError> {
+        let (t, len) = self.read_header()?;
+        buf.resize(len, 0);
+        self.read_exact(buf)?;
+        Ok(t)
+    }
+
+    /// Sends close_notify, then waits (bounded by the socket timeout) for the
+    /// peer to close too, so no unread data turns our close into a reset.
+    pub fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.stream().flush();
+        let _ = self.sock.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        for _ in 0..1024 {
+            match self.stream().read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
