@@ -97,7 +97,8 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
         }
         allow = Some(set);
     }
-    let default_v6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
+    let default_v6: SocketAddr =
+        (std::net::Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
     let mut opts = ServeOptions::new(a.listen.unwrap_or(default_v6));
     opts.identity = load_identity(a.identity.as_deref())?;
     opts.allow = allow;
@@ -184,7 +185,9 @@ fn progress_events() -> Events {
         match e {
             Event::TransferStarted { bytes, .. } => {
                 let pb = match bytes {
-                    Some(n) => ProgressBar::with_draw_target(Some(*n), ProgressDrawTarget::stderr()),
+                    Some(n) => {
+                        ProgressBar::with_draw_target(Some(*n), ProgressDrawTarget::stderr())
+                    }
                     None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
                 };
                 let template = if bytes.is_some() {
@@ -233,8 +236,8 @@ fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
     let fp = match (a.file, a.remote) {
         (_, Some(addr)) => pincat::send::remote_fingerprint(&addr, a.connect_timeout)?,
         (Some(file), None) => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             pincat::identity::fingerprint_of_bytes(&bytes)
                 .with_context(|| format!("{}", file.display()))?
         }

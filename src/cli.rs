@@ -132,7 +132,11 @@ pub enum IdentityCommand {
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
     /// A certificate or identity file (PEM or DER).
-    #[arg(value_name = "FILE", required_unless_present = "remote", conflicts_with = "remote")]
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "remote",
+        conflicts_with = "remote"
+    )]
     pub file: Option<PathBuf>,
     /// Connect to HOST:PORT, print the fingerprint it presents, and send nothing.
     #[arg(long, value_name = "HOST:PORT")]

@@ -36,7 +36,9 @@ pub enum ExitCode {
 #[derive(Debug, Error)]
 pub enum Error {
     /// The server's certificate does not match the pin.
-    #[error("the server at {addr} presented certificate sha256:{presented} but you pinned sha256:{expected}; someone may be impersonating it, or it restarted with a new identity")]
+    #[error(
+        "the server at {addr} presented certificate sha256:{presented} but you pinned sha256:{expected}; someone may be impersonating it, or it restarted with a new identity"
+    )]
     PinMismatch {
         /// Where we connected.
         addr: SocketAddr,
@@ -47,7 +49,9 @@ pub enum Error {
     },
     /// The TLS handshake with the pinned server failed its signature check or
     /// otherwise could not prove the pinned identity.
-    #[error("the server at {addr} presented the pinned certificate but could not prove it holds its key ({detail}); someone may be impersonating it")]
+    #[error(
+        "the server at {addr} presented the pinned certificate but could not prove it holds its key ({detail}); someone may be impersonating it"
+    )]
     Impostor {
         /// Where we connected.
         addr: SocketAddr,

@@ -295,7 +295,11 @@ impl Events {
 /// Bytes per second.
 pub fn rate(bytes: u64, d: Duration) -> u64 {
     let s = d.as_secs_f64();
-    if s > 0.0 { (bytes as f64 / s) as u64 } else { 0 }
+    if s > 0.0 {
+        (bytes as f64 / s) as u64
+    } else {
+        0
+    }
 }
 
 /// `1.5 MiB`-style sizes.
@@ -352,7 +356,11 @@ mod tests {
         let v: Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(v["event"], "listening");
         assert_eq!(v["fingerprint"], fp.to_string());
-        assert!(lines[0].starts_with(r#"{"event":"listening""#), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with(r#"{"event":"listening""#),
+            "{}",
+            lines[0]
+        );
         let v: Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(v["code"], "timeout");
     }

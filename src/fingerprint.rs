@@ -73,7 +73,7 @@ impl FromStr for Fingerprint {
             }
             let v = c.to_digit(16).ok_or(FingerprintError::BadChar(c))? as u8;
             if digits < 64 {
-                bytes[digits / 2] |= if digits % 2 == 0 { v << 4 } else { v };
+                bytes[digits / 2] |= if digits.is_multiple_of(2) { v << 4 } else { v };
             }
             digits += 1;
         }

@@ -297,7 +297,10 @@ mod tests {
         t.persist(&dir.path().join("k"), 0o640).unwrap();
         assert_eq!(fs::read(dir.path().join("k")).unwrap(), b"kept");
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.path().join("k")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("k"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
     }
 
@@ -307,7 +310,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id.pem");
         write_new_private(&p, b"secret").unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(write_new_private(&p, b"other").is_err());
         assert_eq!(fs::read(&p).unwrap(), b"secret");
     }

@@ -156,7 +156,9 @@ pub fn fingerprint_of_bytes(bytes: &[u8]) -> Result<Fingerprint> {
         return Ok(Fingerprint::of_der(&cert));
     }
     // DER X.509 starts with a SEQUENCE tag; anything else is not a certificate.
-    if bytes.first() == Some(&0x30) && rustls::server::ParsedCertificate::try_from(&CertificateDer::from(bytes)).is_ok() {
+    if bytes.first() == Some(&0x30)
+        && rustls::server::ParsedCertificate::try_from(&CertificateDer::from(bytes)).is_ok()
+    {
         return Ok(Fingerprint::of_der(bytes));
     }
     bail!("no certificate found (expected PEM with a CERTIFICATE block, or DER)")
@@ -231,6 +233,9 @@ mod tests {
     fn garbage_is_not_a_certificate() {
         assert!(fingerprint_of_bytes(b"hello").is_err());
         assert!(fingerprint_of_bytes(&[0x30, 0x03, 0x01, 0x01, 0x00]).is_err());
-        assert!(Identity::from_pem(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n").is_err());
+        assert!(
+            Identity::from_pem(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
     }
 }

@@ -47,10 +47,14 @@ pub const MAX_COMPONENT: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ProtocolError {
     /// The peer is not speaking pincat at all.
-    #[error("the peer does not speak the pincat protocol (is it in --raw mode, or another program?)")]
+    #[error(
+        "the peer does not speak the pincat protocol (is it in --raw mode, or another program?)"
+    )]
     NotPincat,
     /// The peer speaks another protocol version.
-    #[error("the peer speaks pincat protocol version {0}, this pincat speaks version {VERSION}: use the same pincat release on both sides")]
+    #[error(
+        "the peer speaks pincat protocol version {0}, this pincat speaks version {VERSION}: use the same pincat release on both sides"
+    )]
     Version(u16),
     /// An unknown frame type.
     #[error("unknown frame type {0}")]
@@ -422,7 +426,9 @@ pub enum NameError {
     #[error("refused file name {0}: control characters are not allowed")]
     Control(String),
     /// Too long.
-    #[error("refused file name {0}: longer than {MAX_NAME} bytes or a component longer than {MAX_COMPONENT}")]
+    #[error(
+        "refused file name {0}: longer than {MAX_NAME} bytes or a component longer than {MAX_COMPONENT}"
+    )]
     TooLong(String),
     /// Same name twice, or a file that is also a directory.
     #[error("refused file name {0}: it appears twice in the offer, or also as a directory")]
@@ -442,7 +448,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::Control(escape_name(name)));
     }
     let first = name.split('/').next().unwrap_or_default();
-    let drive = first.len() >= 2 && first.as_bytes()[0].is_ascii_alphabetic() && first.as_bytes()[1] == b':';
+    let drive = first.len() >= 2
+        && first.as_bytes()[0].is_ascii_alphabetic()
+        && first.as_bytes()[1] == b':';
     if name.starts_with('/') || name.contains('\\') || drive {
         return Err(NameError::Absolute(escape_name(name)));
     }
@@ -507,10 +515,14 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
     }
 }
 
@@ -591,7 +603,14 @@ mod tests {
 
     #[test]
     fn names_are_sanitized() {
-        for good in ["a", "a/b/c.txt", "ünïcode/ファイル", "..a", "a..", ".hidden"] {
+        for good in [
+            "a",
+            "a/b/c.txt",
+            "ünïcode/ファイル",
+            "..a",
+            "a..",
+            ".hidden",
+        ] {
             assert_eq!(validate_name(good), Ok(()), "{good}");
         }
         let long_comp = "x".repeat(256);
@@ -647,10 +666,7 @@ mod tests {
         let mut other = preamble();
         other[7] = 9;
         assert_eq!(check_preamble(&other), Err(ProtocolError::Version(9)));
-        assert_eq!(
-            check_preamble(b"GET / HT"),
-            Err(ProtocolError::NotPincat)
-        );
+        assert_eq!(check_preamble(b"GET / HT"), Err(ProtocolError::NotPincat));
     }
 
     #[test]

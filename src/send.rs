@@ -107,7 +107,9 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
                     entries: planned.iter().map(|p| p.entry.clone()).collect(),
                 };
                 if offer.encode().len() > protocol::MAX_CONTROL {
-                    return Err(anyhow!("too many files or names for one transfer; split it").into());
+                    return Err(
+                        anyhow!("too many files or names for one transfer; split it").into(),
+                    );
                 }
                 (offer, planned, None)
             }
@@ -156,8 +158,11 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
         return Err(after_write_failure(&mut s, e, opts, sent));
     }
 
-    s.write_frame(FrameType::End, &protocol::encode_counts(offer.file_count(), sent))
-        .map_err(|e| after_write_failure(&mut s, SendFail::Wire(e), opts, sent))?;
+    s.write_frame(
+        FrameType::End,
+        &protocol::encode_counts(offer.file_count(), sent),
+    )
+    .map_err(|e| after_write_failure(&mut s, SendFail::Wire(e), opts, sent))?;
     let receipt = s.read_frame(&mut buf).map_err(|e| match e {
         WireError::Timeout => Error::Timeout(format!(
             "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
@@ -264,7 +269,8 @@ fn pump_stream(
             }
         };
         buf[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
-        s.write_all(&buf[..HEADER_LEN + n]).map_err(SendFail::Wire)?;
+        s.write_all(&buf[..HEADER_LEN + n])
+            .map_err(SendFail::Wire)?;
         *sent += n as u64;
         events.emit(Event::Progress {
             peer,
@@ -307,7 +313,8 @@ fn pump_files(
                 }
             };
             buf[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
-            s.write_all(&buf[..HEADER_LEN + n]).map_err(SendFail::Wire)?;
+            s.write_all(&buf[..HEADER_LEN + n])
+                .map_err(SendFail::Wire)?;
             left -= n as u64;
             *sent += n as u64;
             events.emit(Event::Progress {
@@ -386,8 +393,8 @@ fn connect(opts: &SendOptions, events: &Events) -> Result<Session<ClientConnecti
         .map_err(Error::Other)?;
     let presented = Presented::default();
     let config = verify::client_config(Some(opts.pin), opts.identity.as_ref(), presented.clone())?;
-    let name = ServerName::try_from(verify::SERVER_NAME)
-        .map_err(|e| anyhow!("bad server name: {e}"))?;
+    let name =
+        ServerName::try_from(verify::SERVER_NAME).map_err(|e| anyhow!("bad server name: {e}"))?;
     let conn = ClientConnection::new(config, name).context("cannot start TLS")?;
     let s = Session::handshake(conn, sock, opts.handshake_timeout).map_err(|e| match e {
         WireError::Tls(ref tls) => match presented.get() {
@@ -429,7 +436,10 @@ fn connect_once(opts: &SendOptions) -> Result<TcpStream> {
             Err(e) => last = e,
         }
     }
-    if matches!(last.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
+    if matches!(
+        last.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) {
         return Err(Error::Timeout(format!("connecting to {}", opts.addr)));
     }
     Err(Error::Connect {
@@ -457,7 +467,10 @@ fn classify(e: WireError, opts: &SendOptions, peer: SocketAddr, when: &str) -> E
             "the server at {peer} does not speak TLS 1.3 (pincat accepts nothing older)"
         )),
         WireError::Tls(t) => Error::Incomplete(format!("TLS failure with {peer} {when}: {t}")),
-        WireError::Timeout => Error::Timeout(format!("{when} with {peer} (no data for {:?})", opts.idle_timeout)),
+        WireError::Timeout => Error::Timeout(format!(
+            "{when} with {peer} (no data for {:?})",
+            opts.idle_timeout
+        )),
         WireError::Closed => Error::Incomplete(format!(
             "the peer at {peer} closed the connection {when}; nothing is confirmed (is it a pincat receiver?)"
         )),
@@ -502,9 +515,12 @@ fn plan(paths: &[PathBuf], events: &Events) -> Result<Vec<Planned>> {
 
 fn top_name(p: &Path) -> Result<String> {
     let abs = fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()))?;
-    let name = abs
-        .file_name()
-        .ok_or_else(|| anyhow!("cannot send {} as a whole; send what it contains", p.display()))?;
+    let name = abs.file_name().ok_or_else(|| {
+        anyhow!(
+            "cannot send {} as a whole; send what it contains",
+            p.display()
+        )
+    })?;
     utf8_name(name, p)
 }
 
@@ -579,8 +595,8 @@ pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> 
     let peer = sock.peer_addr().context("cannot read the peer address")?;
     let presented = Presented::default();
     let config = verify::client_config(None, None, presented.clone())?;
-    let name = ServerName::try_from(verify::SERVER_NAME)
-        .map_err(|e| anyhow!("bad server name: {e}"))?;
+    let name =
+        ServerName::try_from(verify::SERVER_NAME).map_err(|e| anyhow!("bad server name: {e}"))?;
     let conn = ClientConnection::new(config, name).context("cannot start TLS")?;
     let outcome = Session::handshake(conn, sock, timeout);
     match (presented.get(), outcome) {

@@ -161,7 +161,9 @@ impl Server {
             .set_nonblocking(true)
             .context("cannot configure the listening socket")?;
         let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create a wake-up pipe")?;
-        wake_rx.set_nonblocking(true).context("cannot configure the wake-up pipe")?;
+        wake_rx
+            .set_nonblocking(true)
+            .context("cannot configure the wake-up pipe")?;
         Ok(Server {
             listener,
             identity,
@@ -175,9 +177,7 @@ impl Server {
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.opts.listen)
+        self.listener.local_addr().unwrap_or(self.opts.listen)
     }
 
     /// The fingerprint senders must pin.
@@ -203,7 +203,11 @@ impl Server {
         } else {
             addr.ip().to_string()
         };
-        format!("pincat send {host}:{} --pin {}", addr.port(), self.fingerprint())
+        format!(
+            "pincat send {host}:{} --pin {}",
+            addr.port(),
+            self.fingerprint()
+        )
     }
 
     /// Serves until the first accepted transfer ends (or forever with
@@ -257,16 +261,17 @@ impl Server {
                 break Err(Error::Interrupted);
             }
             let mut wait = Duration::from_millis(500);
-            if let Some(t) = self.opts.wait_timeout {
-                if !any_transfer && !shared.claimed.load(Ordering::SeqCst) {
-                    let left = t.saturating_sub(started.elapsed());
-                    if left.is_zero() {
-                        break Err(Error::Timeout(format!(
-                            "waiting for a sender: none arrived within {t:?}"
-                        )));
-                    }
-                    wait = wait.min(left);
+            if let Some(t) = self.opts.wait_timeout
+                && !any_transfer
+                && !shared.claimed.load(Ordering::SeqCst)
+            {
+                let left = t.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Err(Error::Timeout(format!(
+                        "waiting for a sender: none arrived within {t:?}"
+                    )));
                 }
+                wait = wait.min(left);
             }
             poll2(self.listener.as_raw_fd(), self.wake_rx.as_raw_fd(), wait);
             drain(&self.wake_rx);
@@ -305,8 +310,12 @@ impl Server {
                     lock(&shared.sockets).insert(id, c);
                 }
                 active.fetch_add(1, Ordering::SeqCst);
-                let (shared2, tx2, active2, wake) =
-                    (shared.clone(), tx.clone(), active.clone(), self.wake_tx.clone());
+                let (shared2, tx2, active2, wake) = (
+                    shared.clone(),
+                    tx.clone(),
+                    active.clone(),
+                    self.wake_tx.clone(),
+                );
                 let spawned = thread::Builder::new()
                     .name(format!("conn-{peer}"))
                     .stack_size(256 * 1024)
@@ -604,7 +613,10 @@ fn handshake_phase_error(
     let (reason, message) = match e {
         WireError::Protocol(p) => ("protocol", p.to_string()),
         WireError::Timeout => ("timeout", "the sender sent no offer in time".to_string()),
-        e => ("closed", format!("the connection ended before an offer: {e}")),
+        e => (
+            "closed",
+            format!("the connection ended before an offer: {e}"),
+        ),
     };
     sh.events.emit(Event::Refused {
         peer,
@@ -710,7 +722,9 @@ fn wire_fail(e: WireError) -> Fail {
 enum Target {
     Stdout,
     /// A stream into one new file.
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     /// Files and directories under a root.
     Tree,
 }
@@ -748,7 +762,12 @@ impl Sink {
             stream_temp: None,
             dir_modes: Vec::new(),
             anonymous: offer.entries.len() <= MAX_ANON_TEMPS,
-            sizes: offer.entries.iter().filter(|e| !e.is_dir).map(|e| e.size).collect(),
+            sizes: offer
+                .entries
+                .iter()
+                .filter(|e| !e.is_dir)
+                .map(|e| e.size)
+                .collect(),
         };
         match (offer.kind, &sh.opts.output) {
             (TransferKind::Stream, Output::Default) => {}
@@ -762,12 +781,16 @@ impl Sink {
                 if fs::symlink_metadata(p).is_ok() {
                     return Err((
                         RejectCode::Exists,
-                        format!("{} already exists on the receiver; it is never overwritten", p.display()),
+                        format!(
+                            "{} already exists on the receiver; it is never overwritten",
+                            p.display()
+                        ),
                     ));
                 }
                 let dir = parent_dir(p);
-                let t = TempFile::new_in(dir)
-                    .map_err(|e| io_fail(format!("cannot create a file in {}", dir.display()), e))?;
+                let t = TempFile::new_in(dir).map_err(|e| {
+                    io_fail(format!("cannot create a file in {}", dir.display()), e)
+                })?;
                 sink.stream_temp = Some(t);
                 sink.target = Target::File { path: p.clone() };
             }
@@ -781,7 +804,10 @@ impl Sink {
                     Ok(_) => {
                         return Err((
                             RejectCode::Unsupported,
-                            format!("the receiver's output {} is a file, not a directory; send a stream instead", root.display()),
+                            format!(
+                                "the receiver's output {} is a file, not a directory; send a stream instead",
+                                root.display()
+                            ),
                         ));
                     }
                     Err(_) => sink.mkdir_all(&root)?,
@@ -895,12 +921,10 @@ impl Sink {
                         self.next_file()?;
                     }
                     let n = (data.len() as u64).min(self.left) as usize;
-                    self.current_temp()?
-                        .write_all(&data[..n])
-                        .map_err(|e| {
-                            let p = self.temps[self.current].1.display().to_string();
-                            io_fail(format!("cannot write {p}"), e)
-                        })?;
+                    self.current_temp()?.write_all(&data[..n]).map_err(|e| {
+                        let p = self.temps[self.current].1.display().to_string();
+                        io_fail(format!("cannot write {p}"), e)
+                    })?;
                     self.left -= n as u64;
                     self.written += n as u64;
                     data = &data[n..];
@@ -932,7 +956,9 @@ impl Sink {
     fn next_file(&mut self) -> std::result::Result<(), Fail> {
         // Make sure the finished (possibly empty) file exists before moving on.
         if self.current < self.temps.len() {
-            self.current_temp()?.finish().map_err(|e| io_fail("cannot sync a received file".into(), e))?;
+            self.current_temp()?
+                .finish()
+                .map_err(|e| io_fail("cannot sync a received file".into(), e))?;
         }
         self.current += 1;
         if self.current >= self.temps.len() {
@@ -950,7 +976,10 @@ impl Sink {
         if bytes != self.written {
             return Err((
                 RejectCode::Protocol,
-                format!("the sender claims {bytes} bytes but {} arrived", self.written),
+                format!(
+                    "the sender claims {bytes} bytes but {} arrived",
+                    self.written
+                ),
             ));
         }
         if offer.kind == TransferKind::Files {
@@ -987,7 +1016,8 @@ impl Sink {
             Target::File { path } => {
                 let path = path.clone();
                 if let Some(t) = self.stream_temp.take() {
-                    t.persist(&path, 0o644).map_err(|e| persist_fail(&path, e))?;
+                    t.persist(&path, 0o644)
+                        .map_err(|e| persist_fail(&path, e))?;
                     self.persisted.push(path);
                 }
             }
@@ -1033,7 +1063,10 @@ fn persist_fail(path: &Path, e: io::Error) -> Fail {
     if e.kind() == io::ErrorKind::AlreadyExists {
         (
             RejectCode::Exists,
-            format!("{} appeared on the receiver during the transfer; it was not overwritten", path.display()),
+            format!(
+                "{} appeared on the receiver during the transfer; it was not overwritten",
+                path.display()
+            ),
         )
     } else {
         io_fail(format!("cannot store {}", path.display()), e)

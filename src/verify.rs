@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::NoServerSessionStorage;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
     SignatureScheme,
@@ -298,8 +298,7 @@ mod tests {
             if cres.is_err() || sres.is_err() {
                 break;
             }
-            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write()
-            {
+            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
                 break;
             }
         }
@@ -370,13 +369,18 @@ mod tests {
         let v = PinnedServerVerifier::new(Some(id.fingerprint()), seen);
         let name = ServerName::try_from(SERVER_NAME).unwrap();
         let now = UnixTime::now();
-        assert!(v.verify_server_cert(id.cert_der(), &[], &name, &[], now).is_ok());
-        assert!(v
-            .verify_server_cert(id.cert_der(), &[other.cert_der().clone()], &name, &[], now)
-            .is_err());
+        assert!(
+            v.verify_server_cert(id.cert_der(), &[], &name, &[], now)
+                .is_ok()
+        );
+        assert!(
+            v.verify_server_cert(id.cert_der(), &[other.cert_der().clone()], &name, &[], now)
+                .is_err()
+        );
         // The genuine certificate behind another leaf: refused.
-        assert!(v
-            .verify_server_cert(other.cert_der(), &[id.cert_der().clone()], &name, &[], now)
-            .is_err());
+        assert!(
+            v.verify_server_cert(other.cert_der(), &[id.cert_der().clone()], &name, &[], now)
+                .is_err()
+        );
     }
 }

@@ -61,11 +61,7 @@ where
     S: SideData,
 {
     /// Wraps a connected socket and runs the handshake within `timeout`.
-    pub fn handshake(
-        conn: C,
-        sock: TcpStream,
-        timeout: Duration,
-    ) -> Result<Self, WireError> {
+    pub fn handshake(conn: C, sock: TcpStream, timeout: Duration) -> Result<Self, WireError> {
         let peer = sock.peer_addr().map_err(WireError::Io)?;
         sock.set_nodelay(true).map_err(WireError::Io)?;
         let mut s = Session { conn, sock, peer };
@@ -76,7 +72,9 @@ where
                 return Err(WireError::Timeout);
             }
             s.sock.set_read_timeout(Some(left)).map_err(WireError::Io)?;
-            s.sock.set_write_timeout(Some(left)).map_err(WireError::Io)?;
+            s.sock
+                .set_write_timeout(Some(left))
+                .map_err(WireError::Io)?;
             match s.conn.complete_io(&mut s.sock) {
                 Ok((0, 0)) if s.conn.is_handshaking() => return Err(WireError::Closed),
                 Ok(_) => {}
