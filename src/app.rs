@@ -111,6 +111,7 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
     opts.handshake_timeout = a.handshake_timeout;
     opts.idle_timeout = a.idle_timeout;
     opts.wait_timeout = a.timeout;
+    opts.raw = a.raw;
     let events = Events::stderr(mode(&a.output));
     let server = match Server::bind(opts.clone(), events) {
         Ok(s) => s,
@@ -160,6 +161,14 @@ fn send(a: SendArgs) -> pincat::Result<()> {
     opts.retry_for = a.retry_for;
     opts.handshake_timeout = a.handshake_timeout;
     opts.idle_timeout = a.idle_timeout;
+    if a.raw && a.paths.len() > 1 {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--raw sends one stream: give at most one file (or stdin)",
+            )
+            .exit();
+    }
     let source = if stdin {
         Source::Stdin
     } else {
@@ -174,6 +183,16 @@ fn send(a: SendArgs) -> pincat::Result<()> {
     } else {
         Events::stderr(m)
     };
+    if a.raw {
+        let input: Box<dyn std::io::Read + Send> = match source {
+            Source::Paths(p) => Box::new(
+                std::fs::File::open(&p[0])
+                    .with_context(|| format!("cannot open {}", p[0].display()))?,
+            ),
+            _ => Box::new(std::io::stdin()),
+        };
+        return pincat::send_raw(&opts, input, &mut std::io::stdout().lock(), &events).map(drop);
+    }
     pincat::send(&opts, source, &events).map(drop)
 }
 

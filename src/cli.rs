@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Give up (exit 6) if no transfer has started within DURATION.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// No pincat framing: the TLS plaintext is the data, until close_notify (for openssl, ncat, socat).
+    #[arg(long)]
+    pub raw: bool,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -112,6 +115,10 @@ pub struct SendArgs {
     /// Give up when the receiver stays silent this long (the receipt included).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// No pincat framing: send stdin (or one file) as plain bytes over the pinned session,
+    /// print what the peer answers; for openssl s_server, ncat --ssl, socat.
+    #[arg(long)]
+    pub raw: bool,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,

@@ -20,5 +20,5 @@ pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Mode};
 pub use fingerprint::Fingerprint;
 pub use identity::Identity;
-pub use send::{SendOptions, SendReport, Source, send};
+pub use send::{SendOptions, SendReport, Source, send, send_raw};
 pub use serve::{Output, Received, ServeOptions, Server, ShutdownHandle};

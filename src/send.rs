@@ -359,7 +359,7 @@ fn after_write_failure(
                 return receiver_failed(code, message);
             }
             match e {
-                WireError::Closed => Error::Incomplete(format!(
+                WireError::Closed | WireError::Reset => Error::Incomplete(format!(
                     "the receiver at {peer} closed the connection after {sent} bytes; delivery is not confirmed"
                 )),
                 e => classify(e, opts, peer, "during the transfer"),
@@ -471,7 +471,7 @@ fn classify(e: WireError, opts: &SendOptions, peer: SocketAddr, when: &str) -> E
             "{when} with {peer} (no data for {:?})",
             opts.idle_timeout
         )),
-        WireError::Closed => Error::Incomplete(format!(
+        WireError::Closed | WireError::Reset => Error::Incomplete(format!(
             "the peer at {peer} closed the connection {when}; nothing is confirmed (is it a pincat receiver?)"
         )),
         WireError::Protocol(p) => Error::Incomplete(format!("the receiver at {peer}: {p}")),
@@ -604,4 +604,87 @@ pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> 
         (None, Err(e)) => Err(classify(e, &opts, peer, "during the TLS handshake")),
         (None, Ok(_)) => Err(anyhow!("the server at {peer} presented no certificate").into()),
     }
+}
+
+/// Raw mode: the same pinned TLS 1.3 session, but no pincat framing: `input`
+/// is sent as plain bytes, then close_notify; whatever the peer sends back is
+/// copied to `output` until it closes. For talking to `openssl s_server`,
+/// `ncat --ssl`, `socat OPENSSL-LISTEN` or `pincat serve --raw`. There is no
+/// receipt: success means every byte was handed to TLS and the peer closed
+/// in order (a reset is an error).
+pub fn send_raw(
+    opts: &SendOptions,
+    mut input: Box<dyn Read + Send>,
+    output: &mut dyn io::Write,
+    events: &Events,
+) -> Result<SendReport> {
+    let mut s = connect(opts, events)?;
+    let peer = s.peer;
+    let start = Instant::now();
+    events.emit(Event::TransferStarted {
+        peer,
+        kind: "raw",
+        names: vec![],
+        files: 0,
+        bytes: None,
+    });
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                s.close();
+                return Err(anyhow::Error::new(e)
+                    .context("cannot read the input")
+                    .into());
+            }
+        };
+        s.write_all(&buf[..n])
+            .map_err(|e| classify(e, opts, peer, "while sending"))?;
+        sent += n as u64;
+        events.emit(Event::Progress {
+            peer,
+            bytes: sent,
+            total: None,
+        });
+    }
+    s.conn.send_close_notify();
+    s.write_all(&[])
+        .map_err(|e| classify(e, opts, peer, "while closing"))?;
+    loop {
+        match s.read(&mut buf) {
+            // close_notify, or a FIN after the peer read everything: both
+            // orderly. A reset (unread data dropped) falls to the error arm.
+            Ok(0) | Err(WireError::Closed) => break,
+            Ok(n) => output
+                .write_all(&buf[..n])
+                .context("cannot write the peer's reply")?,
+            Err(e) => {
+                return Err(classify(
+                    e,
+                    opts,
+                    peer,
+                    "while waiting for the peer to close",
+                ));
+            }
+        }
+    }
+    let _ = output.flush();
+    let duration = start.elapsed();
+    events.emit(Event::TransferDone {
+        peer,
+        kind: "raw",
+        files: 0,
+        bytes: sent,
+        duration,
+    });
+    Ok(SendReport {
+        peer,
+        files: 0,
+        bytes: sent,
+        duration,
+    })
 }

@@ -63,6 +63,8 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Give up if no transfer has started within this time.
     pub wait_timeout: Option<Duration>,
+    /// Raw mode: no pincat framing, the TLS plaintext is the data (for openssl, ncat, socat).
+    pub raw: bool,
 }
 
 impl ServeOptions {
@@ -78,6 +80,7 @@ impl ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             wait_timeout: None,
+            raw: false,
         }
     }
 }
@@ -474,7 +477,11 @@ fn handle_conn(sh: &Shared, sock: TcpStream, peer: SocketAddr) -> Outcome {
         peer,
         fingerprint: presented.get(),
     });
-    receive(sh, &mut s, presented.get())
+    if sh.opts.raw {
+        receive_raw(sh, &mut s, presented.get())
+    } else {
+        receive(sh, &mut s, presented.get())
+    }
 }
 
 fn is_signature_failure(t: &rustls::Error) -> bool {
@@ -548,46 +555,57 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
     let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
     let start = Instant::now();
     let result = transfer(sh, s, &offer, &mut sink, &mut buf);
-    let result = match result {
-        Ok(()) => {
-            let files = offer.file_count();
-            let bytes = sink.written;
-            let commit = {
-                let _g = lock(&sh.finalize);
-                if sh.shutdown.load(Ordering::SeqCst) {
-                    Err((RejectCode::Busy, "the receiver is shutting down".into()))
-                } else {
-                    sink.commit()
-                }
-            };
-            match commit {
-                Ok(()) => {
-                    let receipt = protocol::encode_counts(files, bytes);
-                    // The data is stored whether or not the sender hears it.
-                    let _ = s.write_frame(FrameType::Receipt, &receipt);
-                    s.close();
-                    sh.events.emit(Event::TransferDone {
-                        peer,
-                        kind: match offer.kind {
-                            TransferKind::Stream => "stream",
-                            TransferKind::Files => "files",
-                        },
-                        files,
-                        bytes,
-                        duration: start.elapsed(),
-                    });
-                    Ok(Received { peer, files, bytes })
-                }
-                Err((code, msg)) => Err((code, msg)),
-            }
-        }
-        Err(e) => Err(e),
+    let kind = match offer.kind {
+        TransferKind::Stream => "stream",
+        TransferKind::Files => "files",
     };
+    conclude(sh, s, sink, result, kind, offer.file_count(), start, true)
+}
+
+/// Names the received data (or undoes it), tells the peer, emits the event.
+#[allow(clippy::too_many_arguments)] // One call site each for framed and raw mode.
+fn conclude(
+    sh: &Shared,
+    s: &mut Session<ServerConnection>,
+    mut sink: Sink,
+    result: std::result::Result<(), Fail>,
+    kind: &'static str,
+    files: u32,
+    start: Instant,
+    framed: bool,
+) -> Outcome {
+    let peer = s.peer;
+    let bytes = sink.written;
+    let result = result.and_then(|()| {
+        let _g = lock(&sh.finalize);
+        if sh.shutdown.load(Ordering::SeqCst) {
+            Err((RejectCode::Busy, "the receiver is shutting down".into()))
+        } else {
+            sink.commit()
+        }
+    });
     match result {
-        Ok(r) => Outcome::Transfer(Ok(r)),
+        Ok(()) => {
+            if framed {
+                // The data is stored whether or not the sender hears it.
+                let receipt = protocol::encode_counts(files, bytes);
+                let _ = s.write_frame(FrameType::Receipt, &receipt);
+            }
+            s.close();
+            sh.events.emit(Event::TransferDone {
+                peer,
+                kind,
+                files,
+                bytes,
+                duration: start.elapsed(),
+            });
+            Outcome::Transfer(Ok(Received { peer, files, bytes }))
+        }
         Err((code, message)) => {
             sink.abort();
-            let _ = s.write_frame(FrameType::Error, &protocol::encode_reject(code, &message));
+            if framed {
+                let _ = s.write_frame(FrameType::Error, &protocol::encode_reject(code, &message));
+            }
             s.close();
             sh.events.emit(Event::Error {
                 peer: Some(peer),
@@ -602,6 +620,82 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
             Outcome::Transfer(Err(err))
         }
     }
+}
+
+/// Raw mode: the plaintext of the pinned session is the data, until the
+/// peer's close_notify. No framing, no receipt (the peer is a plain TLS tool).
+fn receive_raw(
+    sh: &Shared,
+    s: &mut Session<ServerConnection>,
+    client: Option<Fingerprint>,
+) -> Outcome {
+    let peer = s.peer;
+    let offer = Offer {
+        kind: TransferKind::Stream,
+        entries: vec![],
+    };
+    let refused = |s: &mut Session<ServerConnection>, code: RejectCode, message: String| {
+        s.close();
+        sh.events.emit(Event::Refused {
+            peer,
+            reason: code.as_str(),
+            fingerprint: client,
+            message,
+        });
+        Outcome::NoTransfer
+    };
+    if !sh.opts.keep_open && sh.claimed.swap(true, Ordering::SeqCst) {
+        return refused(
+            s,
+            RejectCode::Busy,
+            "this receiver already took a transfer".into(),
+        );
+    }
+    let mut sink = match Sink::prepare(sh, &offer) {
+        Ok(sink) => sink,
+        Err((code, message)) => {
+            if !sh.opts.keep_open {
+                sh.claimed.store(false, Ordering::SeqCst);
+            }
+            return refused(s, code, message);
+        }
+    };
+    let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
+    sh.events.emit(Event::TransferStarted {
+        peer,
+        kind: "raw",
+        names: vec![],
+        files: 0,
+        bytes: None,
+    });
+    let start = Instant::now();
+    let mut buf = vec![0u8; crate::send::CHUNK];
+    let result = loop {
+        if sh.shutdown.load(Ordering::SeqCst) {
+            break Err((RejectCode::Busy, "the receiver is shutting down".into()));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break sink.finish(0, sink.written, &offer),
+            Ok(n) => {
+                if let Err(e) = sink.write(&buf[..n]) {
+                    break Err(e);
+                }
+                sh.events.emit(Event::Progress {
+                    peer,
+                    bytes: sink.written,
+                    total: None,
+                });
+            }
+            Err(WireError::Closed | WireError::Reset) => {
+                break Err((
+                    RejectCode::Protocol,
+                    "the peer closed the connection without close_notify; the data may be truncated and was not stored".into(),
+                ));
+            }
+            Err(e) => break Err(wire_fail(e)),
+        }
+    };
+    conclude(sh, s, sink, result, "raw", 0, start, false)
 }
 
 fn handshake_phase_error(
@@ -707,7 +801,7 @@ fn transfer(
 
 fn wire_fail(e: WireError) -> Fail {
     match e {
-        WireError::Closed => (
+        WireError::Closed | WireError::Reset => (
             RejectCode::Protocol,
             "the sender closed the connection before the end; nothing was stored".into(),
         ),

@@ -18,9 +18,12 @@ pub enum WireError {
     /// The socket timed out.
     #[error("timed out")]
     Timeout,
-    /// The peer closed the connection (with or without close_notify) mid-session.
+    /// The peer closed the connection without close_notify (TCP FIN).
     #[error("the peer closed the connection")]
     Closed,
+    /// The connection was reset (the peer died or dropped unread data).
+    #[error("the connection was reset")]
+    Reset,
     /// The peer broke the protocol.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -36,10 +39,10 @@ impl From<io::Error> for WireError {
         }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => WireError::Timeout,
-            io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
+            io::ErrorKind::UnexpectedEof => WireError::Closed,
+            io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => WireError::Closed,
+            | io::ErrorKind::BrokenPipe => WireError::Reset,
             _ => WireError::Io(e),
         }
     }
