@@ -82,13 +82,34 @@ where
                 Ok((0, 0)) if s.conn.is_handshaking() => return Err(WireError::Closed),
                 Ok(_) => {}
                 Err(e) => {
-                    // Let the peer see our alert, if any, before we drop.
-                    let _ = s.conn.write_tls(&mut s.sock);
-                    return Err(e.into());
+                    let e = WireError::from(e);
+                    if let WireError::Tls(_) = e {
+                        s.flush_alert();
+                    }
+                    return Err(e);
                 }
             }
         }
         Ok(s)
+    }
+
+    /// Sends a pending alert and lets the peer read it: closing a socket with
+    /// unread input sends a TCP reset, which can destroy the alert in flight.
+    fn flush_alert(&mut self) {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock).is_err() {
+                return;
+            }
+        }
+        let _ = self.sock.shutdown(Shutdown::Write);
+        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut sink = [0u8; 4096];
+        for _ in 0..64 {
+            match self.sock.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Sets the idle timeout for every later read and write.
