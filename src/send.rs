@@ -124,7 +124,7 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
     hello.extend_from_slice(&protocol::frame(FrameType::Offer, &offer.encode()));
     s.write_all(&hello).map_err(map)?;
     s.read_preamble().map_err(map)?;
-    let mut buf = Vec::with_capacity(HEADER_LEN + CHUNK);
+    let mut buf = Vec::new();
     match s.read_frame(&mut buf).map_err(map)? {
         FrameType::Accept => {}
         FrameType::Reject | FrameType::Error => {
@@ -149,7 +149,12 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
     });
 
     let mut sent: u64 = 0;
-    buf.resize(HEADER_LEN + CHUNK, 0);
+    // Small sources (a 100-byte message) need no 256 KiB buffer.
+    let chunk = match total {
+        Some(t) => (t as usize).clamp(4096, CHUNK),
+        None => 16 * 1024,
+    };
+    buf.resize(HEADER_LEN + chunk, 0);
     let result = match stream.as_mut() {
         Some(r) => pump_stream(&mut s, r.as_mut(), &mut buf, &mut sent, events),
         None => pump_files(&mut s, &planned, &mut buf, &mut sent, events),
@@ -252,12 +257,16 @@ enum SendFail {
 fn pump_stream(
     s: &mut Session<ClientConnection>,
     r: &mut dyn Read,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     sent: &mut u64,
     events: &Events,
 ) -> std::result::Result<(), SendFail> {
     let peer = s.peer;
     loop {
+        // A source that keeps filling the buffer gets a larger one.
+        if buf.len() < HEADER_LEN + CHUNK && *sent >= (buf.len() as u64) * 4 {
+            buf.resize(HEADER_LEN + CHUNK, 0);
+        }
         let n = match r.read(&mut buf[HEADER_LEN..]) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -296,7 +305,7 @@ fn pump_files(
             .map_err(SendFail::Source)?;
         let mut left = p.entry.size;
         while left > 0 {
-            let want = (left.min(CHUNK as u64)) as usize;
+            let want = left.min((buf.len() - HEADER_LEN) as u64) as usize;
             let n = match f.read(&mut buf[HEADER_LEN..HEADER_LEN + want]) {
                 Ok(0) => {
                     return Err(SendFail::Source(anyhow!(
@@ -352,7 +361,7 @@ fn after_write_failure(
         }
         SendFail::Wire(e) => {
             // The receiver may have explained itself before closing.
-            let _ = s.sock.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.sock.tcp.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = Vec::new();
             if let Ok(FrameType::Error) = s.read_frame(&mut buf) {
                 let (code, message) = protocol::decode_reject(&buf);

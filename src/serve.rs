@@ -125,7 +125,8 @@ pub struct Server {
 
 struct Shared {
     opts: ServeOptions,
-    identity: Identity,
+    /// One TLS config for every connection (the verifier records per thread).
+    tls: Arc<rustls::ServerConfig>,
     allow: Option<Arc<HashSet<Fingerprint>>>,
     events: Arc<Events>,
     shutdown: Arc<AtomicBool>,
@@ -216,15 +217,17 @@ impl Server {
     /// Serves until the first accepted transfer ends (or forever with
     /// `keep_open`), then returns what was received.
     pub fn run(self) -> Result<Vec<Received>> {
+        let allow = self.opts.allow.clone().map(Arc::new);
+        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
         self.events.emit(Event::Listening {
             addr: self.local_addr(),
             fingerprint: self.fingerprint(),
             send_command: self.send_command(),
         });
         let shared = Arc::new(Shared {
-            allow: self.opts.allow.clone().map(Arc::new),
+            tls,
+            allow,
             opts: self.opts.clone(),
-            identity: self.identity.clone(),
             events: self.events.clone(),
             shutdown: self.shutdown.clone(),
             claimed: AtomicBool::new(false),
@@ -239,6 +242,11 @@ impl Server {
         let mut received = Vec::new();
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         let mut any_transfer = false;
+        // Connection threads are reused: spawning one per connection cost
+        // more than the TLS handshake under load.
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let idle = Arc::new(AtomicUsize::new(0));
 
         let result: Result<()> = loop {
             // Collect finished connections.
@@ -313,22 +321,28 @@ impl Server {
                     lock(&shared.sockets).insert(id, c);
                 }
                 active.fetch_add(1, Ordering::SeqCst);
-                let (shared2, tx2, active2, wake) = (
-                    shared.clone(),
-                    tx.clone(),
-                    active.clone(),
-                    self.wake_tx.clone(),
-                );
+                let job = Job { sock, peer, id };
+                if idle
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                    .is_ok()
+                {
+                    // An idle worker is reserved for this job; it cannot fail
+                    // while we hold the receiver alive.
+                    let _ = job_tx.send(job);
+                    continue;
+                }
+                let worker = Worker {
+                    shared: shared.clone(),
+                    outcomes: tx.clone(),
+                    active: active.clone(),
+                    idle: idle.clone(),
+                    jobs: job_rx.clone(),
+                    wake: self.wake_tx.clone(),
+                };
                 let spawned = thread::Builder::new()
-                    .name(format!("conn-{peer}"))
+                    .name("pincat-conn".into())
                     .stack_size(256 * 1024)
-                    .spawn(move || {
-                        let outcome = handle_conn(&shared2, sock, peer);
-                        lock(&shared2.sockets).remove(&id);
-                        active2.fetch_sub(1, Ordering::SeqCst);
-                        let _ = tx2.send(outcome);
-                        let _ = (&*wake).write(&[1]);
-                    });
+                    .spawn(move || worker.run(job));
                 match spawned {
                     Ok(t) => threads.push(t),
                     Err(e) => {
@@ -349,6 +363,8 @@ impl Server {
         for s in lock(&shared.sockets).values() {
             let _ = s.shutdown(Shutdown::Both);
         }
+        // Idle workers end when the job queue closes.
+        drop(job_tx);
         let deadline = Instant::now() + Duration::from_secs(10);
         for t in threads {
             while !t.is_finished() && Instant::now() < deadline {
@@ -363,6 +379,41 @@ impl Server {
         // removed by their owners.
         let _guard = lock(&shared.finalize);
         result.map(|()| received)
+    }
+}
+
+/// An accepted connection waiting for a worker.
+struct Job {
+    sock: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+}
+
+/// A connection thread: handles its first job, then waits for more.
+struct Worker {
+    shared: Arc<Shared>,
+    outcomes: mpsc::Sender<Outcome>,
+    active: Arc<AtomicUsize>,
+    idle: Arc<AtomicUsize>,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    wake: Arc<UnixStream>,
+}
+
+impl Worker {
+    fn run(self, first: Job) {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            let outcome = handle_conn(&self.shared, job.sock, job.peer);
+            lock(&self.shared.sockets).remove(&job.id);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            let _ = self.outcomes.send(outcome);
+            let _ = (&*self.wake).write(&[1]);
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            next = lock(&self.jobs).recv().ok();
+        }
     }
 }
 
@@ -418,19 +469,9 @@ fn hostname() -> Option<String> {
 
 /// Handles one connection from handshake to close.
 fn handle_conn(sh: &Shared, sock: TcpStream, peer: SocketAddr) -> Outcome {
-    let presented = Presented::default();
-    let config = match verify::server_config(&sh.identity, sh.allow.clone(), presented.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            sh.events.emit(Event::Error {
-                peer: Some(peer),
-                code: "failure",
-                message: format!("{e:#}"),
-            });
-            return Outcome::NoTransfer;
-        }
-    };
-    let conn = match ServerConnection::new(config) {
+    let presented = Presented::per_thread();
+    presented.clear();
+    let conn = match ServerConnection::new(sh.tls.clone()) {
         Ok(c) => c,
         Err(e) => {
             sh.events.emit(Event::Error {
@@ -669,7 +710,7 @@ fn receive_raw(
         bytes: None,
     });
     let start = Instant::now();
-    let mut buf = vec![0u8; crate::send::CHUNK];
+    let mut buf = vec![0u8; 64 * 1024];
     let result = loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             break Err((RejectCode::Busy, "the receiver is shutting down".into()));
@@ -757,12 +798,15 @@ fn transfer(
         files: offer.file_count(),
         bytes: total,
     });
-    buf.resize(protocol::MAX_DATA, 0);
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             return Err((RejectCode::Busy, "the receiver is shutting down".into()));
         }
         let (t, len) = s.read_header().map_err(wire_fail)?;
+        // Grow only as large frames arrive: short transfers stay cheap.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
         match t {
             FrameType::Data => {
                 s.read_exact(&mut buf[..len]).map_err(wire_fail)?;

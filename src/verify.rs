@@ -26,25 +26,69 @@ pub const SERVER_NAME: &str = "pincat.invalid";
 /// The process-wide crypto provider (aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .clone()
+    P.get_or_init(|| {
+        use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+        // AES-128-GCM with SHA-256 first: faster bulk encryption and a much
+        // cheaper key schedule (SHA-NI) than the default AES-256/SHA-384,
+        // which showed up as the top symbol (SHA-512 blocks) under load.
+        let mut p = default_provider();
+        p.cipher_suites = vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ];
+        Arc::new(p)
+    })
+    .clone()
 }
 
 /// What a peer presented, recorded by a verifier so callers can report it
 /// after a refusal (rustls only hands back an opaque error).
-#[derive(Debug, Default, Clone)]
-pub struct Presented(Arc<Mutex<Option<Fingerprint>>>);
+///
+/// Either a shared slot (one verifier per connection), or a thread-local one
+/// ([`Presented::per_thread`]), so one server config can serve every
+/// connection: rustls runs the verifier on the thread driving the handshake.
+#[derive(Debug, Clone)]
+pub struct Presented(Option<Arc<Mutex<Option<Fingerprint>>>>);
+
+thread_local! {
+    static THREAD_PRESENTED: std::cell::Cell<Option<Fingerprint>> = const { std::cell::Cell::new(None) };
+}
+
+impl Default for Presented {
+    fn default() -> Self {
+        Presented(Some(Arc::default()))
+    }
+}
 
 impl Presented {
-    fn set(&self, fp: Fingerprint) {
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(fp);
+    /// Records into the current thread's slot instead of a shared one.
+    pub fn per_thread() -> Self {
+        Presented(None)
+    }
+
+    fn set(&self, fp: Option<Fingerprint>) {
+        match &self.0 {
+            Some(m) => {
+                if let Ok(mut g) = m.lock() {
+                    *g = fp;
+                }
+            }
+            None => THREAD_PRESENTED.with(|c| c.set(fp)),
         }
+    }
+
+    /// Forgets what was recorded (before reusing a thread for a new handshake).
+    pub fn clear(&self) {
+        self.set(None);
     }
 
     /// The fingerprint of the end-entity certificate the peer presented, if any.
     pub fn get(&self) -> Option<Fingerprint> {
-        self.0.lock().ok().and_then(|g| *g)
+        match &self.0 {
+            Some(m) => m.lock().ok().and_then(|g| *g),
+            None => THREAD_PRESENTED.with(|c| c.get()),
+        }
     }
 }
 
@@ -56,7 +100,7 @@ fn check_pin(
     presented: &Presented,
 ) -> Result<(), Error> {
     let fp = Fingerprint::of_der(end_entity);
-    presented.set(fp);
+    presented.set(Some(fp));
     // The pin must be the leaf, alone: accepting it anywhere in the chain
     // would let an attacker append the public genuine certificate to its own.
     if !intermediates.is_empty() {

@@ -48,12 +48,72 @@ impl From<io::Error> for WireError {
     }
 }
 
+/// Bytes read from the socket per syscall. rustls asks for a few KiB at a
+/// time; serving those from one large read saves most of the syscalls.
+const READ_BUF: usize = 256 * 1024;
+
+/// The TCP socket behind a session, with a large read buffer.
+pub struct SockIo {
+    /// The socket itself (timeouts, shutdown).
+    pub tcp: TcpStream,
+    rbuf: Vec<u8>,
+    pos: usize,
+    len: usize,
+}
+
+impl SockIo {
+    fn new(tcp: TcpStream) -> Self {
+        SockIo {
+            tcp,
+            rbuf: Vec::new(),
+            pos: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Read for SockIo {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.len {
+            // Start small (handshakes and short transfers never need more),
+            // grow while reads keep filling the buffer.
+            if self.rbuf.is_empty() {
+                self.rbuf = vec![0u8; 16 * 1024];
+            } else if self.len == self.rbuf.len() && self.rbuf.len() < READ_BUF {
+                self.rbuf.resize(self.rbuf.len() * 4, 0);
+            }
+            self.len = self.tcp.read(&mut self.rbuf)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.len - self.pos);
+        out[..n].copy_from_slice(&self.rbuf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for SockIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Plaintext rustls may buffer before it must be written out: large enough
+/// that one DATA frame is encrypted and written in one vectored syscall.
+const SEND_BUFFER: usize = 2 * 1024 * 1024;
+
 /// A TLS session on a TCP socket.
 pub struct Session<C> {
     /// The rustls connection state.
     pub conn: C,
     /// The TCP socket.
-    pub sock: TcpStream,
+    pub sock: SockIo,
     /// The other side's address.
     pub peer: SocketAddr,
 }
@@ -67,15 +127,25 @@ where
     pub fn handshake(conn: C, sock: TcpStream, timeout: Duration) -> Result<Self, WireError> {
         let peer = sock.peer_addr().map_err(WireError::Io)?;
         sock.set_nodelay(true).map_err(WireError::Io)?;
-        let mut s = Session { conn, sock, peer };
+        let mut conn = conn;
+        conn.set_buffer_limit(Some(SEND_BUFFER));
+        let mut s = Session {
+            conn,
+            sock: SockIo::new(sock),
+            peer,
+        };
         let deadline = std::time::Instant::now() + timeout;
         while s.conn.is_handshaking() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(WireError::Timeout);
             }
-            s.sock.set_read_timeout(Some(left)).map_err(WireError::Io)?;
             s.sock
+                .tcp
+                .set_read_timeout(Some(left))
+                .map_err(WireError::Io)?;
+            s.sock
+                .tcp
                 .set_write_timeout(Some(left))
                 .map_err(WireError::Io)?;
             match s.conn.complete_io(&mut s.sock) {
@@ -101,8 +171,11 @@ where
                 return;
             }
         }
-        let _ = self.sock.shutdown(Shutdown::Write);
-        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = self.sock.tcp.shutdown(Shutdown::Write);
+        let _ = self
+            .sock
+            .tcp
+            .set_read_timeout(Some(Duration::from_millis(500)));
         let mut sink = [0u8; 4096];
         for _ in 0..64 {
             match self.sock.read(&mut sink) {
@@ -114,11 +187,11 @@ where
 
     /// Sets the idle timeout for every later read and write.
     pub fn set_idle_timeout(&self, t: Duration) -> io::Result<()> {
-        self.sock.set_read_timeout(Some(t))?;
-        self.sock.set_write_timeout(Some(t))
+        self.sock.tcp.set_read_timeout(Some(t))?;
+        self.sock.tcp.set_write_timeout(Some(t))
     }
 
-    fn stream(&mut self) -> rustls::Stream<'_, C, TcpStream> {
+    fn stream(&mut self) -> rustls::Stream<'_, C, SockIo> {
         rustls::Stream::new(&mut self.conn, &mut self.sock)
     }
 
@@ -174,7 +247,7 @@ where
     pub fn close(&mut self) {
         self.conn.send_close_notify();
         let _ = self.stream().flush();
-        let _ = self.sock.shutdown(Shutdown::Write);
+        let _ = self.sock.tcp.shutdown(Shutdown::Write);
         let mut sink = [0u8; 4096];
         for _ in 0..1024 {
             match self.stream().read(&mut sink) {
