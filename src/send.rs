@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -155,10 +156,11 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
         None => 16 * 1024,
     };
     buf.resize(HEADER_LEN + chunk, 0);
-    let result = match stream.as_mut() {
-        Some(r) => pump_stream(&mut s, r.as_mut(), &mut buf, &mut sent, events),
-        None => pump_files(&mut s, &planned, &mut buf, &mut sent, events),
+    let reader: Box<dyn Read + Send> = match stream.take() {
+        Some(r) => r,
+        None => Box::new(FileSeq::new(&planned)),
     };
+    let result = pump(&mut s, reader, &mut buf, &mut sent, total, events);
     if let Err(e) = result {
         return Err(after_write_failure(&mut s, e, opts, sent));
     }
@@ -254,15 +256,24 @@ enum SendFail {
     Source(anyhow::Error),
 }
 
-fn pump_stream(
+/// Below this many bytes, data is read on the sending thread itself: a
+/// helper thread only pays off for bulk transfers.
+const PREFETCH_AFTER: u64 = 1 << 20;
+
+/// Sends everything `r` yields as DATA frames. Past the first MiB, a helper
+/// thread reads ahead while this one encrypts and writes, so file or pipe
+/// reads overlap with TLS and the socket.
+fn pump(
     s: &mut Session<ClientConnection>,
-    r: &mut dyn Read,
+    mut r: Box<dyn Read + Send>,
     buf: &mut Vec<u8>,
     sent: &mut u64,
+    total: Option<u64>,
     events: &Events,
 ) -> std::result::Result<(), SendFail> {
-    let peer = s.peer;
-    loop {
+    let source_err =
+        |e: io::Error| SendFail::Source(anyhow::Error::new(e).context("cannot read the input"));
+    while *sent < PREFETCH_AFTER {
         // A source that keeps filling the buffer gets a larger one.
         if buf.len() < HEADER_LEN + CHUNK && *sent >= (buf.len() as u64) * 4 {
             buf.resize(HEADER_LEN + CHUNK, 0);
@@ -271,76 +282,139 @@ fn pump_stream(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(SendFail::Source(
-                    anyhow::Error::new(e).context("cannot read standard input"),
-                ));
-            }
+            Err(e) => return Err(source_err(e)),
         };
-        buf[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
-        s.write_all(&buf[..HEADER_LEN + n])
-            .map_err(SendFail::Wire)?;
-        *sent += n as u64;
-        events.emit(Event::Progress {
-            peer,
-            bytes: *sent,
-            total: None,
-        });
+        send_data(s, &mut buf[..HEADER_LEN + n], sent, total, events)?;
+    }
+
+    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(3);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..3 {
+        let _ = empty_tx.send(vec![0u8; HEADER_LEN + CHUNK]);
+    }
+    let reader = std::thread::Builder::new()
+        .name("pincat-read".into())
+        .spawn(move || {
+            while let Ok(mut b) = empty_rx.recv() {
+                b.resize(HEADER_LEN + CHUNK, 0);
+                let res = loop {
+                    match r.read(&mut b[HEADER_LEN..]) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                let last = !matches!(res, Ok(n) if n > 0);
+                let msg = res.map(|n| {
+                    b.truncate(HEADER_LEN + n);
+                    b
+                });
+                if full_tx.send(msg).is_err() || last {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| {
+            SendFail::Source(anyhow::Error::new(e).context("cannot start a reader thread"))
+        })?;
+    let result = loop {
+        match full_rx.recv() {
+            Ok(Ok(b)) if b.len() == HEADER_LEN => break Ok(()),
+            Ok(Ok(mut b)) => {
+                if let Err(e) = send_data(s, &mut b, sent, total, events) {
+                    break Err(e);
+                }
+                let _ = empty_tx.send(b);
+            }
+            Ok(Err(e)) => break Err(source_err(e)),
+            Err(_) => break Err(SendFail::Source(anyhow!("the reader thread stopped"))),
+        }
+    };
+    drop(full_rx);
+    drop(empty_tx);
+    if result.is_ok() {
+        let _ = reader.join();
+    }
+    result
+}
+
+/// Frames and sends one DATA payload that sits at `frame[HEADER_LEN..]`.
+fn send_data(
+    s: &mut Session<ClientConnection>,
+    frame: &mut [u8],
+    sent: &mut u64,
+    total: Option<u64>,
+    events: &Events,
+) -> std::result::Result<(), SendFail> {
+    let n = frame.len() - HEADER_LEN;
+    frame[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
+    s.write_all(frame).map_err(SendFail::Wire)?;
+    *sent += n as u64;
+    events.emit(Event::Progress {
+        peer: s.peer,
+        bytes: *sent,
+        total,
+    });
+    Ok(())
+}
+
+/// The planned files' contents back to back, exactly as announced: a file
+/// that shrank or grew since it was measured is an error, not a silent
+/// mismatch.
+struct FileSeq {
+    files: std::vec::IntoIter<(PathBuf, u64)>,
+    cur: Option<(File, PathBuf)>,
+    left: u64,
+}
+
+impl FileSeq {
+    fn new(planned: &[Planned]) -> Self {
+        let files: Vec<(PathBuf, u64)> = planned
+            .iter()
+            .filter_map(|p| p.local.clone().map(|l| (l, p.entry.size)))
+            .collect();
+        FileSeq {
+            files: files.into_iter(),
+            cur: None,
+            left: 0,
+        }
     }
 }
 
-fn pump_files(
-    s: &mut Session<ClientConnection>,
-    planned: &[Planned],
-    buf: &mut [u8],
-    sent: &mut u64,
-    events: &Events,
-) -> std::result::Result<(), SendFail> {
-    let peer = s.peer;
-    let total: u64 = planned.iter().map(|p| p.entry.size).sum();
-    for p in planned {
-        let Some(local) = &p.local else { continue };
-        let mut f = File::open(local)
-            .with_context(|| format!("cannot open {}", local.display()))
-            .map_err(SendFail::Source)?;
-        let mut left = p.entry.size;
-        while left > 0 {
-            let want = left.min((buf.len() - HEADER_LEN) as u64) as usize;
-            let n = match f.read(&mut buf[HEADER_LEN..HEADER_LEN + want]) {
-                Ok(0) => {
-                    return Err(SendFail::Source(anyhow!(
-                        "{} shrank while it was being sent; nothing was stored, send it again",
-                        local.display()
+impl Read for FileSeq {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((f, path)) = self.cur.as_mut() {
+                if self.left > 0 {
+                    let want = (out.len() as u64).min(self.left) as usize;
+                    let n = f.read(&mut out[..want])?;
+                    if n == 0 {
+                        return Err(io::Error::other(format!(
+                            "{} shrank while it was being sent; nothing was stored, send it again",
+                            path.display()
+                        )));
+                    }
+                    self.left -= n as u64;
+                    return Ok(n);
+                }
+                let mut probe = [0u8; 1];
+                if f.read(&mut probe)? > 0 {
+                    return Err(io::Error::other(format!(
+                        "{} grew while it was being sent; nothing was stored, send it again",
+                        path.display()
                     )));
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(SendFail::Source(
-                        anyhow::Error::new(e).context(format!("cannot read {}", local.display())),
-                    ));
-                }
+                self.cur = None;
+            }
+            let Some((path, size)) = self.files.next() else {
+                return Ok(0);
             };
-            buf[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
-            s.write_all(&buf[..HEADER_LEN + n])
-                .map_err(SendFail::Wire)?;
-            left -= n as u64;
-            *sent += n as u64;
-            events.emit(Event::Progress {
-                peer,
-                bytes: *sent,
-                total: Some(total),
-            });
-        }
-        let mut probe = [0u8; 1];
-        if matches!(f.read(&mut probe), Ok(n) if n > 0) {
-            return Err(SendFail::Source(anyhow!(
-                "{} grew while it was being sent; nothing was stored, send it again",
-                local.display()
-            )));
+            let f = File::open(&path).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            })?;
+            self.cur = Some((f, path));
+            self.left = size;
         }
     }
-    Ok(())
 }
 
 /// Turns a failure while streaming into the most useful error: the receiver's
