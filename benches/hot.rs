@@ -1,0 +1,152 @@
+//! In-process hot paths: the pinned handshake, frame encode/decode, and bulk
+//! encryption/decryption through rustls as pincat configures it.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pincat::protocol::{self, Entry, FrameType, Offer, TransferKind};
+use pincat::verify::{self, Presented};
+use pincat::{Fingerprint, Identity};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ServerConnection};
+use std::hint::black_box;
+
+fn pair(server_id: &Identity) -> (ClientConnection, ServerConnection) {
+    let sc = verify::server_config(server_id, None, Presented::default()).unwrap();
+    let cc =
+        verify::client_config(Some(server_id.fingerprint()), None, Presented::default()).unwrap();
+    let c = ClientConnection::new(cc, ServerName::try_from(verify::SERVER_NAME).unwrap()).unwrap();
+    let s = ServerConnection::new(sc).unwrap();
+    (c, s)
+}
+
+fn shuttle(c: &mut ClientConnection, s: &mut ServerConnection) {
+    let mut buf = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut buf).unwrap();
+    }
+    if !buf.is_empty() {
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).unwrap();
+            s.process_new_packets().unwrap();
+        }
+    }
+    buf.clear();
+    while s.wants_write() {
+        s.write_tls(&mut buf).unwrap();
+    }
+    if !buf.is_empty() {
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+        }
+    }
+}
+
+fn handshake(c: &mut ClientConnection, s: &mut ServerConnection) {
+    for _ in 0..10 {
+        shuttle(c, s);
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return;
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+fn bench_handshake(cr: &mut Criterion) {
+    let id = Identity::generate().unwrap();
+    cr.bench_function("handshake with pin check (in memory)", |b| {
+        b.iter(|| {
+            let (mut c, mut s) = pair(&id);
+            handshake(&mut c, &mut s);
+            black_box(s.peer_certificates());
+        })
+    });
+    cr.bench_function("identity generate (P-256 + self-signed cert)", |b| {
+        b.iter(|| black_box(Identity::generate().unwrap().fingerprint()))
+    });
+}
+
+fn bench_frames(cr: &mut Criterion) {
+    let offer = Offer {
+        kind: TransferKind::Files,
+        entries: (0..1000)
+            .map(|i| Entry {
+                name: format!("dir/sub/file-{i:04}.dat"),
+                is_dir: false,
+                mode: 0o644,
+                size: i * 1000,
+            })
+            .collect(),
+    };
+    let enc = offer.encode();
+    cr.bench_function("offer encode, 1000 files", |b| {
+        b.iter(|| black_box(offer.encode()))
+    });
+    cr.bench_function("offer decode+validate, 1000 files", |b| {
+        b.iter(|| black_box(Offer::decode(black_box(&enc)).unwrap()))
+    });
+    cr.bench_function("data header encode+decode", |b| {
+        b.iter(|| {
+            let h = protocol::encode_header(FrameType::Data, black_box(262_144));
+            black_box(protocol::decode_header(&h).unwrap())
+        })
+    });
+    let fp = Identity::generate().unwrap().fingerprint().to_openssl();
+    cr.bench_function("fingerprint parse (openssl form)", |b| {
+        b.iter(|| black_box(black_box(&fp).parse::<Fingerprint>().unwrap()))
+    });
+}
+
+fn bench_bulk(cr: &mut Criterion) {
+    use std::io::{Read, Write};
+    let id = Identity::generate().unwrap();
+    let (mut c, mut s) = pair(&id);
+    handshake(&mut c, &mut s);
+    c.set_buffer_limit(Some(4 << 20));
+    let chunk = vec![0x5au8; 256 * 1024];
+    let mut wire = Vec::with_capacity(300 * 1024);
+    let mut g = cr.benchmark_group("bulk");
+    g.throughput(Throughput::Bytes(chunk.len() as u64));
+    g.bench_function("encrypt 256 KiB (client writer + write_tls)", |b| {
+        b.iter(|| {
+            c.writer().write_all(&chunk).unwrap();
+            wire.clear();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            black_box(wire.len());
+        })
+    });
+    let mut out = vec![0u8; chunk.len()];
+    let (mut c2, mut s2) = pair(&id);
+    handshake(&mut c2, &mut s2);
+    c2.set_buffer_limit(Some(4 << 20));
+    g.bench_function("encrypt + decrypt 256 KiB round trip", |b| {
+        b.iter(|| {
+            c2.writer().write_all(&chunk).unwrap();
+            wire.clear();
+            while c2.wants_write() {
+                c2.write_tls(&mut wire).unwrap();
+            }
+            let mut rd = &wire[..];
+            let mut got = 0;
+            while !rd.is_empty() {
+                s2.read_tls(&mut rd).unwrap();
+                s2.process_new_packets().unwrap();
+                while let Ok(n) = s2.reader().read(&mut out[got..]) {
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+            }
+            assert_eq!(got, out.len());
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_handshake, bench_frames, bench_bulk);
+criterion_main!(benches);
