@@ -59,9 +59,19 @@ impl Server {
 
     /// As [`Server::start`], listening on `listen`.
     pub fn start_on(listen: &str, dir: &Path, args: &[&str]) -> Server {
-        let mut child = pincat()
-            .args(["serve", "--listen", listen, "--json"])
-            .args(args)
+        Self::spawn(listen, dir, args, |_| {})
+    }
+
+    /// As [`Server::start`], with a hook to adjust the command (limits, ...).
+    pub fn start_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        Self::spawn("127.0.0.1:0", dir, args, adjust)
+    }
+
+    fn spawn(listen: &str, dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = pincat();
+        cmd.args(["serve", "--listen", listen, "--json"]).args(args);
+        adjust(&mut cmd);
+        let mut child = cmd
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,205 @@
+//! Fault injection: peers killed at random points, and a receiver whose disk
+//! fills up. Whatever happens: never a sender exit 0 without a complete,
+//! identical file, and never a partial file under its final name.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+/// No file but complete ones; returns whether `name` arrived (identical).
+fn check_dir(dir: &Path, name: &str, want: &[u8]) -> bool {
+    let mut arrived = false;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let fname = e.file_name().to_string_lossy().into_owned();
+        assert_eq!(fname, name, "unexpected file {fname} in {}", dir.display());
+        let got = fs::read(e.path()).unwrap();
+        assert_eq!(got.len(), want.len(), "partial file under the final name");
+        assert_eq!(
+            sha256(&got),
+            sha256(want),
+            "corrupted file under the final name"
+        );
+        arrived = true;
+    }
+    arrived
+}
+
+fn trial(seed: u64) -> (&'static str, bool, Option<i32>) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let size = 1 + (next() % (40 << 20)) as usize;
+    let data = random_bytes(size, seed);
+    let file = src.path().join("payload.bin");
+    fs::write(&file, &data).unwrap();
+    let mut srv = Server::start(dst.path(), &["--out", "in"]);
+    let mut tx = pincat()
+        .args([
+            "send",
+            &srv.addr,
+            "--pin",
+            &srv.fingerprint,
+            "--idle-timeout",
+            "10s",
+        ])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A third of the kills land anywhere from start-up to the handshake; the
+    // rest while data flows.
+    if next() % 3 != 0 {
+        srv.wait_event("transfer-started");
+    }
+    thread::sleep(Duration::from_micros(next() % 30_000));
+    let victim = if next() % 2 == 0 {
+        "sender"
+    } else {
+        "receiver"
+    };
+    if victim == "sender" {
+        let _ = tx.kill();
+    } else {
+        srv.kill();
+    }
+    let out = wait_output(tx, WAIT);
+    if victim == "sender" {
+        srv.wait_exit();
+    }
+    let arrived =
+        dst.path().join("in").exists() && check_dir(&dst.path().join("in"), "payload.bin", &data);
+    if out.status.code() == Some(0) {
+        assert!(
+            arrived,
+            "seed {seed}: sender exit 0 but the file is not there"
+        );
+    }
+    (victim, arrived, out.status.code())
+}
+
+fn trials(n: u64) {
+    let mut completed = 0;
+    for seed in 1..=n {
+        let (victim, arrived, code) = trial(seed);
+        eprintln!("trial {seed}: killed {victim}, sender exit {code:?}, file arrived: {arrived}");
+        completed += u64::from(arrived);
+    }
+    eprintln!("{completed} of {n} transfers completed before the kill");
+}
+
+#[test]
+fn random_kills_short() {
+    trials(8);
+}
+
+#[test]
+#[ignore = "long: 50 trials; run with --ignored"]
+fn random_kills_long() {
+    trials(50);
+}
+
+/// Starts `pincat serve` with a 1 MiB file-size limit (SIGXFSZ ignored, so
+/// writes fail with EFBIG as on a full disk).
+fn serve_with_fsize_limit(dir: &Path, args: &[&str]) -> Server {
+    Server::start_with(dir, args, |cmd: &mut Command| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit {
+                    rlim_cur: 1 << 20,
+                    rlim_max: 1 << 20,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    })
+}
+
+#[test]
+fn full_disk_gives_clear_errors_and_leaves_nothing() {
+    // A stream into a file, and a file into a directory.
+    let dst = tempfile::tempdir().unwrap();
+    let mut srv = serve_with_fsize_limit(dst.path(), &["--out", "big.bin"]);
+    let r = send(&srv.addr, &srv.fingerprint, &[], &random_bytes(4 << 20, 71));
+    assert_eq!(r.status.code(), Some(4), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stderr).contains("failed to store"),
+        "{}",
+        text(&r.stderr)
+    );
+    let (code, _) = srv.wait_exit();
+    assert_ne!(code, Some(0));
+    assert!(
+        srv.seen_named("error")
+            .iter()
+            .any(|e| e["code"] == "no-space"),
+        "{:?}",
+        srv.seen
+    );
+    assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "leftovers");
+
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("f.bin");
+    fs::write(&f, random_bytes(3 << 20, 72)).unwrap();
+    let mut srv = serve_with_fsize_limit(dst.path(), &["--out", "in"]);
+    let r = send(&srv.addr, &srv.fingerprint, &[f.to_str().unwrap()], b"");
+    assert_eq!(r.status.code(), Some(4), "{}", text(&r.stderr));
+    srv.wait_exit();
+    assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "leftovers");
+}
+
+#[test]
+fn full_tmpfs_when_mountable() {
+    let dst = tempfile::tempdir().unwrap();
+    let mnt = dst.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("cannot mount a tmpfs here; skipping");
+        return;
+    }
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Umount(&mnt);
+    let mut srv = Server::start(&mnt, &["--out", "x.bin"]);
+    let r = send(&srv.addr, &srv.fingerprint, &[], &random_bytes(3 << 20, 73));
+    assert_eq!(r.status.code(), Some(4), "{}", text(&r.stderr));
+    srv.wait_exit();
+    assert!(
+        srv.seen_named("error")
+            .iter()
+            .any(|e| e["code"] == "no-space"),
+        "{:?}",
+        srv.seen
+    );
+    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "leftovers");
+}
