@@ -81,7 +81,9 @@ pub enum Error {
     #[error("{0}")]
     Incomplete(String),
     /// Could not connect.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error(
+        "cannot connect to {addr}: {source}; is `pincat serve` running there and the port reachable? (--retry-for waits for a receiver that is still starting)"
+    )]
     Connect {
         /// The address as given.
         addr: String,

@@ -7,6 +7,16 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 
 /// SHA-256 digest of a certificate's DER encoding: the only identity pincat trusts.
+///
+/// ```
+/// use pincat::Fingerprint;
+/// let a: Fingerprint = "SHA256 Fingerprint=9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08"
+///     .parse()
+///     .unwrap();
+/// assert_eq!(a, Fingerprint::of_der(b"test"));
+/// assert_eq!(a.to_string(), "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+/// assert!("9f86d081".parse::<Fingerprint>().is_err()); // never a prefix
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint([u8; 32]);
 

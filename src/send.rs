@@ -88,13 +88,22 @@ struct Planned {
 
 /// Sends `source` to the pinned receiver; `Ok` only after a matching receipt.
 ///
-/// ```no_run
-/// use pincat::{send, SendOptions, Source};
-/// let pin = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".parse().unwrap();
-/// let opts = SendOptions::new("127.0.0.1:7878", pin);
+/// ```
+/// use pincat::{send, Events, Output, SendOptions, ServeOptions, Server, Source};
+/// let dir = std::env::temp_dir().join(format!("pincat-doc-{}", std::process::id()));
+/// let mut serve = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+/// serve.output = Output::Path(dir.join("hello.txt"));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let server = Server::bind(serve, Events::silent()).unwrap();
+/// let opts = SendOptions::new(server.local_addr().to_string(), server.fingerprint());
+/// let receiver = std::thread::spawn(move || server.run());
+///
 /// let data: &'static [u8] = b"hello";
-/// let report = send(&opts, Source::Reader(Box::new(data)), &pincat::Events::silent()).unwrap();
+/// let report = send(&opts, Source::Reader(Box::new(data)), &Events::silent()).unwrap();
 /// assert_eq!(report.bytes, 5);
+/// receiver.join().unwrap().unwrap();
+/// assert_eq!(std::fs::read(dir.join("hello.txt")).unwrap(), b"hello");
+/// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendReport> {
     let (offer, planned, mut stream): (Offer, Vec<Planned>, Option<Box<dyn Read + Send>>) =
@@ -551,7 +560,7 @@ fn classify(e: WireError, opts: &SendOptions, peer: SocketAddr, when: &str) -> E
         )),
         WireError::Tls(t) => Error::Incomplete(format!("TLS failure with {peer} {when}: {t}")),
         WireError::Timeout => Error::Timeout(format!(
-            "{when} with {peer} (no data for {:?})",
+            "{when} with {peer}: nothing arrived for {:?}; it may be stuck or gone (see --idle-timeout)",
             opts.idle_timeout
         )),
         WireError::Closed | WireError::Reset => Error::Incomplete(format!(
