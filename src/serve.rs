@@ -710,23 +710,32 @@ fn receive_raw(
         bytes: None,
     });
     let start = Instant::now();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; crate::send::CHUNK];
+    let mut filled = 0usize;
     let result = loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             break Err((RejectCode::Busy, "the receiver is shutting down".into()));
         }
-        match s.read(&mut buf) {
-            Ok(0) => break sink.finish(0, sink.written, &offer),
-            Ok(n) => {
-                if let Err(e) = sink.write(&buf[..n]) {
-                    break Err(e);
-                }
-                sh.events.emit(Event::Progress {
-                    peer,
-                    bytes: sink.written,
-                    total: None,
-                });
+        // Gather what is already here into one large write; flush before
+        // a read that may block, so interactive streams are not held back.
+        if filled > 0 && (filled == buf.len() || !s.has_buffered_input()) {
+            if let Err(e) = sink.write(&buf[..filled]) {
+                break Err(e);
             }
+            filled = 0;
+            sh.events.emit(Event::Progress {
+                peer,
+                bytes: sink.written,
+                total: None,
+            });
+        }
+        match s.read(&mut buf[filled..]) {
+            Ok(0) => {
+                break sink
+                    .write(&buf[..filled])
+                    .and_then(|()| sink.finish(0, sink.written, &offer));
+            }
+            Ok(n) => filled += n,
             Err(WireError::Closed | WireError::Reset) => {
                 break Err((
                     RejectCode::Protocol,

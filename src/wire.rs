@@ -185,6 +185,12 @@ where
         }
     }
 
+    /// True when received bytes wait in our buffer or in rustls, so the
+    /// next read will not block on the socket.
+    pub fn has_buffered_input(&self) -> bool {
+        self.sock.pos < self.sock.len || !self.conn.wants_read()
+    }
+
     /// Sets the idle timeout for every later read and write.
     pub fn set_idle_timeout(&self, t: Duration) -> io::Result<()> {
         self.sock.tcp.set_read_timeout(Some(t))?;
