@@ -15,6 +15,7 @@ pub mod send;
 pub mod serve;
 pub mod verify;
 pub mod wire;
+pub mod write_behind;
 
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Mode};
