@@ -22,4 +22,4 @@ pub use events::{Event, Events, Mode};
 pub use fingerprint::Fingerprint;
 pub use identity::Identity;
 pub use send::{SendOptions, SendReport, Source, send, send_raw};
-pub use serve::{Output, Received, ServeOptions, Server, ShutdownHandle};
+pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};

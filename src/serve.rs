@@ -97,6 +97,17 @@ pub struct Received {
     pub bytes: u64,
 }
 
+/// What a server received over its lifetime.
+#[derive(Debug, Clone, Default)]
+pub struct ServeSummary {
+    /// Transfers stored and confirmed.
+    pub transfers: u64,
+    /// Payload bytes over all of them.
+    pub bytes: u64,
+    /// The most recent one (for a one-shot server: the only one).
+    pub last: Option<Received>,
+}
+
 /// Stops a running server from another thread (e.g. a signal handler).
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -217,7 +228,7 @@ impl Server {
 
     /// Serves until the first accepted transfer ends (or forever with
     /// `keep_open`), then returns what was received.
-    pub fn run(self) -> Result<Vec<Received>> {
+    pub fn run(self) -> Result<ServeSummary> {
         let allow = self.opts.allow.clone().map(Arc::new);
         let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
         self.events.emit(Event::Listening {
@@ -240,7 +251,8 @@ impl Server {
         let active = Arc::new(AtomicUsize::new(0));
         let next_id = AtomicU64::new(0);
         let started = Instant::now();
-        let mut received = Vec::new();
+        // Counters, not a list: a keep-open server may run for months.
+        let mut summary = ServeSummary::default();
         let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         let mut any_transfer = false;
         // Connection threads are reused: spawning one per connection cost
@@ -256,7 +268,11 @@ impl Server {
                 if let Outcome::Transfer(r) = o {
                     any_transfer = true;
                     match r {
-                        Ok(rcv) => received.push(rcv),
+                        Ok(rcv) => {
+                            summary.transfers += 1;
+                            summary.bytes += rcv.bytes;
+                            summary.last = Some(rcv);
+                        }
                         Err(e) if !self.opts.keep_open => done = Some(Err(e)),
                         Err(_) => {}
                     }
@@ -383,7 +399,7 @@ impl Server {
         // we return; temporary files of unfinished threads are unnamed or
         // removed by their owners.
         let _guard = lock(&shared.finalize);
-        result.map(|()| received)
+        result.map(|()| summary)
     }
 }
 
@@ -412,7 +428,11 @@ impl Worker {
             lock(&self.shared.sockets).remove(&job.id);
             self.active.fetch_sub(1, Ordering::SeqCst);
             let _ = self.outcomes.send(outcome);
-            let _ = (&*self.wake).write(&[1]);
+            // A one-shot server ends on this outcome: wake it now. A
+            // keep-open one collects outcomes at its next poll timeout.
+            if !self.shared.opts.keep_open {
+                let _ = (&*self.wake).write(&[1]);
+            }
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 return;
             }

@@ -56,6 +56,8 @@ const READ_BUF: usize = 256 * 1024;
 pub struct SockIo {
     /// The socket itself (timeouts, shutdown).
     pub tcp: TcpStream,
+    /// While set, every read must finish by then.
+    deadline: Option<std::time::Instant>,
     rbuf: Vec<u8>,
     pos: usize,
     len: usize,
@@ -65,6 +67,7 @@ impl SockIo {
     fn new(tcp: TcpStream) -> Self {
         SockIo {
             tcp,
+            deadline: None,
             rbuf: Vec::new(),
             pos: 0,
             len: 0,
@@ -81,6 +84,13 @@ impl Read for SockIo {
                 self.rbuf = vec![0u8; 16 * 1024];
             } else if self.len == self.rbuf.len() && self.rbuf.len() < READ_BUF {
                 self.rbuf.resize(self.rbuf.len() * 4, 0);
+            }
+            if let Some(d) = self.deadline {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                self.tcp.set_read_timeout(Some(left))?;
             }
             self.len = self.tcp.read(&mut self.rbuf)?;
             self.pos = 0;
@@ -134,20 +144,15 @@ where
             sock: SockIo::new(sock),
             peer,
         };
-        let deadline = std::time::Instant::now() + timeout;
+        // The deadline is enforced on every socket read (rustls may read
+        // many times within one complete_io), so a peer trickling bytes
+        // cannot stretch the handshake.
+        s.sock.deadline = Some(std::time::Instant::now() + timeout);
+        s.sock
+            .tcp
+            .set_write_timeout(Some(timeout))
+            .map_err(WireError::Io)?;
         while s.conn.is_handshaking() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(WireError::Timeout);
-            }
-            s.sock
-                .tcp
-                .set_read_timeout(Some(left))
-                .map_err(WireError::Io)?;
-            s.sock
-                .tcp
-                .set_write_timeout(Some(left))
-                .map_err(WireError::Io)?;
             match s.conn.complete_io(&mut s.sock) {
                 Ok((0, 0)) if s.conn.is_handshaking() => return Err(WireError::Closed),
                 Ok(_) => {}
@@ -160,12 +165,14 @@ where
                 }
             }
         }
+        s.sock.deadline = None;
         Ok(s)
     }
 
     /// Sends a pending alert and lets the peer read it: closing a socket with
     /// unread input sends a TCP reset, which can destroy the alert in flight.
     fn flush_alert(&mut self) {
+        self.sock.deadline = None;
         while self.conn.wants_write() {
             if self.conn.write_tls(&mut self.sock).is_err() {
                 return;

@@ -294,3 +294,29 @@ fn a_forged_receipt_for_fewer_bytes_is_detected() {
     assert!(err.contains("10 bytes") && err.contains("100000"), "{err}");
     assert_eq!(h.join().unwrap(), 100_000);
 }
+
+#[test]
+fn a_peer_trickling_its_handshake_is_cut_off_at_the_deadline() {
+    let base = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(base.path(), &["--handshake-timeout", "1s"]);
+    let mut sock = TcpStream::connect(&srv.addr).unwrap();
+    // A plausible TLS record header, then one byte every 200 ms.
+    let start = std::time::Instant::now();
+    let _ = sock.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]);
+    let mut cut = false;
+    for _ in 0..50 {
+        thread::sleep(Duration::from_millis(200));
+        if sock.write_all(&[0x01]).is_err() {
+            cut = true;
+            break;
+        }
+    }
+    let ev = srv.wait_event("refused");
+    assert_eq!(ev["reason"], "timeout", "{ev}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(cut || start.elapsed() < Duration::from_secs(9));
+}
