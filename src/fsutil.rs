@@ -82,14 +82,6 @@ impl TempFile {
         Err(io::Error::other("cannot find a free temporary file name"))
     }
 
-    /// A second handle on the open file (same offset), for a writer thread.
-    pub fn try_clone_file(&self) -> io::Result<File> {
-        match &self.file {
-            Some(f) if !self.finished => f.try_clone(),
-            _ => Err(io::Error::other("temporary file already finished")),
-        }
-    }
-
     /// Syncs the content; a named file is also closed to free its descriptor.
     /// Idempotent.
     pub fn finish(&mut self) -> io::Result<()> {

@@ -15,7 +15,6 @@ pub mod send;
 pub mod serve;
 pub mod verify;
 pub mod wire;
-pub mod write_behind;
 
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Mode};

@@ -24,7 +24,6 @@ use crate::identity::Identity;
 use crate::protocol::{self, FrameType, Offer, ProtocolError, RejectCode, TransferKind};
 use crate::verify::{self, Presented};
 use crate::wire::{Session, WireError};
-use crate::write_behind::WriteBehind;
 
 /// The port `serve` listens on when `--listen` is not given.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -860,16 +859,6 @@ fn transfer(
             buf.resize(len, 0);
         }
         match t {
-            FrameType::Data if len >= WRITE_BEHIND_MIN => {
-                let mut owned = sink.behind_buffer(len)?;
-                s.read_exact(&mut owned).map_err(|e| shutdown_or(sh, e))?;
-                sink.write_behind(Arc::new(owned))?;
-                sh.events.emit(Event::Progress {
-                    peer,
-                    bytes: sink.written,
-                    total,
-                });
-            }
             FrameType::Data => {
                 s.read_exact(&mut buf[..len])
                     .map_err(|e| shutdown_or(sh, e))?;
@@ -957,17 +946,7 @@ struct Sink {
     anonymous: bool,
     /// Announced size of each offered file, in offer order.
     sizes: Vec<u64>,
-    /// Started on the first large frame: writes then overlap with receiving.
-    wb: Option<WriteBehind>,
-    /// What the write-behind thread writes to: a file index, or `STREAM`.
-    wb_target: Option<usize>,
 }
-
-/// `wb_target` value for stdout or the single stream file.
-const STREAM: usize = usize::MAX;
-
-/// DATA frames at least this large go through the write-behind thread.
-const WRITE_BEHIND_MIN: usize = 64 * 1024;
 
 impl Sink {
     fn prepare(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
@@ -988,8 +967,6 @@ impl Sink {
                 .filter(|e| !e.is_dir)
                 .map(|e| e.size)
                 .collect(),
-            wb: None,
-            wb_target: None,
         };
         match (offer.kind, &sh.opts.output) {
             (TransferKind::Stream, Output::Default) => {}
@@ -1121,87 +1098,7 @@ impl Sink {
         Ok(())
     }
 
-    /// A buffer for a large frame; from now on writes happen behind.
-    fn behind_buffer(&mut self, len: usize) -> std::result::Result<Vec<u8>, Fail> {
-        if self.wb.is_none() {
-            let wb = WriteBehind::new()
-                .map_err(|e| io_fail("cannot start the writer thread".into(), e))?;
-            self.wb = Some(wb);
-        }
-        Ok(self
-            .wb
-            .as_ref()
-            .map(|wb| wb.buffer(len))
-            .unwrap_or_default())
-    }
-
-    /// Queues a whole frame's payload on the write-behind thread, split at
-    /// file boundaries as [`Sink::write`] does.
-    fn write_behind(&mut self, buf: Arc<Vec<u8>>) -> std::result::Result<(), Fail> {
-        let wfail = |e: io::Error| io_fail("cannot write received data".into(), e);
-        let len = buf.len();
-        match self.target {
-            Target::Stdout | Target::File { .. } => {
-                if self.wb_target != Some(STREAM) {
-                    let w: Box<dyn Write + Send> = match (&self.target, self.stream_temp.as_mut()) {
-                        (Target::File { .. }, Some(t)) => {
-                            Box::new(t.try_clone_file().map_err(wfail)?)
-                        }
-                        _ => Box::new(io::stdout()),
-                    };
-                    self.wb_ref()?.set_target(w).map_err(wfail)?;
-                    self.wb_target = Some(STREAM);
-                }
-                self.wb_ref()?.write(buf, 0, len).map_err(wfail)?;
-                self.written += len as u64;
-            }
-            Target::Tree => {
-                let mut start = 0;
-                while start < len {
-                    while self.left == 0 {
-                        self.next_file()?;
-                    }
-                    let n = ((len - start) as u64).min(self.left) as usize;
-                    if self.wb_target != Some(self.current) {
-                        let f = self.current_temp()?.try_clone_file().map_err(wfail)?;
-                        self.wb_ref()?.set_target(Box::new(f)).map_err(wfail)?;
-                        self.wb_target = Some(self.current);
-                    }
-                    self.wb_ref()?
-                        .write(buf.clone(), start, start + n)
-                        .map_err(wfail)?;
-                    self.left -= n as u64;
-                    self.written += n as u64;
-                    start += n;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn wb_ref(&self) -> std::result::Result<&WriteBehind, Fail> {
-        self.wb
-            .as_ref()
-            .ok_or_else(|| (RejectCode::Io, "the writer thread is not running".into()))
-    }
-
-    /// Waits for queued writes; they must land before a file is synced.
-    fn drain(&mut self) -> std::result::Result<(), Fail> {
-        match &self.wb {
-            Some(wb) => wb
-                .drain()
-                .map_err(|e| io_fail("cannot write received data".into(), e)),
-            None => Ok(()),
-        }
-    }
-
     fn write(&mut self, mut data: &[u8]) -> std::result::Result<(), Fail> {
-        if self.wb.is_some() {
-            // Keep the order: once writes go behind, all of them do.
-            let mut v = self.behind_buffer(data.len())?;
-            v.copy_from_slice(data);
-            return self.write_behind(Arc::new(v));
-        }
         match &self.target {
             Target::Stdout => {
                 let mut out = io::stdout().lock();
@@ -1257,7 +1154,6 @@ impl Sink {
     /// Moves to the next file, creating empty files for zero-length entries on the way.
     fn next_file(&mut self) -> std::result::Result<(), Fail> {
         // Make sure the finished (possibly empty) file exists before moving on.
-        self.drain()?;
         if self.current < self.temps.len() {
             self.current_temp()?
                 .finish()
@@ -1276,7 +1172,6 @@ impl Sink {
 
     /// Checks the sender's END against what arrived.
     fn finish(&mut self, files: u32, bytes: u64, offer: &Offer) -> std::result::Result<(), Fail> {
-        self.drain()?;
         if bytes != self.written {
             return Err((
                 RejectCode::Protocol,
@@ -1346,7 +1241,6 @@ impl Sink {
 
     /// Undoes everything this transfer put on disk.
     fn abort(&mut self) {
-        self.wb = None;
         self.temps.clear();
         self.stream_temp = None;
         for p in self.persisted.drain(..).rev() {
