@@ -614,25 +614,9 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
         }
         Err(e) => return handshake_phase_error(sh, peer, client, e),
     };
-    if sh.shutdown.load(Ordering::SeqCst) {
-        return refuse(s, RejectCode::Busy, "the receiver is shutting down".into());
-    }
-    if !sh.opts.keep_open && sh.claimed.swap(true, Ordering::SeqCst) {
-        return refuse(
-            s,
-            RejectCode::Busy,
-            "this receiver already took a transfer (run it with --keep-open for more)".into(),
-        );
-    }
-    let mut sink = match Sink::prepare(sh, &offer) {
+    let mut sink = match claim(sh, &offer) {
         Ok(sink) => sink,
-        Err((code, message)) => {
-            if !sh.opts.keep_open {
-                // Let the next sender try: the refusal stored nothing.
-                sh.claimed.store(false, Ordering::SeqCst);
-            }
-            return refuse(s, code, message);
-        }
+        Err((code, message)) => return refuse(s, code, message),
     };
     // A stream to stdout is one at a time, in arrival order.
     let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
@@ -643,6 +627,25 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
         TransferKind::Files => "files",
     };
     conclude(sh, s, sink, result, kind, offer.file_count(), start, true)
+}
+
+/// Takes the one-shot slot (if this server has one) and prepares the output.
+/// A refusal here stored nothing, so the slot is given back for the next sender.
+fn claim(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
+    if sh.shutdown.load(Ordering::SeqCst) {
+        return Err((RejectCode::Busy, "the receiver is shutting down".into()));
+    }
+    if !sh.opts.keep_open && sh.claimed.swap(true, Ordering::SeqCst) {
+        return Err((
+            RejectCode::Busy,
+            "this receiver already took a transfer (run it with --keep-open for more)".into(),
+        ));
+    }
+    Sink::prepare(sh, offer).inspect_err(|_| {
+        if !sh.opts.keep_open {
+            sh.claimed.store(false, Ordering::SeqCst);
+        }
+    })
 }
 
 /// Names the received data (or undoes it), tells the peer, emits the event.
@@ -727,21 +730,9 @@ fn receive_raw(
         });
         Outcome::NoTransfer
     };
-    if !sh.opts.keep_open && sh.claimed.swap(true, Ordering::SeqCst) {
-        return refused(
-            s,
-            RejectCode::Busy,
-            "this receiver already took a transfer".into(),
-        );
-    }
-    let mut sink = match Sink::prepare(sh, &offer) {
+    let mut sink = match claim(sh, &offer) {
         Ok(sink) => sink,
-        Err((code, message)) => {
-            if !sh.opts.keep_open {
-                sh.claimed.store(false, Ordering::SeqCst);
-            }
-            return refused(s, code, message);
-        }
+        Err((code, message)) => return refused(s, code, message),
     };
     let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
     sh.events.emit(Event::TransferStarted {
