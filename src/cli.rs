@@ -42,7 +42,7 @@ pub struct OutputArgs {
     /// Print every event as one JSON object per line on stderr.
     #[arg(long, conflicts_with = "quiet")]
     pub json: bool,
-    /// Print nothing but errors.
+    /// Print nothing but errors and warnings.
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -202,7 +202,7 @@ pub enum Mode {
     Human,
     /// One JSON object per line.
     Json,
-    /// Only errors, as human lines.
+    /// Only errors and warnings, as human lines.
     Quiet,
 }
 
@@ -278,7 +278,7 @@ impl Events {
                 None => return,
             },
             Mode::Quiet => match e {
-                Event::Error { .. } => match e.to_human() {
+                Event::Error { .. } | Event::Warning { .. } => match e.to_human() {
                     Some(l) => l,
                     None => return,
                 },

@@ -311,3 +311,24 @@ fn ipv6_loopback_works_when_available() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(srv.wait_exit().1, b"over v6");
 }
+
+#[test]
+fn symlinks_inside_directories_are_skipped_with_a_warning() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir(src.path().join("d")).unwrap();
+    fs::write(src.path().join("d/real"), b"real").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.path().join("d/link")).unwrap();
+    let mut srv = Server::start(dst.path(), &[]);
+    let d = src.path().join("d");
+    let out = send(&srv.addr, &srv.fingerprint, &[d.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("skipping") && text(&out.stderr).contains("link"),
+        "{}",
+        text(&out.stderr)
+    );
+    srv.wait_exit();
+    assert_eq!(fs::read(dst.path().join("d/real")).unwrap(), b"real");
+    assert!(fs::symlink_metadata(dst.path().join("d/link")).is_err());
+}
