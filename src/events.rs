@@ -286,8 +286,11 @@ impl Events {
             },
         };
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // One write per event, so a reader never sees half a line.
         // Nothing useful can be done if stderr is gone.
-        let _ = writeln!(out, "{line}");
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        let _ = out.write_all(&bytes);
         let _ = out.flush();
     }
 }
