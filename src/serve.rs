@@ -580,15 +580,7 @@ fn is_signature_failure(t: &rustls::Error) -> bool {
 fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Fingerprint>) -> Outcome {
     let peer = s.peer;
     let refuse = |s: &mut Session<ServerConnection>, code: RejectCode, message: String| {
-        let _ = s.write_frame(FrameType::Reject, &protocol::encode_reject(code, &message));
-        s.close();
-        sh.events.emit(Event::Refused {
-            peer,
-            reason: code.as_str(),
-            fingerprint: client,
-            message,
-        });
-        Outcome::NoTransfer
+        refuse_transfer(sh, s, client, code, message, true)
     };
 
     // Our preamble goes out at once; theirs must be first in.
@@ -627,6 +619,29 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
         TransferKind::Files => "files",
     };
     conclude(sh, s, sink, result, kind, offer.file_count(), start, true)
+}
+
+/// Refuses a transfer before any data was stored: tells a framed peer why
+/// (a raw peer only sees the close), and reports it.
+fn refuse_transfer(
+    sh: &Shared,
+    s: &mut Session<ServerConnection>,
+    client: Option<Fingerprint>,
+    code: RejectCode,
+    message: String,
+    framed: bool,
+) -> Outcome {
+    if framed {
+        let _ = s.write_frame(FrameType::Reject, &protocol::encode_reject(code, &message));
+    }
+    s.close();
+    sh.events.emit(Event::Refused {
+        peer: s.peer,
+        reason: code.as_str(),
+        fingerprint: client,
+        message,
+    });
+    Outcome::NoTransfer
 }
 
 /// Takes the one-shot slot (if this server has one) and prepares the output.
@@ -720,19 +735,9 @@ fn receive_raw(
         kind: TransferKind::Stream,
         entries: vec![],
     };
-    let refused = |s: &mut Session<ServerConnection>, code: RejectCode, message: String| {
-        s.close();
-        sh.events.emit(Event::Refused {
-            peer,
-            reason: code.as_str(),
-            fingerprint: client,
-            message,
-        });
-        Outcome::NoTransfer
-    };
     let mut sink = match claim(sh, &offer) {
         Ok(sink) => sink,
-        Err((code, message)) => return refused(s, code, message),
+        Err((code, message)) => return refuse_transfer(sh, s, client, code, message, false),
     };
     let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
     sh.events.emit(Event::TransferStarted {
