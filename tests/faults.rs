@@ -134,6 +134,17 @@ fn serve_with_fsize_limit(dir: &Path, args: &[&str]) -> Server {
     })
 }
 
+/// The receiver reported the failure as a full disk, with its stable code.
+fn assert_reported_no_space(srv: &Server) {
+    assert!(
+        srv.seen_named("error")
+            .iter()
+            .any(|e| e["code"] == "no-space"),
+        "{:?}",
+        srv.seen
+    );
+}
+
 #[test]
 fn full_disk_gives_clear_errors_and_leaves_nothing() {
     // A stream into a file, and a file into a directory.
@@ -148,13 +159,7 @@ fn full_disk_gives_clear_errors_and_leaves_nothing() {
     );
     let (code, _) = srv.wait_exit();
     assert_ne!(code, Some(0));
-    assert!(
-        srv.seen_named("error")
-            .iter()
-            .any(|e| e["code"] == "no-space"),
-        "{:?}",
-        srv.seen
-    );
+    assert_reported_no_space(&srv);
     assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "leftovers");
 
     let src = tempfile::tempdir().unwrap();
@@ -194,12 +199,6 @@ fn full_tmpfs_when_mountable() {
     let r = send(&srv.addr, &srv.fingerprint, &[], &random_bytes(3 << 20, 73));
     assert_eq!(r.status.code(), Some(4), "{}", text(&r.stderr));
     srv.wait_exit();
-    assert!(
-        srv.seen_named("error")
-            .iter()
-            .any(|e| e["code"] == "no-space"),
-        "{:?}",
-        srv.seen
-    );
+    assert_reported_no_space(&srv);
     assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "leftovers");
 }
