@@ -13,6 +13,7 @@ pub mod identity;
 pub mod protocol;
 pub mod send;
 pub mod serve;
+pub mod sys;
 pub mod verify;
 pub mod wire;
 

@@ -1,13 +1,15 @@
 //! The receiving side: listen, present the identity, optionally pin senders,
 //! and store what arrives without ever overwriting or leaving partial files.
 
+pub mod store;
+
+pub use store::{Fail, Output, Store, Transfer};
+
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::io::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -19,28 +21,14 @@ use rustls::ServerConnection;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::Fingerprint;
-use crate::fsutil::{self, TempFile};
 use crate::identity::Identity;
 use crate::protocol::{self, FrameType, Offer, ProtocolError, RejectCode, TransferKind};
+use crate::sys;
 use crate::verify::{self, Presented};
 use crate::wire::{Session, WireError};
 
 /// The port `serve` listens on when `--listen` is not given.
 pub const DEFAULT_PORT: u16 = 7878;
-
-/// Offers with more files than this use named temporary files instead of
-/// anonymous ones, so a huge tree does not hold one descriptor per file.
-const MAX_ANON_TEMPS: usize = 64;
-
-/// Where received data goes.
-#[derive(Debug, Clone, Default)]
-pub enum Output {
-    /// Streams to stdout, files into the current directory.
-    #[default]
-    Default,
-    /// Streams to this file, or files into this directory.
-    Path(PathBuf),
-}
 
 /// How the receiver behaves.
 #[derive(Debug, Clone)]
@@ -132,6 +120,7 @@ pub struct Server {
     shutdown: Arc<AtomicBool>,
     wake_rx: UnixStream,
     wake_tx: Arc<UnixStream>,
+    store: Arc<Store>,
 }
 
 struct Shared {
@@ -147,6 +136,8 @@ struct Shared {
     sockets: Mutex<HashMap<u64, TcpStream>>,
     /// Serializes renames into place with the shutdown sweep.
     finalize: Mutex<()>,
+    /// The output, opened once.
+    store: Arc<Store>,
 }
 
 enum Outcome {
@@ -170,6 +161,7 @@ impl Server {
             Some(id) => id.clone(),
             None => Identity::generate()?,
         };
+        let store = Store::open(&opts.output).context("cannot open the output")?;
         let listener = TcpListener::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         listener
@@ -187,6 +179,7 @@ impl Server {
             shutdown: Arc::new(AtomicBool::new(false)),
             wake_rx,
             wake_tx: Arc::new(wake_tx),
+            store: Arc::new(store),
         })
     }
 
@@ -212,7 +205,7 @@ impl Server {
     pub fn send_command(&self) -> String {
         let addr = self.local_addr();
         let host = if addr.ip().is_unspecified() {
-            hostname().unwrap_or_else(|| "HOST".into())
+            sys::hostname().unwrap_or_else(|| "HOST".into())
         } else if addr.is_ipv6() {
             format!("[{}]", addr.ip())
         } else {
@@ -245,6 +238,7 @@ impl Server {
             stdout: Mutex::new(()),
             sockets: Mutex::new(HashMap::new()),
             finalize: Mutex::new(()),
+            store: self.store.clone(),
         });
         let (tx, rx) = mpsc::channel::<Outcome>();
         let active = Arc::new(AtomicUsize::new(0));
@@ -300,7 +294,7 @@ impl Server {
                 }
                 wait = wait.min(left);
             }
-            poll2(self.listener.as_raw_fd(), self.wake_rx.as_raw_fd(), wait);
+            sys::poll_readable(&[self.listener.as_fd(), self.wake_rx.as_fd()], wait);
             drain(&self.wake_rx);
             loop {
                 let (sock, peer) = match self.listener.accept() {
@@ -380,7 +374,7 @@ impl Server {
             // Reset rather than close politely: a polite close of a socket
             // whose peer is blocked on a full window leaves the peer waiting
             // for minutes on an orphaned connection.
-            reset_on_close(s);
+            sys::reset_on_close(s);
             let _ = s.shutdown(Shutdown::Both);
         }
         // Idle workers end when the job queue closes.
@@ -445,43 +439,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// SO_LINGER with a zero timeout: the final close sends a TCP reset.
-fn reset_on_close(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid fd and a properly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
-fn poll2(a: i32, b: i32, timeout: Duration) {
-    let mut fds = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-    unsafe {
-        libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis().min(60_000) as i32);
-    }
-}
-
 fn drain(s: &UnixStream) {
     let mut buf = [0u8; 64];
     while matches!((&*s).read_some(&mut buf), Ok(n) if n > 0) {}
@@ -495,18 +452,6 @@ impl ReadSome for &UnixStream {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(self, buf)
     }
-}
-
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?.to_string();
-    (!name.is_empty()).then_some(name)
 }
 
 /// Handles one connection from handshake to close.
@@ -606,19 +551,27 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
         }
         Err(e) => return handshake_phase_error(sh, peer, client, e),
     };
-    let mut sink = match claim(sh, &offer) {
-        Ok(sink) => sink,
+    let kind = offer.kind;
+    let files = offer.file_count();
+    let started = TransferStarted {
+        kind,
+        names: crate::send::top_names(&offer),
+        files,
+        total: (kind == TransferKind::Files).then(|| offer.total_bytes()),
+    };
+    let mut t = match claim(sh, offer) {
+        Ok(t) => t,
         Err((code, message)) => return refuse(s, code, message),
     };
     // A stream to stdout is one at a time, in arrival order.
-    let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
+    let _stdout = t.to_stdout().then(|| lock(&sh.stdout));
     let start = Instant::now();
-    let result = transfer(sh, s, &offer, &mut sink, &mut buf);
-    let kind = match offer.kind {
+    let result = transfer(sh, s, started, &mut t, &mut buf);
+    let kind = match kind {
         TransferKind::Stream => "stream",
         TransferKind::Files => "files",
     };
-    conclude(sh, s, sink, result, kind, offer.file_count(), start, true)
+    conclude(sh, s, t, result, kind, files, start, true)
 }
 
 /// Refuses a transfer before any data was stored: tells a framed peer why
@@ -646,7 +599,7 @@ fn refuse_transfer(
 
 /// Takes the one-shot slot (if this server has one) and prepares the output.
 /// A refusal here stored nothing, so the slot is given back for the next sender.
-fn claim(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
+fn claim(sh: &Shared, offer: Offer) -> std::result::Result<Transfer, Fail> {
     if sh.shutdown.load(Ordering::SeqCst) {
         return Err((RejectCode::Busy, "the receiver is shutting down".into()));
     }
@@ -656,7 +609,7 @@ fn claim(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
             "this receiver already took a transfer (run it with --keep-open for more)".into(),
         ));
     }
-    Sink::prepare(sh, offer).inspect_err(|_| {
+    sh.store.begin(offer).inspect_err(|_| {
         if !sh.opts.keep_open {
             sh.claimed.store(false, Ordering::SeqCst);
         }
@@ -668,7 +621,7 @@ fn claim(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
 fn conclude(
     sh: &Shared,
     s: &mut Session<ServerConnection>,
-    mut sink: Sink,
+    mut sink: Transfer,
     result: std::result::Result<(), Fail>,
     kind: &'static str,
     files: u32,
@@ -676,7 +629,7 @@ fn conclude(
     framed: bool,
 ) -> Outcome {
     let peer = s.peer;
-    let bytes = sink.written;
+    let bytes = sink.written();
     let result = result.and_then(|()| {
         let _g = lock(&sh.finalize);
         if sh.shutdown.load(Ordering::SeqCst) {
@@ -735,11 +688,11 @@ fn receive_raw(
         kind: TransferKind::Stream,
         entries: vec![],
     };
-    let mut sink = match claim(sh, &offer) {
+    let mut sink = match claim(sh, offer) {
         Ok(sink) => sink,
         Err((code, message)) => return refuse_transfer(sh, s, client, code, message, false),
     };
-    let _stdout = matches!(sink.target, Target::Stdout).then(|| lock(&sh.stdout));
+    let _stdout = sink.to_stdout().then(|| lock(&sh.stdout));
     sh.events.emit(Event::TransferStarted {
         peer,
         kind: "raw",
@@ -763,7 +716,7 @@ fn receive_raw(
             filled = 0;
             sh.events.emit(Event::Progress {
                 peer,
-                bytes: sink.written,
+                bytes: sink.written(),
                 total: None,
             });
         }
@@ -771,7 +724,7 @@ fn receive_raw(
             Ok(0) => {
                 break sink
                     .write(&buf[..filled])
-                    .and_then(|()| sink.finish(0, sink.written, &offer));
+                    .and_then(|()| sink.finish(0, sink.written()));
             }
             Ok(n) => filled += n,
             Err(WireError::Closed | WireError::Reset) => {
@@ -809,40 +762,35 @@ fn handshake_phase_error(
     Outcome::NoTransfer
 }
 
-type Fail = (RejectCode, String);
-
-fn io_fail(what: String, e: io::Error) -> Fail {
-    let code = match e.raw_os_error() {
-        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => RejectCode::NoSpace,
-        _ => RejectCode::Io,
-    };
-    (code, format!("{what}: {e}"))
+/// What the `transfer-started` event reports.
+struct TransferStarted {
+    kind: TransferKind,
+    names: Vec<String>,
+    files: u32,
+    total: Option<u64>,
 }
 
 /// Reads DATA frames into the sink until END, checking every count.
 fn transfer(
     sh: &Shared,
     s: &mut Session<ServerConnection>,
-    offer: &Offer,
-    sink: &mut Sink,
+    started: TransferStarted,
+    sink: &mut Transfer,
     buf: &mut Vec<u8>,
 ) -> std::result::Result<(), Fail> {
     let peer = s.peer;
-    let total = match offer.kind {
-        TransferKind::Files => Some(offer.total_bytes()),
-        TransferKind::Stream => None,
-    };
+    let total = started.total;
     if let Err(e) = s.write_frame(FrameType::Accept, &[]) {
         return Err(wire_fail(e));
     }
     sh.events.emit(Event::TransferStarted {
         peer,
-        kind: match offer.kind {
+        kind: match started.kind {
             TransferKind::Stream => "stream",
             TransferKind::Files => "files",
         },
-        names: crate::send::top_names(offer),
-        files: offer.file_count(),
+        names: started.names,
+        files: started.files,
         bytes: total,
     });
     loop {
@@ -861,7 +809,7 @@ fn transfer(
                 sink.write(&buf[..len])?;
                 sh.events.emit(Event::Progress {
                     peer,
-                    bytes: sink.written,
+                    bytes: sink.written(),
                     total,
                 });
             }
@@ -869,7 +817,7 @@ fn transfer(
                 s.read_exact(&mut buf[..len]).map_err(wire_fail)?;
                 let (files, bytes) = protocol::decode_counts(&buf[..len], "END")
                     .map_err(|e| (RejectCode::Protocol, e.to_string()))?;
-                return sink.finish(files, bytes, offer);
+                return sink.finish(files, bytes);
             }
             FrameType::Abort => {
                 s.read_exact(&mut buf[..len]).map_err(wire_fail)?;
@@ -914,373 +862,3 @@ fn wire_fail(e: WireError) -> Fail {
     }
 }
 
-enum Target {
-    Stdout,
-    /// A stream into one new file.
-    File {
-        path: PathBuf,
-    },
-    /// Files and directories under a root.
-    Tree,
-}
-
-/// Where the bytes of one transfer go, and how to undo it.
-struct Sink {
-    target: Target,
-    /// Temporary files, one per offered file, in offer order, with their modes.
-    temps: Vec<(Option<TempFile>, PathBuf, u32)>,
-    /// Index of the file currently receiving data and bytes left in it.
-    current: usize,
-    left: u64,
-    /// Directories this transfer created (to remove on failure).
-    created_dirs: Vec<PathBuf>,
-    /// Final names already linked (to remove if a later one fails).
-    persisted: Vec<PathBuf>,
-    written: u64,
-    stream_temp: Option<TempFile>,
-    dir_modes: Vec<(PathBuf, u32)>,
-    anonymous: bool,
-    /// Announced size of each offered file, in offer order.
-    sizes: Vec<u64>,
-}
-
-impl Sink {
-    fn prepare(sh: &Shared, offer: &Offer) -> std::result::Result<Sink, Fail> {
-        let mut sink = Sink {
-            target: Target::Stdout,
-            temps: Vec::new(),
-            current: 0,
-            left: 0,
-            created_dirs: Vec::new(),
-            persisted: Vec::new(),
-            written: 0,
-            stream_temp: None,
-            dir_modes: Vec::new(),
-            anonymous: offer.entries.len() <= MAX_ANON_TEMPS,
-            sizes: offer
-                .entries
-                .iter()
-                .filter(|e| !e.is_dir)
-                .map(|e| e.size)
-                .collect(),
-        };
-        match (offer.kind, &sh.opts.output) {
-            (TransferKind::Stream, Output::Default) => {}
-            (TransferKind::Stream, Output::Path(p)) => {
-                if p.is_dir() {
-                    return Err((
-                        RejectCode::Unsupported,
-                        "the receiver writes into a directory and cannot take a stream; send files instead".into(),
-                    ));
-                }
-                if fs::symlink_metadata(p).is_ok() {
-                    return Err((
-                        RejectCode::Exists,
-                        format!(
-                            "{} already exists on the receiver; it is never overwritten",
-                            p.display()
-                        ),
-                    ));
-                }
-                let dir = parent_dir(p);
-                let t = TempFile::new_in(dir).map_err(|e| {
-                    io_fail(format!("cannot create a file in {}", dir.display()), e)
-                })?;
-                sink.stream_temp = Some(t);
-                sink.target = Target::File { path: p.clone() };
-            }
-            (TransferKind::Files, out) => {
-                let root = match out {
-                    Output::Default => PathBuf::from("."),
-                    Output::Path(p) => p.clone(),
-                };
-                match fs::metadata(&root) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        return Err((
-                            RejectCode::Unsupported,
-                            format!(
-                                "the receiver's output {} is a file, not a directory; send a stream instead",
-                                root.display()
-                            ),
-                        ));
-                    }
-                    Err(_) => sink.mkdir_all(&root)?,
-                }
-                sink.target = Target::Tree;
-                sink.check_tree(&root, offer)?;
-                if let Some(free) = fsutil::available_space(&root) {
-                    let need = offer.total_bytes();
-                    if need > free {
-                        return Err((
-                            RejectCode::NoSpace,
-                            format!(
-                                "the transfer needs {} but the receiver has only {} free",
-                                crate::events::human_bytes(need),
-                                crate::events::human_bytes(free)
-                            ),
-                        ));
-                    }
-                }
-                for e in &offer.entries {
-                    let path = root.join(&e.name);
-                    if e.is_dir {
-                        if !path.is_dir() {
-                            sink.mkdir_all(&path)?;
-                            sink.dir_modes.push((path, e.mode));
-                        }
-                    } else {
-                        sink.temps.push((None, path, e.mode));
-                    }
-                }
-                sink.left = sink.sizes.first().copied().unwrap_or(0);
-            }
-        }
-        Ok(sink)
-    }
-
-    /// Refuses existing targets and paths that go through symlinks or files.
-    fn check_tree(&self, root: &Path, offer: &Offer) -> std::result::Result<(), Fail> {
-        for e in &offer.entries {
-            let mut p = root.to_path_buf();
-            let comps: Vec<&str> = e.name.split('/').collect();
-            for (i, c) in comps.iter().enumerate() {
-                p.push(c);
-                let last = i + 1 == comps.len();
-                match fs::symlink_metadata(&p) {
-                    Err(_) => break,
-                    Ok(m) if m.file_type().is_symlink() => {
-                        return Err((
-                            RejectCode::Exists,
-                            format!(
-                                "{} exists on the receiver as a symbolic link; it is never followed or overwritten",
-                                protocol::escape_name(&e.name)
-                            ),
-                        ));
-                    }
-                    Ok(m) if m.is_dir() && (!last || e.is_dir) => {}
-                    Ok(_) => {
-                        return Err((
-                            RejectCode::Exists,
-                            format!(
-                                "{} already exists on the receiver; it is never overwritten",
-                                protocol::escape_name(&comps[..=i].join("/"))
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn mkdir_all(&mut self, p: &Path) -> std::result::Result<(), Fail> {
-        let mut missing = Vec::new();
-        let mut cur = Some(p);
-        while let Some(c) = cur {
-            if c.as_os_str().is_empty() || c.exists() {
-                break;
-            }
-            missing.push(c.to_path_buf());
-            cur = c.parent();
-        }
-        for d in missing.into_iter().rev() {
-            match fs::create_dir(&d) {
-                Ok(()) => self.created_dirs.push(d),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
-                Err(e) => return Err(io_fail(format!("cannot create {}", d.display()), e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, mut data: &[u8]) -> std::result::Result<(), Fail> {
-        match &self.target {
-            Target::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(data)
-                    .map_err(|e| io_fail("cannot write to standard output".into(), e))?;
-                self.written += data.len() as u64;
-            }
-            Target::File { path } => {
-                let path = path.clone();
-                if let Some(t) = self.stream_temp.as_mut() {
-                    t.write_all(data)
-                        .map_err(|e| io_fail(format!("cannot write {}", path.display()), e))?;
-                }
-                self.written += data.len() as u64;
-            }
-            Target::Tree => {
-                while !data.is_empty() {
-                    while self.left == 0 {
-                        self.next_file()?;
-                    }
-                    let n = (data.len() as u64).min(self.left) as usize;
-                    self.current_temp()?.write_all(&data[..n]).map_err(|e| {
-                        let p = self.temps[self.current].1.display().to_string();
-                        io_fail(format!("cannot write {p}"), e)
-                    })?;
-                    self.left -= n as u64;
-                    self.written += n as u64;
-                    data = &data[n..];
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn current_temp(&mut self) -> std::result::Result<&mut TempFile, Fail> {
-        let anonymous = self.anonymous;
-        let Some((slot, path, _)) = self.temps.get_mut(self.current) else {
-            return Err((
-                RejectCode::Protocol,
-                "the sender sent more bytes than it announced".into(),
-            ));
-        };
-        if slot.is_none() {
-            let dir = parent_dir(path);
-            let t = TempFile::new_in_mode(dir, anonymous)
-                .map_err(|e| io_fail(format!("cannot create a file in {}", dir.display()), e))?;
-            *slot = Some(t);
-        }
-        slot.as_mut()
-            .ok_or_else(|| (RejectCode::Io, "temporary file missing".into()))
-    }
-
-    /// Moves to the next file, creating empty files for zero-length entries on the way.
-    fn next_file(&mut self) -> std::result::Result<(), Fail> {
-        // Make sure the finished (possibly empty) file exists before moving on.
-        if self.current < self.temps.len() {
-            self.current_temp()?
-                .finish()
-                .map_err(|e| io_fail("cannot sync a received file".into(), e))?;
-        }
-        self.current += 1;
-        if self.current >= self.temps.len() {
-            return Err((
-                RejectCode::Protocol,
-                "the sender sent more bytes than it announced".into(),
-            ));
-        }
-        self.left = self.sizes.get(self.current).copied().unwrap_or(0);
-        Ok(())
-    }
-
-    /// Checks the sender's END against what arrived.
-    fn finish(&mut self, files: u32, bytes: u64, offer: &Offer) -> std::result::Result<(), Fail> {
-        if bytes != self.written {
-            return Err((
-                RejectCode::Protocol,
-                format!(
-                    "the sender claims {bytes} bytes but {} arrived",
-                    self.written
-                ),
-            ));
-        }
-        if offer.kind == TransferKind::Files {
-            if files != offer.file_count() || bytes != offer.total_bytes() {
-                return Err((
-                    RejectCode::Protocol,
-                    format!(
-                        "the sender announced {} file(s) and {} bytes but ended after {files} and {bytes}",
-                        offer.file_count(),
-                        offer.total_bytes()
-                    ),
-                ));
-            }
-            // Zero-length files at the end still need creating.
-            for i in 0..self.temps.len() {
-                self.current = i;
-                self.current_temp()?
-                    .finish()
-                    .map_err(|e| io_fail("cannot sync a received file".into(), e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives every file its final name (never replacing anything) and syncs.
-    fn commit(&mut self) -> std::result::Result<(), Fail> {
-        match &self.target {
-            Target::Stdout => {
-                let mut out = io::stdout().lock();
-                out.flush()
-                    .map_err(|e| io_fail("cannot flush standard output".into(), e))?;
-                sync_stdout();
-            }
-            Target::File { path } => {
-                let path = path.clone();
-                if let Some(t) = self.stream_temp.take() {
-                    t.persist(&path, 0o644)
-                        .map_err(|e| persist_fail(&path, e))?;
-                    self.persisted.push(path);
-                }
-            }
-            Target::Tree => {
-                let temps = std::mem::take(&mut self.temps);
-                for (t, path, mode) in temps {
-                    let Some(t) = t else { continue };
-                    t.persist(&path, mode).map_err(|e| persist_fail(&path, e))?;
-                    self.persisted.push(path);
-                }
-                use std::os::unix::fs::PermissionsExt;
-                for (d, mode) in self.dir_modes.iter().rev() {
-                    let m = (mode & 0o777) | 0o700;
-                    let _ = fs::set_permissions(d, fs::Permissions::from_mode(m));
-                }
-            }
-        }
-        self.created_dirs.clear();
-        self.persisted.clear();
-        Ok(())
-    }
-
-    /// Undoes everything this transfer put on disk.
-    fn abort(&mut self) {
-        self.temps.clear();
-        self.stream_temp = None;
-        for p in self.persisted.drain(..).rev() {
-            let _ = fs::remove_file(p);
-        }
-        for d in self.created_dirs.drain(..).rev() {
-            let _ = fs::remove_dir(d);
-        }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.abort();
-    }
-}
-
-fn persist_fail(path: &Path, e: io::Error) -> Fail {
-    if e.kind() == io::ErrorKind::AlreadyExists {
-        (
-            RejectCode::Exists,
-            format!(
-                "{} appeared on the receiver during the transfer; it was not overwritten",
-                path.display()
-            ),
-        )
-    } else {
-        io_fail(format!("cannot store {}", path.display()), e)
-    }
-}
-
-fn parent_dir(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-/// fsync stdout when it is a regular file (`> out.bin`); pipes cannot be synced.
-fn sync_stdout() {
-    use std::os::unix::io::FromRawFd;
-    // SAFETY: fd 1 stays open; ManuallyDrop keeps the File from closing it.
-    let f = std::mem::ManuallyDrop::new(unsafe { fs::File::from_raw_fd(1) });
-    if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        let _ = f.sync_all();
-    }
-}

@@ -1,0 +1,993 @@
+//! The receiver's disk: everything a transfer writes goes through one
+//! directory handle opened at start, never through a path. Files are
+//! invisible until the whole transfer is durable, then linked into place
+//! without ever replacing anything; an abort removes only what this
+//! transfer made.
+//!
+//! Two ways to hold a transfer's files until commit:
+//! - *held*: up to [`MAX_HELD`] unnamed `O_TMPFILE` files kept open (a crash
+//!   leaves nothing at all); each is fsynced, linked, and its directory synced.
+//! - *staged*: more files than that go, one open at a time, into a private
+//!   locked directory `.pincat-state/<transfer>/` under the output; the
+//!   commit is `syncfs`, link all, `syncfs` (two flushes whatever the file
+//!   count). A crash can leave that directory; the next start on the same
+//!   output removes every one no live process holds locked.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::events::human_bytes;
+use crate::protocol::{Offer, RejectCode, TransferKind, escape_name};
+use crate::sys::{self, Kind, Stat};
+
+/// A refusal or failure to report to the sender: code and one-line message.
+pub type Fail = (RejectCode, String);
+
+/// Most unnamed temporary files one transfer holds open; larger offers are
+/// staged in the state directory with one descriptor at a time.
+pub const MAX_HELD: usize = 16;
+
+/// The private directory under the output that holds staged transfers.
+pub const STATE_DIR: &str = ".pincat-state";
+
+/// Where received data goes.
+#[derive(Debug, Clone, Default)]
+pub enum Output {
+    /// Streams to stdout, files into the current directory.
+    #[default]
+    Default,
+    /// Streams to this file, or files into this directory.
+    Path(PathBuf),
+}
+
+/// What the output path was when the store opened it.
+enum Base {
+    /// Streams go to stdout; files into this directory (the current one).
+    Stdout(OwnedFd),
+    /// An existing directory: files go in, streams are refused.
+    Dir(OwnedFd),
+    /// A name that does not exist yet in this directory: a stream becomes
+    /// that file, files go into a new directory of that name.
+    Missing(OwnedFd, OsString),
+    /// Something that is not a directory: everything is refused.
+    NotDir,
+}
+
+/// The receiving store: one per server.
+pub struct Store {
+    base: Base,
+    /// For messages only: the output as the user named it.
+    display: PathBuf,
+    umask: u32,
+    /// Serializes directory walks, commits and aborts: they hold a
+    /// descriptor per level of a deep path, and the in-use table below must
+    /// not change under them.
+    walk: Mutex<Registry>,
+    /// Bytes promised to transfers in progress and not yet written.
+    reserved: AtomicU64,
+    seq: AtomicU64,
+}
+
+/// Directories (device, inode) that live transfers use, with a count each,
+/// and the state directory while staged transfers exist.
+#[derive(Default)]
+struct Registry {
+    in_use: HashMap<(u64, u64), u32>,
+    state: Option<(OwnedFd, u32)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn io_fail(what: String, e: io::Error) -> Fail {
+    let code = match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => RejectCode::NoSpace,
+        _ => RejectCode::Io,
+    };
+    (code, format!("{what}: {e}"))
+}
+
+impl Store {
+    /// Opens the output once. Missing parent directories of `--out` are
+    /// created here, before any peer is involved.
+    pub fn open(output: &Output) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        let (base, display) = match output {
+            Output::Default => (Base::Stdout(sys::open_dir(Path::new("."))?), PathBuf::from(".")),
+            Output::Path(p) => {
+                let base = match std::fs::metadata(p) {
+                    Ok(m) if m.is_dir() => Base::Dir(
+                        sys::open_dir(p).with_context(|| format!("cannot open {}", p.display()))?,
+                    ),
+                    Ok(_) => Base::NotDir,
+                    Err(_) => {
+                        let name = p.file_name().ok_or_else(|| {
+                            anyhow::anyhow!("--out {} has no file name", p.display())
+                        })?;
+                        let parent = match p.parent() {
+                            Some(d) if !d.as_os_str().is_empty() => d,
+                            _ => Path::new("."),
+                        };
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("cannot create {}", parent.display()))?;
+                        let fd = sys::open_dir(parent)
+                            .with_context(|| format!("cannot open {}", parent.display()))?;
+                        Base::Missing(fd, name.to_owned())
+                    }
+                };
+                (base, p.clone())
+            }
+        };
+        let store = Store {
+            base,
+            display,
+            umask: sys::umask(),
+            walk: Mutex::new(Registry::default()),
+            reserved: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+        };
+        if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
+            sweep_state(fd.as_fd());
+        }
+        Ok(store)
+    }
+
+    /// True when streams go to standard output.
+    pub fn streams_to_stdout(&self) -> bool {
+        matches!(self.base, Base::Stdout(_))
+    }
+
+    /// Checks an accepted offer against the disk and prepares to receive it.
+    /// Nothing is visible under the output until [`Transfer::commit`].
+    pub fn begin(self: &Arc<Self>, offer: Offer) -> Result<Transfer, Fail> {
+        let mut t = Transfer::new(self.clone(), offer);
+        match t.offer.kind {
+            TransferKind::Stream => t.begin_stream()?,
+            TransferKind::Files => t.begin_files()?,
+        }
+        Ok(t)
+    }
+
+    fn reserve(&self, root: BorrowedFd<'_>, need: u64) -> Result<u64, Fail> {
+        let Some(free) = sys::available_space(root) else {
+            return Ok(0);
+        };
+        let mut cur = self.reserved.load(Ordering::SeqCst);
+        loop {
+            if cur.saturating_add(need) > free {
+                return Err((
+                    RejectCode::NoSpace,
+                    format!(
+                        "the transfer needs {} but the receiver has {} free ({} promised to transfers in progress)",
+                        human_bytes(need),
+                        human_bytes(free),
+                        human_bytes(cur)
+                    ),
+                ));
+            }
+            match self.reserved.compare_exchange(cur, cur + need, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Ok(need),
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    fn release(&self, n: u64) {
+        let _ = self
+            .reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
+    }
+}
+
+/// Removes staged transfers that no live process holds (left by a crash).
+fn sweep_state(root: BorrowedFd<'_>) {
+    let Ok(state) = sys::open_dir_at(root, OsStr::new(STATE_DIR)) else {
+        return;
+    };
+    for name in sys::list_dir(state.as_fd()).unwrap_or_default() {
+        let name = OsStr::from_bytes(name.as_bytes());
+        let Ok(sub) = sys::open_dir_at(state.as_fd(), name) else {
+            continue;
+        };
+        if !matches!(sys::try_lock(sub.as_fd()), Ok(true)) {
+            continue;
+        }
+        remove_staged(sub.as_fd());
+        let _ = sys::unlink_at(state.as_fd(), name, true);
+    }
+    let _ = sys::unlink_at(root, OsStr::new(STATE_DIR), true);
+}
+
+/// Removes the regular files of a staging directory.
+fn remove_staged(sub: BorrowedFd<'_>) {
+    for f in sys::list_dir(sub).unwrap_or_default() {
+        let _ = sys::unlink_at(sub, OsStr::from_bytes(f.as_bytes()), false);
+    }
+}
+
+/// Keeps descriptors along one directory path below the root, so moving
+/// between nearby paths costs only the components that differ (linear in
+/// the offer, however deep it goes). Nothing is followed: every step is
+/// openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) or openat(O_NOFOLLOW).
+struct Walker<'a> {
+    root: BorrowedFd<'a>,
+    path: String,
+    /// (end of the prefix of `path`, descriptor of that directory)
+    stack: Vec<(usize, OwnedFd)>,
+}
+
+/// A directory a transfer created: where its name ends in the entry's
+/// name, and its identity.
+#[derive(Debug, Clone, Copy)]
+struct Made {
+    entry: u32,
+    len: u32,
+    stat: Stat,
+}
+
+impl<'a> Walker<'a> {
+    fn new(root: BorrowedFd<'a>) -> Self {
+        Walker {
+            root,
+            path: String::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.stack.last().map_or(self.root, |(_, f)| f.as_fd())
+    }
+
+    /// Moves to the directory `target` ("" is the root). With `make`, missing
+    /// directories are created (mode `dir_mode`, before umask) and reported.
+    fn goto(
+        &mut self,
+        target: &str,
+        make: Option<(&mut dyn FnMut(usize, Stat), u32)>,
+    ) -> io::Result<()> {
+        let common = common_dirs(&self.path, target);
+        while self.stack.last().is_some_and(|(end, _)| *end > common) {
+            self.stack.pop();
+        }
+        let base = self.stack.last().map_or(0, |(e, _)| *e);
+        self.path.clear();
+        let rest = target[base..].trim_start_matches('/');
+        if !rest.is_empty() {
+            let r = match sys::open_dir_beneath(self.fd(), rest) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && make.is_some() => {
+                    self.make_each(target, base, make)
+                }
+                Err(e) => Err(e),
+                Ok(fd) => {
+                    self.stack.push((target.len(), fd));
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                self.stack.clear();
+                return Err(e);
+            }
+        }
+        self.path.push_str(target);
+        Ok(())
+    }
+
+    fn make_each(
+        &mut self,
+        target: &str,
+        base: usize,
+        make: Option<(&mut dyn FnMut(usize, Stat), u32)>,
+    ) -> io::Result<()> {
+        let Some((report, mode)) = make else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        let mut pos = base;
+        for comp in target[base..].split('/') {
+            let end = pos + comp.len();
+            pos = end + 1;
+            if comp.is_empty() {
+                continue;
+            }
+            let name = OsStr::new(comp);
+            let fd = match sys::open_dir_at(self.fd(), name) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    match sys::mkdir_at(self.fd(), name, mode) {
+                        Ok(()) => {
+                            let fd = sys::open_dir_at(self.fd(), name)?;
+                            // Exact mode whatever the umask: the owner must
+                            // be able to fill it.
+                            sys::fchmod(fd.as_fd(), mode)?;
+                            report(end, sys::stat_fd(fd.as_fd())?);
+                            fd
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            sys::open_dir_at(self.fd(), name)?
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            self.stack.push((end, fd));
+        }
+        Ok(())
+    }
+}
+
+/// Length of the longest common prefix of two relative directory paths
+/// that ends at a component boundary in both.
+fn common_dirs(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let boundary = |s: &[u8], i: usize| i == s.len() || s[i] == b'/';
+    if boundary(a, n) && boundary(b, n) {
+        return n;
+    }
+    a[..n].iter().rposition(|&c| c == b'/').unwrap_or(0)
+}
+
+/// Splits "a/b/c" into ("a/b", "c") and "c" into ("", "c").
+fn split_parent(name: &str) -> (&str, &str) {
+    match name.rfind('/') {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => ("", name),
+    }
+}
+
+/// Where a transfer's bytes wait until commit.
+enum Holding {
+    /// Standard output: nothing to hold.
+    Stdout,
+    /// Unnamed files, one per offered file (or the one stream file).
+    Held(Vec<Option<File>>),
+    /// Named files in a private locked staging directory.
+    Staged {
+        state: OwnedFd,
+        sub: OwnedFd,
+        name: OsString,
+        open: Option<File>,
+    },
+}
+
+/// One transfer in progress.
+pub struct Transfer {
+    store: Arc<Store>,
+    offer: Offer,
+    /// The directory files go into, while the transfer lives.
+    root: Option<OwnedFd>,
+    /// For a stream into a file: its name in `root`.
+    stream_name: Option<OsString>,
+    holding: Holding,
+    /// Offer indices of the regular files, in data order.
+    files: Vec<u32>,
+    current: usize,
+    left: u64,
+    written: u64,
+    reserved: u64,
+    made: Vec<Made>,
+    made_root: bool,
+    in_use: Vec<(u64, u64)>,
+    /// Files already given their final name (undone on a later failure).
+    linked: Vec<u32>,
+    done: bool,
+}
+
+impl Transfer {
+    fn new(store: Arc<Store>, offer: Offer) -> Transfer {
+        let files: Vec<u32> = (0..offer.entries.len() as u32)
+            .filter(|&i| !offer.entries[i as usize].is_dir)
+            .collect();
+        Transfer {
+            store,
+            offer,
+            root: None,
+            stream_name: None,
+            holding: Holding::Stdout,
+            files,
+            current: 0,
+            left: 0,
+            written: 0,
+            reserved: 0,
+            made: Vec::new(),
+            made_root: false,
+            in_use: Vec::new(),
+            linked: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Payload bytes stored so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// True when this transfer writes to standard output.
+    pub fn to_stdout(&self) -> bool {
+        matches!(self.holding, Holding::Stdout)
+    }
+
+    fn begin_stream(&mut self) -> Result<(), Fail> {
+        let store = self.store.clone();
+        match &store.base {
+            Base::Stdout(_) => Ok(()),
+            Base::Dir(_) => Err((
+                RejectCode::Unsupported,
+                "the receiver writes into a directory and cannot take a stream; send files instead".into(),
+            )),
+            Base::NotDir => Err(exists_fail(&store.display.display().to_string())),
+            Base::Missing(dir, name) => {
+                if sys::stat_at(dir.as_fd(), name).map_err(|e| io_fail("cannot check the output".into(), e))?.is_some() {
+                    return Err(exists_fail(&store.display.display().to_string()));
+                }
+                let f = sys::tmpfile_in(dir.as_fd(), 0o600).map_err(|e| {
+                    io_fail(format!("cannot create a file beside {}", store.display.display()), e)
+                })?;
+                self.root = Some(sys::dup(dir.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?);
+                self.stream_name = Some(name.clone());
+                self.holding = Holding::Held(vec![Some(f)]);
+                Ok(())
+            }
+        }
+    }
+
+    fn begin_files(&mut self) -> Result<(), Fail> {
+        let store = self.store.clone();
+        let root = self.files_root(&store)?;
+        let need = self.space_needed();
+        let reserved = store.reserve(root.as_fd(), need);
+        self.root = Some(root);
+        self.reserved = reserved?;
+        {
+            let mut reg = lock(&store.walk);
+            let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+            let root = sys::dup(root.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?;
+            self.check_and_make(&mut reg, root.as_fd())?;
+            self.holding = if self.files.len() <= MAX_HELD && self.can_hold() {
+                Holding::Held((0..self.files.len()).map(|_| None).collect())
+            } else {
+                self.stage(&mut reg)?
+            };
+        }
+        self.left = self.size_of(0);
+        Ok(())
+    }
+
+    /// Opens (or, for a missing `--out`, creates) the directory files go into.
+    fn files_root(&mut self, store: &Store) -> Result<OwnedFd, Fail> {
+        let open_fail = |e| io_fail(format!("cannot open {}", store.display.display()), e);
+        match &store.base {
+            Base::Stdout(fd) | Base::Dir(fd) => sys::dup(fd.as_fd()).map_err(open_fail),
+            Base::NotDir => Err((
+                RejectCode::Unsupported,
+                format!(
+                    "the receiver's output {} is a file, not a directory; send a stream instead",
+                    store.display.display()
+                ),
+            )),
+            Base::Missing(dir, name) => match sys::open_dir_at(dir.as_fd(), name) {
+                Ok(fd) => Ok(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    sys::mkdir_at(dir.as_fd(), name, 0o777).map_err(open_fail)?;
+                    self.made_root = true;
+                    sys::open_dir_at(dir.as_fd(), name).map_err(open_fail)
+                }
+                Err(e) => Err(open_fail(e)),
+            },
+        }
+    }
+
+    /// Bytes the files will take on disk: whole blocks, plus a block for
+    /// each entry's metadata.
+    fn space_needed(&self) -> u64 {
+        self.offer
+            .entries
+            .iter()
+            .map(|e| e.size.div_ceil(4096).saturating_mul(4096).saturating_add(4096))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Refuses existing targets and anything in the way (symlinks, files),
+    /// creates the directories, and marks every directory used as in use.
+    fn check_and_make(&mut self, reg: &mut Registry, root: BorrowedFd<'_>) -> Result<(), Fail> {
+        let umask = self.store.umask;
+        let implicit = (0o777 & !umask) | 0o700;
+        let mut w = Walker::new(root);
+        let mut made: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut used: HashSet<(u64, u64)> = HashSet::new();
+        for i in 0..self.offer.entries.len() {
+            let e = &self.offer.entries[i];
+            let target = if e.is_dir { e.name.as_str() } else { split_parent(&e.name).0 };
+            let mut report = |end: usize, stat: Stat| {
+                made.insert((stat.dev, stat.ino), self.made.len());
+                self.made.push(Made { entry: i as u32, len: end as u32, stat });
+            };
+            w.goto(target, Some((&mut report, implicit)))
+                .map_err(|err| walk_fail(&e.name, err))?;
+            let here = sys::stat_fd(w.fd()).map_err(|err| io_fail("cannot check a directory".into(), err))?;
+            let key = (here.dev, here.ino);
+            if e.is_dir {
+                if made.contains_key(&key) {
+                    let mode = (e.mode & 0o777 & !umask) | 0o700;
+                    sys::fchmod(w.fd(), mode).map_err(|err| io_fail(format!("cannot set the mode of {}", escape_name(&e.name)), err))?;
+                }
+            } else {
+                let leaf = OsStr::new(split_parent(&e.name).1);
+                match sys::stat_at(w.fd(), leaf) {
+                    Ok(None) => {}
+                    Ok(Some(s)) if s.kind == Kind::Symlink => {
+                        return Err((
+                            RejectCode::Exists,
+                            format!("{} exists on the receiver as a symbolic link; it is never followed or overwritten", escape_name(&e.name)),
+                        ));
+                    }
+                    Ok(Some(_)) => return Err(exists_fail(&escape_name(&e.name))),
+                    Err(err) => return Err(io_fail(format!("cannot check {}", escape_name(&e.name)), err)),
+                }
+            }
+            if used.insert(key) {
+                *reg.in_use.entry(key).or_insert(0) += 1;
+                self.in_use.push(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the output's file system has unnamed temporary files.
+    fn can_hold(&self) -> bool {
+        self.root
+            .as_ref()
+            .is_some_and(|r| sys::tmpfile_in(r.as_fd(), 0o600).is_ok())
+    }
+
+    /// Makes this transfer's private staging directory (and the shared
+    /// state directory when it is the first).
+    fn stage(&mut self, reg: &mut Registry) -> Result<Holding, Fail> {
+        let Some(root) = &self.root else {
+            return Err((RejectCode::Io, "no output directory".into()));
+        };
+        let fail = |e| io_fail(format!("cannot create {STATE_DIR} in {}", self.store.display.display()), e);
+        if reg.state.is_none() {
+            let name = OsStr::new(STATE_DIR);
+            match sys::mkdir_at(root.as_fd(), name, 0o700) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(fail(e)),
+            }
+            let fd = sys::open_dir_at(root.as_fd(), name).map_err(|e| {
+                (RejectCode::Io, format!("{STATE_DIR} in the receiver's output is not a directory pincat can use ({e}); remove it"))
+            })?;
+            reg.state = Some((fd, 0));
+        }
+        let Some((state, users)) = reg.state.as_mut() else {
+            return Err((RejectCode::Io, "no state directory".into()));
+        };
+        let n = self.store.seq.fetch_add(1, Ordering::Relaxed);
+        let name = OsString::from(format!("{}-{n}", std::process::id()));
+        sys::mkdir_at(state.as_fd(), &name, 0o700).map_err(fail)?;
+        let sub = sys::open_dir_at(state.as_fd(), &name).map_err(fail)?;
+        // Held for the transfer's life: the next start's sweep skips it.
+        let _ = sys::try_lock(sub.as_fd());
+        *users += 1;
+        let state = sys::dup(state.as_fd()).map_err(fail)?;
+        Ok(Holding::Staged { state, sub, name, open: None })
+    }
+
+    fn size_of(&self, file: usize) -> u64 {
+        self.files
+            .get(file)
+            .map_or(0, |&i| self.offer.entries[i as usize].size)
+    }
+
+    /// Stores the next bytes of the transfer, in offer order.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), Fail> {
+        if self.offer.kind == TransferKind::Stream {
+            return self.write_stream(data);
+        }
+        while !data.is_empty() {
+            while self.left == 0 {
+                self.next_file()?;
+            }
+            let n = (data.len() as u64).min(self.left) as usize;
+            let name = self.current_name();
+            self.current_file()?
+                .write_all(&data[..n])
+                .map_err(|e| io_fail(format!("cannot write {name}"), e))?;
+            self.left -= n as u64;
+            self.account(n as u64);
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    fn account(&mut self, n: u64) {
+        self.written += n;
+        let r = n.min(self.reserved);
+        self.reserved -= r;
+        self.store.release(r);
+    }
+
+    fn write_stream(&mut self, data: &[u8]) -> Result<(), Fail> {
+        match &mut self.holding {
+            Holding::Stdout => io::stdout()
+                .lock()
+                .write_all(data)
+                .map_err(|e| io_fail("cannot write to standard output".into(), e))?,
+            Holding::Held(v) => {
+                if let Some(Some(f)) = v.first_mut() {
+                    f.write_all(data).map_err(|e| {
+                        io_fail(format!("cannot write {}", self.store.display.display()), e)
+                    })?;
+                }
+            }
+            Holding::Staged { .. } => return Err((RejectCode::Io, "stream staged".into())),
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn current_name(&self) -> String {
+        self.files
+            .get(self.current)
+            .map_or_else(String::new, |&i| escape_name(&self.offer.entries[i as usize].name))
+    }
+
+    /// The file receiving data now, created on first use.
+    fn current_file(&mut self) -> Result<&mut File, Fail> {
+        let Some(&entry) = self.files.get(self.current) else {
+            return Err((RejectCode::Protocol, "the sender sent more bytes than it announced".into()));
+        };
+        let name = escape_name(&self.offer.entries[entry as usize].name);
+        let fail = |e| io_fail(format!("cannot create {name}"), e);
+        match &mut self.holding {
+            Holding::Held(v) => {
+                if v[self.current].is_none() {
+                    let store = self.store.clone();
+                    let _g = lock(&store.walk);
+                    let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+                    let mut w = Walker::new(root.as_fd());
+                    let parent = split_parent(&self.offer.entries[entry as usize].name).0;
+                    w.goto(parent, None).map_err(|e| walk_fail(&name, e))?;
+                    v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);
+                }
+                v[self.current].as_mut().ok_or((RejectCode::Io, "file missing".into()))
+            }
+            Holding::Staged { sub, open, .. } => {
+                if open.is_none() {
+                    let f = sys::create_new_at(sub.as_fd(), OsStr::new(&self.current.to_string()), 0o600)
+                        .map_err(fail)?;
+                    *open = Some(f);
+                }
+                open.as_mut().ok_or((RejectCode::Io, "file missing".into()))
+            }
+            Holding::Stdout => Err((RejectCode::Io, "no file".into())),
+        }
+    }
+
+    /// Closes the current file (making sure it exists, even when empty) and
+    /// moves to the next.
+    fn next_file(&mut self) -> Result<(), Fail> {
+        if self.current >= self.files.len() {
+            return Err((RejectCode::Protocol, "the sender sent more bytes than it announced".into()));
+        }
+        self.current_file()?;
+        if let Holding::Staged { open, .. } = &mut self.holding {
+            // One descriptor at a time: the staged file is named, so close it.
+            if let Some(f) = open.take() {
+                let mode = self.file_mode(self.current);
+                sys::fchmod(f.as_fd(), mode).map_err(|e| io_fail("cannot set a file's mode".into(), e))?;
+            }
+        }
+        self.current += 1;
+        if self.current > self.files.len() {
+            return Err((RejectCode::Protocol, "the sender sent more bytes than it announced".into()));
+        }
+        self.left = self.size_of(self.current);
+        Ok(())
+    }
+
+    fn file_mode(&self, file: usize) -> u32 {
+        let m = self.files.get(file).map_or(0o644, |&i| self.offer.entries[i as usize].mode);
+        m & 0o777 & !self.store.umask
+    }
+
+    /// Checks the sender's END against what arrived and creates the empty
+    /// files at the end of the offer.
+    pub fn finish(&mut self, files: u32, bytes: u64) -> Result<(), Fail> {
+        if bytes != self.written {
+            return Err((
+                RejectCode::Protocol,
+                format!("the sender claims {bytes} bytes but {} arrived", self.written),
+            ));
+        }
+        if self.offer.kind == TransferKind::Stream {
+            return Ok(());
+        }
+        if files != self.offer.file_count() || bytes != self.offer.total_bytes() {
+            return Err((
+                RejectCode::Protocol,
+                format!(
+                    "the sender announced {} file(s) and {} bytes but ended after {files} and {bytes}",
+                    self.offer.file_count(),
+                    self.offer.total_bytes()
+                ),
+            ));
+        }
+        while self.current < self.files.len() {
+            self.next_file()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything durable, then gives every file its final name
+    /// (never replacing anything), then makes the names durable.
+    pub fn commit(&mut self) -> Result<(), Fail> {
+        let r = match &self.holding {
+            Holding::Stdout => {
+                io::stdout()
+                    .lock()
+                    .flush()
+                    .map_err(|e| io_fail("cannot flush standard output".into(), e))?;
+                sys::sync_stdout();
+                Ok(())
+            }
+            Holding::Held(_) => self.commit_held(),
+            Holding::Staged { .. } => self.commit_staged(),
+        };
+        if r.is_ok() {
+            self.done = true;
+            self.release_all();
+        }
+        r
+    }
+
+    fn commit_held(&mut self) -> Result<(), Fail> {
+        let Holding::Held(v) = &self.holding else {
+            return Ok(());
+        };
+        let sync_fail = |e| io_fail("cannot sync a received file".into(), e);
+        for (i, f) in v.iter().enumerate() {
+            if let Some(f) = f {
+                let mode = match &self.stream_name {
+                    Some(_) => 0o666 & !self.store.umask,
+                    None => self.file_mode(i),
+                };
+                sys::fchmod(f.as_fd(), mode).map_err(sync_fail)?;
+                f.sync_all().map_err(sync_fail)?;
+            }
+        }
+        let store = self.store.clone();
+        let _g = lock(&store.walk);
+        let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+        if let Some(name) = &self.stream_name {
+            if let Some(Some(f)) = v.first() {
+                sys::link_unnamed(f, root.as_fd(), name).map_err(|e| link_fail(&store.display.display().to_string(), e))?;
+                self.linked.push(0);
+            }
+            return sys::fsync(root.as_fd()).map_err(sync_fail);
+        }
+        let mut w = Walker::new(root.as_fd());
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        let mut linked = Vec::new();
+        for (i, f) in v.iter().enumerate() {
+            let entry = self.files[i];
+            let name = &self.offer.entries[entry as usize].name;
+            let (parent, leaf) = split_parent(name);
+            let r = w.goto(parent, None).map_err(|e| walk_fail(name, e)).and_then(|()| {
+                let f = f.as_ref().ok_or((RejectCode::Io, "file missing".into()))?;
+                sys::link_unnamed(f, w.fd(), OsStr::new(leaf)).map_err(|e| link_fail(&escape_name(name), e))
+            });
+            if let Err(e) = r {
+                self.linked = linked;
+                return Err(e);
+            }
+            linked.push(entry);
+            if dirs.len() < MAX_HELD && !dirs.iter().any(|d| same_dir(d.as_fd(), w.fd())) {
+                dirs.push(sys::dup(w.fd()).map_err(sync_fail)?);
+            }
+        }
+        self.linked = linked;
+        if self.made.is_empty() && !self.made_root {
+            dirs.iter().try_for_each(|d| sys::fsync(d.as_fd())).map_err(sync_fail)
+        } else {
+            sys::syncfs(root.as_fd()).map_err(sync_fail)
+        }
+    }
+
+    fn commit_staged(&mut self) -> Result<(), Fail> {
+        let Holding::Staged { sub, .. } = &self.holding else {
+            return Ok(());
+        };
+        let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
+        let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+        sys::syncfs(root.as_fd()).map_err(sync_fail)?;
+        let store = self.store.clone();
+        let _g = lock(&store.walk);
+        let mut w = Walker::new(root.as_fd());
+        let mut linked = Vec::new();
+        for (i, &entry) in self.files.iter().enumerate() {
+            let name = &self.offer.entries[entry as usize].name;
+            let (parent, leaf) = split_parent(name);
+            let staged = i.to_string();
+            let r = w.goto(parent, None).map_err(|e| walk_fail(name, e)).and_then(|()| {
+                place_staged(sub.as_fd(), OsStr::new(&staged), w.fd(), OsStr::new(leaf))
+                    .map_err(|e| link_fail(&escape_name(name), e))
+            });
+            if let Err(e) = r {
+                self.linked = linked;
+                return Err(e);
+            }
+            linked.push(entry);
+        }
+        self.linked = linked;
+        sys::syncfs(root.as_fd()).map_err(sync_fail)
+    }
+
+    /// Undoes everything this transfer put on disk: its temporary data, the
+    /// names it linked, and the directories it created that no other live
+    /// transfer uses and that are empty. Nothing else is touched.
+    pub fn abort(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let store = self.store.clone();
+        let reg = lock(&store.walk);
+        if let Holding::Held(v) = &mut self.holding {
+            v.clear();
+        }
+        if let Some(root) = &self.root {
+            self.unlink_linked(root.as_fd());
+            self.remove_made(&reg, root.as_fd());
+        }
+        drop(reg);
+        self.release_all();
+    }
+
+    fn unlink_linked(&self, root: BorrowedFd<'_>) {
+        if let Some(name) = &self.stream_name {
+            if !self.linked.is_empty() {
+                let _ = sys::unlink_at(root, name, false);
+            }
+            return;
+        }
+        let mut w = Walker::new(root);
+        for &entry in self.linked.iter().rev() {
+            let (parent, leaf) = split_parent(&self.offer.entries[entry as usize].name);
+            if w.goto(parent, None).is_ok() {
+                let _ = sys::unlink_at(w.fd(), OsStr::new(leaf), false);
+            }
+        }
+    }
+
+    fn remove_made(&self, reg: &Registry, root: BorrowedFd<'_>) {
+        let mut w = Walker::new(root);
+        for m in self.made.iter().rev() {
+            let key = (m.stat.dev, m.stat.ino);
+            if reg.in_use.get(&key).copied().unwrap_or(0) > 1 {
+                continue;
+            }
+            let name = &self.offer.entries[m.entry as usize].name[..m.len as usize];
+            let (parent, leaf) = split_parent(name);
+            if w.goto(parent, None).is_err() {
+                continue;
+            }
+            let leaf = OsStr::new(leaf);
+            // Only the very directory we made, still a directory.
+            if matches!(sys::stat_at(w.fd(), leaf), Ok(Some(s)) if s == m.stat) {
+                let _ = sys::unlink_at(w.fd(), leaf, true);
+            }
+        }
+        if self.made_root
+            && let Base::Missing(dir, name) = &self.store.base
+            && let Ok(st) = sys::stat_fd(root)
+        {
+            let ours = u32::from(self.in_use.contains(&(st.dev, st.ino)));
+            let users = reg.in_use.get(&(st.dev, st.ino)).copied().unwrap_or(0);
+            if users <= ours && matches!(sys::stat_at(dir.as_fd(), name), Ok(Some(s)) if s == st) {
+                let _ = sys::unlink_at(dir.as_fd(), name, true);
+            }
+        }
+    }
+
+    /// Gives back the space promise, the in-use marks and the staging area.
+    fn release_all(&mut self) {
+        self.store.release(self.reserved);
+        self.reserved = 0;
+        let mut reg = lock(&self.store.walk);
+        for key in self.in_use.drain(..) {
+            if let Some(c) = reg.in_use.get_mut(&key) {
+                *c -= 1;
+                if *c == 0 {
+                    reg.in_use.remove(&key);
+                }
+            }
+        }
+        let holding = std::mem::replace(&mut self.holding, Holding::Stdout);
+        if let Holding::Staged { state, sub, name, open } = holding {
+            drop(open);
+            remove_staged(sub.as_fd());
+            let _ = sys::unlink_at(state.as_fd(), &name, true);
+            drop(state);
+            if let Some((_, users)) = reg.state.as_mut() {
+                *users -= 1;
+                if *users == 0 {
+                    reg.state = None;
+                    if let Some(root) = &self.root {
+                        let _ = sys::unlink_at(root.as_fd(), OsStr::new(STATE_DIR), true);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Links a staged file to its final name; where the file system has no
+/// hard links, renames it without replacing.
+fn place_staged(sub: BorrowedFd<'_>, staged: &OsStr, dir: BorrowedFd<'_>, leaf: &OsStr) -> io::Result<()> {
+    match sys::link_at(sub, staged, dir, leaf) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK)) => {
+            sys::rename_noreplace(sub, staged, dir, leaf)
+        }
+        r => r,
+    }
+}
+
+fn same_dir(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    matches!((sys::stat_fd(a), sys::stat_fd(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+fn exists_fail(name: &str) -> Fail {
+    (
+        RejectCode::Exists,
+        format!("{name} already exists on the receiver; it is never overwritten"),
+    )
+}
+
+fn walk_fail(name: &str, e: io::Error) -> Fail {
+    match e.raw_os_error() {
+        Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV) => (
+            RejectCode::Exists,
+            format!(
+                "the way to {} on the receiver goes through a symbolic link or a file; it is never followed",
+                escape_name(name)
+            ),
+        ),
+        Some(libc::ENOENT) => (
+            RejectCode::Io,
+            format!("a directory on the way to {} vanished on the receiver during the transfer", escape_name(name)),
+        ),
+        _ => io_fail(format!("cannot reach the directory of {}", escape_name(name)), e),
+    }
+}
+
+fn link_fail(name: &str, e: io::Error) -> Fail {
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => (
+            RejectCode::Exists,
+            format!("{name} appeared on the receiver during the transfer; it was not overwritten"),
+        ),
+        Some(libc::EXDEV) => (
+            RejectCode::Io,
+            format!("{name} is on another file system than the receiver's output; not supported"),
+        ),
+        _ => io_fail(format!("cannot store {name}"), e),
+    }
+}
+
+#[cfg(test)]
+mod tests;
