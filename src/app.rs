@@ -121,6 +121,7 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
     };
     opts.keep_open = a.keep_open;
     opts.max_conns = a.max_conns as usize;
+    opts.max_handshakes = a.max_handshakes as usize;
     opts.handshake_timeout = a.handshake_timeout;
     opts.idle_timeout = a.idle_timeout;
     opts.wait_timeout = a.timeout;

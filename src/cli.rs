@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Most connections handled at once; more are refused.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_conns: u32,
+    /// Most TLS handshakes in progress at once; past it the oldest is cut, so a flood cannot lock out real senders.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_handshakes: u32,
     /// Limit for a sender's TLS handshake.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,

@@ -1,18 +1,19 @@
 //! The receiving side: listen, present the identity, optionally pin senders,
 //! and store what arrives without ever overwriting or leaving partial files.
 
+mod listener;
 pub mod store;
+
+use listener::{Acceptor, Conns, Job};
 
 pub use store::{Fail, Output, Store, Transfer};
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -43,8 +44,10 @@ pub struct ServeOptions {
     pub output: Output,
     /// Accept many transfers instead of exiting after the first.
     pub keep_open: bool,
-    /// Most connections handled at once.
+    /// Most connections handled at once (past the TLS handshake).
     pub max_conns: usize,
+    /// Most TLS handshakes in progress at once; past it the oldest is cut.
+    pub max_handshakes: usize,
     /// Limit for a sender's TLS handshake.
     pub handshake_timeout: Duration,
     /// Limit for any single read or write once connected.
@@ -65,6 +68,7 @@ impl ServeOptions {
             output: Output::Default,
             keep_open: false,
             max_conns: 256,
+            max_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             wait_timeout: None,
@@ -133,7 +137,8 @@ struct Shared {
     /// One-shot mode: set by the first transfer that is accepted.
     claimed: AtomicBool,
     stdout: Mutex<()>,
-    sockets: Mutex<HashMap<u64, TcpStream>>,
+    /// Connections held by workers (caps, eviction, shutdown).
+    conns: Conns,
     /// Serializes renames into place with the shutdown sweep.
     finalize: Mutex<()>,
     /// The output, opened once.
@@ -162,6 +167,8 @@ impl Server {
             None => Identity::generate()?,
         };
         let store = Store::open(&opts.output).context("cannot open the output")?;
+        // Bounded by our own caps, not by a low default descriptor limit.
+        sys::raise_fd_limit();
         let listener = TcpListener::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         listener
@@ -236,23 +243,16 @@ impl Server {
             shutdown: self.shutdown.clone(),
             claimed: AtomicBool::new(false),
             stdout: Mutex::new(()),
-            sockets: Mutex::new(HashMap::new()),
+            conns: Conns::default(),
             finalize: Mutex::new(()),
             store: self.store.clone(),
         });
         let (tx, rx) = mpsc::channel::<Outcome>();
-        let active = Arc::new(AtomicUsize::new(0));
-        let next_id = AtomicU64::new(0);
         let started = Instant::now();
         // Counters, not a list: a keep-open server may run for months.
         let mut summary = ServeSummary::default();
-        let mut threads: Vec<thread::JoinHandle<()>> = Vec::new();
         let mut any_transfer = false;
-        // Connection threads are reused: spawning one per connection cost
-        // more than the TLS handshake under load.
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let idle = Arc::new(AtomicUsize::new(0));
+        let mut acceptor = Acceptor::new(tx, self.wake_tx.clone());
 
         let result: Result<()> = loop {
             // Collect finished connections.
@@ -274,7 +274,6 @@ impl Server {
                     }
                 }
             }
-            threads.retain(|t| !t.is_finished());
             if let Some(d) = done {
                 break d;
             }
@@ -294,100 +293,12 @@ impl Server {
                 }
                 wait = wait.min(left);
             }
-            sys::poll_readable(&[self.listener.as_fd(), self.wake_rx.as_fd()], wait);
-            drain(&self.wake_rx);
-            loop {
-                let (sock, peer) = match self.listener.accept() {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // EMFILE and friends: report, back off briefly, keep serving.
-                        self.events.emit(Event::Error {
-                            peer: None,
-                            code: "accept",
-                            message: format!("cannot accept a connection: {e}"),
-                        });
-                        thread::sleep(Duration::from_millis(50));
-                        break;
-                    }
-                };
-                if active.load(Ordering::SeqCst) >= self.opts.max_conns {
-                    self.events.emit(Event::Refused {
-                        peer,
-                        reason: "max-conns",
-                        fingerprint: None,
-                        message: format!(
-                            "already {} connections open (--max-conns)",
-                            self.opts.max_conns
-                        ),
-                    });
-                    drop(sock);
-                    continue;
-                }
-                let _ = sock.set_nonblocking(false);
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                if let Ok(c) = sock.try_clone() {
-                    lock(&shared.sockets).insert(id, c);
-                }
-                active.fetch_add(1, Ordering::SeqCst);
-                let job = Job { sock, peer, id };
-                if idle
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
-                    .is_ok()
-                {
-                    // An idle worker is reserved for this job; it cannot fail
-                    // while we hold the receiver alive.
-                    let _ = job_tx.send(job);
-                    continue;
-                }
-                let worker = Worker {
-                    shared: shared.clone(),
-                    outcomes: tx.clone(),
-                    active: active.clone(),
-                    idle: idle.clone(),
-                    jobs: job_rx.clone(),
-                    wake: self.wake_tx.clone(),
-                };
-                let spawned = thread::Builder::new()
-                    .name("pincat-conn".into())
-                    .stack_size(256 * 1024)
-                    .spawn(move || worker.run(job));
-                match spawned {
-                    Ok(t) => threads.push(t),
-                    Err(e) => {
-                        lock(&shared.sockets).remove(&id);
-                        active.fetch_sub(1, Ordering::SeqCst);
-                        self.events.emit(Event::Error {
-                            peer: Some(peer),
-                            code: "accept",
-                            message: format!("cannot start a thread for the connection: {e}"),
-                        });
-                    }
-                }
-            }
+            acceptor.round(&self.listener, &self.wake_rx, wait, &shared);
         };
 
         // Stop everything still running: unblock their sockets and wait.
         shared.shutdown.store(true, Ordering::SeqCst);
-        for s in lock(&shared.sockets).values() {
-            // Reset rather than close politely: a polite close of a socket
-            // whose peer is blocked on a full window leaves the peer waiting
-            // for minutes on an orphaned connection.
-            sys::reset_on_close(s);
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        // Idle workers end when the job queue closes.
-        drop(job_tx);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for t in threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        acceptor.stop(&shared);
         // Hold the finalize lock so no thread renames a file into place after
         // we return; temporary files of unfinished threads are unnamed or
         // removed by their owners.
@@ -396,66 +307,22 @@ impl Server {
     }
 }
 
-/// An accepted connection waiting for a worker.
-struct Job {
-    sock: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-}
-
-/// A connection thread: handles its first job, then waits for more.
-struct Worker {
-    shared: Arc<Shared>,
-    outcomes: mpsc::Sender<Outcome>,
-    active: Arc<AtomicUsize>,
-    idle: Arc<AtomicUsize>,
-    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    wake: Arc<UnixStream>,
-}
-
-impl Worker {
-    fn run(self, first: Job) {
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            let outcome = handle_conn(&self.shared, job.sock, job.peer);
-            lock(&self.shared.sockets).remove(&job.id);
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            let _ = self.outcomes.send(outcome);
-            // A one-shot server ends on this outcome: wake it now. A
-            // keep-open one collects outcomes at its next poll timeout.
-            if !self.shared.opts.keep_open {
-                let _ = (&*self.wake).write(&[1]);
-            }
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                return;
-            }
-            self.idle.fetch_add(1, Ordering::SeqCst);
-            next = lock(&self.jobs).recv().ok();
-        }
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn drain(s: &UnixStream) {
-    let mut buf = [0u8; 64];
-    while matches!((&*s).read_some(&mut buf), Ok(n) if n > 0) {}
-}
-
-trait ReadSome {
-    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-}
-
-impl ReadSome for &UnixStream {
-    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(self, buf)
-    }
-}
-
 /// Handles one connection from handshake to close.
-fn handle_conn(sh: &Shared, sock: TcpStream, peer: SocketAddr) -> Outcome {
+fn handle_conn(sh: &Shared, job: Job) -> Outcome {
+    let id = job.id;
+    let mut established = false;
+    let outcome = serve_conn(sh, job, &mut established);
+    sh.conns.remove(id, established);
+    outcome
+}
+
+/// Handshake, admission and the transfer of one connection.
+fn serve_conn(sh: &Shared, job: Job, established: &mut bool) -> Outcome {
+    let Job { sock, peer, id } = job;
     let presented = Presented::per_thread();
     presented.clear();
     let conn = match ServerConnection::new(sh.tls.clone()) {
@@ -501,6 +368,24 @@ fn handle_conn(sh: &Shared, sock: TcpStream, peer: SocketAddr) -> Outcome {
         }
     };
     let _ = s.set_idle_timeout(sh.opts.idle_timeout);
+    if !sh.conns.established(id, sh.opts.max_conns) {
+        let message = format!(
+            "already {} connections open (--max-conns); try again later",
+            sh.opts.max_conns
+        );
+        if !sh.opts.raw {
+            let _ = s.write_frame(FrameType::Reject, &protocol::encode_reject(RejectCode::Busy, &message));
+        }
+        s.close();
+        sh.events.emit(Event::Refused {
+            peer,
+            reason: "max-conns",
+            fingerprint: presented.get(),
+            message,
+        });
+        return Outcome::NoTransfer;
+    }
+    *established = true;
     sh.events.emit(Event::Connected {
         peer,
         fingerprint: presented.get(),
