@@ -3,7 +3,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Longest a close waits for the peer's own close.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 use rustls::{ConnectionCommon, SideData};
 
@@ -58,6 +61,10 @@ pub struct SockIo {
     pub tcp: TcpStream,
     /// While set, every read must finish by then.
     deadline: Option<std::time::Instant>,
+    /// The read timeout when no deadline is set.
+    idle: std::cell::Cell<Option<Duration>>,
+    /// A deadline changed the socket's read timeout: restore `idle`.
+    stretched: bool,
     rbuf: Vec<u8>,
     pos: usize,
     len: usize,
@@ -68,6 +75,8 @@ impl SockIo {
         SockIo {
             tcp,
             deadline: None,
+            idle: std::cell::Cell::new(None),
+            stretched: false,
             rbuf: Vec::new(),
             pos: 0,
             len: 0,
@@ -91,6 +100,10 @@ impl Read for SockIo {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
                 self.tcp.set_read_timeout(Some(left))?;
+                self.stretched = true;
+            } else if self.stretched {
+                self.tcp.set_read_timeout(self.idle.get())?;
+                self.stretched = false;
             }
             self.len = self.tcp.read(&mut self.rbuf)?;
             self.pos = 0;
@@ -172,17 +185,13 @@ where
     /// Sends a pending alert and lets the peer read it: closing a socket with
     /// unread input sends a TCP reset, which can destroy the alert in flight.
     fn flush_alert(&mut self) {
-        self.sock.deadline = None;
         while self.conn.wants_write() {
             if self.conn.write_tls(&mut self.sock).is_err() {
                 return;
             }
         }
         let _ = self.sock.tcp.shutdown(Shutdown::Write);
-        let _ = self
-            .sock
-            .tcp
-            .set_read_timeout(Some(Duration::from_millis(500)));
+        self.sock.deadline = Some(Instant::now() + CLOSE_WAIT);
         let mut sink = [0u8; 4096];
         for _ in 0..64 {
             match self.sock.read(&mut sink) {
@@ -200,8 +209,54 @@ where
 
     /// Sets the idle timeout for every later read and write.
     pub fn set_idle_timeout(&self, t: Duration) -> io::Result<()> {
+        self.sock.idle.set(Some(t));
         self.sock.tcp.set_read_timeout(Some(t))?;
         self.sock.tcp.set_write_timeout(Some(t))
+    }
+
+    /// Every read must be done by `deadline` (until it is cleared): a
+    /// frame-level bound on progress that a peer trickling bytes cannot
+    /// stretch, unlike a per-read timeout.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.sock.deadline = deadline;
+    }
+
+    /// Reads one frame that the peer may already have sent, without writing
+    /// anything first (after a failed write, rustls would otherwise try to
+    /// flush its pending output and fail before reading). Waits at most
+    /// `limit`.
+    pub fn read_pending_frame(&mut self, limit: Duration) -> Option<(FrameType, Vec<u8>)> {
+        self.sock.deadline = Some(Instant::now() + limit);
+        let mut want = HEADER_LEN;
+        let mut got: Vec<u8> = Vec::new();
+        loop {
+            let mut chunk = vec![0u8; want - got.len()];
+            match self.conn.reader().read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    got.extend_from_slice(&chunk[..n]);
+                    if got.len() == HEADER_LEN && want == HEADER_LEN {
+                        let h: [u8; HEADER_LEN] = got[..].try_into().ok()?;
+                        let (_, len) = protocol::decode_header(&h).ok()?;
+                        want = HEADER_LEN + len;
+                    }
+                    if got.len() == want {
+                        let h: [u8; HEADER_LEN] = got[..HEADER_LEN].try_into().ok()?;
+                        let (t, _) = protocol::decode_header(&h).ok()?;
+                        return Some((t, got.split_off(HEADER_LEN)));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.conn.read_tls(&mut self.sock) {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {
+                            self.conn.process_new_packets().ok()?;
+                        }
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     fn stream(&mut self) -> rustls::Stream<'_, C, SockIo> {
@@ -255,13 +310,15 @@ where
         Ok(t)
     }
 
-    /// Sends close_notify, then waits (bounded by the socket timeout) for the
-    /// peer to close too, so no unread data turns our close into a reset.
+    /// Sends close_notify, then waits briefly (at most [`CLOSE_WAIT`]) for
+    /// the peer to close too, so no unread data turns our close into a reset
+    /// that could destroy our last frame in flight.
     pub fn close(&mut self) {
         self.conn.send_close_notify();
         let _ = self.stream().flush();
         let _ = self.sock.tcp.shutdown(Shutdown::Write);
-        let mut sink = [0u8; 4096];
+        self.sock.deadline = Some(Instant::now() + CLOSE_WAIT);
+        let mut sink = [0u8; 64 * 1024];
         for _ in 0..1024 {
             match self.stream().read(&mut sink) {
                 Ok(0) | Err(_) => break,

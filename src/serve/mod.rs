@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,8 @@ struct Shared {
     finalize: Mutex<()>,
     /// The output, opened once.
     store: Arc<Store>,
+    /// Memory promised to offers in progress (see [`OFFER_MEMORY`]).
+    offer_memory: AtomicU64,
 }
 
 enum Outcome {
@@ -246,6 +248,7 @@ impl Server {
             conns: Conns::default(),
             finalize: Mutex::new(()),
             store: self.store.clone(),
+            offer_memory: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel::<Outcome>();
         let started = Instant::now();
@@ -413,28 +416,19 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
         refuse_transfer(sh, s, client, code, message, true)
     };
 
-    // Our preamble goes out at once; theirs must be first in.
+    // Our preamble goes out at once; theirs, and the offer, must follow
+    // within one idle period however the bytes trickle in.
+    s.set_deadline(Some(Instant::now() + sh.opts.idle_timeout));
     if let Err(e) = s.write_all(&protocol::preamble()) {
         return handshake_phase_error(sh, peer, client, e);
     }
     if let Err(e) = s.read_preamble() {
         return handshake_phase_error(sh, peer, client, e);
     }
-    let mut buf = Vec::new();
-    let offer = match s.read_frame(&mut buf) {
-        Ok(FrameType::Offer) => match Offer::decode(&buf) {
-            Ok(o) => o,
-            Err(ProtocolError::Name(n)) => return refuse(s, RejectCode::BadName, n.to_string()),
-            Err(e) => return refuse(s, RejectCode::Protocol, e.to_string()),
-        },
-        Ok(t) => {
-            return refuse(
-                s,
-                RejectCode::Protocol,
-                format!("expected an OFFER frame, got {}", t.name()),
-            );
-        }
-        Err(e) => return handshake_phase_error(sh, peer, client, e),
+    let (offer, _grant) = match read_offer(sh, s) {
+        Ok(x) => x,
+        Err(Err(e)) => return handshake_phase_error(sh, peer, client, e),
+        Err(Ok((code, message))) => return refuse(s, code, message),
     };
     let kind = offer.kind;
     let files = offer.file_count();
@@ -451,12 +445,69 @@ fn receive(sh: &Shared, s: &mut Session<ServerConnection>, client: Option<Finger
     // A stream to stdout is one at a time, in arrival order.
     let _stdout = t.to_stdout().then(|| lock(&sh.stdout));
     let start = Instant::now();
-    let result = transfer(sh, s, started, &mut t, &mut buf);
+    let result = transfer(sh, s, started, &mut t, &mut Vec::new());
+    s.set_deadline(None);
     let kind = match kind {
         TransferKind::Stream => "stream",
         TransferKind::Files => "files",
     };
     conclude(sh, s, t, result, kind, files, start, true)
+}
+
+/// Memory all offers held at once may take (decoded names and the frame);
+/// an offer past it is refused as busy.
+pub const OFFER_MEMORY: u64 = 256 << 20;
+
+/// Memory an offer of `len` encoded bytes may take once decoded (the
+/// smallest entry encodes in 16 bytes and decodes into about 100).
+fn offer_cost(len: usize) -> u64 {
+    (len as u64).saturating_mul(8).max(4096)
+}
+
+/// A share of [`OFFER_MEMORY`], given back on drop.
+struct Grant<'a> {
+    pool: &'a AtomicU64,
+    n: u64,
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.n, Ordering::SeqCst);
+    }
+}
+
+/// Reads and decodes the OFFER, holding a share of the offer memory for
+/// as long as the offer lives. `Err(Ok(..))` is a refusal to send back.
+fn read_offer<'a>(
+    sh: &'a Shared,
+    s: &mut Session<ServerConnection>,
+) -> std::result::Result<(Offer, Grant<'a>), std::result::Result<Fail, WireError>> {
+    let (t, len) = s.read_header().map_err(Err)?;
+    if t != FrameType::Offer {
+        return Err(Ok((
+            RejectCode::Protocol,
+            format!("expected an OFFER frame, got {}", t.name()),
+        )));
+    }
+    let n = offer_cost(len);
+    let before = sh.offer_memory.fetch_add(n, Ordering::SeqCst);
+    let grant = Grant {
+        pool: &sh.offer_memory,
+        n,
+    };
+    if before.saturating_add(n) > OFFER_MEMORY {
+        return Err(Ok((
+            RejectCode::Busy,
+            "the receiver is at its memory limit for offers in progress; try again later".into(),
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).map_err(Err)?;
+    match Offer::decode(&buf) {
+        Ok(o) => Ok((o, grant)),
+        Err(ProtocolError::Name(n)) => Err(Ok((RejectCode::BadName, n.to_string()))),
+        Err(e) => Err(Ok((RejectCode::Protocol, e.to_string()))),
+    }
 }
 
 /// Refuses a transfer before any data was stored: tells a framed peer why
@@ -647,6 +698,9 @@ fn handshake_phase_error(
     Outcome::NoTransfer
 }
 
+/// Payload a files transfer must move per idle period to count as progress.
+const PROGRESS_BYTES: u64 = 64 * 1024;
+
 /// What the `transfer-started` event reports.
 struct TransferStarted {
     kind: TransferKind,
@@ -678,6 +732,10 @@ fn transfer(
         files: started.files,
         bytes: total,
     });
+    // The idle timeout bounds progress: a files transfer must move
+    // PROGRESS_BYTES (or finish) per period, a stream a whole frame.
+    let mut mark = 0u64;
+    s.set_deadline(Some(Instant::now() + sh.opts.idle_timeout));
     loop {
         if sh.shutdown.load(Ordering::SeqCst) {
             return Err((RejectCode::Busy, "the receiver is shutting down".into()));
@@ -692,6 +750,10 @@ fn transfer(
                 s.read_exact(&mut buf[..len])
                     .map_err(|e| shutdown_or(sh, e))?;
                 sink.write(&buf[..len])?;
+                if total.is_none() || sink.written() - mark >= PROGRESS_BYTES {
+                    mark = sink.written();
+                    s.set_deadline(Some(Instant::now() + sh.opts.idle_timeout));
+                }
                 sh.events.emit(Event::Progress {
                     peer,
                     bytes: sink.written(),
@@ -741,7 +803,7 @@ fn wire_fail(e: WireError) -> Fail {
         ),
         WireError::Timeout => (
             RejectCode::Protocol,
-            "the sender went silent (idle timeout); nothing was stored".into(),
+            "the sender made no progress within the idle timeout (--idle-timeout); nothing was stored".into(),
         ),
         e => (RejectCode::Protocol, format!("{e}; nothing was stored")),
     }
