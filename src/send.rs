@@ -449,9 +449,9 @@ fn connect(opts: &SendOptions, events: &Events) -> Result<Session<ClientConnecti
                 addr: peer,
                 detail: tls.to_string(),
             },
-            None => classify(e, opts, peer, "during the TLS handshake"),
+            None => handshake_failure(e, opts, peer, "--handshake-timeout"),
         },
-        e => classify(e, opts, peer, "during the TLS handshake"),
+        e => handshake_failure(e, opts, peer, "--handshake-timeout"),
     })?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
@@ -482,12 +482,27 @@ fn connect_once(opts: &SendOptions) -> Result<TcpStream> {
         last.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
     ) {
-        return Err(Error::Timeout(format!("connecting to {}", opts.addr)));
+        return Err(Error::Timeout(format!(
+            "connecting to {} (see --connect-timeout)",
+            opts.addr
+        )));
     }
     Err(Error::Connect {
         addr: opts.addr.clone(),
         source: last,
     })
+}
+
+/// A handshake failure that is not about the pin. A timeout names `flag`,
+/// the one that bounds the handshake: --idle-timeout only starts after it.
+fn handshake_failure(e: WireError, opts: &SendOptions, peer: SocketAddr, flag: &str) -> Error {
+    match e {
+        WireError::Timeout => Error::Timeout(format!(
+            "during the TLS handshake with {peer}: it did not complete within {:?}; is a pincat receiver listening there? (see {flag})",
+            opts.handshake_timeout
+        )),
+        e => classify(e, opts, peer, "during the TLS handshake"),
+    }
 }
 
 /// Maps a session failure to the error a user can act on.
@@ -643,7 +658,7 @@ pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> 
     let outcome = Session::handshake(conn, sock, timeout);
     match (presented.get(), outcome) {
         (Some(fp), _) => Ok(fp),
-        (None, Err(e)) => Err(classify(e, &opts, peer, "during the TLS handshake")),
+        (None, Err(e)) => Err(handshake_failure(e, &opts, peer, "--connect-timeout")),
         (None, Ok(_)) => Err(anyhow!("the server at {peer} presented no certificate").into()),
     }
 }
