@@ -663,12 +663,48 @@ pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> 
     }
 }
 
+/// Copies the peer's raw reply to `output` until its close_notify.
+fn copy_reply(
+    s: &mut Session<ClientConnection>,
+    buf: &mut [u8],
+    output: &mut dyn io::Write,
+    opts: &SendOptions,
+) -> Result<()> {
+    let peer = s.peer;
+    let outcome = loop {
+        match s.read(buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => output
+                .write_all(&buf[..n])
+                .context("cannot write the peer's reply")?,
+            // Anyone on the path can forge a TCP FIN at a record boundary;
+            // only close_notify says the reply is complete.
+            Err(WireError::Closed) => {
+                break Err(Error::Incomplete(format!(
+                    "the peer at {peer} closed the connection without TLS close_notify: its reply may be truncated"
+                )));
+            }
+            Err(e) => {
+                break Err(classify(
+                    e,
+                    opts,
+                    peer,
+                    "while waiting for the peer to close",
+                ));
+            }
+        }
+    };
+    let _ = output.flush();
+    outcome
+}
+
 /// Raw mode: the same pinned TLS 1.3 session, but no pincat framing: `input`
 /// is sent as plain bytes, then close_notify; whatever the peer sends back is
 /// copied to `output` until it closes. For talking to `openssl s_server`,
 /// `ncat --ssl`, `socat OPENSSL-LISTEN` or `pincat serve --raw`. There is no
-/// receipt: success means every byte was handed to TLS and the peer closed
-/// in order (a reset is an error).
+/// receipt: success means every byte was handed to TLS and the peer ended
+/// its reply with close_notify (a bare TCP close or a reset is an error:
+/// the reply may be truncated).
 pub fn send_raw(
     opts: &SendOptions,
     mut input: Box<dyn Read + Send>,
@@ -711,25 +747,7 @@ pub fn send_raw(
     s.conn.send_close_notify();
     s.write_all(&[])
         .map_err(|e| classify(e, opts, peer, "while closing"))?;
-    loop {
-        match s.read(&mut buf) {
-            // close_notify, or a FIN after the peer read everything: both
-            // orderly. A reset (unread data dropped) falls to the error arm.
-            Ok(0) | Err(WireError::Closed) => break,
-            Ok(n) => output
-                .write_all(&buf[..n])
-                .context("cannot write the peer's reply")?,
-            Err(e) => {
-                return Err(classify(
-                    e,
-                    opts,
-                    peer,
-                    "while waiting for the peer to close",
-                ));
-            }
-        }
-    }
-    let _ = output.flush();
+    copy_reply(&mut s, &mut buf, output, opts)?;
     let duration = start.elapsed();
     events.emit(Event::TransferDone {
         peer,
