@@ -199,15 +199,30 @@ fn send(a: SendArgs) -> pincat::Result<()> {
     };
     if a.raw {
         let input: Box<dyn std::io::Read + Send> = match source {
-            Source::Paths(p) => Box::new(
-                std::fs::File::open(&p[0])
-                    .with_context(|| format!("cannot open {}", p[0].display()))?,
-            ),
+            Source::Paths(p) => Box::new(open_raw_input(&p[0])?),
             _ => Box::new(std::io::stdin()),
         };
         return pincat::send_raw(&opts, input, &mut std::io::stdout().lock(), &events).map(drop);
     }
     pincat::send(&opts, source, &events).map(drop)
+}
+
+/// Opens the one file `send --raw` streams. A directory opens fine but
+/// fails on the first read, after the receiver was reached: refuse it here.
+fn open_raw_input(path: &Path) -> pincat::Result<std::fs::File> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if meta.is_dir() {
+        return Err(anyhow!(
+            "cannot send {} with --raw: it is a directory (--raw sends one file or stdin)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(file)
 }
 
 /// Events for a person at a terminal: a progress bar, then a one-line summary.

@@ -80,7 +80,7 @@ pub struct ServeArgs {
     /// Drop a connection that stays silent this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Give up (exit 6) if no transfer has started within DURATION.
+    /// Give up (exit 6) if no transfer has started within DURATION; omit to wait forever.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// No pincat framing: the TLS plaintext is the data, until close_notify (for openssl, ncat, socat).
@@ -109,7 +109,7 @@ pub struct SendArgs {
     /// Limit for each TCP connection attempt.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Keep retrying the connection this long while the receiver is not up yet.
+    /// Keep retrying the connection this long while the receiver is not up yet; omit to try once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_for: Option<Duration>,
     /// Limit for the TLS handshake.
@@ -164,7 +164,9 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h`, or a bare number of seconds.
+/// Parses `250ms`, `10s`, `5m`, `2h`, or a bare number of seconds. Zero is
+/// refused for every duration flag: it meant the default for one flag, "fail
+/// at once" for another and an OS error for a third, so no flag takes it.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -184,8 +186,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs > 1e9 {
         return Err(format!("{s:?} is too long a duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let d = Duration::from_secs_f64(secs);
+    if d.is_zero() {
+        return Err(ZERO_DURATION.to_string());
+    }
+    Ok(d)
 }
+
+/// The one message for a zero duration, whichever flag it was given to.
+const ZERO_DURATION: &str =
+    "a duration must be more than zero; omit the flag for its default (or for no limit)";
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +216,60 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn zero_durations_are_refused() {
+        for zero in ["0", "0s", "0ms", "0.0", "0m", "0h", "0.0000000001"] {
+            assert_eq!(
+                parse_duration(zero),
+                Err(ZERO_DURATION.to_string()),
+                "{zero}"
+            );
+        }
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn zero_is_the_same_usage_error_for_every_duration_flag() {
+        let pin = "ab".repeat(32);
+        let cases: &[(&[&str], &str)] = &[
+            (&["serve"], "--handshake-timeout"),
+            (&["serve"], "--idle-timeout"),
+            (&["serve"], "--timeout"),
+            (&["send", "h:1", "--pin", &pin], "--connect-timeout"),
+            (&["send", "h:1", "--pin", &pin], "--retry-for"),
+            (&["send", "h:1", "--pin", &pin], "--handshake-timeout"),
+            (&["send", "h:1", "--pin", &pin], "--idle-timeout"),
+            (&["fingerprint", "--remote", "h:1"], "--connect-timeout"),
+        ];
+        for (args, flag) in cases {
+            for zero in ["0", "0s", "0ms"] {
+                let mut argv = vec!["pincat"];
+                argv.extend_from_slice(args);
+                argv.extend([*flag, zero]);
+                let err = Cli::try_parse_from(argv).unwrap_err();
+                assert_eq!(err.exit_code(), 2, "{flag} {zero}");
+                let msg = err.to_string();
+                assert!(msg.contains(flag) && msg.contains(ZERO_DURATION), "{msg}");
+            }
+        }
+        // Every duration flag is in the list above.
+        let mut seen = 0;
+        for sub in Cli::command().get_subcommands() {
+            for a in sub.get_arguments() {
+                if a.get_value_names() == Some(&["DURATION".into()]) {
+                    let flag = format!("--{}", a.get_long().unwrap_or_default());
+                    let sub = sub.get_name();
+                    assert!(
+                        cases.iter().any(|(c, f)| c[0] == sub && *f == flag),
+                        "{sub} {flag} is not tested"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, cases.len());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::fingerprint::Fingerprint;
 pub enum ExitCode {
     /// Everything was delivered and confirmed.
     Success = 0,
-    /// Any other failure (local I/O, unexpected TLS error).
+    /// Any other failure (local I/O, a file that changed while being read,
+    /// unexpected TLS error).
     Failure = 1,
     /// Bad command line.
     Usage = 2,

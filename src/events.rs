@@ -110,7 +110,8 @@ impl Event {
                 files,
                 bytes,
             } => json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind,
-                "names": names, "files": files, "bytes": bytes}),
+                "names": names.iter().map(|n| shown(n)).collect::<Vec<_>>(), "files": files,
+                "bytes": bytes}),
             Event::Progress { peer, bytes, total } => json!({"event": "progress",
                 "peer": peer.to_string(), "bytes": bytes, "total": total}),
             Event::TransferDone {
@@ -128,14 +129,14 @@ impl Event {
                 fingerprint,
                 message,
             } => json!({"event": "refused", "peer": peer.to_string(), "reason": reason,
-                "fingerprint": fingerprint.map(|f| f.to_string()), "message": message}),
+                "fingerprint": fingerprint.map(|f| f.to_string()), "message": shown(message)}),
             Event::Error {
                 peer,
                 code,
                 message,
             } => json!({"event": "error", "peer": peer.map(|p| p.to_string()), "code": code,
-                "message": message}),
-            Event::Warning { message } => json!({"event": "warning", "message": message}),
+                "message": shown(message)}),
+            Event::Warning { message } => json!({"event": "warning", "message": shown(message)}),
         }
     }
 
@@ -184,15 +185,22 @@ impl Event {
                 )
             }
             Event::Refused { peer, message, .. } => {
-                format!("pincat: refused {peer}: {message}")
+                format!("pincat: refused {peer}: {}", shown(message))
             }
             Event::Error { peer, message, .. } => match peer {
-                Some(p) => format!("pincat: error: {p}: {message}"),
-                None => format!("pincat: error: {message}"),
+                Some(p) => format!("pincat: error: {p}: {}", shown(message)),
+                None => format!("pincat: error: {}", shown(message)),
             },
-            Event::Warning { message } => format!("pincat: warning: {message}"),
+            Event::Warning { message } => format!("pincat: warning: {}", shown(message)),
         })
     }
+}
+
+/// Free text as it may be shown: messages and names often quote a peer, and
+/// whoever built them may have missed an escape. Escaping is idempotent, so
+/// text escaped earlier is shown unchanged.
+fn shown(text: &str) -> String {
+    crate::protocol::escape_text(text)
 }
 
 /// How events are rendered.
@@ -393,6 +401,54 @@ mod tests {
             total: None,
         });
         assert!(human.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn peer_text_in_events_is_escaped_in_both_forms() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let nasty = "exe.\u{202E}txt\u{200B}\u{2028}\u{1b}[2J";
+        let events = [
+            Event::Error {
+                peer: Some(peer),
+                code: "exists",
+                message: nasty.into(),
+            },
+            Event::Refused {
+                peer,
+                reason: "bad-name",
+                fingerprint: None,
+                message: nasty.into(),
+            },
+            Event::Warning {
+                message: nasty.into(),
+            },
+            Event::TransferStarted {
+                peer,
+                kind: "files",
+                names: vec![nasty.into()],
+                files: 1,
+                bytes: Some(1),
+            },
+        ];
+        for mode in [Mode::Json, Mode::Human] {
+            let buf = Buf::default();
+            let ev = Events::to_writer(mode, Box::new(buf.clone()));
+            for e in events.clone() {
+                ev.emit(e);
+            }
+            let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            for bad in ['\u{202E}', '\u{200B}', '\u{2028}', '\u{1b}'] {
+                assert!(!text.contains(bad), "{mode:?}: {text:?}");
+            }
+            assert!(text.contains("\\u{202e}"), "{mode:?}: {text}");
+            if mode == Mode::Json {
+                for line in text.lines() {
+                    let v: Value = serde_json::from_str(line).unwrap();
+                    let s = v["message"].as_str().or(v["names"][0].as_str()).unwrap();
+                    assert_eq!(s, "exe.\\u{202e}txt\\u{200b}\\u{2028}\\u{1b}[2J");
+                }
+            }
+        }
     }
 
     #[test]

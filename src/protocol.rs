@@ -377,13 +377,11 @@ pub fn encode_reject(code: RejectCode, message: &str) -> Vec<u8> {
     v
 }
 
-/// Decodes a REJECT or ERROR payload; the message is escaped for printing.
+/// Decodes a REJECT or ERROR payload; the message is capped and escaped for
+/// printing (see [`peer_text`]).
 pub fn decode_reject(p: &[u8]) -> (RejectCode, String) {
     match p.split_first() {
-        Some((c, msg)) => (
-            RejectCode::from_u8(*c),
-            escape_text(&String::from_utf8_lossy(msg)),
-        ),
+        Some((c, msg)) => (RejectCode::from_u8(*c), peer_text(msg)),
         None => (RejectCode::Io, String::new()),
     }
 }
@@ -467,23 +465,119 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Quotes a name for printing: control characters, escapes and quotes are
-/// shown escaped, so a peer cannot drive the terminal.
+/// Quotes a name for printing: control, format and separator characters,
+/// escapes and quotes are shown escaped, so a peer cannot drive the terminal
+/// or reorder what is shown.
 pub fn escape_name(name: &str) -> String {
-    format!("{:?}", name)
+    // Debug already escapes these; the second pass guarantees it whatever
+    // Unicode tables the standard library was built with.
+    escape_text(&format!("{name:?}"))
 }
 
-/// Escapes control characters in free text from a peer (no quotes added).
+/// Escapes free text from a peer (no quotes added): C0/C1 controls and the
+/// invisible format and separator characters ([`is_format_or_separator`])
+/// become `\n`, `\u{1b}`, `\u{202e}` and the like.
 pub fn escape_text(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+/// Most bytes of peer free text (REJECT, ERROR, ABORT messages) that are
+/// decoded, and most bytes of its escaped form that are shown.
+pub const MAX_PEER_TEXT: usize = 1024;
+
+/// Appended where peer text was cut short.
+pub const TRUNCATED: &str = "\u{2026} (truncated)";
+
+/// Peer bytes as printable text: at most [`MAX_PEER_TEXT`] bytes are decoded
+/// (lossy UTF-8, cut at a character boundary) and escaped, and the result is
+/// at most [`MAX_PEER_TEXT`] bytes plus [`TRUNCATED`] when anything was left
+/// out. A peer can otherwise fill a terminal or a log with one message.
+pub fn peer_text(raw: &[u8]) -> String {
+    let head = utf8_prefix(raw, MAX_PEER_TEXT);
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT) + TRUNCATED.len());
+    let mut cut = head.len() < raw.len();
+    let mut piece = String::new();
+    for c in text.chars() {
+        piece.clear();
+        push_escaped(&mut piece, c);
+        if out.len() + piece.len() > MAX_PEER_TEXT {
+            cut = true;
+            break;
+        }
+        out.push_str(&piece);
+    }
+    if cut {
+        out.push_str(TRUNCATED);
+    }
+    out
+}
+
+/// The longest prefix of `raw` of at most `max` bytes that does not split a
+/// UTF-8 sequence (invalid input may be cut anywhere; lossy decoding copes).
+fn utf8_prefix(raw: &[u8], max: usize) -> &[u8] {
+    if raw.len() <= max {
+        return raw;
+    }
+    let mut end = max;
+    // Back up over continuation bytes (10xxxxxx) to the start of the
+    // character that would be cut; a sequence has at most 3 of them.
+    for _ in 0..3 {
+        if end == 0 || raw[end] & 0xC0 != 0x80 {
+            break;
+        }
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if c.is_control() || is_format_or_separator(c) {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
+    }
+}
+
+/// True for the Unicode general categories Cf (format: bidi embeddings,
+/// overrides and isolates, zero-width characters, the BOM, soft hyphen, tags),
+/// Zl (line separator) and Zp (paragraph separator). They are invisible or
+/// reorder the text around them, so peer text containing them can show one
+/// thing and mean another (a `txt.exe` that reads `exe.txt`). The ranges are
+/// copied from UnicodeData.txt (Unicode 15.1); no crate is needed for them.
+pub fn is_format_or_separator(c: char) -> bool {
+    matches!(
+        c as u32,
+        // Cf
+        0x00AD // SOFT HYPHEN
+        | 0x0600..=0x0605 // ARABIC NUMBER SIGN..ARABIC NUMBER MARK ABOVE
+        | 0x061C // ARABIC LETTER MARK
+        | 0x06DD // ARABIC END OF AYAH
+        | 0x070F // SYRIAC ABBREVIATION MARK
+        | 0x0890..=0x0891 // ARABIC POUND MARK ABOVE..ARABIC PIASTRE MARK ABOVE
+        | 0x08E2 // ARABIC DISPUTED END OF AYAH
+        | 0x180E // MONGOLIAN VOWEL SEPARATOR
+        | 0x200B..=0x200F // ZERO WIDTH SPACE..RIGHT-TO-LEFT MARK
+        | 0x202A..=0x202E // LEFT-TO-RIGHT EMBEDDING..RIGHT-TO-LEFT OVERRIDE
+        | 0x2060..=0x2064 // WORD JOINER..INVISIBLE PLUS
+        | 0x2066..=0x206F // LEFT-TO-RIGHT ISOLATE..NOMINAL DIGIT SHAPES
+        | 0xFEFF // ZERO WIDTH NO-BREAK SPACE (BOM)
+        | 0xFFF9..=0xFFFB // INTERLINEAR ANNOTATION ANCHOR..TERMINATOR
+        | 0x110BD // KAITHI NUMBER SIGN
+        | 0x110CD // KAITHI NUMBER SIGN ABOVE
+        | 0x13430..=0x1343F // EGYPTIAN HIEROGLYPH VERTICAL JOINER..END WALLED ENCLOSURE
+        | 0x1BCA0..=0x1BCA3 // SHORTHAND FORMAT LETTER OVERLAP..UP STEP
+        | 0x1D173..=0x1D17A // MUSICAL SYMBOL BEGIN BEAM..END PHRASE
+        | 0xE0001 // LANGUAGE TAG
+        | 0xE0020..=0xE007F // TAG SPACE..CANCEL TAG
+        // Zl, Zp
+        | 0x2028 // LINE SEPARATOR
+        | 0x2029 // PARAGRAPH SEPARATOR
+    )
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -645,6 +739,124 @@ mod tests {
     }
 
     #[test]
+    fn format_and_separator_predicate_covers_cf_zl_zp() {
+        for c in [
+            '\u{00AD}',
+            '\u{0600}',
+            '\u{061C}',
+            '\u{180E}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202E}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{206F}',
+            '\u{FEFF}',
+            '\u{FFF9}',
+            '\u{110BD}',
+            '\u{1343F}',
+            '\u{1D173}',
+            '\u{E0001}',
+            '\u{E0020}',
+            '\u{E007F}',
+            '\u{2028}',
+            '\u{2029}',
+        ] {
+            assert!(is_format_or_separator(c), "U+{:04X}", c as u32);
+        }
+        // Neighbours of the ranges, ordinary text, and spaces (Zs is not hidden).
+        for c in [
+            'a',
+            ' ',
+            'é',
+            'ф',
+            'ア',
+            '\u{00A0}',
+            '\u{00AC}',
+            '\u{00AE}',
+            '\u{200A}',
+            '\u{2010}',
+            '\u{2027}',
+            '\u{202F}',
+            '\u{205F}',
+            '\u{2065}',
+            '\u{FEFE}',
+            '\u{FFFC}',
+            '\u{E0002}',
+            '\u{E0080}',
+            '\u{1F600}',
+        ] {
+            assert!(!is_format_or_separator(c), "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn the_standard_library_agrees_these_are_not_printable() {
+        // std's Debug escapes what its Unicode tables call unprintable (Cf,
+        // Zl and Zp among them): every code point listed here must be one.
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if is_format_or_separator(c) {
+                let shown = format!("{c:?}");
+                assert!(shown.starts_with("'\\u{"), "U+{:04X}: {shown}", c as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn escape_shows_bidi_zero_width_and_separators() {
+        assert_eq!(escape_text("abc\u{202E}fdp.exe"), "abc\\u{202e}fdp.exe");
+        assert_eq!(escape_text("a\u{200B}b"), "a\\u{200b}b");
+        assert_eq!(escape_text("one\u{2028}two"), "one\\u{2028}two");
+        assert_eq!(
+            escape_text("c1\u{9b}x\u{1b}[2J\n"),
+            "c1\\u{9b}x\\u{1b}[2J\\n"
+        );
+        assert_eq!(
+            escape_text("plain ünïcode ファイル"),
+            "plain ünïcode ファイル"
+        );
+        for s in ["a\u{202E}b", "a\u{200B}b", "a\u{2028}b"] {
+            let e = escape_name(s);
+            assert!(e.starts_with('"') && e.ends_with('"'), "{e}");
+            assert!(!e.chars().any(is_format_or_separator), "{e:?}");
+            assert!(e.contains("\\u{"), "{e}");
+        }
+        // Escaping what is already escaped changes nothing.
+        let once = escape_text("x\u{202E}\u{7}");
+        assert_eq!(escape_text(&once), once);
+    }
+
+    #[test]
+    fn peer_text_is_capped_at_a_character_boundary() {
+        let short = peer_text(b"file exists");
+        assert_eq!(short, "file exists");
+        let huge = peer_text(&vec![b'A'; 1_000_000]);
+        assert_eq!(huge.len(), MAX_PEER_TEXT + TRUNCATED.len());
+        assert!(huge.ends_with(TRUNCATED));
+        // Two-byte characters across the cut: no replacement character.
+        let accents = peer_text("é".repeat(1000).as_bytes());
+        assert!(!accents.contains('\u{FFFD}') && accents.ends_with(TRUNCATED));
+        assert!(accents.len() <= MAX_PEER_TEXT + TRUNCATED.len());
+        // Escapes grow the text: the cap applies to what is shown, and an
+        // escape is never cut in half.
+        let bidi = peer_text("\u{202E}".repeat(400).as_bytes());
+        let body = bidi.strip_suffix(TRUNCATED).expect("marked as cut");
+        assert!(body.len() <= MAX_PEER_TEXT);
+        assert_eq!(body.len() % "\\u{202e}".len(), 0, "{body}");
+        assert!(!bidi.contains('\u{202E}'));
+        // Exactly at the cap: nothing is left out, so no marker.
+        let exact = peer_text(&vec![b'B'; MAX_PEER_TEXT]);
+        assert_eq!(exact.len(), MAX_PEER_TEXT);
+        assert_eq!(utf8_prefix("aé".as_bytes(), 2), b"a");
+        assert_eq!(utf8_prefix("a\u{1F600}".as_bytes(), 3), b"a");
+    }
+
+    #[test]
     fn headers_enforce_caps_and_types() {
         let h = encode_header(FrameType::Data, 10);
         assert_eq!(decode_header(&h), Ok((FrameType::Data, 10)));
@@ -678,5 +890,7 @@ mod tests {
         let (code, msg) = decode_reject(&r);
         assert_eq!(code, RejectCode::Exists);
         assert!(msg.contains("x exists") && !msg.contains('\x1b'));
+        let (_, msg) = decode_reject(&encode_reject(RejectCode::Io, "a\u{202E}b"));
+        assert_eq!(msg, "a\\u{202e}b");
     }
 }

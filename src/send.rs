@@ -1,10 +1,9 @@
 //! The sending side: connect, pin the server, offer, stream, and succeed only
 //! on a receipt that matches what was sent.
 
-use std::fs::{self, File};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -15,9 +14,12 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
-use crate::protocol::{self, Entry, FrameType, HEADER_LEN, Offer, RejectCode, TransferKind};
+use crate::protocol::{self, FrameType, HEADER_LEN, Offer, RejectCode, TransferKind};
 use crate::verify::{self, Presented};
 use crate::wire::{Session, WireError};
+
+mod files;
+use files::{FileSeq, plan};
 
 /// Bytes read from the source per DATA frame.
 pub const CHUNK: usize = 256 * 1024;
@@ -79,12 +81,6 @@ pub struct SendReport {
     pub duration: Duration,
 }
 
-/// One planned file: where it is here and what it is called there.
-struct Planned {
-    local: Option<PathBuf>,
-    entry: Entry,
-}
-
 /// Sends `source` to the pinned receiver; `Ok` only after a matching receipt.
 ///
 /// ```
@@ -105,101 +101,22 @@ struct Planned {
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendReport> {
-    let (offer, planned, mut stream): (Offer, Vec<Planned>, Option<Box<dyn Read + Send>>) =
-        match source {
-            Source::Stdin => (stream_offer(), vec![], Some(Box::new(io::stdin()))),
-            Source::Reader(r) => (stream_offer(), vec![], Some(r)),
-            Source::Paths(paths) => {
-                let planned = plan(&paths, events)?;
-                let offer = Offer {
-                    kind: TransferKind::Files,
-                    entries: planned.iter().map(|p| p.entry.clone()).collect(),
-                };
-                if offer.encode().len() > protocol::MAX_CONTROL {
-                    return Err(
-                        anyhow!("too many files or names for one transfer; split it").into(),
-                    );
-                }
-                (offer, planned, None)
-            }
-        };
-
+    // Everything local is settled before the receiver is contacted.
+    let (offer, reader) = prepare(source, events)?;
     let mut s = connect(opts, events)?;
     let start = Instant::now();
     let peer = s.peer;
-    let map = |e: WireError| classify(e, opts, peer, "during the transfer");
-
-    let mut hello = protocol::preamble().to_vec();
-    hello.extend_from_slice(&protocol::frame(FrameType::Offer, &offer.encode()));
-    s.write_all(&hello).map_err(map)?;
-    s.read_preamble().map_err(map)?;
     let mut buf = Vec::new();
-    match s.read_frame(&mut buf).map_err(map)? {
-        FrameType::Accept => {}
-        FrameType::Reject | FrameType::Error => {
-            let (code, message) = protocol::decode_reject(&buf);
-            return Err(Error::Refused {
-                code: code.as_str(),
-                message,
-            });
-        }
-        t => return Err(unexpected(t, "ACCEPT")),
-    }
-    let total = match offer.kind {
-        TransferKind::Files => Some(offer.total_bytes()),
-        TransferKind::Stream => None,
-    };
+    open_transfer(&mut s, &offer, opts, &mut buf)?;
     events.emit(Event::TransferStarted {
         peer,
         kind: kind_name(offer.kind),
         names: top_names(&offer),
         files: offer.file_count(),
-        bytes: total,
+        bytes: announced(&offer),
     });
-
-    let mut sent: u64 = 0;
-    // Small sources (a 100-byte message) need no 256 KiB buffer.
-    let chunk = match total {
-        Some(t) => (t as usize).clamp(4096, CHUNK),
-        None => 16 * 1024,
-    };
-    buf.resize(HEADER_LEN + chunk, 0);
-    let reader: Box<dyn Read + Send> = match stream.take() {
-        Some(r) => r,
-        None => Box::new(FileSeq::new(&planned)),
-    };
-    let result = pump(&mut s, reader, &mut buf, &mut sent, total, events);
-    if let Err(e) = result {
-        return Err(after_write_failure(&mut s, e, opts, sent));
-    }
-
-    s.write_frame(
-        FrameType::End,
-        &protocol::encode_counts(offer.file_count(), sent),
-    )
-    .map_err(|e| after_write_failure(&mut s, SendFail::Wire(e), opts, sent))?;
-    let receipt = s.read_frame(&mut buf).map_err(|e| match e {
-        WireError::Timeout => Error::Timeout(format!(
-            "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
-        )),
-        e => classify(e, opts, peer, "while waiting for the receipt"),
-    })?;
-    match receipt {
-        FrameType::Receipt => {}
-        FrameType::Error => {
-            let (code, message) = protocol::decode_reject(&buf);
-            return Err(receiver_failed(code, message));
-        }
-        t => return Err(unexpected(t, "RECEIPT")),
-    }
-    let (files, bytes) =
-        protocol::decode_counts(&buf, "RECEIPT").map_err(|e| Error::Incomplete(e.to_string()))?;
-    if files != offer.file_count() || bytes != sent {
-        return Err(Error::Incomplete(format!(
-            "the receiver confirmed {files} file(s) and {bytes} bytes, but {} file(s) and {sent} bytes were sent",
-            offer.file_count()
-        )));
-    }
+    let sent = stream_all(&mut s, reader, &mut buf, &offer, opts, events)?;
+    let (files, bytes) = await_receipt(&mut s, &mut buf, &offer, sent, opts)?;
     s.close();
     let duration = start.elapsed();
     events.emit(Event::TransferDone {
@@ -215,6 +132,120 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
         bytes,
         duration,
     })
+}
+
+/// The offer and the reader of its data. For paths this is the plan, which
+/// finds missing, unreadable and special files without any connection.
+fn prepare(source: Source, events: &Events) -> Result<(Offer, Box<dyn Read + Send>)> {
+    Ok(match source {
+        Source::Stdin => (stream_offer(), Box::new(io::stdin())),
+        Source::Reader(r) => (stream_offer(), r),
+        Source::Paths(paths) => {
+            let planned = plan(&paths, events)?;
+            let offer = Offer {
+                kind: TransferKind::Files,
+                entries: planned.iter().map(|p| p.entry.clone()).collect(),
+            };
+            if offer.encode().len() > protocol::MAX_CONTROL {
+                return Err(anyhow!("too many files or names for one transfer; split it").into());
+            }
+            (offer, Box::new(FileSeq::new(&planned)))
+        }
+    })
+}
+
+/// Sends the preamble and the offer; `Ok` once the receiver accepted it.
+fn open_transfer(
+    s: &mut Session<ClientConnection>,
+    offer: &Offer,
+    opts: &SendOptions,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let peer = s.peer;
+    let map = |e: WireError| classify(e, opts, peer, "during the transfer");
+    let mut hello = protocol::preamble().to_vec();
+    hello.extend_from_slice(&protocol::frame(FrameType::Offer, &offer.encode()));
+    s.write_all(&hello).map_err(map)?;
+    s.read_preamble().map_err(map)?;
+    match s.read_frame(buf).map_err(map)? {
+        FrameType::Accept => Ok(()),
+        FrameType::Reject | FrameType::Error => {
+            let (code, message) = protocol::decode_reject(buf);
+            Err(Error::Refused {
+                code: code.as_str(),
+                message,
+            })
+        }
+        t => Err(unexpected(t, "ACCEPT")),
+    }
+}
+
+/// Streams all data and the END frame; returns the bytes sent. A failure
+/// (of the source or the connection) is reported to the receiver.
+fn stream_all(
+    s: &mut Session<ClientConnection>,
+    reader: Box<dyn Read + Send>,
+    buf: &mut Vec<u8>,
+    offer: &Offer,
+    opts: &SendOptions,
+    events: &Events,
+) -> Result<u64> {
+    let total = announced(offer);
+    // Small sources (a 100-byte message) need no 256 KiB buffer.
+    let chunk = match total {
+        Some(t) => (t as usize).clamp(4096, CHUNK),
+        None => 16 * 1024,
+    };
+    buf.resize(HEADER_LEN + chunk, 0);
+    let mut sent: u64 = 0;
+    if let Err(e) = pump(s, reader, buf, &mut sent, total, events) {
+        return Err(after_write_failure(s, e, opts, sent));
+    }
+    s.write_frame(
+        FrameType::End,
+        &protocol::encode_counts(offer.file_count(), sent),
+    )
+    .map_err(|e| after_write_failure(s, SendFail::Wire(e), opts, sent))?;
+    Ok(sent)
+}
+
+/// Waits for the receipt and checks it confirms exactly what was sent.
+fn await_receipt(
+    s: &mut Session<ClientConnection>,
+    buf: &mut Vec<u8>,
+    offer: &Offer,
+    sent: u64,
+    opts: &SendOptions,
+) -> Result<(u32, u64)> {
+    let peer = s.peer;
+    let receipt = s.read_frame(buf).map_err(|e| match e {
+        WireError::Timeout => Error::Timeout(format!(
+            "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
+        )),
+        e => classify(e, opts, peer, "while waiting for the receipt"),
+    })?;
+    match receipt {
+        FrameType::Receipt => {}
+        FrameType::Error => {
+            let (code, message) = protocol::decode_reject(buf);
+            return Err(receiver_failed(code, message));
+        }
+        t => return Err(unexpected(t, "RECEIPT")),
+    }
+    let (files, bytes) =
+        protocol::decode_counts(buf, "RECEIPT").map_err(|e| Error::Incomplete(e.to_string()))?;
+    if files != offer.file_count() || bytes != sent {
+        return Err(Error::Incomplete(format!(
+            "the receiver confirmed {files} file(s) and {bytes} bytes, but {} file(s) and {sent} bytes were sent",
+            offer.file_count()
+        )));
+    }
+    Ok((files, bytes))
+}
+
+/// The bytes an offer announces; a stream announces none.
+fn announced(offer: &Offer) -> Option<u64> {
+    (offer.kind == TransferKind::Files).then(|| offer.total_bytes())
 }
 
 fn stream_offer() -> Offer {
@@ -286,6 +317,9 @@ fn pump(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if files::names_its_file(&e) => {
+                return Err(SendFail::Source(anyhow::Error::new(e)));
+            }
             Err(e) => {
                 return Err(SendFail::Source(
                     anyhow::Error::new(e).context("cannot read the input"),
@@ -314,66 +348,6 @@ fn send_data(
         total,
     });
     Ok(())
-}
-
-/// The planned files' contents back to back, exactly as announced: a file
-/// that shrank or grew since it was measured is an error, not a silent
-/// mismatch.
-struct FileSeq {
-    files: std::vec::IntoIter<(PathBuf, u64)>,
-    cur: Option<(File, PathBuf)>,
-    left: u64,
-}
-
-impl FileSeq {
-    fn new(planned: &[Planned]) -> Self {
-        let files: Vec<(PathBuf, u64)> = planned
-            .iter()
-            .filter_map(|p| p.local.clone().map(|l| (l, p.entry.size)))
-            .collect();
-        FileSeq {
-            files: files.into_iter(),
-            cur: None,
-            left: 0,
-        }
-    }
-}
-
-impl Read for FileSeq {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some((f, path)) = self.cur.as_mut() {
-                if self.left > 0 {
-                    let want = (out.len() as u64).min(self.left) as usize;
-                    let n = f.read(&mut out[..want])?;
-                    if n == 0 {
-                        return Err(io::Error::other(format!(
-                            "{} shrank while it was being sent; nothing was stored, send it again",
-                            path.display()
-                        )));
-                    }
-                    self.left -= n as u64;
-                    return Ok(n);
-                }
-                let mut probe = [0u8; 1];
-                if f.read(&mut probe)? > 0 {
-                    return Err(io::Error::other(format!(
-                        "{} grew while it was being sent; nothing was stored, send it again",
-                        path.display()
-                    )));
-                }
-                self.cur = None;
-            }
-            let Some((path, size)) = self.files.next() else {
-                return Ok(0);
-            };
-            let f = File::open(&path).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-            })?;
-            self.cur = Some((f, path));
-            self.left = size;
-        }
-    }
 }
 
 /// Turns a failure while streaming into the most useful error: the receiver's
@@ -449,9 +423,9 @@ fn connect(opts: &SendOptions, events: &Events) -> Result<Session<ClientConnecti
                 addr: peer,
                 detail: tls.to_string(),
             },
-            None => classify(e, opts, peer, "during the TLS handshake"),
+            None => handshake_failure(e, opts, peer, "--handshake-timeout"),
         },
-        e => classify(e, opts, peer, "during the TLS handshake"),
+        e => handshake_failure(e, opts, peer, "--handshake-timeout"),
     })?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
@@ -482,12 +456,27 @@ fn connect_once(opts: &SendOptions) -> Result<TcpStream> {
         last.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
     ) {
-        return Err(Error::Timeout(format!("connecting to {}", opts.addr)));
+        return Err(Error::Timeout(format!(
+            "connecting to {} (see --connect-timeout)",
+            opts.addr
+        )));
     }
     Err(Error::Connect {
         addr: opts.addr.clone(),
         source: last,
     })
+}
+
+/// A handshake failure that is not about the pin. A timeout names `flag`,
+/// the one that bounds the handshake: --idle-timeout only starts after it.
+fn handshake_failure(e: WireError, opts: &SendOptions, peer: SocketAddr, flag: &str) -> Error {
+    match e {
+        WireError::Timeout => Error::Timeout(format!(
+            "during the TLS handshake with {peer}: it did not complete within {:?}; is a pincat receiver listening there? (see {flag})",
+            opts.handshake_timeout
+        )),
+        e => classify(e, opts, peer, "during the TLS handshake"),
+    }
 }
 
 /// Maps a session failure to the error a user can act on.
@@ -521,111 +510,6 @@ fn classify(e: WireError, opts: &SendOptions, peer: SocketAddr, when: &str) -> E
     }
 }
 
-/// Walks the given paths into an ordered plan of directories and files.
-fn plan(paths: &[PathBuf], events: &Events) -> Result<Vec<Planned>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = fs::metadata(p).with_context(|| format!("cannot send {}", p.display()))?;
-        let name = top_name(p)?;
-        if meta.is_dir() {
-            out.push(dir_entry(name.clone(), &meta));
-            walk(p, &name, &mut out, events)?;
-        } else if meta.is_file() {
-            out.push(file_entry(p.clone(), name, &meta));
-        } else {
-            return Err(anyhow!(
-                "cannot send {}: not a regular file or directory (pipe it on stdin instead)",
-                p.display()
-            )
-            .into());
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for p in &out {
-        protocol::validate_name(&p.entry.name)
-            .map_err(|e| anyhow!("cannot send this name: {e}"))?;
-        if !seen.insert(p.entry.name.as_str()) {
-            return Err(anyhow!(
-                "two of the given paths are both named {}; send them separately",
-                protocol::escape_name(&p.entry.name)
-            )
-            .into());
-        }
-    }
-    Ok(out)
-}
-
-fn top_name(p: &Path) -> Result<String> {
-    let abs = fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()))?;
-    let name = abs.file_name().ok_or_else(|| {
-        anyhow!(
-            "cannot send {} as a whole; send what it contains",
-            p.display()
-        )
-    })?;
-    utf8_name(name, p)
-}
-
-fn utf8_name(name: &std::ffi::OsStr, p: &Path) -> Result<String> {
-    name.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("cannot send {}: its name is not UTF-8", p.display()).into())
-}
-
-fn dir_entry(name: String, meta: &fs::Metadata) -> Planned {
-    use std::os::unix::fs::PermissionsExt;
-    Planned {
-        local: None,
-        entry: Entry {
-            name,
-            is_dir: true,
-            mode: meta.permissions().mode() & 0o7777,
-            size: 0,
-        },
-    }
-}
-
-fn file_entry(local: PathBuf, name: String, meta: &fs::Metadata) -> Planned {
-    use std::os::unix::fs::PermissionsExt;
-    Planned {
-        local: Some(local),
-        entry: Entry {
-            name,
-            is_dir: false,
-            mode: meta.permissions().mode() & 0o7777,
-            size: meta.len(),
-        },
-    }
-}
-
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
-    let mut children: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .collect::<io::Result<_>>()
-        .with_context(|| format!("cannot list {}", dir.display()))?;
-    children.sort_by_key(|e| e.file_name());
-    for child in children {
-        let path = child.path();
-        let meta = fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let name = format!("{prefix}/{}", utf8_name(&child.file_name(), &path)?);
-        if meta.is_dir() {
-            out.push(dir_entry(name.clone(), &meta));
-            walk(&path, &name, out, events)?;
-        } else if meta.is_file() {
-            out.push(file_entry(path, name, &meta));
-        } else {
-            events.emit(Event::Warning {
-                message: format!(
-                    "skipping {}: symbolic links and special files are not sent",
-                    path.display()
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Connects to `addr`, completes enough of a TLS 1.3 handshake to see the
 /// server's certificate, and returns its fingerprint. No application byte
 /// is ever sent: the handshake is aborted by the verifier itself.
@@ -643,17 +527,53 @@ pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> 
     let outcome = Session::handshake(conn, sock, timeout);
     match (presented.get(), outcome) {
         (Some(fp), _) => Ok(fp),
-        (None, Err(e)) => Err(classify(e, &opts, peer, "during the TLS handshake")),
+        (None, Err(e)) => Err(handshake_failure(e, &opts, peer, "--connect-timeout")),
         (None, Ok(_)) => Err(anyhow!("the server at {peer} presented no certificate").into()),
     }
+}
+
+/// Copies the peer's raw reply to `output` until its close_notify.
+fn copy_reply(
+    s: &mut Session<ClientConnection>,
+    buf: &mut [u8],
+    output: &mut dyn io::Write,
+    opts: &SendOptions,
+) -> Result<()> {
+    let peer = s.peer;
+    let outcome = loop {
+        match s.read(buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => output
+                .write_all(&buf[..n])
+                .context("cannot write the peer's reply")?,
+            // Anyone on the path can forge a TCP FIN at a record boundary;
+            // only close_notify says the reply is complete.
+            Err(WireError::Closed) => {
+                break Err(Error::Incomplete(format!(
+                    "the peer at {peer} closed the connection without TLS close_notify: its reply may be truncated"
+                )));
+            }
+            Err(e) => {
+                break Err(classify(
+                    e,
+                    opts,
+                    peer,
+                    "while waiting for the peer to close",
+                ));
+            }
+        }
+    };
+    let _ = output.flush();
+    outcome
 }
 
 /// Raw mode: the same pinned TLS 1.3 session, but no pincat framing: `input`
 /// is sent as plain bytes, then close_notify; whatever the peer sends back is
 /// copied to `output` until it closes. For talking to `openssl s_server`,
 /// `ncat --ssl`, `socat OPENSSL-LISTEN` or `pincat serve --raw`. There is no
-/// receipt: success means every byte was handed to TLS and the peer closed
-/// in order (a reset is an error).
+/// receipt: success means every byte was handed to TLS and the peer ended
+/// its reply with close_notify (a bare TCP close or a reset is an error:
+/// the reply may be truncated).
 pub fn send_raw(
     opts: &SendOptions,
     mut input: Box<dyn Read + Send>,
@@ -696,25 +616,7 @@ pub fn send_raw(
     s.conn.send_close_notify();
     s.write_all(&[])
         .map_err(|e| classify(e, opts, peer, "while closing"))?;
-    loop {
-        match s.read(&mut buf) {
-            // close_notify, or a FIN after the peer read everything: both
-            // orderly. A reset (unread data dropped) falls to the error arm.
-            Ok(0) | Err(WireError::Closed) => break,
-            Ok(n) => output
-                .write_all(&buf[..n])
-                .context("cannot write the peer's reply")?,
-            Err(e) => {
-                return Err(classify(
-                    e,
-                    opts,
-                    peer,
-                    "while waiting for the peer to close",
-                ));
-            }
-        }
-    }
-    let _ = output.flush();
+    copy_reply(&mut s, &mut buf, output, opts)?;
     let duration = start.elapsed();
     events.emit(Event::TransferDone {
         peer,

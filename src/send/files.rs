@@ -1,0 +1,546 @@
+//! The sender's local files: the plan of what to send (walked, and each file
+//! opened once, before any connection is made) and a reader that delivers
+//! exactly the planned files or fails with "file changed while being read".
+
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+
+use crate::error::Result;
+use crate::events::{Event, Events};
+use crate::protocol::{self, Entry};
+
+/// One planned entry: where it is here, what it is called there, and for a
+/// file what it was when planned.
+#[derive(Debug)]
+pub(super) struct Planned {
+    /// The file to read; `None` for a directory.
+    pub(super) local: Option<Local>,
+    /// What the offer announces.
+    pub(super) entry: Entry,
+}
+
+/// A planned file on this machine.
+#[derive(Debug, Clone)]
+pub(super) struct Local {
+    at: Place,
+    planned: Stamp,
+}
+
+/// A path twice: resolved for opening (no symbolic link the user named is
+/// left in it), and as the user wrote it, for messages.
+#[derive(Debug, Clone)]
+struct Place {
+    real: PathBuf,
+    shown: PathBuf,
+}
+
+impl Place {
+    fn join(&self, name: &std::ffi::OsStr) -> Place {
+        Place {
+            real: self.real.join(name),
+            shown: self.shown.join(name),
+        }
+    }
+}
+
+/// What `fstat` says about a file, as far as "is it still the same file, and
+/// did it change" goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// The file opened for sending is the one planned: same device, inode
+    /// and size. Anything else (a file swapped in, one that was resized)
+    /// would not match the offer.
+    fn same_file(&self, planned: &Stamp) -> bool {
+        (self.dev, self.ino, self.size) == (planned.dev, planned.ino, planned.size)
+    }
+
+    /// Nothing was written to the file while it was read. A write moves
+    /// mtime and ctime; a timestamp the kernel keeps coarse can hide a write
+    /// that lands in the same tick as the previous one (tar has the same
+    /// limit), which is why the size and the byte count are checked too.
+    fn unchanged_since(&self, at_open: &Stamp) -> bool {
+        self == at_open
+    }
+}
+
+/// The error for a file that is not what was planned; the wording is tar's.
+fn changed(path: &Path) -> io::Error {
+    io::Error::other(FileError(format!(
+        "{}: file changed while being read; nothing was stored, send it again",
+        path.display()
+    )))
+}
+
+/// A failure of a planned file, already naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct FileError(String);
+
+/// True when `e` came from a planned file and so already names it.
+pub(super) fn names_its_file(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<FileError>())
+}
+
+/// Opens a planned file for reading without following a symbolic link in
+/// its last component. `O_NONBLOCK` keeps a FIFO swapped in for the file
+/// from blocking the open; it has no effect on reads of a regular file.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Walks the given paths into an ordered plan of directories and files.
+/// Every file is opened once here, so an unreadable, vanished or special
+/// file is reported before a connection uses up a one-shot receiver.
+pub(super) fn plan(paths: &[PathBuf], events: &Events) -> Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for p in paths {
+        plan_top(p, &mut out, events)?;
+    }
+    check_names(&out)?;
+    Ok(out)
+}
+
+/// Plans one path the user named. A symbolic link the user named is
+/// followed now, once: what it resolves to is what is read later.
+fn plan_top(p: &Path, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
+    let real = fs::canonicalize(p).with_context(|| format!("cannot send {}", p.display()))?;
+    let name = real.file_name().ok_or_else(|| {
+        anyhow!(
+            "cannot send {} as a whole; send what it contains",
+            p.display()
+        )
+    })?;
+    let name = utf8_name(name, p)?;
+    let meta =
+        fs::symlink_metadata(&real).with_context(|| format!("cannot send {}", p.display()))?;
+    let at = Place {
+        real,
+        shown: p.to_path_buf(),
+    };
+    if meta.is_dir() {
+        out.push(dir_entry(name.clone(), &meta));
+        walk(&at, &name, out, events)
+    } else if meta.is_file() {
+        out.push(plan_file(at, name)?);
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "cannot send {}: not a regular file or directory (pipe it on stdin instead)",
+            p.display()
+        )
+        .into())
+    }
+}
+
+/// Names must be valid on the receiver and unique within the offer.
+fn check_names(planned: &[Planned]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for p in planned {
+        protocol::validate_name(&p.entry.name)
+            .map_err(|e| anyhow!("cannot send this name: {e}"))?;
+        if !seen.insert(p.entry.name.as_str()) {
+            return Err(anyhow!(
+                "two of the given paths are both named {}; send them separately",
+                protocol::escape_name(&p.entry.name)
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn utf8_name(name: &std::ffi::OsStr, p: &Path) -> Result<String> {
+    name.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("cannot send {}: its name is not UTF-8", p.display()).into())
+}
+
+fn dir_entry(name: String, meta: &Metadata) -> Planned {
+    Planned {
+        local: None,
+        entry: Entry {
+            name,
+            is_dir: true,
+            mode: meta.mode() & 0o7777,
+            size: 0,
+        },
+    }
+}
+
+/// Opens the file (proving it is readable and a regular file), records what
+/// it is, and closes it again: a plan holds no descriptor per file.
+fn plan_file(at: Place, name: String) -> Result<Planned> {
+    let shown = at.shown.display();
+    let file = open_nofollow(&at.real).with_context(|| format!("cannot send {shown}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot send {shown}"))?;
+    if !meta.is_file() {
+        return Err(anyhow!(
+            "cannot send {shown}: it stopped being a regular file while it was being listed"
+        )
+        .into());
+    }
+    let entry = Entry {
+        name,
+        is_dir: false,
+        mode: meta.mode() & 0o7777,
+        size: meta.len(),
+    };
+    let planned = Stamp::of(&meta);
+    Ok(Planned {
+        entry,
+        local: Some(Local { at, planned }),
+    })
+}
+
+fn walk(dir: &Place, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
+    let listing = || format!("cannot list {}", dir.shown.display());
+    let mut children: Vec<_> = fs::read_dir(&dir.real)
+        .with_context(listing)?
+        .collect::<io::Result<_>>()
+        .with_context(listing)?;
+    children.sort_by_key(|e| e.file_name());
+    for child in children {
+        let at = dir.join(&child.file_name());
+        let meta = fs::symlink_metadata(&at.real)
+            .with_context(|| format!("cannot read {}", at.shown.display()))?;
+        let name = format!("{prefix}/{}", utf8_name(&child.file_name(), &at.shown)?);
+        if meta.is_dir() {
+            out.push(dir_entry(name.clone(), &meta));
+            walk(&at, &name, out, events)?;
+        } else if meta.is_file() {
+            out.push(plan_file(at, name)?);
+        } else {
+            events.emit(Event::Warning {
+                message: format!(
+                    "skipping {}: symbolic links and special files are not sent",
+                    at.shown.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The planned files' contents back to back, exactly as announced: a file
+/// that is not the planned one, or that changed while it was read, is an
+/// error, never a torn or substituted copy.
+pub(super) struct FileSeq {
+    files: std::vec::IntoIter<Local>,
+    cur: Option<Reading>,
+}
+
+impl FileSeq {
+    pub(super) fn new(planned: &[Planned]) -> Self {
+        let files: Vec<Local> = planned.iter().filter_map(|p| p.local.clone()).collect();
+        FileSeq {
+            files: files.into_iter(),
+            cur: None,
+        }
+    }
+}
+
+impl Read for FileSeq {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = self.cur.as_mut() {
+                if r.left > 0 {
+                    return r.read_some(out);
+                }
+                r.finish()?;
+                self.cur = None;
+            }
+            let Some(local) = self.files.next() else {
+                return Ok(0);
+            };
+            self.cur = Some(Reading::open(local)?);
+        }
+    }
+}
+
+/// One planned file, open and being read.
+struct Reading {
+    file: File,
+    /// As the user wrote it, for messages.
+    path: PathBuf,
+    at_open: Stamp,
+    left: u64,
+}
+
+impl Reading {
+    fn open(local: Local) -> io::Result<Reading> {
+        let (Place { real, shown: path }, planned) = (local.at, local.planned);
+        let file = match open_nofollow(&real) {
+            Ok(f) => f,
+            // O_NOFOLLOW refused: the file was replaced by a symbolic link.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(changed(&path)),
+            Err(e) => return Err(file_error(&path, "cannot open", e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| file_error(&path, "cannot read", e))?;
+        let at_open = Stamp::of(&meta);
+        if !meta.is_file() || !at_open.same_file(&planned) {
+            return Err(changed(&path));
+        }
+        Ok(Reading {
+            file,
+            path,
+            at_open,
+            left: planned.size,
+        })
+    }
+
+    fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let want = (out.len() as u64).min(self.left) as usize;
+        let n = match self.file.read(&mut out[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => return Err(file_error(&self.path, "cannot read", e)),
+        };
+        if n == 0 {
+            // It ends before the planned size: it shrank.
+            return Err(changed(&self.path));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    /// After the planned bytes: nothing more to read, and fstat shows the
+    /// same size, mtime and ctime as when the file was opened.
+    fn finish(&mut self) -> io::Result<()> {
+        let mut probe = [0u8; 1];
+        let more = match self.file.read(&mut probe) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => return Err(file_error(&self.path, "cannot read", e)),
+        };
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| file_error(&self.path, "cannot read", e))?;
+        if more > 0 || !Stamp::of(&now).unchanged_since(&self.at_open) {
+            return Err(changed(&self.path));
+        }
+        Ok(())
+    }
+}
+
+fn file_error(path: &Path, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        FileError(format!("{what} {}: {e}", path.display())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+    use std::time::{Duration, SystemTime};
+
+    const LEN: usize = 300 * 1024;
+
+    fn stamp(ino: u64, size: u64, mtime: i64, ctime: i64) -> Stamp {
+        Stamp {
+            dev: 1,
+            ino,
+            size,
+            mtime: (mtime, 0),
+            ctime: (ctime, 0),
+        }
+    }
+
+    #[test]
+    fn stamps_compare_identity_then_content() {
+        let planned = stamp(7, 100, 10, 10);
+        assert!(
+            stamp(7, 100, 99, 99).same_file(&planned),
+            "times may move before the open"
+        );
+        assert!(!stamp(8, 100, 10, 10).same_file(&planned), "another inode");
+        assert!(!stamp(7, 101, 10, 10).same_file(&planned), "another size");
+        let other_dev = Stamp { dev: 2, ..planned };
+        assert!(!other_dev.same_file(&planned));
+        assert!(planned.unchanged_since(&planned));
+        assert!(!stamp(7, 100, 11, 10).unchanged_since(&planned), "mtime");
+        assert!(!stamp(7, 100, 10, 11).unchanged_since(&planned), "ctime");
+        assert!(!stamp(7, 99, 10, 10).unchanged_since(&planned), "size");
+        let nanos = Stamp {
+            mtime: (10, 1),
+            ..planned
+        };
+        assert!(!nanos.unchanged_since(&planned), "nanoseconds count");
+    }
+
+    /// A file whose mtime lies far in the past, so that any write now moves it
+    /// whatever the kernel's timestamp granularity.
+    fn old_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+        let p = dir.join(name);
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let f = File::create(&p).unwrap();
+        (&f).write_all(&data).unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+        p
+    }
+
+    /// Plans `path`, reads the first 64 KiB, runs `meddle`, reads the rest.
+    fn read_with(path: &Path, meddle: impl FnOnce()) -> io::Result<Vec<u8>> {
+        let planned = plan(&[path.to_path_buf()], &Events::silent()).unwrap();
+        let mut seq = FileSeq::new(&planned);
+        let mut got = vec![0u8; 64 * 1024];
+        seq.read_exact(&mut got)?;
+        meddle();
+        seq.read_to_end(&mut got)?;
+        Ok(got)
+    }
+
+    fn assert_changed(r: io::Result<Vec<u8>>) {
+        let e = r.expect_err("a changed file was sent");
+        assert!(names_its_file(&e), "{e}");
+        assert!(
+            e.to_string().contains(": file changed while being read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_tree_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("t");
+        fs::create_dir_all(top.join("sub")).unwrap();
+        fs::write(top.join("a"), b"first").unwrap();
+        fs::write(top.join("sub/b"), b"second").unwrap();
+        fs::write(top.join("sub/empty"), b"").unwrap();
+        let planned = plan(&[top], &Events::silent()).unwrap();
+        let names: Vec<&str> = planned.iter().map(|p| p.entry.name.as_str()).collect();
+        assert_eq!(names, ["t", "t/a", "t/sub", "t/sub/b", "t/sub/empty"]);
+        let mut got = Vec::new();
+        FileSeq::new(&planned).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"firstsecond");
+    }
+
+    #[test]
+    fn a_symlink_the_user_names_is_followed_once_at_planning() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("target.txt"), b"pointed at").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("target.txt", &link).unwrap();
+        let planned = plan(&[link], &Events::silent()).unwrap();
+        assert_eq!(planned[0].entry.name, "target.txt");
+        let mut got = Vec::new();
+        FileSeq::new(&planned).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"pointed at");
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_while_read_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = old_file(dir.path(), "f", LEN);
+        assert_changed(read_with(&p, || {
+            // Same size, other bytes, behind the read position.
+            let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+            f.write_all(b"XXXX").unwrap();
+        }));
+        // The same, ahead of the read position.
+        let p = old_file(dir.path(), "g", LEN);
+        assert_changed(read_with(&p, || {
+            let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+            f.seek(SeekFrom::Start(LEN as u64 - 4)).unwrap();
+            f.write_all(b"XXXX").unwrap();
+        }));
+    }
+
+    #[test]
+    fn a_file_that_grows_or_shrinks_while_read_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = old_file(dir.path(), "grows", LEN);
+        assert_changed(read_with(&p, || {
+            let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+            f.write_all(b"more").unwrap();
+        }));
+        let p = old_file(dir.path(), "shrinks", LEN);
+        assert_changed(read_with(&p, || {
+            let f = OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_len(LEN as u64 / 2).unwrap();
+        }));
+    }
+
+    #[test]
+    fn a_file_replaced_after_planning_is_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = old_file(dir.path(), "f", 4096);
+        // The same size and content elsewhere: only the swap itself is wrong.
+        let decoy = old_file(dir.path(), "decoy", 4096);
+        let planned = plan(std::slice::from_ref(&p), &Events::silent()).unwrap();
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&decoy, &p).unwrap();
+        assert_changed(
+            FileSeq::new(&planned)
+                .read_to_end(&mut Vec::new())
+                .map(|_| vec![]),
+        );
+        // Renamed over by another file: another inode.
+        let planned = plan(std::slice::from_ref(&decoy), &Events::silent()).unwrap();
+        let twin = old_file(dir.path(), "twin", 4096);
+        fs::rename(&twin, &decoy).unwrap();
+        assert_changed(
+            FileSeq::new(&planned)
+                .read_to_end(&mut Vec::new())
+                .map(|_| vec![]),
+        );
+    }
+
+    #[test]
+    fn planning_refuses_unreadable_vanished_and_special_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let e = plan(&[missing], &Events::silent()).unwrap_err().to_string();
+        assert!(e.contains("cannot send") && e.contains("missing"), "{e}");
+        let e = plan(&[PathBuf::from("/dev/null")], &Events::silent())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let secret = old_file(dir.path(), "secret", 10);
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+        if File::open(&secret).is_ok() {
+            eprintln!(
+                "running with CAP_DAC_OVERRIDE (root?): chmod 000 is still readable; skipped"
+            );
+            return;
+        }
+        let e = plan(&[secret], &Events::silent()).unwrap_err().to_string();
+        assert!(
+            e.contains("secret") && e.contains("ermission denied"),
+            "{e}"
+        );
+    }
+}
