@@ -304,20 +304,19 @@ impl Offer {
 
 /// Names must be unique, and a file cannot also be a parent of another entry.
 fn check_tree(entries: &[Entry]) -> Result<(), NameError> {
-    use std::collections::HashMap;
-    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
-    for e in entries {
-        if seen.insert(e.name.as_str(), e.is_dir).is_some() {
-            return Err(NameError::Duplicate(escape_name(&e.name)));
-        }
-    }
-    for e in entries {
-        let mut parent = e.name.as_str();
-        while let Some(i) = parent.rfind('/') {
-            parent = &parent[..i];
-            if seen.get(parent) == Some(&false) {
-                return Err(NameError::Duplicate(escape_name(&e.name)));
-            }
+    // Sorted component by component, every entry's descendants follow it
+    // directly, so comparing neighbours finds duplicates and files used as
+    // directories in O(total name length * log n); checking every prefix
+    // of every name was quadratic in the depth.
+    let mut order: Vec<&Entry> = entries.iter().collect();
+    order.sort_unstable_by(|a, b| a.name.split('/').cmp(b.name.split('/')));
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let under = b.name.len() > a.name.len()
+            && b.name.starts_with(a.name.as_str())
+            && b.name.as_bytes()[a.name.len()] == b'/';
+        if a.name == b.name || (under && !a.is_dir) {
+            return Err(NameError::Duplicate(escape_name(&b.name)));
         }
     }
     Ok(())

@@ -368,9 +368,9 @@ fn after_write_failure(
         }
         SendFail::Wire(e) => {
             // The receiver may have explained itself before closing.
-            let _ = s.sock.tcp.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = Vec::new();
-            if let Ok(FrameType::Error) = s.read_frame(&mut buf) {
+            // Read it without flushing our own pending output first: that
+            // flush is what just failed.
+            if let Some((FrameType::Error, buf)) = s.read_pending_frame(Duration::from_secs(2)) {
                 let (code, message) = protocol::decode_reject(&buf);
                 return receiver_failed(code, message);
             }

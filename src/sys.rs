@@ -60,7 +60,12 @@ pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
         return dup(dir);
     }
     match openat2_dir(dir, rel) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::E2BIG)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EPERM | libc::E2BIG)
+            ) =>
+        {
             walk_dir(dir, rel)
         }
         r => r,
@@ -73,8 +78,7 @@ fn openat2_dir(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     // fields this code does not set).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = DIR_FLAGS as u64;
-    how.resolve =
-        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: valid dirfd, C string and open_how of the size passed.
     let fd = unsafe {
         libc::syscall(
@@ -134,9 +138,8 @@ pub fn create_new_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result
     let c = cstr(name)?;
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: valid dirfd and C string.
-    let fd = check(unsafe {
-        libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint)
-    })?;
+    let fd =
+        check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) })?;
     // SAFETY: `fd` was just opened and is owned by nobody else.
     Ok(unsafe { File::from_raw_fd(fd) })
 }
@@ -189,7 +192,15 @@ pub fn link_at(
 ) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);
     // SAFETY: valid dirfds and C strings; flags 0 follows no symlink.
-    check(unsafe { libc::linkat(from_dir.as_raw_fd(), f.as_ptr(), to_dir.as_raw_fd(), t.as_ptr(), 0) })?;
+    check(unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            f.as_ptr(),
+            to_dir.as_raw_fd(),
+            t.as_ptr(),
+            0,
+        )
+    })?;
     Ok(())
 }
 
@@ -268,7 +279,14 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Stat>> {
     // SAFETY: stat is plain old data; zeroed is a valid initial value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid dirfd, C string and out-pointer.
-    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r == 0 {
         return Ok(Some(to_stat(&st)));
     }
@@ -373,10 +391,10 @@ pub fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
 pub fn umask() -> u32 {
     if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
         for line in s.lines() {
-            if let Some(v) = line.strip_prefix("Umask:") {
-                if let Ok(m) = u32::from_str_radix(v.trim(), 8) {
-                    return m;
-                }
+            if let Some(v) = line.strip_prefix("Umask:")
+                && let Ok(m) = u32::from_str_radix(v.trim(), 8)
+            {
+                return m;
             }
         }
     }
@@ -465,7 +483,13 @@ pub fn sync_stdout() {
     // SAFETY: fd 1 stays open for the life of the process; the borrow does
     // not outlive this call.
     let fd = unsafe { BorrowedFd::borrow_raw(1) };
-    if matches!(stat_fd(fd), Ok(Stat { kind: Kind::File, .. })) {
+    if matches!(
+        stat_fd(fd),
+        Ok(Stat {
+            kind: Kind::File,
+            ..
+        })
+    ) {
         let _ = fsync(fd);
     }
 }

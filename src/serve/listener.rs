@@ -144,7 +144,13 @@ impl Acceptor {
 
     /// Waits up to `wait` for activity, then accepts what is new, drops
     /// bare sockets past their deadline, and hands readable ones to workers.
-    pub fn round(&mut self, listener: &TcpListener, wake: &UnixStream, wait: Duration, sh: &Arc<Shared>) {
+    pub fn round(
+        &mut self,
+        listener: &TcpListener,
+        wake: &UnixStream,
+        wait: Duration,
+        sh: &Arc<Shared>,
+    ) {
         self.threads.retain(|t| !t.is_finished());
         let wait = match self.bare.front() {
             Some(b) => wait.min(
@@ -190,7 +196,11 @@ impl Acceptor {
                 && let Some(old) = self.bare.pop_front()
             {
                 sys::reset_on_close(&old.sock);
-                refused(sh, old.peer, "too many connections that sent nothing; the oldest was dropped");
+                refused(
+                    sh,
+                    old.peer,
+                    "too many connections that sent nothing; the oldest was dropped",
+                );
             }
             self.bare.push_back(Bare {
                 sock,
@@ -221,7 +231,11 @@ impl Acceptor {
         if sh.conns.handshaking.load(Ordering::SeqCst) >= sh.opts.max_handshakes
             && let Some(peer) = sh.conns.evict_oldest_handshake()
         {
-            refused(sh, peer, "too many handshakes in progress (--max-handshakes); the oldest was cut");
+            refused(
+                sh,
+                peer,
+                "too many handshakes in progress (--max-handshakes); the oldest was cut",
+            );
         }
         let _ = b.sock.set_nonblocking(false);
         let id = self.next_id;

@@ -377,7 +377,10 @@ fn serve_conn(sh: &Shared, job: Job, established: &mut bool) -> Outcome {
             sh.opts.max_conns
         );
         if !sh.opts.raw {
-            let _ = s.write_frame(FrameType::Reject, &protocol::encode_reject(RejectCode::Busy, &message));
+            let _ = s.write_frame(
+                FrameType::Reject,
+                &protocol::encode_reject(RejectCode::Busy, &message),
+            );
         }
         s.close();
         sh.events.emit(Event::Refused {
@@ -770,10 +773,7 @@ fn transfer(
                 s.read_exact(&mut buf[..len]).map_err(wire_fail)?;
                 return Err((
                     RejectCode::Protocol,
-                    format!(
-                        "the sender gave up: {}",
-                        protocol::escape_text(&String::from_utf8_lossy(&buf[..len]))
-                    ),
+                    format!("the sender gave up: {}", protocol::peer_text(&buf[..len])),
                 ));
             }
             t => {
@@ -808,4 +808,3 @@ fn wire_fail(e: WireError) -> Fail {
         e => (RejectCode::Protocol, format!("{e}; nothing was stored")),
     }
 }
-

@@ -34,6 +34,9 @@ pub type Fail = (RejectCode, String);
 /// staged in the state directory with one descriptor at a time.
 pub const MAX_HELD: usize = 16;
 
+/// Most directory descriptors one walk keeps along its path.
+const MAX_WALK_FDS: usize = 32;
+
 /// The private directory under the output that holds staged transfers.
 pub const STATE_DIR: &str = ".pincat-state";
 
@@ -101,7 +104,10 @@ impl Store {
     pub fn open(output: &Output) -> anyhow::Result<Store> {
         use anyhow::Context;
         let (base, display) = match output {
-            Output::Default => (Base::Stdout(sys::open_dir(Path::new("."))?), PathBuf::from(".")),
+            Output::Default => (
+                Base::Stdout(sys::open_dir(Path::new("."))?),
+                PathBuf::from("."),
+            ),
             Output::Path(p) => {
                 let base = match std::fs::metadata(p) {
                     Ok(m) if m.is_dir() => Base::Dir(
@@ -173,7 +179,12 @@ impl Store {
                     ),
                 ));
             }
-            match self.reserved.compare_exchange(cur, cur + need, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.reserved.compare_exchange(
+                cur,
+                cur + need,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return Ok(need),
                 Err(v) => cur = v,
             }
@@ -183,7 +194,9 @@ impl Store {
     fn release(&self, n: u64) {
         let _ = self
             .reserved
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_sub(n))
+            });
     }
 }
 
@@ -233,6 +246,10 @@ struct Made {
     stat: Stat,
 }
 
+/// How a walk creates missing directories: a callback told of each one
+/// made (where its name ends, its identity) and the mode to make them with.
+type Make<'m> = (&'m mut dyn FnMut(usize, Stat), u32);
+
 impl<'a> Walker<'a> {
     fn new(root: BorrowedFd<'a>) -> Self {
         Walker {
@@ -248,11 +265,7 @@ impl<'a> Walker<'a> {
 
     /// Moves to the directory `target` ("" is the root). With `make`, missing
     /// directories are created (mode `dir_mode`, before umask) and reported.
-    fn goto(
-        &mut self,
-        target: &str,
-        make: Option<(&mut dyn FnMut(usize, Stat), u32)>,
-    ) -> io::Result<()> {
+    fn goto(&mut self, target: &str, make: Option<Make<'_>>) -> io::Result<()> {
         let common = common_dirs(&self.path, target);
         while self.stack.last().is_some_and(|(end, _)| *end > common) {
             self.stack.pop();
@@ -268,6 +281,7 @@ impl<'a> Walker<'a> {
                 Err(e) => Err(e),
                 Ok(fd) => {
                     self.stack.push((target.len(), fd));
+                    self.trim();
                     Ok(())
                 }
             };
@@ -280,12 +294,7 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    fn make_each(
-        &mut self,
-        target: &str,
-        base: usize,
-        make: Option<(&mut dyn FnMut(usize, Stat), u32)>,
-    ) -> io::Result<()> {
+    fn make_each(&mut self, target: &str, base: usize, make: Option<Make<'_>>) -> io::Result<()> {
         let Some((report, mode)) = make else {
             return Err(io::ErrorKind::NotFound.into());
         };
@@ -318,8 +327,17 @@ impl<'a> Walker<'a> {
                 Err(e) => return Err(e),
             };
             self.stack.push((end, fd));
+            self.trim();
         }
         Ok(())
+    }
+
+    /// Keeps at most [`MAX_WALK_FDS`] descriptors: the shallowest go (a
+    /// later move above them reopens from the root, still in one step).
+    fn trim(&mut self) {
+        if self.stack.len() > MAX_WALK_FDS {
+            self.stack.drain(..self.stack.len() - MAX_WALK_FDS);
+        }
     }
 }
 
@@ -421,17 +439,27 @@ impl Transfer {
             Base::Stdout(_) => Ok(()),
             Base::Dir(_) => Err((
                 RejectCode::Unsupported,
-                "the receiver writes into a directory and cannot take a stream; send files instead".into(),
+                "the receiver writes into a directory and cannot take a stream; send files instead"
+                    .into(),
             )),
             Base::NotDir => Err(exists_fail(&store.display.display().to_string())),
             Base::Missing(dir, name) => {
-                if sys::stat_at(dir.as_fd(), name).map_err(|e| io_fail("cannot check the output".into(), e))?.is_some() {
+                if sys::stat_at(dir.as_fd(), name)
+                    .map_err(|e| io_fail("cannot check the output".into(), e))?
+                    .is_some()
+                {
                     return Err(exists_fail(&store.display.display().to_string()));
                 }
                 let f = sys::tmpfile_in(dir.as_fd(), 0o600).map_err(|e| {
-                    io_fail(format!("cannot create a file beside {}", store.display.display()), e)
+                    io_fail(
+                        format!("cannot create a file beside {}", store.display.display()),
+                        e,
+                    )
                 })?;
-                self.root = Some(sys::dup(dir.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?);
+                self.root = Some(
+                    sys::dup(dir.as_fd())
+                        .map_err(|e| io_fail("cannot open the output".into(), e))?,
+                );
                 self.stream_name = Some(name.clone());
                 self.holding = Holding::Held(vec![Some(f)]);
                 Ok(())
@@ -446,17 +474,18 @@ impl Transfer {
         let reserved = store.reserve(root.as_fd(), need);
         self.root = Some(root);
         self.reserved = reserved?;
-        {
-            let mut reg = lock(&store.walk);
-            let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
-            let root = sys::dup(root.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?;
-            self.check_and_make(&mut reg, root.as_fd())?;
-            self.holding = if self.files.len() <= MAX_HELD && self.can_hold() {
-                Holding::Held((0..self.files.len()).map(|_| None).collect())
-            } else {
-                self.stage(&mut reg)?
-            };
-        }
+        let root = self
+            .root
+            .as_ref()
+            .ok_or((RejectCode::Io, "no output".into()))?;
+        let root =
+            sys::dup(root.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?;
+        self.check_and_make(&store, root.as_fd())?;
+        self.holding = if self.files.len() <= MAX_HELD && self.can_hold() {
+            Holding::Held((0..self.files.len()).map(|_| None).collect())
+        } else {
+            self.stage(&mut lock(&store.walk))?
+        };
         self.left = self.size_of(0);
         Ok(())
     }
@@ -491,33 +520,55 @@ impl Transfer {
         self.offer
             .entries
             .iter()
-            .map(|e| e.size.div_ceil(4096).saturating_mul(4096).saturating_add(4096))
+            .map(|e| {
+                e.size
+                    .div_ceil(4096)
+                    .saturating_mul(4096)
+                    .saturating_add(4096)
+            })
             .fold(0u64, u64::saturating_add)
     }
 
     /// Refuses existing targets and anything in the way (symlinks, files),
     /// creates the directories, and marks every directory used as in use.
-    fn check_and_make(&mut self, reg: &mut Registry, root: BorrowedFd<'_>) -> Result<(), Fail> {
+    /// The in-use table is locked per entry, so a huge offer does not stall
+    /// other transfers while it is checked.
+    fn check_and_make(&mut self, store: &Store, root: BorrowedFd<'_>) -> Result<(), Fail> {
         let umask = self.store.umask;
         let implicit = (0o777 & !umask) | 0o700;
         let mut w = Walker::new(root);
         let mut made: HashMap<(u64, u64), usize> = HashMap::new();
         let mut used: HashSet<(u64, u64)> = HashSet::new();
         for i in 0..self.offer.entries.len() {
+            let mut reg = lock(&store.walk);
             let e = &self.offer.entries[i];
-            let target = if e.is_dir { e.name.as_str() } else { split_parent(&e.name).0 };
+            let target = if e.is_dir {
+                e.name.as_str()
+            } else {
+                split_parent(&e.name).0
+            };
             let mut report = |end: usize, stat: Stat| {
                 made.insert((stat.dev, stat.ino), self.made.len());
-                self.made.push(Made { entry: i as u32, len: end as u32, stat });
+                self.made.push(Made {
+                    entry: i as u32,
+                    len: end as u32,
+                    stat,
+                });
             };
             w.goto(target, Some((&mut report, implicit)))
                 .map_err(|err| walk_fail(&e.name, err))?;
-            let here = sys::stat_fd(w.fd()).map_err(|err| io_fail("cannot check a directory".into(), err))?;
+            let here = sys::stat_fd(w.fd())
+                .map_err(|err| io_fail("cannot check a directory".into(), err))?;
             let key = (here.dev, here.ino);
             if e.is_dir {
                 if made.contains_key(&key) {
                     let mode = (e.mode & 0o777 & !umask) | 0o700;
-                    sys::fchmod(w.fd(), mode).map_err(|err| io_fail(format!("cannot set the mode of {}", escape_name(&e.name)), err))?;
+                    sys::fchmod(w.fd(), mode).map_err(|err| {
+                        io_fail(
+                            format!("cannot set the mode of {}", escape_name(&e.name)),
+                            err,
+                        )
+                    })?;
                 }
             } else {
                 let leaf = OsStr::new(split_parent(&e.name).1);
@@ -526,11 +577,19 @@ impl Transfer {
                     Ok(Some(s)) if s.kind == Kind::Symlink => {
                         return Err((
                             RejectCode::Exists,
-                            format!("{} exists on the receiver as a symbolic link; it is never followed or overwritten", escape_name(&e.name)),
+                            format!(
+                                "{} exists on the receiver as a symbolic link; it is never followed or overwritten",
+                                escape_name(&e.name)
+                            ),
                         ));
                     }
                     Ok(Some(_)) => return Err(exists_fail(&escape_name(&e.name))),
-                    Err(err) => return Err(io_fail(format!("cannot check {}", escape_name(&e.name)), err)),
+                    Err(err) => {
+                        return Err(io_fail(
+                            format!("cannot check {}", escape_name(&e.name)),
+                            err,
+                        ));
+                    }
                 }
             }
             if used.insert(key) {
@@ -554,7 +613,15 @@ impl Transfer {
         let Some(root) = &self.root else {
             return Err((RejectCode::Io, "no output directory".into()));
         };
-        let fail = |e| io_fail(format!("cannot create {STATE_DIR} in {}", self.store.display.display()), e);
+        let fail = |e| {
+            io_fail(
+                format!(
+                    "cannot create {STATE_DIR} in {}",
+                    self.store.display.display()
+                ),
+                e,
+            )
+        };
         if reg.state.is_none() {
             let name = OsStr::new(STATE_DIR);
             match sys::mkdir_at(root.as_fd(), name, 0o700) {
@@ -578,7 +645,12 @@ impl Transfer {
         let _ = sys::try_lock(sub.as_fd());
         *users += 1;
         let state = sys::dup(state.as_fd()).map_err(fail)?;
-        Ok(Holding::Staged { state, sub, name, open: None })
+        Ok(Holding::Staged {
+            state,
+            sub,
+            name,
+            open: None,
+        })
     }
 
     fn size_of(&self, file: usize) -> u64 {
@@ -635,15 +707,18 @@ impl Transfer {
     }
 
     fn current_name(&self) -> String {
-        self.files
-            .get(self.current)
-            .map_or_else(String::new, |&i| escape_name(&self.offer.entries[i as usize].name))
+        self.files.get(self.current).map_or_else(String::new, |&i| {
+            escape_name(&self.offer.entries[i as usize].name)
+        })
     }
 
     /// The file receiving data now, created on first use.
     fn current_file(&mut self) -> Result<&mut File, Fail> {
         let Some(&entry) = self.files.get(self.current) else {
-            return Err((RejectCode::Protocol, "the sender sent more bytes than it announced".into()));
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
         };
         let name = escape_name(&self.offer.entries[entry as usize].name);
         let fail = |e| io_fail(format!("cannot create {name}"), e);
@@ -652,18 +727,27 @@ impl Transfer {
                 if v[self.current].is_none() {
                     let store = self.store.clone();
                     let _g = lock(&store.walk);
-                    let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+                    let root = self
+                        .root
+                        .as_ref()
+                        .ok_or((RejectCode::Io, "no output".into()))?;
                     let mut w = Walker::new(root.as_fd());
                     let parent = split_parent(&self.offer.entries[entry as usize].name).0;
                     w.goto(parent, None).map_err(|e| walk_fail(&name, e))?;
                     v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);
                 }
-                v[self.current].as_mut().ok_or((RejectCode::Io, "file missing".into()))
+                v[self.current]
+                    .as_mut()
+                    .ok_or((RejectCode::Io, "file missing".into()))
             }
             Holding::Staged { sub, open, .. } => {
                 if open.is_none() {
-                    let f = sys::create_new_at(sub.as_fd(), OsStr::new(&self.current.to_string()), 0o600)
-                        .map_err(fail)?;
+                    let f = sys::create_new_at(
+                        sub.as_fd(),
+                        OsStr::new(&self.current.to_string()),
+                        0o600,
+                    )
+                    .map_err(fail)?;
                     *open = Some(f);
                 }
                 open.as_mut().ok_or((RejectCode::Io, "file missing".into()))
@@ -676,26 +760,36 @@ impl Transfer {
     /// moves to the next.
     fn next_file(&mut self) -> Result<(), Fail> {
         if self.current >= self.files.len() {
-            return Err((RejectCode::Protocol, "the sender sent more bytes than it announced".into()));
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
         }
         self.current_file()?;
         if let Holding::Staged { open, .. } = &mut self.holding {
             // One descriptor at a time: the staged file is named, so close it.
             if let Some(f) = open.take() {
                 let mode = self.file_mode(self.current);
-                sys::fchmod(f.as_fd(), mode).map_err(|e| io_fail("cannot set a file's mode".into(), e))?;
+                sys::fchmod(f.as_fd(), mode)
+                    .map_err(|e| io_fail("cannot set a file's mode".into(), e))?;
             }
         }
         self.current += 1;
         if self.current > self.files.len() {
-            return Err((RejectCode::Protocol, "the sender sent more bytes than it announced".into()));
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
         }
         self.left = self.size_of(self.current);
         Ok(())
     }
 
     fn file_mode(&self, file: usize) -> u32 {
-        let m = self.files.get(file).map_or(0o644, |&i| self.offer.entries[i as usize].mode);
+        let m = self
+            .files
+            .get(file)
+            .map_or(0o644, |&i| self.offer.entries[i as usize].mode);
         m & 0o777 & !self.store.umask
     }
 
@@ -705,7 +799,10 @@ impl Transfer {
         if bytes != self.written {
             return Err((
                 RejectCode::Protocol,
-                format!("the sender claims {bytes} bytes but {} arrived", self.written),
+                format!(
+                    "the sender claims {bytes} bytes but {} arrived",
+                    self.written
+                ),
             ));
         }
         if self.offer.kind == TransferKind::Stream {
@@ -766,10 +863,14 @@ impl Transfer {
         }
         let store = self.store.clone();
         let _g = lock(&store.walk);
-        let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+        let root = self
+            .root
+            .as_ref()
+            .ok_or((RejectCode::Io, "no output".into()))?;
         if let Some(name) = &self.stream_name {
             if let Some(Some(f)) = v.first() {
-                sys::link_unnamed(f, root.as_fd(), name).map_err(|e| link_fail(&store.display.display().to_string(), e))?;
+                sys::link_unnamed(f, root.as_fd(), name)
+                    .map_err(|e| link_fail(&store.display.display().to_string(), e))?;
                 self.linked.push(0);
             }
             return sys::fsync(root.as_fd()).map_err(sync_fail);
@@ -781,10 +882,14 @@ impl Transfer {
             let entry = self.files[i];
             let name = &self.offer.entries[entry as usize].name;
             let (parent, leaf) = split_parent(name);
-            let r = w.goto(parent, None).map_err(|e| walk_fail(name, e)).and_then(|()| {
-                let f = f.as_ref().ok_or((RejectCode::Io, "file missing".into()))?;
-                sys::link_unnamed(f, w.fd(), OsStr::new(leaf)).map_err(|e| link_fail(&escape_name(name), e))
-            });
+            let r = w
+                .goto(parent, None)
+                .map_err(|e| walk_fail(name, e))
+                .and_then(|()| {
+                    let f = f.as_ref().ok_or((RejectCode::Io, "file missing".into()))?;
+                    sys::link_unnamed(f, w.fd(), OsStr::new(leaf))
+                        .map_err(|e| link_fail(&escape_name(name), e))
+                });
             if let Err(e) = r {
                 self.linked = linked;
                 return Err(e);
@@ -796,7 +901,9 @@ impl Transfer {
         }
         self.linked = linked;
         if self.made.is_empty() && !self.made_root {
-            dirs.iter().try_for_each(|d| sys::fsync(d.as_fd())).map_err(sync_fail)
+            dirs.iter()
+                .try_for_each(|d| sys::fsync(d.as_fd()))
+                .map_err(sync_fail)
         } else {
             sys::syncfs(root.as_fd()).map_err(sync_fail)
         }
@@ -807,7 +914,10 @@ impl Transfer {
             return Ok(());
         };
         let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
-        let root = self.root.as_ref().ok_or((RejectCode::Io, "no output".into()))?;
+        let root = self
+            .root
+            .as_ref()
+            .ok_or((RejectCode::Io, "no output".into()))?;
         sys::syncfs(root.as_fd()).map_err(sync_fail)?;
         let store = self.store.clone();
         let _g = lock(&store.walk);
@@ -817,10 +927,13 @@ impl Transfer {
             let name = &self.offer.entries[entry as usize].name;
             let (parent, leaf) = split_parent(name);
             let staged = i.to_string();
-            let r = w.goto(parent, None).map_err(|e| walk_fail(name, e)).and_then(|()| {
-                place_staged(sub.as_fd(), OsStr::new(&staged), w.fd(), OsStr::new(leaf))
-                    .map_err(|e| link_fail(&escape_name(name), e))
-            });
+            let r = w
+                .goto(parent, None)
+                .map_err(|e| walk_fail(name, e))
+                .and_then(|()| {
+                    place_staged(sub.as_fd(), OsStr::new(&staged), w.fd(), OsStr::new(leaf))
+                        .map_err(|e| link_fail(&escape_name(name), e))
+                });
             if let Err(e) = r {
                 self.linked = linked;
                 return Err(e);
@@ -912,7 +1025,13 @@ impl Transfer {
             }
         }
         let holding = std::mem::replace(&mut self.holding, Holding::Stdout);
-        if let Holding::Staged { state, sub, name, open } = holding {
+        if let Holding::Staged {
+            state,
+            sub,
+            name,
+            open,
+        } = holding
+        {
             drop(open);
             remove_staged(sub.as_fd());
             let _ = sys::unlink_at(state.as_fd(), &name, true);
@@ -938,9 +1057,19 @@ impl Drop for Transfer {
 
 /// Links a staged file to its final name; where the file system has no
 /// hard links, renames it without replacing.
-fn place_staged(sub: BorrowedFd<'_>, staged: &OsStr, dir: BorrowedFd<'_>, leaf: &OsStr) -> io::Result<()> {
+fn place_staged(
+    sub: BorrowedFd<'_>,
+    staged: &OsStr,
+    dir: BorrowedFd<'_>,
+    leaf: &OsStr,
+) -> io::Result<()> {
     match sys::link_at(sub, staged, dir, leaf) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK)
+            ) =>
+        {
             sys::rename_noreplace(sub, staged, dir, leaf)
         }
         r => r,
@@ -969,9 +1098,15 @@ fn walk_fail(name: &str, e: io::Error) -> Fail {
         ),
         Some(libc::ENOENT) => (
             RejectCode::Io,
-            format!("a directory on the way to {} vanished on the receiver during the transfer", escape_name(name)),
+            format!(
+                "a directory on the way to {} vanished on the receiver during the transfer",
+                escape_name(name)
+            ),
         ),
-        _ => io_fail(format!("cannot reach the directory of {}", escape_name(name)), e),
+        _ => io_fail(
+            format!("cannot reach the directory of {}", escape_name(name)),
+            e,
+        ),
     }
 }
 
