@@ -202,3 +202,76 @@ fn full_tmpfs_when_mountable() {
     assert_reported_no_space(&srv);
     assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "leftovers");
 }
+
+#[test]
+fn no_space_is_reported_as_such_with_much_data_in_flight() {
+    // 64 MiB streamed at a receiver that can store 1 MiB: its ERROR must
+    // reach the sender even though the sender has megabytes still queued.
+    let dst = tempfile::tempdir().unwrap();
+    let data = random_bytes(64 << 20, 74);
+    for round in 0..3 {
+        let mut srv = serve_with_fsize_limit(dst.path(), &["--out", "big.bin"]);
+        let r = send(&srv.addr, &srv.fingerprint, &[], &data);
+        assert_eq!(
+            r.status.code(),
+            Some(4),
+            "round {round}: {}",
+            text(&r.stderr)
+        );
+        srv.wait_exit();
+        assert_reported_no_space(&srv);
+        assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "leftovers");
+    }
+}
+
+#[test]
+fn free_space_is_promised_across_concurrent_transfers() {
+    let dst = tempfile::tempdir().unwrap();
+    let mnt = dst.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("cannot mount a tmpfs here; skipping");
+        return;
+    }
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Umount(&mnt);
+    let srv = Server::start(&mnt, &["--keep-open", "--out", "in"]);
+    let src = tempfile::tempdir().unwrap();
+    // Each fits alone; all four together do not.
+    let senders: Vec<_> = (0..4u64)
+        .map(|i| {
+            let f = src.path().join(format!("f{i}.bin"));
+            fs::write(&f, random_bytes(3 << 20, 80 + i)).unwrap();
+            let (addr, fp) = (srv.addr.clone(), srv.fingerprint.clone());
+            std::thread::spawn(move || send(&addr, &fp, &[f.to_str().unwrap()], b""))
+        })
+        .collect();
+    let results: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut stored = 0;
+    for (i, r) in results.iter().enumerate() {
+        match r.status.code() {
+            Some(0) => {
+                stored += 1;
+                let got = fs::read(mnt.join(format!("in/f{i}.bin"))).unwrap();
+                assert_eq!(got, random_bytes(3 << 20, 80 + i as u64));
+            }
+            // Refused up front, before any data: never a failure midway.
+            Some(4) => assert!(text(&r.stderr).contains("free"), "{}", text(&r.stderr)),
+            c => panic!("sender {i} exited {c:?}: {}", text(&r.stderr)),
+        }
+    }
+    assert!(stored >= 1, "no transfer succeeded");
+    assert!(stored < 4, "four 3 MiB files cannot fit in 8 MiB");
+}
