@@ -58,6 +58,25 @@ impl SendOptions {
     }
 }
 
+impl SendOptions {
+    /// Zero durations are mistakes, as on the command line.
+    fn check(&self) -> Result<()> {
+        let zero = [
+            ("connect_timeout", self.connect_timeout.is_zero()),
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_zero()),
+            ("retry_for", self.retry_for.is_some_and(|d| d.is_zero())),
+        ];
+        match zero.iter().find(|(_, z)| *z) {
+            Some((name, _)) => Err(anyhow!(
+                "SendOptions::{name} must not be zero (leave it at its default instead)"
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What to send.
 pub enum Source {
     /// Standard input, as a stream.
@@ -101,6 +120,7 @@ pub struct SendReport {
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendReport> {
+    opts.check()?;
     // Everything local is settled before the receiver is contacted.
     let (offer, reader) = prepare(source, events)?;
     let mut s = connect(opts, events)?;
@@ -580,6 +600,7 @@ pub fn send_raw(
     output: &mut dyn io::Write,
     events: &Events,
 ) -> Result<SendReport> {
+    opts.check()?;
     let mut s = connect(opts, events)?;
     let peer = s.peer;
     let start = Instant::now();

@@ -77,6 +77,28 @@ impl ServeOptions {
     }
 }
 
+impl ServeOptions {
+    /// Zero durations and caps are mistakes, as on the command line.
+    fn check(&self) -> Result<()> {
+        let zero = [
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_zero()),
+            (
+                "wait_timeout",
+                self.wait_timeout.is_some_and(|d| d.is_zero()),
+            ),
+            ("max_conns", self.max_conns == 0),
+            ("max_handshakes", self.max_handshakes == 0),
+        ];
+        match zero.iter().find(|(_, z)| *z) {
+            Some((name, _)) => Err(Error::Other(anyhow!(
+                "ServeOptions::{name} must not be zero (leave it at its default instead)"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What one completed transfer stored.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -164,6 +186,7 @@ impl Server {
     /// println!("pin: {}", server.fingerprint());
     /// ```
     pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
+        opts.check()?;
         let identity = match &opts.identity {
             Some(id) => id.clone(),
             None => Identity::generate()?,
@@ -806,5 +829,23 @@ fn wire_fail(e: WireError) -> Fail {
             "the sender made no progress within the idle timeout (--idle-timeout); nothing was stored".into(),
         ),
         e => (RejectCode::Protocol, format!("{e}; nothing was stored")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_durations_and_caps_are_refused() {
+        let base = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+        let mut o = base.clone();
+        o.idle_timeout = Duration::ZERO;
+        let e = Server::bind(o, Events::silent()).err().unwrap();
+        assert!(e.to_string().contains("idle_timeout"), "{e}");
+        let mut o = base.clone();
+        o.max_handshakes = 0;
+        assert!(Server::bind(o, Events::silent()).is_err());
+        assert!(Server::bind(base, Events::silent()).is_ok());
     }
 }
