@@ -333,7 +333,10 @@ fn pump(
         if buf.len() < HEADER_LEN + CHUNK && *sent >= (buf.len() as u64) * 4 {
             buf.resize(HEADER_LEN + CHUNK, 0);
         }
-        let n = match r.read(&mut buf[HEADER_LEN..]) {
+        // Files (known total) fill each frame across file boundaries, so
+        // many small files travel in few records; a stream sends what it
+        // has at once, so interactive input is not held back.
+        let n = match fill(&mut *r, &mut buf[HEADER_LEN..], total.is_some()) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -348,6 +351,24 @@ fn pump(
         };
         send_data(s, &mut buf[..HEADER_LEN + n], sent, total, events)?;
     }
+}
+
+/// One read, or (with `full`) reads until `buf` is full or the source ends.
+fn fill(r: &mut dyn Read, buf: &mut [u8], full: bool) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && n > 0 => continue,
+            Err(e) if n > 0 && !files::names_its_file(&e) => return Ok(n),
+            Err(e) => return Err(e),
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(n)
 }
 
 /// Frames and sends one DATA payload that sits at `frame[HEADER_LEN..]`.
