@@ -253,26 +253,21 @@ fn progress_events() -> Events {
                     pb.set_position(*bytes);
                 }
             }
-            Event::TransferDone {
-                peer,
-                files,
-                bytes,
-                duration,
-                ..
-            } => {
+            Event::TransferDone(t) => {
                 if let Some(pb) = bar.take() {
                     pb.finish_and_clear();
                 }
-                let what = if *files > 0 {
-                    format!("{files} file(s), ")
+                let what = if t.files > 0 {
+                    format!("{} file(s), ", t.files)
                 } else {
                     String::new()
                 };
                 eprintln!(
-                    "pincat: sent {what}{} in {:.2} s ({}/s) to {peer}, receipt confirmed",
-                    human_bytes(*bytes),
-                    duration.as_secs_f64(),
-                    human_bytes(pincat::events::rate(*bytes, *duration))
+                    "pincat: sent {what}{} in {:.2} s ({}/s) to {}, receipt confirmed",
+                    human_bytes(t.bytes),
+                    t.duration.as_secs_f64(),
+                    human_bytes(pincat::events::rate(t.bytes, t.duration)),
+                    t.peer
                 );
             }
             _ => {}

@@ -9,6 +9,90 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::fingerprint::Fingerprint;
+use crate::protocol::{RejectCode, TransferKind};
+
+/// What kind of transfer: the one vocabulary for events and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One byte stream of unknown length (framed).
+    Stream,
+    /// Named files and directories.
+    Files,
+    /// Raw mode: the TLS plaintext is the data.
+    Raw,
+}
+
+impl Kind {
+    /// The framed kind an offer announces.
+    pub fn of(k: TransferKind) -> Kind {
+        match k {
+            TransferKind::Stream => Kind::Stream,
+            TransferKind::Files => Kind::Files,
+        }
+    }
+
+    /// Stable lower-case name (JSON `kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Stream => "stream",
+            Kind::Files => "files",
+            Kind::Raw => "raw",
+        }
+    }
+}
+
+/// Why a connection or an offer was refused (JSON `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The client certificate is not allowed, missing, or not proven.
+    NotAllowed,
+    /// No handshake, preamble or offer in time.
+    Timeout,
+    /// The TLS handshake failed for another reason.
+    Handshake,
+    /// `--max-conns` connections are established already.
+    MaxConns,
+    /// `--max-handshakes` were in progress: the oldest was cut.
+    MaxHandshakes,
+    /// The peer broke the protocol before an offer.
+    Protocol,
+    /// The connection ended before an offer.
+    Closed,
+    /// The offer was refused with this code.
+    Offer(RejectCode),
+}
+
+impl Reason {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAllowed => "not-allowed",
+            Reason::Timeout => "timeout",
+            Reason::Handshake => "handshake",
+            Reason::MaxConns => "max-conns",
+            Reason::MaxHandshakes => "max-handshakes",
+            Reason::Protocol => "protocol",
+            Reason::Closed => "closed",
+            Reason::Offer(code) => code.as_str(),
+        }
+    }
+}
+
+/// What one confirmed transfer moved, the same report on both sides.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// The other side.
+    pub peer: SocketAddr,
+    /// Stream, files or raw.
+    pub kind: Kind,
+    /// Files confirmed (0 for streams).
+    pub files: u32,
+    /// Payload bytes confirmed.
+    pub bytes: u64,
+    /// From the offer to the receipt (raw: from the first byte to the
+    /// peer's close_notify).
+    pub duration: Duration,
+}
 
 /// Something that happened, for a person or a script.
 #[derive(Debug, Clone)]
@@ -33,8 +117,8 @@ pub enum Event {
     TransferStarted {
         /// The other side.
         peer: SocketAddr,
-        /// "stream", "files" or "raw".
-        kind: &'static str,
+        /// Stream, files or raw.
+        kind: Kind,
         /// Names of top-level entries (escaped).
         names: Vec<String>,
         /// Number of files.
@@ -52,24 +136,13 @@ pub enum Event {
         total: Option<u64>,
     },
     /// A transfer finished and was confirmed.
-    TransferDone {
-        /// The other side.
-        peer: SocketAddr,
-        /// "stream", "files" or "raw".
-        kind: &'static str,
-        /// Number of files.
-        files: u32,
-        /// Payload bytes.
-        bytes: u64,
-        /// Wall time from offer to receipt.
-        duration: Duration,
-    },
+    TransferDone(Transfer),
     /// A connection was refused (handshake, allow list, offer).
     Refused {
         /// The other side.
         peer: SocketAddr,
-        /// Stable reason code.
-        reason: &'static str,
+        /// Why, as a stable code.
+        reason: Reason,
         /// The certificate the peer presented, if any.
         fingerprint: Option<Fingerprint>,
         /// Human explanation.
@@ -109,26 +182,22 @@ impl Event {
                 names,
                 files,
                 bytes,
-            } => json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind,
+            } => {
+                json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind.as_str(),
                 "names": names.iter().map(|n| shown(n)).collect::<Vec<_>>(), "files": files,
-                "bytes": bytes}),
+                "bytes": bytes})
+            }
             Event::Progress { peer, bytes, total } => json!({"event": "progress",
                 "peer": peer.to_string(), "bytes": bytes, "total": total}),
-            Event::TransferDone {
-                peer,
-                kind,
-                files,
-                bytes,
-                duration,
-            } => json!({"event": "transfer-done", "peer": peer.to_string(), "kind": kind,
-                "files": files, "bytes": bytes, "duration_ms": duration.as_secs_f64() * 1000.0,
-                "outcome": "ok"}),
+            Event::TransferDone(t) => json!({"event": "transfer-done", "peer": t.peer.to_string(),
+                "kind": t.kind.as_str(), "files": t.files, "bytes": t.bytes,
+                "duration_ms": t.duration.as_secs_f64() * 1000.0, "outcome": "ok"}),
             Event::Refused {
                 peer,
                 reason,
                 fingerprint,
                 message,
-            } => json!({"event": "refused", "peer": peer.to_string(), "reason": reason,
+            } => json!({"event": "refused", "peer": peer.to_string(), "reason": reason.as_str(),
                 "fingerprint": fingerprint.map(|f| f.to_string()), "message": shown(message)}),
             Event::Error {
                 peer,
@@ -159,29 +228,24 @@ impl Event {
                 bytes,
                 ..
             } => match kind {
-                &"files" => format!(
+                Kind::Files => format!(
                     "pincat: receiving {files} file(s), {} from {peer}",
                     human_bytes(bytes.unwrap_or(0))
                 ),
-                _ => format!("pincat: receiving a {kind} from {peer}"),
+                _ => format!("pincat: receiving a {} from {peer}", kind.as_str()),
             },
-            Event::TransferDone {
-                peer,
-                files,
-                bytes,
-                duration,
-                kind,
-            } => {
-                let what = if *kind == "files" {
-                    format!("{files} file(s), ")
+            Event::TransferDone(t) => {
+                let what = if t.kind == Kind::Files {
+                    format!("{} file(s), ", t.files)
                 } else {
                     String::new()
                 };
                 format!(
-                    "pincat: done: {what}{} in {:.2} s ({}/s) with {peer}",
-                    human_bytes(*bytes),
-                    duration.as_secs_f64(),
-                    human_bytes(rate(*bytes, *duration))
+                    "pincat: done: {what}{} in {:.2} s ({}/s) with {}",
+                    human_bytes(t.bytes),
+                    t.duration.as_secs_f64(),
+                    human_bytes(rate(t.bytes, t.duration)),
+                    t.peer
                 )
             }
             Event::Refused { peer, message, .. } => {
@@ -415,7 +479,7 @@ mod tests {
             },
             Event::Refused {
                 peer,
-                reason: "bad-name",
+                reason: Reason::Offer(RejectCode::BadName),
                 fingerprint: None,
                 message: nasty.into(),
             },
@@ -424,7 +488,7 @@ mod tests {
             },
             Event::TransferStarted {
                 peer,
-                kind: "files",
+                kind: Kind::Files,
                 names: vec![nasty.into()],
                 files: 1,
                 bytes: Some(1),

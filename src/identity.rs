@@ -13,7 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use crate::fingerprint::Fingerprint;
-use crate::fsutil;
+use crate::sys;
+use std::os::fd::AsFd;
 
 /// A private key plus the certificate that carries its public half.
 pub struct Identity {
@@ -114,7 +115,7 @@ impl Identity {
     /// Writes the identity to a new file with mode 0600. Never overwrites.
     pub fn save(&self, path: &Path) -> Result<()> {
         let pem = self.to_pem();
-        fsutil::write_new_private(path, pem.as_bytes())
+        write_new_private(path, pem.as_bytes())
     }
 
     /// SHA-256 of the certificate's DER.
@@ -190,9 +191,54 @@ fn pem_block(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// Writes `bytes` to a new file at `path` with mode 0600: an unnamed file is
+/// written and synced, then linked to its name, which never replaces
+/// anything; a failure leaves nothing under the name.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let exists = || anyhow::anyhow!("{} already exists; not overwriting it", path.display());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file name", path.display()))?;
+    let dfd = sys::open_dir(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    if sys::stat_at(dfd.as_fd(), name)?.is_some() {
+        return Err(exists());
+    }
+    let mut f = sys::tmpfile_in(dfd.as_fd(), 0o600)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    match sys::link_unnamed(&f, dfd.as_fd(), name) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+        r => r.with_context(|| format!("cannot create {}", path.display()))?,
+    }
+    let _ = sys::fsync(dfd.as_fd());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_new_private_is_0600_and_refuses_existing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("id.pem");
+        write_new_private(&p, b"secret").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(write_new_private(&p, b"other").is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"secret");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn pem_round_trip_keeps_fingerprint() {

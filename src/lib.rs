@@ -3,23 +3,50 @@
 //! layer over this library.
 //!
 //! Receive with [`Server`], send with [`send`]; identities are [`Identity`],
-//! pins are [`Fingerprint`]. The pin is decided in [`verify`].
+//! pins are [`Fingerprint`].
+//!
+//! # Layout
+//! Every command is one *transport role* (who dials, who listens) and one
+//! *data role* (who gives, who takes):
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`fingerprint`] | the SHA-256 digest type: parse, display, compare |
+//! | [`identity`] | keys and certificates (rcgen), PEM in and out |
+//! | [`verify`] | where the pin is decided: rustls verifiers and TLS 1.3 configs |
+//! | [`protocol`] | the wire format: typed [`protocol::Message`]s, encode/decode, no I/O |
+//! | [`session`] | a TLS session over TCP: read and write messages, deadlines, close |
+//! | `sys` (internal) | every OS call and `unsafe` block, each with a SAFETY comment |
+//! | `store` (internal) | the taker's disk: one directory handle, transfers, commit/abort |
+//! | [`net`] | transport roles: [`net::dialer`] (connect, retry, client TLS) and [`net::listener`] (accept, caps, pool, shutdown) |
+//! | `give`, `take` (internal) | the two data roles over any session |
+//! | [`send`], [`serve`] | the commands: dialer + giver, listener + taker |
+//! | [`events`] | what people and scripts see: typed kinds, reasons, one transfer report |
+//! | [`error`] | failures and exit codes |
+//!
+//! The binary adds only `cli.rs` (clap types) and `app.rs` (options from
+//! flags, signals, progress display).
+#![deny(unsafe_code)]
 
 pub mod error;
 pub mod events;
 pub mod fingerprint;
-pub mod fsutil;
+mod give;
 pub mod identity;
+pub mod net;
 pub mod protocol;
 pub mod send;
 pub mod serve;
-pub mod sys;
+pub mod session;
+mod store;
+mod sys;
+mod take;
 pub mod verify;
-pub mod wire;
 
 pub use error::{Error, ExitCode, Result};
-pub use events::{Event, Events, Mode};
+pub use events::{Event, Events, Kind, Mode, Transfer};
 pub use fingerprint::Fingerprint;
+pub use give::Source;
 pub use identity::Identity;
-pub use send::{SendOptions, SendReport, Source, send, send_raw};
+pub use send::{SendOptions, SendReport, send, send_raw};
 pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};

@@ -404,6 +404,112 @@ pub fn decode_counts(p: &[u8], what: &'static str) -> Result<(u32, u64), Protoco
     Ok((files, bytes))
 }
 
+/// A refusal or a failure, with its reason: what REJECT and ERROR carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why, as a stable code.
+    pub code: RejectCode,
+    /// One line for a person (from a peer: capped and escaped on decode).
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with this code and message.
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// File and byte counts: what END and RECEIPT carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Regular files.
+    pub files: u32,
+    /// Payload bytes.
+    pub bytes: u64,
+}
+
+/// One frame, typed: nobody outside this module decodes a payload by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// The sender's description of what follows.
+    Offer(Offer),
+    /// The receiver agrees.
+    Accept,
+    /// The receiver refuses the offer.
+    Reject(Refusal),
+    /// Payload bytes.
+    Data(Vec<u8>),
+    /// The sender is done: what it sent.
+    End(Counts),
+    /// The sender gives up, with its reason (from a peer: capped, escaped).
+    Abort(String),
+    /// The receiver confirms what it stored durably.
+    Receipt(Counts),
+    /// The receiver failed after accepting.
+    Error(Refusal),
+}
+
+impl Message {
+    /// The frame type this message travels as.
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Message::Offer(_) => FrameType::Offer,
+            Message::Accept => FrameType::Accept,
+            Message::Reject(_) => FrameType::Reject,
+            Message::Data(_) => FrameType::Data,
+            Message::End(_) => FrameType::End,
+            Message::Abort(_) => FrameType::Abort,
+            Message::Receipt(_) => FrameType::Receipt,
+            Message::Error(_) => FrameType::Error,
+        }
+    }
+
+    /// The whole frame: header and payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let payload = match self {
+            Message::Offer(o) => o.encode(),
+            Message::Accept => Vec::new(),
+            Message::Reject(r) | Message::Error(r) => encode_reject(r.code, &r.message),
+            Message::Data(d) => d.clone(),
+            Message::End(c) | Message::Receipt(c) => encode_counts(c.files, c.bytes).to_vec(),
+            Message::Abort(m) => truncate_utf8(m, 4096).as_bytes().to_vec(),
+        };
+        frame(self.frame_type(), &payload)
+    }
+
+    /// Decodes the payload of a frame of type `t`.
+    pub fn decode(t: FrameType, payload: Vec<u8>) -> Result<Message, ProtocolError> {
+        let counts =
+            |what| decode_counts(&payload, what).map(|(files, bytes)| Counts { files, bytes });
+        Ok(match t {
+            FrameType::Offer => Message::Offer(Offer::decode(&payload)?),
+            FrameType::Accept => Message::Accept,
+            FrameType::Reject | FrameType::Error => {
+                let (code, message) = decode_reject(&payload);
+                let r = Refusal { code, message };
+                if t == FrameType::Reject {
+                    Message::Reject(r)
+                } else {
+                    Message::Error(r)
+                }
+            }
+            FrameType::End => Message::End(counts("END")?),
+            FrameType::Receipt => Message::Receipt(counts("RECEIPT")?),
+            FrameType::Abort => Message::Abort(peer_text(&payload)),
+            FrameType::Data => Message::Data(payload),
+        })
+    }
+
+    /// The message's name in errors ("OFFER", "DATA", ...).
+    pub fn name(&self) -> &'static str {
+        self.frame_type().name()
+    }
+}
+
 /// Why a received name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {

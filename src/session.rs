@@ -10,7 +10,7 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 use rustls::{ConnectionCommon, SideData};
 
-use crate::protocol::{self, FrameType, HEADER_LEN, PREAMBLE_LEN, ProtocolError};
+use crate::protocol::{self, FrameType, HEADER_LEN, Message, PREAMBLE_LEN, ProtocolError};
 
 /// Failure of a session operation, before it is classified for the user.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +55,10 @@ impl From<io::Error> for WireError {
 /// time; serving those from one large read saves most of the syscalls.
 const READ_BUF: usize = 256 * 1024;
 
-/// The TCP socket behind a session, with a large read buffer.
-pub struct SockIo {
-    /// The socket itself (timeouts, shutdown).
-    pub tcp: TcpStream,
+/// The TCP socket behind a session, with a large read buffer and an
+/// optional deadline for every read.
+struct SockIo {
+    tcp: TcpStream,
     /// While set, every read must finish by then.
     deadline: Option<std::time::Instant>,
     /// The read timeout when no deadline is set.
@@ -131,14 +131,14 @@ impl Write for SockIo {
 /// that one DATA frame is encrypted and written in one vectored syscall.
 const SEND_BUFFER: usize = 2 * 1024 * 1024;
 
-/// A TLS session on a TCP socket.
+/// A TLS session on a TCP socket, speaking [`Message`]s.
 pub struct Session<C> {
-    /// The rustls connection state.
-    pub conn: C,
-    /// The TCP socket.
-    pub sock: SockIo,
-    /// The other side's address.
-    pub peer: SocketAddr,
+    conn: C,
+    sock: SockIo,
+    peer: SocketAddr,
+    /// A DATA buffer handed back with [`Session::recycle`], reused by the
+    /// next DATA read so large frames cost no allocation each.
+    spare: Vec<u8>,
 }
 
 impl<C, S> Session<C>
@@ -156,6 +156,7 @@ where
             conn,
             sock: SockIo::new(sock),
             peer,
+            spare: Vec::new(),
         };
         // The deadline is enforced on every socket read (rustls may read
         // many times within one complete_io), so a peer trickling bytes
@@ -221,31 +222,36 @@ where
         self.sock.deadline = deadline;
     }
 
-    /// Reads one frame that the peer may already have sent, without writing
-    /// anything first (after a failed write, rustls would otherwise try to
-    /// flush its pending output and fail before reading). Waits at most
-    /// `limit`.
-    pub fn read_pending_frame(&mut self, limit: Duration) -> Option<(FrameType, Vec<u8>)> {
+    /// The other side's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The rustls connection (negotiated parameters, peer certificates).
+    pub fn tls(&self) -> &C {
+        &self.conn
+    }
+
+    /// Reads one message that the peer may already have sent, without
+    /// writing anything first (after a failed write, rustls would otherwise
+    /// try to flush its pending output and fail before reading). Waits at
+    /// most `limit`.
+    pub fn read_pending_message(&mut self, limit: Duration) -> Option<Message> {
         self.sock.deadline = Some(Instant::now() + limit);
-        let mut want = HEADER_LEN;
-        let mut got: Vec<u8> = Vec::new();
-        loop {
-            let mut chunk = vec![0u8; want - got.len()];
-            match self.conn.reader().read(&mut chunk) {
+        let mut h = [0u8; HEADER_LEN];
+        self.read_unflushed(&mut h)?;
+        let (t, len) = protocol::decode_header(&h).ok()?;
+        let mut payload = vec![0u8; len];
+        self.read_unflushed(&mut payload)?;
+        Message::decode(t, payload).ok()
+    }
+
+    fn read_unflushed(&mut self, out: &mut [u8]) -> Option<()> {
+        let mut got = 0;
+        while got < out.len() {
+            match self.conn.reader().read(&mut out[got..]) {
                 Ok(0) => return None,
-                Ok(n) => {
-                    got.extend_from_slice(&chunk[..n]);
-                    if got.len() == HEADER_LEN && want == HEADER_LEN {
-                        let h: [u8; HEADER_LEN] = got[..].try_into().ok()?;
-                        let (_, len) = protocol::decode_header(&h).ok()?;
-                        want = HEADER_LEN + len;
-                    }
-                    if got.len() == want {
-                        let h: [u8; HEADER_LEN] = got[..HEADER_LEN].try_into().ok()?;
-                        let (t, _) = protocol::decode_header(&h).ok()?;
-                        return Some((t, got.split_off(HEADER_LEN)));
-                    }
-                }
+                Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match self.conn.read_tls(&mut self.sock) {
                         Ok(0) | Err(_) => return None,
@@ -257,13 +263,14 @@ where
                 Err(_) => return None,
             }
         }
+        Some(())
     }
 
     fn stream(&mut self) -> rustls::Stream<'_, C, SockIo> {
         rustls::Stream::new(&mut self.conn, &mut self.sock)
     }
 
-    /// Writes bytes (already framed) and flushes them to the socket.
+    /// Writes plaintext (framed, or raw mode's bytes) and flushes it.
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), WireError> {
         let mut st = self.stream();
         st.write_all(buf)?;
@@ -271,18 +278,32 @@ where
         Ok(())
     }
 
-    /// Writes one control frame.
-    pub fn write_frame(&mut self, t: FrameType, payload: &[u8]) -> Result<(), WireError> {
-        self.write_all(&protocol::frame(t, payload))
+    /// Writes one message and flushes it to the socket.
+    pub fn write_message(&mut self, m: &Message) -> Result<(), WireError> {
+        self.write_all(&m.encode())
+    }
+
+    /// Writes a DATA frame whose payload sits at `frame[HEADER_LEN..]`: the
+    /// header is filled in place, so the payload is never copied here.
+    pub fn write_data(&mut self, frame: &mut [u8]) -> Result<(), WireError> {
+        let n = frame.len() - HEADER_LEN;
+        frame[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
+        self.write_all(frame)
+    }
+
+    /// Writes our preamble (first thing on a session, both sides).
+    pub fn write_preamble(&mut self) -> Result<(), WireError> {
+        self.write_all(&protocol::preamble())
     }
 
     /// Reads exactly `buf.len()` plaintext bytes.
-    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
         self.stream().read_exact(buf)?;
         Ok(())
     }
 
-    /// Reads some plaintext; 0 means the peer closed cleanly (close_notify).
+    /// Reads some plaintext (raw mode); 0 means the peer closed cleanly
+    /// (close_notify).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, WireError> {
         Ok(self.stream().read(buf)?)
     }
@@ -295,19 +316,43 @@ where
         Ok(())
     }
 
-    /// Reads a frame header.
+    /// Reads the next frame's header: its type and payload length (the
+    /// caller may refuse a large one before [`Session::read_body`]).
     pub fn read_header(&mut self) -> Result<(FrameType, usize), WireError> {
         let mut h = [0u8; HEADER_LEN];
         self.read_exact(&mut h)?;
         Ok(protocol::decode_header(&h)?)
     }
 
-    /// Reads a whole frame into `buf` (resized to the payload).
-    pub fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<FrameType, WireError> {
+    /// Reads and decodes the payload announced by [`Session::read_header`].
+    pub fn read_body(&mut self, t: FrameType, len: usize) -> Result<Message, WireError> {
+        let mut payload = if t == FrameType::Data {
+            std::mem::take(&mut self.spare)
+        } else {
+            Vec::new()
+        };
+        payload.resize(len, 0);
+        self.read_exact(&mut payload)?;
+        Ok(Message::decode(t, payload)?)
+    }
+
+    /// Reads the next message.
+    pub fn read_message(&mut self) -> Result<Message, WireError> {
         let (t, len) = self.read_header()?;
-        buf.resize(len, 0);
-        self.read_exact(buf)?;
-        Ok(t)
+        self.read_body(t, len)
+    }
+
+    /// Gives a DATA payload's buffer back for the next DATA read.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
+        }
+    }
+
+    /// Sends close_notify: we write nothing more (raw mode's end of input).
+    pub fn finish_writing(&mut self) -> Result<(), WireError> {
+        self.conn.send_close_notify();
+        self.write_all(&[])
     }
 
     /// Sends close_notify, then waits briefly (at most [`CLOSE_WAIT`]) for

@@ -146,11 +146,6 @@ impl Store {
         Ok(store)
     }
 
-    /// True when streams go to standard output.
-    pub fn streams_to_stdout(&self) -> bool {
-        matches!(self.base, Base::Stdout(_))
-    }
-
     /// Checks an accepted offer against the disk and prepares to receive it.
     /// Nothing is visible under the output until [`Transfer::commit`].
     pub fn begin(self: &Arc<Self>, offer: Offer) -> Result<Transfer, Fail> {

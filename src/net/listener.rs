@@ -14,9 +14,26 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Outcome, Shared, lock};
-use crate::events::Event;
+use crate::events::{Event, Events, Reason};
 use crate::sys;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The caps and deadlines of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections past the TLS handshake at once.
+    pub max_conns: usize,
+    /// TLS handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// How long a connection may take to start and finish its handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// What handles each accepted connection, on a worker thread.
+pub type Handler<O> = Arc<dyn Fn(Job) -> O + Send + Sync>;
 
 /// Most accepted sockets that have sent nothing yet (each costs only a
 /// descriptor); past it the oldest is dropped.
@@ -34,6 +51,8 @@ struct Conn {
     sock: TcpStream,
     /// While the TLS handshake runs: when it started.
     handshake_since: Option<Instant>,
+    /// Counted against `max_conns`.
+    established: bool,
 }
 
 impl Conns {
@@ -42,6 +61,7 @@ impl Conns {
             let conn = Conn {
                 sock: c,
                 handshake_since: Some(Instant::now()),
+                established: false,
             };
             lock(&self.map).insert(id, conn);
         }
@@ -49,27 +69,33 @@ impl Conns {
     }
 
     /// The handshake of `id` finished: it now counts as established. False
-    /// when `max_conns` are already established (the caller refuses it).
-    pub fn established(&self, id: u64, max: usize) -> bool {
-        if let Some(c) = lock(&self.map).get_mut(&id) {
-            c.handshake_since = None;
+    /// when `max` are already established (the caller refuses it).
+    fn establish(&self, id: u64, max: usize) -> bool {
+        let mut map = lock(&self.map);
+        let Some(c) = map.get_mut(&id) else {
+            return false;
+        };
+        if c.handshake_since.take().is_some() {
+            self.handshaking.fetch_sub(1, Ordering::SeqCst);
         }
-        self.handshaking.fetch_sub(1, Ordering::SeqCst);
-        let prev = self.established.fetch_add(1, Ordering::SeqCst);
-        if prev >= max {
+        if self.established.fetch_add(1, Ordering::SeqCst) >= max {
             self.established.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
+        c.established = true;
         true
     }
 
-    /// Forgets `id`; `counted` says whether it was established.
-    pub fn remove(&self, id: u64, counted: bool) {
-        let was = lock(&self.map).remove(&id);
-        if counted {
-            self.established.fetch_sub(1, Ordering::SeqCst);
-        } else if was.is_some_and(|c| c.handshake_since.is_some()) {
+    /// Forgets `id`, whatever state it reached.
+    fn remove(&self, id: u64) {
+        let Some(c) = lock(&self.map).remove(&id) else {
+            return;
+        };
+        if c.handshake_since.is_some() {
             self.handshaking.fetch_sub(1, Ordering::SeqCst);
+        }
+        if c.established {
+            self.established.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -86,7 +112,7 @@ impl Conns {
     }
 
     /// Resets every connection (shutdown).
-    pub fn reset_all(&self) {
+    fn reset_all(&self) {
         for c in lock(&self.map).values() {
             // Reset rather than close politely: a polite close of a socket
             // whose peer is blocked on a full window leaves the peer waiting
@@ -103,8 +129,23 @@ pub struct Job {
     pub sock: TcpStream,
     /// The peer.
     pub peer: SocketAddr,
-    /// Key in [`Conns`].
-    pub id: u64,
+    /// Its place among the listener's connections.
+    pub ticket: Ticket,
+}
+
+/// A connection's place among the listener's connections.
+pub struct Ticket {
+    id: u64,
+    conns: Arc<Conns>,
+    max_conns: usize,
+}
+
+impl Ticket {
+    /// Called once the TLS handshake is done: false when `max_conns`
+    /// connections are already established (refuse this one as busy).
+    pub fn establish(&self) -> bool {
+        self.conns.establish(self.id, self.max_conns)
+    }
 }
 
 /// A bare socket: accepted, nothing received yet.
@@ -114,47 +155,61 @@ struct Bare {
     since: Instant,
 }
 
-/// The accept side of a server: bare sockets, the worker pool.
-pub struct Acceptor {
+/// The accept side of a server: bare sockets, caps, the worker pool.
+pub struct Acceptor<O: Send + 'static> {
     bare: VecDeque<Bare>,
     next_id: u64,
-    threads: Vec<thread::JoinHandle<()>>,
+    limits: Limits,
+    conns: Arc<Conns>,
+    events: Arc<Events>,
+    handler: Handler<O>,
     jobs: Option<mpsc::Sender<Job>>,
     job_rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     idle: Arc<AtomicUsize>,
-    outcomes: mpsc::Sender<Outcome>,
-    wake: Arc<UnixStream>,
+    outcomes: mpsc::Sender<O>,
+    /// Every worker holds a clone; `stop` waits until all are dropped.
+    alive: Option<mpsc::Sender<()>>,
+    all_gone: mpsc::Receiver<()>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Poked after each connection when set (a one-shot server ends on it).
+    wake: Option<Arc<UnixStream>>,
 }
 
-impl Acceptor {
-    /// An acceptor whose workers report to `outcomes` and poke `wake`.
-    pub fn new(outcomes: mpsc::Sender<Outcome>, wake: Arc<UnixStream>) -> Self {
+impl<O: Send + 'static> Acceptor<O> {
+    /// An acceptor whose workers run `handler` and report to `outcomes`.
+    pub fn new(
+        limits: Limits,
+        events: Arc<Events>,
+        handler: Handler<O>,
+        outcomes: mpsc::Sender<O>,
+        wake: Option<Arc<UnixStream>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
+        let (alive, all_gone) = mpsc::channel();
         Acceptor {
             bare: VecDeque::new(),
             next_id: 0,
-            threads: Vec::new(),
+            limits,
+            conns: Arc::new(Conns::default()),
+            events,
+            handler,
             jobs: Some(tx),
             job_rx: Arc::new(Mutex::new(rx)),
             idle: Arc::new(AtomicUsize::new(0)),
             outcomes,
+            alive: Some(alive),
+            all_gone,
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wake,
         }
     }
 
     /// Waits up to `wait` for activity, then accepts what is new, drops
     /// bare sockets past their deadline, and hands readable ones to workers.
-    pub fn round(
-        &mut self,
-        listener: &TcpListener,
-        wake: &UnixStream,
-        wait: Duration,
-        sh: &Arc<Shared>,
-    ) {
-        self.threads.retain(|t| !t.is_finished());
+    pub fn round(&mut self, listener: &TcpListener, wake: &UnixStream, wait: Duration) {
         let wait = match self.bare.front() {
             Some(b) => wait.min(
-                (b.since + sh.opts.handshake_timeout).saturating_duration_since(Instant::now()),
+                (b.since + self.limits.handshake_timeout).saturating_duration_since(Instant::now()),
             ),
             None => wait,
         };
@@ -168,14 +223,14 @@ impl Acceptor {
         // removals keep the other indices valid).
         for &i in ready.iter().rev().filter(|&&i| i >= 2) {
             if let Some(b) = self.bare.remove(i - 2) {
-                self.dispatch(b, sh);
+                self.dispatch(b);
             }
         }
-        self.expire(sh);
-        self.accept_all(listener, sh);
+        self.expire();
+        self.accept_all(listener);
     }
 
-    fn accept_all(&mut self, listener: &TcpListener, sh: &Arc<Shared>) {
+    fn accept_all(&mut self, listener: &TcpListener) {
         loop {
             let (sock, peer) = match listener.accept() {
                 Ok(x) => x,
@@ -183,7 +238,7 @@ impl Acceptor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: report, back off briefly, keep serving.
-                    sh.events.emit(Event::Error {
+                    self.events.emit(Event::Error {
                         peer: None,
                         code: "accept",
                         message: format!("cannot accept a connection: {e}"),
@@ -197,7 +252,7 @@ impl Acceptor {
             {
                 sys::reset_on_close(&old.sock);
                 refused(
-                    sh,
+                    &self.events,
                     old.peer,
                     "too many connections that sent nothing; the oldest was dropped",
                 );
@@ -210,16 +265,16 @@ impl Acceptor {
         }
     }
 
-    fn expire(&mut self, sh: &Shared) {
+    fn expire(&mut self) {
         while let Some(b) = self.bare.front() {
-            if b.since.elapsed() < sh.opts.handshake_timeout {
+            if b.since.elapsed() < self.limits.handshake_timeout {
                 break;
             }
             if let Some(b) = self.bare.pop_front() {
                 sys::reset_on_close(&b.sock);
-                sh.events.emit(Event::Refused {
+                self.events.emit(Event::Refused {
                     peer: b.peer,
-                    reason: "timeout",
+                    reason: Reason::Timeout,
                     fingerprint: None,
                     message: "no TLS handshake in time".into(),
                 });
@@ -227,12 +282,12 @@ impl Acceptor {
         }
     }
 
-    fn dispatch(&mut self, b: Bare, sh: &Arc<Shared>) {
-        if sh.conns.handshaking.load(Ordering::SeqCst) >= sh.opts.max_handshakes
-            && let Some(peer) = sh.conns.evict_oldest_handshake()
+    fn dispatch(&mut self, b: Bare) {
+        if self.conns.handshaking.load(Ordering::SeqCst) >= self.limits.max_handshakes
+            && let Some(peer) = self.conns.evict_oldest_handshake()
         {
             refused(
-                sh,
+                &self.events,
                 peer,
                 "too many handshakes in progress (--max-handshakes); the oldest was cut",
             );
@@ -240,11 +295,15 @@ impl Acceptor {
         let _ = b.sock.set_nonblocking(false);
         let id = self.next_id;
         self.next_id += 1;
-        sh.conns.add(id, &b.sock);
+        self.conns.add(id, &b.sock);
         let job = Job {
             sock: b.sock,
             peer: b.peer,
-            id,
+            ticket: Ticket {
+                id,
+                conns: self.conns.clone(),
+                max_conns: self.limits.max_conns,
+            },
         };
         if self
             .idle
@@ -257,80 +316,80 @@ impl Acceptor {
             let _ = tx.send(job);
             return;
         }
+        let Some(alive) = self.alive.clone() else {
+            return;
+        };
         let worker = Worker {
-            shared: sh.clone(),
+            handler: self.handler.clone(),
             outcomes: self.outcomes.clone(),
             idle: self.idle.clone(),
             jobs: self.job_rx.clone(),
             wake: self.wake.clone(),
+            stopping: self.stopping.clone(),
+            _alive: alive,
         };
         let spawned = thread::Builder::new()
             .name("pincat-conn".into())
             .stack_size(256 * 1024)
             .spawn(move || worker.run(job));
-        match spawned {
-            Ok(t) => self.threads.push(t),
-            Err(e) => {
-                sh.conns.remove(id, false);
-                sh.events.emit(Event::Error {
-                    peer: Some(b.peer),
-                    code: "accept",
-                    message: format!("cannot start a thread for the connection: {e}"),
-                });
-            }
+        if let Err(e) = spawned {
+            self.conns.remove(id);
+            self.events.emit(Event::Error {
+                peer: Some(b.peer),
+                code: "accept",
+                message: format!("cannot start a thread for the connection: {e}"),
+            });
         }
     }
 
-    /// Stops: resets every connection, ends idle workers, waits (bounded)
-    /// for busy ones.
-    pub fn stop(mut self, sh: &Shared) {
-        sh.conns.reset_all();
+    /// Stops: resets every connection, ends idle workers, and waits (at
+    /// most 10 s) until every worker has dropped its guard.
+    pub fn stop(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.conns.reset_all();
         for b in self.bare.drain(..) {
             sys::reset_on_close(&b.sock);
         }
         self.jobs = None;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for t in self.threads {
-            while !t.is_finished() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        self.alive = None;
+        // Disconnected once the last worker's guard is dropped.
+        let _ = self.all_gone.recv_timeout(Duration::from_secs(10));
     }
 }
 
-fn refused(sh: &Shared, peer: SocketAddr, message: &str) {
-    sh.events.emit(Event::Refused {
+fn refused(events: &Events, peer: SocketAddr, message: &str) {
+    events.emit(Event::Refused {
         peer,
-        reason: "max-handshakes",
+        reason: Reason::MaxHandshakes,
         fingerprint: None,
         message: message.into(),
     });
 }
 
 /// A connection thread: handles its first job, then waits for more.
-struct Worker {
-    shared: Arc<Shared>,
-    outcomes: mpsc::Sender<Outcome>,
+struct Worker<O> {
+    handler: Handler<O>,
+    outcomes: mpsc::Sender<O>,
     idle: Arc<AtomicUsize>,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    wake: Arc<UnixStream>,
+    wake: Option<Arc<UnixStream>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped when the worker ends: [`Acceptor::stop`] waits for all.
+    _alive: mpsc::Sender<()>,
 }
 
-impl Worker {
+impl<O> Worker<O> {
     fn run(self, first: Job) {
         let mut next = Some(first);
         while let Some(job) = next.take() {
-            let outcome = super::handle_conn(&self.shared, job);
+            let (id, conns) = (job.ticket.id, job.ticket.conns.clone());
+            let outcome = (self.handler)(job);
+            conns.remove(id);
             let _ = self.outcomes.send(outcome);
-            // A one-shot server ends on this outcome: wake it now. A
-            // keep-open one collects outcomes at its next poll timeout.
-            if !self.shared.opts.keep_open {
-                let _ = (&*self.wake).write(&[1]);
+            if let Some(w) = &self.wake {
+                let _ = (&**w).write(&[1]);
             }
-            if self.shared.shutdown.load(Ordering::SeqCst) {
+            if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
             self.idle.fetch_add(1, Ordering::SeqCst);

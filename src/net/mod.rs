@@ -1,0 +1,5 @@
+//! Transport roles: who dials and who listens, apart from who gives and who
+//! takes. Both end in an established, pinned [`crate::session::Session`].
+
+pub mod dialer;
+pub mod listener;

@@ -1,0 +1,496 @@
+//! The taking data role, over any established session (accepted or
+//! dialed): admit an offer, store its data through the [`crate::store`],
+//! conclude (commit or undo), and send the receipt only once it is durable.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use rustls::{ConnectionCommon, SideData};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Events, Kind, Reason, Transfer};
+use crate::fingerprint::Fingerprint;
+use crate::give::{CHUNK, top_names};
+use crate::protocol::{
+    Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, TransferKind,
+};
+use crate::session::{Session, WireError};
+use crate::store::{self, Fail, Store};
+
+/// Memory all offers held at once may take (decoded names and the frame);
+/// an offer past it is refused as busy.
+pub const OFFER_MEMORY: u64 = 256 << 20;
+
+/// Payload a files transfer must move per idle period to count as progress.
+const PROGRESS_BYTES: u64 = 64 * 1024;
+
+/// How one session's offer ended.
+pub(crate) enum Outcome {
+    /// A transfer was accepted and ended this way.
+    Transfer(Result<Transfer>),
+    /// The session ended before any transfer was accepted.
+    NoTransfer,
+}
+
+/// The taker's state, shared by every session of one server.
+pub(crate) struct Taker {
+    store: Arc<Store>,
+    events: Arc<Events>,
+    shutdown: Arc<AtomicBool>,
+    idle_timeout: Duration,
+    keep_open: bool,
+    /// One-shot mode: set by the first transfer that is accepted.
+    claimed: AtomicBool,
+    /// Streams to stdout go one at a time.
+    stdout: Mutex<()>,
+    /// Serializes commits with the shutdown sweep.
+    finalize: Mutex<()>,
+    /// Memory promised to offers in progress (see [`OFFER_MEMORY`]).
+    offer_memory: AtomicU64,
+}
+
+/// Where an offer stands while it is read and checked.
+type Admit<T> = std::result::Result<T, std::result::Result<Refusal, WireError>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn refusal((code, message): Fail) -> Refusal {
+    Refusal { code, message }
+}
+
+impl Taker {
+    /// A taker storing into `store`.
+    pub(crate) fn new(
+        store: Arc<Store>,
+        events: Arc<Events>,
+        shutdown: Arc<AtomicBool>,
+        idle_timeout: Duration,
+        keep_open: bool,
+    ) -> Taker {
+        Taker {
+            store,
+            events,
+            shutdown,
+            idle_timeout,
+            keep_open,
+            claimed: AtomicBool::new(false),
+            stdout: Mutex::new(()),
+            finalize: Mutex::new(()),
+            offer_memory: AtomicU64::new(0),
+        }
+    }
+
+    /// True once a one-shot taker has a transfer under way.
+    pub(crate) fn claimed(&self) -> bool {
+        self.claimed.load(Ordering::SeqCst)
+    }
+
+    /// Held while shutting down: no commit happens after it is taken.
+    pub(crate) fn finalize(&self) -> MutexGuard<'_, ()> {
+        lock(&self.finalize)
+    }
+
+    /// The framed protocol: preamble, OFFER, ACCEPT or REJECT, DATA*, END,
+    /// then RECEIPT once durable (or ERROR).
+    pub(crate) fn take<C, S>(&self, s: &mut Session<C>, client: Option<Fingerprint>) -> Outcome
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        // Our preamble goes out at once; theirs, and the offer, must follow
+        // within one idle period however the bytes trickle in.
+        s.set_deadline(Some(Instant::now() + self.idle_timeout));
+        let (offer, _grant) = match self.read_offer(s) {
+            Ok(x) => x,
+            Err(Err(e)) => return self.before_offer(s.peer(), client, e),
+            Err(Ok(r)) => return self.refuse(s, client, r, true),
+        };
+        let start = Instant::now();
+        let kind = Kind::of(offer.kind);
+        let (files, names) = (offer.file_count(), top_names(&offer));
+        let total = (offer.kind == TransferKind::Files).then(|| offer.total_bytes());
+        let mut t = match self.claim(offer) {
+            Ok(t) => t,
+            Err(r) => return self.refuse(s, client, r, true),
+        };
+        // A stream to stdout is one at a time, in arrival order.
+        let _stdout = t.to_stdout().then(|| lock(&self.stdout));
+        let result = s
+            .write_message(&Message::Accept)
+            .map_err(wire_fail)
+            .and_then(|()| {
+                self.events.emit(Event::TransferStarted {
+                    peer: s.peer(),
+                    kind,
+                    names,
+                    files,
+                    bytes: total,
+                });
+                self.receive(s, &mut t, total)
+            });
+        s.set_deadline(None);
+        self.conclude(s, t, result, kind, files, start, true)
+    }
+
+    /// Sends our preamble, then reads theirs and the OFFER, holding a share
+    /// of the offer memory for as long as the offer lives.
+    fn read_offer<C, S>(&self, s: &mut Session<C>) -> Admit<(Offer, Grant<'_>)>
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        s.write_preamble().map_err(Err)?;
+        s.read_preamble().map_err(Err)?;
+        let (t, len) = s.read_header().map_err(Err)?;
+        if t != FrameType::Offer {
+            return Err(Ok(Refusal::new(
+                RejectCode::Protocol,
+                format!("expected an OFFER frame, got {}", t.name()),
+            )));
+        }
+        let grant = Grant::take(&self.offer_memory, offer_cost(len)).ok_or_else(|| {
+            Ok(Refusal::new(
+                RejectCode::Busy,
+                "the receiver is at its memory limit for offers in progress; try again later",
+            ))
+        })?;
+        match s.read_body(t, len) {
+            Ok(Message::Offer(o)) => Ok((o, grant)),
+            Ok(m) => Err(Ok(Refusal::new(
+                RejectCode::Protocol,
+                format!("expected an OFFER frame, got {}", m.name()),
+            ))),
+            Err(WireError::Protocol(ProtocolError::Name(n))) => {
+                Err(Ok(Refusal::new(RejectCode::BadName, n.to_string())))
+            }
+            Err(WireError::Protocol(p)) => {
+                Err(Ok(Refusal::new(RejectCode::Protocol, p.to_string())))
+            }
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    /// Takes the one-shot slot (if this taker has one) and prepares the
+    /// store. A refusal here stored nothing, so the slot is given back.
+    fn claim(&self, offer: Offer) -> std::result::Result<store::Transfer, Refusal> {
+        if self.shutdown.load(Ordering::SeqCst) {
+            return Err(Refusal::new(
+                RejectCode::Busy,
+                "the receiver is shutting down",
+            ));
+        }
+        if !self.keep_open && self.claimed.swap(true, Ordering::SeqCst) {
+            return Err(Refusal::new(
+                RejectCode::Busy,
+                "this receiver already took a transfer (run it with --keep-open for more)",
+            ));
+        }
+        self.store.begin(offer).map_err(|f| {
+            if !self.keep_open {
+                self.claimed.store(false, Ordering::SeqCst);
+            }
+            refusal(f)
+        })
+    }
+
+    /// Reads DATA into the store until END, checking every count. The idle
+    /// timeout bounds progress: a files transfer must move PROGRESS_BYTES
+    /// (or finish) per period, a stream a whole frame.
+    fn receive<C, S>(
+        &self,
+        s: &mut Session<C>,
+        t: &mut store::Transfer,
+        total: Option<u64>,
+    ) -> std::result::Result<(), Refusal>
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        let mut mark = 0u64;
+        s.set_deadline(Some(Instant::now() + self.idle_timeout));
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Err(Refusal::new(
+                    RejectCode::Busy,
+                    "the receiver is shutting down",
+                ));
+            }
+            match s.read_message().map_err(|e| self.wire_or_shutdown(e))? {
+                Message::Data(d) => {
+                    t.write(&d).map_err(refusal)?;
+                    s.recycle(d);
+                    if total.is_none() || t.written() - mark >= PROGRESS_BYTES {
+                        mark = t.written();
+                        s.set_deadline(Some(Instant::now() + self.idle_timeout));
+                    }
+                    self.events.emit(Event::Progress {
+                        peer: s.peer(),
+                        bytes: t.written(),
+                        total,
+                    });
+                }
+                Message::End(c) => return t.finish(c.files, c.bytes).map_err(refusal),
+                Message::Abort(why) => {
+                    return Err(Refusal::new(
+                        RejectCode::Protocol,
+                        format!("the sender gave up: {why}"),
+                    ));
+                }
+                m => {
+                    return Err(Refusal::new(
+                        RejectCode::Protocol,
+                        format!("unexpected {} frame during the transfer", m.name()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Names the received data (or undoes it), tells the peer, emits the
+    /// event.
+    #[allow(clippy::too_many_arguments)] // One call site each for framed and raw mode.
+    fn conclude<C, S>(
+        &self,
+        s: &mut Session<C>,
+        mut t: store::Transfer,
+        result: std::result::Result<(), Refusal>,
+        kind: Kind,
+        files: u32,
+        start: Instant,
+        framed: bool,
+    ) -> Outcome
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        let peer = s.peer();
+        let bytes = t.written();
+        let result = result.and_then(|()| {
+            let _g = lock(&self.finalize);
+            if self.shutdown.load(Ordering::SeqCst) {
+                Err(Refusal::new(
+                    RejectCode::Busy,
+                    "the receiver is shutting down",
+                ))
+            } else {
+                t.commit().map_err(refusal)
+            }
+        });
+        match result {
+            Ok(()) => {
+                if framed {
+                    // The data is stored whether or not the sender hears it.
+                    let _ = s.write_message(&Message::Receipt(Counts { files, bytes }));
+                }
+                s.close();
+                let done = Transfer {
+                    peer,
+                    kind,
+                    files,
+                    bytes,
+                    duration: start.elapsed(),
+                };
+                self.events.emit(Event::TransferDone(done.clone()));
+                Outcome::Transfer(Ok(done))
+            }
+            Err(r) => {
+                t.abort();
+                if framed {
+                    let _ = s.write_message(&Message::Error(r.clone()));
+                }
+                s.close();
+                self.events.emit(Event::Error {
+                    peer: Some(peer),
+                    code: r.code.as_str(),
+                    message: r.message.clone(),
+                });
+                Outcome::Transfer(Err(match r.code {
+                    RejectCode::Busy => Error::Interrupted,
+                    RejectCode::Protocol => Error::Incomplete(r.message),
+                    _ => Error::Other(anyhow!(r.message)),
+                }))
+            }
+        }
+    }
+
+    /// Raw mode: the plaintext of the session is the data, until the peer's
+    /// close_notify. No framing, no receipt (the peer is a plain TLS tool).
+    pub(crate) fn take_raw<C, S>(&self, s: &mut Session<C>, client: Option<Fingerprint>) -> Outcome
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        let offer = Offer {
+            kind: TransferKind::Stream,
+            entries: vec![],
+        };
+        let mut t = match self.claim(offer) {
+            Ok(t) => t,
+            Err(r) => return self.refuse(s, client, r, false),
+        };
+        let _stdout = t.to_stdout().then(|| lock(&self.stdout));
+        self.events.emit(Event::TransferStarted {
+            peer: s.peer(),
+            kind: Kind::Raw,
+            names: vec![],
+            files: 0,
+            bytes: None,
+        });
+        let start = Instant::now();
+        let result = self.receive_raw(s, &mut t);
+        self.conclude(s, t, result, Kind::Raw, 0, start, false)
+    }
+
+    fn receive_raw<C, S>(
+        &self,
+        s: &mut Session<C>,
+        t: &mut store::Transfer,
+    ) -> std::result::Result<(), Refusal>
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0usize;
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Err(Refusal::new(
+                    RejectCode::Busy,
+                    "the receiver is shutting down",
+                ));
+            }
+            // Gather what is already here into one large write; flush before
+            // a read that may block, so interactive streams are not held back.
+            if filled > 0 && (filled == buf.len() || !s.has_buffered_input()) {
+                t.write(&buf[..filled]).map_err(refusal)?;
+                filled = 0;
+                self.events.emit(Event::Progress {
+                    peer: s.peer(),
+                    bytes: t.written(),
+                    total: None,
+                });
+            }
+            match s.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    t.write(&buf[..filled]).map_err(refusal)?;
+                    return t.finish(0, t.written()).map_err(refusal);
+                }
+                Ok(n) => filled += n,
+                Err(WireError::Closed | WireError::Reset) => {
+                    return Err(Refusal::new(
+                        RejectCode::Protocol,
+                        "the peer closed the connection without close_notify; the data may be truncated and was not stored",
+                    ));
+                }
+                Err(e) => return Err(wire_fail(e)),
+            }
+        }
+    }
+
+    /// Refuses a transfer before any data was stored: tells a framed peer
+    /// why (a raw peer only sees the close), and reports it.
+    pub(crate) fn refuse<C, S>(
+        &self,
+        s: &mut Session<C>,
+        client: Option<Fingerprint>,
+        r: Refusal,
+        framed: bool,
+    ) -> Outcome
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        if framed {
+            let _ = s.write_message(&Message::Reject(r.clone()));
+        }
+        s.close();
+        self.events.emit(Event::Refused {
+            peer: s.peer(),
+            reason: Reason::Offer(r.code),
+            fingerprint: client,
+            message: r.message,
+        });
+        Outcome::NoTransfer
+    }
+
+    /// The session ended or broke before an offer arrived.
+    fn before_offer(
+        &self,
+        peer: std::net::SocketAddr,
+        client: Option<Fingerprint>,
+        e: WireError,
+    ) -> Outcome {
+        let (reason, message) = match e {
+            WireError::Protocol(p) => (Reason::Protocol, p.to_string()),
+            WireError::Timeout => (
+                Reason::Timeout,
+                "the sender sent no offer in time".to_string(),
+            ),
+            e => (
+                Reason::Closed,
+                format!("the connection ended before an offer: {e}"),
+            ),
+        };
+        self.events.emit(Event::Refused {
+            peer,
+            reason,
+            fingerprint: client,
+            message,
+        });
+        Outcome::NoTransfer
+    }
+
+    /// A read that failed because we are shutting down says so.
+    fn wire_or_shutdown(&self, e: WireError) -> Refusal {
+        if self.shutdown.load(Ordering::SeqCst) {
+            Refusal::new(RejectCode::Busy, "the receiver is shutting down")
+        } else {
+            wire_fail(e)
+        }
+    }
+}
+
+fn wire_fail(e: WireError) -> Refusal {
+    let message = match e {
+        WireError::Closed | WireError::Reset => {
+            "the sender closed the connection before the end; nothing was stored".into()
+        }
+        WireError::Timeout => {
+            "the sender made no progress within the idle timeout (--idle-timeout); nothing was stored"
+                .into()
+        }
+        e => format!("{e}; nothing was stored"),
+    };
+    Refusal::new(RejectCode::Protocol, message)
+}
+
+/// Memory an offer of `len` encoded bytes may take once decoded (the
+/// smallest entry encodes in 16 bytes and decodes into about 100).
+fn offer_cost(len: usize) -> u64 {
+    (len as u64).saturating_mul(8).max(4096)
+}
+
+/// A share of [`OFFER_MEMORY`], given back on drop.
+struct Grant<'a> {
+    pool: &'a AtomicU64,
+    n: u64,
+}
+
+impl<'a> Grant<'a> {
+    /// `n` bytes of the pool, or `None` when that would pass the cap.
+    fn take(pool: &'a AtomicU64, n: u64) -> Option<Grant<'a>> {
+        let grant = Grant { pool, n };
+        let before = pool.fetch_add(n, Ordering::SeqCst);
+        (before.saturating_add(n) <= OFFER_MEMORY).then_some(grant)
+    }
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.n, Ordering::SeqCst);
+    }
+}
