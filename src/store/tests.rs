@@ -1,1 +1,1260 @@
-//! Unit tests of the store, without sockets.
+//! Unit tests of the store, without sockets: offers made by hand, the disk
+//! checked directly (contents, modes, identities, and what lies outside the
+//! output), the way a local attacker or a hostile sender would probe it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::*;
+use crate::protocol::{Entry, Offer, RejectCode, TransferKind};
+
+fn file(name: &str, size: u64) -> Entry {
+    file_mode(name, size, 0o644)
+}
+
+fn file_mode(name: &str, size: u64, mode: u32) -> Entry {
+    Entry {
+        name: name.into(),
+        is_dir: false,
+        mode,
+        size,
+    }
+}
+
+fn dir(name: &str) -> Entry {
+    dir_mode(name, 0o755)
+}
+
+fn dir_mode(name: &str, mode: u32) -> Entry {
+    Entry {
+        name: name.into(),
+        is_dir: true,
+        mode,
+        size: 0,
+    }
+}
+
+fn files(entries: Vec<Entry>) -> Offer {
+    Offer {
+        kind: TransferKind::Files,
+        entries,
+    }
+}
+
+fn stream() -> Offer {
+    Offer {
+        kind: TransferKind::Stream,
+        entries: vec![],
+    }
+}
+
+/// `n` files named `prefix0000...` of `size` bytes each.
+fn many(prefix: &str, n: usize, size: u64) -> Vec<Entry> {
+    (0..n)
+        .map(|i| file(&format!("{prefix}{i:04}"), size))
+        .collect()
+}
+
+fn open(out: &Path) -> Arc<Store> {
+    Arc::new(Store::open(&Output::Path(out.to_path_buf())).expect("Store::open"))
+}
+
+/// A store that behaves as if the process umask were `umask`.
+fn open_umask(out: &Path, umask: u32) -> Arc<Store> {
+    let mut s = Store::open(&Output::Path(out.to_path_buf())).expect("Store::open");
+    s.umask = umask;
+    Arc::new(s)
+}
+
+fn begin(store: &Arc<Store>, offer: &Offer) -> Transfer {
+    match store.begin(offer.clone()) {
+        Ok(t) => t,
+        Err((code, msg)) => panic!("begin refused: {code:?}: {msg}"),
+    }
+}
+
+fn refused(store: &Arc<Store>, offer: &Offer) -> Fail {
+    match store.begin(offer.clone()) {
+        Ok(_) => panic!("begin accepted {:?}", offer.entries),
+        Err(f) => f,
+    }
+}
+
+/// The bytes the tests send for file `name`: different for every name.
+fn content(name: &str, size: u64) -> Vec<u8> {
+    let mut x = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut v = Vec::with_capacity(size as usize + 8);
+    while (v.len() as u64) < size {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    v.truncate(size as usize);
+    v
+}
+
+/// Every file's bytes, in data order.
+fn offer_bytes(offer: &Offer) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in offer.entries.iter().filter(|e| !e.is_dir) {
+        all.extend(content(&e.name, e.size));
+    }
+    all
+}
+
+/// Writes every file's bytes in odd-sized chunks that straddle file
+/// boundaries, as DATA frames would.
+fn write_all(t: &mut Transfer, offer: &Offer) {
+    for chunk in offer_bytes(offer).chunks(7919) {
+        if let Err((code, msg)) = t.write(chunk) {
+            panic!("write failed: {code:?}: {msg}");
+        }
+    }
+}
+
+/// Writes everything and ends the transfer.
+fn feed(t: &mut Transfer, offer: &Offer) {
+    write_all(t, offer);
+    if let Err((code, msg)) = t.finish(offer.file_count(), offer.total_bytes()) {
+        panic!("finish failed: {code:?}: {msg}");
+    }
+}
+
+fn commit(t: &mut Transfer) {
+    if let Err((code, msg)) = t.commit() {
+        panic!("commit failed: {code:?}: {msg}");
+    }
+}
+
+/// Every file of the offer is under `out` with its content.
+fn assert_received(out: &Path, offer: &Offer) {
+    for e in &offer.entries {
+        let p = out.join(&e.name);
+        let m = fs::symlink_metadata(&p).unwrap_or_else(|err| panic!("{}: {err}", e.name));
+        if e.is_dir {
+            assert!(m.is_dir(), "{} is not a directory", e.name);
+        } else {
+            assert!(m.is_file(), "{} is not a file", e.name);
+            assert!(
+                fs::read(&p).unwrap() == content(&e.name, e.size),
+                "{}: wrong content",
+                e.name
+            );
+        }
+    }
+}
+
+/// What a path is, without following anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir {
+        mode: u32,
+        ino: u64,
+        uid: u32,
+        gid: u32,
+    },
+    File {
+        mode: u32,
+        ino: u64,
+        nlink: u64,
+        uid: u32,
+        gid: u32,
+        data: Vec<u8>,
+    },
+    Link(PathBuf),
+    Other(u32),
+}
+
+/// Everything under `root` (root included as ""), never following a link.
+fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, Node>) {
+        let m = fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let ft = m.file_type();
+        let node = if ft.is_symlink() {
+            Node::Link(fs::read_link(p).unwrap())
+        } else if ft.is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                walk(root, &e.unwrap().path(), out);
+            }
+            Node::Dir {
+                mode: m.mode(),
+                ino: m.ino(),
+                uid: m.uid(),
+                gid: m.gid(),
+            }
+        } else if ft.is_file() {
+            Node::File {
+                mode: m.mode(),
+                ino: m.ino(),
+                nlink: m.nlink(),
+                uid: m.uid(),
+                gid: m.gid(),
+                data: fs::read(p).unwrap(),
+            }
+        } else {
+            Node::Other(m.mode())
+        };
+        out.insert(rel, node);
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Regular files under `root` (relative names), never following a link.
+fn regular_files(root: &Path) -> Vec<String> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .mode()
+        & 0o7777
+}
+
+/// A scratch area: `out` (the output, existing) and `outside` (a directory
+/// an attacker would like the receiver to write into), with some content.
+struct Area {
+    _tmp: tempfile::TempDir,
+    out: PathBuf,
+    outside: PathBuf,
+}
+
+fn area() -> Area {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&out).unwrap();
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("keep"), b"outside, must not change").unwrap();
+    fs::write(outside.join("sub/deep"), b"also outside").unwrap();
+    Area {
+        out,
+        outside,
+        _tmp: tmp,
+    }
+}
+
+// 1. Symbolic links on the way are never followed.
+
+#[test]
+fn symlink_on_the_way_is_refused_with_exists_and_nothing_outside_changes() {
+    let a = area();
+    symlink(&a.outside, a.out.join("link")).unwrap();
+    fs::create_dir_all(a.out.join("real/inner")).unwrap();
+    symlink(&a.outside, a.out.join("real/inner/link")).unwrap();
+    // A link to a directory inside the output is not followed either.
+    symlink(a.out.join("real"), a.out.join("inlink")).unwrap();
+    fs::write(a.out.join("plain"), b"a file").unwrap();
+    let outside = snapshot(&a.outside);
+    let inside = snapshot(&a.out);
+    let store = open(&a.out);
+    let offers = [
+        files(vec![file("link/x", 3)]),
+        files(vec![file("link/sub/x", 3)]),
+        files(vec![file("link/new/deeper/x", 3)]),
+        files(vec![dir("link")]),
+        files(vec![dir("link/new")]),
+        files(vec![
+            dir("real"),
+            dir("real/inner"),
+            file("real/inner/link/x", 1),
+        ]),
+        files(vec![file("real/inner/link/sub/deep", 1)]),
+        files(vec![file("inlink/inner/x", 1)]),
+        files(vec![file("plain/x", 1)]),
+        // Refused however late in the offer the bad entry comes.
+        files(vec![
+            file("ok1", 1),
+            dir("fine"),
+            file("fine/ok2", 1),
+            file("link/x", 1),
+        ]),
+        files(
+            many("many/f", MAX_HELD + 4, 1)
+                .into_iter()
+                .chain([file("link/x", 1)])
+                .collect(),
+        ),
+    ];
+    for offer in &offers {
+        let (code, msg) = refused(&store, offer);
+        assert_eq!(
+            code,
+            RejectCode::Exists,
+            "{:?}: {msg}",
+            offer.entries.last()
+        );
+        assert_eq!(snapshot(&a.outside), outside, "outside changed");
+        assert_eq!(snapshot(&a.out), inside, "output changed after {msg}");
+    }
+}
+
+/// Begins and fills a transfer of `offer` (files under `d/`), swaps `out/d`
+/// for a symlink to `outside`, and checks that the commit fails without
+/// touching anything outside or naming anything.
+fn swap_before_commit(offer: Offer) {
+    let a = area();
+    let outside = snapshot(&a.outside);
+    let store = open(&a.out);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    fs::rename(a.out.join("d"), a.out.join("d.real")).unwrap();
+    symlink(&a.outside, a.out.join("d")).unwrap();
+    let Err((code, msg)) = t.commit() else {
+        panic!("commit through a symlink succeeded");
+    };
+    assert_eq!(code, RejectCode::Exists, "{msg}");
+    assert!(msg.contains("symbolic link"), "{msg}");
+    assert_eq!(snapshot(&a.outside), outside, "outside changed at commit");
+    t.abort();
+    drop(t);
+    assert_eq!(snapshot(&a.outside), outside, "outside changed at abort");
+    assert_eq!(fs::read_link(a.out.join("d")).unwrap(), a.outside);
+    assert_eq!(
+        regular_files(&a.out),
+        Vec::<String>::new(),
+        "something was linked"
+    );
+    assert!(!a.out.join(STATE_DIR).exists());
+}
+
+#[test]
+fn swapping_the_parent_for_a_symlink_before_commit_fails_held() {
+    swap_before_commit(files(vec![
+        dir("d"),
+        file("d/a", 10),
+        file("d/b", 100_000),
+        file("d/empty", 0),
+    ]));
+}
+
+#[test]
+fn swapping_the_parent_for_a_symlink_before_commit_fails_staged() {
+    let mut entries = vec![dir("d")];
+    entries.extend(many("d/f", MAX_HELD * 2, 100));
+    swap_before_commit(files(entries));
+}
+
+#[test]
+fn swapping_a_deeper_parent_for_a_symlink_before_commit_fails() {
+    // Only the second-level directory is swapped; the first file's
+    // directory stays real. No file may be left linked either way.
+    let a = area();
+    let outside = snapshot(&a.outside);
+    let store = open(&a.out);
+    let offer = files(vec![dir("d"), file("d/a", 5), dir("d/s"), file("d/s/b", 5)]);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    fs::rename(a.out.join("d/s"), a.out.join("s.real")).unwrap();
+    symlink(&a.outside, a.out.join("d/s")).unwrap();
+    assert!(t.commit().is_err(), "commit through a symlink succeeded");
+    drop(t);
+    assert_eq!(snapshot(&a.outside), outside);
+    assert_eq!(
+        regular_files(&a.out),
+        Vec::<String>::new(),
+        "a file stayed linked"
+    );
+}
+
+#[test]
+fn swapping_the_parent_for_a_symlink_before_the_first_write_fails() {
+    let a = area();
+    let outside = snapshot(&a.outside);
+    let store = open(&a.out);
+    let offer = files(vec![dir("d"), file("d/a", 5000)]);
+    let mut t = begin(&store, &offer);
+    fs::rename(a.out.join("d"), a.out.join("d.real")).unwrap();
+    symlink(&a.outside, a.out.join("d")).unwrap();
+    let Err((code, msg)) = t.write(&content("d/a", 5000)) else {
+        panic!("write through a symlink succeeded");
+    };
+    assert_eq!(code, RejectCode::Exists, "{msg}");
+    drop(t);
+    assert_eq!(snapshot(&a.outside), outside);
+    assert_eq!(regular_files(&a.out), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "BUG: a refusal while creating a held file quotes the name twice (\"\\\"d/a\\\"\")"]
+fn a_refusal_at_write_time_quotes_the_name_once() {
+    let a = area();
+    let store = open(&a.out);
+    let offer = files(vec![dir("d"), file("d/a", 5)]);
+    let mut t = begin(&store, &offer);
+    fs::rename(a.out.join("d"), a.out.join("d.real")).unwrap();
+    symlink(&a.outside, a.out.join("d")).unwrap();
+    let Err((_, msg)) = t.write(b"12345") else {
+        panic!("write through a symlink succeeded");
+    };
+    assert!(msg.contains(r#""d/a""#), "{msg}");
+    assert!(!msg.contains('\\'), "escaped twice: {msg}");
+}
+
+// 2. An abort removes only what no other live transfer uses.
+
+fn two_transfers_one_aborts(out: &Path, store_out: &Path, first: Offer, second: Offer) {
+    let store = open(store_out);
+    let mut t1 = begin(&store, &first);
+    let mut t2 = begin(&store, &second);
+    write_all(&mut t1, &first);
+    feed(&mut t2, &second);
+    t1.abort();
+    drop(t1);
+    commit(&mut t2);
+    drop(t2);
+    assert_received(out, &second);
+    for e in first.entries.iter().filter(|e| !e.is_dir) {
+        assert!(
+            !out.join(&e.name).exists(),
+            "{} of the aborted transfer",
+            e.name
+        );
+    }
+    assert!(!out.join(STATE_DIR).exists());
+}
+
+#[test]
+fn abort_keeps_a_new_directory_another_transfer_uses() {
+    type Case = (Vec<Entry>, Vec<Entry>);
+    let cases: Vec<Case> = vec![
+        // Files only, no directory entries.
+        (vec![file("inbox/a", 10)], vec![file("inbox/b", 10)]),
+        // As the pincat sender offers them: directories first.
+        (
+            vec![dir("inbox"), file("inbox/a", 10)],
+            vec![dir("inbox"), file("inbox/b", 10)],
+        ),
+        // Both into inbox/sub.
+        (
+            vec![dir("inbox"), dir("inbox/sub"), file("inbox/sub/a", 1)],
+            vec![dir("inbox"), dir("inbox/sub"), file("inbox/sub/b", 1)],
+        ),
+        // Staged (many files) on both sides.
+        (
+            many("inbox/a", MAX_HELD + 5, 10),
+            many("inbox/b", MAX_HELD + 5, 10),
+        ),
+        // One staged, one held.
+        (many("inbox/a", MAX_HELD + 5, 10), vec![file("inbox/b", 10)]),
+        (vec![file("inbox/a", 10)], many("inbox/b", MAX_HELD + 5, 10)),
+    ];
+    for (first, second) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        two_transfers_one_aborts(tmp.path(), tmp.path(), files(first), files(second));
+    }
+}
+
+#[test]
+fn abort_keeps_a_new_output_directory_another_transfer_uses() {
+    // `--out inbox` where inbox does not exist yet: the first transfer
+    // creates it, the second uses it.
+    type Case = (Vec<Entry>, Vec<Entry>);
+    let cases: Vec<Case> = vec![
+        (vec![file("a", 10)], vec![file("b", 10)]),
+        (vec![dir("da"), file("da/a", 1)], vec![file("b", 10)]),
+        (
+            vec![dir("da"), file("da/a", 1)],
+            vec![dir("db"), file("db/b", 1)],
+        ),
+        (many("a", MAX_HELD + 5, 10), vec![file("b", 10)]),
+        (vec![file("a", 10)], many("b", MAX_HELD + 5, 10)),
+    ];
+    for (first, second) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let inbox = tmp.path().join("inbox");
+        two_transfers_one_aborts(&inbox, &inbox, files(first), files(second));
+    }
+}
+
+#[test]
+#[ignore = "BUG: an abort removes an intermediate directory it made (inbox) although another live transfer has its files waiting there"]
+fn abort_keeps_an_intermediate_directory_another_transfer_uses() {
+    // The first transfer creates inbox/ on the way to inbox/sub/ without
+    // listing inbox itself; the second puts a file directly in inbox/.
+    let tmp = tempfile::tempdir().unwrap();
+    two_transfers_one_aborts(
+        tmp.path(),
+        tmp.path(),
+        files(vec![file("inbox/sub/a", 10)]),
+        files(vec![dir("inbox"), file("inbox/b", 10)]),
+    );
+}
+
+#[test]
+fn abort_of_a_held_transfer_removes_the_output_directory_it_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    let store = open(&inbox);
+    let offer = files(vec![dir("d"), file("d/a", 10), file("b", 10)]);
+    let mut t = begin(&store, &offer);
+    write_all(&mut t, &offer);
+    t.abort();
+    assert!(!inbox.exists(), "inbox left behind");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+#[ignore = "BUG: a staged transfer's abort leaves the --out directory it created (remove_made runs before the staging dir inside it is removed)"]
+fn abort_of_a_staged_transfer_removes_the_output_directory_it_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    let store = open(&inbox);
+    let offer = files(many("f", MAX_HELD + 4, 10));
+    let mut t = begin(&store, &offer);
+    write_all(&mut t, &offer);
+    t.abort();
+    let left: Vec<String> = snapshot(tmp.path())
+        .into_keys()
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+// 3. Modes: the sender's permission bits under the receiver's umask, never
+// setuid, setgid or sticky.
+
+fn check_modes(umask: u32, staged: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open_umask(tmp.path(), umask);
+    let mut entries = vec![
+        dir_mode("d", 0o7777),
+        file_mode("d/all", 5, 0o7777),
+        file_mode("d/rwx", 5, 0o777),
+        file_mode("d/suid", 5, 0o4755),
+        file_mode("d/none", 5, 0),
+        dir_mode("d/closed", 0),
+        file_mode("d/implicit/x", 5, 0o666),
+        file_mode("top", 5, 0o6644),
+    ];
+    if staged {
+        entries.extend(many("d/pad", MAX_HELD, 1));
+    }
+    let offer = files(entries);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    commit(&mut t);
+    drop(t);
+    let o = tmp.path();
+    let dmode = |m: u32| (m & 0o777 & !umask) | 0o700;
+    let fmode = |m: u32| m & 0o777 & !umask;
+    let ctx = format!("umask {umask:03o}, staged {staged}");
+    assert_eq!(mode_of(&o.join("d")), dmode(0o7777), "{ctx}");
+    assert_eq!(mode_of(&o.join("d/all")), fmode(0o7777), "{ctx}");
+    assert_eq!(mode_of(&o.join("d/rwx")), fmode(0o777), "{ctx}");
+    assert_eq!(mode_of(&o.join("d/suid")), fmode(0o755), "{ctx}");
+    assert_eq!(mode_of(&o.join("d/none")), 0, "{ctx}");
+    assert_eq!(mode_of(&o.join("d/closed")), 0o700, "{ctx}");
+    assert_eq!(mode_of(&o.join("d/implicit")), dmode(0o777), "{ctx}");
+    assert_eq!(mode_of(&o.join("d/implicit/x")), fmode(0o666), "{ctx}");
+    assert_eq!(mode_of(&o.join("top")), fmode(0o644), "{ctx}");
+    for (name, node) in snapshot(o) {
+        if let Node::Dir { mode, .. } | Node::File { mode, .. } = node {
+            assert_eq!(mode & 0o7000, 0, "{ctx}: {name} has special bits {mode:o}");
+        }
+    }
+    assert_received(o, &offer);
+}
+
+#[test]
+fn modes_are_masked_by_the_umask_and_never_special() {
+    for umask in [0o022, 0o077, 0o027, 0o002, 0o000] {
+        check_modes(umask, false);
+        check_modes(umask, true);
+    }
+}
+
+#[test]
+fn the_umask_of_the_process_is_the_one_used() {
+    // No override: whatever the test process runs with.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let umask = crate::sys::umask();
+    let offer = files(vec![file_mode("x", 1, 0o777)]);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    commit(&mut t);
+    assert_eq!(mode_of(&tmp.path().join("x")), 0o777 & !umask);
+}
+
+#[test]
+fn stream_file_mode_follows_the_umask() {
+    for (umask, want) in [
+        (0o077, 0o600),
+        (0o022, 0o644),
+        (0o027, 0o640),
+        (0o000, 0o666),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("got.bin");
+        let store = open_umask(&target, umask);
+        let mut t = begin(&store, &stream());
+        t.write(b"stream bytes").unwrap();
+        t.finish(0, 12).unwrap();
+        commit(&mut t);
+        drop(t);
+        assert_eq!(fs::read(&target).unwrap(), b"stream bytes");
+        assert_eq!(mode_of(&target), want, "umask {umask:03o}");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "leftovers");
+    }
+}
+
+// 4. Staging for many-file offers.
+
+/// The staging directories under `out`'s state dir, and their files.
+fn staged(out: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut m = BTreeMap::new();
+    let Ok(rd) = fs::read_dir(out.join(STATE_DIR)) else {
+        return m;
+    };
+    for e in rd {
+        let e = e.unwrap();
+        let mut names: Vec<String> = fs::read_dir(e.path())
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        m.insert(e.file_name().to_string_lossy().into_owned(), names);
+    }
+    m
+}
+
+#[test]
+fn a_second_open_spares_a_live_staged_transfer_and_sweeps_dead_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let store = open(out);
+    let mut entries = vec![dir("many")];
+    entries.extend(many("many/f", 60, 3000));
+    let offer = files(entries);
+    let mut t = begin(&store, &offer);
+    // Half the data.
+    let all = offer_bytes(&offer);
+    let half = all.len() / 2;
+    t.write(&all[..half]).unwrap();
+    let live = staged(out);
+    assert_eq!(live.len(), 1, "{live:?}");
+    let (live_name, live_files) = live.iter().next().unwrap();
+    assert!(live_files.len() >= 29, "{live_files:?}");
+    // What a crashed receiver would have left: unlocked, with files.
+    let dead = out.join(STATE_DIR).join("1-0");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("0"), b"crashed").unwrap();
+    fs::write(dead.join("1"), b"crashed").unwrap();
+
+    let again = open(out);
+    let after = staged(out);
+    assert_eq!(
+        after.get(live_name),
+        Some(live_files),
+        "the live transfer lost its files"
+    );
+    assert!(!dead.exists(), "the dead staging directory was not swept");
+    assert_eq!(after.len(), 1, "{after:?}");
+
+    t.write(&all[half..]).unwrap();
+    t.finish(offer.file_count(), offer.total_bytes()).unwrap();
+    commit(&mut t);
+    drop(t);
+    assert_received(out, &offer);
+    assert!(!out.join(STATE_DIR).exists(), "state dir left after commit");
+    // The second store is usable too.
+    let second = files(many("more/g", MAX_HELD + 3, 10));
+    let mut t = begin(&again, &second);
+    feed(&mut t, &second);
+    commit(&mut t);
+    drop(t);
+    assert_received(out, &second);
+    assert!(!out.join(STATE_DIR).exists());
+}
+
+#[test]
+fn staged_commit_and_abort_leave_no_state_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    fs::write(out.join("user-file"), b"mine").unwrap();
+    let store = open(out);
+    let mut entries = vec![dir("two")];
+    entries.extend(many("two/f", 200, 100));
+    let offer = files(entries);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    commit(&mut t);
+    drop(t);
+    assert_received(out, &offer);
+    assert!(!out.join(STATE_DIR).exists());
+
+    let offer = files(many("aborted/f", 200, 100));
+    let mut t = begin(&store, &offer);
+    write_all(&mut t, &offer);
+    assert!(out.join(STATE_DIR).exists(), "not staged?");
+    // While staged, nothing but the directories is beside the user's files.
+    assert!(!out.join("aborted/f0000").exists());
+    drop(t);
+    assert!(!out.join(STATE_DIR).exists());
+    assert!(!out.join("aborted").exists());
+    assert_eq!(fs::read(out.join("user-file")).unwrap(), b"mine");
+}
+
+#[test]
+#[ignore = "BUG: after one failed staging the store keeps a stale handle of .pincat-state; once that directory is removed, every later many-file transfer fails until restart"]
+fn a_failed_staging_does_not_break_later_many_file_transfers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let store = open(out);
+    // This store's first staging name is taken (any failure after the
+    // state directory is opened will do: ENOSPC, EMFILE, a race).
+    fs::create_dir(out.join(STATE_DIR)).unwrap();
+    fs::write(
+        out.join(STATE_DIR)
+            .join(format!("{}-0", std::process::id())),
+        b"x",
+    )
+    .unwrap();
+    let offer = files(many("f", MAX_HELD + 2, 10));
+    if let Ok(t) = store.begin(offer.clone()) {
+        drop(t);
+    }
+    // The state directory goes away (another pincat's sweep or last
+    // transfer, or the user), as it does whenever nothing is staged.
+    fs::remove_dir_all(out.join(STATE_DIR)).unwrap();
+    for round in 0..2 {
+        let offer = files(many(&format!("r{round}/f"), MAX_HELD + 2, 10));
+        let mut t = begin(&store, &offer);
+        feed(&mut t, &offer);
+        commit(&mut t);
+        drop(t);
+        assert_received(out, &offer);
+    }
+}
+
+#[test]
+#[ignore = "BUG: another receiver starting on the same output (its sweep) makes this one's many-file transfers fail, and after one such race all of them fail"]
+fn staged_transfers_survive_other_receivers_starting_on_the_same_output() {
+    use std::sync::atomic::AtomicBool;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_path_buf();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sweeper = {
+        let (stop, out) = (stop.clone(), out.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                drop(Store::open(&Output::Path(out.clone())).unwrap());
+                n += 1;
+            }
+            n
+        })
+    };
+    let store = open(&out);
+    let attempt = |i: usize| {
+        let offer = files(many(&format!("r{i}/f"), MAX_HELD + 2, 10));
+        store.begin(offer.clone()).and_then(|mut t| {
+            t.write(&offer_bytes(&offer))?;
+            t.finish(offer.file_count(), offer.total_bytes())?;
+            t.commit()
+        })
+    };
+    // Until the first failure (bounded), then 20 more with no one racing.
+    let (mut ok, mut first) = (0, None);
+    let t0 = Instant::now();
+    let mut i = 0;
+    while first.is_none() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        i += 1;
+        match attempt(i) {
+            Ok(()) => ok += 1,
+            Err(e) => first = Some(e),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sweeps = sweeper.join().unwrap();
+    let after = (0..20).filter(|k| attempt(i + 1 + k).is_err()).count();
+    eprintln!(
+        "SWEEP RACE: {ok} ok before the first failure {first:?} ({sweeps} starts, {:?}); then {after} of 20 failed with no one racing",
+        t0.elapsed()
+    );
+    assert!(first.is_none(), "failed after {ok} transfers: {first:?}");
+}
+
+#[test]
+#[ignore = "BUG: a sender's file named .pincat-state blocks every later many-file transfer into the output"]
+fn a_received_file_named_like_the_state_dir_does_not_break_staging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let planted = files(vec![file(STATE_DIR, 3)]);
+    if let Ok(mut t) = store.begin(planted.clone()) {
+        feed(&mut t, &planted);
+        let _ = t.commit();
+    }
+    let offer = files(many("f", MAX_HELD + 4, 10));
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    commit(&mut t);
+    assert_received(tmp.path(), &offer);
+}
+
+#[test]
+#[ignore = "BUG: files a sender stored under .pincat-state/ are deleted by the next start (after their receipt)"]
+fn a_received_file_under_the_state_dir_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let planted = files(vec![
+        dir(STATE_DIR),
+        dir(".pincat-state/x"),
+        file(".pincat-state/x/y", 3),
+    ]);
+    let Ok(mut t) = store.begin(planted.clone()) else {
+        return; // Refused up front: nothing to lose.
+    };
+    feed(&mut t, &planted);
+    if t.commit().is_err() {
+        return;
+    }
+    drop(t);
+    assert_received(tmp.path(), &planted);
+    let _restart = open(tmp.path());
+    assert_received(tmp.path(), &planted);
+}
+
+// 5. Deep paths.
+
+/// `depth` directories `a/a/.../a` then `leaf`.
+fn deep_name(depth: usize, leaf: &str) -> String {
+    let mut s = "a/".repeat(depth);
+    s.push_str(leaf);
+    s
+}
+
+fn read_deep(out: &Path, name: &str) -> Vec<u8> {
+    let (parent, leaf) = split_parent(name);
+    let root = crate::sys::open_dir(out).unwrap();
+    let d = crate::sys::open_dir_beneath(root.as_fd(), parent).unwrap();
+    fs::read(format!("/proc/self/fd/{}/{leaf}", d.as_raw_fd())).unwrap()
+}
+
+#[test]
+fn a_file_2000_directories_deep_is_received() {
+    // The walk holds a descriptor per level; the server raises its soft
+    // limit the same way.
+    crate::sys::raise_fd_limit();
+    let name = deep_name(2000, "f");
+    assert!(name.len() <= crate::protocol::MAX_NAME, "{}", name.len());
+    let offer = files(vec![file(&name, 5000)]);
+    // The protocol accepts it.
+    assert_eq!(Offer::decode(&offer.encode()).unwrap(), offer);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let t0 = Instant::now();
+    let mut t = begin(&store, &offer);
+    let t1 = Instant::now();
+    feed(&mut t, &offer);
+    commit(&mut t);
+    drop(t);
+    let t2 = Instant::now();
+    eprintln!(
+        "TIMING deep file, 2000 levels ({} bytes): begin {:?}, write+finish+commit {:?}",
+        name.len(),
+        t1 - t0,
+        t2 - t1
+    );
+    assert_eq!(read_deep(tmp.path(), &name), content(&name, 5000));
+}
+
+#[test]
+fn aborting_a_deep_file_removes_only_the_directories_it_made() {
+    crate::sys::raise_fd_limit();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    // The user already has a/a/ with a file in it.
+    fs::create_dir_all(out.join("a/a")).unwrap();
+    fs::write(out.join("a/a/mine"), b"mine").unwrap();
+    let store = open(out);
+    for depth in [1100, 2040] {
+        let name = deep_name(depth, "f");
+        let offer = files(vec![file(&name, 100)]);
+        let t0 = Instant::now();
+        let mut t = begin(&store, &offer);
+        write_all(&mut t, &offer);
+        // The whole chain exists before the abort...
+        let root = crate::sys::open_dir(out).unwrap();
+        assert!(crate::sys::open_dir_beneath(root.as_fd(), split_parent(&name).0).is_ok());
+        t.abort();
+        drop(t);
+        eprintln!(
+            "TIMING deep file, {depth} levels: begin+write+abort {:?}",
+            t0.elapsed()
+        );
+        // ...and only the user's part is left.
+        let left: Vec<String> = snapshot(out).into_keys().collect();
+        assert_eq!(left, ["", "a", "a/a", "a/a/mine"], "depth {depth}");
+    }
+}
+
+fn deep_entries(n: usize, depth: usize) -> Offer {
+    // t000/a/a/.../f: `depth` directories in all.
+    files(
+        (0..n)
+            .map(|i| file(&format!("t{i:03}/{}", deep_name(depth - 1, "f")), 0))
+            .collect(),
+    )
+}
+
+/// Begins and aborts `n` entries of `depth` directories each, in distinct
+/// top-level directories; prints the times and checks nothing is left.
+fn deep_entries_begin_abort(cases: &[(usize, usize)]) {
+    crate::sys::raise_fd_limit();
+    for &(n, depth) in cases {
+        let offer = deep_entries(n, depth);
+        let t0 = Instant::now();
+        let decoded = Offer::decode(&offer.encode()).unwrap();
+        let decode = t0.elapsed();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let t0 = Instant::now();
+        let mut t = begin(&store, &decoded);
+        let t1 = Instant::now();
+        t.abort();
+        let t2 = Instant::now();
+        drop(t);
+        eprintln!(
+            "TIMING {n} entries x {depth} levels ({} dirs): decode {decode:?}, begin {:?}, abort {:?}, begin+abort {:?}",
+            n * depth,
+            t1 - t0,
+            t2 - t1,
+            t2 - t0
+        );
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "{n} x {depth}: left behind"
+        );
+    }
+}
+
+#[test]
+fn many_deep_entries_begin_and_abort() {
+    deep_entries_begin_abort(&[(10, 1000), (20, 1000), (20, 500)]);
+}
+
+#[test]
+#[ignore = "long (about a minute in a debug build): the full 200 x 1000 measurement; run with --ignored"]
+fn many_deep_entries_begin_and_abort_full_size() {
+    deep_entries_begin_abort(&[(100, 1000), (200, 1000), (200, 500)]);
+}
+
+// 6. Descriptors.
+
+fn open_fds() -> usize {
+    // read_dir holds one descriptor of its own while listing.
+    fs::read_dir("/proc/self/fd").unwrap().count() - 1
+}
+
+const FD_CHILD: &str = "PINCAT_STORE_TESTS_FD_CHILD";
+
+/// Runs this test again alone in a child process, where no other test's
+/// descriptors come and go.
+fn in_child(test: &str) -> bool {
+    if std::env::var_os(FD_CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(FD_CHILD, "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    eprint!("{text}");
+    assert!(out.status.success(), "child failed");
+    assert!(text.contains("1 passed"), "the child did not run the test");
+    false
+}
+
+/// Counts descriptors in a thread while `f` runs; returns the peak.
+fn peak_fds<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(open_fds(), Ordering::SeqCst);
+            }
+        })
+    };
+    let r = f();
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    // The sampler's own descriptors are already excluded by open_fds.
+    (r, peak.load(Ordering::SeqCst))
+}
+
+#[test]
+fn descriptors_stay_bounded() {
+    if !in_child("serve::store::tests::descriptors_stay_bounded") {
+        return;
+    }
+    crate::sys::raise_fd_limit();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let base = open_fds();
+    let store = open(out);
+    let with_store = open_fds();
+
+    // 1000 files in 10 directories, written one DATA chunk at a time.
+    let mut entries = Vec::new();
+    for d in 0..10 {
+        entries.push(dir(&format!("d{d}")));
+        entries.extend(many(&format!("d{d}/f"), 100, 700));
+    }
+    let offer = files(entries);
+    let (mut t, begin_peak) = peak_fds(|| begin(&store, &offer));
+    let mut write_peak = 0;
+    for chunk in offer_bytes(&offer).chunks(1000) {
+        t.write(chunk).unwrap();
+        write_peak = write_peak.max(open_fds());
+    }
+    t.finish(offer.file_count(), offer.total_bytes()).unwrap();
+    let ((), commit_peak) = peak_fds(|| commit(&mut t));
+    let after_commit = open_fds();
+    drop(t);
+    let after_drop = open_fds();
+    eprintln!(
+        "FDS 1000 files: base {base}, store {with_store}, begin peak {begin_peak}, write peak {write_peak}, commit peak {commit_peak}, after commit {after_commit}, after drop {after_drop}"
+    );
+    let limit = with_store + MAX_HELD + 10;
+    assert!(begin_peak <= limit, "begin: {begin_peak} > {limit}");
+    assert!(write_peak <= limit, "write: {write_peak} > {limit}");
+    assert!(commit_peak <= limit, "commit: {commit_peak} > {limit}");
+    assert_eq!(after_drop, with_store, "descriptors leaked by the transfer");
+    assert_received(out, &offer);
+
+    // MAX_HELD files, each in its own directory: the held worst case.
+    let mut entries = Vec::new();
+    for d in 0..MAX_HELD {
+        entries.push(dir(&format!("h{d}")));
+        entries.push(file(&format!("h{d}/x"), 10));
+    }
+    let offer = files(entries);
+    let ((), held_peak) = peak_fds(|| {
+        let mut t = begin(&store, &offer);
+        feed(&mut t, &offer);
+        commit(&mut t);
+    });
+    let after = open_fds();
+    eprintln!(
+        "FDS {MAX_HELD} held files in {MAX_HELD} directories: peak {held_peak}, after {after}"
+    );
+    assert!(held_peak <= with_store + 3 * MAX_HELD, "held: {held_peak}");
+    assert_eq!(after, with_store);
+
+    // An aborted staged transfer gives everything back too.
+    let offer = files(many("ab/f", 300, 10));
+    let mut t = begin(&store, &offer);
+    write_all(&mut t, &offer);
+    drop(t);
+    assert_eq!(open_fds(), with_store, "leak after abort");
+
+    // A deep path: one descriptor per level while directories are made.
+    let offer = files(vec![file(&deep_name(2000, "f"), 1)]);
+    let ((), deep_peak) = peak_fds(|| {
+        let mut t = begin(&store, &offer);
+        feed(&mut t, &offer);
+        commit(&mut t);
+    });
+    eprintln!("FDS one file 2000 levels deep: peak {deep_peak} (store alone {with_store})");
+    assert_eq!(open_fds(), with_store);
+    drop(store);
+    assert_eq!(open_fds(), base, "the store leaked");
+}
+
+// 7. Existing things are never replaced.
+
+#[test]
+fn an_existing_file_is_refused_and_left_identical() {
+    let a = area();
+    fs::create_dir(a.out.join("d")).unwrap();
+    fs::write(a.out.join("x"), b"precious").unwrap();
+    fs::write(a.out.join("d/y"), b"precious too").unwrap();
+    fs::set_permissions(a.out.join("x"), fs::Permissions::from_mode(0o640)).unwrap();
+    let before = snapshot(&a.out);
+    let store = open(&a.out);
+    for offer in [
+        files(vec![file("x", 3)]),
+        files(vec![file("new", 1), file("x", 0)]),
+        files(vec![dir("d"), file("d/y", 3)]),
+        files(vec![file("d/y", 3)]),
+        // A directory entry where a file is.
+        files(vec![dir("x")]),
+        files(
+            many("m/f", MAX_HELD + 2, 1)
+                .into_iter()
+                .chain([file("x", 1)])
+                .collect(),
+        ),
+    ] {
+        let (code, msg) = refused(&store, &offer);
+        assert_eq!(code, RejectCode::Exists, "{msg}");
+        assert_eq!(snapshot(&a.out), before, "{msg}");
+    }
+}
+
+/// A file (or symlink) appears at a target between begin and commit.
+fn appears_before_commit(offer: Offer, late: &str, as_link: bool) {
+    let a = area();
+    let outside = snapshot(&a.outside);
+    let store = open(&a.out);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    let p = a.out.join(late);
+    if as_link {
+        symlink(a.outside.join("keep"), &p).unwrap();
+    } else {
+        fs::write(&p, b"appeared").unwrap();
+    }
+    let Err((code, msg)) = t.commit() else {
+        panic!("commit replaced {late}");
+    };
+    assert_eq!(code, RejectCode::Exists, "{msg}");
+    drop(t);
+    if as_link {
+        assert_eq!(fs::read_link(&p).unwrap(), a.outside.join("keep"));
+    } else {
+        assert_eq!(fs::read(&p).unwrap(), b"appeared");
+    }
+    assert_eq!(snapshot(&a.outside), outside);
+    // Everything else of the failed transfer is undone.
+    let files_left = regular_files(&a.out);
+    let expect: Vec<String> = if as_link {
+        vec![]
+    } else {
+        vec![late.to_string()]
+    };
+    assert_eq!(files_left, expect);
+}
+
+#[test]
+fn a_file_appearing_before_commit_is_not_replaced_and_the_rest_is_undone() {
+    let held = || files(vec![file("a", 3), file("b", 3), file("c", 3)]);
+    let staged = || files(many("f", MAX_HELD + 4, 3));
+    for as_link in [false, true] {
+        appears_before_commit(held(), "b", as_link);
+        appears_before_commit(held(), "c", as_link);
+        appears_before_commit(staged(), "f0010", as_link);
+        appears_before_commit(staged(), &format!("f{:04}", MAX_HELD + 3), as_link);
+    }
+}
+
+#[test]
+fn an_existing_symlink_at_a_target_is_refused_and_its_target_untouched() {
+    let a = area();
+    symlink(a.outside.join("keep"), a.out.join("x")).unwrap();
+    symlink(a.outside.join("missing"), a.out.join("dangling")).unwrap();
+    fs::create_dir(a.out.join("d")).unwrap();
+    symlink(a.outside.join("sub/deep"), a.out.join("d/y")).unwrap();
+    let outside = snapshot(&a.outside);
+    let inside = snapshot(&a.out);
+    let store = open(&a.out);
+    for offer in [
+        files(vec![file("x", 3)]),
+        files(vec![file("dangling", 3)]),
+        files(vec![dir("d"), file("d/y", 3)]),
+        files(
+            many("m/f", MAX_HELD + 2, 1)
+                .into_iter()
+                .chain([file("dangling", 1)])
+                .collect(),
+        ),
+    ] {
+        let (code, msg) = refused(&store, &offer);
+        assert_eq!(code, RejectCode::Exists, "{msg}");
+        assert_eq!(snapshot(&a.outside), outside, "{msg}");
+        assert_eq!(snapshot(&a.out), inside, "{msg}");
+    }
+    assert!(!a.outside.join("missing").exists());
+}
+
+#[test]
+fn a_stream_never_replaces_an_existing_file() {
+    let a = area();
+    let target = a.out.join("got.bin");
+    // Existing before the store opens: refused.
+    fs::write(&target, b"precious").unwrap();
+    let store = open(&target);
+    let (code, _) = refused(&store, &stream());
+    assert_eq!(code, RejectCode::Exists);
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+    fs::remove_file(&target).unwrap();
+
+    // Appearing after the store opened, before begin: refused.
+    let store = open(&target);
+    fs::write(&target, b"precious").unwrap();
+    let (code, _) = refused(&store, &stream());
+    assert_eq!(code, RejectCode::Exists);
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+    fs::remove_file(&target).unwrap();
+
+    // Appearing during the transfer: the commit fails, the file stays.
+    for as_link in [false, true] {
+        let store = open(&target);
+        let mut t = begin(&store, &stream());
+        t.write(b"stream data").unwrap();
+        t.finish(0, 11).unwrap();
+        if as_link {
+            symlink(a.outside.join("keep"), &target).unwrap();
+        } else {
+            fs::write(&target, b"precious").unwrap();
+        }
+        let Err((code, msg)) = t.commit() else {
+            panic!("the stream replaced the file");
+        };
+        assert_eq!(code, RejectCode::Exists, "{msg}");
+        drop(t);
+        if as_link {
+            assert_eq!(fs::read_link(&target).unwrap(), a.outside.join("keep"));
+            fs::remove_file(&target).unwrap();
+        } else {
+            assert_eq!(fs::read(&target).unwrap(), b"precious");
+            fs::remove_file(&target).unwrap();
+        }
+        assert_eq!(fs::read_dir(&a.out).unwrap().count(), 0, "leftovers");
+    }
+
+    // A dangling symlink at --out: refused, nothing created where it points.
+    symlink(a.outside.join("made-by-stream"), &target).unwrap();
+    let outside = snapshot(&a.outside);
+    let store = open(&target);
+    let (code, _) = refused(&store, &stream());
+    assert_eq!(code, RejectCode::Exists);
+    assert_eq!(snapshot(&a.outside), outside);
+    fs::remove_file(&target).unwrap();
+
+    // A symlink at --out to an existing file: refused, the file unchanged.
+    symlink(a.outside.join("keep"), &target).unwrap();
+    let store = open(&target);
+    let (code, _) = refused(&store, &stream());
+    assert_eq!(code, RejectCode::Exists);
+    assert_eq!(snapshot(&a.outside), outside);
+}

@@ -1,0 +1,944 @@
+//! The receiver's store under attack, with the real binary on loopback: a
+//! local user swapping directories for symlinks mid-transfer, transfers
+//! aborting beside each other, the umask, crashes with staged files, deep
+//! paths, and targets that already exist.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pincat::protocol::{self, Entry, FrameType, Offer, TransferKind};
+use pincat::verify::{self, Presented};
+use rustls::{ClientConnection, StreamOwned};
+
+const STATE_DIR: &str = ".pincat-state";
+/// store::MAX_HELD: offers with more files than this are staged.
+const MAX_HELD: usize = 16;
+
+// Helpers.
+
+fn file(name: &str, size: u64) -> Entry {
+    Entry {
+        name: name.into(),
+        is_dir: false,
+        mode: 0o644,
+        size,
+    }
+}
+
+fn dir(name: &str) -> Entry {
+    Entry {
+        name: name.into(),
+        is_dir: true,
+        mode: 0o755,
+        size: 0,
+    }
+}
+
+fn files(entries: Vec<Entry>) -> Offer {
+    Offer {
+        kind: TransferKind::Files,
+        entries,
+    }
+}
+
+/// A sender driven step by step: offer, some data, then END or ABORT,
+/// so two transfers can be interleaved exactly.
+struct Hand {
+    tls: StreamOwned<ClientConnection, TcpStream>,
+}
+
+impl Hand {
+    /// Connects, sends the offer and returns the receiver's answer.
+    fn offer(srv: &Server, offer: &Offer) -> (Hand, FrameType, Vec<u8>) {
+        let config = verify::client_config(
+            Some(srv.fingerprint.parse().unwrap()),
+            None,
+            Presented::default(),
+        )
+        .unwrap();
+        let conn = ClientConnection::new(config, verify::SERVER_NAME.try_into().unwrap()).unwrap();
+        let sock = TcpStream::connect(&srv.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        sock.set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut h = Hand {
+            tls: StreamOwned::new(conn, sock),
+        };
+        let mut out = protocol::preamble().to_vec();
+        out.extend(protocol::frame(FrameType::Offer, &offer.encode()));
+        h.tls.write_all(&out).unwrap();
+        h.tls.flush().unwrap();
+        let mut pre = [0u8; 8];
+        h.tls.read_exact(&mut pre).expect("receiver preamble");
+        let (t, p) = h.read_frame();
+        (h, t, p)
+    }
+
+    fn read_frame(&mut self) -> (FrameType, Vec<u8>) {
+        let mut head = [0u8; 5];
+        self.tls.read_exact(&mut head).expect("frame header");
+        let (t, len) = protocol::decode_header(&head).unwrap();
+        let mut p = vec![0u8; len];
+        self.tls.read_exact(&mut p).expect("frame payload");
+        (t, p)
+    }
+
+    fn data(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(256 << 10) {
+            self.tls
+                .write_all(&protocol::frame(FrameType::Data, chunk))
+                .unwrap();
+        }
+        self.tls.flush().unwrap();
+    }
+
+    /// Sends END and returns the answer (RECEIPT or ERROR).
+    fn end(mut self, files: u32, bytes: u64) -> (FrameType, String) {
+        let end = protocol::frame(FrameType::End, &protocol::encode_counts(files, bytes));
+        self.tls.write_all(&end).unwrap();
+        self.tls.flush().unwrap();
+        let (t, p) = self.read_frame();
+        let msg = match t {
+            FrameType::Error | FrameType::Reject => protocol::decode_reject(&p).1,
+            _ => String::new(),
+        };
+        (t, msg)
+    }
+
+    /// Gives up (ABORT frame) and closes.
+    fn give_up(mut self) {
+        let _ = self
+            .tls
+            .write_all(&protocol::frame(FrameType::Abort, b"test gives up"));
+        let _ = self.tls.flush();
+        self.tls.conn.send_close_notify();
+        let _ = self.tls.flush();
+    }
+}
+
+/// Sends a whole offer by hand and returns the final answer.
+fn hand_send(srv: &Server, offer: &Offer) -> (FrameType, String) {
+    let (mut h, t, p) = Hand::offer(srv, offer);
+    if t != FrameType::Accept {
+        return (t, protocol::decode_reject(&p).1);
+    }
+    h.data(&offer_bytes(offer));
+    h.end(offer.file_count(), offer.total_bytes())
+}
+
+/// The bytes the tests send for file `name`: different for every name.
+fn content(name: &str, size: u64) -> Vec<u8> {
+    let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    random_bytes(size as usize, seed)
+}
+
+fn offer_bytes(offer: &Offer) -> Vec<u8> {
+    let mut v = Vec::new();
+    for e in offer.entries.iter().filter(|e| !e.is_dir) {
+        v.extend(content(&e.name, e.size));
+    }
+    v
+}
+
+/// A large file made of one random MiB repeated (cheap to write and check).
+fn write_big(p: &Path, mib: usize, seed: u64) -> Vec<u8> {
+    let block = random_bytes(1 << 20, seed);
+    let mut f = fs::File::create(p).unwrap();
+    for _ in 0..mib {
+        f.write_all(&block).unwrap();
+    }
+    block
+}
+
+fn big_is_intact(p: &Path, block: &[u8], mib: usize) -> bool {
+    let mut f = fs::File::open(p).unwrap();
+    if f.metadata().unwrap().len() != (mib << 20) as u64 {
+        return false;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        f.read_exact(&mut buf).unwrap();
+        if buf != block {
+            return false;
+        }
+    }
+    true
+}
+
+/// What a path is, without following anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir {
+        mode: u32,
+        ino: u64,
+        uid: u32,
+    },
+    File {
+        mode: u32,
+        ino: u64,
+        nlink: u64,
+        uid: u32,
+        len: u64,
+        digest: String,
+    },
+    Link(PathBuf),
+    Other(u32),
+}
+
+/// Everything under `root` ("" is root itself), never following a link.
+fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, Node>) {
+        let m = fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let ft = m.file_type();
+        let node = if ft.is_symlink() {
+            Node::Link(fs::read_link(p).unwrap())
+        } else if ft.is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                walk(root, &e.unwrap().path(), out);
+            }
+            Node::Dir {
+                mode: m.mode(),
+                ino: m.ino(),
+                uid: m.uid(),
+            }
+        } else if ft.is_file() {
+            Node::File {
+                mode: m.mode(),
+                ino: m.ino(),
+                nlink: m.nlink(),
+                uid: m.uid(),
+                len: m.len(),
+                digest: sha256(&fs::read(p).unwrap()),
+            }
+        } else {
+            Node::Other(m.mode())
+        };
+        out.insert(rel, node);
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn regular_files(root: &Path) -> Vec<String> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .mode()
+        & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs `pincat send` of `paths` to `srv`, bounded.
+fn send_paths(srv: &Server, paths: &[&Path]) -> std::process::Output {
+    let child = pincat()
+        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, WAIT)
+}
+
+/// `pincat serve` with the given umask.
+fn serve_with_umask(dir: &Path, args: &[&str], umask: u32) -> Server {
+    Server::start_with(dir, args, move |cmd: &mut Command| {
+        // SAFETY: umask(2) is async-signal-safe and cannot fail.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask as libc::mode_t);
+                Ok(())
+            });
+        }
+    })
+}
+
+/// Tiny deterministic generator for the racer's pauses.
+struct Lcg(u64);
+impl Lcg {
+    fn micros(&mut self, max: u64) -> Duration {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        Duration::from_micros((self.0 >> 33) % max)
+    }
+}
+
+// 1. A local user swaps a directory for a symlink while a transfer runs.
+
+/// Sends `src/d` (a big file plus `small` small files) into `out` while a
+/// thread keeps renaming `out/d` away, putting a symlink to `outside` in its
+/// place, and putting it back.
+fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out, outside) = (
+        tmp.path().join("src"),
+        tmp.path().join("out"),
+        tmp.path().join("outside"),
+    );
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    fs::create_dir(&out).unwrap();
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("keep"), b"outside, must not change").unwrap();
+    fs::write(outside.join("sub/deep"), b"also outside").unwrap();
+    chmod(&outside.join("sub"), 0o750);
+    for i in 0..small {
+        let sub = if i % 2 == 0 { "d" } else { "d/sub" };
+        fs::write(
+            src.join(format!("{sub}/s{i:03}")),
+            content(&format!("s{i}"), 1000 + i as u64),
+        )
+        .unwrap();
+    }
+    let block = write_big(&src.join("d/sub/zz-big"), mib, seed);
+    let before = snapshot(&outside);
+
+    let mut srv = Server::start(tmp.path(), &["--out", "out"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let racer = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        let (d, away, outside) = (out.join("d"), out.join("d.swapped"), outside.clone());
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let mut rng = Lcg(seed);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let is_dir = fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir());
+                if is_dir && fs::rename(&d, &away).is_ok() {
+                    swaps.fetch_add(1, Ordering::SeqCst);
+                    let _ = symlink(&outside, &d);
+                    thread::sleep(rng.micros(1500));
+                    if fs::symlink_metadata(&d).is_ok_and(|m| m.file_type().is_symlink()) {
+                        let _ = fs::remove_file(&d);
+                    }
+                    let _ = fs::rename(&away, &d);
+                }
+                thread::sleep(rng.micros(1500));
+            }
+            // Leave the real directory in place.
+            if fs::symlink_metadata(&d).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = fs::remove_file(&d);
+            }
+            if away.exists() {
+                let _ = fs::rename(&away, &d);
+            }
+        })
+    };
+    let sent = send_paths(&srv, &[&src.join("d")]);
+    stop.store(true, Ordering::SeqCst);
+    racer.join().unwrap();
+    let stderr = text(&sent.stderr);
+    // A refused offer gives the one-shot receiver's slot back: it keeps
+    // listening. Any other end makes it exit.
+    let code = if sent.status.code() == Some(0) {
+        srv.wait_exit().0
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while srv.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        drain(&mut srv);
+        let exited = srv.child.try_wait().unwrap().and_then(|st| st.code());
+        if exited.is_none() {
+            assert!(
+                !srv.seen_named("refused").is_empty(),
+                "receiver stuck: {:?}",
+                srv.seen
+            );
+            srv.kill();
+        }
+        exited
+    };
+
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "something outside the output changed"
+    );
+    let swaps = swaps.load(Ordering::SeqCst);
+    let left = regular_files(&out);
+    eprintln!(
+        "RACE {small} small files + {mib} MiB: {swaps} swaps, sender exit {:?}, receiver exit {code:?}, files in out: {}, stderr: {}",
+        sent.status.code(),
+        left.len(),
+        stderr.trim()
+    );
+    assert!(swaps > 0, "the racer never swapped anything");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.join(STATE_DIR).exists(), "state dir left");
+    assert!(!out.join("d").is_symlink());
+    if sent.status.code() == Some(0) {
+        assert_eq!(code, Some(0));
+        for i in 0..small {
+            let sub = if i % 2 == 0 { "d" } else { "d/sub" };
+            let name = format!("{sub}/s{i:03}");
+            assert_eq!(
+                fs::read(out.join(&name)).unwrap(),
+                content(&format!("s{i}"), 1000 + i as u64),
+                "{name}"
+            );
+        }
+        assert!(big_is_intact(&out.join("d/sub/zz-big"), &block, mib));
+        assert_eq!(left.len(), small + 1, "{left:?}");
+    } else {
+        assert_ne!(code, Some(0), "receiver reported success, sender failure");
+        assert!(
+            stderr.starts_with("pincat: error: "),
+            "unclear error: {stderr}"
+        );
+        // The receiver says why: the way to a file went through a symlink,
+        // or a directory vanished under it.
+        let why = srv
+            .seen
+            .iter()
+            .filter(|e| e["event"] == "error" || e["event"] == "refused")
+            .filter_map(|e| e["message"].as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        eprintln!("RACE receiver said: {why}");
+        assert!(
+            why.contains("symbolic link") || why.contains("vanished") || why.contains("appeared"),
+            "unclear receiver error: {:?}",
+            srv.seen
+        );
+        // A failed transfer names nothing.
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "files left by a failed transfer"
+        );
+    }
+}
+
+/// Collects the events a server has printed so far.
+fn drain(srv: &mut Server) {
+    while let Ok(v) = srv.events.recv_timeout(Duration::from_millis(300)) {
+        srv.seen.push(v);
+    }
+}
+
+#[test]
+fn symlink_swap_race_with_a_big_file_never_touches_outside() {
+    // Few files: held as unnamed temporary files.
+    symlink_swap_race(4, 256, 11);
+}
+
+#[test]
+fn symlink_swap_race_with_many_files_never_touches_outside() {
+    // More than MAX_HELD files: staged in the state directory.
+    symlink_swap_race(MAX_HELD * 2, 96, 12);
+}
+
+// 2. Two transfers share a new directory; one aborts.
+
+/// A begins, B begins, A gives up, B finishes: B must be stored whole.
+fn abort_beside(srv: &mut Server, out: &Path, a: Offer, b: Offer) -> (FrameType, String) {
+    let (mut ha, ta, _) = Hand::offer(srv, &a);
+    assert_eq!(ta, FrameType::Accept);
+    let (mut hb, tb, _) = Hand::offer(srv, &b);
+    assert_eq!(tb, FrameType::Accept);
+    let (da, db) = (offer_bytes(&a), offer_bytes(&b));
+    ha.data(&da[..da.len() / 2]);
+    hb.data(&db[..db.len() / 2]);
+    ha.give_up();
+    srv.wait_event("error");
+    hb.data(&db[db.len() / 2..]);
+    let r = hb.end(b.file_count(), b.total_bytes());
+    if r.0 == FrameType::Receipt {
+        for e in b.entries.iter().filter(|e| !e.is_dir) {
+            assert_eq!(
+                fs::read(out.join(&e.name)).unwrap(),
+                content(&e.name, e.size),
+                "{}",
+                e.name
+            );
+        }
+    }
+    for e in a.entries.iter().filter(|e| !e.is_dir) {
+        assert!(
+            !out.join(&e.name).exists(),
+            "{} of the aborted transfer",
+            e.name
+        );
+    }
+    r
+}
+
+#[test]
+fn concurrent_transfers_into_a_new_inbox_survive_one_abort() {
+    type Case = (Vec<Entry>, Vec<Entry>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![dir("da"), file("da/x", 300_000)],
+            vec![file("b.bin", 400_000)],
+        ),
+        (vec![file("x", 300_000)], vec![file("b.bin", 400_000)]),
+        (
+            vec![dir("da"), file("da/x", 300_000)],
+            vec![dir("db"), file("db/y", 400_000)],
+        ),
+        (
+            vec![dir("da"), file("da/x", 300_000)],
+            std::iter::once(dir("db"))
+                .chain((0..MAX_HELD + 4).map(|i| file(&format!("db/f{i:02}"), 20_000)))
+                .collect(),
+        ),
+    ];
+    for (a, b) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        // --out names a directory that does not exist yet.
+        let mut srv = Server::start(tmp.path(), &["--keep-open", "--out", "inbox"]);
+        let inbox = tmp.path().join("inbox");
+        let (t, msg) = abort_beside(&mut srv, &inbox, files(a), files(b.clone()));
+        assert_eq!(t, FrameType::Receipt, "{msg}");
+        assert!(inbox.is_dir());
+        assert!(!inbox.join(STATE_DIR).exists());
+        assert!(
+            srv.child.try_wait().unwrap().is_none(),
+            "keep-open server exited"
+        );
+        srv.kill();
+    }
+}
+
+#[test]
+#[ignore = "BUG: a sender that aborts after creating inbox/ on the way to inbox/sub/x removes inbox/ under another sender's live transfer, which then fails"]
+fn a_hostile_abort_does_not_remove_a_directory_another_sender_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("out")).unwrap();
+    let mut srv = Server::start(tmp.path(), &["--keep-open", "--out", "out"]);
+    let out = tmp.path().join("out");
+    // A (first) lists no directory entries; B is shaped as `pincat send inbox`.
+    let a = files(vec![file("inbox/sub/x", 100_000)]);
+    let b = files(vec![dir("inbox"), file("inbox/b.bin", 100_000)]);
+    let (t, msg) = abort_beside(&mut srv, &out, a, b);
+    assert_eq!(t, FrameType::Receipt, "the innocent transfer failed: {msg}");
+}
+
+// 3. The receiver's umask.
+
+fn umask_case(umask: u32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    fs::create_dir(src.join("d/sticky")).unwrap();
+    fs::write(src.join("d/x"), b"rwx for all").unwrap();
+    fs::write(src.join("d/s"), b"setuid and setgid").unwrap();
+    fs::write(src.join("d/sub/y"), b"plain").unwrap();
+    fs::write(src.join("d/sticky/z"), b"in a sticky dir").unwrap();
+    chmod(&src.join("d/x"), 0o777);
+    chmod(&src.join("d/s"), 0o6777);
+    chmod(&src.join("d/sub/y"), 0o644);
+    chmod(&src.join("d/sticky/z"), 0o666);
+    chmod(&src.join("d/sub"), 0o777);
+    chmod(&src.join("d/sticky"), 0o1777);
+    chmod(&src.join("d"), 0o2777);
+    assert_eq!(
+        mode_of(&src.join("d/s")),
+        0o6777,
+        "cannot make a setuid source"
+    );
+
+    let mut srv = serve_with_umask(tmp.path(), &["--out", "new/inbox"], umask);
+    let sent = send_paths(&srv, &[&src.join("d")]);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    let dirm = (0o777 & !umask) | 0o700;
+    let o = tmp.path().join("new/inbox");
+    let want = [
+        ("", 0o777 & !umask),
+        ("d", dirm),
+        ("d/sub", dirm),
+        ("d/sticky", dirm),
+        ("d/x", 0o777 & !umask),
+        ("d/s", 0o777 & !umask),
+        ("d/sub/y", 0o644 & !umask),
+        ("d/sticky/z", 0o666 & !umask),
+    ];
+    for (name, mode) in want {
+        assert_eq!(mode_of(&o.join(name)), mode, "umask {umask:03o}: {name:?}");
+    }
+    // The parent --out needed is created under the same umask.
+    assert_eq!(mode_of(&tmp.path().join("new")), 0o777 & !umask);
+
+    // A stream into --out FILE.
+    let mut srv = serve_with_umask(tmp.path(), &["--out", "got.bin"], umask);
+    let sent = send(&srv.addr, &srv.fingerprint, &["-"], b"stream under a umask");
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    let got = tmp.path().join("got.bin");
+    assert_eq!(fs::read(&got).unwrap(), b"stream under a umask");
+    assert_eq!(
+        mode_of(&got),
+        0o666 & !umask,
+        "umask {umask:03o}: stream file"
+    );
+}
+
+#[test]
+fn a_umask_077_receiver_stores_owner_only_modes() {
+    // 0777 sources: files 0700, directories 0700, the stream file 0600.
+    umask_case(0o077);
+}
+
+#[test]
+fn a_umask_022_receiver_stores_0755_and_never_special_bits() {
+    umask_case(0o022);
+}
+
+// 4. Many-file offers are staged; a crash leaves only the state directory.
+
+/// `src/many`: `n` small files, then a big one last in data order.
+fn many_source(root: &Path, n: usize, big_mib: usize) -> PathBuf {
+    let src = root.join("src/many");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..n {
+        let name = if i % 3 == 0 {
+            format!("sub/f{i:03}")
+        } else {
+            format!("f{i:03}")
+        };
+        fs::write(
+            src.join(name),
+            content(&format!("f{i}"), (i * 37 % 4096) as u64),
+        )
+        .unwrap();
+    }
+    if big_mib > 0 {
+        write_big(&src.join("zz-big"), big_mib, 7);
+    }
+    src
+}
+
+/// Names under `out` that are not the user's own.
+fn foreign(out: &Path, user: &BTreeMap<String, Node>) -> Vec<String> {
+    snapshot(out)
+        .into_keys()
+        .filter(|k| !user.contains_key(k))
+        .collect()
+}
+
+fn user_files(out: &Path) -> BTreeMap<String, Node> {
+    fs::create_dir_all(out.join("userdir")).unwrap();
+    fs::write(out.join("keep.txt"), b"the user's").unwrap();
+    fs::write(out.join("userdir/u.txt"), b"also the user's").unwrap();
+    snapshot(out)
+}
+
+#[test]
+fn a_killed_receiver_leaves_only_its_state_dir_and_a_restart_sweeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let user = user_files(&out);
+    let src = many_source(tmp.path(), 150, 256);
+    let mut srv = Server::start(tmp.path(), &["--out", "out"]);
+    let tx = pincat()
+        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    srv.wait_event("progress");
+    srv.kill();
+    let sent = wait_output(tx, WAIT);
+    assert_ne!(
+        sent.status.code(),
+        Some(0),
+        "the transfer finished before the kill"
+    );
+
+    // Nothing of the transfer beside the user's files but directories and
+    // the state directory.
+    let snap = snapshot(&out);
+    for (k, v) in &user {
+        assert_eq!(snap.get(k), Some(v), "the user's {k:?} changed");
+    }
+    let mut staged_files = 0;
+    let mut dirs_left = Vec::new();
+    for (name, node) in &snap {
+        if user.contains_key(name) {
+            continue;
+        }
+        let top = name.split('/').next().unwrap();
+        if top == STATE_DIR {
+            staged_files += usize::from(matches!(node, Node::File { .. }));
+            continue;
+        }
+        assert!(!top.starts_with(".pincat"), "part file {name:?}");
+        assert!(matches!(node, Node::Dir { .. }), "{name:?} is {node:?}");
+        dirs_left.push(name.clone());
+    }
+    eprintln!(
+        "CRASH left {staged_files} staged file(s); directories of the transfer left: {dirs_left:?}"
+    );
+    assert!(
+        staged_files > 0,
+        "nothing was staged at the kill: {:?}",
+        snap.keys()
+    );
+
+    // The next start sweeps the state directory before it listens.
+    let mut again = Server::start(tmp.path(), &["--out", "out"]);
+    assert!(
+        !out.join(STATE_DIR).exists(),
+        "state dir survived a restart"
+    );
+    let snap = snapshot(&out);
+    for (k, v) in &user {
+        assert_eq!(snap.get(k), Some(v), "the restart changed the user's {k:?}");
+    }
+    assert_eq!(regular_files(&out).len(), 2, "{:?}", regular_files(&out));
+    again.kill();
+}
+
+#[test]
+#[ignore = "BUG: a receiver killed mid-transfer leaves the directories the transfer created (empty), and no restart removes them; the store's doc says a crash of a held transfer leaves nothing"]
+fn a_killed_receiver_leaves_no_directories_of_its_transfer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let user = user_files(&out);
+    let src = tmp.path().join("src/d");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write_big(&src.join("sub/big"), 256, 9);
+    let mut srv = Server::start(tmp.path(), &["--out", "out"]);
+    let tx = pincat()
+        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    srv.wait_event("progress");
+    srv.kill();
+    let sent = wait_output(tx, WAIT);
+    assert_ne!(
+        sent.status.code(),
+        Some(0),
+        "the transfer finished before the kill"
+    );
+    let mut again = Server::start(tmp.path(), &["--out", "out"]);
+    again.kill();
+    assert_eq!(foreign(&out, &user), Vec::<String>::new());
+}
+
+#[test]
+fn two_hundred_files_arrive_whole_and_leave_no_state_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let user = user_files(&out);
+    let src = many_source(tmp.path(), 200, 0);
+    let mut srv = Server::start(tmp.path(), &["--out", "out"]);
+    let sent = send_paths(&srv, &[&src]);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    assert_eq!(srv.seen_named("transfer-done")[0]["files"], 200);
+    assert_eq!(tree(&out.join("many")), tree(&src));
+    assert!(!out.join(STATE_DIR).exists(), "state dir left");
+    let mut extra = foreign(&out, &user);
+    extra.retain(|k| k != "many" && !k.starts_with("many/"));
+    assert_eq!(extra, Vec::<String>::new());
+}
+
+// 5. Deep paths.
+
+fn deep_name(depth: usize, leaf: &str) -> String {
+    let mut s = "a/".repeat(depth);
+    s.push_str(leaf);
+    s
+}
+
+/// Reads `name` under `out` though its path is longer than PATH_MAX.
+fn read_deep(out: &Path, name: &str) -> Vec<u8> {
+    let (parent, leaf) = name.rsplit_once('/').unwrap();
+    let root = pincat::sys::open_dir(out).unwrap();
+    let d = pincat::sys::open_dir_beneath(std::os::fd::AsFd::as_fd(&root), parent).unwrap();
+    fs::read(format!(
+        "/proc/self/fd/{}/{leaf}",
+        std::os::fd::AsRawFd::as_raw_fd(&d)
+    ))
+    .unwrap()
+}
+
+/// A message with its long run of `a/a/...` shortened.
+fn short(msg: &str) -> String {
+    msg.replace(&"a/".repeat(100), "a/(x100)")
+}
+
+fn deep_transfer(srv: &Server, out: &Path, depth: usize) -> (FrameType, String) {
+    let name = deep_name(depth, "f");
+    assert!(name.len() <= protocol::MAX_NAME);
+    let offer = files(vec![file(&name, 70_000)]);
+    let t0 = Instant::now();
+    let r = hand_send(srv, &offer);
+    eprintln!(
+        "TIMING received one file {depth} levels deep over loopback: {:?} ({:?})",
+        t0.elapsed(),
+        r.0
+    );
+    if r.0 == FrameType::Receipt {
+        assert_eq!(read_deep(out, &name), content(&name, 70_000));
+    }
+    r
+}
+
+#[test]
+fn a_file_2000_directories_deep_is_received() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(tmp.path(), &["--keep-open", "--out", "out"]);
+    let (t, msg) = deep_transfer(&srv, &tmp.path().join("out"), 2000);
+    assert_eq!(t, FrameType::Receipt, "{}", short(&msg));
+}
+
+#[test]
+#[ignore = "BUG: under a common soft descriptor limit (1024, hard limit higher) a file 2000 directories deep is refused: the walk holds a descriptor per level and sys::raise_fd_limit is never called"]
+fn a_deep_file_is_received_under_a_low_soft_descriptor_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start_with(
+        tmp.path(),
+        &["--keep-open", "--out", "out"],
+        |cmd: &mut Command| {
+            // SAFETY: getrlimit/setrlimit are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut rl = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    rl.rlim_cur = rl.rlim_cur.min(1024);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let (t, msg) = deep_transfer(&srv, &tmp.path().join("out"), 2000);
+    assert_eq!(t, FrameType::Receipt, "{}", short(&msg));
+}
+
+// 7. Existing things.
+
+#[test]
+fn a_stream_never_replaces_a_file_that_appears_during_the_transfer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path(), &["--out", "got.bin"]);
+    let mut tx = pincat()
+        .args([
+            "send",
+            &srv.addr,
+            "--pin",
+            &srv.fingerprint,
+            "--idle-timeout",
+            "20s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = tx.stdin.take().unwrap();
+    stdin.write_all(&random_bytes(1 << 20, 3)).unwrap();
+    srv.wait_event("transfer-started");
+    fs::write(tmp.path().join("got.bin"), b"precious").unwrap();
+    stdin.write_all(&random_bytes(1 << 20, 4)).unwrap();
+    drop(stdin);
+    let sent = wait_output(tx, WAIT);
+    let (code, _) = srv.wait_exit();
+    assert_ne!(sent.status.code(), Some(0), "sender reported success");
+    assert_ne!(code, Some(0));
+    assert!(
+        text(&sent.stderr).contains("not overwritten"),
+        "{}",
+        text(&sent.stderr)
+    );
+    assert_eq!(fs::read(tmp.path().join("got.bin")).unwrap(), b"precious");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "leftovers");
+}
+
+#[test]
+fn existing_files_and_symlinks_at_targets_are_refused_and_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, out, outside) = (
+        tmp.path().join("src"),
+        tmp.path().join("out"),
+        tmp.path().join("outside"),
+    );
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/x"), b"new x").unwrap();
+    fs::write(src.join("d/y"), b"new y").unwrap();
+    fs::create_dir_all(out.join("d")).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("target"), b"outside").unwrap();
+    let mut srv = Server::start(tmp.path(), &["--keep-open", "--out", "out"]);
+    for plant in ["file", "link", "dangling"] {
+        let x = out.join("d/x");
+        match plant {
+            "file" => fs::write(&x, b"precious").unwrap(),
+            "link" => symlink(outside.join("target"), &x).unwrap(),
+            _ => symlink(outside.join("nothing"), &x).unwrap(),
+        }
+        let (before, before_out) = (snapshot(&outside), snapshot(&out));
+        let sent = send_paths(&srv, &[&src.join("d")]);
+        assert_eq!(
+            sent.status.code(),
+            Some(4),
+            "{plant}: {}",
+            text(&sent.stderr)
+        );
+        assert_eq!(snapshot(&outside), before, "{plant}");
+        assert_eq!(snapshot(&out), before_out, "{plant}");
+        fs::remove_file(&x).unwrap();
+    }
+    srv.kill();
+}
+
+// A sender may name anything, the state directory included.
+
+#[test]
+#[ignore = "BUG: a sender's file named .pincat-state makes every later many-file transfer into that output fail"]
+fn a_file_named_like_the_state_dir_does_not_block_later_senders() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("out")).unwrap();
+    let mut srv = Server::start(tmp.path(), &["--keep-open", "--out", "out"]);
+    let planted = hand_send(&srv, &files(vec![file(STATE_DIR, 10)]));
+    eprintln!("planting {STATE_DIR}: {planted:?}");
+    let src = many_source(tmp.path(), MAX_HELD + 10, 0);
+    let sent = send_paths(&srv, &[&src]);
+    srv.kill();
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+}
