@@ -6,7 +6,7 @@
 //!
 //! Two ways to hold a transfer's files until commit:
 //! - *held*: up to [`MAX_HELD`] unnamed `O_TMPFILE` files kept open (a crash
-//!   leaves nothing at all); each is fsynced, linked, and its directory synced.
+//!   leaves no file); each is fsynced, linked, and its directory synced.
 //! - *staged*: more files than that go, one open at a time, into a private
 //!   locked directory `.pincat-state/<transfer>/` under the output; the
 //!   commit is `syncfs`, link all, `syncfs` (two flushes whatever the file
@@ -83,7 +83,9 @@ pub struct Store {
 #[derive(Default)]
 struct Registry {
     in_use: HashMap<(u64, u64), u32>,
-    state: Option<(OwnedFd, u32)>,
+    /// Live staged transfers of this store: the last one out removes the
+    /// (then empty) state directory.
+    staged: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -212,6 +214,35 @@ fn sweep_state(root: BorrowedFd<'_>) {
         let _ = sys::unlink_at(state.as_fd(), name, true);
     }
     let _ = sys::unlink_at(root, OsStr::new(STATE_DIR), true);
+}
+
+/// Creates `.pincat-state/<pid>-<n>/` under `root` and locks it; fails
+/// with ENOENT if a sweep removed either on the way (try again).
+fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, OwnedFd, OsString)> {
+    let state_name = OsStr::new(STATE_DIR);
+    match sys::mkdir_at(root, state_name, 0o700) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let state = sys::open_dir_at(root, state_name)?;
+    let name = OsString::from(format!(
+        "{}-{}",
+        std::process::id(),
+        seq.fetch_add(1, Ordering::Relaxed)
+    ));
+    sys::mkdir_at(state.as_fd(), &name, 0o700)?;
+    let sub = sys::open_dir_at(state.as_fd(), &name)?;
+    // Held for the transfer's life: a sweep skips locked directories. If a
+    // sweep got it first, or removed it before we locked it, start over.
+    let mine = sys::try_lock(sub.as_fd())?
+        && matches!(
+            (sys::stat_at(state.as_fd(), &name), sys::stat_fd(sub.as_fd())),
+            (Ok(Some(a)), Ok(b)) if a == b
+        );
+    if !mine {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    Ok((state, sub, name))
 }
 
 /// Removes the regular files of a staging directory.
@@ -388,7 +419,7 @@ pub struct Transfer {
     reserved: u64,
     made: Vec<Made>,
     made_root: bool,
-    in_use: Vec<(u64, u64)>,
+    in_use: HashSet<(u64, u64)>,
     /// Files already given their final name (undone on a later failure).
     linked: Vec<u32>,
     done: bool,
@@ -412,7 +443,7 @@ impl Transfer {
             reserved: 0,
             made: Vec::new(),
             made_root: false,
-            in_use: Vec::new(),
+            in_use: HashSet::new(),
             linked: Vec::new(),
             done: false,
         }
@@ -463,6 +494,19 @@ impl Transfer {
     }
 
     fn begin_files(&mut self) -> Result<(), Fail> {
+        let reserved = |n: &str| {
+            n == STATE_DIR
+                || n.starts_with(STATE_DIR) && n.as_bytes().get(STATE_DIR.len()) == Some(&b'/')
+        };
+        if let Some(e) = self.offer.entries.iter().find(|e| reserved(&e.name)) {
+            return Err((
+                RejectCode::BadName,
+                format!(
+                    "refused file name {}: {STATE_DIR} is reserved on the receiver for transfers in progress",
+                    escape_name(&e.name)
+                ),
+            ));
+        }
         let store = self.store.clone();
         let root = self.files_root(&store)?;
         let need = self.space_needed();
@@ -533,7 +577,6 @@ impl Transfer {
         let implicit = (0o777 & !umask) | 0o700;
         let mut w = Walker::new(root);
         let mut made: HashMap<(u64, u64), usize> = HashMap::new();
-        let mut used: HashSet<(u64, u64)> = HashSet::new();
         for i in 0..self.offer.entries.len() {
             let mut reg = lock(&store.walk);
             let e = &self.offer.entries[i];
@@ -587,9 +630,8 @@ impl Transfer {
                     }
                 }
             }
-            if used.insert(key) {
+            if self.in_use.insert(key) {
                 *reg.in_use.entry(key).or_insert(0) += 1;
-                self.in_use.push(key);
             }
         }
         Ok(())
@@ -605,47 +647,37 @@ impl Transfer {
     /// Makes this transfer's private staging directory (and the shared
     /// state directory when it is the first).
     fn stage(&mut self, reg: &mut Registry) -> Result<Holding, Fail> {
-        let Some(root) = &self.root else {
-            return Err((RejectCode::Io, "no output directory".into()));
-        };
-        let fail = |e| {
-            io_fail(
-                format!(
-                    "cannot create {STATE_DIR} in {}",
-                    self.store.display.display()
-                ),
-                e,
-            )
-        };
-        if reg.state.is_none() {
-            let name = OsStr::new(STATE_DIR);
-            match sys::mkdir_at(root.as_fd(), name, 0o700) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(fail(e)),
+        let root = self
+            .root
+            .as_ref()
+            .ok_or((RejectCode::Io, "no output directory".into()))?;
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        // Another receiver starting on the same output sweeps unlocked
+        // staging directories: a race with it just means another try.
+        for _ in 0..8 {
+            match make_staging(root.as_fd(), &self.store.seq) {
+                Ok((state, sub, name)) => {
+                    reg.staged += 1;
+                    return Ok(Holding::Staged {
+                        state,
+                        sub,
+                        name,
+                        open: None,
+                    });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    return Err((
+                        RejectCode::Io,
+                        format!(
+                            "{STATE_DIR} in the receiver's output is not a directory pincat made ({e}); remove it"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(io_fail(format!("cannot create {STATE_DIR}"), e)),
             }
-            let fd = sys::open_dir_at(root.as_fd(), name).map_err(|e| {
-                (RejectCode::Io, format!("{STATE_DIR} in the receiver's output is not a directory pincat can use ({e}); remove it"))
-            })?;
-            reg.state = Some((fd, 0));
         }
-        let Some((state, users)) = reg.state.as_mut() else {
-            return Err((RejectCode::Io, "no state directory".into()));
-        };
-        let n = self.store.seq.fetch_add(1, Ordering::Relaxed);
-        let name = OsString::from(format!("{}-{n}", std::process::id()));
-        sys::mkdir_at(state.as_fd(), &name, 0o700).map_err(fail)?;
-        let sub = sys::open_dir_at(state.as_fd(), &name).map_err(fail)?;
-        // Held for the transfer's life: the next start's sweep skips it.
-        let _ = sys::try_lock(sub.as_fd());
-        *users += 1;
-        let state = sys::dup(state.as_fd()).map_err(fail)?;
-        Ok(Holding::Staged {
-            state,
-            sub,
-            name,
-            open: None,
-        })
+        Err(io_fail(format!("cannot create {STATE_DIR}"), last))
     }
 
     fn size_of(&self, file: usize) -> u64 {
@@ -715,7 +747,8 @@ impl Transfer {
                 "the sender sent more bytes than it announced".into(),
             ));
         };
-        let name = escape_name(&self.offer.entries[entry as usize].name);
+        let raw = self.offer.entries[entry as usize].name.clone();
+        let name = escape_name(&raw);
         let fail = |e| io_fail(format!("cannot create {name}"), e);
         match &mut self.holding {
             Holding::Held(v) => {
@@ -728,7 +761,7 @@ impl Transfer {
                         .ok_or((RejectCode::Io, "no output".into()))?;
                     let mut w = Walker::new(root.as_fd());
                     let parent = split_parent(&self.offer.entries[entry as usize].name).0;
-                    w.goto(parent, None).map_err(|e| walk_fail(&name, e))?;
+                    w.goto(parent, None).map_err(|e| walk_fail(&raw, e))?;
                     v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);
                 }
                 v[self.current]
@@ -948,16 +981,21 @@ impl Transfer {
         }
         self.done = true;
         let store = self.store.clone();
-        let reg = lock(&store.walk);
+        let mut reg = lock(&store.walk);
         if let Holding::Held(v) = &mut self.holding {
             v.clear();
         }
+        // The staging directory goes first: it may sit in a directory this
+        // transfer made, which can only be removed once empty.
+        self.release_staging(&mut reg);
         if let Some(root) = &self.root {
             self.unlink_linked(root.as_fd());
             self.remove_made(&reg, root.as_fd());
         }
+        self.release_in_use(&mut reg);
         drop(reg);
-        self.release_all();
+        self.store.release(self.reserved);
+        self.reserved = 0;
     }
 
     fn unlink_linked(&self, root: BorrowedFd<'_>) {
@@ -980,7 +1018,8 @@ impl Transfer {
         let mut w = Walker::new(root);
         for m in self.made.iter().rev() {
             let key = (m.stat.dev, m.stat.ino);
-            if reg.in_use.get(&key).copied().unwrap_or(0) > 1 {
+            let ours = u32::from(self.in_use.contains(&key));
+            if reg.in_use.get(&key).copied().unwrap_or(0) > ours {
                 continue;
             }
             let name = &self.offer.entries[m.entry as usize].name[..m.len as usize];
@@ -1010,8 +1049,14 @@ impl Transfer {
     fn release_all(&mut self) {
         self.store.release(self.reserved);
         self.reserved = 0;
-        let mut reg = lock(&self.store.walk);
-        for key in self.in_use.drain(..) {
+        let store = self.store.clone();
+        let mut reg = lock(&store.walk);
+        self.release_staging(&mut reg);
+        self.release_in_use(&mut reg);
+    }
+
+    fn release_in_use(&mut self, reg: &mut Registry) {
+        for key in self.in_use.drain() {
             if let Some(c) = reg.in_use.get_mut(&key) {
                 *c -= 1;
                 if *c == 0 {
@@ -1019,27 +1064,31 @@ impl Transfer {
                 }
             }
         }
+    }
+
+    /// Removes this transfer's staging directory (what is still in it was
+    /// not linked), and the state directory when no staged transfer is left.
+    fn release_staging(&mut self, reg: &mut Registry) {
         let holding = std::mem::replace(&mut self.holding, Holding::Stdout);
-        if let Holding::Staged {
+        let Holding::Staged {
             state,
             sub,
             name,
             open,
         } = holding
+        else {
+            self.holding = holding;
+            return;
+        };
+        drop(open);
+        remove_staged(sub.as_fd());
+        let _ = sys::unlink_at(state.as_fd(), &name, true);
+        reg.staged = reg.staged.saturating_sub(1);
+        if reg.staged == 0
+            && let Some(root) = &self.root
         {
-            drop(open);
-            remove_staged(sub.as_fd());
-            let _ = sys::unlink_at(state.as_fd(), &name, true);
-            drop(state);
-            if let Some((_, users)) = reg.state.as_mut() {
-                *users -= 1;
-                if *users == 0 {
-                    reg.state = None;
-                    if let Some(root) = &self.root {
-                        let _ = sys::unlink_at(root.as_fd(), OsStr::new(STATE_DIR), true);
-                    }
-                }
-            }
+            // Fails harmlessly while another process stages here too.
+            let _ = sys::unlink_at(root.as_fd(), OsStr::new(STATE_DIR), true);
         }
     }
 }
