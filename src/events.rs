@@ -103,8 +103,13 @@ pub enum Event {
         addr: SocketAddr,
         /// The server certificate's fingerprint.
         fingerprint: Fingerprint,
-        /// A paste-ready send command.
-        send_command: String,
+        /// `HOST:PORT` forms another machine can dial (interface
+        /// addresses when bound to a wildcard, then the host name).
+        dial_addrs: Vec<String>,
+        /// A paste-ready command for the other machine (the first address).
+        command: String,
+        /// What the other machine does, for people ("sending", "fetching").
+        hint: &'static str,
     },
     /// A TLS session was established (the pin check passed).
     Connected {
@@ -171,9 +176,12 @@ impl Event {
             Event::Listening {
                 addr,
                 fingerprint,
-                send_command,
+                dial_addrs,
+                command,
+                ..
             } => json!({"event": "listening", "addr": addr.to_string(),
-                "fingerprint": fingerprint.to_string(), "send_command": send_command}),
+                "fingerprint": fingerprint.to_string(), "dial_addrs": dial_addrs,
+                "command": command, "send_command": command}),
             Event::Connected { peer, fingerprint } => json!({"event": "connected",
                 "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())}),
             Event::TransferStarted {
@@ -215,11 +223,22 @@ impl Event {
             Event::Listening {
                 addr,
                 fingerprint,
-                send_command,
-            } => format!(
-                "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
-                 pincat: on the sending machine run (add files, or pipe data into it):\n  {send_command}"
-            ),
+                dial_addrs,
+                command,
+                hint,
+            } => {
+                let mut s = format!(
+                    "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
+                     pincat: on the {hint} machine run:\n  {command}"
+                );
+                if dial_addrs.len() > 1 {
+                    s.push_str(&format!(
+                        "\npincat: (or with any of: {})",
+                        dial_addrs[1..].join(", ")
+                    ));
+                }
+                s
+            }
             Event::Connected { .. } | Event::Progress { .. } => return None,
             Event::TransferStarted {
                 peer,
@@ -418,7 +437,9 @@ mod tests {
         ev.emit(Event::Listening {
             addr: "127.0.0.1:9".parse().unwrap(),
             fingerprint: fp,
-            send_command: "pincat send a:9 --pin x".into(),
+            dial_addrs: vec!["a:9".into()],
+            command: "pincat send a:9 --pin x".into(),
+            hint: "sending",
         });
         ev.emit(Event::Error {
             peer: None,

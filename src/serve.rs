@@ -3,11 +3,8 @@
 //! or leaving partial files.
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -17,12 +14,12 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events, Reason, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
-use crate::net::listener::{Acceptor, Job, Limits};
+use crate::net::listener::{Flow, Job, Limits, Listening};
+pub use crate::net::listener::ShutdownHandle;
 use crate::protocol::{Message, Refusal, RejectCode};
 use crate::session::{Session, WireError};
 pub use crate::store::Output;
 use crate::store::Store;
-use crate::sys;
 use crate::take::{Outcome, Taker};
 use crate::verify::{self, Presented};
 
@@ -120,31 +117,12 @@ impl ServeSummary {
     }
 }
 
-/// Stops a running server from another thread (e.g. a signal handler).
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle {
-    flag: Arc<AtomicBool>,
-    wake: Arc<UnixStream>,
-}
-
-impl ShutdownHandle {
-    /// Asks the server to stop: no new connections; in-flight transfers are
-    /// aborted and their temporary files removed.
-    pub fn shutdown(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        let _ = (&*self.wake).write(&[1]);
-    }
-}
-
 /// A bound receiver.
 pub struct Server {
-    listener: TcpListener,
+    listening: Listening,
     identity: Identity,
     opts: ServeOptions,
     events: Arc<Events>,
-    shutdown: Arc<AtomicBool>,
-    wake_rx: UnixStream,
-    wake_tx: Arc<UnixStream>,
     store: Arc<Store>,
 }
 
@@ -177,32 +155,19 @@ impl Server {
             None => Identity::generate()?,
         };
         let store = Store::open(&opts.output).context("cannot open the output")?;
-        // Bounded by our own caps, not by a low default descriptor limit.
-        sys::raise_fd_limit();
-        let listener = TcpListener::bind(opts.listen)
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
-        listener
-            .set_nonblocking(true)
-            .context("cannot configure the listening socket")?;
-        let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create a wake-up pipe")?;
-        wake_rx
-            .set_nonblocking(true)
-            .context("cannot configure the wake-up pipe")?;
+        let listening = Listening::bind(opts.listen)?;
         Ok(Server {
-            listener,
+            listening,
             identity,
             opts,
             events: Arc::new(events),
-            shutdown: Arc::new(AtomicBool::new(false)),
-            wake_rx,
-            wake_tx: Arc::new(wake_tx),
             store: Arc::new(store),
         })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.opts.listen)
+        self.listening.local_addr().unwrap_or(self.opts.listen)
     }
 
     /// The fingerprint senders must pin.
@@ -212,27 +177,15 @@ impl Server {
 
     /// A handle that stops [`Server::run`] from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            flag: self.shutdown.clone(),
-            wake: self.wake_tx.clone(),
-        }
+        self.listening.shutdown_handle()
     }
 
-    /// A paste-ready send command for this server.
+    /// A paste-ready send command for this server (the first address
+    /// another machine can dial).
     pub fn send_command(&self) -> String {
-        let addr = self.local_addr();
-        let host = if addr.ip().is_unspecified() {
-            sys::hostname().unwrap_or_else(|| "HOST".into())
-        } else if addr.is_ipv6() {
-            format!("[{}]", addr.ip())
-        } else {
-            addr.ip().to_string()
-        };
-        format!(
-            "pincat send {host}:{} --pin {}",
-            addr.port(),
-            self.fingerprint()
-        )
+        let addrs = self.listening.dial_addrs();
+        let addr = addrs.first().map_or("HOST", String::as_str);
+        format!("pincat send {addr} --pin {}", self.fingerprint())
     }
 
     /// Serves until the first accepted transfer ends (or forever with
@@ -242,27 +195,44 @@ impl Server {
         self.events.emit(Event::Listening {
             addr: self.local_addr(),
             fingerprint: self.fingerprint(),
-            send_command: self.send_command(),
+            dial_addrs: self.listening.dial_addrs(),
+            command: self.send_command(),
+            hint: "sending (add files, or pipe data into it)",
         });
-        let (tx, rx) = mpsc::channel::<Outcome>();
         let limits = Limits {
             max_conns: self.opts.max_conns,
             max_handshakes: self.opts.max_handshakes,
             handshake_timeout: self.opts.handshake_timeout,
         };
-        let handler_state = shared.clone();
-        let handler = Arc::new(move |job: Job| handle_conn(&handler_state, job));
-        // A one-shot server ends on the first outcome: workers wake it.
-        let wake = (!self.opts.keep_open).then(|| self.wake_tx.clone());
-        let mut acceptor = Acceptor::new(limits, self.events.clone(), handler, tx, wake);
-        let result = self.serve_loop(&mut acceptor, &rx, &shared.taker);
-        // Stop everything still running: unblock their sockets and wait.
-        self.shutdown.store(true, Ordering::SeqCst);
-        acceptor.stop();
+        let state = shared.clone();
+        let handler = Arc::new(move |job: Job| handle_conn(&state, job));
+        let started = Instant::now();
+        // Counters, not a list: a keep-open server may run for months.
+        let mut summary = ServeSummary::default();
+        let mut any_transfer = false;
+        let keep_open = self.opts.keep_open;
+        let on = |o: Outcome| {
+            let Outcome::Transfer(r) = o else {
+                return Ok(Flow::Continue);
+            };
+            any_transfer = true;
+            match r {
+                Ok(t) => summary.add(t),
+                Err(e) if !keep_open => return Err(e),
+                Err(_) => {}
+            }
+            Ok(if keep_open { Flow::Continue } else { Flow::Stop })
+        };
+        let wait_timeout = self.opts.wait_timeout;
+        let taker = &shared.taker;
+        let idle_limit = || wait_limit(wait_timeout, started, taker.claimed());
+        let r = self
+            .listening
+            .run(limits, self.events.clone(), handler, !keep_open, on, idle_limit);
         // Hold the finalize lock so no thread commits after we return;
         // temporary data of unfinished transfers is removed by its owner.
         let _guard = shared.taker.finalize();
-        result
+        r.map(|()| summary)
     }
 
     fn shared(&self) -> Result<Shared> {
@@ -271,7 +241,7 @@ impl Server {
         let taker = Taker::new(
             self.store.clone(),
             self.events.clone(),
-            self.shutdown.clone(),
+            self.listening.shutdown_flag(),
             self.opts.idle_timeout,
             self.opts.keep_open,
         );
@@ -287,50 +257,22 @@ impl Server {
         })
     }
 
-    /// Accepts and collects outcomes until done: the first transfer of a
-    /// one-shot server, a shutdown, or `wait_timeout` without any sender.
-    fn serve_loop(
-        &self,
-        acceptor: &mut Acceptor<Outcome>,
-        outcomes: &mpsc::Receiver<Outcome>,
-        taker: &Taker,
-    ) -> Result<ServeSummary> {
-        let started = Instant::now();
-        // Counters, not a list: a keep-open server may run for months.
-        let mut summary = ServeSummary::default();
-        let mut any_transfer = false;
-        loop {
-            while let Ok(o) = outcomes.try_recv() {
-                let Outcome::Transfer(r) = o else { continue };
-                any_transfer = true;
-                match r {
-                    Ok(t) => summary.add(t),
-                    Err(e) if !self.opts.keep_open => return Err(e),
-                    Err(_) => {}
-                }
-                if !self.opts.keep_open {
-                    return Ok(summary);
-                }
-            }
-            if self.shutdown.load(Ordering::SeqCst) {
-                return Err(Error::Interrupted);
-            }
-            let mut wait = Duration::from_millis(500);
-            if let Some(t) = self.opts.wait_timeout
-                && !any_transfer
-                && !taker.claimed()
-            {
-                let left = t.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return Err(Error::Timeout(format!(
-                        "waiting for a sender: none arrived within {t:?}"
-                    )));
-                }
-                wait = wait.min(left);
-            }
-            acceptor.round(&self.listener, &self.wake_rx, wait);
-        }
+}
+
+/// How long the accept loop may wait: half a second, or less when
+/// `--timeout` is running out before any sender arrived.
+fn wait_limit(timeout: Option<Duration>, started: Instant, claimed: bool) -> Result<Duration> {
+    let wait = Duration::from_millis(500);
+    let Some(t) = timeout.filter(|_| !claimed) else {
+        return Ok(wait);
+    };
+    let left = t.saturating_sub(started.elapsed());
+    if left.is_zero() {
+        return Err(Error::Timeout(format!(
+            "waiting for a sender: none arrived within {t:?}"
+        )));
     }
+    Ok(wait.min(left))
 }
 
 /// One connection: handshake, admission, then the taker.

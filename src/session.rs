@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// Longest a close waits for the peer's own close.
@@ -370,5 +371,206 @@ where
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// The plaintext side of [`Session::relay`].
+pub struct Plain<'a> {
+    /// Where our outgoing bytes come from (`None`: nothing to send).
+    pub input: Option<BorrowedFd<'a>>,
+    /// Where the peer's bytes go.
+    pub output: BorrowedFd<'a>,
+    /// Ends the output once the peer ended its direction (close the pipe,
+    /// or shut down the write side of a socket), so whoever reads it sees
+    /// the end.
+    pub end_output: &'a mut dyn FnMut(),
+}
+
+/// Bytes a relay moved each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// From our input to the peer.
+    pub sent: u64,
+    /// From the peer to our output.
+    pub received: u64,
+}
+
+/// Most received plaintext a relay holds for a slow output before it stops
+/// reading the peer (backpressure).
+const RELAY_PENDING: usize = 256 * 1024;
+
+/// A relay's progress in each direction.
+#[derive(Default)]
+struct Duplex {
+    pending: Vec<u8>,
+    off: usize,
+    input_open: bool,
+    close_sent: bool,
+    write_shut: bool,
+    peer_done: bool,
+    output_done: bool,
+    moved: Relayed,
+}
+
+impl<C, S> Session<C>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    /// Full duplex: `plain.input` goes to the peer while the peer's data
+    /// goes to `plain.output`, each direction ending on its own with TLS
+    /// close_notify (a half-close: one side's end does not cut the other's
+    /// data). `Ok` only when both directions ended cleanly; the peer's bare
+    /// TCP close is truncation ([`WireError::Closed`]). With `idle`, a relay
+    /// where nothing moves that long times out.
+    pub fn relay(&mut self, plain: Plain<'_>, idle: Option<Duration>) -> Result<Relayed, WireError> {
+        self.sock.tcp.set_nonblocking(true)?;
+        let r = self.relay_loop(plain, idle);
+        let _ = self.sock.tcp.set_nonblocking(false);
+        r
+    }
+
+    fn relay_loop(&mut self, plain: Plain<'_>, idle: Option<Duration>) -> Result<Relayed, WireError> {
+        let mut d = Duplex {
+            input_open: plain.input.is_some(),
+            ..Duplex::default()
+        };
+        let mut inbuf = vec![0u8; 64 * 1024];
+        // A second handle for poll(): the session's own is borrowed mutably.
+        let sock = self.sock.tcp.try_clone()?;
+        loop {
+            self.relay_ends(&mut d, &mut *plain.end_output);
+            if d.output_done && d.write_shut {
+                return Ok(d.moved);
+            }
+            let mut want = vec![sys_interest(
+                sock.as_fd(),
+                !d.peer_done && d.pending.len() < RELAY_PENDING,
+                self.conn.wants_write(),
+            )];
+            let input = plain.input.filter(|_| d.input_open && !d.close_sent);
+            if let Some(i) = input {
+                want.push(sys_interest(i, !self.conn.wants_write(), false));
+            }
+            want.push(sys_interest(plain.output, false, d.off < d.pending.len()));
+            let wait = idle.unwrap_or(Duration::from_secs(3600));
+            let ready = match crate::sys::poll(&want, wait)? {
+                Some(r) => r,
+                None if idle.is_some() => return Err(WireError::Timeout),
+                None => continue,
+            };
+            if ready[0].write {
+                self.flush_nonblocking()?;
+            }
+            if ready[0].read {
+                self.relay_from_peer(&mut d)?;
+            }
+            if let Some(i) = input
+                && ready[1].read
+            {
+                self.relay_to_peer(i, &mut inbuf, &mut d)?;
+            }
+            if ready[ready.len() - 1].write {
+                relay_out(plain.output, &mut d)?;
+            }
+        }
+    }
+
+    /// Ends whatever direction has ended: the output once the peer's data
+    /// is all written, ours with close_notify then a TCP half-close.
+    fn relay_ends(&mut self, d: &mut Duplex, end_output: &mut dyn FnMut()) {
+        if d.peer_done && d.off == d.pending.len() && !d.output_done {
+            end_output();
+            d.output_done = true;
+        }
+        if !d.input_open && !d.close_sent {
+            self.conn.send_close_notify();
+            d.close_sent = true;
+            let _ = self.flush_nonblocking();
+        }
+        if d.close_sent && !self.conn.wants_write() && !d.write_shut {
+            let _ = self.sock.tcp.shutdown(Shutdown::Write);
+            d.write_shut = true;
+        }
+    }
+
+    fn flush_nonblocking(&mut self) -> Result<(), WireError> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn relay_from_peer(&mut self, d: &mut Duplex) -> Result<(), WireError> {
+        match self.conn.read_tls(&mut self.sock) {
+            // TCP closed: clean only if close_notify came first.
+            Ok(0) if !d.peer_done => return Err(WireError::Closed),
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = self.conn.process_new_packets() {
+            self.flush_alert();
+            return Err(WireError::Tls(e));
+        }
+        if d.off == d.pending.len() {
+            d.pending.clear();
+            d.off = 0;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.conn.reader().read(&mut chunk) {
+                Ok(0) => {
+                    d.peer_done = true;
+                    return Ok(());
+                }
+                Ok(n) => d.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn relay_to_peer(
+        &mut self,
+        input: BorrowedFd<'_>,
+        buf: &mut [u8],
+        d: &mut Duplex,
+    ) -> Result<(), WireError> {
+        match crate::sys::read_fd(input, buf) {
+            Ok(0) => d.input_open = false,
+            Ok(n) => {
+                self.conn.writer().write_all(&buf[..n])?;
+                d.moved.sent += n as u64;
+                self.flush_nonblocking()?;
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => return Err(WireError::Io(e)),
+        }
+        Ok(())
+    }
+}
+
+fn sys_interest(fd: BorrowedFd<'_>, read: bool, write: bool) -> crate::sys::Interest<'_> {
+    crate::sys::Interest { fd, read, write }
+}
+
+/// Writes what the peer sent to the output, a bounded piece at a time (a
+/// blocking pipe is not made non-blocking: the flag would be shared).
+fn relay_out(output: BorrowedFd<'_>, d: &mut Duplex) -> Result<(), WireError> {
+    let end = d.pending.len().min(d.off + 64 * 1024);
+    match crate::sys::write_fd(output, &d.pending[d.off..end]) {
+        Ok(n) => {
+            d.off += n;
+            d.moved.received += n as u64;
+            Ok(())
+        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
+        Err(e) => Err(WireError::Io(e)),
     }
 }

@@ -464,6 +464,145 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<usize> {
         .collect()
 }
 
+/// What to wait for on one descriptor in [`poll`].
+#[derive(Debug, Clone, Copy)]
+pub struct Interest<'a> {
+    /// The descriptor.
+    pub fd: BorrowedFd<'a>,
+    /// Wake when it can be read (or hung up).
+    pub read: bool,
+    /// Wake when it can be written.
+    pub write: bool,
+}
+
+/// What [`poll`] found on one descriptor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Readable, hung up, or in error (a read will not block).
+    pub read: bool,
+    /// Writable, or in error (a write will not block).
+    pub write: bool,
+}
+
+/// Waits until one of `fds` is ready as asked, or `timeout` passes (`None`
+/// when it passed with nothing ready).
+pub fn poll(fds: &[Interest<'_>], timeout: Duration) -> io::Result<Option<Vec<Ready>>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|i| libc::pollfd {
+            fd: i.fd.as_raw_fd(),
+            events: (if i.read { libc::POLLIN } else { 0 }) | (if i.write { libc::POLLOUT } else { 0 }),
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `p` is a valid array of pollfd of the length passed.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Some(vec![Ready::default(); fds.len()]));
+        }
+        return Err(e);
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    let bad = libc::POLLERR | libc::POLLNVAL;
+    Ok(Some(
+        p.iter()
+            .map(|x| Ready {
+                read: x.revents & (libc::POLLIN | libc::POLLHUP | bad) != 0,
+                write: x.revents & (libc::POLLOUT | bad) != 0,
+            })
+            .collect(),
+    ))
+}
+
+/// One `read(2)` on a descriptor, unbuffered (standard input's own buffer
+/// would hide data from [`poll`]).
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One `write(2)` on a descriptor, unbuffered.
+pub fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sets or clears `O_NONBLOCK` (only on descriptors pincat owns: the flag
+/// is shared with every process holding the same open file).
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: valid fd; F_GETFL takes no argument.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: valid fd and flags.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+/// The machine's non-loopback interface addresses that are up (IPv6
+/// link-local ones left out: they need a zone to be dialed).
+pub fn interface_addrs() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; freed with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+        let loopback = ifa.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
+        if ifa.ifa_addr.is_null() || !up || loopback {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and starts with a sockaddr; its
+        // family says which larger struct it is.
+        let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
+        let ip = match family {
+            libc::AF_INET => {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
+            }
+            _ => continue,
+        };
+        let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+        if !ip.is_loopback() && !link_local && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// The host's name, if it has a printable one.
 pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];

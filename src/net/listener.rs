@@ -402,3 +402,155 @@ fn drain(s: &UnixStream) {
     let mut buf = [0u8; 64];
     while matches!(io::Read::read(&mut &*s, &mut buf), Ok(n) if n > 0) {}
 }
+
+/// What to do after a connection's outcome.
+pub enum Flow {
+    /// Keep accepting.
+    Continue,
+    /// Stop the listener and return.
+    Stop,
+}
+
+/// Stops a running listener from another thread (e.g. a signal handler).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<UnixStream>,
+}
+
+impl ShutdownHandle {
+    /// Asks the listener to stop: no new connections; connections in
+    /// progress are reset and their work undone.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = (&*self.wake).write(&[1]);
+    }
+}
+
+/// A bound listening socket with its wake-up pipe and shutdown flag.
+pub struct Listening {
+    listener: TcpListener,
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+    wake_rx: UnixStream,
+    wake_tx: Arc<UnixStream>,
+}
+
+impl Listening {
+    /// Binds `addr`.
+    pub fn bind(addr: SocketAddr) -> crate::Result<Listening> {
+        use anyhow::Context;
+        // Bounded by our own caps, not by a low default descriptor limit.
+        sys::raise_fd_limit();
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        listener
+            .set_nonblocking(true)
+            .context("cannot configure the listening socket")?;
+        let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create a wake-up pipe")?;
+        wake_rx
+            .set_nonblocking(true)
+            .context("cannot configure the wake-up pipe")?;
+        Ok(Listening {
+            listener,
+            shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            wake_rx,
+            wake_tx: Arc::new(wake_tx),
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// A handle that stops [`Listening::run`] from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown.clone(),
+            wake: self.wake_tx.clone(),
+        }
+    }
+
+    /// The flag a shutdown sets (for work that must notice it).
+    pub fn shutdown_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// True once a shutdown was asked for.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Accepts until `on` says stop, a shutdown, or `idle_limit` says the
+    /// wait is over (it is asked before every wait and returns the time
+    /// left, or an error to end with). Every connection runs `handler` on a
+    /// pooled worker; with `one_shot`, workers wake the loop at once after
+    /// each connection.
+    pub fn run<O: Send + 'static>(
+        &self,
+        limits: Limits,
+        events: Arc<Events>,
+        handler: Handler<O>,
+        one_shot: bool,
+        mut on: impl FnMut(O) -> crate::Result<Flow>,
+        mut idle_limit: impl FnMut() -> crate::Result<Duration>,
+    ) -> crate::Result<()> {
+        let (tx, rx) = mpsc::channel::<O>();
+        let wake = one_shot.then(|| self.wake_tx.clone());
+        let mut acceptor = Acceptor::new(limits, events, handler, tx, wake);
+        let result = loop {
+            let mut flow = Ok(Flow::Continue);
+            while let Ok(o) = rx.try_recv() {
+                flow = on(o);
+                if !matches!(flow, Ok(Flow::Continue)) {
+                    break;
+                }
+            }
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            if self.stopping() {
+                break Err(crate::Error::Interrupted);
+            }
+            match idle_limit() {
+                Ok(wait) => acceptor.round(&self.listener, &self.wake_rx, wait),
+                Err(e) => break Err(e),
+            }
+        };
+        // Stop everything still running: unblock their sockets and wait.
+        self.shutdown.store(true, Ordering::SeqCst);
+        acceptor.stop();
+        result
+    }
+
+    /// `HOST:PORT` forms another machine can dial: when bound to a
+    /// wildcard address, the machine's non-loopback interface addresses
+    /// (IPv6 in brackets), then its host name; else the bound address.
+    pub fn dial_addrs(&self) -> Vec<String> {
+        let Some(addr) = self.local_addr() else {
+            return Vec::new();
+        };
+        let port = addr.port();
+        let show = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            v4 => format!("{v4}:{port}"),
+        };
+        if !addr.ip().is_unspecified() {
+            return vec![show(addr.ip())];
+        }
+        let mut out: Vec<String> = sys::interface_addrs()
+            .into_iter()
+            .filter(|ip| addr.is_ipv6() || ip.is_ipv4())
+            .map(show)
+            .collect();
+        if let Some(h) = sys::hostname() {
+            out.push(format!("{h}:{port}"));
+        }
+        if out.is_empty() {
+            out.push(format!("HOST:{port}"));
+        }
+        out
+    }
+}

@@ -202,6 +202,7 @@ fn sweep_state(root: BorrowedFd<'_>) {
     let Ok(state) = sys::open_dir_at(root, OsStr::new(STATE_DIR)) else {
         return;
     };
+    let mut swept = false;
     for name in sys::list_dir(state.as_fd()).unwrap_or_default() {
         let name = OsStr::from_bytes(name.as_bytes());
         let Ok(sub) = sys::open_dir_at(state.as_fd(), name) else {
@@ -211,9 +212,13 @@ fn sweep_state(root: BorrowedFd<'_>) {
             continue;
         }
         remove_staged(sub.as_fd());
-        let _ = sys::unlink_at(state.as_fd(), name, true);
+        swept |= sys::unlink_at(state.as_fd(), name, true).is_ok();
     }
-    let _ = sys::unlink_at(root, OsStr::new(STATE_DIR), true);
+    // Only after clearing a crash's leftovers: an empty state directory may
+    // be one a live receiver just made and is about to use.
+    if swept {
+        let _ = sys::unlink_at(root, OsStr::new(STATE_DIR), true);
+    }
 }
 
 /// Creates `.pincat-state/<pid>-<n>/` under `root` and locks it; fails
@@ -654,7 +659,7 @@ impl Transfer {
         let mut last = io::Error::from(io::ErrorKind::NotFound);
         // Another receiver starting on the same output sweeps unlocked
         // staging directories: a race with it just means another try.
-        for _ in 0..8 {
+        for _ in 0..32 {
             match make_staging(root.as_fd(), &self.store.seq) {
                 Ok((state, sub, name)) => {
                     reg.staged += 1;
