@@ -11,7 +11,9 @@ use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
-use crate::protocol::{self, Counts, HEADER_LEN, Message, Offer, Refusal, TransferKind};
+use crate::protocol::{
+    self, Counts, EARLY_DATA, HEADER_LEN, Message, Offer, Refusal, Role, TransferKind,
+};
 use crate::session::{Session, WireError};
 
 mod files;
@@ -79,7 +81,13 @@ where
     let Plan { offer, reader } = plan;
     let start = Instant::now();
     let peer = s.peer();
-    open_transfer(s, &offer, classify)?;
+    // Preamble and offer go out at once, and the first EARLY_DATA bytes of
+    // data right behind them: a short transfer costs one round trip after
+    // the handshake. More waits for the taker's ACCEPT.
+    let mut hello = protocol::preamble_of(Role::Giver).to_vec();
+    hello.extend_from_slice(&Message::Offer(offer.clone()).encode());
+    s.write_all(&hello)
+        .map_err(|e| classify(e, "during the transfer"))?;
     let kind = Kind::of(offer.kind);
     events.emit(Event::TransferStarted {
         peer,
@@ -88,7 +96,10 @@ where
         files: offer.file_count(),
         bytes: announced(&offer),
     });
-    let sent = stream_all(s, reader, &offer, events, classify)?;
+    let mut gate = Gate::default();
+    let sent = stream_all(s, reader, &offer, events, classify, &mut gate)?;
+    gate.pass(s, u64::MAX)
+        .map_err(|f| after_failure(s, f, sent, classify))?;
     let counts = await_receipt(s, &offer, sent, classify)?;
     s.close();
     let done = Transfer {
@@ -102,24 +113,33 @@ where
     Ok(done)
 }
 
-/// Sends the preamble and the offer; `Ok` once the receiver accepted it.
-fn open_transfer<C, S>(s: &mut Session<C>, offer: &Offer, classify: Classify<'_>) -> Result<()>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
-    let map = |e: WireError| classify(e, "during the transfer");
-    let mut hello = protocol::preamble().to_vec();
-    hello.extend_from_slice(&Message::Offer(offer.clone()).encode());
-    s.write_all(&hello).map_err(map)?;
-    s.read_preamble().map_err(map)?;
-    match s.read_message().map_err(map)? {
-        Message::Accept => Ok(()),
-        Message::Reject(r) | Message::Error(r) => Err(Error::Refused {
-            code: r.code.as_str(),
-            message: r.message,
-        }),
-        m => Err(unexpected(&m, "ACCEPT")),
+/// Whether the taker accepted the offer yet.
+#[derive(Default)]
+struct Gate {
+    accepted: bool,
+}
+
+impl Gate {
+    /// Before sending data that brings the total to `total`: past
+    /// EARLY_DATA, waits for the taker's preamble and ACCEPT (a REJECT, or
+    /// a role mismatch, ends the transfer).
+    fn pass<C, S>(&mut self, s: &mut Session<C>, total: u64) -> std::result::Result<(), GiveFail>
+    where
+        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+        S: SideData,
+    {
+        if self.accepted || total <= EARLY_DATA {
+            return Ok(());
+        }
+        s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
+        match s.read_message().map_err(GiveFail::Wire)? {
+            Message::Accept => {
+                self.accepted = true;
+                Ok(())
+            }
+            Message::Reject(r) | Message::Error(r) => Err(GiveFail::Refused(r)),
+            m => Err(GiveFail::Broken(unexpected(&m, "ACCEPT"))),
+        }
     }
 }
 
@@ -131,6 +151,7 @@ fn stream_all<C, S>(
     offer: &Offer,
     events: &Events,
     classify: Classify<'_>,
+    gate: &mut Gate,
 ) -> Result<u64>
 where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
@@ -144,7 +165,7 @@ where
     };
     let mut buf = vec![0u8; HEADER_LEN + chunk];
     let mut sent: u64 = 0;
-    if let Err(e) = pump(s, reader, &mut buf, &mut sent, total, events) {
+    if let Err(e) = pump(s, reader, &mut buf, &mut sent, total, events, gate) {
         return Err(after_failure(s, e, sent, classify));
     }
     let end = Message::End(Counts {
@@ -229,10 +250,14 @@ fn receiver_failed(r: Refusal) -> Error {
     }
 }
 
-/// Why pumping data stopped.
+/// Why giving stopped.
 enum GiveFail {
     Wire(WireError),
     Source(anyhow::Error),
+    /// The taker refused the offer (REJECT) or failed (ERROR).
+    Refused(Refusal),
+    /// The taker broke the protocol.
+    Broken(Error),
 }
 
 /// Sends everything `r` yields as DATA frames.
@@ -247,6 +272,7 @@ fn pump<C, S>(
     sent: &mut u64,
     total: Option<u64>,
     events: &Events,
+    gate: &mut Gate,
 ) -> std::result::Result<(), GiveFail>
 where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
@@ -273,6 +299,7 @@ where
                 ));
             }
         };
+        gate.pass(s, *sent + n as u64)?;
         s.write_data(&mut buf[..HEADER_LEN + n])
             .map_err(GiveFail::Wire)?;
         *sent += n as u64;
@@ -321,6 +348,14 @@ where
             s.close();
             Error::Other(e)
         }
+        GiveFail::Refused(r) => {
+            s.close();
+            Error::Refused {
+                code: r.code.as_str(),
+                message: r.message,
+            }
+        }
+        GiveFail::Broken(e) => e,
         GiveFail::Wire(e) => {
             // The receiver may have explained itself before closing. Read it
             // without flushing our own pending output first: that flush is

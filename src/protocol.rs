@@ -27,9 +27,42 @@ use thiserror::Error;
 /// First six bytes of every pincat session, in both directions.
 pub const MAGIC: &[u8; 6] = b"PINCAT";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
-/// Bytes in the preamble: magic plus version.
-pub const PREAMBLE_LEN: usize = 8;
+pub const VERSION: u16 = 2;
+/// Bytes in the preamble: magic, version, role.
+pub const PREAMBLE_LEN: usize = 9;
+/// Bytes of the preamble every version shares: magic plus version.
+pub const VERSION_LEN: usize = 8;
+/// Payload a giver may send behind its offer before the taker accepted it:
+/// a short message costs no extra round trip, a refused large one little.
+pub const EARLY_DATA: u64 = 64 * 1024;
+
+/// Which data role a side plays: exactly one of each per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    /// Offers and sends data (`send`, `offer`).
+    Giver = 1,
+    /// Accepts and stores data (`serve`, `get`).
+    Taker = 2,
+}
+
+impl Role {
+    /// The other role.
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Giver => Role::Taker,
+            Role::Taker => Role::Giver,
+        }
+    }
+
+    /// For messages: what this role does and which commands play it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Role::Giver => "gives data (`pincat send` or `pincat offer`)",
+            Role::Taker => "takes data (`pincat serve` or `pincat get`)",
+        }
+    }
+}
 /// Bytes in a frame header: type plus length.
 pub const HEADER_LEN: usize = 5;
 /// Largest DATA payload a receiver accepts.
@@ -51,6 +84,12 @@ pub enum ProtocolError {
         "the peer does not speak the pincat protocol (is it in --raw mode, or another program?)"
     )]
     NotPincat,
+    /// Both sides play the same role.
+    #[error(
+        "role mismatch: the peer {} too; one side must give (`send`/`offer`) and the other take (`serve`/`get`)",
+        .0.describe()
+    )]
+    Role(Role),
     /// The peer speaks another protocol version.
     #[error(
         "the peer speaks pincat protocol version {0}, this pincat speaks version {VERSION}: use the same pincat release on both sides"
@@ -130,16 +169,34 @@ impl FrameType {
     }
 }
 
-/// The preamble this build sends.
+/// The preamble a giver sends (see [`preamble_of`]).
 pub fn preamble() -> [u8; PREAMBLE_LEN] {
+    preamble_of(Role::Giver)
+}
+
+/// The preamble this build sends in `role`.
+pub fn preamble_of(role: Role) -> [u8; PREAMBLE_LEN] {
     let mut p = [0u8; PREAMBLE_LEN];
     p[..6].copy_from_slice(MAGIC);
-    p[6..].copy_from_slice(&VERSION.to_be_bytes());
+    p[6..8].copy_from_slice(&VERSION.to_be_bytes());
+    p[8] = role as u8;
     p
 }
 
-/// Checks a received preamble.
-pub fn check_preamble(p: &[u8; PREAMBLE_LEN]) -> Result<(), ProtocolError> {
+/// Checks the role byte of a peer whose version matched: it must play the
+/// other role than `ours`.
+pub fn check_role(b: u8, ours: Role) -> Result<(), ProtocolError> {
+    match b {
+        1 if ours == Role::Taker => Ok(()),
+        2 if ours == Role::Giver => Ok(()),
+        1 | 2 => Err(ProtocolError::Role(ours)),
+        _ => Err(ProtocolError::Malformed("preamble")),
+    }
+}
+
+/// Checks the magic and version of a received preamble (the part every
+/// version shares, so an older peer gets a clear error, not a hang).
+pub fn check_preamble(p: &[u8; VERSION_LEN]) -> Result<(), ProtocolError> {
     if &p[..6] != MAGIC {
         return Err(ProtocolError::NotPincat);
     }
@@ -978,12 +1035,35 @@ mod tests {
     }
 
     #[test]
-    fn preamble_checks_magic_and_version() {
-        assert_eq!(check_preamble(&preamble()), Ok(()));
-        let mut other = preamble();
+    fn preamble_checks_magic_version_and_role() {
+        let head =
+            |p: [u8; PREAMBLE_LEN]| -> [u8; VERSION_LEN] { p[..VERSION_LEN].try_into().unwrap() };
+        assert_eq!(check_preamble(&head(preamble())), Ok(()));
+        let mut other = head(preamble());
         other[7] = 9;
         assert_eq!(check_preamble(&other), Err(ProtocolError::Version(9)));
+        // A version 1 peer gets (and gives) a clear version error.
+        other[7] = 1;
+        assert_eq!(check_preamble(&other), Err(ProtocolError::Version(1)));
         assert_eq!(check_preamble(b"GET / HT"), Err(ProtocolError::NotPincat));
+        let giver = preamble_of(Role::Giver)[8];
+        let taker = preamble_of(Role::Taker)[8];
+        assert_eq!(check_role(giver, Role::Taker), Ok(()));
+        assert_eq!(check_role(taker, Role::Giver), Ok(()));
+        assert_eq!(
+            check_role(giver, Role::Giver),
+            Err(ProtocolError::Role(Role::Giver))
+        );
+        assert_eq!(
+            check_role(taker, Role::Taker),
+            Err(ProtocolError::Role(Role::Taker))
+        );
+        assert!(check_role(7, Role::Taker).is_err());
+        let msg = ProtocolError::Role(Role::Taker).to_string();
+        assert!(
+            msg.contains("takes data") && msg.contains("`serve`/`get`"),
+            "{msg}"
+        );
     }
 
     #[test]

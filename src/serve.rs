@@ -3,21 +3,19 @@
 //! or leaving partial files.
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rustls::ServerConnection;
 
 use crate::error::{Error, Result};
-use crate::events::{Event, Events, Reason, Transfer};
+use crate::events::{Event, Events, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
-use crate::net::listener::{Flow, Job, Limits, Listening};
 pub use crate::net::listener::ShutdownHandle;
-use crate::protocol::{Message, Refusal, RejectCode};
-use crate::session::{Session, WireError};
+use crate::net::listener::{AcceptSpec, Flow, Job, Limits, Listening, accept_session};
+use crate::protocol::Role;
 pub use crate::store::Output;
 use crate::store::Store;
 use crate::take::{Outcome, Taker};
@@ -128,14 +126,7 @@ pub struct Server {
 
 /// What every connection of one server shares.
 struct Shared {
-    /// One TLS config for every connection (the verifier records per thread).
-    tls: Arc<rustls::ServerConfig>,
-    allow: bool,
-    raw: bool,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
-    max_conns: usize,
-    events: Arc<Events>,
+    accept: AcceptSpec,
     taker: Taker,
 }
 
@@ -221,14 +212,23 @@ impl Server {
                 Err(e) if !keep_open => return Err(e),
                 Err(_) => {}
             }
-            Ok(if keep_open { Flow::Continue } else { Flow::Stop })
+            Ok(if keep_open {
+                Flow::Continue
+            } else {
+                Flow::Stop
+            })
         };
         let wait_timeout = self.opts.wait_timeout;
         let taker = &shared.taker;
         let idle_limit = || wait_limit(wait_timeout, started, taker.claimed());
-        let r = self
-            .listening
-            .run(limits, self.events.clone(), handler, !keep_open, on, idle_limit);
+        let r = self.listening.run(
+            limits,
+            self.events.clone(),
+            handler,
+            !keep_open,
+            on,
+            idle_limit,
+        );
         // Hold the finalize lock so no thread commits after we return;
         // temporary data of unfinished transfers is removed by its owner.
         let _guard = shared.taker.finalize();
@@ -245,18 +245,17 @@ impl Server {
             self.opts.idle_timeout,
             self.opts.keep_open,
         );
-        Ok(Shared {
+        let accept = AcceptSpec {
             tls,
             allow: allow.is_some(),
-            raw: self.opts.raw,
+            framed: (!self.opts.raw).then_some(Role::Taker),
             handshake_timeout: self.opts.handshake_timeout,
             idle_timeout: self.opts.idle_timeout,
             max_conns: self.opts.max_conns,
             events: self.events.clone(),
-            taker,
-        })
+        };
+        Ok(Shared { accept, taker })
     }
-
 }
 
 /// How long the accept loop may wait: half a second, or less when
@@ -275,101 +274,16 @@ fn wait_limit(timeout: Option<Duration>, started: Instant, claimed: bool) -> Res
     Ok(wait.min(left))
 }
 
-/// One connection: handshake, admission, then the taker.
+/// One connection: handshake and admission, then the taker.
 fn handle_conn(sh: &Shared, job: Job) -> Outcome {
-    let presented = Presented::per_thread();
-    presented.clear();
-    let Job { sock, peer, ticket } = job;
-    let mut s = match handshake(sh, sock, peer, &presented) {
-        Ok(s) => s,
-        Err(()) => return Outcome::NoTransfer,
-    };
-    let _ = s.set_idle_timeout(sh.idle_timeout);
-    let client = presented.get();
-    if !ticket.establish() {
-        let message = format!(
-            "already {} connections open (--max-conns); try again later",
-            sh.max_conns
-        );
-        if !sh.raw {
-            let r = Refusal::new(RejectCode::Busy, message.clone());
-            let _ = s.write_message(&Message::Reject(r));
-        }
-        s.close();
-        sh.events.emit(Event::Refused {
-            peer,
-            reason: Reason::MaxConns,
-            fingerprint: client,
-            message,
-        });
+    let Some((mut s, client)) = accept_session(&sh.accept, job) else {
         return Outcome::NoTransfer;
-    }
-    sh.events.emit(Event::Connected {
-        peer,
-        fingerprint: client,
-    });
-    if sh.raw {
-        sh.taker.take_raw(&mut s, client)
-    } else {
+    };
+    if sh.accept.framed.is_some() {
         sh.taker.take(&mut s, client)
+    } else {
+        sh.taker.take_raw(&mut s, client)
     }
-}
-
-/// The TLS handshake of an accepted socket; a failure is reported as a
-/// refusal with the reason a person can act on.
-fn handshake(
-    sh: &Shared,
-    sock: TcpStream,
-    peer: SocketAddr,
-    presented: &Presented,
-) -> std::result::Result<Session<ServerConnection>, ()> {
-    let conn = ServerConnection::new(sh.tls.clone()).map_err(|e| {
-        sh.events.emit(Event::Error {
-            peer: Some(peer),
-            code: "failure",
-            message: format!("cannot start TLS: {e}"),
-        });
-    })?;
-    Session::handshake(conn, sock, sh.handshake_timeout).map_err(|e| {
-        let (reason, message) = refusal_of(&e, sh.allow, presented);
-        sh.events.emit(Event::Refused {
-            peer,
-            reason,
-            fingerprint: presented.get(),
-            message,
-        });
-    })
-}
-
-fn refusal_of(e: &WireError, allow: bool, presented: &Presented) -> (Reason, String) {
-    match (e, allow) {
-        (WireError::Tls(rustls::Error::NoCertificatesPresented), true) => (
-            Reason::NotAllowed,
-            "the sender presented no client certificate".to_string(),
-        ),
-        (WireError::Tls(rustls::Error::InvalidCertificate(_)), true) => (
-            Reason::NotAllowed,
-            match presented.get() {
-                Some(fp) => format!("client certificate sha256:{fp} is not allowed"),
-                None => "the client certificate was refused".to_string(),
-            },
-        ),
-        (WireError::Tls(t), _) if is_signature_failure(t) => (
-            Reason::NotAllowed,
-            format!("the sender could not prove it holds the key of its certificate ({t})"),
-        ),
-        (WireError::Timeout, _) => (Reason::Timeout, "no TLS handshake in time".to_string()),
-        (e, _) => (Reason::Handshake, format!("TLS handshake failed: {e}")),
-    }
-}
-
-fn is_signature_failure(t: &rustls::Error) -> bool {
-    matches!(
-        t,
-        rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
-            | rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-            | rustls::Error::PeerMisbehaved(_)
-    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 use rustls::{ConnectionCommon, SideData};
 
-use crate::protocol::{self, FrameType, HEADER_LEN, Message, PREAMBLE_LEN, ProtocolError};
+use crate::protocol::{self, FrameType, HEADER_LEN, Message, ProtocolError, Role, VERSION_LEN};
 
 /// Failure of a session operation, before it is classified for the user.
 #[derive(Debug, thiserror::Error)]
@@ -292,9 +292,9 @@ where
         self.write_all(frame)
     }
 
-    /// Writes our preamble (first thing on a session, both sides).
-    pub fn write_preamble(&mut self) -> Result<(), WireError> {
-        self.write_all(&protocol::preamble())
+    /// Writes our preamble in `role` (first thing on a session, both sides).
+    pub fn write_preamble(&mut self, role: Role) -> Result<(), WireError> {
+        self.write_all(&protocol::preamble_of(role))
     }
 
     /// Reads exactly `buf.len()` plaintext bytes.
@@ -309,11 +309,15 @@ where
         Ok(self.stream().read(buf)?)
     }
 
-    /// Reads and checks the peer's preamble.
-    pub fn read_preamble(&mut self) -> Result<(), WireError> {
-        let mut p = [0u8; PREAMBLE_LEN];
+    /// Reads and checks the peer's preamble: same version, and the other
+    /// role than `ours`.
+    pub fn read_preamble(&mut self, ours: Role) -> Result<(), WireError> {
+        let mut p = [0u8; VERSION_LEN];
         self.read_exact(&mut p)?;
         protocol::check_preamble(&p)?;
+        let mut role = [0u8; 1];
+        self.read_exact(&mut role)?;
+        protocol::check_role(role[0], ours)?;
         Ok(())
     }
 
@@ -423,14 +427,22 @@ where
     /// data). `Ok` only when both directions ended cleanly; the peer's bare
     /// TCP close is truncation ([`WireError::Closed`]). With `idle`, a relay
     /// where nothing moves that long times out.
-    pub fn relay(&mut self, plain: Plain<'_>, idle: Option<Duration>) -> Result<Relayed, WireError> {
+    pub fn relay(
+        &mut self,
+        plain: Plain<'_>,
+        idle: Option<Duration>,
+    ) -> Result<Relayed, WireError> {
         self.sock.tcp.set_nonblocking(true)?;
         let r = self.relay_loop(plain, idle);
         let _ = self.sock.tcp.set_nonblocking(false);
         r
     }
 
-    fn relay_loop(&mut self, plain: Plain<'_>, idle: Option<Duration>) -> Result<Relayed, WireError> {
+    fn relay_loop(
+        &mut self,
+        plain: Plain<'_>,
+        idle: Option<Duration>,
+    ) -> Result<Relayed, WireError> {
         let mut d = Duplex {
             input_open: plain.input.is_some(),
             ..Duplex::default()
@@ -549,7 +561,11 @@ where
                 d.moved.sent += n as u64;
                 self.flush_nonblocking()?;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(WireError::Io(e)),
         }
         Ok(())
@@ -570,7 +586,14 @@ fn relay_out(output: BorrowedFd<'_>, d: &mut Duplex) -> Result<(), WireError> {
             d.moved.received += n as u64;
             Ok(())
         }
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(WireError::Io(e)),
     }
 }

@@ -491,7 +491,8 @@ pub fn poll(fds: &[Interest<'_>], timeout: Duration) -> io::Result<Option<Vec<Re
         .iter()
         .map(|i| libc::pollfd {
             fd: i.fd.as_raw_fd(),
-            events: (if i.read { libc::POLLIN } else { 0 }) | (if i.write { libc::POLLOUT } else { 0 }),
+            events: (if i.read { libc::POLLIN } else { 0 })
+                | (if i.write { libc::POLLOUT } else { 0 }),
             revents: 0,
         })
         .collect();

@@ -14,7 +14,7 @@ use crate::events::{Event, Events, Kind, Reason, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::give::{CHUNK, top_names};
 use crate::protocol::{
-    Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, TransferKind,
+    Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role, TransferKind,
 };
 use crate::session::{Session, WireError};
 use crate::store::{self, Fail, Store};
@@ -143,8 +143,8 @@ impl Taker {
         C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
         S: SideData,
     {
-        s.write_preamble().map_err(Err)?;
-        s.read_preamble().map_err(Err)?;
+        s.write_preamble(Role::Taker).map_err(Err)?;
+        s.read_preamble(Role::Taker).map_err(Err)?;
         let (t, len) = s.read_header().map_err(Err)?;
         if t != FrameType::Offer {
             return Err(Ok(Refusal::new(

@@ -14,8 +14,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustls::ServerConnection;
+
 use crate::events::{Event, Events, Reason};
+use crate::fingerprint::Fingerprint;
+use crate::protocol::{Message, Refusal, RejectCode, Role};
+use crate::session::{Session, WireError};
 use crate::sys;
+use crate::verify::Presented;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -553,4 +559,117 @@ impl Listening {
         }
         out
     }
+}
+
+/// How accepted connections become pinned sessions.
+pub struct AcceptSpec {
+    /// One TLS config for every connection (the verifier records per thread).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Whether clients must present an allowed certificate.
+    pub allow: bool,
+    /// The data role this listener plays when it speaks the pincat framing
+    /// (a busy refusal is then its preamble and a REJECT); `None` for raw.
+    pub framed: Option<Role>,
+    /// Limit for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Idle limit once connected.
+    pub idle_timeout: Duration,
+    /// Connections past the handshake at once.
+    pub max_conns: usize,
+    /// Where refusals are reported.
+    pub events: Arc<Events>,
+}
+
+/// Runs the TLS handshake of an accepted connection and admits it under
+/// `max_conns`. Refusals (not allowed, no handshake in time, busy) are
+/// reported as events; `None` then.
+pub fn accept_session(
+    spec: &AcceptSpec,
+    job: Job,
+) -> Option<(Session<ServerConnection>, Option<Fingerprint>)> {
+    let presented = Presented::per_thread();
+    presented.clear();
+    let Job { sock, peer, ticket } = job;
+    let conn = match ServerConnection::new(spec.tls.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            spec.events.emit(Event::Error {
+                peer: Some(peer),
+                code: "failure",
+                message: format!("cannot start TLS: {e}"),
+            });
+            return None;
+        }
+    };
+    let mut s = match Session::handshake(conn, sock, spec.handshake_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            let (reason, message) = refusal_of(&e, spec.allow, &presented);
+            spec.events.emit(Event::Refused {
+                peer,
+                reason,
+                fingerprint: presented.get(),
+                message,
+            });
+            return None;
+        }
+    };
+    let _ = s.set_idle_timeout(spec.idle_timeout);
+    let client = presented.get();
+    if !ticket.establish() {
+        let message = format!(
+            "already {} connections open (--max-conns); try again later",
+            spec.max_conns
+        );
+        if let Some(role) = spec.framed {
+            let r = Refusal::new(RejectCode::Busy, message.clone());
+            let _ = s
+                .write_preamble(role)
+                .and_then(|()| s.write_message(&Message::Reject(r)));
+        }
+        s.close();
+        spec.events.emit(Event::Refused {
+            peer,
+            reason: Reason::MaxConns,
+            fingerprint: client,
+            message,
+        });
+        return None;
+    }
+    spec.events.emit(Event::Connected {
+        peer,
+        fingerprint: client,
+    });
+    Some((s, client))
+}
+
+fn refusal_of(e: &WireError, allow: bool, presented: &Presented) -> (Reason, String) {
+    match (e, allow) {
+        (WireError::Tls(rustls::Error::NoCertificatesPresented), true) => (
+            Reason::NotAllowed,
+            "the sender presented no client certificate".to_string(),
+        ),
+        (WireError::Tls(rustls::Error::InvalidCertificate(_)), true) => (
+            Reason::NotAllowed,
+            match presented.get() {
+                Some(fp) => format!("client certificate sha256:{fp} is not allowed"),
+                None => "the client certificate was refused".to_string(),
+            },
+        ),
+        (WireError::Tls(t), _) if is_signature_failure(t) => (
+            Reason::NotAllowed,
+            format!("the sender could not prove it holds the key of its certificate ({t})"),
+        ),
+        (WireError::Timeout, _) => (Reason::Timeout, "no TLS handshake in time".to_string()),
+        (e, _) => (Reason::Handshake, format!("TLS handshake failed: {e}")),
+    }
+}
+
+fn is_signature_failure(t: &rustls::Error) -> bool {
+    matches!(
+        t,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+            | rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            | rustls::Error::PeerMisbehaved(_)
+    )
 }
