@@ -257,6 +257,25 @@ pub struct Stat {
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Permission bits (with setuid, setgid, sticky).
+    pub perm: u32,
+    /// Hard links (2 for a directory without subdirectories).
+    pub nlink: u64,
+}
+
+impl Stat {
+    /// Whether both describe the same object (device and inode).
+    pub fn same(&self, other: &Stat) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 fn to_stat(st: &libc::stat) -> Stat {
@@ -270,6 +289,9 @@ fn to_stat(st: &libc::stat) -> Stat {
         kind,
         dev: st.st_dev,
         ino: st.st_ino,
+        uid: st.st_uid,
+        perm: st.st_mode & 0o7777,
+        nlink: st.st_nlink,
     }
 }
 

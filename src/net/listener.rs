@@ -45,6 +45,9 @@ pub type Handler<O> = Arc<dyn Fn(Job) -> O + Send + Sync>;
 /// descriptor); past it the oldest is dropped.
 pub const MAX_BARE: usize = 1024;
 
+/// Most worker threads kept waiting for the next connection.
+const MAX_IDLE_WORKERS: usize = 16;
+
 /// Every connection a worker holds, for caps, eviction and shutdown.
 #[derive(Default)]
 pub struct Conns {
@@ -395,7 +398,10 @@ impl<O> Worker<O> {
             if let Some(w) = &self.wake {
                 let _ = (&**w).write(&[1]);
             }
-            if self.stopping.load(Ordering::SeqCst) {
+            // A flood's threads go away again: only a few wait for work.
+            if self.stopping.load(Ordering::SeqCst)
+                || self.idle.load(Ordering::SeqCst) >= MAX_IDLE_WORKERS
+            {
                 return;
             }
             self.idle.fetch_add(1, Ordering::SeqCst);

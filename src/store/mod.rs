@@ -202,13 +202,21 @@ fn sweep_state(root: BorrowedFd<'_>) {
     let Ok(state) = sys::open_dir_at(root, OsStr::new(STATE_DIR)) else {
         return;
     };
+    // Only what a receiver made: a local user could rename any directory
+    // to `.pincat-state` to have its files deleted.
+    if !private_dir(state.as_fd()) {
+        return;
+    }
     let mut swept = false;
     for name in sys::list_dir(state.as_fd()).unwrap_or_default() {
         let name = OsStr::from_bytes(name.as_bytes());
+        if !staging_name(name.as_bytes()) {
+            continue;
+        }
         let Ok(sub) = sys::open_dir_at(state.as_fd(), name) else {
             continue;
         };
-        if !matches!(sys::try_lock(sub.as_fd()), Ok(true)) {
+        if !private_dir(sub.as_fd()) || !matches!(sys::try_lock(sub.as_fd()), Ok(true)) {
             continue;
         }
         remove_staged(sub.as_fd());
@@ -221,6 +229,19 @@ fn sweep_state(root: BorrowedFd<'_>) {
     }
 }
 
+/// A directory this user owns that nobody else may enter.
+fn private_dir(fd: BorrowedFd<'_>) -> bool {
+    matches!(sys::stat_fd(fd), Ok(st) if st.kind == Kind::Dir && st.uid == sys::euid() && st.perm & 0o077 == 0)
+}
+
+/// `<pid>-<n>`, the only names a receiver gives its staging directories.
+fn staging_name(n: &[u8]) -> bool {
+    let mut parts = n.split(|&b| b == b'-');
+    let digits =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
 /// Creates `.pincat-state/<pid>-<n>/` under `root` and locks it; fails
 /// with ENOENT if a sweep removed either on the way (try again).
 fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, OwnedFd, OsString)> {
@@ -230,6 +251,9 @@ fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, O
         _ => {}
     }
     let state = sys::open_dir_at(root, state_name)?;
+    if !private_dir(state.as_fd()) {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
     let name = OsString::from(format!(
         "{}-{}",
         std::process::id(),
@@ -242,7 +266,7 @@ fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, O
     let mine = sys::try_lock(sub.as_fd())?
         && matches!(
             (sys::stat_at(state.as_fd(), &name), sys::stat_fd(sub.as_fd())),
-            (Ok(Some(a)), Ok(b)) if a == b
+            (Ok(Some(a)), Ok(b)) if a.same(&b)
         );
     if !mine {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
@@ -250,10 +274,19 @@ fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, O
     Ok((state, sub, name))
 }
 
-/// Removes the regular files of a staging directory.
+/// Removes the staged files of a staging directory: regular files this
+/// user owns, named by their index.
 fn remove_staged(sub: BorrowedFd<'_>) {
+    let me = sys::euid();
     for f in sys::list_dir(sub).unwrap_or_default() {
-        let _ = sys::unlink_at(sub, OsStr::from_bytes(f.as_bytes()), false);
+        let name = OsStr::from_bytes(f.as_bytes());
+        if !name.as_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        if matches!(sys::stat_at(sub, name), Ok(Some(st)) if st.kind == Kind::File && st.uid == me)
+        {
+            let _ = sys::unlink_at(sub, name, false);
+        }
     }
 }
 
@@ -343,10 +376,13 @@ impl<'a> Walker<'a> {
                     match sys::mkdir_at(self.fd(), name, mode) {
                         Ok(()) => {
                             let fd = sys::open_dir_at(self.fd(), name)?;
-                            // Exact mode whatever the umask: the owner must
-                            // be able to fill it.
+                            let st = fresh_dir(fd.as_fd())?;
+                            // Exact mode whatever the umask (the owner must
+                            // be able to fill it); on the descriptor, which
+                            // is the verified new directory whatever its
+                            // name now points to.
                             sys::fchmod(fd.as_fd(), mode)?;
-                            report(end, sys::stat_fd(fd.as_fd())?);
+                            report(end, st);
                             fd
                         }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -370,6 +406,20 @@ impl<'a> Walker<'a> {
             self.stack.drain(..self.stack.len() - MAX_WALK_FDS);
         }
     }
+}
+
+/// Checks that a directory just made and opened by name is really the new
+/// one: a local user who can rename entries in its parent could have
+/// swapped another directory in between the mkdir and the open. A new
+/// directory is ours, empty, and has no subdirectories.
+fn fresh_dir(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    let st = sys::stat_fd(fd)?;
+    let empty = sys::list_dir(fd).map(|v| v.is_empty()).unwrap_or(false);
+    if st.kind != Kind::Dir || st.uid != sys::euid() || st.nlink != 2 || !empty {
+        // Reported like a symlink on the way: the path is not ours to use.
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    Ok(st)
 }
 
 /// Length of the longest common prefix of two relative directory paths
@@ -426,7 +476,8 @@ pub struct Transfer {
     made_root: bool,
     in_use: HashSet<(u64, u64)>,
     /// Files already given their final name (undone on a later failure).
-    linked: Vec<u32>,
+    /// (offer index, device, inode) of each file linked so far.
+    linked: Vec<(u32, u64, u64)>,
     done: bool,
 }
 
@@ -550,8 +601,10 @@ impl Transfer {
                 Ok(fd) => Ok(fd),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     sys::mkdir_at(dir.as_fd(), name, 0o777).map_err(open_fail)?;
+                    let fd = sys::open_dir_at(dir.as_fd(), name).map_err(open_fail)?;
+                    fresh_dir(fd.as_fd()).map_err(open_fail)?;
                     self.made_root = true;
-                    sys::open_dir_at(dir.as_fd(), name).map_err(open_fail)
+                    Ok(fd)
                 }
                 Err(e) => Err(open_fail(e)),
             },
@@ -902,9 +955,10 @@ impl Transfer {
             .ok_or((RejectCode::Io, "no output".into()))?;
         if let Some(name) = &self.stream_name {
             if let Some(Some(f)) = v.first() {
+                let st = sys::stat_fd(f.as_fd()).map_err(sync_fail)?;
                 sys::link_unnamed(f, root.as_fd(), name)
                     .map_err(|e| link_fail(&store.display.display().to_string(), e))?;
-                self.linked.push(0);
+                self.linked.push((0, st.dev, st.ino));
             }
             return sys::fsync(root.as_fd()).map_err(sync_fail);
         }
@@ -920,14 +974,18 @@ impl Transfer {
                 .map_err(|e| walk_fail(name, e))
                 .and_then(|()| {
                     let f = f.as_ref().ok_or((RejectCode::Io, "file missing".into()))?;
+                    let st = sys::stat_fd(f.as_fd()).map_err(sync_fail)?;
                     sys::link_unnamed(f, w.fd(), OsStr::new(leaf))
-                        .map_err(|e| link_fail(&escape_name(name), e))
+                        .map_err(|e| link_fail(&escape_name(name), e))?;
+                    Ok(st)
                 });
-            if let Err(e) = r {
-                self.linked = linked;
-                return Err(e);
+            match r {
+                Ok(st) => linked.push((entry, st.dev, st.ino)),
+                Err(e) => {
+                    self.linked = linked;
+                    return Err(e);
+                }
             }
-            linked.push(entry);
             if dirs.len() < MAX_HELD && !dirs.iter().any(|d| same_dir(d.as_fd(), w.fd())) {
                 dirs.push(sys::dup(w.fd()).map_err(sync_fail)?);
             }
@@ -964,14 +1022,21 @@ impl Transfer {
                 .goto(parent, None)
                 .map_err(|e| walk_fail(name, e))
                 .and_then(|()| {
-                    place_staged(sub.as_fd(), OsStr::new(&staged), w.fd(), OsStr::new(leaf))
-                        .map_err(|e| link_fail(&escape_name(name), e))
+                    let staged = OsStr::new(&staged);
+                    let st = sys::stat_at(sub.as_fd(), staged)
+                        .map_err(sync_fail)?
+                        .ok_or((RejectCode::Io, "a staged file vanished".into()))?;
+                    place_staged(sub.as_fd(), staged, w.fd(), OsStr::new(leaf))
+                        .map_err(|e| link_fail(&escape_name(name), e))?;
+                    Ok(st)
                 });
-            if let Err(e) = r {
-                self.linked = linked;
-                return Err(e);
+            match r {
+                Ok(st) => linked.push((entry, st.dev, st.ino)),
+                Err(e) => {
+                    self.linked = linked;
+                    return Err(e);
+                }
             }
-            linked.push(entry);
         }
         self.linked = linked;
         sys::syncfs(root.as_fd()).map_err(sync_fail)
@@ -1003,18 +1068,25 @@ impl Transfer {
         self.reserved = 0;
     }
 
+    /// Removes the names this transfer linked, each only while it still
+    /// names the very file linked (a local user may have moved things).
     fn unlink_linked(&self, root: BorrowedFd<'_>) {
+        let ours = |dir: BorrowedFd<'_>, leaf: &OsStr, dev: u64, ino: u64| {
+            if matches!(sys::stat_at(dir, leaf), Ok(Some(s)) if s.dev == dev && s.ino == ino) {
+                let _ = sys::unlink_at(dir, leaf, false);
+            }
+        };
         if let Some(name) = &self.stream_name {
-            if !self.linked.is_empty() {
-                let _ = sys::unlink_at(root, name, false);
+            if let Some(&(_, dev, ino)) = self.linked.first() {
+                ours(root, name, dev, ino);
             }
             return;
         }
         let mut w = Walker::new(root);
-        for &entry in self.linked.iter().rev() {
+        for &(entry, dev, ino) in self.linked.iter().rev() {
             let (parent, leaf) = split_parent(&self.offer.entries[entry as usize].name);
             if w.goto(parent, None).is_ok() {
-                let _ = sys::unlink_at(w.fd(), OsStr::new(leaf), false);
+                ours(w.fd(), OsStr::new(leaf), dev, ino);
             }
         }
     }
@@ -1034,7 +1106,7 @@ impl Transfer {
             }
             let leaf = OsStr::new(leaf);
             // Only the very directory we made, still a directory.
-            if matches!(sys::stat_at(w.fd(), leaf), Ok(Some(s)) if s == m.stat) {
+            if matches!(sys::stat_at(w.fd(), leaf), Ok(Some(s)) if s.same(&m.stat)) {
                 let _ = sys::unlink_at(w.fd(), leaf, true);
             }
         }
@@ -1044,7 +1116,9 @@ impl Transfer {
         {
             let ours = u32::from(self.in_use.contains(&(st.dev, st.ino)));
             let users = reg.in_use.get(&(st.dev, st.ino)).copied().unwrap_or(0);
-            if users <= ours && matches!(sys::stat_at(dir.as_fd(), name), Ok(Some(s)) if s == st) {
+            if users <= ours
+                && matches!(sys::stat_at(dir.as_fd(), name), Ok(Some(s)) if s.same(&st))
+            {
                 let _ = sys::unlink_at(dir.as_fd(), name, true);
             }
         }
@@ -1126,7 +1200,7 @@ fn place_staged(
 }
 
 fn same_dir(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
-    matches!((sys::stat_fd(a), sys::stat_fd(b)), (Ok(x), Ok(y)) if x == y)
+    matches!((sys::stat_fd(a), sys::stat_fd(b)), (Ok(x), Ok(y)) if x.same(&y))
 }
 
 fn exists_fail(name: &str) -> Fail {

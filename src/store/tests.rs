@@ -632,6 +632,34 @@ fn staged(out: &Path) -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
+fn the_sweep_leaves_a_directory_renamed_to_the_state_name_alone() {
+    // A local user renames someone's directory to .pincat-state to have
+    // the next start delete its files: only private, receiver-shaped
+    // staging directories are swept.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let victim = out.join(STATE_DIR).join("2023");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("a.jpg"), b"photo").unwrap();
+    let shaped = out.join(STATE_DIR).join("12-3");
+    fs::create_dir(&shaped).unwrap();
+    fs::write(shaped.join("0"), b"theirs").unwrap();
+    drop(open(out));
+    assert_eq!(fs::read(victim.join("a.jpg")).unwrap(), b"photo");
+    // The state directory is not private (0755): nothing in it is touched.
+    assert_eq!(fs::read(shaped.join("0")).unwrap(), b"theirs");
+    fs::set_permissions(
+        out.join(STATE_DIR),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    drop(open(out));
+    // Private now, but "2023" is no staging name and "12-3" is not private.
+    assert_eq!(fs::read(victim.join("a.jpg")).unwrap(), b"photo");
+    assert_eq!(fs::read(shaped.join("0")).unwrap(), b"theirs");
+}
+
+#[test]
 fn a_second_open_spares_a_live_staged_transfer_and_sweeps_dead_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path();
@@ -651,6 +679,8 @@ fn a_second_open_spares_a_live_staged_transfer_and_sweeps_dead_ones() {
     // What a crashed receiver would have left: unlocked, with files.
     let dead = out.join(STATE_DIR).join("1-0");
     fs::create_dir(&dead).unwrap();
+    // As a receiver makes them: private to its user.
+    fs::set_permissions(&dead, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     fs::write(dead.join("0"), b"crashed").unwrap();
     fs::write(dead.join("1"), b"crashed").unwrap();
 
@@ -1250,4 +1280,48 @@ fn a_stream_never_replaces_an_existing_file() {
     let (code, _) = refused(&store, &stream());
     assert_eq!(code, RejectCode::Exists);
     assert_eq!(snapshot(&a.outside), outside);
+}
+
+#[test]
+fn an_abort_after_a_partial_commit_removes_only_the_files_it_linked() {
+    // The first name is linked, the second collides; before the abort, a
+    // local user puts someone else's file at the first name.
+    for staged in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let mut entries = vec![file("stage/report.pdf", 3)];
+        if staged {
+            entries.extend(many("stage/f", MAX_HELD + 2, 2));
+        }
+        entries.push(file("zz", 1));
+        let offer = files(entries);
+        let mut t = begin(&store, &offer);
+        feed(&mut t, &offer);
+        fs::write(tmp.path().join("zz"), b"appeared").unwrap();
+        assert!(t.commit().is_err(), "zz appeared: the commit must fail");
+        let ours = tmp.path().join("stage/report.pdf");
+        fs::remove_file(&ours).unwrap();
+        fs::write(&ours, b"IMPORTANT").unwrap();
+        t.abort();
+        assert_eq!(fs::read(&ours).unwrap(), b"IMPORTANT", "staged={staged}");
+        assert_eq!(fs::read(tmp.path().join("zz")).unwrap(), b"appeared");
+        if staged {
+            // The files it did link, and still names, are gone.
+            assert!(!tmp.path().join("stage/f0").exists());
+        }
+    }
+}
+
+#[test]
+fn a_directory_swapped_in_after_mkdir_is_not_taken_for_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sys::open_dir(tmp.path()).unwrap();
+    fs::create_dir(tmp.path().join("busy")).unwrap();
+    fs::write(tmp.path().join("busy/key"), b"k").unwrap();
+    fs::create_dir_all(tmp.path().join("parent/child")).unwrap();
+    fs::create_dir(tmp.path().join("new")).unwrap();
+    let open = |n: &str| sys::open_dir_at(root.as_fd(), OsStr::new(n)).unwrap();
+    assert!(fresh_dir(open("busy").as_fd()).is_err(), "not empty");
+    assert!(fresh_dir(open("parent").as_fd()).is_err(), "has a subdirectory");
+    assert!(fresh_dir(open("new").as_fd()).is_ok());
 }
