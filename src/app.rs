@@ -24,6 +24,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let json = match &cli.command {
         Command::Serve(a) => a.output.json,
         Command::Send(a) => a.output.json,
+        Command::Offer(a) => a.output.json,
+        Command::Get(a) => a.output.json,
+        Command::Pipe(a) => a.output.json,
+        Command::Forward(a) => a.output.json,
         _ => false,
     };
     match dispatch(cli) {
@@ -60,6 +64,10 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a),
         Command::Send(a) => send(a),
+        Command::Offer(a) => crate::verbs::offer(a),
+        Command::Get(a) => crate::verbs::get(a),
+        Command::Pipe(a) => crate::verbs::pipe(a),
+        Command::Forward(a) => crate::verbs::forward(a),
         Command::Identity(IdentityCommand::New { file }) => {
             let id = Identity::generate()?;
             id.save(&file)?;
@@ -81,7 +89,7 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
     }
 }
 
-fn mode(o: &OutputArgs) -> Mode {
+pub(crate) fn mode(o: &OutputArgs) -> Mode {
     if o.json {
         Mode::Json
     } else if o.quiet {
@@ -91,7 +99,7 @@ fn mode(o: &OutputArgs) -> Mode {
     }
 }
 
-fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identity>> {
+pub(crate) fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identity>> {
     Ok(match path {
         Some(p) => Some(Identity::load(p)?),
         None => None,
@@ -142,7 +150,7 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
 }
 
 /// Reads an allow file: one fingerprint per line, `#` starts a comment.
-fn read_allow_file(path: &Path) -> pincat::Result<Vec<Fingerprint>> {
+pub(crate) fn read_allow_file(path: &Path) -> pincat::Result<Vec<Fingerprint>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read allow file {}", path.display()))?;
     let mut out = Vec::new();

@@ -25,6 +25,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send stdin or files to a pinned receiver; exit 0 only on its receipt.
     Send(SendArgs),
+    /// Offer stdin or files: listen, print the fingerprint and a get command, give to takers.
+    Offer(OfferArgs),
+    /// Fetch from a pinned `pincat offer` and store it as serve would; exit 0 once durable.
+    Get(GetArgs),
+    /// Full duplex: stdin to the peer and the peer to stdout, at the same time.
+    Pipe(PipeArgs),
+    /// Carry a TCP service over pinned TLS (exposing end: --listen; using end: --local).
+    Forward(ForwardArgs),
     /// Manage persistent identities.
     #[command(subcommand)]
     Identity(IdentityCommand),
@@ -122,6 +130,183 @@ pub struct SendArgs {
     /// print what the peer answers; for openssl s_server, ncat --ssl, socat.
     #[arg(long)]
     pub raw: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Listening options shared by offer, pipe --listen and forward --listen.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Only accept peers presenting this client certificate fingerprint (repeatable).
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub allow: Vec<Fingerprint>,
+    /// Only accept peers whose fingerprint is listed in FILE (one per line, # comments).
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Vec<PathBuf>,
+    /// Most connections past the TLS handshake at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_conns: u32,
+    /// Most TLS handshakes in progress at once; past it the oldest is cut.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_handshakes: u32,
+}
+
+/// The identity and handshake limit every verb has.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Use this persistent identity (listening: instead of an ephemeral one; dialing: as client certificate for --allow).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Limit for the TLS handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+}
+
+/// Dialing options shared by get, pipe and forward --local.
+#[derive(Debug, Args)]
+pub struct DialArgs {
+    /// The listening side's certificate fingerprint (SHA-256; any case, colons optional).
+    #[arg(long, short, value_name = "FINGERPRINT")]
+    pub pin: Option<Fingerprint>,
+    /// Limit for each TCP connection attempt.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Keep retrying the connection this long while the listener is not up yet.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_for: Option<Duration>,
+}
+
+/// `pincat offer`.
+#[derive(Debug, Args)]
+pub struct OfferArgs {
+    /// Files and directories to offer; none, or "-", offers stdin (to one taker).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
+    #[arg(long, short, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Listening options.
+    #[command(flatten)]
+    pub common: ListenArgs,
+    /// Give the same files to many takers instead of exiting after the first.
+    #[arg(long)]
+    pub keep_open: bool,
+    /// With --keep-open: exit 0 after N confirmed gets.
+    #[arg(long, value_name = "N", requires = "keep_open", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gets: Option<u64>,
+    /// Stop offering (exit 0) DURATION after starting.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expire: Option<Duration>,
+    /// Drop a taker that makes no progress this long (the receipt included).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Give up (exit 6) if no taker connected within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pincat get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The offering side, as HOST:PORT.
+    #[arg(value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Where to store: a file for a stream (default stdout), a directory for files (default .).
+    #[arg(long, short, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Dialing options (--pin is required).
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// Give up when the offering side stays silent this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pincat pipe`.
+#[derive(Debug, Args)]
+pub struct PipeArgs {
+    /// The listening end, as HOST:PORT (omit with --listen).
+    #[arg(
+        value_name = "HOST:PORT",
+        required_unless_present = "listen",
+        conflicts_with = "listen"
+    )]
+    pub addr: Option<String>,
+    /// Listen on ADDR:PORT instead of dialing, and print a paste-ready dial line.
+    #[arg(long, short, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Listening options (with --listen).
+    #[command(flatten)]
+    pub listening: ListenArgs,
+    /// With --listen --exec and no --allow: accept any peer that pins us.
+    #[arg(long)]
+    pub allow_any: bool,
+    /// Dialing options (without --listen; --pin is required).
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// End the pipe when nothing moved for DURATION [default: no limit].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Give up (exit 6) if no peer connected within DURATION (with --listen).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Connect this program's stdin/stdout to the session instead of ours (no shell); everything after it is its arguments, so give it last.
+    #[arg(long, value_name = "PROG", num_args = 1.., allow_hyphen_values = true)]
+    pub exec: Vec<std::ffi::OsString>,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pincat forward`.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Exposing end: accept pinned TLS here and relay each connection to --to.
+    #[arg(
+        long,
+        short,
+        value_name = "ADDR:PORT",
+        required_unless_present = "local",
+        conflicts_with = "local"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// Using end: listen in plaintext here and carry each connection to --to over pinned TLS.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub local: Option<SocketAddr>,
+    /// Listening options (exposing end).
+    #[command(flatten)]
+    pub listening: ListenArgs,
+    /// Exposing end without --allow: accept any client that pins us (the service is then open to anyone who can connect).
+    #[arg(long)]
+    pub allow_any: bool,
+    /// Dialing options (using end; --pin is required).
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// End a connection where nothing moved this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -242,6 +427,35 @@ mod tests {
             (&["send", "h:1", "--pin", &pin], "--handshake-timeout"),
             (&["send", "h:1", "--pin", &pin], "--idle-timeout"),
             (&["fingerprint", "--remote", "h:1"], "--connect-timeout"),
+            (&["offer"], "--expire"),
+            (&["offer"], "--idle-timeout"),
+            (&["offer"], "--timeout"),
+            (&["offer"], "--handshake-timeout"),
+            (&["get", "h:1", "--pin", &pin], "--connect-timeout"),
+            (&["get", "h:1", "--pin", &pin], "--retry-for"),
+            (&["get", "h:1", "--pin", &pin], "--handshake-timeout"),
+            (&["get", "h:1", "--pin", &pin], "--idle-timeout"),
+            (&["pipe", "h:1"], "--connect-timeout"),
+            (&["pipe", "h:1"], "--retry-for"),
+            (&["pipe", "h:1"], "--handshake-timeout"),
+            (&["pipe", "h:1"], "--idle-timeout"),
+            (&["pipe", "h:1"], "--timeout"),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--connect-timeout",
+            ),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--retry-for",
+            ),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--handshake-timeout",
+            ),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--idle-timeout",
+            ),
         ];
         for (args, flag) in cases {
             for zero in ["0", "0s", "0ms"] {

@@ -142,6 +142,27 @@ pub enum Event {
     },
     /// A transfer finished and was confirmed.
     TransferDone(Transfer),
+    /// A relayed connection opened (`forward`).
+    Opened {
+        /// The other side.
+        peer: SocketAddr,
+        /// Where it is carried to.
+        to: String,
+    },
+    /// A relayed session ended (`pipe`, `forward`).
+    Closed {
+        /// The other side.
+        peer: SocketAddr,
+        /// Bytes from our side to the peer.
+        sent: u64,
+        /// Bytes from the peer to our side.
+        received: u64,
+        /// From opening to closing.
+        duration: Duration,
+        /// `ok` (both directions ended with close_notify), `truncated` or
+        /// `error`.
+        outcome: &'static str,
+    },
     /// A connection was refused (handshake, allow list, offer).
     Refused {
         /// The other side.
@@ -214,6 +235,17 @@ impl Event {
             } => json!({"event": "error", "peer": peer.map(|p| p.to_string()), "code": code,
                 "message": shown(message)}),
             Event::Warning { message } => json!({"event": "warning", "message": shown(message)}),
+            Event::Opened { peer, to } => json!({"event": "opened", "peer": peer.to_string(),
+                "to": to}),
+            Event::Closed {
+                peer,
+                sent,
+                received,
+                duration,
+                outcome,
+            } => json!({"event": "closed", "peer": peer.to_string(), "sent": sent,
+                "received": received, "duration_ms": duration.as_secs_f64() * 1000.0,
+                "outcome": outcome}),
         }
     }
 
@@ -239,7 +271,18 @@ impl Event {
                 }
                 s
             }
-            Event::Connected { .. } | Event::Progress { .. } => return None,
+            Event::Connected { .. } | Event::Progress { .. } | Event::Opened { .. } => return None,
+            Event::Closed {
+                peer,
+                sent,
+                received,
+                outcome,
+                ..
+            } => format!(
+                "pincat: closed {peer} ({outcome}): sent {}, received {}",
+                human_bytes(*sent),
+                human_bytes(*received)
+            ),
             Event::TransferStarted {
                 peer,
                 kind,

@@ -99,7 +99,7 @@ where
     let mut gate = Gate::default();
     let sent = stream_all(s, reader, &offer, events, classify, &mut gate)?;
     gate.pass(s, u64::MAX)
-        .map_err(|f| after_failure(s, f, sent, classify))?;
+        .map_err(|f| after_failure(s, f, sent, classify, &gate))?;
     let counts = await_receipt(s, &offer, sent, classify)?;
     s.close();
     let done = Transfer {
@@ -166,14 +166,14 @@ where
     let mut buf = vec![0u8; HEADER_LEN + chunk];
     let mut sent: u64 = 0;
     if let Err(e) = pump(s, reader, &mut buf, &mut sent, total, events, gate) {
-        return Err(after_failure(s, e, sent, classify));
+        return Err(after_failure(s, e, sent, classify, gate));
     }
     let end = Message::End(Counts {
         files: offer.file_count(),
         bytes: sent,
     });
     s.write_message(&end)
-        .map_err(|e| after_failure(s, GiveFail::Wire(e), sent, classify))?;
+        .map_err(|e| after_failure(s, GiveFail::Wire(e), sent, classify, gate))?;
     Ok(sent)
 }
 
@@ -357,6 +357,7 @@ fn after_failure<C, S>(
     fail: GiveFail,
     sent: u64,
     classify: Classify<'_>,
+    gate: &Gate,
 ) -> Error
 where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
@@ -377,12 +378,29 @@ where
             }
         }
         GiveFail::Broken(e) => e,
+        GiveFail::Wire(e @ WireError::Protocol(_)) => classify(e, "before the transfer"),
         GiveFail::Wire(e) => {
             // The receiver may have explained itself before closing. Read it
             // without flushing our own pending output first: that flush is
-            // what just failed.
-            if let Some(Message::Error(r)) = s.read_pending_message(Duration::from_secs(2)) {
-                return receiver_failed(r);
+            // what just failed. Before its ACCEPT, its preamble comes first
+            // (and says if it is no taker at all).
+            let wait = Duration::from_secs(2);
+            if !gate.accepted {
+                match s.read_pending_preamble(Role::Giver, wait) {
+                    Some(Err(p)) => return classify(WireError::Protocol(p), "before the transfer"),
+                    Some(Ok(())) => {}
+                    None => return classify(e, "before the transfer"),
+                }
+            }
+            match s.read_pending_message(wait) {
+                Some(Message::Error(r)) => return receiver_failed(r),
+                Some(Message::Reject(r)) => {
+                    return Error::Refused {
+                        code: r.code.as_str(),
+                        message: r.message,
+                    };
+                }
+                _ => {}
             }
             match e {
                 WireError::Closed | WireError::Reset => Error::Incomplete(format!(

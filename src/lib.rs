@@ -20,7 +20,10 @@
 //! | `store` (internal) | the taker's disk: one directory handle, transfers, commit/abort |
 //! | [`net`] | transport roles: [`net::dialer`] (connect, retry, client TLS) and [`net::listener`] (accept, caps, pool, shutdown) |
 //! | `give`, `take` (internal) | the two data roles over any session |
-//! | [`send`], [`serve`] | the commands: dialer + giver, listener + taker |
+//! | [`send`], [`serve`] | push: dialer + giver, listener + taker |
+//! | [`offer`] | pull: listener + giver (`offer`), dialer + taker (`get`) |
+//! | [`pipe`] | full duplex over one session, stdio or a program |
+//! | [`forward`] | a TCP service over pinned TLS: exposing and using ends |
 //! | [`events`] | what people and scripts see: typed kinds, reasons, one transfer report |
 //! | [`error`] | failures and exit codes |
 //!
@@ -31,9 +34,12 @@
 pub mod error;
 pub mod events;
 pub mod fingerprint;
+pub mod forward;
 mod give;
 pub mod identity;
 pub mod net;
+pub mod offer;
+pub mod pipe;
 pub mod protocol;
 pub mod send;
 pub mod serve;

@@ -2,6 +2,7 @@
 
 mod app;
 mod cli;
+mod verbs;
 
 use clap::Parser;
 

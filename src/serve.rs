@@ -220,7 +220,7 @@ impl Server {
         };
         let wait_timeout = self.opts.wait_timeout;
         let taker = &shared.taker;
-        let idle_limit = || wait_limit(wait_timeout, started, taker.claimed());
+        let idle_limit = || wait_limit(wait_timeout, started, taker.claimed()).map(Some);
         let r = self.listening.run(
             limits,
             self.events.clone(),
@@ -260,7 +260,11 @@ impl Server {
 
 /// How long the accept loop may wait: half a second, or less when
 /// `--timeout` is running out before any sender arrived.
-fn wait_limit(timeout: Option<Duration>, started: Instant, claimed: bool) -> Result<Duration> {
+pub(crate) fn wait_limit(
+    timeout: Option<Duration>,
+    started: Instant,
+    claimed: bool,
+) -> Result<Duration> {
     let wait = Duration::from_millis(500);
     let Some(t) = timeout.filter(|_| !claimed) else {
         return Ok(wait);
@@ -277,7 +281,7 @@ fn wait_limit(timeout: Option<Duration>, started: Instant, claimed: bool) -> Res
 /// One connection: handshake and admission, then the taker.
 fn handle_conn(sh: &Shared, job: Job) -> Outcome {
     let Some((mut s, client)) = accept_session(&sh.accept, job) else {
-        return Outcome::NoTransfer;
+        return Outcome::NoSession;
     };
     if sh.accept.framed.is_some() {
         sh.taker.take(&mut s, client)

@@ -247,6 +247,24 @@ where
         Message::decode(t, payload).ok()
     }
 
+    /// Reads the peer's preamble without writing anything first (see
+    /// [`Session::read_pending_message`]); `None` if it never came.
+    pub fn read_pending_preamble(
+        &mut self,
+        ours: Role,
+        limit: Duration,
+    ) -> Option<Result<(), ProtocolError>> {
+        self.sock.deadline = Some(Instant::now() + limit);
+        let mut p = [0u8; VERSION_LEN];
+        self.read_unflushed(&mut p)?;
+        if let Err(e) = protocol::check_preamble(&p) {
+            return Some(Err(e));
+        }
+        let mut role = [0u8; 1];
+        self.read_unflushed(&mut role)?;
+        Some(protocol::check_role(role[0], ours))
+    }
+
     fn read_unflushed(&mut self, out: &mut [u8]) -> Option<()> {
         let mut got = 0;
         while got < out.len() {
@@ -457,7 +475,7 @@ where
             }
             let mut want = vec![sys_interest(
                 sock.as_fd(),
-                !d.peer_done && d.pending.len() < RELAY_PENDING,
+                !d.peer_done && d.pending.len() - d.off < RELAY_PENDING,
                 self.conn.wants_write(),
             )];
             let input = plain.input.filter(|_| d.input_open && !d.close_sent);
@@ -465,16 +483,25 @@ where
                 want.push(sys_interest(i, !self.conn.wants_write(), false));
             }
             want.push(sys_interest(plain.output, false, d.off < d.pending.len()));
-            let wait = idle.unwrap_or(Duration::from_secs(3600));
+            // Bytes already in our socket buffer do not wake poll().
+            let buffered = self.sock.pos < self.sock.len
+                && !d.peer_done
+                && d.pending.len() - d.off < RELAY_PENDING;
+            let wait = if buffered {
+                Duration::ZERO
+            } else {
+                idle.unwrap_or(Duration::from_secs(3600))
+            };
             let ready = match crate::sys::poll(&want, wait)? {
                 Some(r) => r,
+                None if buffered => vec![crate::sys::Ready::default(); want.len()],
                 None if idle.is_some() => return Err(WireError::Timeout),
                 None => continue,
             };
             if ready[0].write {
                 self.flush_nonblocking()?;
             }
-            if ready[0].read {
+            if ready[0].read || buffered {
                 self.relay_from_peer(&mut d)?;
             }
             if let Some(i) = input
@@ -517,19 +544,39 @@ where
         Ok(())
     }
 
+    /// Reads what the peer sent (ours and the kernel's buffered bytes) into
+    /// `d.pending`, until nothing more is there or `d.pending` is full.
     fn relay_from_peer(&mut self, d: &mut Duplex) -> Result<(), WireError> {
-        match self.conn.read_tls(&mut self.sock) {
-            // TCP closed: clean only if close_notify came first.
-            Ok(0) if !d.peer_done => return Err(WireError::Closed),
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e.into()),
+        loop {
+            let eof = match self.conn.read_tls(&mut self.sock) {
+                Ok(n) => n == 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if let Err(e) = self.conn.process_new_packets() {
+                self.flush_alert();
+                return Err(WireError::Tls(e));
+            }
+            self.drain_plaintext(d)?;
+            if eof {
+                // TCP closed (or close_notify seen): clean only if
+                // close_notify came first.
+                return if d.peer_done {
+                    Ok(())
+                } else {
+                    Err(WireError::Closed)
+                };
+            }
+            if d.peer_done
+                || d.pending.len() - d.off >= RELAY_PENDING
+                || self.sock.pos == self.sock.len
+            {
+                return Ok(());
+            }
         }
-        if let Err(e) = self.conn.process_new_packets() {
-            self.flush_alert();
-            return Err(WireError::Tls(e));
-        }
+    }
+
+    fn drain_plaintext(&mut self, d: &mut Duplex) -> Result<(), WireError> {
         if d.off == d.pending.len() {
             d.pending.clear();
             d.off = 0;
@@ -543,6 +590,9 @@ where
                 }
                 Ok(n) => d.pending.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(WireError::Closed);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -584,6 +634,10 @@ fn relay_out(output: BorrowedFd<'_>, d: &mut Duplex) -> Result<(), WireError> {
         Ok(n) => {
             d.off += n;
             d.moved.received += n as u64;
+            if d.off == d.pending.len() {
+                d.pending.clear();
+                d.off = 0;
+            }
             Ok(())
         }
         Err(e)

@@ -626,6 +626,30 @@ pub fn interface_addrs() -> Vec<std::net::IpAddr> {
     out
 }
 
+/// Points `fd` at /dev/null: whoever reads what it was (a pipe, a
+/// terminal) sees its end, while the descriptor number stays valid for its
+/// owner (who closes it later as usual).
+pub fn end_fd(fd: BorrowedFd<'_>) {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: both are valid descriptors; dup2 closes the old open file
+        // behind `fd` atomically and leaves `null` ours to drop.
+        unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) };
+    }
+}
+
+/// [`end_fd`] on standard output.
+pub fn end_stdout() {
+    end_fd(stdio().1);
+}
+
+/// Standard input and output as borrowed descriptors (they stay open for
+/// the life of the process; [`end_stdout`] keeps fd 1 valid).
+pub fn stdio() -> (BorrowedFd<'static>, BorrowedFd<'static>) {
+    // SAFETY: fds 0 and 1 are open for the whole process (a process started
+    // without them gets its first files there, which is still a valid fd).
+    unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) }
+}
+
 /// The host's name, if it has a printable one.
 pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];

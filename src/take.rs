@@ -30,8 +30,11 @@ const PROGRESS_BYTES: u64 = 64 * 1024;
 pub(crate) enum Outcome {
     /// A transfer was accepted and ended this way.
     Transfer(Result<Transfer>),
-    /// The session ended before any transfer was accepted.
-    NoTransfer,
+    /// The session ended before any transfer was accepted, or the offer
+    /// was refused: why, for a dialing taker (`get`) to report.
+    NoTransfer(Error),
+    /// No session: the handshake or admission failed (already reported).
+    NoSession,
 }
 
 /// The taker's state, shared by every session of one server.
@@ -52,7 +55,17 @@ pub(crate) struct Taker {
 }
 
 /// Where an offer stands while it is read and checked.
-type Admit<T> = std::result::Result<T, std::result::Result<Refusal, WireError>>;
+type Admit<T> = std::result::Result<T, NoOffer>;
+
+/// Why no offer was taken.
+enum NoOffer {
+    /// The session broke or timed out.
+    Wire(WireError),
+    /// We refuse what arrived (told to the giver).
+    Refuse(Refusal),
+    /// The giver refused us (an `offer` that is busy or done).
+    Refused(Refusal),
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,8 +119,15 @@ impl Taker {
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         let (offer, _grant) = match self.read_offer(s) {
             Ok(x) => x,
-            Err(Err(e)) => return self.before_offer(s.peer(), client, e),
-            Err(Ok(r)) => return self.refuse(s, client, r, true),
+            Err(NoOffer::Wire(e)) => return self.before_offer(s.peer(), client, e),
+            Err(NoOffer::Refuse(r)) => return self.refuse(s, client, r, true),
+            Err(NoOffer::Refused(r)) => {
+                s.close();
+                return Outcome::NoTransfer(Error::Refused {
+                    code: r.code.as_str(),
+                    message: format!("the offering side refused: {}", r.message),
+                });
+            }
         };
         let start = Instant::now();
         let kind = Kind::of(offer.kind);
@@ -143,34 +163,42 @@ impl Taker {
         C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
         S: SideData,
     {
-        s.write_preamble(Role::Taker).map_err(Err)?;
-        s.read_preamble(Role::Taker).map_err(Err)?;
-        let (t, len) = s.read_header().map_err(Err)?;
+        s.write_preamble(Role::Taker).map_err(NoOffer::Wire)?;
+        s.read_preamble(Role::Taker).map_err(NoOffer::Wire)?;
+        let (t, len) = s.read_header().map_err(NoOffer::Wire)?;
+        if t == FrameType::Reject {
+            return match s.read_body(t, len) {
+                Ok(Message::Reject(r)) => Err(NoOffer::Refused(r)),
+                Ok(_) | Err(_) => Err(NoOffer::Wire(WireError::Closed)),
+            };
+        }
         if t != FrameType::Offer {
-            return Err(Ok(Refusal::new(
+            return Err(NoOffer::Refuse(Refusal::new(
                 RejectCode::Protocol,
                 format!("expected an OFFER frame, got {}", t.name()),
             )));
         }
         let grant = Grant::take(&self.offer_memory, offer_cost(len)).ok_or_else(|| {
-            Ok(Refusal::new(
+            NoOffer::Refuse(Refusal::new(
                 RejectCode::Busy,
                 "the receiver is at its memory limit for offers in progress; try again later",
             ))
         })?;
         match s.read_body(t, len) {
             Ok(Message::Offer(o)) => Ok((o, grant)),
-            Ok(m) => Err(Ok(Refusal::new(
+            Ok(m) => Err(NoOffer::Refuse(Refusal::new(
                 RejectCode::Protocol,
                 format!("expected an OFFER frame, got {}", m.name()),
             ))),
-            Err(WireError::Protocol(ProtocolError::Name(n))) => {
-                Err(Ok(Refusal::new(RejectCode::BadName, n.to_string())))
-            }
-            Err(WireError::Protocol(p)) => {
-                Err(Ok(Refusal::new(RejectCode::Protocol, p.to_string())))
-            }
-            Err(e) => Err(Err(e)),
+            Err(WireError::Protocol(ProtocolError::Name(n))) => Err(NoOffer::Refuse(Refusal::new(
+                RejectCode::BadName,
+                n.to_string(),
+            ))),
+            Err(WireError::Protocol(p)) => Err(NoOffer::Refuse(Refusal::new(
+                RejectCode::Protocol,
+                p.to_string(),
+            ))),
+            Err(e) => Err(NoOffer::Wire(e)),
         }
     }
 
@@ -412,9 +440,12 @@ impl Taker {
             peer: s.peer(),
             reason: Reason::Offer(r.code),
             fingerprint: client,
-            message: r.message,
+            message: r.message.clone(),
         });
-        Outcome::NoTransfer
+        Outcome::NoTransfer(Error::Refused {
+            code: r.code.as_str(),
+            message: format!("refused here: {}", r.message),
+        })
     }
 
     /// The session ended or broke before an offer arrived.
@@ -439,9 +470,12 @@ impl Taker {
             peer,
             reason,
             fingerprint: client,
-            message,
+            message: message.clone(),
         });
-        Outcome::NoTransfer
+        Outcome::NoTransfer(match reason {
+            Reason::Timeout => Error::Timeout(format!("with {peer}: {message}")),
+            _ => Error::Incomplete(format!("with {peer}: {message}")),
+        })
     }
 
     /// A read that failed because we are shutting down says so.

@@ -494,8 +494,8 @@ impl Listening {
     }
 
     /// Accepts until `on` says stop, a shutdown, or `idle_limit` says the
-    /// wait is over (it is asked before every wait and returns the time
-    /// left, or an error to end with). Every connection runs `handler` on a
+    /// wait is over (it is asked before every wait and returns how long to
+    /// wait, `None` to stop cleanly, or an error to end with). Every connection runs `handler` on a
     /// pooled worker; with `one_shot`, workers wake the loop at once after
     /// each connection.
     pub fn run<O: Send + 'static>(
@@ -505,7 +505,7 @@ impl Listening {
         handler: Handler<O>,
         one_shot: bool,
         mut on: impl FnMut(O) -> crate::Result<Flow>,
-        mut idle_limit: impl FnMut() -> crate::Result<Duration>,
+        mut idle_limit: impl FnMut() -> crate::Result<Option<Duration>>,
     ) -> crate::Result<()> {
         let (tx, rx) = mpsc::channel::<O>();
         let wake = one_shot.then(|| self.wake_tx.clone());
@@ -527,7 +527,8 @@ impl Listening {
                 break Err(crate::Error::Interrupted);
             }
             match idle_limit() {
-                Ok(wait) => acceptor.round(&self.listener, &self.wake_rx, wait),
+                Ok(Some(wait)) => acceptor.round(&self.listener, &self.wake_rx, wait),
+                Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
         };

@@ -1322,6 +1322,9 @@ fn a_directory_swapped_in_after_mkdir_is_not_taken_for_a_new_one() {
     fs::create_dir(tmp.path().join("new")).unwrap();
     let open = |n: &str| sys::open_dir_at(root.as_fd(), OsStr::new(n)).unwrap();
     assert!(fresh_dir(open("busy").as_fd()).is_err(), "not empty");
-    assert!(fresh_dir(open("parent").as_fd()).is_err(), "has a subdirectory");
+    assert!(
+        fresh_dir(open("parent").as_fd()).is_err(),
+        "has a subdirectory"
+    );
     assert!(fresh_dir(open("new").as_fd()).is_ok());
 }

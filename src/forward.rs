@@ -1,0 +1,341 @@
+//! `pincat forward`: a TCP service carried over pinned TLS. The exposing
+//! end accepts pinned sessions (allowed clients only) and relays each to a
+//! plaintext target; the using end listens in plaintext locally and carries
+//! each connection to the exposing end. Half-closes pass both ways.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rustls::{ConnectionCommon, SideData};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Events, Reason};
+use crate::fingerprint::Fingerprint;
+use crate::identity::Identity;
+use crate::net::dialer::{self, DialOptions};
+use crate::net::listener::{
+    AcceptSpec, Flow, Job, Limits, Listening, ShutdownHandle, accept_session,
+};
+use crate::session::{Plain, Session, WireError};
+use crate::sys;
+use crate::verify::{self, Presented};
+
+/// How the exposing end behaves.
+#[derive(Debug, Clone)]
+pub struct ExposeOptions {
+    /// Address to bind for pinned TLS.
+    pub listen: SocketAddr,
+    /// The plaintext service, `HOST:PORT`.
+    pub to: String,
+    /// Persistent identity; `None` generates an ephemeral one.
+    pub identity: Option<Identity>,
+    /// Clients allowed in; `None` only with an explicit "allow any".
+    pub allow: Option<HashSet<Fingerprint>>,
+    /// Connections relayed at once.
+    pub max_conns: usize,
+    /// TLS handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Limit for a client's TLS handshake.
+    pub handshake_timeout: Duration,
+    /// End a connection where nothing moved this long.
+    pub idle_timeout: Duration,
+    /// Limit for connecting to the target.
+    pub connect_timeout: Duration,
+}
+
+/// A bound exposing end.
+pub struct Exposer {
+    listening: Listening,
+    identity: Identity,
+    opts: ExposeOptions,
+    events: Arc<Events>,
+}
+
+impl Exposer {
+    /// Binds `opts.listen`.
+    pub fn bind(opts: ExposeOptions, events: Events) -> Result<Exposer> {
+        let identity = match &opts.identity {
+            Some(id) => id.clone(),
+            None => Identity::generate()?,
+        };
+        Ok(Exposer {
+            listening: Listening::bind(opts.listen)?,
+            identity,
+            opts,
+            events: Arc::new(events),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listening.local_addr().unwrap_or(self.opts.listen)
+    }
+
+    /// The fingerprint the using end must pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
+    }
+
+    /// A handle that stops [`Exposer::run`] from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.listening.shutdown_handle()
+    }
+
+    /// Relays every admitted connection until a shutdown.
+    pub fn run(self) -> Result<()> {
+        let allow = self.opts.allow.clone().map(Arc::new);
+        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
+        let addrs = self.listening.dial_addrs();
+        let command = format!(
+            "pincat forward --local 127.0.0.1:PORT --to {} --pin {}",
+            addrs.first().map_or("HOST", String::as_str),
+            self.fingerprint()
+        );
+        self.events.emit(Event::Listening {
+            addr: self.local_addr(),
+            fingerprint: self.fingerprint(),
+            dial_addrs: addrs,
+            command,
+            hint: "using",
+        });
+        let accept = AcceptSpec {
+            tls,
+            allow: allow.is_some(),
+            framed: None,
+            handshake_timeout: self.opts.handshake_timeout,
+            idle_timeout: self.opts.idle_timeout,
+            max_conns: self.opts.max_conns,
+            events: self.events.clone(),
+        };
+        let (to, events) = (self.opts.to.clone(), self.events.clone());
+        let (idle, connect) = (self.opts.idle_timeout, self.opts.connect_timeout);
+        let handler = Arc::new(move |job: Job| {
+            if let Some((mut s, _)) = accept_session(&accept, job) {
+                let peer = s.peer();
+                match connect_target(&to, connect) {
+                    Ok(tcp) => carry(&mut s, tcp, &to, idle, &events),
+                    Err(e) => events.emit(Event::Error {
+                        peer: Some(peer),
+                        code: "connect",
+                        message: format!("{e:#}"),
+                    }),
+                }
+            }
+        });
+        let limits = Limits {
+            max_conns: self.opts.max_conns,
+            max_handshakes: self.opts.max_handshakes,
+            handshake_timeout: self.opts.handshake_timeout,
+        };
+        let r = self.listening.run(
+            limits,
+            self.events.clone(),
+            handler,
+            false,
+            |()| Ok(Flow::Continue),
+            || Ok(Some(Duration::from_millis(500))),
+        );
+        match r {
+            Err(Error::Interrupted) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn connect_target(to: &str, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = to
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {to}"))?
+        .collect();
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => anyhow!("cannot connect to the target {to}: {e}").into(),
+        None => anyhow!("{to} resolved to no address").into(),
+    })
+}
+
+/// Relays one session and one plaintext TCP connection until both
+/// directions ended; reports `opened` and `closed`.
+fn carry<C, S>(s: &mut Session<C>, tcp: TcpStream, to: &str, idle: Duration, events: &Events)
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    let peer = s.peer();
+    let start = Instant::now();
+    events.emit(Event::Opened {
+        peer,
+        to: to.to_string(),
+    });
+    let _ = tcp.set_nodelay(true);
+    let mut end = || {
+        let _ = tcp.shutdown(Shutdown::Write);
+    };
+    let plain = Plain {
+        input: Some(tcp.as_fd()),
+        output: tcp.as_fd(),
+        end_output: &mut end,
+    };
+    let r = s.relay(plain, Some(idle));
+    let moved = r.as_ref().copied().unwrap_or_default();
+    events.emit(Event::Closed {
+        peer,
+        sent: moved.sent,
+        received: moved.received,
+        duration: start.elapsed(),
+        outcome: match r {
+            Ok(_) => "ok",
+            Err(WireError::Closed) => "truncated",
+            Err(_) => "error",
+        },
+    });
+    if r.is_err() {
+        // A broken session must not look like a clean end to the service.
+        sys::reset_on_close(&tcp);
+    }
+}
+
+/// How the using end behaves.
+#[derive(Debug, Clone)]
+pub struct TunnelOptions {
+    /// Local plaintext address to listen on.
+    pub local: SocketAddr,
+    /// The exposing end and how to trust it.
+    pub dial: DialOptions,
+    /// Connections carried at once; more are closed at once.
+    pub max_conns: usize,
+    /// End a connection where nothing moved this long.
+    pub idle_timeout: Duration,
+}
+
+/// A bound using end.
+pub struct Tunnel {
+    listener: TcpListener,
+    opts: TunnelOptions,
+    events: Arc<Events>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Stops a [`Tunnel`] from another thread.
+#[derive(Clone)]
+pub struct TunnelStop(Arc<AtomicBool>);
+
+impl TunnelStop {
+    /// Asks the tunnel to stop: no new connections, open ones reset.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Tunnel {
+    /// Binds the local plaintext address.
+    pub fn bind(opts: TunnelOptions, events: Events) -> Result<Tunnel> {
+        opts.dial.check()?;
+        let listener = TcpListener::bind(opts.local)
+            .with_context(|| format!("cannot listen on {}", opts.local))?;
+        listener
+            .set_nonblocking(true)
+            .context("cannot configure the listening socket")?;
+        Ok(Tunnel {
+            listener,
+            opts,
+            events: Arc::new(events),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The bound local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.opts.local)
+    }
+
+    /// A handle that stops [`Tunnel::run`].
+    pub fn stop_handle(&self) -> TunnelStop {
+        TunnelStop(self.stop.clone())
+    }
+
+    /// Carries every local connection over its own pinned session until
+    /// stopped. A local client may speak first or wait: it is handed on at
+    /// once.
+    pub fn run(self) -> Result<()> {
+        self.events.emit(Event::Listening {
+            addr: self.local_addr(),
+            fingerprint: self.opts.dial.pin,
+            dial_addrs: vec![self.local_addr().to_string()],
+            command: format!("connect to {} (plaintext, this machine)", self.local_addr()),
+            hint: "local",
+        });
+        let active = Arc::new(AtomicUsize::new(0));
+        let open: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+        let next = AtomicU64::new(0);
+        while !self.stop.load(Ordering::SeqCst) {
+            let ready = sys::poll_readable(&[self.listener.as_fd()], Duration::from_millis(200));
+            if ready.is_empty() {
+                continue;
+            }
+            while let Ok((tcp, peer)) = self.listener.accept() {
+                let _ = tcp.set_nonblocking(false);
+                if active.load(Ordering::SeqCst) >= self.opts.max_conns {
+                    self.events.emit(Event::Refused {
+                        peer,
+                        reason: Reason::MaxConns,
+                        fingerprint: None,
+                        message: format!(
+                            "already {} connections (--max-conns)",
+                            self.opts.max_conns
+                        ),
+                    });
+                    continue;
+                }
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                if let Ok(c) = tcp.try_clone() {
+                    lock(&open).insert(id, c);
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (opts, events) = (self.opts.clone(), self.events.clone());
+                let (active, open) = (active.clone(), open.clone());
+                std::thread::spawn(move || {
+                    tunnel_one(tcp, &opts, &events);
+                    lock(&open).remove(&id);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+        for c in lock(&open).values() {
+            sys::reset_on_close(c);
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One local connection: dial the exposing end, then relay.
+fn tunnel_one(tcp: TcpStream, opts: &TunnelOptions, events: &Events) {
+    let to = opts.dial.addr.clone();
+    match dialer::dial(&opts.dial, events) {
+        Ok(mut s) => carry(&mut s, tcp, &to, opts.idle_timeout, events),
+        Err(e) => {
+            events.emit(Event::Error {
+                peer: tcp.peer_addr().ok(),
+                code: e.code(),
+                message: format!("{e:#}"),
+            });
+            sys::reset_on_close(&tcp);
+        }
+    }
+}

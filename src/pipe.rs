@@ -1,0 +1,300 @@
+//! `pincat pipe`: one pinned session, full duplex. Standard input (or a
+//! program's output) goes to the peer while the peer's data goes to
+//! standard output (or the program's input), each direction ending on its
+//! own with TLS close_notify. Raw TLS plaintext: `openssl s_client` /
+//! `s_server` and `ncat --ssl` can be the other end.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use rustls::{ConnectionCommon, SideData};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Events};
+use crate::fingerprint::Fingerprint;
+use crate::identity::Identity;
+use crate::net::dialer::{self, DialOptions};
+use crate::net::listener::{
+    AcceptSpec, Flow, Job, Limits, Listening, ShutdownHandle, accept_session,
+};
+use crate::session::{Plain, Relayed, Session, WireError};
+use crate::sys;
+use crate::verify::{self, Presented};
+
+/// What is on our side of the pipe.
+#[derive(Debug, Clone)]
+pub enum Ends {
+    /// Standard input and output.
+    Stdio,
+    /// A program (no shell): its output goes to the peer, the peer's data
+    /// to its input.
+    Exec(Vec<OsString>),
+}
+
+/// Dials a pinned peer and pipes `ends` through the session.
+pub fn pipe(
+    opts: &DialOptions,
+    ends: &Ends,
+    idle: Option<Duration>,
+    events: &Events,
+) -> Result<Relayed> {
+    let mut child = spawn(ends)?;
+    let mut s = dialer::dial(opts, events)?;
+    let peer = s.peer();
+    relay_ends(&mut s, &mut child, idle, events, &|e, when| {
+        opts.classify(e, peer, when)
+    })
+}
+
+/// How the listening end of a pipe behaves.
+#[derive(Debug, Clone)]
+pub struct PipeListenOptions {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Persistent identity; `None` generates an ephemeral one.
+    pub identity: Option<Identity>,
+    /// When set, only peers presenting one of these certificates get in.
+    pub allow: Option<HashSet<Fingerprint>>,
+    /// Limit for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// End a pipe where nothing moves this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Give up if no peer connected within this time.
+    pub wait_timeout: Option<Duration>,
+}
+
+/// A bound listening end of a pipe.
+pub struct PipeListener {
+    listening: Listening,
+    identity: Identity,
+    opts: PipeListenOptions,
+    events: Arc<Events>,
+}
+
+impl PipeListener {
+    /// Binds `opts.listen`.
+    pub fn bind(opts: PipeListenOptions, events: Events) -> Result<PipeListener> {
+        let identity = match &opts.identity {
+            Some(id) => id.clone(),
+            None => Identity::generate()?,
+        };
+        Ok(PipeListener {
+            listening: Listening::bind(opts.listen)?,
+            identity,
+            opts,
+            events: Arc::new(events),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listening.local_addr().unwrap_or(self.opts.listen)
+    }
+
+    /// The fingerprint the dialing end must pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
+    }
+
+    /// A handle that stops [`PipeListener::run`] from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.listening.shutdown_handle()
+    }
+
+    /// Waits for one peer that passes the pin (and the allow list), pipes
+    /// `ends` through its session, and returns when both directions ended.
+    /// Other peers meanwhile are refused as busy.
+    pub fn run(self, ends: Ends) -> Result<Relayed> {
+        let allow = self.opts.allow.clone().map(Arc::new);
+        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
+        let addrs = self.listening.dial_addrs();
+        let command = format!(
+            "pincat pipe {} --pin {}",
+            addrs.first().map_or("HOST", String::as_str),
+            self.fingerprint()
+        );
+        self.events.emit(Event::Listening {
+            addr: self.local_addr(),
+            fingerprint: self.fingerprint(),
+            dial_addrs: addrs,
+            command,
+            hint: "other",
+        });
+        let accept = AcceptSpec {
+            tls,
+            allow: allow.is_some(),
+            framed: None,
+            handshake_timeout: self.opts.handshake_timeout,
+            idle_timeout: self.opts.idle_timeout.unwrap_or(Duration::from_secs(3600)),
+            max_conns: 1,
+            events: self.events.clone(),
+        };
+        let taken = Arc::new(AtomicBool::new(false));
+        let ends = Arc::new(Mutex::new(Some(ends)));
+        let (events, idle) = (self.events.clone(), self.opts.idle_timeout);
+        let handler = Arc::new(move |job: Job| -> Option<Result<Relayed>> {
+            let (mut s, _) = accept_session(&accept, job)?;
+            if taken.swap(true, Ordering::SeqCst) {
+                return None;
+            }
+            let ends = ends.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+            let peer = s.peer();
+            let r = spawn(&ends).and_then(|mut child| {
+                relay_ends(&mut s, &mut child, idle, &events, &|e, when| {
+                    peer_failure(e, peer, when)
+                })
+            });
+            Some(r)
+        });
+        let limits = Limits {
+            max_conns: 1,
+            max_handshakes: 16,
+            handshake_timeout: self.opts.handshake_timeout,
+        };
+        let mut result = None;
+        let on = |o: Option<Result<Relayed>>| {
+            Ok(match o {
+                Some(r) => {
+                    result = Some(r);
+                    Flow::Stop
+                }
+                None => Flow::Continue,
+            })
+        };
+        let started = Instant::now();
+        let wait = self.opts.wait_timeout;
+        let idle_limit = || crate::serve::wait_limit(wait, started, false).map(Some);
+        self.listening
+            .run(limits, self.events.clone(), handler, true, on, idle_limit)?;
+        result.unwrap_or(Err(Error::Interrupted))
+    }
+}
+
+/// The program of `--exec`, started with its standard input and output on
+/// pipes of ours (no shell).
+fn spawn(ends: &Ends) -> Result<Option<Child>> {
+    let Ends::Exec(argv) = ends else {
+        return Ok(None);
+    };
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow!("--exec needs a program"))?;
+    let child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {}", prog.to_string_lossy()))?;
+    Ok(Some(child))
+}
+
+/// Relays between the session and our ends (standard I/O or the child's
+/// pipes), reports the outcome, and reaps the child.
+fn relay_ends<C, S>(
+    s: &mut Session<C>,
+    child: &mut Option<Child>,
+    idle: Option<Duration>,
+    events: &Events,
+    classify: &dyn Fn(WireError, &str) -> Error,
+) -> Result<Relayed>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    let start = Instant::now();
+    let peer = s.peer();
+    let r = match child {
+        None => {
+            let (input, output) = sys::stdio();
+            let plain = Plain {
+                input: Some(input),
+                output,
+                end_output: &mut sys::end_stdout,
+            };
+            s.relay(plain, idle)
+        }
+        Some(c) => relay_child(s, c, idle),
+    };
+    let outcome = match &r {
+        Ok(_) => "ok",
+        Err(WireError::Closed) => "truncated",
+        Err(_) => "error",
+    };
+    let moved = r.as_ref().copied().unwrap_or_default();
+    events.emit(Event::Closed {
+        peer,
+        sent: moved.sent,
+        received: moved.received,
+        duration: start.elapsed(),
+        outcome,
+    });
+    if let Some(c) = child {
+        reap(c);
+    }
+    r.map_err(|e| match e {
+        WireError::Closed => Error::Incomplete(format!(
+            "the peer at {peer} closed the connection without TLS close_notify: its data may be truncated"
+        )),
+        e => classify(e, "while piping"),
+    })
+}
+
+fn relay_child<C, S>(
+    s: &mut Session<C>,
+    c: &mut Child,
+    idle: Option<Duration>,
+) -> Result<Relayed, WireError>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    let (Some(out), Some(inp)) = (c.stdout.take(), c.stdin.take()) else {
+        return Err(WireError::Io(std::io::Error::other(
+            "the program has no pipes",
+        )));
+    };
+    // Our own pipes: non-blocking is safe (nobody else shares them).
+    sys::set_nonblocking(out.as_fd(), true)?;
+    sys::set_nonblocking(inp.as_fd(), true)?;
+    // The peer's end closes the program's input (its descriptor then points
+    // at /dev/null until `inp` is dropped).
+    let mut end = || sys::end_fd(inp.as_fd());
+    let plain = Plain {
+        input: Some(out.as_fd()),
+        output: inp.as_fd(),
+        end_output: &mut end,
+    };
+    s.relay(plain, idle)
+}
+
+/// Waits (bounded) for the program to end, then stops it.
+fn reap(c: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// A session failure of the listening end, as the user's error.
+fn peer_failure(e: WireError, peer: SocketAddr, when: &str) -> Error {
+    match e {
+        WireError::Timeout => Error::Timeout(format!("{when} with {peer}: nothing moved")),
+        WireError::Reset => {
+            Error::Incomplete(format!("the peer at {peer} reset the connection {when}"))
+        }
+        e => Error::Incomplete(format!("with the peer at {peer} {when}: {e}")),
+    }
+}

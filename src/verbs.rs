@@ -1,0 +1,199 @@
+//! The pull, duplex and forwarding verbs: `offer`, `get`, `pipe`,
+//! `forward`. Flags become library options here; nothing else.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::CommandFactory;
+use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
+use pincat::net::dialer::DialOptions;
+use pincat::offer::{OfferOptions, Offering};
+use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
+use pincat::{Events, Fingerprint, Mode, Output, Source};
+
+use crate::app::{load_identity, mode, read_allow_file};
+use crate::cli::{Cli, DialArgs, ForwardArgs, GetArgs, ListenArgs, OfferArgs, PipeArgs, TlsArgs};
+
+/// The default listening address of every listening verb: all interfaces
+/// on the default port, IPv6 (which takes IPv4 too) where the host has it.
+fn default_listen() -> SocketAddr {
+    let port = pincat::serve::DEFAULT_PORT;
+    if std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok() {
+        (std::net::Ipv6Addr::UNSPECIFIED, port).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, port).into()
+    }
+}
+
+/// The allow list from --allow and --allow-file (`None`: anyone who pins us).
+fn allow_list(l: &ListenArgs) -> pincat::Result<Option<HashSet<Fingerprint>>> {
+    if l.allow.is_empty() && l.allow_file.is_empty() {
+        return Ok(None);
+    }
+    let mut set: HashSet<Fingerprint> = l.allow.iter().copied().collect();
+    for f in &l.allow_file {
+        set.extend(read_allow_file(f)?);
+    }
+    if set.is_empty() {
+        return Err(anyhow!("the allow list is empty: no peer could ever connect").into());
+    }
+    Ok(Some(set))
+}
+
+fn usage(msg: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
+
+/// Dial options from the flags; --pin is required.
+fn dial_options(
+    addr: String,
+    d: &DialArgs,
+    tls: &TlsArgs,
+    idle: std::time::Duration,
+) -> pincat::Result<DialOptions> {
+    let Some(pin) = d.pin else {
+        usage("--pin FINGERPRINT is required to dial");
+    };
+    let mut o = DialOptions::new(addr, pin);
+    o.identity = load_identity(tls.identity.as_deref())?;
+    o.connect_timeout = d.connect_timeout;
+    o.retry_for = d.retry_for;
+    o.handshake_timeout = tls.handshake_timeout;
+    o.idle_timeout = idle;
+    Ok(o)
+}
+
+fn on_signal(f: impl Fn() + Send + 'static) -> pincat::Result<()> {
+    ctrlc::set_handler(f).context("cannot install the signal handler")?;
+    Ok(())
+}
+
+pub fn offer(a: OfferArgs) -> pincat::Result<()> {
+    let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
+    if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
+        usage("\"-\" (stdin) cannot be combined with other paths");
+    }
+    if stdin && a.keep_open {
+        usage("a stream can be given only once: offer files with --keep-open");
+    }
+    let mut o = OfferOptions::new(a.listen.unwrap_or_else(default_listen));
+    o.identity = load_identity(a.tls.identity.as_deref())?;
+    o.allow = allow_list(&a.common)?;
+    o.keep_open = a.keep_open;
+    o.max_gets = a.max_gets;
+    o.expire = a.expire;
+    o.max_conns = a.common.max_conns as usize;
+    o.max_handshakes = a.common.max_handshakes as usize;
+    o.handshake_timeout = a.tls.handshake_timeout;
+    o.idle_timeout = a.idle_timeout;
+    o.wait_timeout = a.timeout;
+    let source = if stdin {
+        Source::Stdin
+    } else {
+        Source::Paths(a.paths)
+    };
+    let events = Events::stderr(mode(&a.output));
+    let offering = Offering::bind(o, source, events)?;
+    let handle = offering.shutdown_handle();
+    on_signal(move || handle.shutdown())?;
+    offering.run().map(drop)
+}
+
+pub fn get(a: GetArgs) -> pincat::Result<()> {
+    let opts = dial_options(a.addr, &a.dial, &a.tls, a.idle_timeout)?;
+    let output = match a.out {
+        Some(p) => Output::Path(p),
+        None => Output::Default,
+    };
+    pincat::offer::get(&opts, &output, Events::stderr(mode(&a.output))).map(drop)
+}
+
+pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
+    let ends = if a.exec.is_empty() {
+        Ends::Stdio
+    } else {
+        Ends::Exec(a.exec.clone())
+    };
+    let m = match mode(&a.output) {
+        // A pipe's stdout is data: people get only errors and warnings.
+        Mode::Human => Mode::Quiet,
+        m => m,
+    };
+    let Some(listen) = a.listen else {
+        let addr = a.addr.clone().unwrap_or_default();
+        let idle = a
+            .idle_timeout
+            .unwrap_or(std::time::Duration::from_secs(3600));
+        let opts = dial_options(addr, &a.dial, &a.tls, idle)?;
+        return pincat::pipe::pipe(&opts, &ends, a.idle_timeout, &Events::stderr(m)).map(drop);
+    };
+    let allow = allow_list(&a.listening)?;
+    if !a.exec.is_empty() && allow.is_none() && !a.allow_any {
+        usage(
+            "pipe --listen --exec runs a program for whoever connects: give --allow/--allow-file, or --allow-any",
+        );
+    }
+    let opts = PipeListenOptions {
+        listen,
+        identity: load_identity(a.tls.identity.as_deref())?,
+        allow,
+        handshake_timeout: a.tls.handshake_timeout,
+        idle_timeout: a.idle_timeout,
+        wait_timeout: a.timeout,
+    };
+    // The listening line is for the person who starts it, even with stdout busy.
+    let events = match mode(&a.output) {
+        Mode::Json => Events::stderr(Mode::Json),
+        Mode::Quiet => Events::stderr(Mode::Quiet),
+        Mode::Human => Events::stderr(Mode::Human),
+    };
+    let l = PipeListener::bind(opts, events)?;
+    let handle = l.shutdown_handle();
+    on_signal(move || handle.shutdown())?;
+    l.run(ends).map(drop)
+}
+
+pub fn forward(a: ForwardArgs) -> pincat::Result<()> {
+    let events = Events::stderr(mode(&a.output));
+    if let Some(listen) = a.listen {
+        let allow = allow_list(&a.listening)?;
+        if allow.is_none() && !a.allow_any {
+            usage(
+                "forward --listen exposes a service: give --allow/--allow-file with the using end's fingerprint, or --allow-any",
+            );
+        }
+        let opts = ExposeOptions {
+            listen,
+            to: a.to,
+            identity: load_identity(a.tls.identity.as_deref())?,
+            allow,
+            max_conns: a.listening.max_conns as usize,
+            max_handshakes: a.listening.max_handshakes as usize,
+            handshake_timeout: a.tls.handshake_timeout,
+            idle_timeout: a.idle_timeout,
+            connect_timeout: a.dial.connect_timeout,
+        };
+        let x = Exposer::bind(opts, events)?;
+        let handle = x.shutdown_handle();
+        on_signal(move || handle.shutdown())?;
+        return x.run();
+    }
+    let Some(local) = a.local else {
+        usage("give --listen (exposing end) or --local (using end)");
+    };
+    let dial = dial_options(a.to, &a.dial, &a.tls, a.idle_timeout)?;
+    let opts = TunnelOptions {
+        local,
+        dial,
+        max_conns: a.listening.max_conns as usize,
+        idle_timeout: a.idle_timeout,
+    };
+    let t = Tunnel::bind(opts, events)?;
+    let stop = t.stop_handle();
+    on_signal(move || stop.stop())?;
+    t.run()
+}
