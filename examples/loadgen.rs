@@ -2,7 +2,9 @@
 //! complete small transfers (handshake + payload + receipt) in a loop
 //! through the library API. Prints one JSON object.
 //!
-//! `cargo bench --bench loadgen -- ADDR PIN [CONCURRENCY] [SECONDS] [BYTES]`
+//! `cargo run --release --example loadgen -- ADDR PIN [N] [SECS] [SIZE]`: N
+//! concurrent senders (default 8) for SECS seconds (default 5), SIZE bytes
+//! per transfer (default 1024).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,26 +14,16 @@ use std::time::{Duration, Instant};
 use pincat::{Events, Fingerprint, SendOptions, Source};
 
 fn main() {
-    // cargo bench appends "--bench"; ignore flags.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if args.len() < 2 {
-        eprintln!("usage: loadgen ADDR PIN [CONCURRENCY] [SECONDS] [BYTES]");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !(2..=5).contains(&args.len()) {
+        eprintln!("usage: loadgen ADDR PIN [N] [SECS] [SIZE]");
         std::process::exit(2);
     }
     let addr = args[0].clone();
-    let pin: Fingerprint = match args[1].parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("loadgen: bad pin: {e}");
-            std::process::exit(2);
-        }
-    };
-    let conc: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8);
-    let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let bytes: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let pin: Fingerprint = parse(&args[1], "PIN");
+    let conc: usize = args.get(2).map_or(8, |s| parse(s, "N"));
+    let secs: f64 = args.get(3).map_or(5.0, |s| parse(s, "SECS"));
+    let bytes: usize = args.get(4).map_or(1024, |s| parse(s, "SIZE"));
 
     let opts = Arc::new(SendOptions::new(addr, pin));
     let stop = Arc::new(AtomicBool::new(false));
@@ -74,4 +66,15 @@ fn main() {
         failed.load(Ordering::Relaxed),
         n as f64 / elapsed
     );
+}
+
+/// Parses one argument or exits with a usage error naming it.
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().unwrap_or_else(|e| {
+        eprintln!("loadgen: bad {what} {s:?}: {e}");
+        std::process::exit(2);
+    })
 }
