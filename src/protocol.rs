@@ -1,9 +1,10 @@
 //! The pincat wire format inside TLS: encoding and decoding only, no I/O policy.
 //!
-//! After the TLS 1.3 handshake (and the pin check) both sides write an 8-byte
-//! preamble, `b"PINCAT"` followed by the protocol version as a big-endian
-//! `u16`. The preamble never changes shape, so a peer speaking another version
-//! gets a clear error instead of garbage. Everything after it is frames:
+//! After the TLS 1.3 handshake (and the pin check) both sides write a 9-byte
+//! preamble: `b"PINCAT"`, the protocol version as a big-endian `u16`, and the
+//! side's data role (1 gives, 2 takes). The first 8 bytes never change shape,
+//! so a peer speaking another version gets a clear error instead of garbage,
+//! and two givers or two takers fail at once. Everything after it is frames:
 //!
 //! ```text
 //! frame   = type:u8 length:u32be payload[length]
@@ -20,7 +21,9 @@
 //!
 //! A transfer is: OFFER, then ACCEPT or REJECT, then DATA*, END, then RECEIPT
 //! (or ERROR). The sender reports success only when the RECEIPT matches what
-//! it sent.
+//! it sent. The giver may send up to [`EARLY_DATA`] bytes of DATA (and END)
+//! right behind its OFFER, before the ACCEPT arrives: a short transfer then
+//! costs one round trip after the handshake.
 
 use thiserror::Error;
 
