@@ -67,7 +67,15 @@ fn trial(seed: u64) -> (&'static str, bool, Option<i32>) {
     }
     let out = wait_output(tx, WAIT);
     if victim == "sender" {
-        srv.wait_exit();
+        srv.drain(Duration::from_millis(300));
+        if srv.seen_named("transfer-started").is_empty() {
+            // Killed before its offer was taken, perhaps before it even
+            // connected: a one-shot receiver rightly keeps waiting for a
+            // sender, so it is stopped here.
+            srv.kill();
+        } else {
+            srv.wait_exit();
+        }
     }
     let arrived =
         dst.path().join("in").exists() && check_dir(&dst.path().join("in"), "payload.bin", &data);
