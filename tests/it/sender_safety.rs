@@ -2,23 +2,21 @@
 //! local mistakes found before connecting, peer text that tries to fool the
 //! terminal, timeouts that name the right flag, and a raw reply cut short.
 
-mod common;
-
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use common::*;
-use pincat::Identity;
 use pincat::protocol::{self, FrameType, RejectCode};
-use pincat::verify::{self, Presented};
-use rustls::{ServerConnection, StreamOwned};
-use serde_json::Value;
+
+use crate::util::data::json_lines;
+use crate::util::fs::write_repeated;
+use crate::util::peers::{ServerTls, fake_receiver, relay};
+use crate::util::process::{NOBODY, as_user};
+use crate::util::wire::{frame, read_frame, read_preamble};
+use crate::util::{Server, run, send, text};
 
 /// Big enough that the sender cannot have read all of it while the relay
 /// holds back (socket buffers and the TLS send buffer are far smaller).
@@ -35,57 +33,10 @@ fn fast_dir() -> tempfile::TempDir {
 /// Writes `len` bytes with an mtime far in the past, so any later write
 /// moves it whatever the filesystem's timestamp granularity.
 fn old_file(path: &Path, len: u64) {
-    let f = File::create(path).unwrap();
     let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        (&f).write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
+    let f = write_repeated(path, &block, len);
     f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
         .unwrap();
-}
-
-/// A TCP relay to `upstream` for one connection. Once `after` bytes from
-/// the client have been relayed it runs `meddle`, relaying nothing
-/// meanwhile, so the client is then at most its buffers ahead.
-fn relay(upstream: &str, after: u64, meddle: impl FnOnce() + Send + 'static) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let upstream = upstream.to_string();
-    thread::spawn(move || {
-        let (mut client, _) = l.accept().unwrap();
-        let mut meddle = Some(meddle);
-        if after == 0 {
-            (meddle.take().unwrap())();
-        }
-        let mut server = TcpStream::connect(&upstream).unwrap();
-        for s in [&client, &server] {
-            s.set_read_timeout(Some(WAIT)).unwrap();
-        }
-        let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        let back = thread::spawn(move || {
-            let _ = io::copy(&mut s2, &mut c2);
-            let _ = c2.shutdown(Shutdown::Write);
-        });
-        let mut buf = vec![0u8; 64 << 10];
-        let mut relayed = 0u64;
-        while let Ok(n @ 1..) = client.read(&mut buf) {
-            if server.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            relayed += n as u64;
-            if relayed >= after
-                && let Some(m) = meddle.take()
-            {
-                m();
-            }
-        }
-        let _ = server.shutdown(Shutdown::Write);
-        let _ = back.join();
-    });
-    addr
 }
 
 /// Sends `path` (which `meddle` changes mid-transfer) through a relay to a
@@ -180,17 +131,6 @@ fn a_file_swapped_for_a_symlink_after_planning_is_not_followed() {
     assert!(fs::symlink_metadata(&planned).unwrap().is_symlink());
 }
 
-/// Runs `pincat ARGS` with no stdin, bounded in time.
-fn run(args: &[&str], adjust: impl FnOnce(&mut std::process::Command)) -> Output {
-    let mut cmd = pincat();
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    adjust(&mut cmd);
-    wait_output(cmd.spawn().expect("spawn pincat"), WAIT)
-}
-
 /// An unreadable file and a directory holding one. Root (or anyone with
 /// CAP_DAC_OVERRIDE) reads a mode 000 file anyway, so then the sender runs
 /// as `nobody`; `None` when even that is impossible here.
@@ -213,15 +153,6 @@ fn unreadable_cases(dir: &Path) -> Option<(Vec<PathBuf>, Option<u32>)> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     let probe = run(&["--version"], |c| as_user(c, Some(NOBODY)));
     probe.status.success().then_some((paths, Some(NOBODY)))
-}
-
-const NOBODY: u32 = 65534;
-
-fn as_user(c: &mut std::process::Command, uid: Option<u32>) {
-    use std::os::unix::process::CommandExt;
-    if let Some(uid) = uid {
-        c.uid(uid).gid(uid);
-    }
 }
 
 #[test]
@@ -283,39 +214,18 @@ fn local_mistakes_fail_before_connecting_and_leave_a_one_shot_receiver_waiting()
     );
 }
 
-/// A pinned TLS server in this process for one connection, run by `script`.
-fn fake_server(
-    script: impl FnOnce(&mut StreamOwned<ServerConnection, TcpStream>) + Send + 'static,
-) -> (String, String, thread::JoinHandle<()>) {
-    let id = Identity::generate().unwrap();
-    let config = verify::server_config(&id, None, Presented::default()).unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = thread::spawn(move || {
-        let (sock, _) = l.accept().unwrap();
-        sock.set_read_timeout(Some(WAIT)).unwrap();
-        let conn = ServerConnection::new(Arc::clone(&config)).unwrap();
-        script(&mut StreamOwned::new(conn, sock));
-    });
-    (addr, id.fingerprint().to_string(), h)
-}
-
 const NASTY: &str = "report\u{202E}fdp.exe\u{200B} exists\u{2028}";
 
 /// A receiver that refuses any offer with a deceptive, megabyte-long message.
 fn rejecting_receiver() -> (String, String, thread::JoinHandle<()>) {
-    fake_server(|tls| {
-        let mut pre = [0u8; 8];
-        tls.read_exact(&mut pre).unwrap();
-        let mut h = [0u8; 5];
-        tls.read_exact(&mut h).unwrap();
-        let (_, len) = protocol::decode_header(&h).unwrap();
-        tls.read_exact(&mut vec![0u8; len]).unwrap();
+    fake_receiver(|tls: &mut ServerTls| {
+        read_preamble(tls).unwrap();
+        read_frame(tls).unwrap();
         let mut payload = vec![RejectCode::Exists as u8];
         payload.extend_from_slice(NASTY.as_bytes());
         payload.extend(std::iter::repeat_n(b'A', 1_000_000));
         let mut out = protocol::preamble().to_vec();
-        out.extend(protocol::frame(FrameType::Reject, &payload));
+        out.extend(frame(FrameType::Reject, &payload));
         tls.write_all(&out).unwrap();
         tls.conn.send_close_notify();
         let _ = tls.flush();
@@ -350,11 +260,8 @@ fn a_receivers_message_is_escaped_and_capped() {
     assert_eq!(r.status.code(), Some(4), "{}", text(&r.stderr));
     assert!(r.stderr.len() < 4096, "{} bytes of stderr", r.stderr.len());
     assert_no_raw_tricks(&text(&r.stderr));
-    let errors: Vec<Value> = text(&r.stderr)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["event"] == "error")
-        .collect();
+    let mut errors = json_lines(&r.stderr);
+    errors.retain(|v| v["event"] == "error");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0]["code"], "exists");
     let msg = errors[0]["message"].as_str().unwrap();
@@ -416,7 +323,7 @@ fn zero_durations_are_usage_errors_for_the_binary() {
 /// A raw TLS peer: reads everything until the sender's close_notify, answers
 /// `reply`, then closes with or without its own close_notify.
 fn raw_peer(reply: &'static [u8], close_notify: bool) -> (String, String, thread::JoinHandle<()>) {
-    fake_server(move |tls| {
+    fake_receiver(move |tls: &mut ServerTls| {
         let mut got = Vec::new();
         tls.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"question", "the peer got what was sent");

@@ -2,64 +2,25 @@
 //! way. `pincat send` must refuse, and the impostor must receive zero
 //! application bytes.
 
-mod common;
-
 use std::io::Read;
-use std::net::TcpListener;
-use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use common::*;
 use pincat::Identity;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::SupportedProtocolVersion;
+use rustls::pki_types::CertificateDer;
 
-#[derive(Debug)]
-struct Fixed(Arc<CertifiedKey>);
+use crate::util::peers::{ServerTls, forged, presenting_server, tls_listener};
+use crate::util::{send, text};
 
-impl ResolvesServerCert for Fixed {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn key_of(id: &Identity) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::from_pem_slice(id.to_pem().as_bytes()).unwrap()
-}
-
-/// Serves one connection with `chain` signed by `key` and returns how many
-/// application bytes the client sent.
+/// Serves one connection with `chain` signed by `key_owner`'s key and
+/// returns how many application bytes the client sent.
 fn impostor(
     chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    versions: &[&'static rustls::SupportedProtocolVersion],
+    key_owner: &Identity,
+    versions: &[&'static SupportedProtocolVersion],
 ) -> (String, thread::JoinHandle<usize>) {
-    let p = provider();
-    let signer = p.key_provider.load_private_key(key).unwrap();
-    let ck = Arc::new(CertifiedKey::new(chain, signer));
-    let config = ServerConfig::builder_with_provider(p)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Fixed(ck)));
-    let config = Arc::new(config);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = thread::spawn(move || {
-        let (sock, _) = l.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let conn = ServerConnection::new(config).unwrap();
-        let mut s = StreamOwned::new(conn, sock);
+    let config = presenting_server(forged(chain, key_owner), versions);
+    tls_listener(config, |s: &mut ServerTls| {
         let mut got = 0usize;
         let mut buf = [0u8; 4096];
         loop {
@@ -69,8 +30,7 @@ fn impostor(
             }
         }
         got
-    });
-    (addr, h)
+    })
 }
 
 fn run_send(addr: &str, pin: &str) -> std::process::Output {
@@ -83,7 +43,7 @@ fn genuine_certificate_with_another_key_is_refused() {
     let thief = Identity::generate().unwrap();
     let (addr, h) = impostor(
         vec![genuine.cert_der().clone()],
-        key_of(&thief),
+        &thief,
         &[&rustls::version::TLS13],
     );
     let out = run_send(&addr, &genuine.fingerprint().to_string());
@@ -106,7 +66,7 @@ fn genuine_certificate_appended_behind_own_leaf_is_refused() {
     let thief = Identity::generate().unwrap();
     let (addr, h) = impostor(
         vec![thief.cert_der().clone(), genuine.cert_der().clone()],
-        key_of(&thief),
+        &thief,
         &[&rustls::version::TLS13],
     );
     let out = run_send(&addr, &genuine.fingerprint().to_string());
@@ -121,7 +81,7 @@ fn tls12_only_server_is_refused_even_with_the_real_key() {
     let genuine = Identity::generate().unwrap();
     let (addr, h) = impostor(
         vec![genuine.cert_der().clone()],
-        key_of(&genuine),
+        &genuine,
         &[&rustls::version::TLS12],
     );
     let out = run_send(&addr, &genuine.fingerprint().to_string());
@@ -140,7 +100,7 @@ fn genuine_server_with_real_key_is_accepted_by_the_same_harness() {
     let genuine = Identity::generate().unwrap();
     let (addr, h) = impostor(
         vec![genuine.cert_der().clone()],
-        key_of(&genuine),
+        &genuine,
         &[&rustls::version::TLS13],
     );
     let out = send(

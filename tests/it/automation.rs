@@ -1,18 +1,18 @@
 //! Identities, mutual pinning, the keep-open server and the interfaces
 //! automation relies on, with the real binary on loopback.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use serde_json::Value;
+use pincat::Identity;
+
+use crate::util::cli::send_cmd;
+use crate::util::data::json_lines;
+use crate::util::peers::{connect, forged, presenting_client};
+use crate::util::{Server, WAIT, free_port, pincat, random_bytes, send, sha256, text, wait_output};
 
 fn identity_new(dir: &std::path::Path, name: &str) -> String {
     let out = pincat()
@@ -166,24 +166,6 @@ fn mutual_pinning_admits_the_listed_sender_only() {
 
 #[test]
 fn impostor_client_with_an_allowed_certificate_but_another_key_is_refused() {
-    use pincat::Identity;
-    use pincat::verify::{PinnedServerVerifier, Presented};
-    use rustls::client::ResolvesClientCert;
-    use rustls::pki_types::PrivateKeyDer;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::sign::CertifiedKey;
-
-    #[derive(Debug)]
-    struct Stolen(Arc<CertifiedKey>);
-    impl ResolvesClientCert for Stolen {
-        fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-            Some(self.0.clone())
-        }
-        fn has_certs(&self) -> bool {
-            true
-        }
-    }
-
     let dir = tempfile::tempdir().unwrap();
     let genuine = Identity::generate().unwrap();
     let thief = Identity::generate().unwrap();
@@ -196,27 +178,8 @@ fn impostor_client_with_an_allowed_certificate_but_another_key_is_refused() {
             "x.bin",
         ],
     );
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let key = PrivateKeyDer::from_pem_slice(thief.to_pem().as_bytes()).unwrap();
-    let signer = provider.key_provider.load_private_key(key).unwrap();
-    let stolen = Arc::new(CertifiedKey::new(vec![genuine.cert_der().clone()], signer));
-    let pin = srv.fingerprint.parse().unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
-            Some(pin),
-            Presented::default(),
-        )))
-        .with_client_cert_resolver(Arc::new(Stolen(stolen)));
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "pincat.invalid".try_into().unwrap())
-            .unwrap();
-    let sock = TcpStream::connect(&srv.addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let stolen = forged(vec![genuine.cert_der().clone()], &thief);
+    let mut tls = connect(&srv.addr, presenting_client(&srv.fingerprint, stolen));
     let _ = tls.write_all(b"PINCAT\x00\x01");
     let mut buf = [0u8; 16];
     let r = tls.read(&mut buf);
@@ -228,7 +191,7 @@ fn impostor_client_with_an_allowed_certificate_but_another_key_is_refused() {
     assert_eq!(refused["reason"], "not-allowed", "{refused}");
     assert!(srv.seen_named("connected").is_empty());
     assert!(!dir.path().join("x.bin").exists());
-    assert!(srv.child.try_wait().unwrap().is_none(), "server died");
+    assert!(srv.is_running(), "server died");
 }
 
 #[test]
@@ -261,10 +224,7 @@ fn keep_open_handles_20_concurrent_senders_intact() {
     for _ in 0..20 {
         srv.wait_event("transfer-done");
     }
-    assert!(
-        srv.child.try_wait().unwrap().is_none(),
-        "keep-open server exited"
-    );
+    assert!(srv.is_running(), "keep-open server exited");
 }
 
 #[test]
@@ -310,7 +270,7 @@ fn garbage_and_plaintext_http_leave_the_server_running() {
         let r = srv.wait_event("refused");
         assert_eq!(r["reason"], "handshake", "{r}");
     }
-    assert!(srv.child.try_wait().unwrap().is_none(), "server died");
+    assert!(srv.is_running(), "server died");
     let r = send(&srv.addr, &srv.fingerprint, &[], b"still here");
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
     assert_eq!(srv.wait_exit().0, Some(0));
@@ -321,12 +281,7 @@ fn garbage_and_plaintext_http_leave_the_server_running() {
 fn retry_for_succeeds_when_serve_starts_a_second_later() {
     let dir = tempfile::tempdir().unwrap();
     let fp = identity_new(dir.path(), "id.pem");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let (a2, fp2) = (addr.clone(), fp.clone());
     let sender = thread::spawn(move || send(&a2, &fp2, &["--retry-for", "30s"], b"raced"));
     thread::sleep(Duration::from_secs(1));
@@ -361,10 +316,7 @@ fn send_json_events_follow_the_schema() {
         &random_bytes(300_000, 41),
     );
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    let events: Vec<Value> = text(&r.stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_lines(&r.stderr);
     let names: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -380,7 +332,7 @@ fn send_json_events_follow_the_schema() {
 
     // Errors are JSON too, with a stable code.
     let r = send(&srv.addr, &"00".repeat(32), &["--json"], b"");
-    let last: Value = serde_json::from_str(text(&r.stderr).lines().last().unwrap()).unwrap();
+    let last = json_lines(&r.stderr).pop().unwrap();
     assert_eq!(last["event"], "error");
     assert!(
         ["connect", "pin-mismatch"].contains(&last["code"].as_str().unwrap()),
@@ -395,11 +347,8 @@ fn sigterm_stops_keep_open_cleanly_without_partial_files() {
     let src = tempfile::tempdir().unwrap();
     let big = src.path().join("big.bin");
     fs::write(&big, random_bytes(256 << 20, 51)).unwrap();
-    let tx = pincat()
-        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+    let tx = send_cmd(&srv.addr, &srv.fingerprint)
         .arg(&big)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     srv.wait_event("transfer-started");

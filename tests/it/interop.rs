@@ -1,94 +1,22 @@
 //! Raw mode against standard TLS tools. Each test skips (with a note) when
 //! its tool is not installed; `.ci/run` installs them.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg(if tool == "openssl" { "version" } else { "-h" })
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        eprintln!("{tool} not installed; skipping");
-    }
-    ok
-}
-
-/// A P-256 key and self-signed certificate made by openssl; returns the
-/// fingerprint as openssl prints it.
-fn openssl_cert(dir: &Path) -> String {
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args([
-            "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=peer",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new("openssl")
-        .args([
-            "x509",
-            "-in",
-            "cert.pem",
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    text(&out.stdout).trim().to_string()
-}
-
-fn free_port() -> u16 {
-    // The listener is external here, so it needs a port up front; the kernel
-    // picks one and the retry loop below covers the short reuse window.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "peer never listened on {port}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::util::cli::feed;
+use crate::util::process::KillOnDrop;
+use crate::util::tools::{cmd_exists, openssl_cert, openssl_fingerprint_hex};
+use crate::util::{
+    Server, WAIT, free_port, pincat, random_bytes, send, sha256, text, wait_output, wait_until,
+};
 
 /// Starts a TLS listener tool writing what it receives to `out`; its stdin
 /// stays open (s_server shuts down at stdin EOF).
-fn listener(dir: &Path, out: &Path, argv: &[String]) -> Kill {
+fn listener(dir: &Path, out: &Path, argv: &[String]) -> KillOnDrop {
     let child = Command::new(&argv[0])
         .args(&argv[1..])
         .current_dir(dir)
@@ -97,18 +25,11 @@ fn listener(dir: &Path, out: &Path, argv: &[String]) -> Kill {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Kill(child)
-}
-
-fn wait_file_len(p: &Path, len: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) < len && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
+    KillOnDrop(child)
 }
 
 fn send_raw_to_listener(tool_argv: impl Fn(u16) -> Vec<String>, tool: &str) {
-    if !have("openssl") || !have(tool) {
+    if !cmd_exists("openssl") || !cmd_exists(tool) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +42,9 @@ fn send_raw_to_listener(tool_argv: impl Fn(u16) -> Vec<String>, tool: &str) {
     // A probe connection would use up the tool's single accept: retry instead.
     let r = send(&addr, &fp, &["--raw", "--retry-for", "20s"], &data);
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    wait_file_len(&out, data.len() as u64);
+    wait_until(Duration::from_secs(20), || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() >= data.len() as u64)
+    });
     assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&data));
 
     // The same listener kind with a pin for another certificate gets nothing.
@@ -200,7 +123,7 @@ fn send_raw_to_socat_openssl_listen() {
 
 /// Pipes `data` into a client tool connecting to `pincat serve --raw`.
 fn client_to_serve_raw(tool: &str, argv: impl Fn(&str) -> Vec<String>) {
-    if !have(tool) {
+    if !cmd_exists(tool) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -215,11 +138,7 @@ fn client_to_serve_raw(tool: &str, argv: impl Fn(&str) -> Vec<String>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    let d = data.clone();
-    let w = thread::spawn(move || {
-        let _ = stdin.write_all(&d);
-    });
+    let w = feed(&mut c, &data);
     let (code, _) = srv.wait_exit();
     let _ = w.join();
     let _ = wait_output(c, WAIT);
@@ -250,7 +169,7 @@ fn socat_openssl_client_to_serve_raw() {
 #[test]
 fn ncat_client_without_close_notify_is_not_stored() {
     // ncat closes without close_notify: a truncation pincat must not vouch for.
-    if !have("ncat") {
+    if !cmd_exists("ncat") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -285,7 +204,7 @@ fn ncat_client_without_close_notify_is_not_stored() {
 
 #[test]
 fn fingerprint_remote_matches_openssl_on_s_server() {
-    if !have("openssl") {
+    if !cmd_exists("openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -302,19 +221,14 @@ fn fingerprint_remote_matches_openssl_on_s_server() {
         .chain([format!("127.0.0.1:{port}")])
         .collect::<Vec<_>>(),
     );
-    wait_listening(port);
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(wait_until(WAIT, listening), "peer never listened on {port}");
     let r = pincat()
         .args(["fingerprint", "--remote", &format!("127.0.0.1:{port}")])
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    let want = fp
-        .split('=')
-        .nth(1)
-        .unwrap()
-        .replace(':', "")
-        .to_lowercase();
-    assert_eq!(text(&r.stdout).trim(), want);
+    assert_eq!(text(&r.stdout).trim(), openssl_fingerprint_hex(&fp));
     thread::sleep(Duration::from_millis(200));
     assert_eq!(
         std::fs::metadata(&out).unwrap().len(),

@@ -2,16 +2,17 @@
 //! fills up. Whatever happens: never a sender exit 0 without a complete,
 //! identical file, and never a partial file under its final name.
 
-mod common;
-
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::util::cli::send_cmd;
+use crate::util::data::Rng;
+use crate::util::fs::Tmpfs;
+use crate::util::process::{self, Limit};
+use crate::util::{Server, WAIT, random_bytes, send, sha256, text, wait_output};
 
 /// No file but complete ones; returns whether `name` arrived (identical).
 fn check_dir(dir: &Path, name: &str, want: &[u8]) -> bool {
@@ -33,41 +34,28 @@ fn check_dir(dir: &Path, name: &str, want: &[u8]) -> bool {
 }
 
 fn trial(seed: u64) -> (&'static str, bool, Option<i32>) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    // Not `seed` itself: the payload is made from that.
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
-    let size = 1 + (next() % (40 << 20)) as usize;
+    let size = 1 + rng.below(40 << 20) as usize;
     let data = random_bytes(size, seed);
     let file = src.path().join("payload.bin");
     fs::write(&file, &data).unwrap();
     let mut srv = Server::start(dst.path(), &["--out", "in"]);
-    let mut tx = pincat()
-        .args([
-            "send",
-            &srv.addr,
-            "--pin",
-            &srv.fingerprint,
-            "--idle-timeout",
-            "10s",
-        ])
+    let mut tx = send_cmd(&srv.addr, &srv.fingerprint)
+        .args(["--idle-timeout", "10s"])
         .arg(&file)
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     // A third of the kills land anywhere from start-up to the handshake; the
     // rest while data flows.
-    if next() % 3 != 0 {
+    if rng.below(3) != 0 {
         srv.wait_event("transfer-started");
     }
-    thread::sleep(Duration::from_micros(next() % 30_000));
-    let victim = if next() % 2 == 0 {
+    thread::sleep(Duration::from_micros(rng.below(30_000)));
+    let victim = if rng.below(2) == 0 {
         "sender"
     } else {
         "receiver"
@@ -79,7 +67,15 @@ fn trial(seed: u64) -> (&'static str, bool, Option<i32>) {
     }
     let out = wait_output(tx, WAIT);
     if victim == "sender" {
-        srv.wait_exit();
+        srv.drain(Duration::from_millis(300));
+        if srv.seen_named("transfer-started").is_empty() {
+            // Killed before its offer was taken, perhaps before it even
+            // connected: a one-shot receiver rightly keeps waiting for a
+            // sender, so it is stopped here.
+            srv.kill();
+        } else {
+            srv.wait_exit();
+        }
     }
     let arrived =
         dst.path().join("in").exists() && check_dir(&dst.path().join("in"), "payload.bin", &data);
@@ -117,20 +113,8 @@ fn random_kills_long() {
 /// writes fail with EFBIG as on a full disk).
 fn serve_with_fsize_limit(dir: &Path, args: &[&str]) -> Server {
     Server::start_with(dir, args, |cmd: &mut Command| {
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let lim = libc::rlimit {
-                    rlim_cur: 1 << 20,
-                    rlim_max: 1 << 20,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        process::ignore_signal(cmd, libc::SIGXFSZ);
+        process::lower_limit(cmd, Limit::FileSize, 1 << 20);
     })
 }
 
@@ -175,32 +159,16 @@ fn full_disk_gives_clear_errors_and_leaves_nothing() {
 #[test]
 fn full_tmpfs_when_mountable() {
     let dst = tempfile::tempdir().unwrap();
-    let mnt = dst.path().join("small");
-    fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("cannot mount a tmpfs here; skipping");
+    let Some(tmpfs) = Tmpfs::mount(&dst.path().join("small"), "1m") else {
         return;
-    }
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Umount(&mnt);
-    let mut srv = Server::start(&mnt, &["--out", "x.bin"]);
+    };
+    let mnt = tmpfs.path();
+    let mut srv = Server::start(mnt, &["--out", "x.bin"]);
     let r = send(&srv.addr, &srv.fingerprint, &[], &random_bytes(3 << 20, 73));
     assert_eq!(r.status.code(), Some(4), "{}", text(&r.stderr));
     srv.wait_exit();
     assert_reported_no_space(&srv);
-    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "leftovers");
+    assert_eq!(fs::read_dir(mnt).unwrap().count(), 0, "leftovers");
 }
 
 #[test]
@@ -227,27 +195,11 @@ fn no_space_is_reported_as_such_with_much_data_in_flight() {
 #[test]
 fn free_space_is_promised_across_concurrent_transfers() {
     let dst = tempfile::tempdir().unwrap();
-    let mnt = dst.path().join("small");
-    fs::create_dir(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("cannot mount a tmpfs here; skipping");
+    let Some(tmpfs) = Tmpfs::mount(&dst.path().join("small"), "8m") else {
         return;
-    }
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Umount(&mnt);
-    let srv = Server::start(&mnt, &["--keep-open", "--out", "in"]);
+    };
+    let mnt = tmpfs.path();
+    let srv = Server::start(mnt, &["--keep-open", "--out", "in"]);
     let src = tempfile::tempdir().unwrap();
     // Each fits alone; all four together do not.
     let senders: Vec<_> = (0..4u64)

@@ -3,14 +3,10 @@
 //! aborting beside each other, the umask, crashes with staged files, deep
 //! paths, and targets that already exist.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,10 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use pincat::protocol::{self, Entry, FrameType, Offer, TransferKind};
-use pincat::verify::{self, Presented};
-use rustls::{ClientConnection, StreamOwned};
+use pincat::protocol::{self, Entry, FrameType, Offer};
+
+use crate::util::cli::{send_cmd, send_paths, spawn_sender};
+use crate::util::data::Rng;
+use crate::util::fs::{Node, snapshot, tree, write_repeated};
+use crate::util::peers::HandSender;
+use crate::util::process::{self, Limit};
+use crate::util::wire::{dir, file, files};
+use crate::util::{Server, WAIT, random_bytes, send, text, wait_output, wait_until};
 
 const STATE_DIR: &str = ".pincat-state";
 /// store::MAX_HELD: offers with more files than this are staged.
@@ -29,110 +30,9 @@ const MAX_HELD: usize = 16;
 
 // Helpers.
 
-fn file(name: &str, size: u64) -> Entry {
-    Entry {
-        name: name.into(),
-        is_dir: false,
-        mode: 0o644,
-        size,
-    }
-}
-
-fn dir(name: &str) -> Entry {
-    Entry {
-        name: name.into(),
-        is_dir: true,
-        mode: 0o755,
-        size: 0,
-    }
-}
-
-fn files(entries: Vec<Entry>) -> Offer {
-    Offer {
-        kind: TransferKind::Files,
-        entries,
-    }
-}
-
-/// A sender driven step by step: offer, some data, then END or ABORT,
-/// so two transfers can be interleaved exactly.
-struct Hand {
-    tls: StreamOwned<ClientConnection, TcpStream>,
-}
-
-impl Hand {
-    /// Connects, sends the offer and returns the receiver's answer.
-    fn offer(srv: &Server, offer: &Offer) -> (Hand, FrameType, Vec<u8>) {
-        let config = verify::client_config(
-            Some(srv.fingerprint.parse().unwrap()),
-            None,
-            Presented::default(),
-        )
-        .unwrap();
-        let conn = ClientConnection::new(config, verify::SERVER_NAME.try_into().unwrap()).unwrap();
-        let sock = TcpStream::connect(&srv.addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        sock.set_write_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut h = Hand {
-            tls: StreamOwned::new(conn, sock),
-        };
-        let mut out = protocol::preamble().to_vec();
-        out.extend(protocol::frame(FrameType::Offer, &offer.encode()));
-        h.tls.write_all(&out).unwrap();
-        h.tls.flush().unwrap();
-        let mut pre = [0u8; 8];
-        h.tls.read_exact(&mut pre).expect("receiver preamble");
-        let (t, p) = h.read_frame();
-        (h, t, p)
-    }
-
-    fn read_frame(&mut self) -> (FrameType, Vec<u8>) {
-        let mut head = [0u8; 5];
-        self.tls.read_exact(&mut head).expect("frame header");
-        let (t, len) = protocol::decode_header(&head).unwrap();
-        let mut p = vec![0u8; len];
-        self.tls.read_exact(&mut p).expect("frame payload");
-        (t, p)
-    }
-
-    fn data(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(256 << 10) {
-            self.tls
-                .write_all(&protocol::frame(FrameType::Data, chunk))
-                .unwrap();
-        }
-        self.tls.flush().unwrap();
-    }
-
-    /// Sends END and returns the answer (RECEIPT or ERROR).
-    fn end(mut self, files: u32, bytes: u64) -> (FrameType, String) {
-        let end = protocol::frame(FrameType::End, &protocol::encode_counts(files, bytes));
-        self.tls.write_all(&end).unwrap();
-        self.tls.flush().unwrap();
-        let (t, p) = self.read_frame();
-        let msg = match t {
-            FrameType::Error | FrameType::Reject => protocol::decode_reject(&p).1,
-            _ => String::new(),
-        };
-        (t, msg)
-    }
-
-    /// Gives up (ABORT frame) and closes.
-    fn give_up(mut self) {
-        let _ = self
-            .tls
-            .write_all(&protocol::frame(FrameType::Abort, b"test gives up"));
-        let _ = self.tls.flush();
-        self.tls.conn.send_close_notify();
-        let _ = self.tls.flush();
-    }
-}
-
 /// Sends a whole offer by hand and returns the final answer.
 fn hand_send(srv: &Server, offer: &Offer) -> (FrameType, String) {
-    let (mut h, t, p) = Hand::offer(srv, offer);
+    let (mut h, t, p) = HandSender::offer(srv, offer);
     if t != FrameType::Accept {
         return (t, protocol::decode_reject(&p).1);
     }
@@ -159,10 +59,7 @@ fn offer_bytes(offer: &Offer) -> Vec<u8> {
 /// A large file made of one random MiB repeated (cheap to write and check).
 fn write_big(p: &Path, mib: usize, seed: u64) -> Vec<u8> {
     let block = random_bytes(1 << 20, seed);
-    let mut f = fs::File::create(p).unwrap();
-    for _ in 0..mib {
-        f.write_all(&block).unwrap();
-    }
+    write_repeated(p, &block, (mib << 20) as u64);
     block
 }
 
@@ -179,62 +76,6 @@ fn big_is_intact(p: &Path, block: &[u8], mib: usize) -> bool {
         }
     }
     true
-}
-
-/// What a path is, without following anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir {
-        mode: u32,
-        ino: u64,
-        uid: u32,
-    },
-    File {
-        mode: u32,
-        ino: u64,
-        nlink: u64,
-        uid: u32,
-        len: u64,
-        digest: String,
-    },
-    Link(PathBuf),
-    Other(u32),
-}
-
-/// Everything under `root` ("" is root itself), never following a link.
-fn snapshot(root: &Path) -> BTreeMap<String, Node> {
-    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, Node>) {
-        let m = fs::symlink_metadata(p).unwrap();
-        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        let ft = m.file_type();
-        let node = if ft.is_symlink() {
-            Node::Link(fs::read_link(p).unwrap())
-        } else if ft.is_dir() {
-            for e in fs::read_dir(p).unwrap() {
-                walk(root, &e.unwrap().path(), out);
-            }
-            Node::Dir {
-                mode: m.mode(),
-                ino: m.ino(),
-                uid: m.uid(),
-            }
-        } else if ft.is_file() {
-            Node::File {
-                mode: m.mode(),
-                ino: m.ino(),
-                nlink: m.nlink(),
-                uid: m.uid(),
-                len: m.len(),
-                digest: sha256(&fs::read(p).unwrap()),
-            }
-        } else {
-            Node::Other(m.mode())
-        };
-        out.insert(rel, node);
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn regular_files(root: &Path) -> Vec<String> {
@@ -256,42 +97,9 @@ fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Runs `pincat send` of `paths` to `srv`, bounded.
-fn send_paths(srv: &Server, paths: &[&Path]) -> std::process::Output {
-    let child = pincat()
-        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
-        .args(paths)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, WAIT)
-}
-
 /// `pincat serve` with the given umask.
 fn serve_with_umask(dir: &Path, args: &[&str], umask: u32) -> Server {
-    Server::start_with(dir, args, move |cmd: &mut Command| {
-        // SAFETY: umask(2) is async-signal-safe and cannot fail.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::umask(umask as libc::mode_t);
-                Ok(())
-            });
-        }
-    })
-}
-
-/// Tiny deterministic generator for the racer's pauses.
-struct Lcg(u64);
-impl Lcg {
-    fn micros(&mut self, max: u64) -> Duration {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1);
-        Duration::from_micros((self.0 >> 33) % max)
-    }
+    Server::start_with(dir, args, |cmd: &mut Command| process::umask(cmd, umask))
 }
 
 // 1. A local user swaps a directory for a symlink while a transfer runs.
@@ -331,19 +139,20 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
         let (d, away, outside) = (out.join("d"), out.join("d.swapped"), outside.clone());
         thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(40);
-            let mut rng = Lcg(seed);
+            let mut rng = Rng::new(seed);
+            let mut pause = move || Duration::from_micros(rng.below(1500));
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                 let is_dir = fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir());
                 if is_dir && fs::rename(&d, &away).is_ok() {
                     swaps.fetch_add(1, Ordering::SeqCst);
                     let _ = symlink(&outside, &d);
-                    thread::sleep(rng.micros(1500));
+                    thread::sleep(pause());
                     if fs::symlink_metadata(&d).is_ok_and(|m| m.file_type().is_symlink()) {
                         let _ = fs::remove_file(&d);
                     }
                     let _ = fs::rename(&away, &d);
                 }
-                thread::sleep(rng.micros(1500));
+                thread::sleep(pause());
             }
             // Leave the real directory in place.
             if fs::symlink_metadata(&d).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -363,11 +172,8 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
     let code = if sent.status.code() == Some(0) {
         srv.wait_exit().0
     } else {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while srv.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        drain(&mut srv);
+        wait_until(Duration::from_secs(10), || !srv.is_running());
+        srv.drain(Duration::from_millis(300));
         let exited = srv.child.try_wait().unwrap().and_then(|st| st.code());
         if exited.is_none() {
             assert!(
@@ -440,13 +246,6 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
     }
 }
 
-/// Collects the events a server has printed so far.
-fn drain(srv: &mut Server) {
-    while let Ok(v) = srv.events.recv_timeout(Duration::from_millis(300)) {
-        srv.seen.push(v);
-    }
-}
-
 #[test]
 fn symlink_swap_race_with_a_big_file_never_touches_outside() {
     // Few files: held as unnamed temporary files.
@@ -463,9 +262,9 @@ fn symlink_swap_race_with_many_files_never_touches_outside() {
 
 /// A begins, B begins, A gives up, B finishes: B must be stored whole.
 fn abort_beside(srv: &mut Server, out: &Path, a: Offer, b: Offer) -> (FrameType, String) {
-    let (mut ha, ta, _) = Hand::offer(srv, &a);
+    let (mut ha, ta, _) = HandSender::offer(srv, &a);
     assert_eq!(ta, FrameType::Accept);
-    let (mut hb, tb, _) = Hand::offer(srv, &b);
+    let (mut hb, tb, _) = HandSender::offer(srv, &b);
     assert_eq!(tb, FrameType::Accept);
     let (da, db) = (offer_bytes(&a), offer_bytes(&b));
     ha.data(&da[..da.len() / 2]);
@@ -523,10 +322,7 @@ fn concurrent_transfers_into_a_new_inbox_survive_one_abort() {
         assert_eq!(t, FrameType::Receipt, "{msg}");
         assert!(inbox.is_dir());
         assert!(!inbox.join(STATE_DIR).exists());
-        assert!(
-            srv.child.try_wait().unwrap().is_none(),
-            "keep-open server exited"
-        );
+        assert!(srv.is_running(), "keep-open server exited");
         srv.kill();
     }
 }
@@ -661,11 +457,8 @@ fn a_killed_receiver_leaves_only_its_state_dir_and_a_restart_sweeps_it() {
     let user = user_files(&out);
     let src = many_source(tmp.path(), 150, 256);
     let mut srv = Server::start(tmp.path(), &["--out", "out"]);
-    let tx = pincat()
-        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+    let tx = send_cmd(&srv.addr, &srv.fingerprint)
         .arg(&src)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     srv.wait_event("progress");
@@ -730,10 +523,8 @@ fn a_killed_receiver_leaves_no_file_of_its_transfer() {
     fs::create_dir_all(src.join("sub")).unwrap();
     write_big(&src.join("sub/big"), 256, 9);
     let mut srv = Server::start(tmp.path(), &["--out", "out"]);
-    let tx = pincat()
-        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+    let tx = send_cmd(&srv.addr, &srv.fingerprint)
         .arg(&src)
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -834,25 +625,7 @@ fn a_deep_file_is_received_under_a_low_soft_descriptor_limit() {
     let srv = Server::start_with(
         tmp.path(),
         &["--keep-open", "--out", "out"],
-        |cmd: &mut Command| {
-            // SAFETY: getrlimit/setrlimit are async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    let mut rl = libc::rlimit {
-                        rlim_cur: 0,
-                        rlim_max: 0,
-                    };
-                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    rl.rlim_cur = rl.rlim_cur.min(1024);
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+        |cmd: &mut Command| process::lower_limit(cmd, Limit::OpenFiles, 1024),
     );
     let (t, msg) = deep_transfer(&srv, &tmp.path().join("out"), 2000);
     assert_eq!(t, FrameType::Receipt, "{}", short(&msg));
@@ -864,20 +637,7 @@ fn a_deep_file_is_received_under_a_low_soft_descriptor_limit() {
 fn a_stream_never_replaces_a_file_that_appears_during_the_transfer() {
     let tmp = tempfile::tempdir().unwrap();
     let mut srv = Server::start(tmp.path(), &["--out", "got.bin"]);
-    let mut tx = pincat()
-        .args([
-            "send",
-            &srv.addr,
-            "--pin",
-            &srv.fingerprint,
-            "--idle-timeout",
-            "20s",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tx = spawn_sender(&srv.addr, &srv.fingerprint);
     let mut stdin = tx.stdin.take().unwrap();
     stdin.write_all(&random_bytes(1 << 20, 3)).unwrap();
     srv.wait_event("transfer-started");

@@ -1,15 +1,16 @@
 //! End-to-end transfers with the real binary on loopback: streams, files,
 //! refusals, and peers that die mid-transfer.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::cli::{send_cmd, spawn_sender};
+use crate::util::fs::tree;
+use crate::util::tools::{cmd_exists, openssl_fingerprint_hex};
+use crate::util::{Server, WAIT, process, random_bytes, send, sha256, text, wait_output};
 
 #[test]
 fn stdin_stream_arrives_byte_identical_and_serve_exits() {
@@ -87,9 +88,7 @@ fn wrong_pin_exits_3_names_both_fingerprints_and_delivers_nothing() {
     assert!(err.contains("impersonating"), "{err}");
     thread::sleep(Duration::from_millis(200));
     srv.kill();
-    while let Ok(v) = srv.events.try_recv() {
-        srv.seen.push(v);
-    }
+    srv.drain(Duration::from_millis(200));
     assert!(
         srv.seen_named("transfer-started").is_empty(),
         "{:?}",
@@ -152,7 +151,7 @@ fn existing_target_is_never_overwritten_and_sender_fails() {
     );
     srv.wait_event("refused");
     // The refusal stored nothing, so the one-shot receiver still waits.
-    assert!(srv.child.try_wait().unwrap().is_none());
+    assert!(srv.is_running());
     assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 1);
 
     // Same for a stream into an existing --out file.
@@ -164,17 +163,6 @@ fn existing_target_is_never_overwritten_and_sender_fails() {
         b"precious"
     );
     srv.kill();
-}
-
-/// Starts a sender whose stdin the test feeds by hand.
-fn spawn_sender(addr: &str, pin: &str) -> std::process::Child {
-    pincat()
-        .args(["send", addr, "--pin", pin, "--idle-timeout", "20s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -238,18 +226,14 @@ fn sender_killed_mid_directory_leaves_nothing() {
     let fifo = src.path().join("d/slow");
     fs::write(&fifo, random_bytes(64 << 20, 7)).unwrap();
     let mut srv = Server::start(dst.path(), &[]);
-    let tx = pincat()
-        .args(["send", &srv.addr, "--pin", &srv.fingerprint])
+    let tx = send_cmd(&srv.addr, &srv.fingerprint)
         .arg(src.path().join("d"))
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     srv.wait_event("transfer-started");
     // SIGKILL the sender as soon as data flows.
-    unsafe {
-        libc::kill(tx.id() as i32, libc::SIGKILL);
-    }
+    process::signal(tx.id(), libc::SIGKILL);
     let _ = wait_output(tx, WAIT);
     let (code, _) = srv.wait_exit();
     if code == Some(0) {
@@ -262,8 +246,7 @@ fn sender_killed_mid_directory_leaves_nothing() {
 
 #[test]
 fn openssl_sees_the_printed_fingerprint() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not installed; skipping");
+    if !cmd_exists("openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -285,18 +268,9 @@ fn openssl_sees_the_printed_fingerprint() {
     x509.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     let fp = wait_output(x509, WAIT);
     let line = text(&fp.stdout);
-    let hex: String = line
-        .split('=')
-        .nth(1)
-        .expect("openssl printed a fingerprint")
-        .trim()
-        .replace(':', "")
-        .to_lowercase();
-    assert_eq!(hex, srv.fingerprint);
+    assert_eq!(openssl_fingerprint_hex(&line), srv.fingerprint);
     srv.kill();
 }
-
-use std::process::Command;
 
 #[test]
 fn ipv6_loopback_works_when_available() {

@@ -1,68 +1,17 @@
 //! Hostile peers that pass the pin check: a receiver that withholds or forges
 //! the receipt, and senders that lie about sizes or send dangerous names.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use pincat::Identity;
-use pincat::protocol::{self, Entry, FrameType, Offer, TransferKind};
-use pincat::verify::{self, Presented};
-use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use pincat::protocol::{self, FrameType};
 
-fn frame(t: FrameType, p: &[u8]) -> Vec<u8> {
-    protocol::frame(t, p)
-}
-
-fn files_offer(entries: &[(&str, u64)]) -> Vec<u8> {
-    Offer {
-        kind: TransferKind::Files,
-        entries: entries
-            .iter()
-            .map(|(n, s)| Entry {
-                name: n.to_string(),
-                is_dir: false,
-                mode: 0o644,
-                size: *s,
-            })
-            .collect(),
-    }
-    .encode()
-}
-
-/// Connects to a pincat server as a hand-driven sender, writes `script`
-/// after the preamble, and returns the frames the server answered.
-fn fake_sender(addr: &str, pin: &str, script: &[u8]) -> Vec<(FrameType, Vec<u8>)> {
-    let config =
-        verify::client_config(Some(pin.parse().unwrap()), None, Presented::default()).unwrap();
-    let conn = ClientConnection::new(config, verify::SERVER_NAME.try_into().unwrap()).unwrap();
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut tls = StreamOwned::new(conn, sock);
-    let mut out = protocol::preamble().to_vec();
-    out.extend_from_slice(script);
-    let _ = tls.write_all(&out);
-    let _ = tls.flush();
-    let mut got = Vec::new();
-    let _ = tls.read_to_end(&mut got);
-    let mut frames = Vec::new();
-    if got.len() >= 8 {
-        let mut rest = &got[8..];
-        while rest.len() >= 5 {
-            let (t, len) = protocol::decode_header(rest[..5].try_into().unwrap()).unwrap();
-            frames.push((t, rest[5..5 + len].to_vec()));
-            rest = &rest[5 + len..];
-        }
-    }
-    frames
-}
+use crate::util::peers::{ServerTls, connect_pinned, fake_receiver, fake_sender};
+use crate::util::wire::{files_offer, frame, offer_data_end, read_frame, read_preamble, stream};
+use crate::util::{Server, random_bytes, send, text};
 
 fn refused_with(frames: &[(FrameType, Vec<u8>)], t: FrameType) -> String {
     let (ft, p) = frames.first().unwrap_or_else(|| panic!("no answer"));
@@ -95,9 +44,7 @@ fn dangerous_names_are_refused_and_nothing_is_written_outside() {
     ];
     let mut srv = Server::start(base.path(), &["--keep-open", "--out", "inbox"]);
     for name in names {
-        let mut script = frame(FrameType::Offer, &files_offer(&[(name, 4)]));
-        script.extend(frame(FrameType::Data, b"evil"));
-        script.extend(frame(FrameType::End, &protocol::encode_counts(1, 4)));
+        let script = offer_data_end(&files_offer(&[(name, 4)]), b"evil", 1, 4);
         let frames = fake_sender(&srv.addr, &srv.fingerprint, &script);
         let msg = refused_with(&frames, FrameType::Reject);
         assert!(!msg.chars().any(|c| c.is_control()), "unescaped: {msg:?}");
@@ -107,9 +54,7 @@ fn dangerous_names_are_refused_and_nothing_is_written_outside() {
     }
     // A symlink in the target directory is never followed.
     std::os::unix::fs::symlink(base.path().join("elsewhere"), out.join("link")).unwrap();
-    let mut script = frame(FrameType::Offer, &files_offer(&[("link/planted", 4)]));
-    script.extend(frame(FrameType::Data, b"evil"));
-    script.extend(frame(FrameType::End, &protocol::encode_counts(1, 4)));
+    let script = offer_data_end(&files_offer(&[("link/planted", 4)]), b"evil", 1, 4);
     let frames = fake_sender(&srv.addr, &srv.fingerprint, &script);
     refused_with(&frames, FrameType::Reject);
 
@@ -120,7 +65,7 @@ fn dangerous_names_are_refused_and_nothing_is_written_outside() {
     assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "only the symlink");
     assert!(!std::path::Path::new("/tmp/pincat-absolute").exists());
     assert!(!base.path().join("escape").exists());
-    assert!(srv.child.try_wait().unwrap().is_none());
+    assert!(srv.is_running());
 }
 
 #[test]
@@ -129,28 +74,13 @@ fn lying_about_sizes_stores_nothing() {
     let mut srv = Server::start(base.path(), &["--keep-open", "--out", "inbox"]);
     fs::create_dir(base.path().join("inbox")).unwrap();
     // More bytes than announced.
-    let mut more = frame(FrameType::Offer, &files_offer(&[("a", 4)]));
-    more.extend(frame(FrameType::Data, b"12345678"));
-    more.extend(frame(FrameType::End, &protocol::encode_counts(1, 8)));
+    let more = offer_data_end(&files_offer(&[("a", 4)]), b"12345678", 1, 8);
     // Fewer bytes than announced, END claiming the full size.
-    let mut fewer = frame(FrameType::Offer, &files_offer(&[("b", 8)]));
-    fewer.extend(frame(FrameType::Data, b"1234"));
-    fewer.extend(frame(FrameType::End, &protocol::encode_counts(1, 8)));
+    let fewer = offer_data_end(&files_offer(&[("b", 8)]), b"1234", 1, 8);
     // Right bytes, END lying about them.
-    let mut end_lies = frame(FrameType::Offer, &files_offer(&[("c", 4)]));
-    end_lies.extend(frame(FrameType::Data, b"1234"));
-    end_lies.extend(frame(FrameType::End, &protocol::encode_counts(1, 3)));
+    let end_lies = offer_data_end(&files_offer(&[("c", 4)]), b"1234", 1, 3);
     // A stream whose END claims more than was sent.
-    let mut stream = frame(
-        FrameType::Offer,
-        &Offer {
-            kind: TransferKind::Stream,
-            entries: vec![],
-        }
-        .encode(),
-    );
-    stream.extend(frame(FrameType::Data, b"xy"));
-    stream.extend(frame(FrameType::End, &protocol::encode_counts(0, 3)));
+    let stream = offer_data_end(&stream().encode(), b"xy", 0, 3);
     for script in [more, fewer, end_lies] {
         let frames = fake_sender(&srv.addr, &srv.fingerprint, &script);
         assert_eq!(frames.first().map(|f| f.0), Some(FrameType::Accept));
@@ -165,7 +95,7 @@ fn lying_about_sizes_stores_nothing() {
     let frames = fake_sender(&srv.addr, &srv.fingerprint, &stream);
     // The keep-open receiver has a directory: a stream is refused outright.
     assert_eq!(frames.first().map(|f| f.0), Some(FrameType::Reject));
-    assert!(srv.child.try_wait().unwrap().is_none());
+    assert!(srv.is_running());
 }
 
 #[test]
@@ -186,24 +116,14 @@ fn a_huge_announced_size_is_refused_up_front() {
     big.extend_from_slice(&(64u32 << 20).to_be_bytes());
     let frames = fake_sender(&srv.addr, &srv.fingerprint, &big);
     assert!(frames.is_empty() || frames[0].0 == FrameType::Reject);
-    assert!(srv.child.try_wait().unwrap().is_none());
+    assert!(srv.is_running());
 }
 
 #[test]
 fn another_protocol_version_gets_a_clear_error() {
     let base = tempfile::tempdir().unwrap();
     let mut srv = Server::start(base.path(), &[]);
-    let config = verify::client_config(
-        Some(srv.fingerprint.parse().unwrap()),
-        None,
-        Presented::default(),
-    )
-    .unwrap();
-    let conn = ClientConnection::new(config, verify::SERVER_NAME.try_into().unwrap()).unwrap();
-    let sock = TcpStream::connect(&srv.addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut tls = StreamOwned::new(conn, sock);
+    let mut tls = connect_pinned(&srv.addr, &srv.fingerprint);
     let _ = tls.write_all(b"PINCAT\x00\x63");
     let mut got = Vec::new();
     let _ = tls.read_to_end(&mut got);
@@ -215,29 +135,17 @@ fn another_protocol_version_gets_a_clear_error() {
     );
 }
 
-/// A pinned receiver that accepts, swallows everything, then misbehaves.
-fn fake_receiver(forge: Option<u64>) -> (String, String, thread::JoinHandle<u64>) {
-    let id = Identity::generate().unwrap();
-    let config = verify::server_config(&id, None, Presented::default()).unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = thread::spawn(move || {
-        let (sock, _) = l.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut tls = StreamOwned::new(ServerConnection::new(Arc::clone(&config)).unwrap(), sock);
-        let mut pre = [0u8; 8];
-        tls.read_exact(&mut pre).unwrap();
+/// A pinned receiver that accepts, swallows everything, then misbehaves:
+/// after END it sends a RECEIPT for `forge` bytes, or none at all.
+fn misbehaving_receiver(forge: Option<u64>) -> (String, String, thread::JoinHandle<u64>) {
+    fake_receiver(move |tls: &mut ServerTls| {
+        read_preamble(tls).unwrap();
         let mut got = 0u64;
         let mut accepted = false;
         loop {
-            let mut h = [0u8; 5];
-            if tls.read_exact(&mut h).is_err() {
+            let Ok((t, p)) = read_frame(tls) else {
                 return got;
-            }
-            let (t, len) = protocol::decode_header(&h).unwrap();
-            let mut p = vec![0u8; len];
-            tls.read_exact(&mut p).unwrap();
+            };
             match t {
                 FrameType::Offer if !accepted => {
                     accepted = true;
@@ -245,7 +153,7 @@ fn fake_receiver(forge: Option<u64>) -> (String, String, thread::JoinHandle<u64>
                     out.extend(frame(FrameType::Accept, &[]));
                     tls.write_all(&out).unwrap();
                 }
-                FrameType::Data => got += len as u64,
+                FrameType::Data => got += p.len() as u64,
                 FrameType::End => {
                     if let Some(claim) = forge {
                         tls.write_all(&frame(
@@ -263,13 +171,12 @@ fn fake_receiver(forge: Option<u64>) -> (String, String, thread::JoinHandle<u64>
                 _ => {}
             }
         }
-    });
-    (addr, id.fingerprint().to_string(), h)
+    })
 }
 
 #[test]
 fn a_receiver_that_never_sends_the_receipt_makes_send_time_out() {
-    let (addr, pin, h) = fake_receiver(None);
+    let (addr, pin, h) = misbehaving_receiver(None);
     let r = send(
         &addr,
         &pin,
@@ -287,7 +194,7 @@ fn a_receiver_that_never_sends_the_receipt_makes_send_time_out() {
 
 #[test]
 fn a_forged_receipt_for_fewer_bytes_is_detected() {
-    let (addr, pin, h) = fake_receiver(Some(10));
+    let (addr, pin, h) = misbehaving_receiver(Some(10));
     let r = send(&addr, &pin, &[], &random_bytes(100_000, 61));
     assert_eq!(r.status.code(), Some(7), "{}", text(&r.stderr));
     let err = text(&r.stderr);

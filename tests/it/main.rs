@@ -1,0 +1,25 @@
+//! pincat's integration tests, as one binary (`cargo test --test it`): the
+//! real `pincat` binary on loopback, driven by the modules below. Run one
+//! module with `cargo test --test it transfer::`.
+
+// The toolkit: the `pincat serve` wrapper, in-process TLS peers, tools, data.
+mod util;
+
+// Hostile servers presenting the genuine certificate illegitimately (stolen cert, TLS 1.2).
+mod adversarial;
+// Identities, mutual pinning, keep-open, retries, JSON events, signals, completions.
+mod automation;
+// Peers killed at random points and full disks: never a partial or false success.
+mod faults;
+// Peers past the pin that lie: dangerous names, false sizes, forged or withheld receipts.
+mod hostile;
+// Raw mode against openssl, ncat and socat, both directions; fingerprints as openssl sees them.
+mod interop;
+// The receiver's bounds under attack: floods, memory and descriptor budgets, tricklers.
+mod limits;
+// The sender's own safety: files changing while sent, local mistakes, deceptive peer text.
+mod sender_safety;
+// The receiver's store under attack: symlink races, aborts beside each other, umask, crashes.
+mod store_attacks;
+// End-to-end transfers: streams, files, refusals, pins, IPv6, peers dying mid-transfer.
+mod transfer;

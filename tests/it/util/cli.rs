@@ -1,0 +1,94 @@
+//! Running the real `pincat` binary as a client: the command, input fed on
+//! stdin, and waiting for it with a bound.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use super::{Server, WAIT, wait_until};
+
+/// A `pincat` command.
+pub fn pincat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pincat"))
+}
+
+/// `pincat send ADDR --pin PIN`, for the caller to add arguments to and
+/// spawn: stdin and stdout null, stderr piped.
+pub fn send_cmd(addr: &str, pin: &str) -> Command {
+    let mut cmd = pincat();
+    cmd.args(["send", addr, "--pin", pin])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `pincat send ADDR --pin PIN ARGS` with `input` on stdin.
+pub fn send(addr: &str, pin: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = send_cmd(addr, pin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn pincat send");
+    let writer = feed(&mut child, input);
+    let out = wait_output(child, WAIT);
+    let _ = writer.join();
+    out
+}
+
+/// Runs `pincat send` of `paths` to `srv`, bounded.
+pub fn send_paths(srv: &Server, paths: &[&Path]) -> Output {
+    let child = send_cmd(&srv.addr, &srv.fingerprint)
+        .args(paths)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn pincat send");
+    wait_output(child, WAIT)
+}
+
+/// Starts a sender whose stdin the test feeds by hand.
+pub fn spawn_sender(addr: &str, pin: &str) -> Child {
+    send_cmd(addr, pin)
+        .args(["--idle-timeout", "20s"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn pincat send")
+}
+
+/// Runs `pincat ARGS` with no stdin, bounded in time; `adjust` can change
+/// the command first (user, limits).
+pub fn run(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = pincat();
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    adjust(&mut cmd);
+    wait_output(cmd.spawn().expect("spawn pincat"), WAIT)
+}
+
+/// Writes `input` to the child's piped stdin from a thread, then closes it,
+/// so a child that answers while it reads cannot deadlock the test.
+pub fn feed(child: &mut Child, input: &[u8]) -> thread::JoinHandle<()> {
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let data = input.to_vec();
+    thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    })
+}
+
+/// Waits for a child with a bound, killing it if it overstays.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    if !wait_until(limit, || child.try_wait().unwrap().is_some()) {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "process did not exit within {limit:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.wait_with_output().unwrap()
+}

@@ -1,0 +1,151 @@
+//! A running `pincat serve --json` for a test: started on a loopback port
+//! it picked itself, its JSON events read as they come, killed on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{WAIT, pincat, process, wait_until};
+
+/// A running `pincat serve --json`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub fingerprint: String,
+    pub events: Receiver<Value>,
+    /// Everything the server printed on stdout, once it has exited.
+    stdout: Option<thread::JoinHandle<Vec<u8>>>,
+    pub seen: Vec<Value>,
+}
+
+impl Server {
+    /// Starts `pincat serve --listen 127.0.0.1:0 --json ARGS` in `dir` and
+    /// waits for its listening event.
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        Self::start_on("127.0.0.1:0", dir, args)
+    }
+
+    /// As [`Server::start`], listening on `listen`.
+    pub fn start_on(listen: &str, dir: &Path, args: &[&str]) -> Server {
+        Self::spawn(listen, dir, args, |_| {})
+    }
+
+    /// As [`Server::start`], with a hook to adjust the command (limits, ...).
+    pub fn start_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        Self::spawn("127.0.0.1:0", dir, args, adjust)
+    }
+
+    fn spawn(listen: &str, dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = pincat();
+        cmd.args(["serve", "--listen", listen, "--json"]).args(args);
+        adjust(&mut cmd);
+        let mut child = cmd
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pincat serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("serve printed a non-JSON line: {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let out = thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stdout.read_to_end(&mut v);
+            v
+        });
+        let first = rx.recv_timeout(WAIT).expect("no listening event");
+        assert_eq!(first["event"], "listening", "{first}");
+        Server {
+            addr: first["addr"].as_str().unwrap().to_string(),
+            fingerprint: first["fingerprint"].as_str().unwrap().to_string(),
+            child,
+            events: rx,
+            stdout: Some(out),
+            seen: vec![first],
+        }
+    }
+
+    /// Waits for the next event named `name`, remembering all events seen.
+    pub fn wait_event(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {name} event; saw {:?}", self.seen));
+            self.seen.push(v.clone());
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+
+    /// Remembers the events printed so far, waiting until none has come for
+    /// `quiet`.
+    pub fn drain(&mut self, quiet: Duration) {
+        while let Ok(v) = self.events.recv_timeout(quiet) {
+            self.seen.push(v);
+        }
+    }
+
+    /// Waits for the server to exit by itself; returns its exit code and stdout.
+    pub fn wait_exit(&mut self) -> (Option<i32>, Vec<u8>) {
+        assert!(
+            wait_until(WAIT, || !self.is_running()),
+            "serve did not exit"
+        );
+        let code = self.child.try_wait().unwrap().and_then(|st| st.code());
+        let out = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        self.drain(Duration::from_millis(200));
+        (code, out)
+    }
+
+    /// Whether the server is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Events seen so far with this name.
+    pub fn seen_named(&self, name: &str) -> Vec<&Value> {
+        self.seen.iter().filter(|v| v["event"] == name).collect()
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by number.
+    pub fn signal(&self, sig: i32) {
+        process::signal(self.child.id(), sig);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
