@@ -327,7 +327,8 @@ pub fn get(opts: &DialOptions, output: &Output, events: Events) -> Result<Transf
         Arc::new(AtomicBool::new(false)),
         opts.idle_timeout,
         false,
-    );
+    )
+    .presenting(opts.identity.as_ref().map(|i| i.fingerprint()));
     match taker.take(&mut s, None) {
         Outcome::Transfer(r) => r,
         Outcome::NoTransfer(e) => Err(e),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use rustls::{ConnectionCommon, SideData};
+use rustls::{AlertDescription, ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Reason, Transfer};
@@ -52,6 +52,8 @@ pub(crate) struct Taker {
     finalize: Mutex<()>,
     /// Memory promised to offers in progress (see [`OFFER_MEMORY`]).
     offer_memory: AtomicU64,
+    /// A dialing taker's own certificate, for "not allowed" messages.
+    presenting: Option<Fingerprint>,
 }
 
 /// Where an offer stands while it is read and checked.
@@ -94,7 +96,14 @@ impl Taker {
             stdout: Mutex::new(()),
             finalize: Mutex::new(()),
             offer_memory: AtomicU64::new(0),
+            presenting: None,
         }
+    }
+
+    /// A dialing taker (`get`) that presented this certificate.
+    pub(crate) fn presenting(mut self, fp: Option<Fingerprint>) -> Taker {
+        self.presenting = fp;
+        self
     }
 
     /// True once a one-shot taker has a transfer under way.
@@ -455,6 +464,22 @@ impl Taker {
         client: Option<Fingerprint>,
         e: WireError,
     ) -> Outcome {
+        // A listener that requires a client certificate says so with an
+        // alert after the handshake (TLS 1.3 clients finish first).
+        if let WireError::Tls(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::AccessDenied
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::DecryptError,
+        )) = e
+        {
+            return Outcome::NoTransfer(Error::NotAllowed {
+                addr: peer,
+                fingerprint: self.presenting,
+            });
+        }
         let (reason, message) = match e {
             WireError::Protocol(p) => (Reason::Protocol, p.to_string()),
             WireError::Timeout => (

@@ -62,6 +62,8 @@ struct Conn {
     handshake_since: Option<Instant>,
     /// Counted against `max_conns`.
     established: bool,
+    /// Cut by the listener (its refusal is already reported).
+    evicted: bool,
 }
 
 impl Conns {
@@ -71,6 +73,7 @@ impl Conns {
                 sock: c,
                 handshake_since: Some(Instant::now()),
                 established: false,
+                evicted: false,
             };
             lock(&self.map).insert(id, conn);
         }
@@ -110,11 +113,12 @@ impl Conns {
 
     /// Cuts the connection whose handshake has run longest.
     fn evict_oldest_handshake(&self) -> Option<SocketAddr> {
-        let map = lock(&self.map);
+        let mut map = lock(&self.map);
         let (_, c) = map
-            .iter()
-            .filter(|(_, c)| c.handshake_since.is_some())
+            .iter_mut()
+            .filter(|(_, c)| c.handshake_since.is_some() && !c.evicted)
             .min_by_key(|(_, c)| c.handshake_since)?;
+        c.evicted = true;
         sys::reset_on_close(&c.sock);
         let _ = c.sock.shutdown(Shutdown::Both);
         c.sock.peer_addr().ok()
@@ -150,6 +154,13 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// True when the listener cut this connection (and reported it).
+    pub fn evicted(&self) -> bool {
+        lock(&self.conns.map)
+            .get(&self.id)
+            .is_some_and(|c| c.evicted)
+    }
+
     /// Called once the TLS handshake is done: false when `max_conns`
     /// connections are already established (refuse this one as busy).
     pub fn establish(&self) -> bool {
@@ -610,6 +621,7 @@ pub fn accept_session(
     };
     let mut s = match Session::handshake(conn, sock, spec.handshake_timeout) {
         Ok(s) => s,
+        Err(_) if ticket.evicted() => return None,
         Err(e) => {
             let (reason, message) = refusal_of(&e, spec.allow, &presented);
             spec.events.emit(Event::Refused {

@@ -600,7 +600,13 @@ impl Transfer {
             Base::Missing(dir, name) => match sys::open_dir_at(dir.as_fd(), name) {
                 Ok(fd) => Ok(fd),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    sys::mkdir_at(dir.as_fd(), name, 0o777).map_err(open_fail)?;
+                    match sys::mkdir_at(dir.as_fd(), name, 0o777) {
+                        // Another transfer made it first: use it, it is not ours.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return sys::open_dir_at(dir.as_fd(), name).map_err(open_fail);
+                        }
+                        r => r.map_err(open_fail)?,
+                    }
                     let fd = sys::open_dir_at(dir.as_fd(), name).map_err(open_fail)?;
                     fresh_dir(fd.as_fd()).map_err(open_fail)?;
                     self.made_root = true;

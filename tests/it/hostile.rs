@@ -124,10 +124,13 @@ fn another_protocol_version_gets_a_clear_error() {
     let base = tempfile::tempdir().unwrap();
     let mut srv = Server::start(base.path(), &[]);
     let mut tls = connect_pinned(&srv.addr, &srv.fingerprint);
-    let _ = tls.write_all(b"PINCAT\x00\x63");
+    let _ = tls.write_all(b"PINCAT\x00\x63\x01");
     let mut got = Vec::new();
     let _ = tls.read_to_end(&mut got);
-    assert_eq!(&got[..8], &protocol::preamble());
+    assert_eq!(
+        &got[..protocol::PREAMBLE_LEN],
+        &protocol::preamble_of(protocol::Role::Taker)
+    );
     let ev = srv.wait_event("refused");
     assert!(
         ev["message"].as_str().unwrap().contains("version 99"),
@@ -149,7 +152,7 @@ fn misbehaving_receiver(forge: Option<u64>) -> (String, String, thread::JoinHand
             match t {
                 FrameType::Offer if !accepted => {
                     accepted = true;
-                    let mut out = protocol::preamble().to_vec();
+                    let mut out = protocol::preamble_of(protocol::Role::Taker).to_vec();
                     out.extend(frame(FrameType::Accept, &[]));
                     tls.write_all(&out).unwrap();
                 }

@@ -23,3 +23,5 @@ mod sender_safety;
 mod store_attacks;
 // End-to-end transfers: streams, files, refusals, pins, IPv6, peers dying mid-transfer.
 mod transfer;
+/// Every direction: offer/get, pipe (stdio, --exec, openssl), forward, role mismatches, dial addresses.
+mod verbs;

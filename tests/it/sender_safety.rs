@@ -224,7 +224,7 @@ fn rejecting_receiver() -> (String, String, thread::JoinHandle<()>) {
         let mut payload = vec![RejectCode::Exists as u8];
         payload.extend_from_slice(NASTY.as_bytes());
         payload.extend(std::iter::repeat_n(b'A', 1_000_000));
-        let mut out = protocol::preamble().to_vec();
+        let mut out = protocol::preamble_of(protocol::Role::Taker).to_vec();
         out.extend(frame(FrameType::Reject, &payload));
         tls.write_all(&out).unwrap();
         tls.conn.send_close_notify();

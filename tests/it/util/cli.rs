@@ -80,15 +80,32 @@ pub fn feed(child: &mut Child, input: &[u8]) -> thread::JoinHandle<()> {
     })
 }
 
-/// Waits for a child with a bound, killing it if it overstays.
+/// Waits for a child with a bound, killing it if it overstays. Its output
+/// is read while it runs, so a child writing more than a pipe holds never
+/// blocks on it.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     if !wait_until(limit, || child.try_wait().unwrap().is_some()) {
         let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
+        let _ = child.wait();
         panic!(
             "process did not exit within {limit:?}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&err.join().unwrap_or_default())
         );
     }
-    child.wait_with_output().unwrap()
+    let status = child.wait().unwrap();
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }

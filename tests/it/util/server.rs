@@ -41,12 +41,29 @@ impl Server {
     }
 
     fn spawn(listen: &str, dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        Self::spawn_verb("serve", listen, dir, args, Stdio::null(), adjust)
+    }
+
+    /// Starts `pincat VERB --listen 127.0.0.1:0 --json ARGS` (offer, pipe,
+    /// forward...) in `dir` with `stdin`, and waits for its listening event.
+    pub fn listen(verb: &str, dir: &Path, args: &[&str], stdin: Stdio) -> Server {
+        Self::spawn_verb(verb, "127.0.0.1:0", dir, args, stdin, |_| {})
+    }
+
+    fn spawn_verb(
+        verb: &str,
+        listen: &str,
+        dir: &Path,
+        args: &[&str],
+        stdin: Stdio,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = pincat();
-        cmd.args(["serve", "--listen", listen, "--json"]).args(args);
+        cmd.args([verb, "--listen", listen, "--json"]).args(args);
         adjust(&mut cmd);
         let mut child = cmd
             .current_dir(dir)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
