@@ -47,20 +47,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Keeps freed buffers in the process instead of returning them to the OS
-/// after every TLS record: with glibc's defaults the sender spent about a
-/// third of its system time in mmap/brk churn and page faults (perf).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator thresholds; called before any threads start.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-}
-
 fn dispatch(cli: Cli) -> pincat::Result<()> {
-    tune_allocator();
+    pincat::tune_allocator();
     match cli.command {
         Command::Serve(a) => serve(a),
         Command::Send(a) => send(a),

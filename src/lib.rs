@@ -56,3 +56,10 @@ pub use give::Source;
 pub use identity::Identity;
 pub use send::{SendOptions, SendReport, send, send_raw};
 pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};
+
+/// Tunes the allocator for bulk transfers (keeps freed buffers instead of
+/// returning them to the OS after every record). For a binary to call first
+/// thing, before it starts threads.
+pub fn tune_allocator() {
+    sys::tune_allocator();
+}

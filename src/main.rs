@@ -1,4 +1,5 @@
 //! The `pincat` binary: parse the command line, run it, exit with its code.
+#![deny(unsafe_code)]
 
 mod app;
 mod cli;

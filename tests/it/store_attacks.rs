@@ -132,11 +132,51 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
     let before = snapshot(&outside);
 
     let mut srv = Server::start(tmp.path(), &["--out", "out"]);
+    let (stop, swaps, racer) = spawn_racer(&out, &outside, seed);
+    let sent = send_paths(&srv, &[&src.join("d")]);
+    stop.store(true, Ordering::SeqCst);
+    racer.join().unwrap();
+    let stderr = text(&sent.stderr);
+    let code = receiver_code(&mut srv, sent.status.code() == Some(0));
+
+    assert_eq!(
+        snapshot(&outside),
+        before,
+        "something outside the output changed"
+    );
+    let swaps = swaps.load(Ordering::SeqCst);
+    let left = regular_files(&out);
+    eprintln!(
+        "RACE {small} small files + {mib} MiB: {swaps} swaps, sender exit {:?}, receiver exit {code:?}, files in out: {}, stderr: {}",
+        sent.status.code(),
+        left.len(),
+        stderr.trim()
+    );
+    assert!(swaps > 0, "the racer never swapped anything");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.join(STATE_DIR).exists(), "state dir left");
+    assert!(!out.join("d").is_symlink());
+    if sent.status.code() == Some(0) {
+        assert_eq!(code, Some(0));
+        assert_race_won(&out, small, &block, mib, &left);
+    } else {
+        assert_race_refused(&srv, code, &stderr, &left);
+    }
+}
+
+/// A thread that keeps swapping `out/d` for a symlink to `outside` (and
+/// back) until stopped or 40 s passed; returns the stop flag, the swap
+/// count and the thread.
+fn spawn_racer(
+    out: &Path,
+    outside: &Path,
+    seed: u64,
+) -> (Arc<AtomicBool>, Arc<AtomicU64>, thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicU64::new(0));
     let racer = {
         let (stop, swaps) = (stop.clone(), swaps.clone());
-        let (d, away, outside) = (out.join("d"), out.join("d.swapped"), outside.clone());
+        let (d, away, outside) = (out.join("d"), out.join("d.swapped"), outside.to_path_buf());
         thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(40);
             let mut rng = Rng::new(seed);
@@ -163,87 +203,73 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
             }
         })
     };
-    let sent = send_paths(&srv, &[&src.join("d")]);
-    stop.store(true, Ordering::SeqCst);
-    racer.join().unwrap();
-    let stderr = text(&sent.stderr);
-    // A refused offer gives the one-shot receiver's slot back: it keeps
-    // listening. Any other end makes it exit.
-    let code = if sent.status.code() == Some(0) {
-        srv.wait_exit().0
-    } else {
-        wait_until(Duration::from_secs(10), || !srv.is_running());
-        srv.drain(Duration::from_millis(300));
-        let exited = srv.child.try_wait().unwrap().and_then(|st| st.code());
-        if exited.is_none() {
-            assert!(
-                !srv.seen_named("refused").is_empty(),
-                "receiver stuck: {:?}",
-                srv.seen
-            );
-            srv.kill();
-        }
-        exited
-    };
+    (stop, swaps, racer)
+}
 
-    assert_eq!(
-        snapshot(&outside),
-        before,
-        "something outside the output changed"
-    );
-    let swaps = swaps.load(Ordering::SeqCst);
-    let left = regular_files(&out);
-    eprintln!(
-        "RACE {small} small files + {mib} MiB: {swaps} swaps, sender exit {:?}, receiver exit {code:?}, files in out: {}, stderr: {}",
-        sent.status.code(),
-        left.len(),
-        stderr.trim()
-    );
-    assert!(swaps > 0, "the racer never swapped anything");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!out.join(STATE_DIR).exists(), "state dir left");
-    assert!(!out.join("d").is_symlink());
-    if sent.status.code() == Some(0) {
-        assert_eq!(code, Some(0));
-        for i in 0..small {
-            let sub = if i % 2 == 0 { "d" } else { "d/sub" };
-            let name = format!("{sub}/s{i:03}");
-            assert_eq!(
-                fs::read(out.join(&name)).unwrap(),
-                content(&format!("s{i}"), 1000 + i as u64),
-                "{name}"
-            );
-        }
-        assert!(big_is_intact(&out.join("d/sub/zz-big"), &block, mib));
-        assert_eq!(left.len(), small + 1, "{left:?}");
-    } else {
-        assert_ne!(code, Some(0), "receiver reported success, sender failure");
+/// The receiver's exit code once the race is over. A refused offer gives
+/// the one-shot receiver's slot back: it keeps listening (and is killed
+/// here). Any other end makes it exit.
+fn receiver_code(srv: &mut Server, sent_ok: bool) -> Option<i32> {
+    if sent_ok {
+        return srv.wait_exit().0;
+    }
+    wait_until(Duration::from_secs(10), || !srv.is_running());
+    srv.drain(Duration::from_millis(300));
+    let exited = srv.child.try_wait().unwrap().and_then(|st| st.code());
+    if exited.is_none() {
         assert!(
-            stderr.starts_with("pincat: error: "),
-            "unclear error: {stderr}"
-        );
-        // The receiver says why: the way to a file went through a symlink,
-        // or a directory vanished under it.
-        let why = srv
-            .seen
-            .iter()
-            .filter(|e| e["event"] == "error" || e["event"] == "refused")
-            .filter_map(|e| e["message"].as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        eprintln!("RACE receiver said: {why}");
-        assert!(
-            why.contains("symbolic link") || why.contains("vanished") || why.contains("appeared"),
-            "unclear receiver error: {:?}",
+            !srv.seen_named("refused").is_empty(),
+            "receiver stuck: {:?}",
             srv.seen
         );
-        // A failed transfer names nothing.
+        srv.kill();
+    }
+    exited
+}
+
+/// The transfer won the race: every file arrived whole under `out`.
+fn assert_race_won(out: &Path, small: usize, block: &[u8], mib: usize, left: &[String]) {
+    for i in 0..small {
+        let sub = if i % 2 == 0 { "d" } else { "d/sub" };
+        let name = format!("{sub}/s{i:03}");
         assert_eq!(
-            left,
-            Vec::<String>::new(),
-            "files left by a failed transfer"
+            fs::read(out.join(&name)).unwrap(),
+            content(&format!("s{i}"), 1000 + i as u64),
+            "{name}"
         );
     }
+    assert!(big_is_intact(&out.join("d/sub/zz-big"), block, mib));
+    assert_eq!(left.len(), small + 1, "{left:?}");
+}
+
+/// The race broke the transfer: a clear error on both sides, no file named.
+fn assert_race_refused(srv: &Server, code: Option<i32>, stderr: &str, left: &[String]) {
+    assert_ne!(code, Some(0), "receiver reported success, sender failure");
+    assert!(
+        stderr.starts_with("pincat: error: "),
+        "unclear error: {stderr}"
+    );
+    // The receiver says why: the way to a file went through a symlink, or
+    // a directory vanished under it.
+    let why = srv
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "error" || e["event"] == "refused")
+        .filter_map(|e| e["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    eprintln!("RACE receiver said: {why}");
+    assert!(
+        why.contains("symbolic link") || why.contains("vanished") || why.contains("appeared"),
+        "unclear receiver error: {:?}",
+        srv.seen
+    );
+    // A failed transfer names nothing.
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "files left by a failed transfer"
+    );
 }
 
 #[test]

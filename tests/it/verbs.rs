@@ -338,12 +338,15 @@ fn pipe_talks_to_openssl_both_ways() {
     );
 
     // openssl s_client dials pincat pipe --listen.
-    let mut lis = Server::listen(
-        "pipe",
-        base.path(),
-        &[],
-        stdin_of(base.path(), "p", b"from-pipe\n"),
-    );
+    // The pipe's input stays open a moment: s_client closes as soon as it
+    // sees close_notify, maybe before sending its own line.
+    let mut feeder = Command::new("sh")
+        .args(["-c", "echo from-pipe; sleep 2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let slow_input = Stdio::from(feeder.stdout.take().unwrap());
+    let mut lis = Server::listen("pipe", base.path(), &[], slow_input);
     let client = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -359,6 +362,7 @@ fn pipe_talks_to_openssl_both_ways() {
     let (code, got) = lis.wait_exit();
     assert_eq!(code, Some(0));
     assert_eq!(text(&got), "from-client\n");
+    let _ = feeder.wait();
 }
 
 fn take_child(c: &mut Child) -> Child {
@@ -410,9 +414,33 @@ fn forward_carries_concurrent_connections_and_refuses_strangers() {
         .spawn()
         .unwrap();
     assert!(crate::util::wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let ok = carry_twenty(&local);
+    assert_eq!(ok, 20, "connections carried intact");
+
+    // A using end without the allowed identity gets nothing through.
+    stranger_gets_nothing(&mut expose);
+
+    // SIGTERM: the exposing end stops and exits.
+    signal(expose.child.id(), libc::SIGTERM);
+    let (code, _) = expose.wait_exit();
+    assert_eq!(code, Some(0));
+    // The 20 clients, and the probe that waited for the using end.
+    let ok = expose.seen_named("closed");
+    assert!(
+        ok.iter().filter(|c| c["outcome"] == "ok").count() >= 20,
+        "{ok:?}"
+    );
+    signal(using.id(), libc::SIGTERM);
+    let st = wait_output(take_child(&mut using), WAIT);
+    assert_eq!(st.status.code(), Some(0));
+}
+
+/// 20 concurrent clients through the using end at `local`, each writing
+/// then half-closing; returns how many got their bytes echoed intact.
+fn carry_twenty(local: &str) -> usize {
     let clients: Vec<_> = (0..20u64)
         .map(|i| {
-            let local = local.clone();
+            let local = local.to_string();
             thread::spawn(move || {
                 let data = random_bytes(200_000 + i as usize * 1000, 100 + i);
                 let mut s = TcpStream::connect(&local).unwrap();
@@ -431,14 +459,16 @@ fn forward_carries_concurrent_connections_and_refuses_strangers() {
             })
         })
         .collect();
-    let ok = clients
+    clients
         .into_iter()
         .map(|c| c.join().unwrap_or(false))
         .filter(|&ok| ok)
-        .count();
-    assert_eq!(ok, 20, "connections carried intact");
+        .count()
+}
 
-    // A using end without the allowed identity gets nothing through.
+/// A using end without the allowed identity: its client gets nothing, the
+/// exposing end reports the refusal.
+fn stranger_gets_nothing(expose: &mut Server) {
     let local2 = format!("127.0.0.1:{}", free_port());
     let mut stranger = pincat()
         .args([
@@ -467,20 +497,6 @@ fn forward_carries_concurrent_connections_and_refuses_strangers() {
     assert_eq!(expose.wait_event("refused")["reason"], "not-allowed");
     let _ = stranger.kill();
     let _ = stranger.wait();
-
-    // SIGTERM: the exposing end stops and exits.
-    signal(expose.child.id(), libc::SIGTERM);
-    let (code, _) = expose.wait_exit();
-    assert_eq!(code, Some(0));
-    // The 20 clients, and the probe that waited for the using end.
-    let ok = expose.seen_named("closed");
-    assert!(
-        ok.iter().filter(|c| c["outcome"] == "ok").count() >= 20,
-        "{ok:?}"
-    );
-    signal(using.id(), libc::SIGTERM);
-    let st = wait_output(take_child(&mut using), WAIT);
-    assert_eq!(st.status.code(), Some(0));
 }
 
 #[test]
