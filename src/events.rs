@@ -78,6 +78,35 @@ impl Reason {
     }
 }
 
+/// The negotiated TLS parameters of a session, by their IANA names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version (`TLSv1_3`).
+    pub version: String,
+    /// Cipher suite (`TLS13_AES_128_GCM_SHA256`).
+    pub suite: String,
+    /// Key-exchange group (`X25519MLKEM768`, or `X25519` with a classical peer).
+    pub group: String,
+}
+
+impl TlsInfo {
+    /// What `conn` negotiated.
+    pub fn of<S: rustls::SideData>(conn: &rustls::ConnectionCommon<S>) -> TlsInfo {
+        let name = |o: Option<String>| o.unwrap_or_default();
+        TlsInfo {
+            version: name(conn.protocol_version().map(|v| format!("{v:?}"))),
+            suite: name(
+                conn.negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite())),
+            ),
+            group: name(
+                conn.negotiated_key_exchange_group()
+                    .map(|g| format!("{:?}", g.name())),
+            ),
+        }
+    }
+}
+
 /// What one confirmed transfer moved, the same report on both sides.
 #[derive(Debug, Clone)]
 pub struct Transfer {
@@ -117,6 +146,8 @@ pub enum Event {
         peer: SocketAddr,
         /// The peer certificate's fingerprint, when it presented one.
         fingerprint: Option<Fingerprint>,
+        /// What was negotiated.
+        tls: TlsInfo,
     },
     /// A transfer began.
     TransferStarted {
@@ -203,8 +234,13 @@ impl Event {
             } => json!({"event": "listening", "addr": addr.to_string(),
                 "fingerprint": fingerprint.to_string(), "dial_addrs": dial_addrs,
                 "command": command, "send_command": command}),
-            Event::Connected { peer, fingerprint } => json!({"event": "connected",
-                "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())}),
+            Event::Connected {
+                peer,
+                fingerprint,
+                tls,
+            } => json!({"event": "connected", "peer": peer.to_string(),
+                "fingerprint": fingerprint.map(|f| f.to_string()), "tls_version": tls.version,
+                "cipher_suite": tls.suite, "key_exchange": tls.group}),
             Event::TransferStarted {
                 peer,
                 kind,

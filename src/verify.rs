@@ -27,7 +27,7 @@ pub const SERVER_NAME: &str = "pincat.invalid";
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| {
-        use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+        use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider, kx_group};
         // AES-128-GCM with SHA-256 first: faster bulk encryption and a much
         // cheaper key schedule (SHA-NI) than the default AES-256/SHA-384,
         // which showed up as the top symbol (SHA-512 blocks) under load.
@@ -36,6 +36,16 @@ pub fn provider() -> Arc<CryptoProvider> {
             cipher_suite::TLS13_AES_128_GCM_SHA256,
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ];
+        // Hybrid post-quantum key exchange first (recorded traffic stays
+        // private against a future quantum computer, as OpenSSH 10 and the
+        // browsers default to); the client's hybrid share carries an X25519
+        // part that a classical-only peer (openssl 3.0, ncat) picks directly.
+        p.kx_groups = vec![
+            kx_group::X25519MLKEM768,
+            kx_group::X25519,
+            kx_group::SECP256R1,
+            kx_group::SECP384R1,
         ];
         Arc::new(p)
     })

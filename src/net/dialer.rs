@@ -103,6 +103,7 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
     events.emit(Event::Connected {
         peer,
         fingerprint: presented.get(),
+        tls: crate::events::TlsInfo::of(s.tls()),
     });
     Ok(s)
 }

@@ -658,6 +658,7 @@ pub fn accept_session(
     spec.events.emit(Event::Connected {
         peer,
         fingerprint: client,
+        tls: crate::events::TlsInfo::of(s.tls()),
     });
     Some((s, client))
 }

@@ -23,5 +23,7 @@ mod sender_safety;
 mod store_attacks;
 // End-to-end transfers: streams, files, refusals, pins, IPv6, peers dying mid-transfer.
 mod transfer;
+/// Key exchange: hybrid post-quantum between pincats, classical with older peers.
+mod trust;
 /// Every direction: offer/get, pipe (stdio, --exec, openssl), forward, role mismatches, dial addresses.
 mod verbs;
