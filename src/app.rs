@@ -89,7 +89,7 @@ pub(crate) fn mode(o: &OutputArgs) -> Mode {
 
 pub(crate) fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identity>> {
     Ok(match path {
-        Some(p) => Some(Identity::load(p)?),
+        Some(p) => Some(Identity::load_spec(p.as_os_str())?),
         None => None,
     })
 }

@@ -64,7 +64,7 @@ pub struct ServeArgs {
     /// Where to store: a file for a stream (default stdout), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
     pub out: Option<PathBuf>,
-    /// Use this persistent identity instead of an ephemeral one.
+    /// Use this persistent identity instead of an ephemeral one (a file, mode 0600, or env:VAR holding its PEM).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// Only accept senders presenting this client certificate fingerprint (repeatable).
@@ -111,7 +111,7 @@ pub struct SendArgs {
     /// The receiver's certificate fingerprint (SHA-256; any case, colons optional).
     #[arg(long, short, value_name = "FINGERPRINT")]
     pub pin: Fingerprint,
-    /// Present this identity as client certificate (for receivers that use --allow).
+    /// Present this identity as client certificate, for receivers that use --allow (a file, mode 0600, or env:VAR).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// Limit for each TCP connection attempt.
@@ -155,7 +155,7 @@ pub struct ListenArgs {
 /// The identity and handshake limit every verb has.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
-    /// Use this persistent identity (listening: instead of an ephemeral one; dialing: as client certificate for --allow).
+    /// Use this persistent identity (a file, mode 0600, or env:VAR holding its PEM; listening: instead of an ephemeral one; dialing: as client certificate for --allow).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// Limit for the TLS handshake.

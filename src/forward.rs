@@ -118,7 +118,7 @@ impl Exposer {
             if let Some((mut s, _)) = accept_session(&accept, job) {
                 let peer = s.peer();
                 match connect_target(&to, connect) {
-                    Ok(tcp) => carry(&mut s, tcp, &to, idle, &events),
+                    Ok(tcp) => carry(&mut s, peer, tcp, &to, idle, &events),
                     Err(e) => events.emit(Event::Error {
                         peer: Some(peer),
                         code: "connect",
@@ -167,12 +167,17 @@ fn connect_target(to: &str, timeout: Duration) -> Result<TcpStream> {
 
 /// Relays one session and one plaintext TCP connection until both
 /// directions ended; reports `opened` and `closed`.
-fn carry<C, S>(s: &mut Session<C>, tcp: TcpStream, to: &str, idle: Duration, events: &Events)
-where
+fn carry<C, S>(
+    s: &mut Session<C>,
+    peer: SocketAddr,
+    tcp: TcpStream,
+    to: &str,
+    idle: Duration,
+    events: &Events,
+) where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
     S: SideData,
 {
-    let peer = s.peer();
     let start = Instant::now();
     events.emit(Event::Opened {
         peer,
@@ -327,8 +332,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One local connection: dial the exposing end, then relay.
 fn tunnel_one(tcp: TcpStream, opts: &TunnelOptions, events: &Events) {
     let to = opts.dial.addr.clone();
+    let client = tcp.peer_addr().unwrap_or(opts.local);
     match dialer::dial(&opts.dial, events) {
-        Ok(mut s) => carry(&mut s, tcp, &to, opts.idle_timeout, events),
+        Ok(mut s) => carry(&mut s, client, tcp, &to, opts.idle_timeout, events),
         Err(e) => {
             events.emit(Event::Error {
                 peer: tcp.peer_addr().ok(),

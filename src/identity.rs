@@ -98,11 +98,45 @@ impl Identity {
     }
 
     /// Reads an identity file written by [`Identity::save`] (or by openssl:
-    /// key and certificate PEM concatenated).
+    /// key and certificate PEM concatenated). A file that group or others
+    /// can read is refused, as OpenSSH refuses an unprotected key: whoever
+    /// reads it *is* this identity.
     pub fn load(path: &Path) -> Result<Self> {
-        let pem =
-            fs::read(path).with_context(|| format!("cannot read identity {}", path.display()))?;
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = fs::File::open(path)
+            .with_context(|| format!("cannot read identity {}", path.display()))?;
+        let mode = f
+            .metadata()
+            .with_context(|| format!("cannot read identity {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "identity {} is readable by others (mode {:04o}): its private key is not private; run chmod 600 on it",
+                path.display(),
+                mode & 0o7777
+            );
+        }
+        let mut pem = Vec::new();
+        f.read_to_end(&mut pem)
+            .with_context(|| format!("cannot read identity {}", path.display()))?;
         Self::from_pem(&pem).with_context(|| format!("bad identity file {}", path.display()))
+    }
+
+    /// Reads an identity from where `spec` says: `env:VAR` (the PEM in an
+    /// environment variable, for containers and CI secrets that cannot be
+    /// written to a file), else a file path (see [`Identity::load`]).
+    pub fn load_spec(spec: &std::ffi::OsStr) -> Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(var) = spec.as_bytes().strip_prefix(b"env:") {
+            let var = std::str::from_utf8(var).context("bad environment variable name")?;
+            let pem = std::env::var_os(var)
+                .ok_or_else(|| anyhow!("--identity env:{var}: the variable is not set"))?;
+            return Self::from_pem(pem.as_bytes())
+                .with_context(|| format!("bad identity in environment variable {var}"));
+        }
+        Self::load(Path::new(spec))
     }
 
     /// The identity as PEM: the private key, then the certificate.

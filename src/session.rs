@@ -473,20 +473,30 @@ where
             if d.output_done && d.write_shut {
                 return Ok(d.moved);
             }
-            let mut want = vec![sys_interest(
-                sock.as_fd(),
-                !d.peer_done && d.pending.len() - d.off < RELAY_PENDING,
-                self.conn.wants_write(),
-            )];
-            let input = plain.input.filter(|_| d.input_open && !d.close_sent);
-            if let Some(i) = input {
-                want.push(sys_interest(i, !self.conn.wants_write(), false));
-            }
-            want.push(sys_interest(plain.output, false, d.off < d.pending.len()));
+            // Only descriptors with something to wait for: poll() reports a
+            // hang-up or an error whatever was asked, and a descriptor we
+            // would not act on would then wake us in a busy loop.
+            let sock_read = !d.peer_done && d.pending.len() - d.off < RELAY_PENDING;
+            let sock_write = self.conn.wants_write();
+            let input = plain
+                .input
+                .filter(|_| d.input_open && !d.close_sent && !sock_write);
+            let output_write = d.off < d.pending.len();
+            let mut want = Vec::with_capacity(3);
+            let at_sock = (sock_read || sock_write).then(|| {
+                want.push(sys_interest(sock.as_fd(), sock_read, sock_write));
+                want.len() - 1
+            });
+            let at_input = input.map(|i| {
+                want.push(sys_interest(i, true, false));
+                want.len() - 1
+            });
+            let at_output = output_write.then(|| {
+                want.push(sys_interest(plain.output, false, true));
+                want.len() - 1
+            });
             // Bytes already in our socket buffer do not wake poll().
-            let buffered = self.sock.pos < self.sock.len
-                && !d.peer_done
-                && d.pending.len() - d.off < RELAY_PENDING;
+            let buffered = self.sock.pos < self.sock.len && sock_read;
             let wait = if buffered {
                 Duration::ZERO
             } else {
@@ -498,18 +508,19 @@ where
                 None if idle.is_some() => return Err(WireError::Timeout),
                 None => continue,
             };
-            if ready[0].write {
+            let at = |i: Option<usize>| i.map(|i| ready[i]).unwrap_or_default();
+            if at(at_sock).write {
                 self.flush_nonblocking()?;
             }
-            if ready[0].read || buffered {
+            if (at(at_sock).read && sock_read) || buffered {
                 self.relay_from_peer(&mut d)?;
             }
             if let Some(i) = input
-                && ready[1].read
+                && at(at_input).read
             {
                 self.relay_to_peer(i, &mut inbuf, &mut d)?;
             }
-            if ready[ready.len() - 1].write {
+            if at(at_output).write {
                 relay_out(plain.output, &mut d)?;
             }
         }
@@ -636,6 +647,11 @@ fn relay_out(output: BorrowedFd<'_>, d: &mut Duplex) -> Result<(), WireError> {
             d.moved.received += n as u64;
             if d.off == d.pending.len() {
                 d.pending.clear();
+                d.off = 0;
+            } else if d.off >= RELAY_PENDING / 2 {
+                // Written bytes go, so the buffer stays bounded however
+                // long the stream (not only when the output catches up).
+                d.pending.drain(..d.off);
                 d.off = 0;
             }
             Ok(())

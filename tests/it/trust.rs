@@ -47,3 +47,82 @@ fn a_classical_peer_still_gets_in() {
     assert_eq!(srv.wait_exit().0, Some(0));
     assert_eq!(std::fs::read(dir.path().join("got")).unwrap(), b"classical");
 }
+
+#[test]
+fn identities_come_from_the_environment_and_unprotected_files_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let new_id = |name: &str| {
+        let p = dir.path().join(name);
+        let out = crate::util::pincat()
+            .args(["identity", "new"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (p, text(&out.stdout).trim().to_string())
+    };
+    let (srv_file, srv_fp) = new_id("server.id");
+    let (cli_file, cli_fp) = new_id("client.id");
+    // The receiver's identity and the sender's client certificate, both
+    // from environment variables: no key file on either side.
+    let srv_pem = std::fs::read_to_string(&srv_file).unwrap();
+    let cli_pem = std::fs::read_to_string(&cli_file).unwrap();
+    let mut srv = Server::start_with(
+        dir.path(),
+        &[
+            "--identity",
+            "env:PINCAT_TEST_SRV",
+            "--allow",
+            &cli_fp,
+            "--out",
+            "got",
+        ],
+        |c| {
+            c.env("PINCAT_TEST_SRV", &srv_pem);
+        },
+    );
+    assert_eq!(srv.fingerprint, srv_fp);
+    let child = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint)
+        .args(["--identity", "env:PINCAT_TEST_CLI"])
+        .env("PINCAT_TEST_CLI", &cli_pem)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, WAIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(srv.wait_event("connected")["fingerprint"], cli_fp.as_str());
+    // An identity file others can read is refused, with what to do.
+    std::fs::set_permissions(&cli_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = crate::util::pincat()
+        .args(["send", "127.0.0.1:9", "--pin", &srv_fp, "--identity"])
+        .arg(&cli_file)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let msg = text(&out.stderr);
+    assert!(
+        msg.contains("readable by others") && msg.contains("chmod 600"),
+        "{msg}"
+    );
+    // A variable that is not set says so.
+    let out = crate::util::pincat()
+        .args([
+            "send",
+            "127.0.0.1:9",
+            "--pin",
+            &srv_fp,
+            "--identity",
+            "env:PINCAT_TEST_UNSET",
+        ])
+        .env_remove("PINCAT_TEST_UNSET")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -398,21 +398,23 @@ fn forward_carries_concurrent_connections_and_refuses_strangers() {
         Stdio::null(),
     );
     let local = format!("127.0.0.1:{}", free_port());
-    let mut using = pincat()
-        .args([
-            "forward",
-            "--local",
-            &local,
-            "--to",
-            &expose.addr,
-            "--pin",
-            &expose.fingerprint,
-        ])
-        .args(["--identity", &id, "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut using = crate::util::process::KillOnDrop(
+        pincat()
+            .args([
+                "forward",
+                "--local",
+                &local,
+                "--to",
+                &expose.addr,
+                "--pin",
+                &expose.fingerprint,
+            ])
+            .args(["--identity", &id, "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(crate::util::wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
     let ok = carry_twenty(&local);
     assert_eq!(ok, 20, "connections carried intact");
@@ -430,8 +432,8 @@ fn forward_carries_concurrent_connections_and_refuses_strangers() {
         ok.iter().filter(|c| c["outcome"] == "ok").count() >= 20,
         "{ok:?}"
     );
-    signal(using.id(), libc::SIGTERM);
-    let st = wait_output(take_child(&mut using), WAIT);
+    signal(using.0.id(), libc::SIGTERM);
+    let st = wait_output(take_child(&mut using.0), WAIT);
     assert_eq!(st.status.code(), Some(0));
 }
 
@@ -470,20 +472,22 @@ fn carry_twenty(local: &str) -> usize {
 /// exposing end reports the refusal.
 fn stranger_gets_nothing(expose: &mut Server) {
     let local2 = format!("127.0.0.1:{}", free_port());
-    let mut stranger = pincat()
-        .args([
-            "forward",
-            "--local",
-            &local2,
-            "--to",
-            &expose.addr,
-            "--pin",
-            &expose.fingerprint,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let stranger = crate::util::process::KillOnDrop(
+        pincat()
+            .args([
+                "forward",
+                "--local",
+                &local2,
+                "--to",
+                &expose.addr,
+                "--pin",
+                &expose.fingerprint,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(crate::util::wait_until(WAIT, || TcpStream::connect(
         &local2
     )
@@ -495,8 +499,7 @@ fn stranger_gets_nothing(expose: &mut Server) {
     let _ = s.read_to_end(&mut got);
     assert!(got.is_empty(), "a stranger got {got:?}");
     assert_eq!(expose.wait_event("refused")["reason"], "not-allowed");
-    let _ = stranger.kill();
-    let _ = stranger.wait();
+    drop(stranger);
 }
 
 #[test]
