@@ -1058,14 +1058,19 @@ impl Transfer {
         self.done = true;
         let store = self.store.clone();
         let mut reg = lock(&store.walk);
+        // Names first, while the held files and staged names still keep the
+        // linked inodes alive (a freed inode number could be reused by a
+        // file that is not ours and pass the identity check).
+        if let Some(root) = &self.root {
+            self.unlink_linked(root.as_fd());
+        }
         if let Holding::Held(v) = &mut self.holding {
             v.clear();
         }
-        // The staging directory goes first: it may sit in a directory this
+        // The staging directory next: it may sit in a directory this
         // transfer made, which can only be removed once empty.
         self.release_staging(&mut reg);
         if let Some(root) = &self.root {
-            self.unlink_linked(root.as_fd());
             self.remove_made(&reg, root.as_fd());
         }
         self.release_in_use(&mut reg);
@@ -1192,6 +1197,9 @@ fn place_staged(
     dir: BorrowedFd<'_>,
     leaf: &OsStr,
 ) -> io::Result<()> {
+    // A link, not a rename: the staged name keeps the inode alive until
+    // the transfer ends, so an undo that checks (device, inode) cannot be
+    // fooled by a new file reusing a freed inode number.
     match sys::link_at(sub, staged, dir, leaf) {
         Err(e)
             if matches!(
