@@ -36,6 +36,25 @@ pub enum WireError {
     Io(io::Error),
 }
 
+impl WireError {
+    /// True for the alerts a listener sends when it refuses our client
+    /// certificate (or the lack of one): with TLS 1.3 they arrive after our
+    /// side of the handshake finished.
+    pub fn refused_our_certificate(&self) -> bool {
+        matches!(
+            self,
+            WireError::Tls(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired
+                    | rustls::AlertDescription::AccessDenied
+                    | rustls::AlertDescription::BadCertificate
+                    | rustls::AlertDescription::CertificateUnknown
+                    | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::DecryptError,
+            ))
+        )
+    }
+}
+
 impl From<io::Error> for WireError {
     fn from(e: io::Error) -> Self {
         if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use rustls::{AlertDescription, ConnectionCommon, SideData};
+use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Reason, Transfer};
@@ -466,15 +466,7 @@ impl Taker {
     ) -> Outcome {
         // A listener that requires a client certificate says so with an
         // alert after the handshake (TLS 1.3 clients finish first).
-        if let WireError::Tls(rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired
-            | AlertDescription::AccessDenied
-            | AlertDescription::BadCertificate
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnknownCA
-            | AlertDescription::DecryptError,
-        )) = e
-        {
+        if e.refused_our_certificate() {
             return Outcome::NoTransfer(Error::NotAllowed {
                 addr: peer,
                 fingerprint: self.presenting,

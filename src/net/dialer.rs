@@ -180,14 +180,7 @@ fn handshake_failure(e: WireError, opts: &DialOptions, peer: SocketAddr, flag: &
 
 fn classify(e: WireError, opts: &DialOptions, peer: SocketAddr, when: &str) -> Error {
     match e {
-        WireError::Tls(rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired
-            | AlertDescription::AccessDenied
-            | AlertDescription::BadCertificate
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnknownCA
-            | AlertDescription::DecryptError,
-        )) => Error::NotAllowed {
+        e if e.refused_our_certificate() => Error::NotAllowed {
             addr: peer,
             fingerprint: opts.identity.as_ref().map(|i| i.fingerprint()),
         },
