@@ -18,12 +18,10 @@ use crate::events::{Event, Events, Reason};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::listener::{
-    AcceptSpec, Flow, Job, Limits, Listening, ShutdownHandle, accept_session,
-};
+use crate::net::endpoint::Endpoint;
+use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
 use crate::session::{Plain, Session, WireError};
 use crate::sys;
-use crate::verify::{self, Presented};
 
 /// How the exposing end behaves.
 #[derive(Debug, Clone)]
@@ -50,69 +48,50 @@ pub struct ExposeOptions {
 
 /// A bound exposing end.
 pub struct Exposer {
-    listening: Listening,
-    identity: Identity,
+    endpoint: Endpoint,
     opts: ExposeOptions,
-    events: Arc<Events>,
 }
 
 impl Exposer {
     /// Binds `opts.listen`.
     pub fn bind(opts: ExposeOptions, events: Events) -> Result<Exposer> {
-        let identity = match &opts.identity {
-            Some(id) => id.clone(),
-            None => Identity::generate()?,
-        };
-        Ok(Exposer {
-            listening: Listening::bind(opts.listen)?,
-            identity,
-            opts,
-            events: Arc::new(events),
-        })
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
+        Ok(Exposer { endpoint, opts })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listening.local_addr().unwrap_or(self.opts.listen)
+        self.endpoint.local_addr()
     }
 
     /// The fingerprint the using end must pin.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.identity.fingerprint()
+        self.endpoint.fingerprint()
     }
 
     /// A handle that stops [`Exposer::run`] from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.listening.shutdown_handle()
+        self.endpoint.shutdown_handle()
     }
 
     /// Relays every admitted connection until a shutdown.
     pub fn run(self) -> Result<()> {
-        let allow = self.opts.allow.clone().map(Arc::new);
-        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
-        let addrs = self.listening.dial_addrs();
-        let command = format!(
-            "pincat forward --local 127.0.0.1:PORT --to {} --pin {}",
-            addrs.first().map_or("HOST", String::as_str),
-            self.fingerprint()
-        );
-        self.events.emit(Event::Listening {
-            addr: self.local_addr(),
-            fingerprint: self.fingerprint(),
-            dial_addrs: addrs,
-            command,
-            hint: "using",
-        });
+        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
+        let command = self
+            .endpoint
+            .command("pincat forward --local 127.0.0.1:PORT --to", "");
+        self.endpoint.announce(command, "using");
+        let events = self.endpoint.events().clone();
         let accept = AcceptSpec {
             tls,
-            allow: allow.is_some(),
+            allow,
             framed: None,
             handshake_timeout: self.opts.handshake_timeout,
             idle_timeout: self.opts.idle_timeout,
             max_conns: self.opts.max_conns,
-            events: self.events.clone(),
+            events: events.clone(),
         };
-        let (to, events) = (self.opts.to.clone(), self.events.clone());
+        let to = self.opts.to.clone();
         let (idle, connect) = (self.opts.idle_timeout, self.opts.connect_timeout);
         let handler = Arc::new(move |job: Job| {
             if let Some((mut s, _)) = accept_session(&accept, job) {
@@ -132,9 +111,9 @@ impl Exposer {
             max_handshakes: self.opts.max_handshakes,
             handshake_timeout: self.opts.handshake_timeout,
         };
-        let r = self.listening.run(
+        let r = self.endpoint.listening().run(
             limits,
-            self.events.clone(),
+            self.endpoint.events().clone(),
             handler,
             false,
             |()| Ok(Flow::Continue),

@@ -18,15 +18,13 @@ use crate::fingerprint::Fingerprint;
 use crate::give::{self, Plan, Source};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::listener::{
-    AcceptSpec, Flow, Job, Limits, Listening, ShutdownHandle, accept_session,
-};
+use crate::net::endpoint::Endpoint;
+use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
 use crate::protocol::{Message, Refusal, RejectCode, Role};
 use crate::serve::ServeSummary;
 use crate::session::WireError;
 use crate::store::{Output, Store};
 use crate::take::{Outcome, Taker};
-use crate::verify::{self, Presented};
 
 /// How the offering side behaves.
 #[derive(Debug, Clone)]
@@ -83,10 +81,8 @@ enum Offered {
 
 /// A bound offering side.
 pub struct Offering {
-    listening: Listening,
-    identity: Identity,
+    endpoint: Endpoint,
     opts: OfferOptions,
-    events: Arc<Events>,
     offered: Arc<Offered>,
 }
 
@@ -98,7 +94,6 @@ struct Shared {
     /// Gets started, against `max_gets`.
     started: AtomicU64,
     max_gets: Option<u64>,
-    gave: AtomicBool,
 }
 
 impl Offering {
@@ -119,70 +114,55 @@ impl Offering {
             }
             stream => Offered::Stream(Mutex::new(Some(Plan::new(stream, &events)?))),
         };
-        let identity = match &opts.identity {
-            Some(id) => id.clone(),
-            None => Identity::generate()?,
-        };
-        let listening = Listening::bind(opts.listen)?;
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
         Ok(Offering {
-            listening,
-            identity,
+            endpoint,
             opts,
-            events: Arc::new(events),
             offered: Arc::new(offered),
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listening.local_addr().unwrap_or(self.opts.listen)
+        self.endpoint.local_addr()
     }
 
     /// The fingerprint takers must pin.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.identity.fingerprint()
+        self.endpoint.fingerprint()
     }
 
     /// A handle that stops [`Offering::run`] from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.listening.shutdown_handle()
+        self.endpoint.shutdown_handle()
     }
 
     /// A paste-ready get command for the other machine.
     pub fn get_command(&self) -> String {
-        let addrs = self.listening.dial_addrs();
-        let addr = addrs.first().map_or("HOST", String::as_str);
-        format!("pincat get {addr} --pin {}", self.fingerprint())
+        self.endpoint.command("pincat get", "")
     }
 
     /// Gives to takers until the first confirmed get (or, with
     /// `keep_open`, until `max_gets`, `expire` or a signal).
     pub fn run(self) -> Result<ServeSummary> {
-        let allow = self.opts.allow.clone().map(Arc::new);
-        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
+        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
+        let events = self.endpoint.events().clone();
         let shared = Arc::new(Shared {
             accept: AcceptSpec {
                 tls,
-                allow: allow.is_some(),
+                allow,
                 framed: Some(Role::Giver),
                 handshake_timeout: self.opts.handshake_timeout,
                 idle_timeout: self.opts.idle_timeout,
                 max_conns: self.opts.max_conns,
-                events: self.events.clone(),
+                events: events.clone(),
             },
             offered: self.offered.clone(),
-            events: self.events.clone(),
+            events,
             started: AtomicU64::new(0),
             max_gets: self.opts.max_gets,
-            gave: AtomicBool::new(false),
         });
-        self.events.emit(Event::Listening {
-            addr: self.local_addr(),
-            fingerprint: self.fingerprint(),
-            dial_addrs: self.listening.dial_addrs(),
-            command: self.get_command(),
-            hint: "receiving",
-        });
+        self.endpoint.announce(self.get_command(), "receiving");
         let limits = Limits {
             max_conns: self.opts.max_conns,
             max_handshakes: self.opts.max_handshakes,
@@ -233,9 +213,9 @@ impl Offering {
             }
             Ok(Some(w))
         };
-        let r = self.listening.run(
+        let r = self.endpoint.listening().run(
             limits,
-            self.events.clone(),
+            self.endpoint.events().clone(),
             handler,
             !keep_open,
             on,
@@ -281,11 +261,7 @@ fn give_to(sh: &Shared, job: Job) -> Outcome {
         }
     };
     let classify = |e: WireError, when: &str| taker_failure(e, peer, when);
-    let r = give::give(&mut s, plan, &sh.events, &classify);
-    if r.is_ok() {
-        sh.gave.store(true, Ordering::SeqCst);
-    }
-    Outcome::Transfer(r)
+    Outcome::Transfer(give::give(&mut s, plan, &sh.events, &classify))
 }
 
 /// This get's plan: the paths as they are now, or the one stream.

@@ -21,12 +21,10 @@ use crate::events::{Event, Events};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::listener::{
-    AcceptSpec, Flow, Job, Limits, Listening, ShutdownHandle, accept_session,
-};
+use crate::net::endpoint::Endpoint;
+use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
 use crate::session::{Plain, Relayed, Session, WireError};
 use crate::sys;
-use crate::verify::{self, Presented};
 
 /// What is on our side of the pipe.
 #[derive(Debug, Clone)]
@@ -72,73 +70,52 @@ pub struct PipeListenOptions {
 
 /// A bound listening end of a pipe.
 pub struct PipeListener {
-    listening: Listening,
-    identity: Identity,
+    endpoint: Endpoint,
     opts: PipeListenOptions,
-    events: Arc<Events>,
 }
 
 impl PipeListener {
     /// Binds `opts.listen`.
     pub fn bind(opts: PipeListenOptions, events: Events) -> Result<PipeListener> {
-        let identity = match &opts.identity {
-            Some(id) => id.clone(),
-            None => Identity::generate()?,
-        };
-        Ok(PipeListener {
-            listening: Listening::bind(opts.listen)?,
-            identity,
-            opts,
-            events: Arc::new(events),
-        })
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
+        Ok(PipeListener { endpoint, opts })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listening.local_addr().unwrap_or(self.opts.listen)
+        self.endpoint.local_addr()
     }
 
     /// The fingerprint the dialing end must pin.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.identity.fingerprint()
+        self.endpoint.fingerprint()
     }
 
     /// A handle that stops [`PipeListener::run`] from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.listening.shutdown_handle()
+        self.endpoint.shutdown_handle()
     }
 
     /// Waits for one peer that passes the pin (and the allow list), pipes
     /// `ends` through its session, and returns when both directions ended.
     /// Other peers meanwhile are refused as busy.
     pub fn run(self, ends: Ends) -> Result<Relayed> {
-        let allow = self.opts.allow.clone().map(Arc::new);
-        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
-        let addrs = self.listening.dial_addrs();
-        let command = format!(
-            "pincat pipe {} --pin {}",
-            addrs.first().map_or("HOST", String::as_str),
-            self.fingerprint()
-        );
-        self.events.emit(Event::Listening {
-            addr: self.local_addr(),
-            fingerprint: self.fingerprint(),
-            dial_addrs: addrs,
-            command,
-            hint: "other",
-        });
+        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
+        self.endpoint
+            .announce(self.endpoint.command("pincat pipe", ""), "other");
+        let events = self.endpoint.events().clone();
         let accept = AcceptSpec {
             tls,
-            allow: allow.is_some(),
+            allow,
             framed: None,
             handshake_timeout: self.opts.handshake_timeout,
             idle_timeout: self.opts.idle_timeout.unwrap_or(Duration::from_secs(3600)),
             max_conns: 1,
-            events: self.events.clone(),
+            events: events.clone(),
         };
         let taken = Arc::new(AtomicBool::new(false));
         let ends = Arc::new(Mutex::new(Some(ends)));
-        let (events, idle) = (self.events.clone(), self.opts.idle_timeout);
+        let idle = self.opts.idle_timeout;
         let handler = Arc::new(move |job: Job| -> Option<Result<Relayed>> {
             let (mut s, _) = accept_session(&accept, job)?;
             if taken.swap(true, Ordering::SeqCst) {
@@ -171,8 +148,14 @@ impl PipeListener {
         let started = Instant::now();
         let wait = self.opts.wait_timeout;
         let idle_limit = || crate::serve::wait_limit(wait, started, false).map(Some);
-        self.listening
-            .run(limits, self.events.clone(), handler, true, on, idle_limit)?;
+        self.endpoint.listening().run(
+            limits,
+            self.endpoint.events().clone(),
+            handler,
+            true,
+            on,
+            idle_limit,
+        )?;
         result.unwrap_or(Err(Error::Interrupted))
     }
 }

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
-use crate::events::{Event, Events, Transfer};
+use crate::events::{Events, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
+use crate::net::endpoint::Endpoint;
 pub use crate::net::listener::ShutdownHandle;
-use crate::net::listener::{AcceptSpec, Flow, Job, Limits, Listening, accept_session};
+use crate::net::listener::{AcceptSpec, Flow, Job, Limits, accept_session};
 use crate::protocol::Role;
 pub use crate::store::Output;
 use crate::store::Store;
 use crate::take::{Outcome, Taker};
-use crate::verify::{self, Presented};
 
 /// The port `serve` listens on when `--listen` is not given.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -117,10 +117,8 @@ impl ServeSummary {
 
 /// A bound receiver.
 pub struct Server {
-    listening: Listening,
-    identity: Identity,
+    endpoint: Endpoint,
     opts: ServeOptions,
-    events: Arc<Events>,
     store: Arc<Store>,
 }
 
@@ -141,55 +139,44 @@ impl Server {
     /// ```
     pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
         opts.check()?;
-        let identity = match &opts.identity {
-            Some(id) => id.clone(),
-            None => Identity::generate()?,
-        };
         let store = Store::open(&opts.output).context("cannot open the output")?;
-        let listening = Listening::bind(opts.listen)?;
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
         Ok(Server {
-            listening,
-            identity,
+            endpoint,
             opts,
-            events: Arc::new(events),
             store: Arc::new(store),
         })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listening.local_addr().unwrap_or(self.opts.listen)
+        self.endpoint.local_addr()
     }
 
     /// The fingerprint senders must pin.
     pub fn fingerprint(&self) -> Fingerprint {
-        self.identity.fingerprint()
+        self.endpoint.fingerprint()
     }
 
     /// A handle that stops [`Server::run`] from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.listening.shutdown_handle()
+        self.endpoint.shutdown_handle()
     }
 
     /// A paste-ready send command for this server (the first address
     /// another machine can dial).
     pub fn send_command(&self) -> String {
-        let addrs = self.listening.dial_addrs();
-        let addr = addrs.first().map_or("HOST", String::as_str);
-        format!("pincat send {addr} --pin {}", self.fingerprint())
+        self.endpoint.command("pincat send", "")
     }
 
     /// Serves until the first accepted transfer ends (or forever with
     /// `keep_open`), then returns what was received.
     pub fn run(self) -> Result<ServeSummary> {
         let shared = Arc::new(self.shared()?);
-        self.events.emit(Event::Listening {
-            addr: self.local_addr(),
-            fingerprint: self.fingerprint(),
-            dial_addrs: self.listening.dial_addrs(),
-            command: self.send_command(),
-            hint: "sending (add files, or pipe data into it)",
-        });
+        self.endpoint.announce(
+            self.send_command(),
+            "sending (add files, or pipe data into it)",
+        );
         let limits = Limits {
             max_conns: self.opts.max_conns,
             max_handshakes: self.opts.max_handshakes,
@@ -221,9 +208,9 @@ impl Server {
         let wait_timeout = self.opts.wait_timeout;
         let taker = &shared.taker;
         let idle_limit = || wait_limit(wait_timeout, started, taker.claimed()).map(Some);
-        let r = self.listening.run(
+        let r = self.endpoint.listening().run(
             limits,
-            self.events.clone(),
+            self.endpoint.events().clone(),
             handler,
             !keep_open,
             on,
@@ -236,23 +223,22 @@ impl Server {
     }
 
     fn shared(&self) -> Result<Shared> {
-        let allow = self.opts.allow.clone().map(Arc::new);
-        let tls = verify::server_config(&self.identity, allow.clone(), Presented::per_thread())?;
+        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
         let taker = Taker::new(
             self.store.clone(),
-            self.events.clone(),
-            self.listening.shutdown_flag(),
+            self.endpoint.events().clone(),
+            self.endpoint.listening().shutdown_flag(),
             self.opts.idle_timeout,
             self.opts.keep_open,
         );
         let accept = AcceptSpec {
             tls,
-            allow: allow.is_some(),
+            allow,
             framed: (!self.opts.raw).then_some(Role::Taker),
             handshake_timeout: self.opts.handshake_timeout,
             idle_timeout: self.opts.idle_timeout,
             max_conns: self.opts.max_conns,
-            events: self.events.clone(),
+            events: self.endpoint.events().clone(),
         };
         Ok(Shared { accept, taker })
     }

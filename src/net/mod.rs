@@ -2,4 +2,5 @@
 //! takes. Both end in an established, pinned [`crate::session::Session`].
 
 pub mod dialer;
+pub mod endpoint;
 pub mod listener;
