@@ -56,10 +56,16 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
         Command::Get(a) => crate::verbs::get(a),
         Command::Pipe(a) => crate::verbs::pipe(a),
         Command::Forward(a) => crate::verbs::forward(a),
-        Command::Identity(IdentityCommand::New { file }) => {
+        Command::Identity(IdentityCommand::New { file, json }) => {
             let id = Identity::generate()?;
             id.save(&file)?;
-            println!("{}", id.fingerprint());
+            if json {
+                let v = serde_json::json!({"file": file.display().to_string(),
+                    "fingerprint": id.fingerprint().to_string()});
+                println!("{v}");
+            } else {
+                println!("{}", id.fingerprint());
+            }
             Ok(())
         }
         Command::Fingerprint(a) => fingerprint(a),
@@ -272,6 +278,7 @@ fn progress_events() -> Events {
 }
 
 fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
+    let (file, remote) = (a.file.clone(), a.remote.clone());
     let fp = match (a.file, a.remote) {
         (_, Some(addr)) => pincat::send::remote_fingerprint(&addr, a.connect_timeout)?,
         (Some(file), None) => {
@@ -282,6 +289,16 @@ fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
         }
         (None, None) => return Err(Error::Other(anyhow!("give a FILE or --remote HOST:PORT"))),
     };
-    println!("{fp}");
+    if a.json {
+        let mut v = serde_json::json!({"fingerprint": fp.to_string()});
+        if let Some(r) = remote {
+            v["remote"] = r.into();
+        } else if let Some(f) = file {
+            v["file"] = f.display().to_string().into();
+        }
+        println!("{v}");
+    } else {
+        println!("{fp}");
+    }
     Ok(())
 }

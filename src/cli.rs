@@ -320,6 +320,9 @@ pub enum IdentityCommand {
         /// Where to write it; never overwritten.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Print one JSON object ({"file", "fingerprint"}) instead of the bare fingerprint.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -339,6 +342,9 @@ pub struct FingerprintArgs {
     /// Limit for connecting and the handshake with --remote.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Print one JSON object ({"fingerprint", and "file" or "remote"}) instead of the bare fingerprint.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pincat completions`.

@@ -126,3 +126,36 @@ fn identities_come_from_the_environment_and_unprotected_files_are_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn identity_and_fingerprint_print_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("me.id");
+    let out = crate::util::pincat()
+        .args(["identity", "new", "--json"])
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fp = made["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fp.len(), 64);
+    assert_eq!(made["file"], id.to_str().unwrap());
+    let out = crate::util::pincat()
+        .args(["fingerprint", "--json"])
+        .arg(&id)
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["fingerprint"], fp.as_str());
+    // The same fingerprint from the live server, without sending anything.
+    let mut srv = Server::start(dir.path(), &["--identity", id.to_str().unwrap()]);
+    let out = crate::util::pincat()
+        .args(["fingerprint", "--json", "--remote", &srv.addr])
+        .output()
+        .unwrap();
+    let remote: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(remote["fingerprint"], fp.as_str());
+    assert_eq!(remote["remote"], srv.addr.as_str());
+    srv.kill();
+}
