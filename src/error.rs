@@ -130,5 +130,5 @@ impl Error {
     }
 }
 
-/// Result with a pincat [`Error`].
+/// Result with a pincat [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! is a pinned SHA-256 certificate fingerprint. The `pincat` binary is a thin
 //! layer over this library.
 //!
-//! Receive with [`Server`], send with [`send`]; identities are [`Identity`],
+//! Receive with [`Server`], send with [`send()`]; identities are [`Identity`],
 //! pins are [`Fingerprint`].
 //!
 //! # Layout
@@ -20,7 +20,7 @@
 //! | `store` (internal) | the taker's disk: one directory handle, transfers, commit/abort |
 //! | [`net`] | transport roles: [`net::dialer`] (connect, retry, client TLS) and [`net::listener`] (accept, caps, pool, shutdown) |
 //! | `give`, `take` (internal) | the two data roles over any session |
-//! | [`send`], [`serve`] | push: dialer + giver, listener + taker |
+//! | [`mod@send`], [`serve`] | push: dialer + giver, listener + taker |
 //! | [`offer`] | pull: listener + giver (`offer`), dialer + taker (`get`) |
 //! | [`pipe`] | full duplex over one session, stdio or a program |
 //! | [`forward`] | a TCP service over pinned TLS: exposing and using ends |
