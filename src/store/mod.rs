@@ -69,6 +69,9 @@ pub struct Store {
     /// For messages only: the output as the user named it.
     display: PathBuf,
     umask: u32,
+    /// The umask the kernel applies to what this process creates; equal to
+    /// `umask` except in tests that pretend another one.
+    kernel_umask: u32,
     /// Serializes directory walks, commits and aborts: they hold a
     /// descriptor per level of a deep path, and the in-use table below must
     /// not change under them.
@@ -138,6 +141,7 @@ impl Store {
             base,
             display,
             umask: sys::umask(),
+            kernel_umask: sys::umask(),
             walk: Mutex::new(Registry::default()),
             reserved: AtomicU64::new(0),
             seq: AtomicU64::new(0),
@@ -814,6 +818,8 @@ impl Transfer {
         let raw = self.offer.entries[entry as usize].name.clone();
         let name = escape_name(&raw);
         let fail = |e| io_fail(format!("cannot create {name}"), e);
+        // Its final mode from the start: the staging directory is private.
+        let staged_mode = self.file_mode(self.current);
         match &mut self.holding {
             Holding::Held(v) => {
                 if v[self.current].is_none() {
@@ -837,7 +843,7 @@ impl Transfer {
                     let f = sys::create_new_at(
                         sub.as_fd(),
                         OsStr::new(&self.current.to_string()),
-                        0o600,
+                        staged_mode,
                     )
                     .map_err(fail)?;
                     *open = Some(f);
@@ -860,7 +866,12 @@ impl Transfer {
         self.current_file()?;
         if let Holding::Staged { open, .. } = &mut self.holding {
             // One descriptor at a time: the staged file is named, so close it.
-            if let Some(f) = open.take() {
+            // Created with its final mode when the kernel applies the same
+            // umask (always, outside tests): no chmod (a journaled inode
+            // update) per file.
+            if let Some(f) = open.take()
+                && self.store.umask != self.store.kernel_umask
+            {
                 let mode = self.file_mode(self.current);
                 sys::fchmod(f.as_fd(), mode)
                     .map_err(|e| io_fail("cannot set a file's mode".into(), e))?;
