@@ -12,8 +12,8 @@ use clap::CommandFactory;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pincat::events::human_bytes;
 use pincat::{
-    Error, Event, Events, ExitCode, Fingerprint, Identity, Mode, Output, SendOptions, ServeOptions,
-    Server, Source,
+    Error, Event, Events, ExitCode, Identity, Mode, Output, Pin, SendOptions, ServeOptions, Server,
+    Source,
 };
 
 use crate::cli::{Cli, Command, FingerprintArgs, IdentityCommand, OutputArgs, SendArgs, ServeArgs};
@@ -101,9 +101,9 @@ pub(crate) fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identi
 }
 
 fn serve(a: ServeArgs) -> pincat::Result<()> {
-    let mut allow: Option<HashSet<Fingerprint>> = None;
+    let mut allow: Option<HashSet<Pin>> = None;
     if !a.allow.is_empty() || !a.allow_file.is_empty() {
-        let mut set: HashSet<Fingerprint> = a.allow.iter().copied().collect();
+        let mut set: HashSet<Pin> = a.allow.iter().copied().collect();
         for f in &a.allow_file {
             set.extend(read_allow_file(f)?);
         }
@@ -144,7 +144,7 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
 }
 
 /// Reads an allow file: one fingerprint per line, `#` starts a comment.
-pub(crate) fn read_allow_file(path: &Path) -> pincat::Result<Vec<Fingerprint>> {
+pub(crate) fn read_allow_file(path: &Path) -> pincat::Result<Vec<Pin>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read allow file {}", path.display()))?;
     let mut out = Vec::new();
@@ -153,7 +153,7 @@ pub(crate) fn read_allow_file(path: &Path) -> pincat::Result<Vec<Fingerprint>> {
         if line.is_empty() {
             continue;
         }
-        let fp: Fingerprint = line
+        let fp: Pin = line
             .parse()
             .with_context(|| format!("{}:{}: bad fingerprint", path.display(), i + 1))?;
         out.push(fp);
@@ -171,7 +171,8 @@ fn send(a: SendArgs) -> pincat::Result<()> {
             )
             .exit();
     }
-    let mut opts = SendOptions::new(a.addr, a.pin);
+    let mut opts = SendOptions::new(a.addr, a.pin[0]);
+    opts.pins = a.pin.clone();
     opts.identity = load_identity(a.identity.as_deref())?;
     opts.connect_timeout = a.connect_timeout;
     opts.retry_for = a.retry_for;
@@ -277,7 +278,27 @@ fn progress_events() -> Events {
     })
 }
 
+/// `fingerprint --spki FILE`: the public-key pin of a certificate file.
+fn spki_pin(a: &FingerprintArgs) -> pincat::Result<()> {
+    let Some(file) = &a.file else {
+        return Err(anyhow!("--spki needs a FILE").into());
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let pin = pincat::identity::spki_pin_of_bytes(&bytes)
+        .with_context(|| format!("{}", file.display()))?;
+    if a.json {
+        let v = serde_json::json!({"spki": pin.to_string(), "file": file.display().to_string()});
+        println!("{v}");
+    } else {
+        println!("{pin}");
+    }
+    Ok(())
+}
+
 fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
+    if a.spki {
+        return spki_pin(&a);
+    }
     let (file, remote) = (a.file.clone(), a.remote.clone());
     let fp = match (a.file, a.remote) {
         (_, Some(addr)) => pincat::send::remote_fingerprint(&addr, a.connect_timeout)?,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pincat::Fingerprint;
+use pincat::Pin;
 
 /// Move data between two machines over TLS 1.3, trusting only a pinned
 /// certificate fingerprint.
@@ -67,9 +67,9 @@ pub struct ServeArgs {
     /// Use this persistent identity instead of an ephemeral one (a file, mode 0600, or env:VAR holding its PEM).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Only accept senders presenting this client certificate fingerprint (repeatable).
+    /// Only accept senders presenting this client certificate: its fingerprint, or its key's pin sha256//BASE64 (repeatable).
     #[arg(long, value_name = "FINGERPRINT")]
-    pub allow: Vec<Fingerprint>,
+    pub allow: Vec<Pin>,
     /// Only accept senders whose fingerprint is listed in FILE (one per line, # comments).
     #[arg(long, value_name = "FILE")]
     pub allow_file: Vec<PathBuf>,
@@ -108,9 +108,9 @@ pub struct SendArgs {
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// The receiver's certificate fingerprint (SHA-256; any case, colons optional).
-    #[arg(long, short, value_name = "FINGERPRINT")]
-    pub pin: Fingerprint,
+    /// The receiver's certificate fingerprint (SHA-256 hex; any case, colons optional) or its public key's pin sha256//BASE64; repeat for several (any one matches).
+    #[arg(long, short, value_name = "PIN", required = true)]
+    pub pin: Vec<Pin>,
     /// Present this identity as client certificate, for receivers that use --allow (a file, mode 0600, or env:VAR).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -138,9 +138,9 @@ pub struct SendArgs {
 /// Listening options shared by offer, pipe --listen and forward --listen.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// Only accept peers presenting this client certificate fingerprint (repeatable).
+    /// Only accept peers presenting this client certificate: its fingerprint, or its key's pin sha256//BASE64 (repeatable).
     #[arg(long, value_name = "FINGERPRINT")]
-    pub allow: Vec<Fingerprint>,
+    pub allow: Vec<Pin>,
     /// Only accept peers whose fingerprint is listed in FILE (one per line, # comments).
     #[arg(long, value_name = "FILE")]
     pub allow_file: Vec<PathBuf>,
@@ -166,9 +166,9 @@ pub struct TlsArgs {
 /// Dialing options shared by get, pipe and forward --local.
 #[derive(Debug, Args)]
 pub struct DialArgs {
-    /// The listening side's certificate fingerprint (SHA-256; any case, colons optional).
-    #[arg(long, short, value_name = "FINGERPRINT")]
-    pub pin: Option<Fingerprint>,
+    /// The listening side's certificate fingerprint (SHA-256 hex) or public-key pin sha256//BASE64; repeat for several (any one matches).
+    #[arg(long, short, value_name = "PIN")]
+    pub pin: Vec<Pin>,
     /// Limit for each TCP connection attempt.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -345,6 +345,9 @@ pub struct FingerprintArgs {
     /// Print one JSON object ({"fingerprint", and "file" or "remote"}) instead of the bare fingerprint.
     #[arg(long)]
     pub json: bool,
+    /// Print the public-key pin (sha256//BASE64 of the SubjectPublicKeyInfo) instead: it survives a renewed certificate on the same key.
+    #[arg(long, conflicts_with = "remote")]
+    pub spki: bool,
 }
 
 /// `pincat completions`.

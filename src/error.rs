@@ -38,13 +38,13 @@ pub enum ExitCode {
 pub enum Error {
     /// The server's certificate does not match the pin.
     #[error(
-        "the server at {addr} presented certificate sha256:{presented} but you pinned sha256:{expected}; someone may be impersonating it, or it restarted with a new identity"
+        "the server at {addr} presented certificate sha256:{presented} but you pinned {expected}; someone may be impersonating it, or it restarted with a new identity"
     )]
     PinMismatch {
         /// Where we connected.
         addr: SocketAddr,
-        /// The pin the user gave.
-        expected: Fingerprint,
+        /// The pins the user gave, as they print (`sha256:HEX` or `sha256//BASE64`, comma-separated).
+        expected: String,
         /// What the server presented.
         presented: Fingerprint,
     },

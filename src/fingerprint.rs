@@ -29,6 +29,9 @@ pub enum FingerprintError {
     /// The hex digits do not make exactly 32 bytes.
     #[error("not a SHA-256 fingerprint: expected 64 hex digits (32 bytes), got {0}")]
     BadLength(usize),
+    /// A `sha256//` pin whose rest is not base64 of 32 bytes.
+    #[error("not a public-key pin: sha256// must be followed by the base64 of 32 bytes")]
+    BadSpki,
 }
 
 impl Fingerprint {
@@ -106,6 +109,124 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// What a peer is pinned to: its certificate, or its public key (SPKI), so
+/// that a renewed certificate on the same key keeps its pin.
+///
+/// Written as a certificate fingerprint (hex, see [`Fingerprint`]) or as
+/// curl's and ghostunnel's `sha256//BASE64` of the DER SubjectPublicKeyInfo
+/// (`openssl x509 -pubkey -noout | openssl pkey -pubin -outform der |
+/// openssl dgst -sha256 -binary | base64`). Always the full 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pin {
+    /// SHA-256 of the whole certificate.
+    Cert(Fingerprint),
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo.
+    Spki(Fingerprint),
+}
+
+impl From<Fingerprint> for Pin {
+    fn from(f: Fingerprint) -> Pin {
+        Pin::Cert(f)
+    }
+}
+
+/// The `sha256//` form of SPKI pins.
+const SPKI_PREFIX: &str = "sha256//";
+
+impl Pin {
+    /// Whether the certificate `der` (whose fingerprint is `fp`) matches.
+    pub fn matches(&self, fp: &Fingerprint, der: &[u8]) -> bool {
+        match self {
+            Pin::Cert(p) => p == fp,
+            Pin::Spki(p) => spki_of_der(der).is_some_and(|s| s == *p),
+        }
+    }
+}
+
+/// The SPKI pin digest of a DER certificate, if it parses.
+pub fn spki_of_der(der: &[u8]) -> Option<Fingerprint> {
+    let cert = rustls::pki_types::CertificateDer::from(der);
+    let ee = webpki::EndEntityCert::try_from(&cert).ok()?;
+    Some(Fingerprint::of_der(ee.subject_public_key_info().as_ref()))
+}
+
+impl FromStr for Pin {
+    type Err = FingerprintError;
+
+    fn from_str(s: &str) -> Result<Pin, FingerprintError> {
+        let t = s.trim();
+        let Some(b64) = t.strip_prefix(SPKI_PREFIX) else {
+            return t.parse().map(Pin::Cert);
+        };
+        let bytes = base64_decode(b64).ok_or(FingerprintError::BadSpki)?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| FingerprintError::BadSpki)?;
+        Ok(Pin::Spki(Fingerprint(arr)))
+    }
+}
+
+impl fmt::Display for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pin::Cert(p) => write!(f, "{p}"),
+            Pin::Spki(p) => write!(f, "{SPKI_PREFIX}{}", base64_encode(&p.0)),
+        }
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (what `base64` and curl print).
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(B64[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 with padding; `None` if it is not exactly that.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let val = |c: u8| B64.iter().position(|&b| b == c).map(|v| v as u32);
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for (k, q) in s.chunks(4).enumerate() {
+        let last = k == s.len() / 4 - 1;
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +286,43 @@ mod tests {
         let mut last = *a.as_bytes();
         last[31] ^= 1;
         assert_ne!(a, Fingerprint::from_bytes(last));
+    }
+
+    #[test]
+    fn pins_parse_in_both_forms_and_never_a_prefix() {
+        let fp = Fingerprint::of_der(b"cert");
+        assert_eq!(fp.to_string().parse::<Pin>().unwrap(), Pin::Cert(fp));
+        let spki = Pin::Spki(Fingerprint::of_der(b"key"));
+        let shown = spki.to_string();
+        assert!(
+            shown.starts_with("sha256//") && shown.len() == 8 + 44,
+            "{shown}"
+        );
+        assert_eq!(shown.parse::<Pin>().unwrap(), spki);
+        for bad in [
+            "sha256//",
+            "sha256//abc",
+            "sha256//AAAA",
+            &shown[..shown.len() - 4],
+            "sha256//!!!!",
+        ] {
+            assert!(bad.parse::<Pin>().is_err(), "{bad}");
+        }
+        // 33 bytes is not a pin either.
+        let long = format!("sha256//{}", base64_encode(&[7u8; 33]));
+        assert!(long.parse::<Pin>().is_err());
+    }
+
+    #[test]
+    fn base64_round_trips_every_length() {
+        for n in 0..40usize {
+            let data: Vec<u8> = (0..n as u8).map(|b| b.wrapping_mul(37)).collect();
+            assert_eq!(base64_decode(&base64_encode(&data)).unwrap(), data, "{n}");
+        }
+        assert_eq!(
+            base64_encode(b"any carnal pleas"),
+            "YW55IGNhcm5hbCBwbGVhcw=="
+        );
+        assert!(base64_decode("YW=5").is_none());
     }
 }

@@ -15,7 +15,7 @@ use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Reason};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
 use crate::net::endpoint::Endpoint;
@@ -33,7 +33,7 @@ pub struct ExposeOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// Clients allowed in; `None` only with an explicit "allow any".
-    pub allow: Option<HashSet<Fingerprint>>,
+    pub allow: Option<HashSet<Pin>>,
     /// Connections relayed at once.
     pub max_conns: usize,
     /// TLS handshakes in progress at once.
@@ -244,6 +244,22 @@ impl Tunnel {
         self.listener.local_addr().unwrap_or(self.opts.local)
     }
 
+    /// The using end's own certificate when it has one (the exposing end
+    /// allows it), else the first certificate it pins.
+    fn own_fingerprint(&self) -> Fingerprint {
+        let first_pin = self.opts.dial.pins.iter().find_map(|p| match p {
+            Pin::Cert(f) => Some(*f),
+            Pin::Spki(_) => None,
+        });
+        self.opts
+            .dial
+            .identity
+            .as_ref()
+            .map(|i| i.fingerprint())
+            .or(first_pin)
+            .unwrap_or(Fingerprint::from_bytes([0; 32]))
+    }
+
     /// A handle that stops [`Tunnel::run`].
     pub fn stop_handle(&self) -> TunnelStop {
         TunnelStop(self.stop.clone())
@@ -255,7 +271,8 @@ impl Tunnel {
     pub fn run(self) -> Result<()> {
         self.events.emit(Event::Listening {
             addr: self.local_addr(),
-            fingerprint: self.opts.dial.pin,
+            // Its own certificate, which the exposing end must --allow.
+            fingerprint: self.own_fingerprint(),
             dial_addrs: vec![self.local_addr().to_string()],
             command: format!("connect to {} (plaintext, this machine)", self.local_addr()),
             hint: "local",

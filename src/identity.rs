@@ -199,22 +199,24 @@ pub fn fingerprint_of_bytes(bytes: &[u8]) -> Result<Fingerprint> {
     bail!("no certificate found (expected PEM with a CERTIFICATE block, or DER)")
 }
 
+/// The public-key pin (`sha256//BASE64` of the SubjectPublicKeyInfo) of
+/// the certificate in `bytes` (PEM or DER, as [`fingerprint_of_bytes`]).
+pub fn spki_pin_of_bytes(bytes: &[u8]) -> Result<crate::fingerprint::Pin> {
+    let der = match CertificateDer::pem_slice_iter(bytes).next() {
+        Some(first) => first
+            .map_err(|e| anyhow!("bad CERTIFICATE block: {e}"))?
+            .to_vec(),
+        None => bytes.to_vec(),
+    };
+    crate::fingerprint::spki_of_der(&der)
+        .map(crate::fingerprint::Pin::Spki)
+        .ok_or_else(|| {
+            anyhow!("no certificate found (expected PEM with a CERTIFICATE block, or DER)")
+        })
+}
+
 fn pem_block(label: &str, der: &[u8]) -> String {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
-    for chunk in der.chunks(3) {
-        let n = chunk.len();
-        let v = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= n {
-                b64.push(B64[(v >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
+    let b64 = crate::fingerprint::base64_encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         // Base64 output is ASCII.

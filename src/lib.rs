@@ -51,7 +51,7 @@ pub mod verify;
 
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Kind, Mode, Transfer};
-pub use fingerprint::Fingerprint;
+pub use fingerprint::{Fingerprint, Pin};
 pub use give::Source;
 pub use identity::Identity;
 pub use send::{SendOptions, SendReport, send, send_raw};

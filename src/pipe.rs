@@ -18,7 +18,7 @@ use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
 use crate::net::endpoint::Endpoint;
@@ -59,7 +59,7 @@ pub struct PipeListenOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// When set, only peers presenting one of these certificates get in.
-    pub allow: Option<HashSet<Fingerprint>>,
+    pub allow: Option<HashSet<Pin>>,
     /// Limit for the TLS handshake.
     pub handshake_timeout: Duration,
     /// End a pipe where nothing moves this long (`None`: never).

@@ -11,7 +11,7 @@ use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
 use crate::events::{Events, Transfer};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::net::endpoint::Endpoint;
 pub use crate::net::listener::ShutdownHandle;
@@ -32,7 +32,7 @@ pub struct ServeOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// When set, only senders presenting one of these certificates get in.
-    pub allow: Option<HashSet<Fingerprint>>,
+    pub allow: Option<HashSet<Pin>>,
     /// Where received data goes.
     pub output: Output,
     /// Accept many transfers instead of exiting after the first.

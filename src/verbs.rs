@@ -11,7 +11,7 @@ use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
 use pincat::net::dialer::DialOptions;
 use pincat::offer::{OfferOptions, Offering};
 use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
-use pincat::{Events, Fingerprint, Mode, Output, Source};
+use pincat::{Events, Mode, Output, Pin, Source};
 
 use crate::app::{load_identity, mode, read_allow_file};
 use crate::cli::{Cli, DialArgs, ForwardArgs, GetArgs, ListenArgs, OfferArgs, PipeArgs, TlsArgs};
@@ -28,11 +28,11 @@ fn default_listen() -> SocketAddr {
 }
 
 /// The allow list from --allow and --allow-file (`None`: anyone who pins us).
-fn allow_list(l: &ListenArgs) -> pincat::Result<Option<HashSet<Fingerprint>>> {
+fn allow_list(l: &ListenArgs) -> pincat::Result<Option<HashSet<Pin>>> {
     if l.allow.is_empty() && l.allow_file.is_empty() {
         return Ok(None);
     }
-    let mut set: HashSet<Fingerprint> = l.allow.iter().copied().collect();
+    let mut set: HashSet<Pin> = l.allow.iter().copied().collect();
     for f in &l.allow_file {
         set.extend(read_allow_file(f)?);
     }
@@ -55,10 +55,11 @@ fn dial_options(
     tls: &TlsArgs,
     idle: std::time::Duration,
 ) -> pincat::Result<DialOptions> {
-    let Some(pin) = d.pin else {
-        usage("--pin FINGERPRINT is required to dial");
+    let Some(&first) = d.pin.first() else {
+        usage("--pin PIN is required to dial");
     };
-    let mut o = DialOptions::new(addr, pin);
+    let mut o = DialOptions::new(addr, first);
+    o.pins = d.pin.clone();
     o.identity = load_identity(tls.identity.as_deref())?;
     o.connect_timeout = d.connect_timeout;
     o.retry_for = d.retry_for;

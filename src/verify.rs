@@ -2,7 +2,6 @@
 //! end-entity certificate (by SHA-256 fingerprint) and really check the
 //! handshake signature, plus the TLS 1.3-only client and server configs.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
@@ -17,7 +16,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 
 /// The fixed, meaningless SNI name pincat sends; the pin, not a name, is the identity.
@@ -102,11 +101,17 @@ impl Presented {
     }
 }
 
+/// Whether any of `pins` matches the certificate `der` (fingerprint `fp`):
+/// each compared in full, never a prefix.
+fn any_pin(pins: &[Pin], fp: &Fingerprint, der: &[u8]) -> bool {
+    pins.iter().any(|p| p.matches(fp, der))
+}
+
 /// Checks the chain shape and the pin; records what was presented.
 fn check_pin(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
-    allowed: &dyn Fn(&Fingerprint) -> bool,
+    allowed: &dyn Fn(&Fingerprint, &[u8]) -> bool,
     presented: &Presented,
 ) -> Result<(), Error> {
     let fp = Fingerprint::of_der(end_entity);
@@ -118,7 +123,7 @@ fn check_pin(
             CertificateError::ApplicationVerificationFailure,
         ));
     }
-    if allowed(&fp) {
+    if allowed(&fp, end_entity.as_ref()) {
         Ok(())
     } else {
         Err(Error::InvalidCertificate(
@@ -127,12 +132,13 @@ fn check_pin(
     }
 }
 
-/// Client side: accepts only the server certificate whose fingerprint is `pin`.
-/// With no pin, it records what was presented and refuses (used by
-/// `fingerprint --remote`, which must send nothing).
+/// Client side: accepts only a server certificate that matches one of the
+/// pins (its fingerprint, or its public key's). With no pin, it records
+/// what was presented and refuses (used by `fingerprint --remote`, which
+/// must send nothing).
 #[derive(Debug)]
 pub struct PinnedServerVerifier {
-    pin: Option<Fingerprint>,
+    pins: Vec<Pin>,
     presented: Presented,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -140,8 +146,13 @@ pub struct PinnedServerVerifier {
 impl PinnedServerVerifier {
     /// A verifier for one pinned server certificate.
     pub fn new(pin: Option<Fingerprint>, presented: Presented) -> Self {
+        Self::with_pins(pin.map(Pin::Cert).into_iter().collect(), presented)
+    }
+
+    /// A verifier accepting any of `pins` (rotation: old and new key).
+    pub fn with_pins(pins: Vec<Pin>, presented: Presented) -> Self {
         PinnedServerVerifier {
-            pin,
+            pins,
             presented,
             algs: provider().signature_verification_algorithms,
         }
@@ -157,11 +168,10 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let pin = self.pin;
         check_pin(
             end_entity,
             intermediates,
-            &|fp| Some(*fp) == pin,
+            &|fp, der| any_pin(&self.pins, fp, der),
             &self.presented,
         )?;
         Ok(ServerCertVerified::assertion())
@@ -191,17 +201,18 @@ impl ServerCertVerifier for PinnedServerVerifier {
     }
 }
 
-/// Server side: requires a client certificate whose fingerprint is in `allowed`.
+/// Server side: requires a client certificate that matches a pin in
+/// `allowed` (certificate or public-key pins).
 #[derive(Debug)]
 pub struct AllowListClientVerifier {
-    allowed: Arc<HashSet<Fingerprint>>,
+    allowed: Arc<Vec<Pin>>,
     presented: Presented,
     algs: WebPkiSupportedAlgorithms,
 }
 
 impl AllowListClientVerifier {
     /// A verifier admitting only the listed client certificates.
-    pub fn new(allowed: Arc<HashSet<Fingerprint>>, presented: Presented) -> Self {
+    pub fn new(allowed: Arc<Vec<Pin>>, presented: Presented) -> Self {
         AllowListClientVerifier {
             allowed,
             presented,
@@ -232,7 +243,7 @@ impl ClientCertVerifier for AllowListClientVerifier {
         check_pin(
             end_entity,
             intermediates,
-            &|fp| self.allowed.contains(fp),
+            &|fp, der| any_pin(&self.allowed, fp, der),
             &self.presented,
         )?;
         Ok(ClientCertVerified::assertion())
@@ -268,11 +279,25 @@ pub fn client_config(
     identity: Option<&Identity>,
     presented: Presented,
 ) -> Result<Arc<ClientConfig>> {
+    client_config_pins(
+        pin.map(Pin::Cert).into_iter().collect(),
+        identity,
+        presented,
+    )
+}
+
+/// As [`client_config`], accepting a server that matches any of `pins`.
+pub fn client_config_pins(
+    pins: Vec<Pin>,
+    identity: Option<&Identity>,
+    presented: Presented,
+) -> Result<Arc<ClientConfig>> {
+    let verifier = PinnedServerVerifier::with_pins(pins, presented);
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available in the crypto provider")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(pin, presented)));
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity {
         Some(id) => {
             let (chain, key) = id.chain_and_key();
@@ -293,7 +318,7 @@ pub fn client_config(
 /// certificate when `allowed` is given. No tickets, no session cache.
 pub fn server_config(
     identity: &Identity,
-    allowed: Option<Arc<HashSet<Fingerprint>>>,
+    allowed: Option<Arc<Vec<Pin>>>,
     presented: Presented,
 ) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider())
@@ -437,7 +462,7 @@ mod tests {
         let server_id = Identity::generate().unwrap();
         let client_id = Identity::generate().unwrap();
         let stranger = Identity::generate().unwrap();
-        let allowed = Arc::new(HashSet::from([client_id.fingerprint()]));
+        let allowed = Arc::new(vec![Pin::Cert(client_id.fingerprint())]);
         let pin = Some(server_id.fingerprint());
 
         let seen = Presented::default();

@@ -12,7 +12,7 @@ use rustls::{AlertDescription, ClientConnection};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::session::{Session, WireError};
 use crate::verify::{self, Presented};
@@ -22,8 +22,9 @@ use crate::verify::{self, Presented};
 pub struct DialOptions {
     /// `HOST:PORT` as the user gave it.
     pub addr: String,
-    /// The listener's certificate fingerprint.
-    pub pin: Fingerprint,
+    /// The pins: the listener's certificate or public key must match one
+    /// (several while a key rotates).
+    pub pins: Vec<Pin>,
     /// Client certificate to present (mutual pinning).
     pub identity: Option<Identity>,
     /// Limit for each TCP connect attempt.
@@ -38,10 +39,10 @@ pub struct DialOptions {
 
 impl DialOptions {
     /// Options with the documented defaults.
-    pub fn new(addr: impl Into<String>, pin: Fingerprint) -> Self {
+    pub fn new(addr: impl Into<String>, pin: impl Into<Pin>) -> Self {
         DialOptions {
             addr: addr.into(),
-            pin,
+            pins: vec![pin.into()],
             identity: None,
             connect_timeout: Duration::from_secs(10),
             retry_for: None,
@@ -57,6 +58,7 @@ impl DialOptions {
             ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
             ("retry_for", self.retry_for.is_some_and(|d| d.is_zero())),
+            ("pins (empty)", self.pins.is_empty()),
         ];
         match zero.iter().find(|(_, z)| *z) {
             Some((name, _)) => Err(anyhow!(
@@ -65,6 +67,19 @@ impl DialOptions {
             .into()),
             None => Ok(()),
         }
+    }
+
+    /// The pins as a person reads them.
+    pub fn pins_shown(&self) -> String {
+        let shown: Vec<String> = self
+            .pins
+            .iter()
+            .map(|p| match p {
+                Pin::Cert(f) => format!("sha256:{f}"),
+                spki => spki.to_string(),
+            })
+            .collect();
+        shown.join(", ")
     }
 
     /// Maps a session failure to the error a user can act on.
@@ -82,15 +97,18 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
         .context("cannot read the peer address")
         .map_err(Error::Other)?;
     let presented = Presented::default();
-    let config = verify::client_config(Some(opts.pin), opts.identity.as_ref(), presented.clone())?;
+    let config =
+        verify::client_config_pins(opts.pins.clone(), opts.identity.as_ref(), presented.clone())?;
     let s =
         Session::handshake(client(config)?, sock, opts.handshake_timeout).map_err(|e| {
             match (&e, presented.get()) {
-                (WireError::Tls(_), Some(fp)) if fp != opts.pin => Error::PinMismatch {
-                    addr: peer,
-                    expected: opts.pin,
-                    presented: fp,
-                },
+                (WireError::Tls(_), Some(fp)) if !opts.pins.contains(&Pin::Cert(fp)) => {
+                    Error::PinMismatch {
+                        addr: peer,
+                        expected: opts.pins_shown(),
+                        presented: fp,
+                    }
+                }
                 (WireError::Tls(tls), Some(_)) => Error::Impostor {
                     addr: peer,
                     detail: tls.to_string(),

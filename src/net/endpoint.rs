@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::events::{Event, Events};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::net::listener::{Listening, ShutdownHandle};
 use crate::verify::{self, Presented};
@@ -88,11 +88,10 @@ impl Endpoint {
 
     /// The server TLS config (pinning clients when `allow` is set), and
     /// whether it does.
-    pub fn tls(
-        &self,
-        allow: &Option<HashSet<Fingerprint>>,
-    ) -> Result<(Arc<rustls::ServerConfig>, bool)> {
-        let allow = allow.clone().map(Arc::new);
+    pub fn tls(&self, allow: &Option<HashSet<Pin>>) -> Result<(Arc<rustls::ServerConfig>, bool)> {
+        let allow = allow
+            .as_ref()
+            .map(|a| Arc::new(a.iter().copied().collect::<Vec<Pin>>()));
         let pinned = allow.is_some();
         let tls = verify::server_config(&self.identity, allow, Presented::per_thread())?;
         Ok((tls, pinned))

@@ -159,3 +159,145 @@ fn identity_and_fingerprint_print_json_on_request() {
     assert_eq!(remote["remote"], srv.addr.as_str());
     srv.kill();
 }
+
+/// A second identity file for the key of `id`: a new self-signed
+/// certificate made by openssl (a renewal), mode 0600.
+fn renewed(dir: &std::path::Path, id: &std::path::Path) -> std::path::PathBuf {
+    let pem = std::fs::read_to_string(id).unwrap();
+    let key_end =
+        pem.find("-----END PRIVATE KEY-----").unwrap() + "-----END PRIVATE KEY-----\n".len();
+    let key = dir.join("key.pem");
+    std::fs::write(&key, &pem[..key_end]).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-key",
+            "key.pem",
+            "-out",
+            "renewed.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=renewed",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = dir.join("renewed.id");
+    let cert = std::fs::read_to_string(dir.join("renewed.pem")).unwrap();
+    std::fs::write(&out, format!("{}{cert}", &pem[..key_end])).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).unwrap();
+    out
+}
+
+fn spki_of(file: &std::path::Path) -> String {
+    let out = crate::util::pincat()
+        .args(["fingerprint", "--spki"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn public_key_pins_survive_a_renewed_certificate_and_any_listed_pin_matches() {
+    if !cmd_exists("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("server.id");
+    let made = crate::util::pincat()
+        .args(["identity", "new"])
+        .arg(&id)
+        .output()
+        .unwrap();
+    let old_fp = text(&made.stdout).trim().to_string();
+    let spki = spki_of(&id);
+    // The same pin as openssl's recipe.
+    let recipe = Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
+        .stdin(std::fs::File::open(&id).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(spki, format!("sha256//{}", text(&recipe.stdout).trim()));
+    // The server renews its certificate on the same key.
+    let renewed = renewed(dir.path(), &id);
+    let send_with = |pins: &[&str]| {
+        let mut srv = Server::start(
+            dir.path(),
+            &["--identity", renewed.to_str().unwrap(), "--out", "got"],
+        );
+        let mut args = Vec::new();
+        for p in pins {
+            args.extend(["--pin", *p]);
+        }
+        let c = crate::util::pincat()
+            .args(["send", &srv.addr])
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(c, WAIT);
+        srv.kill();
+        let _ = std::fs::remove_file(dir.path().join("got"));
+        (out.status.code(), text(&out.stderr))
+    };
+    assert_eq!(send_with(&[&spki]).0, Some(0), "the key pin passes");
+    let (code, msg) = send_with(&[&old_fp]);
+    assert_eq!(code, Some(3), "the old certificate pin fails: {msg}");
+    assert!(msg.contains(&old_fp), "{msg}");
+    // Rotation: any listed pin matches; none right is a mismatch.
+    let other = "ab".repeat(32);
+    assert_eq!(send_with(&[&other, &spki]).0, Some(0));
+    assert_eq!(send_with(&[&other, &old_fp]).0, Some(3));
+    assert!(
+        crate::util::pincat()
+            .args(["send", "h:1", "--pin", "sha256//abc"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+            == Some(2)
+    );
+}
+
+#[test]
+fn allow_lists_take_public_key_pins_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("client.id");
+    let made = crate::util::pincat()
+        .args(["identity", "new"])
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let spki = spki_of(&id);
+    let other = format!("sha256//{}", "A".repeat(43) + "=");
+    let try_allow = |allow: &[&str]| {
+        let mut args = vec!["--out", "got"];
+        for a in allow {
+            args.extend(["--allow", *a]);
+        }
+        let mut srv = Server::start(dir.path(), &args);
+        let c = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint)
+            .args(["--identity", id.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        let out = wait_output(c, WAIT);
+        srv.kill();
+        let _ = std::fs::remove_file(dir.path().join("got"));
+        out.status.code()
+    };
+    assert_eq!(try_allow(&[&spki]), Some(0));
+    assert_eq!(try_allow(&[&other, &spki]), Some(0));
+    assert_eq!(try_allow(&[&other]), Some(5));
+}
