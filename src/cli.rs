@@ -135,15 +135,20 @@ pub struct SendArgs {
     pub output: OutputArgs,
 }
 
-/// Listening options shared by offer, pipe --listen and forward --listen.
+/// Who may connect: shared by offer, pipe --listen and forward --listen.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
     /// Only accept peers presenting this client certificate: its fingerprint, or its key's pin sha256//BASE64 (repeatable).
-    #[arg(long, value_name = "FINGERPRINT")]
+    #[arg(long, value_name = "PIN")]
     pub allow: Vec<Pin>,
-    /// Only accept peers whose fingerprint is listed in FILE (one per line, # comments).
+    /// Only accept peers whose pin is listed in FILE (one per line, # comments).
     #[arg(long, value_name = "FILE")]
     pub allow_file: Vec<PathBuf>,
+}
+
+/// How many at once: offer and forward --listen (a pipe takes one peer).
+#[derive(Debug, Args)]
+pub struct CapsArgs {
     /// Most connections past the TLS handshake at once.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_conns: u32,
@@ -186,9 +191,12 @@ pub struct OfferArgs {
     /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
     #[arg(long, short, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Listening options.
+    /// Who may connect.
     #[command(flatten)]
     pub common: ListenArgs,
+    /// How many at once.
+    #[command(flatten)]
+    pub caps: CapsArgs,
     /// Give the same files to many takers instead of exiting after the first.
     #[arg(long)]
     pub keep_open: bool,
@@ -292,9 +300,12 @@ pub struct ForwardArgs {
     /// Using end: listen in plaintext here and carry each connection to --to over pinned TLS.
     #[arg(long, value_name = "ADDR:PORT")]
     pub local: Option<SocketAddr>,
-    /// Listening options (exposing end).
+    /// Who may connect (exposing end).
     #[command(flatten)]
     pub listening: ListenArgs,
+    /// How many at once.
+    #[command(flatten)]
+    pub caps: CapsArgs,
     /// Exposing end without --allow: accept any client that pins us (the service is then open to anyone who can connect).
     #[arg(long)]
     pub allow_any: bool,

@@ -186,7 +186,7 @@ impl Offering {
                 return Ok(Flow::Continue);
             };
             match r {
-                Ok(t) => summary_add(&mut summary, t),
+                Ok(t) => summary.add(t),
                 Err(e) if !keep_open => return Err(e),
                 Err(_) => {}
             }
@@ -223,12 +223,6 @@ impl Offering {
         );
         r.map(|()| summary)
     }
-}
-
-fn summary_add(s: &mut ServeSummary, t: Transfer) {
-    s.transfers += 1;
-    s.bytes += t.bytes;
-    s.last = Some(t);
 }
 
 /// One taker: handshake and admission, a get slot, then the giver.

@@ -108,7 +108,7 @@ pub struct ServeSummary {
 
 impl ServeSummary {
     /// Counts one finished transfer.
-    fn add(&mut self, t: Transfer) {
+    pub(crate) fn add(&mut self, t: Transfer) {
         self.transfers += 1;
         self.bytes += t.bytes;
         self.last = Some(t);

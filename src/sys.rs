@@ -465,25 +465,18 @@ pub fn reset_on_close(s: &impl AsRawFd) {
 /// Waits until any of `fds` is readable (or hung up) or `timeout` passes;
 /// returns the indices that are ready.
 pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<usize> {
-    let mut p: Vec<libc::pollfd> = fds
+    let want: Vec<Interest<'_>> = fds
         .iter()
-        .map(|f| libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        .map(|&fd| Interest {
+            fd,
+            read: true,
+            write: false,
         })
         .collect();
-    let ms = timeout.as_millis().min(60_000) as libc::c_int;
-    // SAFETY: `p` is a valid array of pollfd of the length passed.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-    if n <= 0 {
-        return Vec::new();
+    match poll(&want, timeout.min(Duration::from_secs(60))) {
+        Ok(Some(ready)) => (0..ready.len()).filter(|&i| ready[i].read).collect(),
+        _ => Vec::new(),
     }
-    p.iter()
-        .enumerate()
-        .filter(|(_, x)| x.revents != 0)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// What to wait for on one descriptor in [`poll`].

@@ -87,8 +87,8 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
     o.keep_open = a.keep_open;
     o.max_gets = a.max_gets;
     o.expire = a.expire;
-    o.max_conns = a.common.max_conns as usize;
-    o.max_handshakes = a.common.max_handshakes as usize;
+    o.max_conns = a.caps.max_conns as usize;
+    o.max_handshakes = a.caps.max_handshakes as usize;
     o.handshake_timeout = a.tls.handshake_timeout;
     o.idle_timeout = a.idle_timeout;
     o.wait_timeout = a.timeout;
@@ -172,8 +172,8 @@ pub fn forward(a: ForwardArgs) -> pincat::Result<()> {
             to: a.to,
             identity: load_identity(a.tls.identity.as_deref())?,
             allow,
-            max_conns: a.listening.max_conns as usize,
-            max_handshakes: a.listening.max_handshakes as usize,
+            max_conns: a.caps.max_conns as usize,
+            max_handshakes: a.caps.max_handshakes as usize,
             handshake_timeout: a.tls.handshake_timeout,
             idle_timeout: a.idle_timeout,
             connect_timeout: a.dial.connect_timeout,
@@ -190,7 +190,7 @@ pub fn forward(a: ForwardArgs) -> pincat::Result<()> {
     let opts = TunnelOptions {
         local,
         dial,
-        max_conns: a.listening.max_conns as usize,
+        max_conns: a.caps.max_conns as usize,
         idle_timeout: a.idle_timeout,
     };
     let t = Tunnel::bind(opts, events)?;

@@ -16,6 +16,9 @@ use crate::verify::{self, Presented};
 pub struct Endpoint {
     listening: Listening,
     bound: SocketAddr,
+    /// Where another machine can dial us: interface addresses are read
+    /// once, at bind.
+    dial_addrs: Vec<String>,
     identity: Identity,
     events: Arc<Events>,
 }
@@ -30,6 +33,7 @@ impl Endpoint {
         let listening = Listening::bind(addr)?;
         Ok(Endpoint {
             bound: listening.local_addr().unwrap_or(addr),
+            dial_addrs: listening.dial_addrs(),
             listening,
             identity,
             events: Arc::new(events),
@@ -69,8 +73,7 @@ impl Endpoint {
     /// `{before} ADDR{after} --pin FP`, with the first address another
     /// machine can dial.
     pub fn command(&self, before: &str, after: &str) -> String {
-        let addrs = self.listening.dial_addrs();
-        let addr = addrs.first().map_or("HOST", String::as_str);
+        let addr = self.dial_addrs.first().map_or("HOST", String::as_str);
         format!("{before} {addr}{after} --pin {}", self.fingerprint())
     }
 
@@ -80,7 +83,7 @@ impl Endpoint {
         self.events.emit(Event::Listening {
             addr: self.local_addr(),
             fingerprint: self.fingerprint(),
-            dial_addrs: self.listening.dial_addrs(),
+            dial_addrs: self.dial_addrs.clone(),
             command,
             hint,
         });

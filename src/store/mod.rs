@@ -79,6 +79,9 @@ pub struct Store {
     /// Bytes promised to transfers in progress and not yet written.
     reserved: AtomicU64,
     seq: AtomicU64,
+    /// Whether the output's file system has O_TMPFILE, learnt by the first
+    /// transfer that asks (0 unknown, 1 yes, 2 no).
+    tmpfile: std::sync::atomic::AtomicU8,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
@@ -137,14 +140,16 @@ impl Store {
                 (base, p.clone())
             }
         };
+        let umask = sys::umask();
         let store = Store {
             base,
             display,
-            umask: sys::umask(),
-            kernel_umask: sys::umask(),
+            umask,
+            kernel_umask: umask,
             walk: Mutex::new(Registry::default()),
             reserved: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            tmpfile: std::sync::atomic::AtomicU8::new(0),
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             sweep_state(fd.as_fd());
@@ -705,11 +710,22 @@ impl Transfer {
         Ok(())
     }
 
-    /// True when the output's file system has unnamed temporary files.
+    /// True when the output's file system has unnamed temporary files
+    /// (probed once per store, not per transfer).
     fn can_hold(&self) -> bool {
-        self.root
-            .as_ref()
-            .is_some_and(|r| sys::tmpfile_in(r.as_fd(), 0o600).is_ok())
+        let known = &self.store.tmpfile;
+        match known.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let ok = self
+                    .root
+                    .as_ref()
+                    .is_some_and(|r| sys::tmpfile_in(r.as_fd(), 0o600).is_ok());
+                known.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                ok
+            }
+        }
     }
 
     /// Makes this transfer's private staging directory (and the shared
