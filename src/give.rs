@@ -12,7 +12,7 @@ use rustls::{ConnectionCommon, SideData};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
 use crate::protocol::{
-    self, Counts, EARLY_DATA, HEADER_LEN, Message, Offer, Refusal, Role, TransferKind,
+    self, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, Refusal, Role, TransferKind,
 };
 use crate::session::{Session, WireError};
 
@@ -40,6 +40,8 @@ pub(crate) type Classify<'a> = &'a dyn Fn(WireError, &str) -> Error;
 /// any connection is made.
 pub(crate) struct Plan {
     offer: Offer,
+    /// The OFFER payload, encoded once (its size is checked here).
+    encoded: Vec<u8>,
     reader: Box<dyn Read + Send>,
 }
 
@@ -55,15 +57,18 @@ impl Plan {
                     kind: TransferKind::Files,
                     entries: planned.iter().map(|p| p.entry.clone()).collect(),
                 };
-                if offer.encode().len() > protocol::MAX_CONTROL {
-                    return Err(
-                        anyhow!("too many files or names for one transfer; split it").into(),
-                    );
-                }
                 (offer, Box::new(FileSeq::new(&planned)))
             }
         };
-        Ok(Plan { offer, reader })
+        let encoded = offer.encode();
+        if encoded.len() > protocol::MAX_CONTROL {
+            return Err(anyhow!("too many files or names for one transfer; split it").into());
+        }
+        Ok(Plan {
+            offer,
+            encoded,
+            reader,
+        })
     }
 }
 
@@ -78,14 +83,18 @@ where
     C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
     S: SideData,
 {
-    let Plan { offer, reader } = plan;
+    let Plan {
+        offer,
+        encoded,
+        reader,
+    } = plan;
     let start = Instant::now();
     let peer = s.peer();
     // Preamble and offer go out at once, and the first EARLY_DATA bytes of
     // data right behind them: a short transfer costs one round trip after
     // the handshake. More waits for the taker's ACCEPT.
     let mut hello = protocol::preamble_of(Role::Giver).to_vec();
-    hello.extend_from_slice(&Message::Offer(offer.clone()).encode());
+    hello.extend_from_slice(&protocol::frame(FrameType::Offer, &encoded));
     s.write_all(&hello)
         .map_err(|e| classify(e, "during the transfer"))?;
     let kind = Kind::of(offer.kind);

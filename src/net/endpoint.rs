@@ -55,11 +55,6 @@ impl Endpoint {
         self.identity.fingerprint()
     }
 
-    /// The identity presented.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
     /// Where events go.
     pub fn events(&self) -> &Arc<Events> {
         &self.events
