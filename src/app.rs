@@ -1,7 +1,7 @@
 //! Turns parsed command lines into library calls, and failures into one
 //! message and an exit code. Uses only the public `pincat` API.
 
-use std::collections::HashSet;
+use std::time::Duration;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,11 +12,13 @@ use clap::CommandFactory;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pincat::events::human_bytes;
 use pincat::{
-    Error, Event, Events, ExitCode, Identity, Mode, Output, Pin, SendOptions, ServeOptions, Server,
-    Source,
+    Allow, CaAllow, CaRoots, Error, Event, Events, ExitCode, Identity, Mode, Output, Pin,
+    SendOptions, ServeOptions, Server, Source,
 };
 
-use crate::cli::{Cli, Command, FingerprintArgs, IdentityCommand, OutputArgs, SendArgs, ServeArgs};
+use crate::cli::{
+    Cli, Command, FingerprintArgs, IdentityCommand, ListenArgs, OutputArgs, SendArgs, ServeArgs,
+};
 
 /// Runs one command and returns the process exit code; every failure is
 /// reported exactly once (a JSON `error` event with --json, else one line).
@@ -56,18 +58,7 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
         Command::Get(a) => crate::verbs::get(a),
         Command::Pipe(a) => crate::verbs::pipe(a),
         Command::Forward(a) => crate::verbs::forward(a),
-        Command::Identity(IdentityCommand::New { file, json }) => {
-            let id = Identity::generate()?;
-            id.save(&file)?;
-            if json {
-                let v = serde_json::json!({"file": file.display().to_string(),
-                    "fingerprint": id.fingerprint().to_string()});
-                println!("{v}");
-            } else {
-                println!("{}", id.fingerprint());
-            }
-            Ok(())
-        }
+        Command::Identity(cmd) => identity(cmd),
         Command::Fingerprint(a) => fingerprint(a),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
@@ -101,17 +92,7 @@ pub(crate) fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identi
 }
 
 fn serve(a: ServeArgs) -> pincat::Result<()> {
-    let mut allow: Option<HashSet<Pin>> = None;
-    if !a.allow.is_empty() || !a.allow_file.is_empty() {
-        let mut set: HashSet<Pin> = a.allow.iter().copied().collect();
-        for f in &a.allow_file {
-            set.extend(read_allow_file(f)?);
-        }
-        if set.is_empty() {
-            return Err(anyhow!("the allow list is empty: no sender could ever connect").into());
-        }
-        allow = Some(set);
-    }
+    let allow = allow_list(&a.listening)?;
     let default_v6: SocketAddr =
         (std::net::Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
     let mut opts = ServeOptions::new(a.listen.unwrap_or(default_v6));
@@ -143,6 +124,96 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
     server.run().map(drop)
 }
 
+/// Who may connect, from --allow, --allow-file and --allow-ca/--allow-name
+/// (`None`: anyone who pins us).
+pub(crate) fn allow_list(l: &ListenArgs) -> pincat::Result<Option<Allow>> {
+    if l.allow.is_empty() && l.allow_file.is_empty() && l.allow_ca.is_none() {
+        return Ok(None);
+    }
+    let mut allow = Allow::pins(l.allow.iter().copied());
+    for f in &l.allow_file {
+        allow.pins.extend(read_allow_file(f)?);
+    }
+    if let Some(path) = &l.allow_ca {
+        allow.ca = Some(CaAllow::new(CaRoots::load(path)?, &l.allow_name)?);
+    }
+    if allow.is_empty() {
+        return Err(anyhow!("the allow list is empty: no peer could ever connect").into());
+    }
+    Ok(Some(allow))
+}
+
+/// The dialing trust from --pin, --ca and --name.
+pub(crate) fn trust(
+    addr: String,
+    pins: &[Pin],
+    ca: Option<&Path>,
+    name: Option<&String>,
+) -> pincat::Result<SendOptions> {
+    let mut o = match ca {
+        Some(path) => SendOptions::with_ca(addr, CaRoots::load(path)?),
+        None => {
+            let Some(&first) = pins.first() else {
+                return Err(anyhow!("give --pin PIN (or --ca CA.pem) to dial").into());
+            };
+            SendOptions::new(addr, first)
+        }
+    };
+    o.pins = pins.to_vec();
+    o.ca_name = name.cloned();
+    if o.ca.is_some() {
+        o.ca_subject()?;
+    }
+    Ok(o)
+}
+
+fn identity(cmd: IdentityCommand) -> pincat::Result<()> {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    match cmd {
+        IdentityCommand::New {
+            file,
+            ca,
+            issuer,
+            name,
+            valid,
+            json,
+        } => {
+            let id = match (&issuer, ca) {
+                (Some(path), _) => {
+                    let issuer = Identity::load_spec(path.as_os_str())?;
+                    Identity::issue(&issuer, &name, valid.unwrap_or(DAY))
+                        .with_context(|| format!("cannot issue from {}", path.display()))?
+                }
+                (None, true) => Identity::generate_ca(valid.unwrap_or(DAY * 3650))?,
+                (None, false) if valid.is_some() => {
+                    return Err(anyhow!("--valid applies to --ca and --issuer identities").into());
+                }
+                (None, false) => Identity::generate()?,
+            };
+            id.save(&file)?;
+            if json {
+                let mut v = serde_json::json!({"file": file.display().to_string(),
+                    "fingerprint": id.fingerprint().to_string(),
+                    "spki": pincat::identity::spki_pin_of_bytes(id.cert_der())?.to_string(),
+                    "ca": ca});
+                if issuer.is_some() {
+                    v["names"] = name.into();
+                    v["valid_seconds"] = valid.unwrap_or(DAY).as_secs().into();
+                }
+                println!("{v}");
+            } else {
+                println!("{}", id.fingerprint());
+            }
+            Ok(())
+        }
+        IdentityCommand::Cert { file } => {
+            let id = Identity::load_spec(file.as_os_str())?;
+            print!("{}", id.cert_pem());
+            Ok(())
+        }
+    }
+}
+
 /// Reads an allow file: one fingerprint per line, `#` starts a comment.
 pub(crate) fn read_allow_file(path: &Path) -> pincat::Result<Vec<Pin>> {
     let text = std::fs::read_to_string(path)
@@ -171,8 +242,7 @@ fn send(a: SendArgs) -> pincat::Result<()> {
             )
             .exit();
     }
-    let mut opts = SendOptions::new(a.addr, a.pin[0]);
-    opts.pins = a.pin.clone();
+    let mut opts = trust(a.addr, &a.pin, a.ca.as_deref(), a.name.as_ref())?;
     opts.identity = load_identity(a.identity.as_deref())?;
     opts.connect_timeout = a.connect_timeout;
     opts.retry_for = a.retry_for;

@@ -67,12 +67,9 @@ pub struct ServeArgs {
     /// Use this persistent identity instead of an ephemeral one (a file, mode 0600, or env:VAR holding its PEM).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Only accept senders presenting this client certificate: its fingerprint, or its key's pin sha256//BASE64 (repeatable).
-    #[arg(long, value_name = "FINGERPRINT")]
-    pub allow: Vec<Pin>,
-    /// Only accept senders whose fingerprint is listed in FILE (one per line, # comments).
-    #[arg(long, value_name = "FILE")]
-    pub allow_file: Vec<PathBuf>,
+    /// Who may send (without these: anyone who pins us).
+    #[command(flatten)]
+    pub listening: ListenArgs,
     /// Keep serving after the first transfer, with many senders at once.
     #[arg(long)]
     pub keep_open: bool,
@@ -109,8 +106,14 @@ pub struct SendArgs {
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The receiver's certificate fingerprint (SHA-256 hex; any case, colons optional) or its public key's pin sha256//BASE64; repeat for several (any one matches).
-    #[arg(long, short, value_name = "PIN", required = true)]
+    #[arg(long, short, value_name = "PIN", required_unless_present = "ca")]
     pub pin: Vec<Pin>,
+    /// Trust a server whose certificate this private CA issued (PEM certificate(s)), valid now and carrying --name.
+    #[arg(long, value_name = "CA.pem")]
+    pub ca: Option<PathBuf>,
+    /// With --ca: the name the server's certificate must carry [default: the HOST dialed].
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub name: Option<String>,
     /// Present this identity as client certificate, for receivers that use --allow (a file, mode 0600, or env:VAR).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
@@ -144,6 +147,12 @@ pub struct ListenArgs {
     /// Only accept peers whose pin is listed in FILE (one per line, # comments).
     #[arg(long, value_name = "FILE")]
     pub allow_file: Vec<PathBuf>,
+    /// Also accept peers whose client certificate was issued by this CA (PEM certificate(s)) and is valid now.
+    #[arg(long, value_name = "CA.pem")]
+    pub allow_ca: Option<PathBuf>,
+    /// With --allow-ca: only certificates carrying this name (DNS name or IP; repeatable, any one matches).
+    #[arg(long, value_name = "NAME", requires = "allow_ca")]
+    pub allow_name: Vec<String>,
 }
 
 /// How many at once: offer and forward --listen (a pipe takes one peer).
@@ -174,6 +183,12 @@ pub struct DialArgs {
     /// The listening side's certificate fingerprint (SHA-256 hex) or public-key pin sha256//BASE64; repeat for several (any one matches).
     #[arg(long, short, value_name = "PIN")]
     pub pin: Vec<Pin>,
+    /// Trust a server whose certificate this private CA issued (PEM certificate(s)), valid now and carrying --name.
+    #[arg(long, value_name = "CA.pem")]
+    pub ca: Option<PathBuf>,
+    /// With --ca: the name the server's certificate must carry [default: the HOST dialed].
+    #[arg(long, value_name = "NAME", requires = "ca")]
+    pub name: Option<String>,
     /// Limit for each TCP connection attempt.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -331,9 +346,27 @@ pub enum IdentityCommand {
         /// Where to write it; never overwritten.
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// Print one JSON object ({"file", "fingerprint"}) instead of the bare fingerprint.
+        /// Make a CA identity, to issue identities with --issuer.
+        #[arg(long, conflicts_with = "issuer")]
+        ca: bool,
+        /// Issue the new identity from this CA identity instead of self-signing it (needs --name).
+        #[arg(long, value_name = "CA.id", requires = "name")]
+        issuer: Option<PathBuf>,
+        /// With --issuer: the name(s) the certificate carries (DNS name or IP; repeatable).
+        #[arg(long, value_name = "NAME", requires = "issuer")]
+        name: Vec<String>,
+        /// How long it is valid [default: 24h with --issuer, 3650d with --ca; self-signed: forever].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        valid: Option<Duration>,
+        /// Print one JSON object ({"file", "fingerprint", "spki", ...}) instead of the bare fingerprint.
         #[arg(long)]
         json: bool,
+    },
+    /// Print an identity's certificate (PEM; public): for a CA, the file its peers give to --ca/--allow-ca.
+    Cert {
+        /// The identity file (or env:VAR).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

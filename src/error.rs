@@ -59,6 +59,20 @@ pub enum Error {
         /// TLS detail.
         detail: String,
     },
+    /// The server's certificate failed the private-CA check (`--ca`).
+    #[error(
+        "the server at {addr} is not trusted by the CA: {why} (it presented sha256:{presented}; expected a certificate issued by the CA for {name:?}, valid now)"
+    )]
+    Untrusted {
+        /// Where we connected.
+        addr: SocketAddr,
+        /// What the server presented.
+        presented: Fingerprint,
+        /// Why the CA check refused it.
+        why: String,
+        /// The name its certificate had to carry.
+        name: String,
+    },
     /// The receiver refused the offer.
     #[error("the receiver refused the transfer: {message}")]
     Refused {
@@ -103,7 +117,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::PinMismatch { .. } | Error::Impostor { .. } => ExitCode::PinMismatch,
+            Error::PinMismatch { .. } | Error::Impostor { .. } | Error::Untrusted { .. } => {
+                ExitCode::PinMismatch
+            }
             Error::Refused { .. } => ExitCode::Refused,
             Error::NotAllowed { .. } => ExitCode::NotAllowed,
             Error::Timeout(_) => ExitCode::Timeout,
@@ -119,6 +135,7 @@ impl Error {
         match self {
             Error::PinMismatch { .. } => "pin-mismatch",
             Error::Impostor { .. } => "impostor",
+            Error::Untrusted { .. } => "untrusted",
             Error::Refused { code, .. } => code,
             Error::NotAllowed { .. } => "not-allowed",
             Error::Timeout(_) => "timeout",

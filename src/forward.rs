@@ -3,7 +3,7 @@
 //! plaintext target; the using end listens in plaintext locally and carries
 //! each connection to the exposing end. Half-closes pass both ways.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +33,7 @@ pub struct ExposeOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// Clients allowed in; `None` only with an explicit "allow any".
-    pub allow: Option<HashSet<Pin>>,
+    pub allow: Option<crate::verify::Allow>,
     /// Connections relayed at once.
     pub max_conns: usize,
     /// TLS handshakes in progress at once.

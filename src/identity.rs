@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rustls::crypto::CryptoProvider;
@@ -50,8 +51,7 @@ impl Identity {
     /// assert_eq!(id.fingerprint().to_string().len(), 64);
     /// ```
     pub fn generate() -> Result<Self> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .context("cannot generate an ECDSA P-256 key")?;
+        let key = new_key()?;
         let mut params = rcgen::CertificateParams::new(vec![crate::verify::SERVER_NAME.into()])
             .context("cannot build certificate parameters")?;
         params
@@ -60,8 +60,88 @@ impl Identity {
         let cert = params
             .self_signed(&key)
             .context("cannot self-sign the certificate")?;
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok(Self::from_parts(cert.der().clone(), key_der))
+        Ok(Self::from_parts(cert.der().clone(), pkcs8(&key)))
+    }
+
+    /// Generates a CA identity: a new key and a self-signed CA certificate
+    /// valid for `valid` from now, allowed to sign only end-entity
+    /// certificates (path length 0). Issue identities from it with
+    /// [`Identity::issue`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ca = pincat::Identity::generate_ca(Duration::from_secs(3600)).unwrap();
+    /// let id = pincat::Identity::issue(&ca, &["host.example".into()], Duration::from_secs(600)).unwrap();
+    /// assert_ne!(id.fingerprint(), ca.fingerprint());
+    /// ```
+    pub fn generate_ca(valid: Duration) -> Result<Self> {
+        let key = new_key()?;
+        let spki = Fingerprint::of_der(key.public_key_pem().as_bytes()).to_string();
+        let mut params = rcgen::CertificateParams::default();
+        // A distinct name per CA: path building matches issuers by name.
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("pincat CA {}", &spki[..16]),
+        );
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let now = SystemTime::now();
+        set_validity(&mut params, now - CLOCK_SKEW, now + valid)?;
+        let cert = params
+            .self_signed(&key)
+            .context("cannot self-sign the CA certificate")?;
+        Ok(Self::from_parts(cert.der().clone(), pkcs8(&key)))
+    }
+
+    /// Issues a new identity signed by the CA identity `issuer`, carrying
+    /// `names` (DNS names or IP addresses; the first is also its common
+    /// name), for TLS servers and clients, valid from now (less a few
+    /// minutes of clock skew) for `valid`.
+    pub fn issue(issuer: &Identity, names: &[String], valid: Duration) -> Result<Self> {
+        let now = SystemTime::now();
+        Self::issue_between(issuer, names, now - CLOCK_SKEW, now + valid)
+    }
+
+    /// As [`Identity::issue`], valid exactly from `not_before` to `not_after`.
+    pub fn issue_between(
+        issuer: &Identity,
+        names: &[String],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Self> {
+        if !is_ca(&issuer.cert)? {
+            bail!("the issuer is not a CA identity (make one with: pincat identity new --ca CA.id)");
+        }
+        let Some(first) = names.first() else {
+            bail!("an issued identity needs a name (--name)");
+        };
+        for n in names {
+            crate::verify::ca::subject_name(n)?;
+        }
+        let ca_key = rcgen::KeyPair::try_from(&issuer.key)
+            .context("cannot use the issuer's private key")?;
+        let ca = rcgen::Issuer::from_ca_cert_der(&issuer.cert, ca_key)
+            .context("cannot read the issuer's certificate")?;
+        let key = new_key()?;
+        let mut params =
+            rcgen::CertificateParams::new(names.to_vec()).context("bad certificate name")?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.as_str());
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, not_before, not_after)?;
+        let cert = params
+            .signed_by(&key, &ca)
+            .context("cannot sign the certificate")?;
+        Ok(Self::from_parts(cert.der().clone(), pkcs8(&key)))
     }
 
     fn from_parts(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> Self {
@@ -182,6 +262,43 @@ impl Identity {
     fn check(&self) -> Result<()> {
         self.certified_key(&crate::verify::provider()).map(drop)
     }
+}
+
+/// How far back an issued certificate's validity starts, for peers whose
+/// clocks are a little behind.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Whether the certificate may issue others (basic constraints CA:TRUE).
+fn is_ca(der: &[u8]) -> Result<bool> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow!("cannot read the certificate: {e}"))?;
+    Ok(cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca))
+}
+
+fn new_key() -> Result<rcgen::KeyPair> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .context("cannot generate an ECDSA P-256 key")
+}
+
+fn pkcs8(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
+}
+
+fn set_validity(
+    params: &mut rcgen::CertificateParams,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<()> {
+    if not_after <= not_before {
+        bail!("the validity period is empty");
+    }
+    params.not_before = time::OffsetDateTime::from(not_before);
+    params.not_after = time::OffsetDateTime::from(not_after);
+    Ok(())
 }
 
 /// Fingerprint of a certificate or identity file: PEM (first CERTIFICATE block) or DER.

@@ -52,6 +52,8 @@ pub mod verify;
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Kind, Mode, Transfer};
 pub use fingerprint::{Fingerprint, Pin};
+pub use verify::Allow;
+pub use verify::ca::{CaAllow, CaRoots};
 pub use give::Source;
 pub use identity::Identity;
 pub use send::{SendOptions, SendReport, send, send_raw};

@@ -3,7 +3,6 @@
 //! dials and takes (dialer + taker), with the same store and guarantees as
 //! `serve`.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +13,7 @@ use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Transfer};
-use crate::fingerprint::{Fingerprint, Pin};
+use crate::fingerprint::Fingerprint;
 use crate::give::{self, Plan, Source};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
@@ -34,7 +33,7 @@ pub struct OfferOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// When set, only takers presenting one of these certificates get in.
-    pub allow: Option<HashSet<Pin>>,
+    pub allow: Option<crate::verify::Allow>,
     /// Serve the same files to many takers instead of exiting after one.
     pub keep_open: bool,
     /// With `keep_open`: stop after this many confirmed gets.

@@ -4,7 +4,6 @@
 //! own with TLS close_notify. Raw TLS plaintext: `openssl s_client` /
 //! `s_server` and `ncat --ssl` can be the other end.
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -18,7 +17,7 @@ use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
-use crate::fingerprint::{Fingerprint, Pin};
+use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
 use crate::net::endpoint::Endpoint;
@@ -59,7 +58,7 @@ pub struct PipeListenOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// When set, only peers presenting one of these certificates get in.
-    pub allow: Option<HashSet<Pin>>,
+    pub allow: Option<crate::verify::Allow>,
     /// Limit for the TLS handshake.
     pub handshake_timeout: Duration,
     /// End a pipe where nothing moves this long (`None`: never).

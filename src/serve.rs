@@ -2,7 +2,6 @@
 //! optionally pin senders, and store what arrives without ever overwriting
 //! or leaving partial files.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
 use crate::events::{Events, Transfer};
-use crate::fingerprint::{Fingerprint, Pin};
+use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::endpoint::Endpoint;
 pub use crate::net::listener::ShutdownHandle;
@@ -32,7 +31,7 @@ pub struct ServeOptions {
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
     /// When set, only senders presenting one of these certificates get in.
-    pub allow: Option<HashSet<Pin>>,
+    pub allow: Option<crate::verify::Allow>,
     /// Where received data goes.
     pub output: Output,
     /// Accept many transfers instead of exiting after the first.

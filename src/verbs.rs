@@ -1,20 +1,19 @@
 //! The pull, duplex and forwarding verbs: `offer`, `get`, `pipe`,
 //! `forward`. Flags become library options here; nothing else.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::CommandFactory;
 use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
 use pincat::net::dialer::DialOptions;
 use pincat::offer::{OfferOptions, Offering};
 use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
-use pincat::{Events, Mode, Output, Pin, Source};
+use pincat::{Events, Mode, Output, Source};
 
-use crate::app::{load_identity, mode, read_allow_file};
-use crate::cli::{Cli, DialArgs, ForwardArgs, GetArgs, ListenArgs, OfferArgs, PipeArgs, TlsArgs};
+use crate::app::{allow_list, load_identity, mode, trust};
+use crate::cli::{Cli, DialArgs, ForwardArgs, GetArgs, OfferArgs, PipeArgs, TlsArgs};
 
 /// The default listening address of every listening verb: all interfaces
 /// on the default port, IPv6 (which takes IPv4 too) where the host has it.
@@ -25,21 +24,6 @@ fn default_listen() -> SocketAddr {
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, port).into()
     }
-}
-
-/// The allow list from --allow and --allow-file (`None`: anyone who pins us).
-fn allow_list(l: &ListenArgs) -> pincat::Result<Option<HashSet<Pin>>> {
-    if l.allow.is_empty() && l.allow_file.is_empty() {
-        return Ok(None);
-    }
-    let mut set: HashSet<Pin> = l.allow.iter().copied().collect();
-    for f in &l.allow_file {
-        set.extend(read_allow_file(f)?);
-    }
-    if set.is_empty() {
-        return Err(anyhow!("the allow list is empty: no peer could ever connect").into());
-    }
-    Ok(Some(set))
 }
 
 fn usage(msg: &str) -> ! {
@@ -55,11 +39,10 @@ fn dial_options(
     tls: &TlsArgs,
     idle: std::time::Duration,
 ) -> pincat::Result<DialOptions> {
-    let Some(&first) = d.pin.first() else {
-        usage("--pin PIN is required to dial");
-    };
-    let mut o = DialOptions::new(addr, first);
-    o.pins = d.pin.clone();
+    if d.pin.is_empty() && d.ca.is_none() {
+        usage("--pin PIN (or --ca CA.pem) is required to dial");
+    }
+    let mut o = trust(addr, &d.pin, d.ca.as_deref(), d.name.as_ref())?;
     o.identity = load_identity(tls.identity.as_deref())?;
     o.connect_timeout = d.connect_timeout;
     o.retry_for = d.retry_for;

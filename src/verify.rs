@@ -19,6 +19,35 @@ use rustls::{
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 
+pub mod ca;
+
+use ca::{CaAllow, CaRoots, CaServerCheck, TrustingServerVerifier, Verdict};
+
+/// Who may connect to a listener: a client presenting a certificate that
+/// matches one of `pins`, or one issued by the CA of `ca`.
+#[derive(Clone, Debug, Default)]
+pub struct Allow {
+    /// Certificate or public-key pins.
+    pub pins: std::collections::HashSet<Pin>,
+    /// A private CA whose (named) certificates are admitted.
+    pub ca: Option<CaAllow>,
+}
+
+impl Allow {
+    /// Admits exactly these pins.
+    pub fn pins(pins: impl IntoIterator<Item = Pin>) -> Self {
+        Allow {
+            pins: pins.into_iter().collect(),
+            ca: None,
+        }
+    }
+
+    /// True when nobody could ever be admitted.
+    pub fn is_empty(&self) -> bool {
+        self.pins.is_empty() && self.ca.is_none()
+    }
+}
+
 /// The fixed, meaningless SNI name pincat sends; the pin, not a name, is the identity.
 pub const SERVER_NAME: &str = "pincat.invalid";
 
@@ -206,6 +235,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
 #[derive(Debug)]
 pub struct AllowListClientVerifier {
     allowed: Arc<Vec<Pin>>,
+    ca: Option<CaAllow>,
     presented: Presented,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -215,8 +245,17 @@ impl AllowListClientVerifier {
     pub fn new(allowed: Arc<Vec<Pin>>, presented: Presented) -> Self {
         AllowListClientVerifier {
             allowed,
+            ca: None,
             presented,
             algs: provider().signature_verification_algorithms,
+        }
+    }
+
+    /// A verifier admitting what `allow` lists: pins, or the CA's certificates.
+    pub fn from_allow(allow: &Allow, presented: Presented) -> Self {
+        AllowListClientVerifier {
+            ca: allow.ca.clone(),
+            ..Self::new(Arc::new(allow.pins.iter().copied().collect()), presented)
         }
     }
 }
@@ -238,15 +277,22 @@ impl ClientCertVerifier for AllowListClientVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        check_pin(
+        let pinned = check_pin(
             end_entity,
             intermediates,
             &|fp, der| any_pin(&self.allowed, fp, der),
             &self.presented,
-        )?;
-        Ok(ClientCertVerified::assertion())
+        );
+        match (pinned, &self.ca) {
+            (Ok(()), _) => Ok(ClientCertVerified::assertion()),
+            (Err(_), Some(ca)) => {
+                ca.verify(end_entity, intermediates, now)?;
+                Ok(ClientCertVerified::assertion())
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     fn verify_tls12_signature(
@@ -292,12 +338,32 @@ pub fn client_config_pins(
     identity: Option<&Identity>,
     presented: Presented,
 ) -> Result<Arc<ClientConfig>> {
-    let verifier = PinnedServerVerifier::with_pins(pins, presented);
+    client_config_trust(pins, None, identity, presented)
+}
+
+/// As [`client_config_pins`], also accepting (with `ca`) a server whose
+/// certificate chains to the CA, is valid now and carries the given name.
+pub fn client_config_trust(
+    pins: Vec<Pin>,
+    ca: Option<(&CaRoots, ServerName<'static>, Verdict)>,
+    identity: Option<&Identity>,
+    presented: Presented,
+) -> Result<Arc<ClientConfig>> {
+    let pinned = PinnedServerVerifier::with_pins(pins, presented.clone());
+    let verifier: Arc<dyn ServerCertVerifier> = match ca {
+        Some((roots, name, verdict)) => Arc::new(TrustingServerVerifier {
+            pins: pinned,
+            ca: CaServerCheck::new(roots, name)?,
+            presented,
+            verdict,
+        }),
+        None => Arc::new(pinned),
+    };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available in the crypto provider")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
+        .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
         Some(id) => {
             let (chain, key) = id.chain_and_key();
@@ -314,19 +380,20 @@ pub fn client_config_pins(
     Ok(Arc::new(config))
 }
 
-/// A TLS 1.3-only server config for `identity`, requiring a listed client
+/// A TLS 1.3-only server config for `identity`, requiring an admitted client
 /// certificate when `allowed` is given. No tickets, no session cache.
 pub fn server_config(
     identity: &Identity,
-    allowed: Option<Arc<Vec<Pin>>>,
+    allowed: Option<&Allow>,
     presented: Presented,
 ) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available in the crypto provider")?;
     let builder = match allowed {
-        Some(allowed) => builder
-            .with_client_cert_verifier(Arc::new(AllowListClientVerifier::new(allowed, presented))),
+        Some(allowed) => builder.with_client_cert_verifier(Arc::new(
+            AllowListClientVerifier::from_allow(allowed, presented),
+        )),
         None => builder.with_no_client_auth(),
     };
     let (chain, key) = identity.chain_and_key();
@@ -462,24 +529,24 @@ mod tests {
         let server_id = Identity::generate().unwrap();
         let client_id = Identity::generate().unwrap();
         let stranger = Identity::generate().unwrap();
-        let allowed = Arc::new(vec![Pin::Cert(client_id.fingerprint())]);
+        let allowed = Allow::pins([Pin::Cert(client_id.fingerprint())]);
         let pin = Some(server_id.fingerprint());
 
         let seen = Presented::default();
-        let server = server_config(&server_id, Some(allowed.clone()), seen.clone()).unwrap();
+        let server = server_config(&server_id, Some(&allowed), seen.clone()).unwrap();
         let client = client_config(pin, Some(&client_id), Presented::default()).unwrap();
         let (c, s) = handshake(client, server);
         assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
         assert_eq!(seen.get(), Some(client_id.fingerprint()));
 
         let seen = Presented::default();
-        let server = server_config(&server_id, Some(allowed.clone()), seen.clone()).unwrap();
+        let server = server_config(&server_id, Some(&allowed), seen.clone()).unwrap();
         let client = client_config(pin, Some(&stranger), Presented::default()).unwrap();
         let (_, s) = handshake(client, server);
         assert!(s.is_err());
         assert_eq!(seen.get(), Some(stranger.fingerprint()));
 
-        let server = server_config(&server_id, Some(allowed), Presented::default()).unwrap();
+        let server = server_config(&server_id, Some(&allowed), Presented::default()).unwrap();
         let client = client_config(pin, None, Presented::default()).unwrap();
         let (_, s) = handshake(client, server);
         assert!(s.is_err(), "a client without a certificate got through");

@@ -15,6 +15,7 @@ use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::session::{Session, WireError};
+use crate::verify::ca::{self, CaRoots};
 use crate::verify::{self, Presented};
 
 /// How to reach and trust the listening side.
@@ -25,6 +26,12 @@ pub struct DialOptions {
     /// The pins: the listener's certificate or public key must match one
     /// (several while a key rotates).
     pub pins: Vec<Pin>,
+    /// A private CA: a server whose certificate it issued (valid now and
+    /// carrying `ca_name`) is accepted too. `pins` may then be empty.
+    pub ca: Option<CaRoots>,
+    /// The name a CA-issued server certificate must carry; by default the
+    /// HOST of `addr`.
+    pub ca_name: Option<String>,
     /// Client certificate to present (mutual pinning).
     pub identity: Option<Identity>,
     /// Limit for each TCP connect attempt.
@@ -41,8 +48,22 @@ impl DialOptions {
     /// Options with the documented defaults.
     pub fn new(addr: impl Into<String>, pin: impl Into<Pin>) -> Self {
         DialOptions {
-            addr: addr.into(),
             pins: vec![pin.into()],
+            ..Self::with_ca_roots(addr, None)
+        }
+    }
+
+    /// Options trusting a private CA instead of pins (see [`DialOptions::ca`]).
+    pub fn with_ca(addr: impl Into<String>, ca: CaRoots) -> Self {
+        Self::with_ca_roots(addr, Some(ca))
+    }
+
+    fn with_ca_roots(addr: impl Into<String>, ca: Option<CaRoots>) -> Self {
+        DialOptions {
+            addr: addr.into(),
+            pins: Vec::new(),
+            ca,
+            ca_name: None,
             identity: None,
             connect_timeout: Duration::from_secs(10),
             retry_for: None,
@@ -58,7 +79,7 @@ impl DialOptions {
             ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
             ("retry_for", self.retry_for.is_some_and(|d| d.is_zero())),
-            ("pins (empty)", self.pins.is_empty()),
+            ("pins (empty, and no CA)", self.pins.is_empty() && self.ca.is_none()),
         ];
         match zero.iter().find(|(_, z)| *z) {
             Some((name, _)) => Err(anyhow!(
@@ -67,6 +88,15 @@ impl DialOptions {
             .into()),
             None => Ok(()),
         }
+    }
+
+    /// The name a CA-issued server certificate must carry.
+    pub fn ca_subject(&self) -> Result<ServerName<'static>> {
+        let name = self
+            .ca_name
+            .as_deref()
+            .unwrap_or_else(|| ca::host_of(&self.addr));
+        Ok(ca::subject_name(name)?)
     }
 
     /// The pins as a person reads them.
@@ -97,25 +127,15 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
         .context("cannot read the peer address")
         .map_err(Error::Other)?;
     let presented = Presented::default();
+    let verdict = ca::Verdict::default();
+    let ca = match &opts.ca {
+        Some(roots) => Some((roots, opts.ca_subject()?, verdict.clone())),
+        None => None,
+    };
     let config =
-        verify::client_config_pins(opts.pins.clone(), opts.identity.as_ref(), presented.clone())?;
-    let s =
-        Session::handshake(client(config)?, sock, opts.handshake_timeout).map_err(|e| {
-            match (&e, presented.get()) {
-                (WireError::Tls(_), Some(fp)) if !opts.pins.contains(&Pin::Cert(fp)) => {
-                    Error::PinMismatch {
-                        addr: peer,
-                        expected: opts.pins_shown(),
-                        presented: fp,
-                    }
-                }
-                (WireError::Tls(tls), Some(_)) => Error::Impostor {
-                    addr: peer,
-                    detail: tls.to_string(),
-                },
-                _ => handshake_failure(e, opts, peer, "--handshake-timeout"),
-            }
-        })?;
+        verify::client_config_trust(opts.pins.clone(), ca, opts.identity.as_ref(), presented.clone())?;
+    let s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
+        .map_err(|e| trust_failure(e, opts, peer, presented.get(), verdict.accepted()))?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
     events.emit(Event::Connected {
@@ -124,6 +144,38 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
         tls: crate::events::TlsInfo::of(s.tls()),
     });
     Ok(s)
+}
+
+/// Why the handshake failed, given what the server presented (`fp`) and
+/// whether its certificate passed the CA check (`ca_accepted`).
+fn trust_failure(
+    e: WireError,
+    opts: &DialOptions,
+    peer: SocketAddr,
+    fp: Option<Fingerprint>,
+    ca_accepted: bool,
+) -> Error {
+    let (WireError::Tls(tls), Some(fp)) = (&e, fp) else {
+        return handshake_failure(e, opts, peer, "--handshake-timeout");
+    };
+    let pinned = opts.pins.contains(&Pin::Cert(fp));
+    match (&opts.ca, pinned || ca_accepted) {
+        (Some(_), false) => Error::Untrusted {
+            addr: peer,
+            presented: fp,
+            why: ca::explain(tls).unwrap_or_else(|| tls.to_string()),
+            name: opts.ca_name.clone().unwrap_or_else(|| ca::host_of(&opts.addr).to_string()),
+        },
+        (None, false) => Error::PinMismatch {
+            addr: peer,
+            expected: opts.pins_shown(),
+            presented: fp,
+        },
+        (_, true) => Error::Impostor {
+            addr: peer,
+            detail: tls.to_string(),
+        },
+    }
 }
 
 /// A client connection with pincat's fixed, meaningless server name.

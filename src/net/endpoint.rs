@@ -1,16 +1,15 @@
 //! What every listening verb shares: a bound socket, the identity it
 //! presents, and the paste-ready line it prints for the other machine.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::events::{Event, Events};
-use crate::fingerprint::{Fingerprint, Pin};
+use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::listener::{Listening, ShutdownHandle};
-use crate::verify::{self, Presented};
+use crate::verify::{self, Allow, Presented};
 
 /// A bound listener with its identity.
 pub struct Endpoint {
@@ -86,12 +85,9 @@ impl Endpoint {
 
     /// The server TLS config (pinning clients when `allow` is set), and
     /// whether it does.
-    pub fn tls(&self, allow: &Option<HashSet<Pin>>) -> Result<(Arc<rustls::ServerConfig>, bool)> {
-        let allow = allow
-            .as_ref()
-            .map(|a| Arc::new(a.iter().copied().collect::<Vec<Pin>>()));
+    pub fn tls(&self, allow: &Option<Allow>) -> Result<(Arc<rustls::ServerConfig>, bool)> {
         let pinned = allow.is_some();
-        let tls = verify::server_config(&self.identity, allow, Presented::per_thread())?;
+        let tls = verify::server_config(&self.identity, allow.as_ref(), Presented::per_thread())?;
         Ok((tls, pinned))
     }
 }

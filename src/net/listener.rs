@@ -669,13 +669,22 @@ fn refusal_of(e: &WireError, allow: bool, presented: &Presented) -> (Reason, Str
             Reason::NotAllowed,
             "the sender presented no client certificate".to_string(),
         ),
-        (WireError::Tls(rustls::Error::InvalidCertificate(_)), true) => (
-            Reason::NotAllowed,
-            match presented.get() {
-                Some(fp) => format!("client certificate sha256:{fp} is not allowed"),
-                None => "the client certificate was refused".to_string(),
-            },
-        ),
+        (WireError::Tls(t @ rustls::Error::InvalidCertificate(c)), true) => {
+            // With --allow-ca, say why the CA check refused it too.
+            let why = match c {
+                rustls::CertificateError::ApplicationVerificationFailure => String::new(),
+                _ => crate::verify::ca::explain(t)
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default(),
+            };
+            (
+                Reason::NotAllowed,
+                match presented.get() {
+                    Some(fp) => format!("client certificate sha256:{fp} is not allowed{why}"),
+                    None => format!("the client certificate was refused{why}"),
+                },
+            )
+        }
         (WireError::Tls(t), _) if is_signature_failure(t) => (
             Reason::NotAllowed,
             format!("the sender could not prove it holds the key of its certificate ({t})"),

@@ -1,0 +1,317 @@
+//! Trust anchored in a private CA instead of a pin: the certificates of
+//! the CA ([`CaRoots`]), the dialing side's check of a server (chains to the
+//! CA, valid now, carries the expected name) and the listening side's check
+//! of a client (chains to the CA, valid now, optionally carries one of the
+//! allowed names). rustls's WebPKI verifiers do the path, validity and
+//! usage checks; the handshake signature is checked as for pins, so a
+//! leaf issued by the CA but presented without its key is refused.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+use super::{Presented, provider};
+use crate::fingerprint::Fingerprint;
+
+/// The certificates of one or more private CAs, trusted to issue identities.
+#[derive(Clone)]
+pub struct CaRoots {
+    roots: Arc<RootCertStore>,
+    fingerprints: Vec<Fingerprint>,
+}
+
+impl std::fmt::Debug for CaRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaRoots")
+            .field("fingerprints", &self.fingerprints)
+            .finish()
+    }
+}
+
+impl CaRoots {
+    /// Parses CA certificates: PEM (every `CERTIFICATE` block) or one DER
+    /// certificate. A file holding a private key is refused: the CA's key
+    /// belongs only where identities are issued, never on every peer.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if PemObject::from_pem_slice(bytes)
+            .map(|_: rustls::pki_types::PrivateKeyDer<'_>| ())
+            .is_ok()
+        {
+            bail!(
+                "it holds a private key: give the CA's certificate only (pincat identity cert CA.id > ca.pem)"
+            );
+        }
+        let mut certs: Vec<CertificateDer<'static>> = Vec::new();
+        for c in CertificateDer::pem_slice_iter(bytes) {
+            certs.push(c.map_err(|e| anyhow!("bad CERTIFICATE block: {e}"))?);
+        }
+        if certs.is_empty() && bytes.first() == Some(&0x30) {
+            certs.push(CertificateDer::from(bytes.to_vec()));
+        }
+        if certs.is_empty() {
+            bail!("no certificate found (expected PEM with CERTIFICATE blocks, or DER)");
+        }
+        let mut roots = RootCertStore::empty();
+        for c in &certs {
+            roots
+                .add(c.clone())
+                .map_err(|e| anyhow!("not usable as a CA certificate: {e}"))?;
+        }
+        Ok(CaRoots {
+            roots: Arc::new(roots),
+            fingerprints: certs.iter().map(|c| Fingerprint::of_der(c)).collect(),
+        })
+    }
+
+    /// Reads a CA certificate file (see [`CaRoots::from_bytes`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("bad CA file {}", path.display()))
+    }
+
+    /// The fingerprints of the CA certificates, in file order.
+    pub fn fingerprints(&self) -> &[Fingerprint] {
+        &self.fingerprints
+    }
+}
+
+/// A subject name as rustls and WebPKI take it: a DNS name or an IP address.
+pub fn subject_name(name: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(name.to_string())
+        .map_err(|_| anyhow!("{name:?} is not a DNS name or an IP address"))
+}
+
+/// The host part of `HOST:PORT` (brackets of an IPv6 literal removed):
+/// the name a CA-issued server certificate must carry by default.
+pub fn host_of(addr: &str) -> &str {
+    let host = match addr.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => addr,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// The dialing side's CA check: what [`super::PinnedServerVerifier`] does
+/// for a pin, done by path validation to the CA for `name`.
+#[derive(Debug)]
+pub(super) struct CaServerCheck {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl CaServerCheck {
+    pub(super) fn new(roots: &CaRoots, name: ServerName<'static>) -> Result<Self> {
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.roots.clone(), provider())
+            .build()
+            .context("cannot build the CA verifier")?;
+        Ok(CaServerCheck { inner, name })
+    }
+
+    /// Path, validity, server usage and name; the name rustls was given is
+    /// pincat's fixed one, so the expected name is ours.
+    pub(super) fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, &[], now)
+            .map(drop)
+    }
+}
+
+/// The listening side's CA check: chains to the CA (client usage, valid
+/// now) and, when names are given, carries one of them.
+#[derive(Debug, Clone)]
+pub struct CaAllow {
+    inner: Arc<dyn ClientCertVerifier>,
+    names: Vec<ServerName<'static>>,
+    roots: CaRoots,
+}
+
+impl CaAllow {
+    /// Admits certificates issued by `roots`; with `names`, only those that
+    /// carry one of them (a DNS name or IP address in the certificate).
+    pub fn new(roots: CaRoots, names: &[String]) -> Result<Self> {
+        let names = names
+            .iter()
+            .map(|n| subject_name(n))
+            .collect::<Result<Vec<_>>>()?;
+        let inner = WebPkiClientVerifier::builder_with_provider(roots.roots.clone(), provider())
+            .clear_root_hint_subjects()
+            .build()
+            .context("cannot build the CA verifier")?;
+        Ok(CaAllow {
+            inner,
+            names,
+            roots,
+        })
+    }
+
+    /// The CA certificates.
+    pub fn roots(&self) -> &CaRoots {
+        &self.roots
+    }
+
+    pub(super) fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if self
+            .names
+            .iter()
+            .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
+        {
+            Ok(())
+        } else {
+            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+        }
+    }
+}
+
+/// Client side with a CA: accepts a server that matches one of `pins` (as
+/// [`super::PinnedServerVerifier`]) or whose certificate passes the CA
+/// check; records what was presented either way.
+#[derive(Debug)]
+pub(super) struct TrustingServerVerifier {
+    pub(super) pins: super::PinnedServerVerifier,
+    pub(super) ca: CaServerCheck,
+    pub(super) presented: Presented,
+    pub(super) verdict: Verdict,
+}
+
+/// Whether the CA check accepted the server's certificate: after a failed
+/// handshake it tells "not issued by the CA" from "issued, but the server
+/// could not prove it holds the key" (both are the same rustls error).
+#[derive(Debug, Clone, Default)]
+pub struct Verdict(Arc<std::sync::atomic::AtomicBool>);
+
+impl Verdict {
+    fn accept(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once the certificate passed the CA check.
+    pub fn accepted(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ServerCertVerifier for TrustingServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if !self.pins.pins.is_empty()
+            && self
+                .pins
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .is_ok()
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.presented.set(Some(Fingerprint::of_der(end_entity)));
+        self.ca.verify(end_entity, intermediates, now)?;
+        self.verdict.accept();
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.pins.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        // The certificate is public; this signature is the proof of its key.
+        self.pins.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.pins.supported_verify_schemes()
+    }
+}
+
+/// Why a certificate failed the CA check, as a person reads it.
+pub fn explain(e: &Error) -> Option<String> {
+    let Error::InvalidCertificate(c) = e else {
+        return None;
+    };
+    Some(match c {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "its certificate has expired".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "its certificate is not valid yet (check both clocks)".into()
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "its certificate does not carry the expected name".into()
+        }
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+            "its certificate was not issued by the trusted CA".into()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "its certificate is not issued for this use (extended key usage)".into()
+        }
+        CertificateError::ApplicationVerificationFailure => {
+            "its certificate matches no pin".into()
+        }
+        other => format!("its certificate was refused: {other:?}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(host_of("example.org:7878"), "example.org");
+        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:7878"), "::1");
+        assert_eq!(host_of("name"), "name");
+    }
+
+    #[test]
+    fn a_private_key_is_not_a_ca_file() {
+        let id = crate::Identity::generate().unwrap();
+        let err = CaRoots::from_bytes(id.to_pem().as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("private key"), "{err:#}");
+        let ok = CaRoots::from_bytes(id.cert_pem().as_bytes()).unwrap();
+        assert_eq!(ok.fingerprints(), &[id.fingerprint()]);
+        assert!(CaRoots::from_bytes(b"junk").is_err());
+    }
+}
