@@ -1,11 +1,11 @@
 //! Turns parsed command lines into library calls, and failures into one
 //! message and an exit code. Uses only the public `pincat` API.
 
-use std::time::Duration;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::CommandFactory;

@@ -113,7 +113,9 @@ impl Identity {
         not_after: SystemTime,
     ) -> Result<Self> {
         if !is_ca(&issuer.cert)? {
-            bail!("the issuer is not a CA identity (make one with: pincat identity new --ca CA.id)");
+            bail!(
+                "the issuer is not a CA identity (make one with: pincat identity new --ca CA.id)"
+            );
         }
         let Some(first) = names.first() else {
             bail!("an issued identity needs a name (--name)");
@@ -121,8 +123,8 @@ impl Identity {
         for n in names {
             crate::verify::ca::subject_name(n)?;
         }
-        let ca_key = rcgen::KeyPair::try_from(&issuer.key)
-            .context("cannot use the issuer's private key")?;
+        let ca_key =
+            rcgen::KeyPair::try_from(&issuer.key).context("cannot use the issuer's private key")?;
         let ca = rcgen::Issuer::from_ca_cert_der(&issuer.cert, ca_key)
             .context("cannot read the issuer's certificate")?;
         let key = new_key()?;

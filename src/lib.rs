@@ -52,12 +52,12 @@ pub mod verify;
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Kind, Mode, Transfer};
 pub use fingerprint::{Fingerprint, Pin};
-pub use verify::Allow;
-pub use verify::ca::{CaAllow, CaRoots};
 pub use give::Source;
 pub use identity::Identity;
 pub use send::{SendOptions, SendReport, send, send_raw};
 pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};
+pub use verify::Allow;
+pub use verify::ca::{CaAllow, CaRoots};
 
 /// Tunes the allocator for bulk transfers (keeps freed buffers instead of
 /// returning them to the OS after every record). For a binary to call first

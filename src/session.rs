@@ -49,6 +49,8 @@ impl WireError {
                     | rustls::AlertDescription::BadCertificate
                     | rustls::AlertDescription::CertificateUnknown
                     | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::CertificateExpired
+                    | rustls::AlertDescription::UnsupportedCertificate
                     | rustls::AlertDescription::DecryptError,
             ))
         )

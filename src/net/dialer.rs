@@ -79,7 +79,10 @@ impl DialOptions {
             ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
             ("retry_for", self.retry_for.is_some_and(|d| d.is_zero())),
-            ("pins (empty, and no CA)", self.pins.is_empty() && self.ca.is_none()),
+            (
+                "pins (empty, and no CA)",
+                self.pins.is_empty() && self.ca.is_none(),
+            ),
         ];
         match zero.iter().find(|(_, z)| *z) {
             Some((name, _)) => Err(anyhow!(
@@ -132,8 +135,12 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
         Some(roots) => Some((roots, opts.ca_subject()?, verdict.clone())),
         None => None,
     };
-    let config =
-        verify::client_config_trust(opts.pins.clone(), ca, opts.identity.as_ref(), presented.clone())?;
+    let config = verify::client_config_trust(
+        opts.pins.clone(),
+        ca,
+        opts.identity.as_ref(),
+        presented.clone(),
+    )?;
     let s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
         .map_err(|e| trust_failure(e, opts, peer, presented.get(), verdict.accepted()))?;
     s.set_idle_timeout(opts.idle_timeout)
@@ -164,7 +171,10 @@ fn trust_failure(
             addr: peer,
             presented: fp,
             why: ca::explain(tls).unwrap_or_else(|| tls.to_string()),
-            name: opts.ca_name.clone().unwrap_or_else(|| ca::host_of(&opts.addr).to_string()),
+            name: opts
+                .ca_name
+                .clone()
+                .unwrap_or_else(|| ca::host_of(&opts.addr).to_string()),
         },
         (None, false) => Error::PinMismatch {
             addr: peer,

@@ -73,8 +73,8 @@ impl CaRoots {
 
     /// Reads a CA certificate file (see [`CaRoots::from_bytes`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read CA file {}", path.display()))?;
         Self::from_bytes(&bytes).with_context(|| format!("bad CA file {}", path.display()))
     }
 
@@ -286,9 +286,7 @@ pub fn explain(e: &Error) -> Option<String> {
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "its certificate is not issued for this use (extended key usage)".into()
         }
-        CertificateError::ApplicationVerificationFailure => {
-            "its certificate matches no pin".into()
-        }
+        CertificateError::ApplicationVerificationFailure => "its certificate matches no pin".into(),
         other => format!("its certificate was refused: {other:?}"),
     })
 }

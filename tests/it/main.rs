@@ -7,6 +7,8 @@ mod util;
 
 // Hostile servers presenting the genuine certificate illegitimately (stolen cert, TLS 1.2).
 mod adversarial;
+// Private-CA trust: pincat- and openssl-issued identities, --ca and --allow-ca refusals.
+mod ca;
 // Identities, mutual pinning, keep-open, retries, JSON events, signals, completions.
 mod automation;
 // Peers killed at random points and full disks: never a partial or false success.
