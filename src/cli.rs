@@ -413,13 +413,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 10s, 5m, 1h)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 10s, 5m, 1h, 7d)"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        u => return Err(format!("unknown duration unit {u:?} (use ms, s, m or h)")),
+        "d" => n * 86400.0,
+        u => {
+            return Err(format!(
+                "unknown duration unit {u:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     if !secs.is_finite() || secs > 1e9 {
         return Err(format!("{s:?} is too long a duration"));

@@ -89,7 +89,7 @@ impl Identity {
             rcgen::KeyUsagePurpose::CrlSign,
         ];
         let now = SystemTime::now();
-        set_validity(&mut params, now - CLOCK_SKEW, now + valid)?;
+        set_validity(&mut params, now - CLOCK_SKEW, later(now, valid)?)?;
         let cert = params
             .self_signed(&key)
             .context("cannot self-sign the CA certificate")?;
@@ -102,7 +102,7 @@ impl Identity {
     /// minutes of clock skew) for `valid`.
     pub fn issue(issuer: &Identity, names: &[String], valid: Duration) -> Result<Self> {
         let now = SystemTime::now();
-        Self::issue_between(issuer, names, now - CLOCK_SKEW, now + valid)
+        Self::issue_between(issuer, names, now - CLOCK_SKEW, later(now, valid)?)
     }
 
     /// As [`Identity::issue`], valid exactly from `not_before` to `not_after`.
@@ -290,6 +290,15 @@ fn pkcs8(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
 }
 
+/// `now + valid`, for validities a certificate can express.
+fn later(now: SystemTime, valid: Duration) -> Result<SystemTime> {
+    const MAX: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+    if valid > MAX {
+        bail!("the validity is too long (at most 100 years)");
+    }
+    Ok(now + valid)
+}
+
 fn set_validity(
     params: &mut rcgen::CertificateParams,
     not_before: SystemTime,
@@ -297,6 +306,13 @@ fn set_validity(
 ) -> Result<()> {
     if not_after <= not_before {
         bail!("the validity period is empty");
+    }
+    let range = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .is_ok_and(|d| d.as_secs() < 253_402_300_799)
+    };
+    if !range(not_before) || !range(not_after) {
+        bail!("the validity must lie between 1970 and 9999");
     }
     params.not_before = time::OffsetDateTime::from(not_before);
     params.not_after = time::OffsetDateTime::from(not_after);
