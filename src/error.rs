@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 
 /// Process exit codes; each is documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,27 @@ pub enum Error {
         expected: String,
         /// What the server presented.
         presented: Fingerprint,
+    },
+    /// A known peer presented a key other than the one its entry records
+    /// (or, on a first use, another pincat recorded another key meanwhile).
+    #[error(
+        "the key of peer {name} has changed: the server at {addr} presented {presented} (certificate sha256:{cert}) but {file} records {recorded}; someone may be impersonating it, or it has a new key. Nothing was sent. Only if its owner confirms the new key: pincat peers add {name} {dial} --pin {presented} --replace"
+    )]
+    PeerKeyChanged {
+        /// The peer's name.
+        name: String,
+        /// The peers file.
+        file: String,
+        /// Where we connected.
+        addr: SocketAddr,
+        /// `HOST:PORT` as the entry has it.
+        dial: String,
+        /// The recorded pins, as they print.
+        recorded: String,
+        /// The public-key pin of what the server presented.
+        presented: Pin,
+        /// The certificate fingerprint of what the server presented.
+        cert: Fingerprint,
     },
     /// The TLS handshake with the pinned server failed its signature check or
     /// otherwise could not prove the pinned identity.
@@ -103,7 +124,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::PinMismatch { .. } | Error::Impostor { .. } => ExitCode::PinMismatch,
+            Error::PinMismatch { .. } | Error::PeerKeyChanged { .. } | Error::Impostor { .. } => {
+                ExitCode::PinMismatch
+            }
             Error::Refused { .. } => ExitCode::Refused,
             Error::NotAllowed { .. } => ExitCode::NotAllowed,
             Error::Timeout(_) => ExitCode::Timeout,
@@ -117,7 +140,7 @@ impl Error {
     /// Stable code used in JSON `error` events.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::PinMismatch { .. } => "pin-mismatch",
+            Error::PinMismatch { .. } | Error::PeerKeyChanged { .. } => "pin-mismatch",
             Error::Impostor { .. } => "impostor",
             Error::Refused { code, .. } => code,
             Error::NotAllowed { .. } => "not-allowed",
