@@ -572,7 +572,7 @@ mod tests {
             },
             false
         ));
-        assert!(p.remove("nope") == false && p.is_changed());
+        assert!(!p.remove("nope") && p.is_changed());
         let want = format!(
             "# my peers\n\nbox nas.lan:7000 {} # the NAS\n  # indented comment\nlaptop [::1]:9000 {}\nnew 192.0.2.1:1\n",
             spki(b"k2"),
@@ -637,5 +637,57 @@ mod tests {
         ] {
             assert!(check_addr(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn first_use_records_once_and_fails_closed_on_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cfg").join("peers");
+        let file = PeersFile::new(&path);
+        file.update(|p| {
+            p.insert(
+                Peer {
+                    name: "box".into(),
+                    addr: "h:1".into(),
+                    pins: vec![],
+                },
+                false,
+            );
+            Ok(())
+        })
+        .unwrap();
+        let known = KnownPeer {
+            name: "box".into(),
+            file: path.clone(),
+            trust_first_use: true,
+        };
+        let (a, b) = (spki(b"a"), spki(b"b"));
+        assert_eq!(
+            record_first_use(&known, "h:1", a).unwrap(),
+            FirstUse::Recorded
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("box h:1 {a}\n")
+        );
+        assert_eq!(
+            record_first_use(&known, "h:1", a).unwrap(),
+            FirstUse::AlreadyRecorded
+        );
+        assert_eq!(
+            record_first_use(&known, "h:1", b).unwrap(),
+            FirstUse::Conflict(vec![a])
+        );
+        // The entry moved or went away meanwhile: nothing is recorded.
+        assert!(record_first_use(&known, "h:2", b).is_err());
+        let gone = KnownPeer {
+            name: "gone".into(),
+            ..known
+        };
+        assert!(record_first_use(&gone, "h:1", b).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("box h:1 {a}\n")
+        );
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, anyhow};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, ClientConnection};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
@@ -170,7 +170,10 @@ fn handshake_error(e: WireError, opts: &DialOptions, peer: SocketAddr, seen: &Pr
         }
         (WireError::Tls(tls), Some(_)) => Error::Impostor {
             addr: peer,
-            detail: tls.to_string(),
+            detail: match opts.first_use() {
+                true => format!("{tls}; this first use recorded nothing"),
+                false => tls.to_string(),
+            },
         },
         _ => handshake_failure(e, opts, peer, "--handshake-timeout"),
     }
@@ -181,7 +184,7 @@ fn handshake_error(e: WireError, opts: &DialOptions, peer: SocketAddr, seen: &Pr
 fn mismatch(opts: &DialOptions, peer: SocketAddr, seen: &Presented, recorded: &[Pin]) -> Error {
     let cert = seen.get().unwrap_or(Fingerprint::from_bytes([0; 32]));
     match (&opts.known_peer, seen.spki()) {
-        (Some(k), Some(presented)) => Error::PeerKeyChanged {
+        (Some(k), Some(presented)) => Error::PeerKeyChanged(Box::new(KeyChanged {
             name: k.name.clone(),
             file: k.file.display().to_string(),
             addr: peer,
@@ -189,7 +192,7 @@ fn mismatch(opts: &DialOptions, peer: SocketAddr, seen: &Presented, recorded: &[
             recorded: pins_shown(recorded),
             presented,
             cert,
-        },
+        })),
         _ => Error::PinMismatch {
             addr: peer,
             expected: pins_shown(recorded),
