@@ -28,8 +28,8 @@
 //! | [`events`] | what people and scripts see: typed kinds, reasons, one transfer report |
 //! | [`error`] | failures and exit codes |
 //!
-//! The binary adds only `cli.rs` (clap types) and `app.rs` (options from
-//! flags, signals, progress display).
+//! The binary adds only `cli.rs` (clap types) and `app.rs`, `verbs.rs`,
+//! `known.rs` (options from flags, peer names, signals, progress display).
 #![deny(unsafe_code)]
 
 pub mod error;

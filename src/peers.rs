@@ -136,6 +136,18 @@ pub struct ParseError {
 
 /// The contents of a peers file: the peers, and every comment and blank
 /// line in its place.
+///
+/// ```
+/// use pincat::net::dialer::DialOptions;
+/// use pincat::peers::Peers;
+/// let text = "# mine\nnas 10.0.0.2:7878 sha256//n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=\n";
+/// let peers = Peers::parse(text).unwrap();
+/// let nas = peers.get("nas").unwrap();
+/// let opts = DialOptions::for_peer(nas, "peers".as_ref(), false);
+/// assert_eq!((opts.addr.as_str(), &opts.pins), ("10.0.0.2:7878", &nas.pins));
+/// assert_eq!(peers.render(), text); // comments kept
+/// assert_eq!(Peers::parse("nas 10.0.0.2\n").unwrap_err().line, 1);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
     lines: Vec<Line>,
