@@ -396,12 +396,8 @@ fn concurrent_first_uses_record_one_key() {
     let (id, spki) = identity(base.path(), "a.id");
     let inbox = base.path().join("inbox");
     fs::create_dir(&inbox).unwrap();
-    let _srv = Server::start(&inbox, &["--identity", &id, "--keep-open", "--out", "."]);
-    ok(&with_peers(
-        &file,
-        &["peers", "add", "box", &_srv.addr],
-        b"",
-    ));
+    let srv = Server::start(&inbox, &["--identity", &id, "--keep-open", "--out", "."]);
+    ok(&with_peers(&file, &["peers", "add", "box", &srv.addr], b""));
     let names: Vec<PathBuf> = (0..6)
         .map(|i| {
             let p = base.path().join(format!("f{i}"));
@@ -423,7 +419,7 @@ fn concurrent_first_uses_record_one_key() {
     }
     assert_eq!(
         fs::read_to_string(&file).unwrap(),
-        format!("box {} {spki}\n", _srv.addr)
+        format!("box {} {spki}\n", srv.addr)
     );
     for i in 0..6 {
         assert_eq!(
@@ -620,4 +616,38 @@ fn verbose_prints_the_connected_line() {
     );
     // --quiet and -v contradict each other.
     assert_eq!(send(&["-v", "-q"]).status.code(), Some(2));
+}
+
+#[test]
+fn pipe_by_name_with_tofu_says_so_even_though_people_see_only_warnings() {
+    let base = tempfile::tempdir().unwrap();
+    let file = peers_file(base.path());
+    let a = random_bytes(100_000, 8);
+    let b = random_bytes(100_000, 9);
+    let input = base.path().join("a");
+    fs::write(&input, &a).unwrap();
+    let mut lis = Server::listen(
+        "pipe",
+        base.path(),
+        &[],
+        Stdio::from(fs::File::open(&input).unwrap()),
+    );
+    ok(&with_peers(&file, &["peers", "add", "pp", &lis.addr], b""));
+    let out = with_peers(&file, &["pipe", "pp", "--tofu"], &b);
+    ok(&out);
+    assert!(out.stdout == a, "the dialer got {} bytes", out.stdout.len());
+    let (code, got) = lis.wait_exit();
+    assert_eq!(code, Some(0));
+    assert!(got == b, "the listener got {} bytes", got.len());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("FIRST USE") && said.contains(&lis.fingerprint),
+        "{said}"
+    );
+    let recorded = fs::read_to_string(&file).unwrap();
+    let pin = recorded.trim().rsplit(' ').next().unwrap();
+    assert!(
+        pin.starts_with("sha256//") && said.contains(pin),
+        "{recorded}"
+    );
 }
