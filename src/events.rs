@@ -678,6 +678,49 @@ mod tests {
     }
 
     #[test]
+    fn connected_needs_verbose_and_first_use_is_never_quiet() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let fp = Fingerprint::of_der(b"c");
+        let connected = Event::Connected {
+            peer,
+            fingerprint: Some(fp),
+            tls: TlsInfo {
+                version: "TLSv1_3".into(),
+                suite: "TLS13_AES_128_GCM_SHA256".into(),
+                group: "X25519MLKEM768".into(),
+            },
+        };
+        let first = Event::FirstUse {
+            peer,
+            name: "box\u{1b}[2J".into(),
+            file: "peers".into(),
+            pin: Pin::Spki(Fingerprint::of_der(b"k")),
+            fingerprint: fp,
+        };
+        let out = |mode: Mode, verbose: bool| {
+            let buf = Buf::default();
+            let ev = Events::to_writer(mode, Box::new(buf.clone())).verbose(verbose);
+            ev.emit(connected.clone());
+            ev.emit(first.clone());
+            String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+        };
+        let line = format!(
+            "pincat: connected to {peer} (TLSv1.3, TLS13_AES_128_GCM_SHA256, X25519MLKEM768), certificate sha256:{fp}"
+        );
+        for mode in [Mode::Human, Mode::Quiet] {
+            let plain = out(mode, false);
+            assert!(
+                !plain.contains("connected") && plain.contains("FIRST USE"),
+                "{plain}"
+            );
+            assert!(!plain.contains('\u{1b}'), "{plain:?}");
+            assert!(out(mode, true).starts_with(&line), "{mode:?}");
+        }
+        let json = out(Mode::Json, false);
+        assert!(json.contains("\"event\":\"first-use\""), "{json}");
+    }
+
+    #[test]
     fn sizes_read_well() {
         assert_eq!(human_bytes(10), "10 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
