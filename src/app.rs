@@ -60,6 +60,7 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
         Command::Forward(a) => crate::verbs::forward(a),
         Command::Identity(cmd) => identity(cmd),
         Command::Fingerprint(a) => fingerprint(a),
+        Command::Peers(c) => crate::known::peers(c),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "pincat", &mut std::io::stdout());
@@ -82,6 +83,11 @@ pub(crate) fn mode(o: &OutputArgs) -> Mode {
     } else {
         Mode::Human
     }
+}
+
+/// The event sink a verb's output flags ask for, on stderr.
+pub(crate) fn events(o: &OutputArgs) -> Events {
+    Events::stderr(mode(o)).verbose(o.verbose)
 }
 
 pub(crate) fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identity>> {
@@ -109,13 +115,12 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
     opts.idle_timeout = a.idle_timeout;
     opts.wait_timeout = a.timeout;
     opts.raw = a.raw;
-    let events = Events::stderr(mode(&a.output));
-    let server = match Server::bind(opts.clone(), events) {
+    let server = match Server::bind(opts.clone(), events(&a.output)) {
         Ok(s) => s,
         // No IPv6 on this host: all IPv4 interfaces instead.
         Err(_) if a.listen.is_none() => {
             opts.listen = (std::net::Ipv4Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
-            Server::bind(opts, Events::stderr(mode(&a.output)))?
+            Server::bind(opts, events(&a.output))?
         }
         Err(e) => return Err(e),
     };
@@ -141,30 +146,6 @@ pub(crate) fn allow_list(l: &ListenArgs) -> pincat::Result<Option<Allow>> {
         return Err(anyhow!("the allow list is empty: no peer could ever connect").into());
     }
     Ok(Some(allow))
-}
-
-/// The dialing trust from --pin, --ca and --name.
-pub(crate) fn trust(
-    addr: String,
-    pins: &[Pin],
-    ca: Option<&Path>,
-    name: Option<&String>,
-) -> pincat::Result<SendOptions> {
-    let mut o = match ca {
-        Some(path) => SendOptions::with_ca(addr, CaRoots::load(path)?),
-        None => {
-            let Some(&first) = pins.first() else {
-                return Err(anyhow!("give --pin PIN (or --ca CA.pem) to dial").into());
-            };
-            SendOptions::new(addr, first)
-        }
-    };
-    o.pins = pins.to_vec();
-    o.ca_name = name.cloned();
-    if o.ca.is_some() {
-        o.ca_subject()?;
-    }
-    Ok(o)
 }
 
 fn identity(cmd: IdentityCommand) -> pincat::Result<()> {
@@ -242,7 +223,8 @@ fn send(a: SendArgs) -> pincat::Result<()> {
             )
             .exit();
     }
-    let mut opts = trust(a.addr, &a.pin, a.ca.as_deref(), a.name.as_ref())?;
+    let mut opts: SendOptions =
+        crate::known::dial_options(&a.addr, &a.pin, a.tofu, a.ca.as_deref(), a.name.as_ref())?;
     opts.identity = load_identity(a.identity.as_deref())?;
     opts.connect_timeout = a.connect_timeout;
     opts.retry_for = a.retry_for;
@@ -269,7 +251,8 @@ fn send(a: SendArgs) -> pincat::Result<()> {
         Events::stderr(Mode::Quiet)
     } else {
         Events::stderr(m)
-    };
+    }
+    .verbose(a.output.verbose);
     if a.raw {
         let input: Box<dyn std::io::Read + Send> = match source {
             Source::Paths(p) => Box::new(open_raw_input(&p[0])?),
@@ -348,10 +331,24 @@ fn progress_events() -> Events {
     })
 }
 
-/// `fingerprint --spki FILE`: the public-key pin of a certificate file.
+/// `fingerprint --spki FILE|--remote ADDR`: the public-key pin of a
+/// certificate file or of what a server presents.
 fn spki_pin(a: &FingerprintArgs) -> pincat::Result<()> {
+    if let Some(remote) = &a.remote {
+        let addr = crate::known::resolve_addr(remote)?;
+        let pin = pincat::send::remote_spki(&addr, a.connect_timeout)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"spki": pin.to_string(), "remote": remote})
+            );
+        } else {
+            println!("{pin}");
+        }
+        return Ok(());
+    }
     let Some(file) = &a.file else {
-        return Err(anyhow!("--spki needs a FILE").into());
+        return Err(anyhow!("--spki needs a FILE or --remote HOST:PORT").into());
     };
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let pin = pincat::identity::spki_pin_of_bytes(&bytes)
@@ -371,7 +368,10 @@ fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
     }
     let (file, remote) = (a.file.clone(), a.remote.clone());
     let fp = match (a.file, a.remote) {
-        (_, Some(addr)) => pincat::send::remote_fingerprint(&addr, a.connect_timeout)?,
+        (_, Some(addr)) => {
+            let addr = crate::known::resolve_addr(&addr)?;
+            pincat::send::remote_fingerprint(&addr, a.connect_timeout)?
+        }
         (Some(file), None) => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

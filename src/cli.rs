@@ -38,6 +38,9 @@ pub enum Command {
     Identity(IdentityCommand),
     /// Print the SHA-256 fingerprint of a certificate/identity file or of a remote server.
     Fingerprint(FingerprintArgs),
+    /// Known peers: names for HOST:PORT and their pins, usable in place of HOST:PORT --pin.
+    #[command(subcommand)]
+    Peers(PeersCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -53,6 +56,9 @@ pub struct OutputArgs {
     /// Print nothing but errors and warnings.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also print each connection's peer and TLS parameters (version, cipher suite, key exchange).
+    #[arg(long, short, conflicts_with = "quiet")]
+    pub verbose: bool,
 }
 
 /// `pincat serve`.
@@ -99,17 +105,20 @@ pub struct ServeArgs {
 /// `pincat send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The receiver, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT")]
+    /// The receiver, as HOST:PORT (with --pin), or the NAME of a known peer (see `pincat peers`).
+    #[arg(value_name = "HOST:PORT|NAME")]
     pub addr: String,
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// The receiver's certificate fingerprint (SHA-256 hex; any case, colons optional) or its public key's pin sha256//BASE64; repeat for several (any one matches).
-    #[arg(long, short, value_name = "PIN", required_unless_present = "ca")]
+    /// The receiver's certificate fingerprint (SHA-256 hex; any case, colons optional) or its public key's pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT unless --ca is given.
+    #[arg(long, short, value_name = "PIN")]
     pub pin: Vec<Pin>,
+    /// Trust on first use: a known peer NAME with no pin yet is trusted with the key it proves it holds, which is recorded (loudly) for next time.
+    #[arg(long, conflicts_with = "pin")]
+    pub tofu: bool,
     /// Trust a server whose certificate this private CA issued (PEM certificate(s)), valid now and carrying --name.
-    #[arg(long, value_name = "CA.pem")]
+    #[arg(long, value_name = "CA.pem", conflicts_with = "tofu")]
     pub ca: Option<PathBuf>,
     /// With --ca: the name the server's certificate must carry [default: the HOST dialed].
     #[arg(long, value_name = "NAME", requires = "ca")]
@@ -180,11 +189,14 @@ pub struct TlsArgs {
 /// Dialing options shared by get, pipe and forward --local.
 #[derive(Debug, Args)]
 pub struct DialArgs {
-    /// The listening side's certificate fingerprint (SHA-256 hex) or public-key pin sha256//BASE64; repeat for several (any one matches).
+    /// The listening side's certificate fingerprint (SHA-256 hex) or public-key pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT.
     #[arg(long, short, value_name = "PIN")]
     pub pin: Vec<Pin>,
+    /// Trust on first use: a known peer NAME with no pin yet is trusted with the key it proves it holds, which is recorded (loudly) for next time.
+    #[arg(long, conflicts_with = "pin")]
+    pub tofu: bool,
     /// Trust a server whose certificate this private CA issued (PEM certificate(s)), valid now and carrying --name.
-    #[arg(long, value_name = "CA.pem")]
+    #[arg(long, value_name = "CA.pem", conflicts_with = "tofu")]
     pub ca: Option<PathBuf>,
     /// With --ca: the name the server's certificate must carry [default: the HOST dialed].
     #[arg(long, value_name = "NAME", requires = "ca")]
@@ -238,8 +250,8 @@ pub struct OfferArgs {
 /// `pincat get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The offering side, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT")]
+    /// The offering side, as HOST:PORT (with --pin), or the NAME of a known peer.
+    #[arg(value_name = "HOST:PORT|NAME")]
     pub addr: String,
     /// Where to store: a file for a stream (default stdout), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
@@ -261,9 +273,9 @@ pub struct GetArgs {
 /// `pincat pipe`.
 #[derive(Debug, Args)]
 pub struct PipeArgs {
-    /// The listening end, as HOST:PORT (omit with --listen).
+    /// The listening end, as HOST:PORT (with --pin) or the NAME of a known peer (omit with --listen).
     #[arg(
-        value_name = "HOST:PORT",
+        value_name = "HOST:PORT|NAME",
         required_unless_present = "listen",
         conflicts_with = "listen"
     )]
@@ -300,7 +312,7 @@ pub struct PipeArgs {
 /// `pincat forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
-    /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local).
+    /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local: HOST:PORT with --pin, or a known peer's NAME).
     #[arg(long, value_name = "HOST:PORT")]
     pub to: String,
     /// Exposing end: accept pinned TLS here and relay each connection to --to.
@@ -380,18 +392,59 @@ pub struct FingerprintArgs {
         conflicts_with = "remote"
     )]
     pub file: Option<PathBuf>,
-    /// Connect to HOST:PORT, print the fingerprint it presents, and send nothing.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Connect to HOST:PORT (or a known peer's NAME), print the fingerprint it presents, and send nothing.
+    #[arg(long, value_name = "HOST:PORT|NAME")]
     pub remote: Option<String>,
     /// Limit for connecting and the handshake with --remote.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Print one JSON object ({"fingerprint", and "file" or "remote"}) instead of the bare fingerprint.
+    /// Print one JSON object ({"fingerprint", and "file" or "remote"}; with --spki, {"spki", ...}) instead of the bare pin.
     #[arg(long)]
     pub json: bool,
     /// Print the public-key pin (sha256//BASE64 of the SubjectPublicKeyInfo) instead: it survives a renewed certificate on the same key.
-    #[arg(long, conflicts_with = "remote")]
+    #[arg(long)]
     pub spki: bool,
+}
+
+/// `pincat peers ...`: the known-peers file (PINCAT_PEERS, else
+/// $XDG_CONFIG_HOME/pincat/peers, else ~/.config/pincat/peers).
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Remember a peer by NAME; without --pin, a first `--tofu` dial records its key.
+    Add {
+        /// Its name: letters, digits, '.', '_', '-' (no ':', so never taken for HOST:PORT).
+        #[arg(value_name = "NAME", value_parser = parse_peer_name)]
+        name: String,
+        /// Where it listens.
+        #[arg(value_name = "HOST:PORT", value_parser = parse_peer_addr)]
+        addr: String,
+        /// Its certificate fingerprint or public-key pin sha256//BASE64; repeat for several.
+        #[arg(long, short, value_name = "PIN")]
+        pin: Vec<Pin>,
+        /// Replace an existing peer of that name (else that is an error).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the known peers (aligned lines, or one JSON object with --json).
+    List {
+        /// Print one JSON object {"file", "peers": [{"name", "addr", "pins"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a peer.
+    Remove {
+        /// Its name.
+        #[arg(value_name = "NAME", value_parser = parse_peer_name)]
+        name: String,
+    },
+}
+
+fn parse_peer_name(s: &str) -> Result<String, String> {
+    pincat::peers::check_name(s).map(|()| s.to_string())
+}
+
+fn parse_peer_addr(s: &str) -> Result<String, String> {
+    pincat::peers::check_addr(s).map(|()| s.to_string())
 }
 
 /// `pincat completions`.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 
 /// Process exit codes; each is documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,10 @@ pub enum Error {
         /// What the server presented.
         presented: Fingerprint,
     },
+    /// A known peer presented a key other than the one its entry records
+    /// (or, on a first use, another pincat recorded another key meanwhile).
+    #[error("{0}")]
+    PeerKeyChanged(Box<KeyChanged>),
     /// The TLS handshake with the pinned server failed its signature check or
     /// otherwise could not prove the pinned identity.
     #[error(
@@ -117,9 +121,10 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::PinMismatch { .. } | Error::Impostor { .. } | Error::Untrusted { .. } => {
-                ExitCode::PinMismatch
-            }
+            Error::PinMismatch { .. }
+            | Error::PeerKeyChanged(_)
+            | Error::Impostor { .. }
+            | Error::Untrusted { .. } => ExitCode::PinMismatch,
             Error::Refused { .. } => ExitCode::Refused,
             Error::NotAllowed { .. } => ExitCode::NotAllowed,
             Error::Timeout(_) => ExitCode::Timeout,
@@ -133,7 +138,7 @@ impl Error {
     /// Stable code used in JSON `error` events.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::PinMismatch { .. } => "pin-mismatch",
+            Error::PinMismatch { .. } | Error::PeerKeyChanged(_) => "pin-mismatch",
             Error::Impostor { .. } => "impostor",
             Error::Untrusted { .. } => "untrusted",
             Error::Refused { code, .. } => code,
@@ -144,6 +149,44 @@ impl Error {
             Error::Interrupted => "interrupted",
             Error::Other(_) => "failure",
         }
+    }
+}
+
+/// What a known peer presented instead of its recorded key, and how to
+/// update the entry once the new key is confirmed.
+#[derive(Debug)]
+pub struct KeyChanged {
+    /// The peer's name.
+    pub name: String,
+    /// The peers file.
+    pub file: String,
+    /// Where we connected.
+    pub addr: SocketAddr,
+    /// `HOST:PORT` as the entry has it.
+    pub dial: String,
+    /// The recorded pins, as they print.
+    pub recorded: String,
+    /// The public-key pin of what the server presented.
+    pub presented: Pin,
+    /// The certificate fingerprint of what the server presented.
+    pub cert: Fingerprint,
+}
+
+impl std::fmt::Display for KeyChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let KeyChanged {
+            name,
+            file,
+            addr,
+            dial,
+            recorded,
+            presented,
+            cert,
+        } = self;
+        write!(
+            f,
+            "the key of peer {name} has changed: the server at {addr} presented {presented} (certificate sha256:{cert}) but {file} records {recorded}; someone may be impersonating it, or it has a new key. Nothing was sent. Only if its owner confirms the new key: pincat peers add {name} {dial} --pin {presented} --replace"
+        )
     }
 }
 

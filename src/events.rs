@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, Pin};
 use crate::protocol::{RejectCode, TransferKind};
 
 /// What kind of transfer: the one vocabulary for events and reports.
@@ -149,6 +149,21 @@ pub enum Event {
         /// What was negotiated.
         tls: TlsInfo,
     },
+    /// Trust on first use: a known peer with no pin yet proved it holds
+    /// this key, which is now recorded in the peers file (shown even with
+    /// `--quiet`: it is a trust decision the user must check).
+    FirstUse {
+        /// The other side.
+        peer: SocketAddr,
+        /// The peer's name.
+        name: String,
+        /// The peers file the key was recorded in.
+        file: String,
+        /// The recorded public-key pin.
+        pin: Pin,
+        /// The fingerprint of the certificate it came in.
+        fingerprint: Fingerprint,
+    },
     /// A transfer began.
     TransferStarted {
         /// The other side.
@@ -241,6 +256,15 @@ impl Event {
             } => json!({"event": "connected", "peer": peer.to_string(),
                 "fingerprint": fingerprint.map(|f| f.to_string()), "tls_version": tls.version,
                 "cipher_suite": tls.suite, "key_exchange": tls.group}),
+            Event::FirstUse {
+                peer,
+                name,
+                file,
+                pin,
+                fingerprint,
+            } => json!({"event": "first-use", "peer": peer.to_string(), "name": shown(name),
+                "file": shown(file), "pin": pin.to_string(),
+                "fingerprint": fingerprint.to_string()}),
             Event::TransferStarted {
                 peer,
                 kind,
@@ -307,7 +331,35 @@ impl Event {
                 }
                 s
             }
-            Event::Connected { .. } | Event::Progress { .. } | Event::Opened { .. } => return None,
+            Event::Connected {
+                peer,
+                fingerprint,
+                tls,
+            } => {
+                let cert = fingerprint
+                    .map(|f| format!(", certificate sha256:{f}"))
+                    .unwrap_or_default();
+                format!(
+                    "pincat: connected to {peer} ({}, {}, {}){cert}",
+                    tls.version.replace('_', "."),
+                    tls.suite,
+                    tls.group
+                )
+            }
+            Event::FirstUse {
+                peer,
+                name,
+                file,
+                pin,
+                fingerprint,
+            } => format!(
+                "pincat: warning: FIRST USE of peer {} ({peer}): trusted the key it presented without a pin, and recorded it in {}:\n\
+                 pincat:   {pin}  (certificate sha256:{fingerprint})\n\
+                 pincat: check it with the peer's owner (`pincat fingerprint --spki` on their identity); from now on, another key is refused",
+                shown(name),
+                shown(file)
+            ),
+            Event::Progress { .. } | Event::Opened { .. } => return None,
             Event::Closed {
                 peer,
                 sent,
@@ -381,6 +433,7 @@ type Hook = Box<dyn Fn(&Event) + Send + Sync>;
 /// The event sink shared by a server or sender and its threads.
 pub struct Events {
     mode: Mode,
+    verbose: bool,
     out: Mutex<Box<dyn Write + Send>>,
     hook: Option<Hook>,
     last_progress: Mutex<Option<Instant>>,
@@ -402,6 +455,7 @@ impl Events {
     pub fn to_writer(mode: Mode, out: Box<dyn Write + Send>) -> Self {
         Events {
             mode,
+            verbose: false,
             out: Mutex::new(out),
             hook: None,
             last_progress: Mutex::new(None),
@@ -416,6 +470,13 @@ impl Events {
     /// Also calls `hook` with every event, progress included and unthrottled.
     pub fn with_hook(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// With `on`, people also see each connection's TLS parameters (the
+    /// `connected` event, which JSON always has), in human and quiet modes.
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.verbose = on;
         self
     }
 
@@ -441,18 +502,19 @@ impl Events {
             }
             *last = Some(now);
         }
-        let line = match self.mode {
-            Mode::Json => e.to_json().to_string(),
-            Mode::Human => match e.to_human() {
+        let shown = match (&e, self.mode) {
+            (_, Mode::Json) => true,
+            (Event::Connected { .. }, _) => self.verbose,
+            (Event::Error { .. } | Event::Warning { .. } | Event::FirstUse { .. }, _) => true,
+            (_, Mode::Human) => true,
+            (_, Mode::Quiet) => false,
+        };
+        let line = match (shown, self.mode) {
+            (false, _) => return,
+            (true, Mode::Json) => e.to_json().to_string(),
+            (true, _) => match e.to_human() {
                 Some(l) => l,
                 None => return,
-            },
-            Mode::Quiet => match e {
-                Event::Error { .. } | Event::Warning { .. } => match e.to_human() {
-                    Some(l) => l,
-                    None => return,
-                },
-                _ => return,
             },
         };
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
@@ -613,6 +675,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn connected_needs_verbose_and_first_use_is_never_quiet() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let fp = Fingerprint::of_der(b"c");
+        let connected = Event::Connected {
+            peer,
+            fingerprint: Some(fp),
+            tls: TlsInfo {
+                version: "TLSv1_3".into(),
+                suite: "TLS13_AES_128_GCM_SHA256".into(),
+                group: "X25519MLKEM768".into(),
+            },
+        };
+        let first = Event::FirstUse {
+            peer,
+            name: "box\u{1b}[2J".into(),
+            file: "peers".into(),
+            pin: Pin::Spki(Fingerprint::of_der(b"k")),
+            fingerprint: fp,
+        };
+        let out = |mode: Mode, verbose: bool| {
+            let buf = Buf::default();
+            let ev = Events::to_writer(mode, Box::new(buf.clone())).verbose(verbose);
+            ev.emit(connected.clone());
+            ev.emit(first.clone());
+            String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+        };
+        let line = format!(
+            "pincat: connected to {peer} (TLSv1.3, TLS13_AES_128_GCM_SHA256, X25519MLKEM768), certificate sha256:{fp}"
+        );
+        for mode in [Mode::Human, Mode::Quiet] {
+            let plain = out(mode, false);
+            assert!(
+                !plain.contains("connected") && plain.contains("FIRST USE"),
+                "{plain}"
+            );
+            assert!(!plain.contains('\u{1b}'), "{plain:?}");
+            assert!(out(mode, true).starts_with(&line), "{mode:?}");
+        }
+        let json = out(Mode::Json, false);
+        assert!(json.contains("\"event\":\"first-use\""), "{json}");
     }
 
     #[test]

@@ -24,11 +24,12 @@
 //! | [`offer`] | pull: listener + giver (`offer`), dialer + taker (`get`) |
 //! | [`pipe`] | full duplex over one session, stdio or a program |
 //! | [`forward`] | a TCP service over pinned TLS: exposing and using ends |
+//! | [`peers`] | known peers by name: the peers file, trust on first use |
 //! | [`events`] | what people and scripts see: typed kinds, reasons, one transfer report |
 //! | [`error`] | failures and exit codes |
 //!
-//! The binary adds only `cli.rs` (clap types) and `app.rs` (options from
-//! flags, signals, progress display).
+//! The binary adds only `cli.rs` (clap types) and `app.rs`, `verbs.rs`,
+//! `known.rs` (options from flags, peer names, signals, progress display).
 #![deny(unsafe_code)]
 
 pub mod error;
@@ -39,6 +40,7 @@ mod give;
 pub mod identity;
 pub mod net;
 pub mod offer;
+pub mod peers;
 pub mod pipe;
 pub mod protocol;
 pub mod send;

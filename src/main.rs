@@ -3,6 +3,7 @@
 
 mod app;
 mod cli;
+mod known;
 mod verbs;
 
 use clap::Parser;

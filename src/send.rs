@@ -63,4 +63,4 @@ pub fn send_raw(
         opts.classify(e, peer, when)
     })
 }
-pub use crate::net::dialer::remote_fingerprint;
+pub use crate::net::dialer::{remote_fingerprint, remote_spki};

@@ -144,6 +144,35 @@ pub fn create_new_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// Opens the regular file `name` in `dir` for reading, never through a
+/// symbolic link (ELOOP); `None` if it does not exist. O_NONBLOCK: a FIFO
+/// planted there opens at once (and is then refused as not a regular file)
+/// instead of blocking; reads of a regular file ignore it.
+pub fn open_read_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File>> {
+    let c = cstr(name)?;
+    let flags =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: valid dirfd and C string.
+    let r = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: `r` was just opened and is owned by nobody else.
+    Ok(Some(unsafe { File::from_raw_fd(r) }))
+}
+
+/// Renames `from` to `to` within `dir`, atomically replacing `to`.
+pub fn rename_at(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: valid dirfd and C strings.
+    check(unsafe { libc::renameat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr()) })?;
+    Ok(())
+}
+
 /// Gives an unnamed (O_TMPFILE) file the name `name` in `dir`; never
 /// replaces anything (EEXIST).
 pub fn link_unnamed(file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {

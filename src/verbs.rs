@@ -12,7 +12,7 @@ use pincat::offer::{OfferOptions, Offering};
 use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
 use pincat::{Events, Mode, Output, Source};
 
-use crate::app::{allow_list, load_identity, mode, trust};
+use crate::app::{allow_list, events, load_identity, mode};
 use crate::cli::{Cli, DialArgs, ForwardArgs, GetArgs, OfferArgs, PipeArgs, TlsArgs};
 
 /// The default listening address of every listening verb: all interfaces
@@ -26,23 +26,22 @@ fn default_listen() -> SocketAddr {
     }
 }
 
-fn usage(msg: &str) -> ! {
+/// Ends the process with a usage error (exit 2) saying `msg`.
+pub(crate) fn usage(msg: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::ArgumentConflict, msg)
         .exit()
 }
 
-/// Dial options from the flags; --pin is required.
+/// Dial options from the flags: HOST:PORT with --pin, or a known peer's NAME.
 fn dial_options(
     addr: String,
     d: &DialArgs,
     tls: &TlsArgs,
     idle: std::time::Duration,
 ) -> pincat::Result<DialOptions> {
-    if d.pin.is_empty() && d.ca.is_none() {
-        usage("--pin PIN (or --ca CA.pem) is required to dial");
-    }
-    let mut o = trust(addr, &d.pin, d.ca.as_deref(), d.name.as_ref())?;
+    let mut o =
+        crate::known::dial_options(&addr, &d.pin, d.tofu, d.ca.as_deref(), d.name.as_ref())?;
     o.identity = load_identity(tls.identity.as_deref())?;
     o.connect_timeout = d.connect_timeout;
     o.retry_for = d.retry_for;
@@ -80,7 +79,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
     } else {
         Source::Paths(a.paths)
     };
-    let events = Events::stderr(mode(&a.output));
+    let events = events(&a.output);
     let offering = Offering::bind(o, source, events)?;
     let handle = offering.shutdown_handle();
     on_signal(move || handle.shutdown())?;
@@ -93,7 +92,7 @@ pub fn get(a: GetArgs) -> pincat::Result<()> {
         Some(p) => Output::Path(p),
         None => Output::Default,
     };
-    pincat::offer::get(&opts, &output, Events::stderr(mode(&a.output))).map(drop)
+    pincat::offer::get(&opts, &output, events(&a.output)).map(drop)
 }
 
 pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
@@ -113,7 +112,8 @@ pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
             .idle_timeout
             .unwrap_or(std::time::Duration::from_secs(3600));
         let opts = dial_options(addr, &a.dial, &a.tls, idle)?;
-        return pincat::pipe::pipe(&opts, &ends, a.idle_timeout, &Events::stderr(m)).map(drop);
+        let events = Events::stderr(m).verbose(a.output.verbose);
+        return pincat::pipe::pipe(&opts, &ends, a.idle_timeout, &events).map(drop);
     };
     let allow = allow_list(&a.listening)?;
     if !a.exec.is_empty() && allow.is_none() && !a.allow_any {
@@ -130,11 +130,7 @@ pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
         wait_timeout: a.timeout,
     };
     // The listening line is for the person who starts it, even with stdout busy.
-    let events = match mode(&a.output) {
-        Mode::Json => Events::stderr(Mode::Json),
-        Mode::Quiet => Events::stderr(Mode::Quiet),
-        Mode::Human => Events::stderr(Mode::Human),
-    };
+    let events = events(&a.output);
     let l = PipeListener::bind(opts, events)?;
     let handle = l.shutdown_handle();
     on_signal(move || handle.shutdown())?;
@@ -142,7 +138,7 @@ pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
 }
 
 pub fn forward(a: ForwardArgs) -> pincat::Result<()> {
-    let events = Events::stderr(mode(&a.output));
+    let events = events(&a.output);
     if let Some(listen) = a.listen {
         let allow = allow_list(&a.listening)?;
         if allow.is_none() && !a.allow_any {

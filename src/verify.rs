@@ -16,7 +16,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::fingerprint::{Fingerprint, Pin};
+use crate::fingerprint::{Fingerprint, Pin, spki_of_der};
 use crate::identity::Identity;
 
 pub mod ca;
@@ -87,10 +87,18 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// ([`Presented::per_thread`]), so one server config can serve every
 /// connection: rustls runs the verifier on the thread driving the handshake.
 #[derive(Debug, Clone)]
-pub struct Presented(Option<Arc<Mutex<Option<Fingerprint>>>>);
+pub struct Presented(Option<Arc<Mutex<Option<Seen>>>>);
+
+/// One presented end-entity certificate: its fingerprint and its public
+/// key's pin digest (when the certificate parses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    cert: Fingerprint,
+    spki: Option<Fingerprint>,
+}
 
 thread_local! {
-    static THREAD_PRESENTED: std::cell::Cell<Option<Fingerprint>> = const { std::cell::Cell::new(None) };
+    static THREAD_PRESENTED: std::cell::Cell<Option<Seen>> = const { std::cell::Cell::new(None) };
 }
 
 impl Default for Presented {
@@ -105,14 +113,21 @@ impl Presented {
         Presented(None)
     }
 
-    fn set(&self, fp: Option<Fingerprint>) {
+    fn set(&self, seen: Option<Seen>) {
         match &self.0 {
             Some(m) => {
                 if let Ok(mut g) = m.lock() {
-                    *g = fp;
+                    *g = seen;
                 }
             }
-            None => THREAD_PRESENTED.with(|c| c.set(fp)),
+            None => THREAD_PRESENTED.with(|c| c.set(seen)),
+        }
+    }
+
+    fn seen(&self) -> Option<Seen> {
+        match &self.0 {
+            Some(m) => m.lock().ok().and_then(|g| *g),
+            None => THREAD_PRESENTED.with(|c| c.get()),
         }
     }
 
@@ -123,10 +138,24 @@ impl Presented {
 
     /// The fingerprint of the end-entity certificate the peer presented, if any.
     pub fn get(&self) -> Option<Fingerprint> {
-        match &self.0 {
-            Some(m) => m.lock().ok().and_then(|g| *g),
-            None => THREAD_PRESENTED.with(|c| c.get()),
-        }
+        self.seen().map(|s| s.cert)
+    }
+
+    /// The public-key pin (`sha256//BASE64`) of what the peer presented, if
+    /// it presented a certificate whose key can be read.
+    pub fn spki(&self) -> Option<Pin> {
+        self.seen().and_then(|s| s.spki).map(Pin::Spki)
+    }
+
+    /// Whether what the peer presented matches one of `pins`.
+    pub fn matches(&self, pins: &[Pin]) -> bool {
+        let Some(seen) = self.seen() else {
+            return false;
+        };
+        pins.iter().any(|p| match p {
+            Pin::Cert(c) => *c == seen.cert,
+            Pin::Spki(k) => seen.spki == Some(*k),
+        })
     }
 }
 
@@ -144,7 +173,10 @@ fn check_pin(
     presented: &Presented,
 ) -> Result<(), Error> {
     let fp = Fingerprint::of_der(end_entity);
-    presented.set(Some(fp));
+    presented.set(Some(Seen {
+        cert: fp,
+        spki: spki_of_der(end_entity),
+    }));
     // The pin must be the leaf, alone: accepting it anywhere in the chain
     // would let an attacker append the public genuine certificate to its own.
     if !intermediates.is_empty() {
@@ -164,10 +196,11 @@ fn check_pin(
 /// Client side: accepts only a server certificate that matches one of the
 /// pins (its fingerprint, or its public key's). With no pin, it records
 /// what was presented and refuses (used by `fingerprint --remote`, which
-/// must send nothing).
+/// must send nothing), unless made for a first use.
 #[derive(Debug)]
 pub struct PinnedServerVerifier {
     pins: Vec<Pin>,
+    first_use: bool,
     presented: Presented,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -182,8 +215,20 @@ impl PinnedServerVerifier {
     pub fn with_pins(pins: Vec<Pin>, presented: Presented) -> Self {
         PinnedServerVerifier {
             pins,
+            first_use: false,
             presented,
             algs: provider().signature_verification_algorithms,
+        }
+    }
+
+    /// Trust on first use: accepts any single certificate whose public key
+    /// can be read, and records it. Only the pin comparison is skipped: the
+    /// handshake signature is checked as always, so the server has proven
+    /// it holds the key the caller then records.
+    pub fn first_use(presented: Presented) -> Self {
+        PinnedServerVerifier {
+            first_use: true,
+            ..Self::with_pins(Vec::new(), presented)
         }
     }
 }
@@ -197,12 +242,11 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        check_pin(
-            end_entity,
-            intermediates,
-            &|fp, der| any_pin(&self.pins, fp, der),
-            &self.presented,
-        )?;
+        let first_use = |_: &Fingerprint, der: &[u8]| spki_of_der(der).is_some();
+        let pinned = |fp: &Fingerprint, der: &[u8]| any_pin(&self.pins, fp, der);
+        let allowed: &dyn Fn(&Fingerprint, &[u8]) -> bool =
+            if self.first_use { &first_use } else { &pinned };
+        check_pin(end_entity, intermediates, allowed, &self.presented)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -359,6 +403,28 @@ pub fn client_config_trust(
         }),
         None => Arc::new(pinned),
     };
+    client_config_with(verifier, identity)
+}
+
+/// As [`client_config`] for a first use ([`PinnedServerVerifier::first_use`]):
+/// any server that proves it holds the key of the one certificate it
+/// presents; the caller records that key from `presented`.
+pub fn client_config_first_use(
+    identity: Option<&Identity>,
+    presented: Presented,
+) -> Result<Arc<ClientConfig>> {
+    client_config_with(
+        Arc::new(PinnedServerVerifier::first_use(presented)),
+        identity,
+    )
+}
+
+/// The TLS 1.3-only client config around `verifier`: no resumption (a
+/// resumed handshake would skip the verifier), no early data, no SNI.
+fn client_config_with(
+    verifier: Arc<dyn ServerCertVerifier>,
+    identity: Option<&Identity>,
+) -> Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available in the crypto provider")?
@@ -373,7 +439,6 @@ pub fn client_config_trust(
         }
         None => builder.with_no_client_auth(),
     };
-    // A resumed handshake would skip the verifier.
     config.resumption = Resumption::disabled();
     config.enable_early_data = false;
     config.enable_sni = false;
@@ -522,6 +587,35 @@ mod tests {
         let (c, _) = handshake(client_config(None, None, seen.clone()).unwrap(), server);
         assert!(c.is_err());
         assert_eq!(seen.get(), Some(id.fingerprint()));
+    }
+
+    #[test]
+    fn first_use_accepts_a_proven_key_and_records_its_pin() {
+        let id = Identity::generate().unwrap();
+        let server = server_config(&id, None, Presented::default()).unwrap();
+        let seen = Presented::default();
+        let (c, s) = handshake(client_config_first_use(None, seen.clone()).unwrap(), server);
+        assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
+        assert_eq!(seen.get(), Some(id.fingerprint()));
+        let spki = seen.spki().unwrap();
+        assert_eq!(spki, Pin::Spki(spki_of_der(id.cert_der()).unwrap()));
+        assert!(seen.matches(&[spki]) && seen.matches(&[Pin::Cert(id.fingerprint())]));
+        assert!(!seen.matches(&[Pin::Spki(Fingerprint::of_der(b"other"))]));
+        // The chain rule holds for a first use too.
+        let other = Identity::generate().unwrap();
+        let v = PinnedServerVerifier::first_use(Presented::default());
+        let name = ServerName::try_from(SERVER_NAME).unwrap();
+        let chain = [other.cert_der().clone()];
+        assert!(
+            v.verify_server_cert(id.cert_der(), &chain, &name, &[], UnixTime::now())
+                .is_err()
+        );
+        // Garbage is not a certificate whose key could be recorded.
+        let junk = CertificateDer::from(&b"junk"[..]);
+        assert!(
+            v.verify_server_cert(&junk, &[], &name, &[], UnixTime::now())
+                .is_err()
+        );
     }
 
     #[test]

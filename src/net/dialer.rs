@@ -4,16 +4,18 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, ClientConnection};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
+use crate::peers::{self, FirstUse, KnownPeer, Peer};
 use crate::session::{Session, WireError};
 use crate::verify::ca::{self, CaRoots};
 use crate::verify::{self, Presented};
@@ -42,77 +44,100 @@ pub struct DialOptions {
     pub handshake_timeout: Duration,
     /// Limit for any single read or write once connected (receipt included).
     pub idle_timeout: Duration,
+    /// The known peer this dial is for, if dialed by name: a changed key
+    /// is reported against its entry, and with no pins and
+    /// [`KnownPeer::trust_first_use`] the key the server proves it holds is
+    /// recorded there before anything is sent.
+    pub known_peer: Option<KnownPeer>,
 }
 
 impl DialOptions {
     /// Options with the documented defaults.
     pub fn new(addr: impl Into<String>, pin: impl Into<Pin>) -> Self {
-        DialOptions {
-            pins: vec![pin.into()],
-            ..Self::with_ca_roots(addr, None)
-        }
+        Self::with_pins(addr, vec![pin.into()])
     }
 
-    /// Options trusting a private CA instead of pins (see [`DialOptions::ca`]).
-    pub fn with_ca(addr: impl Into<String>, ca: CaRoots) -> Self {
-        Self::with_ca_roots(addr, Some(ca))
-    }
-
-    fn with_ca_roots(addr: impl Into<String>, ca: Option<CaRoots>) -> Self {
+    /// Options with the documented defaults and any number of pins (none
+    /// only for a first use of a [`KnownPeer`]).
+    pub fn with_pins(addr: impl Into<String>, pins: Vec<Pin>) -> Self {
         DialOptions {
             addr: addr.into(),
-            pins: Vec::new(),
-            ca,
+            pins,
+            ca: None,
             ca_name: None,
             identity: None,
             connect_timeout: Duration::from_secs(10),
             retry_for: None,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            known_peer: None,
         }
     }
 
-    /// Zero durations are mistakes, as on the command line.
+    /// Options trusting a private CA instead of pins (see [`DialOptions::ca`]).
+    pub fn with_ca(addr: impl Into<String>, ca: CaRoots) -> Self {
+        let mut o = Self::with_pins(addr, Vec::new());
+        o.ca = Some(ca);
+        o
+    }
+
+    /// The options of a known peer: its address and pins, its entry in
+    /// `file`, and whether a first use may record its key.
+    pub fn for_peer(peer: &Peer, file: &Path, trust_first_use: bool) -> Self {
+        let mut o = Self::with_pins(peer.addr.clone(), peer.pins.clone());
+        o.known_peer = Some(KnownPeer {
+            name: peer.name.clone(),
+            file: file.to_path_buf(),
+            trust_first_use,
+        });
+        o
+    }
+
+    /// Zero durations are mistakes, as on the command line; so are no pins,
+    /// except for a first use.
     pub(crate) fn check(&self) -> Result<()> {
         let zero = [
             ("connect_timeout", self.connect_timeout.is_zero()),
             ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
             ("retry_for", self.retry_for.is_some_and(|d| d.is_zero())),
-            (
-                "pins (empty, and no CA)",
-                self.pins.is_empty() && self.ca.is_none(),
-            ),
         ];
-        match zero.iter().find(|(_, z)| *z) {
-            Some((name, _)) => Err(anyhow!(
+        if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(anyhow!(
                 "SendOptions::{name} must not be zero (leave it at its default instead)"
             )
-            .into()),
-            None => Ok(()),
+            .into());
         }
+        if self.pins.is_empty() && self.ca.is_none() && !self.first_use() {
+            return Err(anyhow!(
+                "SendOptions::pins is empty: give a pin, a CA, or a KnownPeer with trust_first_use"
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Whether this dial records the key of a known peer that has no pin yet.
+    fn first_use(&self) -> bool {
+        self.pins.is_empty()
+            && self.ca.is_none()
+            && self.known_peer.as_ref().is_some_and(|k| k.trust_first_use)
     }
 
     /// The name a CA-issued server certificate must carry.
     pub fn ca_subject(&self) -> Result<ServerName<'static>> {
-        let name = self
-            .ca_name
+        Ok(ca::subject_name(self.ca_name_shown())?)
+    }
+
+    fn ca_name_shown(&self) -> &str {
+        self.ca_name
             .as_deref()
-            .unwrap_or_else(|| ca::host_of(&self.addr));
-        Ok(ca::subject_name(name)?)
+            .unwrap_or_else(|| ca::host_of(&self.addr))
     }
 
     /// The pins as a person reads them.
     pub fn pins_shown(&self) -> String {
-        let shown: Vec<String> = self
-            .pins
-            .iter()
-            .map(|p| match p {
-                Pin::Cert(f) => format!("sha256:{f}"),
-                spki => spki.to_string(),
-            })
-            .collect();
-        shown.join(", ")
+        pins_shown(&self.pins)
     }
 
     /// Maps a session failure to the error a user can act on.
@@ -121,7 +146,20 @@ impl DialOptions {
     }
 }
 
-/// Connects (retrying within `retry_for`) and completes the pinned handshake.
+/// Pins as a person reads them: `sha256:HEX` or `sha256//BASE64`, comma-separated.
+fn pins_shown(pins: &[Pin]) -> String {
+    let shown: Vec<String> = pins
+        .iter()
+        .map(|p| match p {
+            Pin::Cert(f) => format!("sha256:{f}"),
+            spki => spki.to_string(),
+        })
+        .collect();
+    shown.join(", ")
+}
+
+/// Connects (retrying within `retry_for`) and completes the pinned handshake
+/// (for a first use, records the key first: see [`DialOptions::known_peer`]).
 pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnection>> {
     opts.check()?;
     let sock = connect_retrying(opts)?;
@@ -130,21 +168,24 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
         .context("cannot read the peer address")
         .map_err(Error::Other)?;
     let presented = Presented::default();
+    let identity = opts.identity.as_ref();
     let verdict = ca::Verdict::default();
-    let ca = match &opts.ca {
-        Some(roots) => Some((roots, opts.ca_subject()?, verdict.clone())),
-        None => None,
+    let config = match &opts.ca {
+        _ if opts.first_use() => verify::client_config_first_use(identity, presented.clone())?,
+        Some(roots) => {
+            let ca = Some((roots, opts.ca_subject()?, verdict.clone()));
+            verify::client_config_trust(opts.pins.clone(), ca, identity, presented.clone())?
+        }
+        None => verify::client_config_pins(opts.pins.clone(), identity, presented.clone())?,
     };
-    let config = verify::client_config_trust(
-        opts.pins.clone(),
-        ca,
-        opts.identity.as_ref(),
-        presented.clone(),
-    )?;
     let s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
-        .map_err(|e| trust_failure(e, opts, peer, presented.get(), verdict.accepted()))?;
+        .map_err(|e| handshake_error(e, opts, peer, &presented, verdict.accepted()))?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
+    if opts.first_use() {
+        // The session is dropped unsent if this fails.
+        record_first_use(opts, peer, &presented, events)?;
+    }
     events.emit(Event::Connected {
         peer,
         fingerprint: presented.get(),
@@ -153,39 +194,88 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
     Ok(s)
 }
 
-/// Why the handshake failed, given what the server presented (`fp`) and
-/// whether its certificate passed the CA check (`ca_accepted`).
-fn trust_failure(
+/// What a failed handshake means: another certificate than the pinned
+/// ones (or one the CA did not vouch for), the trusted one without its
+/// key, or no pincat at all. `ca_accepted`: the CA check passed.
+fn handshake_error(
     e: WireError,
     opts: &DialOptions,
     peer: SocketAddr,
-    fp: Option<Fingerprint>,
+    seen: &Presented,
     ca_accepted: bool,
 ) -> Error {
-    let (WireError::Tls(tls), Some(fp)) = (&e, fp) else {
-        return handshake_failure(e, opts, peer, "--handshake-timeout");
-    };
-    let pinned = opts.pins.contains(&Pin::Cert(fp));
-    match (&opts.ca, pinned || ca_accepted) {
-        (Some(_), false) => Error::Untrusted {
+    let trusted = ca_accepted || seen.matches(&opts.pins);
+    match (&e, seen.get()) {
+        (WireError::Tls(tls), Some(fp)) if opts.ca.is_some() && !trusted => Error::Untrusted {
             addr: peer,
             presented: fp,
             why: ca::explain(tls).unwrap_or_else(|| tls.to_string()),
-            name: opts
-                .ca_name
-                .clone()
-                .unwrap_or_else(|| ca::host_of(&opts.addr).to_string()),
+            name: opts.ca_name_shown().to_string(),
         },
-        (None, false) => Error::PinMismatch {
+        (WireError::Tls(_), Some(_)) if !opts.first_use() && !trusted => {
+            mismatch(opts, peer, seen, &opts.pins)
+        }
+        (WireError::Tls(tls), Some(_)) => Error::Impostor {
             addr: peer,
-            expected: opts.pins_shown(),
-            presented: fp,
+            detail: match opts.first_use() {
+                true => format!("{tls}; this first use recorded nothing"),
+                false => tls.to_string(),
+            },
         },
-        (_, true) => Error::Impostor {
+        _ => handshake_failure(e, opts, peer, "--handshake-timeout"),
+    }
+}
+
+/// The pin-mismatch error: against the known peer's entry when dialed by
+/// name (with the command that updates it), else against the given pins.
+fn mismatch(opts: &DialOptions, peer: SocketAddr, seen: &Presented, recorded: &[Pin]) -> Error {
+    let cert = seen.get().unwrap_or(Fingerprint::from_bytes([0; 32]));
+    match (&opts.known_peer, seen.spki()) {
+        (Some(k), Some(presented)) => Error::PeerKeyChanged(Box::new(KeyChanged {
+            name: k.name.clone(),
+            file: k.file.display().to_string(),
             addr: peer,
-            detail: tls.to_string(),
+            dial: opts.addr.clone(),
+            recorded: pins_shown(recorded),
+            presented,
+            cert,
+        })),
+        _ => Error::PinMismatch {
+            addr: peer,
+            expected: pins_shown(recorded),
+            presented: cert,
         },
     }
+}
+
+/// Records the key the server just proved it holds in the known peer's
+/// entry, and says so loudly; fails closed if another pincat recorded
+/// another key meanwhile.
+fn record_first_use(
+    opts: &DialOptions,
+    peer: SocketAddr,
+    seen: &Presented,
+    events: &Events,
+) -> Result<()> {
+    let (Some(k), Some(pin), Some(cert)) = (&opts.known_peer, seen.spki(), seen.get()) else {
+        return Err(
+            anyhow!("the server at {peer} presented no certificate with a readable key").into(),
+        );
+    };
+    match peers::record_first_use(k, &opts.addr, pin)? {
+        FirstUse::Recorded => events.emit(Event::FirstUse {
+            peer,
+            name: k.name.clone(),
+            file: k.file.display().to_string(),
+            pin,
+            fingerprint: cert,
+        }),
+        // Another pincat recorded this very key a moment ago: as if it
+        // had been read from the file.
+        FirstUse::AlreadyRecorded => {}
+        FirstUse::Conflict(recorded) => return Err(mismatch(opts, peer, seen, &recorded)),
+    }
+    Ok(())
 }
 
 /// A client connection with pincat's fixed, meaningless server name.
@@ -285,6 +375,22 @@ fn classify(e: WireError, opts: &DialOptions, peer: SocketAddr, when: &str) -> E
 /// server's certificate, and returns its fingerprint. No application byte
 /// is ever sent: the handshake is aborted by the verifier itself.
 pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> {
+    let (seen, peer) = remote_presented(addr, timeout)?;
+    seen.get()
+        .ok_or_else(|| anyhow!("the server at {peer} presented no certificate").into())
+}
+
+/// As [`remote_fingerprint`], returning the public-key pin (`sha256//BASE64`)
+/// of the certificate the server presents.
+pub fn remote_spki(addr: &str, timeout: Duration) -> Result<Pin> {
+    let (seen, peer) = remote_presented(addr, timeout)?;
+    seen.spki().ok_or_else(|| {
+        anyhow!("the server at {peer} presented no certificate with a readable public key").into()
+    })
+}
+
+/// What the server at `addr` presents, seen by a verifier that refuses it.
+fn remote_presented(addr: &str, timeout: Duration) -> Result<(Presented, SocketAddr)> {
     let mut opts = DialOptions::new(addr, Fingerprint::from_bytes([0; 32]));
     opts.connect_timeout = timeout;
     opts.handshake_timeout = timeout;
@@ -294,7 +400,7 @@ pub fn remote_fingerprint(addr: &str, timeout: Duration) -> Result<Fingerprint> 
     let config = verify::client_config(None, None, presented.clone())?;
     let outcome = Session::handshake(client(config)?, sock, timeout);
     match (presented.get(), outcome) {
-        (Some(fp), _) => Ok(fp),
+        (Some(_), _) => Ok((presented, peer)),
         (None, Err(e)) => Err(handshake_failure(e, &opts, peer, "--connect-timeout")),
         (None, Ok(_)) => Err(anyhow!("the server at {peer} presented no certificate").into()),
     }

@@ -235,7 +235,10 @@ impl ServerCertVerifier for TrustingServerVerifier {
         {
             return Ok(ServerCertVerified::assertion());
         }
-        self.presented.set(Some(Fingerprint::of_der(end_entity)));
+        self.presented.set(Some(super::Seen {
+            cert: Fingerprint::of_der(end_entity),
+            spki: crate::fingerprint::spki_of_der(end_entity),
+        }));
         self.ca.verify(end_entity, intermediates, now)?;
         self.verdict.accept();
         Ok(ServerCertVerified::assertion())
