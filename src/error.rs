@@ -86,7 +86,7 @@ pub enum Error {
         message: String,
     },
     /// The receiver refused our client certificate.
-    #[error("the receiver at {addr} refused this sender's certificate{}: give it this sender's fingerprint with --allow, or send with --identity", match .fingerprint { Some(f) => format!(" sha256:{f}"), None => " (none was presented)".to_string() })]
+    #[error("the receiver at {addr} refused this sender's certificate{}: give it this sender's fingerprint with --allow (or its CA with --allow-ca), or send with an --identity it admits (its refused event says why)", match .fingerprint { Some(f) => format!(" sha256:{f}"), None => " (none was presented)".to_string() })]
     NotAllowed {
         /// Where we connected.
         addr: SocketAddr,

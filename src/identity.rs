@@ -112,11 +112,15 @@ impl Identity {
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<Self> {
-        if !is_ca(&issuer.cert)? {
-            bail!(
-                "the issuer is not a CA identity (make one with: pincat identity new --ca CA.id)"
-            );
+        let ca_valid = crate::verify::ca::ca_validity(&issuer.cert).context(
+            "the issuer is not a CA identity (make one with: pincat identity new --ca CA.id)",
+        )?;
+        if !ca_valid.contains(rustls::pki_types::UnixTime::now()) {
+            bail!("the issuer's CA certificate is expired or not valid yet");
         }
+        // Nothing outlives its CA: peers stop trusting it then anyway.
+        let ca_end = SystemTime::UNIX_EPOCH + Duration::from_secs(ca_valid.not_after.max(0) as u64);
+        let not_after = not_after.min(ca_end);
         let Some(first) = names.first() else {
             bail!("an issued identity needs a name (--name)");
         };
@@ -269,17 +273,6 @@ impl Identity {
 /// How far back an issued certificate's validity starts, for peers whose
 /// clocks are a little behind.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
-
-/// Whether the certificate may issue others (basic constraints CA:TRUE).
-fn is_ca(der: &[u8]) -> Result<bool> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| anyhow!("cannot read the certificate: {e}"))?;
-    Ok(cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|b| b.value.ca))
-}
 
 fn new_key() -> Result<rcgen::KeyPair> {
     rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)

@@ -95,6 +95,9 @@ pub struct Presented(Option<Arc<Mutex<Option<Seen>>>>);
 struct Seen {
     cert: Fingerprint,
     spki: Option<Fingerprint>,
+    /// The certificate passed the trust check (pin or CA): a failure after
+    /// that is the handshake signature, the proof of its key.
+    accepted: bool,
 }
 
 thread_local! {
@@ -134,6 +137,22 @@ impl Presented {
     /// Forgets what was recorded (before reusing a thread for a new handshake).
     pub fn clear(&self) {
         self.set(None);
+    }
+
+    /// Marks what was presented as trusted (before the signature check).
+    fn accept(&self) {
+        if let Some(seen) = self.seen() {
+            self.set(Some(Seen {
+                accepted: true,
+                ..seen
+            }));
+        }
+    }
+
+    /// Whether the presented certificate passed the trust check: a failed
+    /// handshake after that means the peer could not prove its key.
+    pub fn accepted(&self) -> bool {
+        self.seen().is_some_and(|s| s.accepted)
     }
 
     /// The fingerprint of the end-entity certificate the peer presented, if any.
@@ -176,6 +195,7 @@ fn check_pin(
     presented.set(Some(Seen {
         cert: fp,
         spki: spki_of_der(end_entity),
+        accepted: false,
     }));
     // The pin must be the leaf, alone: accepting it anywhere in the chain
     // would let an attacker append the public genuine certificate to its own.
@@ -330,13 +350,12 @@ impl ClientCertVerifier for AllowListClientVerifier {
             &self.presented,
         );
         match (pinned, &self.ca) {
-            (Ok(()), _) => Ok(ClientCertVerified::assertion()),
-            (Err(_), Some(ca)) => {
-                ca.verify(end_entity, intermediates, now)?;
-                Ok(ClientCertVerified::assertion())
-            }
-            (Err(e), None) => Err(e),
+            (Ok(()), _) => {}
+            (Err(_), Some(ca)) => ca.verify(end_entity, now)?,
+            (Err(e), None) => return Err(e),
         }
+        self.presented.accept();
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -665,6 +665,10 @@ pub fn accept_session(
 
 fn refusal_of(e: &WireError, allow: bool, presented: &Presented) -> (Reason, String) {
     match (e, allow) {
+        (WireError::Tls(t), true) if presented.accepted() => (
+            Reason::NotAllowed,
+            format!("the sender could not prove it holds the key of its certificate ({t})"),
+        ),
         (WireError::Tls(rustls::Error::NoCertificatesPresented), true) => (
             Reason::NotAllowed,
             "the sender presented no client certificate".to_string(),

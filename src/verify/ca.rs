@@ -24,27 +24,82 @@ use crate::fingerprint::Fingerprint;
 /// The certificates of one or more private CAs, trusted to issue identities.
 #[derive(Clone)]
 pub struct CaRoots {
-    roots: Arc<RootCertStore>,
-    fingerprints: Vec<Fingerprint>,
+    anchors: Vec<Anchor>,
 }
+
+/// One CA certificate: trusted only while it is itself valid (WebPKI does
+/// not check a trust anchor's dates).
+#[derive(Clone)]
+struct Anchor {
+    roots: Arc<RootCertStore>,
+    fingerprint: Fingerprint,
+    validity: Validity,
+}
+
+/// A certificate's validity period, in seconds since the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// The first second it is valid.
+    pub not_before: i64,
+    /// The last second it is valid.
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// Whether `now` lies within the period.
+    pub fn contains(&self, now: UnixTime) -> bool {
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// The validity of a CA certificate; an error if it is not one: a CA has
+/// basic constraints CA:TRUE and, if it states key usages, keyCertSign.
+/// (Any certificate's key could otherwise sign identities for any name.)
+pub fn ca_validity(der: &[u8]) -> Result<Validity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow!("cannot read the certificate: {e}"))?;
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    let may_sign = match cert.key_usage() {
+        Ok(Some(ku)) => ku.value.key_cert_sign(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if !is_ca || !may_sign {
+        bail!(
+            "certificate sha256:{} is not a CA certificate (no CA:TRUE basic constraint or no keyCertSign usage); make a CA with pincat identity new --ca",
+            Fingerprint::of_der(der)
+        );
+    }
+    let v = cert.validity();
+    Ok(Validity {
+        not_before: v.not_before.timestamp(),
+        not_after: v.not_after.timestamp(),
+    })
+}
+
+/// Largest CA file read: a few certificates, never a device or a dump.
+const MAX_CA_FILE: u64 = 1 << 20;
 
 impl std::fmt::Debug for CaRoots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaRoots")
-            .field("fingerprints", &self.fingerprints)
+            .field("fingerprints", &self.fingerprints())
             .finish()
     }
 }
 
 impl CaRoots {
     /// Parses CA certificates: PEM (every `CERTIFICATE` block) or one DER
-    /// certificate. A file holding a private key is refused: the CA's key
-    /// belongs only where identities are issued, never on every peer.
+    /// certificate, each a CA certificate (see [`ca_validity`]). A file
+    /// holding a private key is refused: the CA's key belongs only where
+    /// identities are issued, never on every peer.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        if PemObject::from_pem_slice(bytes)
-            .map(|_: rustls::pki_types::PrivateKeyDer<'_>| ())
-            .is_ok()
-        {
+        if bytes.windows(11).any(|w| w == b"PRIVATE KEY") {
             bail!(
                 "it holds a private key: give the CA's certificate only (pincat identity cert CA.id > ca.pem)"
             );
@@ -59,29 +114,88 @@ impl CaRoots {
         if certs.is_empty() {
             bail!("no certificate found (expected PEM with CERTIFICATE blocks, or DER)");
         }
-        let mut roots = RootCertStore::empty();
-        for c in &certs {
+        let mut anchors = Vec::new();
+        for c in certs {
+            let validity = ca_validity(&c)?;
+            let mut roots = RootCertStore::empty();
+            let fingerprint = Fingerprint::of_der(&c);
             roots
-                .add(c.clone())
+                .add(c)
                 .map_err(|e| anyhow!("not usable as a CA certificate: {e}"))?;
+            anchors.push(Anchor {
+                roots: Arc::new(roots),
+                fingerprint,
+                validity,
+            });
         }
-        Ok(CaRoots {
-            roots: Arc::new(roots),
-            fingerprints: certs.iter().map(|c| Fingerprint::of_der(c)).collect(),
-        })
+        Ok(CaRoots { anchors })
     }
 
-    /// Reads a CA certificate file (see [`CaRoots::from_bytes`]).
+    /// Reads a CA certificate file (a regular file of at most 1 MiB; see
+    /// [`CaRoots::from_bytes`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read CA file {}", path.display()))?;
-        Self::from_bytes(&bytes).with_context(|| format!("bad CA file {}", path.display()))
+        use std::io::Read;
+        let shown = path.display();
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read CA file {shown}"))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("cannot read CA file {shown}"))?;
+        if !meta.is_file() {
+            bail!("CA file {shown} is not a regular file");
+        }
+        let mut bytes = Vec::new();
+        f.take(MAX_CA_FILE + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read CA file {shown}"))?;
+        if bytes.len() as u64 > MAX_CA_FILE {
+            bail!("CA file {shown} is larger than {MAX_CA_FILE} bytes");
+        }
+        Self::from_bytes(&bytes).with_context(|| format!("bad CA file {shown}"))
     }
 
     /// The fingerprints of the CA certificates, in file order.
-    pub fn fingerprints(&self) -> &[Fingerprint] {
-        &self.fingerprints
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.anchors.iter().map(|a| a.fingerprint).collect()
     }
+}
+
+/// The CA certificates are all outside their own validity.
+#[derive(Debug)]
+struct CaNotValid;
+
+impl std::fmt::Display for CaNotValid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the CA certificate is expired or not valid yet")
+    }
+}
+
+impl std::error::Error for CaNotValid {}
+
+/// Runs `check` against every anchor valid at `now`: the first success
+/// wins; else the first failure, or [`CaNotValid`] if no anchor is valid.
+fn any_anchor<V>(
+    checks: &[(Validity, V)],
+    now: UnixTime,
+    check: impl Fn(&V) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut first = None;
+    for (validity, v) in checks {
+        if !validity.contains(now) {
+            continue;
+        }
+        match check(v) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| {
+        Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+            CaNotValid,
+        ))))
+    }))
 }
 
 /// A subject name as rustls and WebPKI take it: a DNS name or an IP address.
@@ -103,40 +217,46 @@ pub fn host_of(addr: &str) -> &str {
 }
 
 /// The dialing side's CA check: what [`super::PinnedServerVerifier`] does
-/// for a pin, done by path validation to the CA for `name`.
+/// for a pin, done by path validation to the CA for `name`. Only a leaf the
+/// CA signed directly passes: certificates sent with it are ignored.
 #[derive(Debug)]
 pub(super) struct CaServerCheck {
-    inner: Arc<WebPkiServerVerifier>,
+    anchors: Vec<(Validity, Arc<WebPkiServerVerifier>)>,
     name: ServerName<'static>,
 }
 
 impl CaServerCheck {
     pub(super) fn new(roots: &CaRoots, name: ServerName<'static>) -> Result<Self> {
-        let inner = WebPkiServerVerifier::builder_with_provider(roots.roots.clone(), provider())
-            .build()
-            .context("cannot build the CA verifier")?;
-        Ok(CaServerCheck { inner, name })
+        let mut anchors = Vec::new();
+        for a in &roots.anchors {
+            let v = WebPkiServerVerifier::builder_with_provider(a.roots.clone(), provider())
+                .build()
+                .context("cannot build the CA verifier")?;
+            anchors.push((a.validity, v));
+        }
+        Ok(CaServerCheck { anchors, name })
     }
 
-    /// Path, validity, server usage and name; the name rustls was given is
-    /// pincat's fixed one, so the expected name is ours.
+    /// Path, validity (the CA's too), server usage and name; the name rustls
+    /// was given is pincat's fixed one, so the expected name is ours.
     pub(super) fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, &[], now)
-            .map(drop)
+        any_anchor(&self.anchors, now, |v| {
+            v.verify_server_cert(end_entity, &[], &self.name, &[], now)
+                .map(drop)
+        })
     }
 }
 
-/// The listening side's CA check: chains to the CA (client usage, valid
-/// now) and, when names are given, carries one of them.
+/// The listening side's CA check: signed directly by the CA (client
+/// usage, valid now, the CA too) and, when names are given, carries one of
+/// them.
 #[derive(Debug, Clone)]
 pub struct CaAllow {
-    inner: Arc<dyn ClientCertVerifier>,
+    anchors: Vec<(Validity, Arc<dyn ClientCertVerifier>)>,
     names: Vec<ServerName<'static>>,
     roots: CaRoots,
 }
@@ -149,12 +269,16 @@ impl CaAllow {
             .iter()
             .map(|n| subject_name(n))
             .collect::<Result<Vec<_>>>()?;
-        let inner = WebPkiClientVerifier::builder_with_provider(roots.roots.clone(), provider())
-            .clear_root_hint_subjects()
-            .build()
-            .context("cannot build the CA verifier")?;
+        let mut anchors = Vec::new();
+        for a in &roots.anchors {
+            let v = WebPkiClientVerifier::builder_with_provider(a.roots.clone(), provider())
+                .clear_root_hint_subjects()
+                .build()
+                .context("cannot build the CA verifier")?;
+            anchors.push((a.validity, v));
+        }
         Ok(CaAllow {
-            inner,
+            anchors,
             names,
             roots,
         })
@@ -168,11 +292,11 @@ impl CaAllow {
     pub(super) fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), Error> {
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+        any_anchor(&self.anchors, now, |v| {
+            v.verify_client_cert(end_entity, &[], now).map(drop)
+        })?;
         if self.names.is_empty() {
             return Ok(());
         }
@@ -238,8 +362,9 @@ impl ServerCertVerifier for TrustingServerVerifier {
         self.presented.set(Some(super::Seen {
             cert: Fingerprint::of_der(end_entity),
             spki: crate::fingerprint::spki_of_der(end_entity),
+            accepted: false,
         }));
-        self.ca.verify(end_entity, intermediates, now)?;
+        self.ca.verify(end_entity, now)?;
         self.verdict.accept();
         Ok(ServerCertVerified::assertion())
     }
@@ -290,7 +415,11 @@ pub fn explain(e: &Error) -> Option<String> {
             "its certificate is not issued for this use (extended key usage)".into()
         }
         CertificateError::ApplicationVerificationFailure => "its certificate matches no pin".into(),
-        other => format!("its certificate was refused: {other:?}"),
+        CertificateError::Other(o) if o.0.downcast_ref::<CaNotValid>().is_some() => {
+            "the CA certificate itself is expired or not valid yet".into()
+        }
+        _ => "its certificate is not an identity the CA issued (for instance a CA certificate)"
+            .into(),
     })
 }
 
@@ -311,8 +440,16 @@ mod tests {
         let id = crate::Identity::generate().unwrap();
         let err = CaRoots::from_bytes(id.to_pem().as_bytes()).unwrap_err();
         assert!(format!("{err:#}").contains("private key"), "{err:#}");
-        let ok = CaRoots::from_bytes(id.cert_pem().as_bytes()).unwrap();
-        assert_eq!(ok.fingerprints(), &[id.fingerprint()]);
+        // A certificate that is not a CA's is no anchor: its key could
+        // sign identities for any name.
+        let err = CaRoots::from_bytes(id.cert_pem().as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("not a CA"), "{err:#}");
+        let ca = crate::Identity::generate_ca(std::time::Duration::from_secs(60)).unwrap();
+        let ok = CaRoots::from_bytes(ca.cert_pem().as_bytes()).unwrap();
+        assert_eq!(ok.fingerprints(), [ca.fingerprint()]);
         assert!(CaRoots::from_bytes(b"junk").is_err());
+        let encrypted =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(CaRoots::from_bytes(encrypted).is_err());
     }
 }

@@ -250,7 +250,10 @@ fn names_and_pins_do_not_mix_and_unknown_names_say_what_to_do() {
         (&["pipe", "rx", "--pin", &pin], "drop --pin"),
         (&["send", "nobody"], "pincat peers add nobody"),
         (&["get", "nobody"], "pincat peers add nobody"),
-        (&["send", "127.0.0.1:9"], "--pin PIN (or --ca CA.pem) is required"),
+        (
+            &["send", "127.0.0.1:9"],
+            "--pin PIN (or --ca CA.pem) is required",
+        ),
         (&["send", "127.0.0.1:9", "--tofu"], "pincat peers add"),
         // An entry with no pin is never trusted without --tofu.
         (&["send", "fresh"], "--tofu"),
