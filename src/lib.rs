@@ -41,6 +41,7 @@ pub mod net;
 pub mod offer;
 pub mod pipe;
 pub mod protocol;
+pub mod record;
 pub mod send;
 pub mod serve;
 pub mod session;

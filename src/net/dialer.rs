@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use rustls::pki_types::ServerName;
-use rustls::{AlertDescription, ClientConnection};
+use rustls::AlertDescription;
+use rustls::client::UnbufferedClientConnection;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
@@ -89,7 +90,7 @@ impl DialOptions {
 }
 
 /// Connects (retrying within `retry_for`) and completes the pinned handshake.
-pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnection>> {
+pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
     opts.check()?;
     let sock = connect_retrying(opts)?;
     let peer = sock
@@ -99,7 +100,7 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
     let presented = Presented::default();
     let config =
         verify::client_config_pins(opts.pins.clone(), opts.identity.as_ref(), presented.clone())?;
-    let s =
+    let mut s =
         Session::handshake(client(config)?, sock, opts.handshake_timeout).map_err(|e| {
             match (&e, presented.get()) {
                 (WireError::Tls(_), Some(fp)) if !opts.pins.contains(&Pin::Cert(fp)) => {
@@ -121,16 +122,16 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
     events.emit(Event::Connected {
         peer,
         fingerprint: presented.get(),
-        tls: crate::events::TlsInfo::of(s.tls()),
+        tls: s.tls_info().clone(),
     });
     Ok(s)
 }
 
 /// A client connection with pincat's fixed, meaningless server name.
-fn client(config: std::sync::Arc<rustls::ClientConfig>) -> Result<ClientConnection> {
+fn client(config: std::sync::Arc<rustls::ClientConfig>) -> Result<UnbufferedClientConnection> {
     let name =
         ServerName::try_from(verify::SERVER_NAME).map_err(|e| anyhow!("bad server name: {e}"))?;
-    Ok(ClientConnection::new(config, name).context("cannot start TLS")?)
+    Ok(UnbufferedClientConnection::new(config, name).context("cannot start TLS")?)
 }
 
 fn connect_retrying(opts: &DialOptions) -> Result<TcpStream> {
