@@ -77,8 +77,7 @@ pub(crate) fn give(
     plan: Plan,
     events: &Events,
     classify: Classify<'_>,
-) -> Result<Transfer>
-{
+) -> Result<Transfer> {
     let Plan {
         offer,
         encoded,
@@ -128,8 +127,7 @@ impl Gate {
     /// Before sending data that brings the total to `total`: past
     /// EARLY_DATA, waits for the taker's preamble and ACCEPT (a REJECT, or
     /// a role mismatch, ends the transfer).
-    fn pass(&mut self, s: &mut Session, total: u64) -> std::result::Result<(), GiveFail>
-    {
+    fn pass(&mut self, s: &mut Session, total: u64) -> std::result::Result<(), GiveFail> {
         if self.accepted || total <= EARLY_DATA {
             return Ok(());
         }
@@ -154,8 +152,7 @@ fn stream_all(
     events: &Events,
     classify: Classify<'_>,
     gate: &mut Gate,
-) -> Result<u64>
-{
+) -> Result<u64> {
     let total = announced(offer);
     // Small sources (a 100-byte message) need no 256 KiB buffer.
     let chunk = match total {
@@ -182,8 +179,7 @@ fn await_receipt(
     offer: &Offer,
     sent: u64,
     classify: Classify<'_>,
-) -> Result<Counts>
-{
+) -> Result<Counts> {
     let peer = s.peer();
     let m = s.read_message().map_err(|e| match e {
         WireError::Timeout => Error::Timeout(format!(
@@ -290,8 +286,7 @@ fn pump(
     total: Option<u64>,
     events: &Events,
     gate: &mut Gate,
-) -> std::result::Result<(), GiveFail>
-{
+) -> std::result::Result<(), GiveFail> {
     loop {
         // A source that keeps filling the buffer gets a larger one.
         if buf.len() < HEADER_LEN + CHUNK && *sent >= (buf.len() as u64) * 4 {
@@ -351,8 +346,7 @@ fn after_failure(
     sent: u64,
     classify: Classify<'_>,
     gate: &Gate,
-) -> Error
-{
+) -> Error {
     let peer = s.peer();
     match fail {
         GiveFail::Source(e) => {
@@ -410,8 +404,7 @@ pub(crate) fn give_raw(
     output: &mut dyn io::Write,
     events: &Events,
     classify: Classify<'_>,
-) -> Result<Transfer>
-{
+) -> Result<Transfer> {
     let peer = s.peer();
     let start = Instant::now();
     events.emit(Event::TransferStarted {
@@ -464,8 +457,7 @@ fn copy_reply(
     buf: &mut [u8],
     output: &mut dyn io::Write,
     classify: Classify<'_>,
-) -> Result<()>
-{
+) -> Result<()> {
     let peer = s.peer();
     let outcome = loop {
         match s.read(buf) {

@@ -186,8 +186,7 @@ fn relay_ends(
     idle: Option<Duration>,
     events: &Events,
     classify: &dyn Fn(WireError, &str) -> Error,
-) -> Result<Relayed>
-{
+) -> Result<Relayed> {
     let start = Instant::now();
     let peer = s.peer();
     let r = match child {
@@ -230,8 +229,7 @@ fn relay_child(
     s: &mut Session,
     c: &mut Child,
     idle: Option<Duration>,
-) -> Result<Relayed, WireError>
-{
+) -> Result<Relayed, WireError> {
     let (Some(out), Some(inp)) = (c.stdout.take(), c.stdin.take()) else {
         return Err(WireError::Io(std::io::Error::other(
             "the program has no pipes",

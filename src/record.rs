@@ -127,10 +127,7 @@ impl Keys {
         for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
             *b ^= s;
         }
-        self.seq = self
-            .seq
-            .checked_add(1)
-            .ok_or(Error::EncryptError)?;
+        self.seq = self.seq.checked_add(1).ok_or(Error::EncryptError)?;
         Ok(Nonce::assume_unique_for_key(n))
     }
 }
@@ -363,7 +360,10 @@ impl Tls {
                 Ok(Inbound::Closed)
             }
             (1, AlertDescription::UserCanceled) => self.idle().map(|()| Inbound::Nothing),
-            (1, d) => Err(fatal(AlertDescription::DecodeError, Error::AlertReceived(d))),
+            (1, d) => Err(fatal(
+                AlertDescription::DecodeError,
+                Error::AlertReceived(d),
+            )),
             (2, d) => Err(Fatal {
                 alert: None,
                 error: Error::AlertReceived(d),

@@ -206,7 +206,10 @@ impl Rx {
             self.parsed = 0;
         }
         if self.end == self.buf.len() {
-            self.buf.resize((self.buf.len() * 2).min(RX_MAX.max(self.end + MAX_RECORD)), 0);
+            self.buf.resize(
+                (self.buf.len() * 2).min(RX_MAX.max(self.end + MAX_RECORD)),
+                0,
+            );
         }
         let n = sock.read(&mut self.buf[self.end..])?;
         self.filled = self.end + n == self.buf.len();

@@ -117,8 +117,7 @@ impl Taker {
 
     /// The framed protocol: preamble, OFFER, ACCEPT or REJECT, DATA*, END,
     /// then RECEIPT once durable (or ERROR).
-    pub(crate) fn take(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome
-    {
+    pub(crate) fn take(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
         // Our preamble goes out at once; theirs, and the offer, must follow
         // within one idle period however the bytes trickle in.
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
@@ -163,8 +162,7 @@ impl Taker {
 
     /// Sends our preamble, then reads theirs and the OFFER, holding a share
     /// of the offer memory for as long as the offer lives.
-    fn read_offer(&self, s: &mut Session) -> Admit<(Offer, Grant<'_>)>
-    {
+    fn read_offer(&self, s: &mut Session) -> Admit<(Offer, Grant<'_>)> {
         s.write_preamble(Role::Taker).map_err(NoOffer::Wire)?;
         s.read_preamble(Role::Taker).map_err(NoOffer::Wire)?;
         let (t, len) = s.read_header().map_err(NoOffer::Wire)?;
@@ -235,8 +233,7 @@ impl Taker {
         s: &mut Session,
         t: &mut store::Transfer,
         total: Option<u64>,
-    ) -> std::result::Result<(), Refusal>
-    {
+    ) -> std::result::Result<(), Refusal> {
         let mut mark = 0u64;
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         loop {
@@ -294,8 +291,7 @@ impl Taker {
         files: u32,
         start: Instant,
         framed: bool,
-    ) -> Outcome
-    {
+    ) -> Outcome {
         let peer = s.peer();
         let bytes = t.written();
         let result = result.and_then(|()| {
@@ -348,8 +344,7 @@ impl Taker {
 
     /// Raw mode: the plaintext of the session is the data, until the peer's
     /// close_notify. No framing, no receipt (the peer is a plain TLS tool).
-    pub(crate) fn take_raw(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome
-    {
+    pub(crate) fn take_raw(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
         let offer = Offer {
             kind: TransferKind::Stream,
             entries: vec![],
@@ -375,8 +370,7 @@ impl Taker {
         &self,
         s: &mut Session,
         t: &mut store::Transfer,
-    ) -> std::result::Result<(), Refusal>
-    {
+    ) -> std::result::Result<(), Refusal> {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0usize;
         loop {
@@ -422,8 +416,7 @@ impl Taker {
         client: Option<Fingerprint>,
         r: Refusal,
         framed: bool,
-    ) -> Outcome
-    {
+    ) -> Outcome {
         if framed {
             let _ = s.write_message(&Message::Reject(r.clone()));
         }

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rustls::pki_types::ServerName;
 use rustls::AlertDescription;
 use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
@@ -100,23 +100,22 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
     let presented = Presented::default();
     let config =
         verify::client_config_pins(opts.pins.clone(), opts.identity.as_ref(), presented.clone())?;
-    let mut s =
-        Session::handshake(client(config)?, sock, opts.handshake_timeout).map_err(|e| {
-            match (&e, presented.get()) {
-                (WireError::Tls(_), Some(fp)) if !opts.pins.contains(&Pin::Cert(fp)) => {
-                    Error::PinMismatch {
-                        addr: peer,
-                        expected: opts.pins_shown(),
-                        presented: fp,
-                    }
-                }
-                (WireError::Tls(tls), Some(_)) => Error::Impostor {
+    let mut s = Session::handshake(client(config)?, sock, opts.handshake_timeout).map_err(|e| {
+        match (&e, presented.get()) {
+            (WireError::Tls(_), Some(fp)) if !opts.pins.contains(&Pin::Cert(fp)) => {
+                Error::PinMismatch {
                     addr: peer,
-                    detail: tls.to_string(),
-                },
-                _ => handshake_failure(e, opts, peer, "--handshake-timeout"),
+                    expected: opts.pins_shown(),
+                    presented: fp,
+                }
             }
-        })?;
+            (WireError::Tls(tls), Some(_)) => Error::Impostor {
+                addr: peer,
+                detail: tls.to_string(),
+            },
+            _ => handshake_failure(e, opts, peer, "--handshake-timeout"),
+        }
+    })?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
     events.emit(Event::Connected {

@@ -601,10 +601,7 @@ pub struct AcceptSpec {
 /// Runs the TLS handshake of an accepted connection and admits it under
 /// `max_conns`. Refusals (not allowed, no handshake in time, busy) are
 /// reported as events; `None` then.
-pub fn accept_session(
-    spec: &AcceptSpec,
-    job: Job,
-) -> Option<(Session, Option<Fingerprint>)> {
+pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<(Session, Option<Fingerprint>)> {
     let presented = Presented::per_thread();
     presented.clear();
     let Job { sock, peer, ticket } = job;

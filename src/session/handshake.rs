@@ -18,8 +18,10 @@ pub trait Handshaking: Send + 'static {
     /// rustls's per-side state.
     type Data: 'static;
     /// Processes what is in `incoming` (see rustls's `process_tls_records`).
-    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8])
-    -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     /// The negotiated parameters.
     fn state(&self) -> &CommonState;
     /// The traffic secrets and key schedule, once the handshake is done.
@@ -188,19 +190,18 @@ fn step<H: Handshaking>(
 }
 
 /// After a failed handshake: sends the alert rustls queued, best effort.
+/// rustls is only called while it has records queued: it hands those out
+/// before it looks at input, and what failed must not be processed again
+/// (it asserts it sends one fatal alert at most).
 fn send_alert<H: Handshaking>(conn: &mut H, rx: &mut Rx, sock: &mut SockIo) {
     let mut out = Vec::new();
     let (mut early, mut closed) = (Vec::new(), false);
     for _ in 0..8 {
-        match step(conn, rx, &mut out, &mut early, &mut closed) {
-            Step::Again => {}
-            Step::Send => {
-                if write_all(sock, &out).is_err() {
-                    return;
-                }
-                out.clear();
-            }
-            _ => break,
+        if !conn.state().wants_write() {
+            break;
+        }
+        if let Step::Fail(_) = step(conn, rx, &mut out, &mut early, &mut closed) {
+            break;
         }
     }
     if !out.is_empty() {

@@ -154,7 +154,11 @@ impl Session {
 
     /// Ends whatever direction has ended: the output once the peer's data
     /// is all written, ours with close_notify then a TCP half-close.
-    fn relay_ends(&mut self, d: &mut Duplex, end_output: &mut dyn FnMut()) -> Result<(), WireError> {
+    fn relay_ends(
+        &mut self,
+        d: &mut Duplex,
+        end_output: &mut dyn FnMut(),
+    ) -> Result<(), WireError> {
         if self.tls.peer_closed() && !self.rx_pending() {
             d.peer_done = true;
         }
@@ -231,8 +235,13 @@ impl Session {
             Ok(0) => d.input_open = false,
             Ok(n) => {
                 self.pre.clear();
-                seal_batch(&mut self.tls, &mut d.body[..n], &mut self.pre, &mut self.meta)
-                    .map_err(WireError::Tls)?;
+                seal_batch(
+                    &mut self.tls,
+                    &mut d.body[..n],
+                    &mut self.pre,
+                    &mut self.meta,
+                )
+                .map_err(WireError::Tls)?;
                 d.body_len = n;
                 d.out_total = self.pre.len() + n + self.meta.len() * (record::HEADER + TAIL);
                 d.out_sent = 0;
