@@ -445,5 +445,8 @@ impl Tls {
     }
 }
 
+#[doc(hidden)]
+pub mod memory;
+
 #[cfg(test)]
 mod tests;

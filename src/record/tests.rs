@@ -1,5 +1,6 @@
 //! The record layer against a real rustls peer (unbuffered API, in memory).
 
+use super::memory::{Peer, Stop};
 use super::*;
 use crate::identity::Identity;
 use crate::session::Handshaking;
@@ -7,98 +8,6 @@ use crate::verify::{self, Presented};
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::ConnectionState;
-
-#[derive(Debug, PartialEq)]
-enum Stop {
-    Blocked,
-    Traffic,
-    Closed,
-}
-
-/// A rustls endpoint and its input, with what it wrote and what it read.
-struct Peer<H> {
-    conn: H,
-    inbox: Vec<u8>,
-    out: Vec<u8>,
-    got: Vec<u8>,
-    peer_closed: bool,
-}
-
-impl<H: Handshaking> Peer<H> {
-    fn new(conn: H) -> Self {
-        Peer {
-            conn,
-            inbox: Vec::new(),
-            out: Vec::new(),
-            got: Vec::new(),
-            peer_closed: false,
-        }
-    }
-
-    /// Processes the inbox until rustls waits for input or for data to
-    /// send; `then` runs on a WriteTraffic state.
-    fn pump_with(
-        &mut self,
-        mut then: impl FnMut(rustls::unbuffered::WriteTraffic<'_, H::Data>, &mut Vec<u8>),
-    ) -> Result<Stop, Error> {
-        let mut used = false;
-        loop {
-            let st = self.conn.process(&mut self.inbox);
-            let discard = st.discard;
-            let r = match st.state? {
-                ConnectionState::EncodeTlsData(mut e) => {
-                    let mut b = vec![0u8; 1 << 16];
-                    let n = e.encode(&mut b).unwrap();
-                    self.out.extend_from_slice(&b[..n]);
-                    None
-                }
-                ConnectionState::TransmitTlsData(t) => {
-                    t.done();
-                    None
-                }
-                ConnectionState::ReadTraffic(mut r) => {
-                    while let Some(rec) = r.next_record() {
-                        self.got.extend_from_slice(rec?.payload);
-                    }
-                    None
-                }
-                ConnectionState::PeerClosed => {
-                    self.peer_closed = true;
-                    None
-                }
-                ConnectionState::Closed => Some(Stop::Closed),
-                ConnectionState::BlockedHandshake => Some(Stop::Blocked),
-                ConnectionState::WriteTraffic(w) if !used => {
-                    used = true;
-                    then(w, &mut self.out);
-                    None
-                }
-                ConnectionState::WriteTraffic(_) => Some(Stop::Traffic),
-                s => panic!("unexpected state {s:?}"),
-            };
-            self.inbox.drain(..discard);
-            if let Some(s) = r {
-                return Ok(s);
-            }
-        }
-    }
-
-    fn pump(&mut self) -> Result<Stop, Error> {
-        self.pump_with(|_, _| {})
-    }
-
-    /// rustls encrypts `data` as application data.
-    fn send(&mut self, data: &[u8]) {
-        self.pump_with(|mut w, out| {
-            let at = out.len();
-            out.resize(at + data.len() + 4096, 0);
-            let n = w.encrypt(data, &mut out[at..]).unwrap();
-            out.truncate(at + n);
-        })
-        .unwrap();
-    }
-}
 
 /// Our side (the client, taken over by [`Tls`]) and a rustls server peer,
 /// after their handshake.
@@ -109,16 +18,7 @@ fn pair_with_limit(limit: u64) -> (Tls, Peer<UnbufferedServerConnection>) {
     let name = ServerName::try_from(verify::SERVER_NAME).unwrap();
     let mut c = Peer::new(UnbufferedClientConnection::new(cc, name).unwrap());
     let mut s = Peer::new(UnbufferedServerConnection::new(sc).unwrap());
-    for _ in 0..10 {
-        let cs = c.pump().unwrap();
-        s.inbox.append(&mut c.out);
-        let ss = s.pump().unwrap();
-        c.inbox.append(&mut s.out);
-        if cs == Stop::Traffic && ss == Stop::Traffic && c.inbox.is_empty() {
-            break;
-        }
-    }
-    assert!(c.inbox.is_empty() && s.inbox.is_empty());
+    super::memory::handshake(&mut c, &mut s).unwrap();
     let (secrets, schedule) = c.conn.into_kernel().unwrap();
     (Tls::new(secrets, schedule, limit).unwrap(), s)
 }
@@ -171,7 +71,7 @@ fn records_round_trip_with_rustls_both_ways() {
     peer.pump().unwrap();
     assert_eq!(peer.got, data, "rustls read what we sealed");
 
-    peer.send(&data);
+    peer.send(&data).unwrap();
     let mut wire = std::mem::take(&mut peer.out);
     let (got, end) = open_records(&mut tls, &mut wire);
     end.unwrap();
@@ -181,7 +81,7 @@ fn records_round_trip_with_rustls_both_ways() {
 #[test]
 fn a_tampered_record_is_rejected_and_releases_nothing() {
     let (mut tls, mut peer) = pair();
-    peer.send(b"secret payload");
+    peer.send(b"secret payload").unwrap();
     let mut wire = std::mem::take(&mut peer.out);
     let last = wire.len() - 1;
     wire[HEADER + 3] ^= 1;
@@ -194,7 +94,7 @@ fn a_tampered_record_is_rejected_and_releases_nothing() {
 
     // A changed header (the AAD) fails the same way.
     let (mut tls, mut peer) = pair();
-    peer.send(b"secret payload");
+    peer.send(b"secret payload").unwrap();
     let mut wire = std::mem::take(&mut peer.out);
     wire[1] = 1;
     let (got, end) = open_records(&mut tls, &mut wire);
@@ -222,7 +122,7 @@ fn oversize_and_unprotected_records_are_refused_from_their_header() {
 #[test]
 fn close_notify_ends_each_direction() {
     let (mut tls, mut peer) = pair();
-    peer.send(b"last words");
+    peer.send(b"last words").unwrap();
     peer.pump_with(|mut w, out| {
         let at = out.len();
         out.resize(at + 64, 0);
@@ -284,7 +184,7 @@ fn a_key_update_from_rustls_is_followed_and_answered() {
     let (mut tls, mut peer) = pair();
     peer.pump_with(|w, _| w.refresh_traffic_keys().unwrap())
         .unwrap();
-    peer.send(b"under the new key");
+    peer.send(b"under the new key").unwrap();
     let mut wire = std::mem::take(&mut peer.out);
     let (got, end) = open_records(&mut tls, &mut wire);
     end.unwrap();
@@ -354,6 +254,7 @@ fn a_flood_of_empty_records_is_cut_off() {
     let (got, end) = open_records(&mut b, &mut wire);
     end.unwrap();
     assert_eq!(got.len(), 3 * MAX_IDLE_RECORDS as usize);
+    let _ = Stop::Blocked;
 }
 
 #[test]
