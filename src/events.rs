@@ -91,7 +91,7 @@ pub struct TlsInfo {
 
 impl TlsInfo {
     /// What `conn` negotiated.
-    pub fn of<S: rustls::SideData>(conn: &rustls::ConnectionCommon<S>) -> TlsInfo {
+    pub fn of(conn: &rustls::CommonState) -> TlsInfo {
         let name = |o: Option<String>| o.unwrap_or_default();
         TlsInfo {
             version: name(conn.protocol_version().map(|v| format!("{v:?}"))),

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Reason};
@@ -146,17 +145,14 @@ fn connect_target(to: &str, timeout: Duration) -> Result<TcpStream> {
 
 /// Relays one session and one plaintext TCP connection until both
 /// directions ended; reports `opened` and `closed`.
-fn carry<C, S>(
-    s: &mut Session<C>,
+fn carry(
+    s: &mut Session,
     peer: SocketAddr,
     tcp: TcpStream,
     to: &str,
     idle: Duration,
     events: &Events,
-) where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) {
     let start = Instant::now();
     events.emit(Event::Opened {
         peer,

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
@@ -73,16 +72,12 @@ impl Plan {
 }
 
 /// Gives `plan` over `s`: offer, data, end; `Ok` only on a matching receipt.
-pub(crate) fn give<C, S>(
-    s: &mut Session<C>,
+pub(crate) fn give(
+    s: &mut Session,
     plan: Plan,
     events: &Events,
     classify: Classify<'_>,
-) -> Result<Transfer>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<Transfer> {
     let Plan {
         offer,
         encoded,
@@ -132,11 +127,7 @@ impl Gate {
     /// Before sending data that brings the total to `total`: past
     /// EARLY_DATA, waits for the taker's preamble and ACCEPT (a REJECT, or
     /// a role mismatch, ends the transfer).
-    fn pass<C, S>(&mut self, s: &mut Session<C>, total: u64) -> std::result::Result<(), GiveFail>
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    fn pass(&mut self, s: &mut Session, total: u64) -> std::result::Result<(), GiveFail> {
         if self.accepted || total <= EARLY_DATA {
             return Ok(());
         }
@@ -154,18 +145,14 @@ impl Gate {
 
 /// Streams all data and the END frame; returns the bytes sent. A failure
 /// (of the source or the connection) is reported to the receiver.
-fn stream_all<C, S>(
-    s: &mut Session<C>,
+fn stream_all(
+    s: &mut Session,
     reader: Box<dyn Read + Send>,
     offer: &Offer,
     events: &Events,
     classify: Classify<'_>,
     gate: &mut Gate,
-) -> Result<u64>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<u64> {
     let total = announced(offer);
     // Small sources (a 100-byte message) need no 256 KiB buffer.
     let chunk = match total {
@@ -187,16 +174,12 @@ where
 }
 
 /// Waits for the receipt and checks it confirms exactly what was sent.
-fn await_receipt<C, S>(
-    s: &mut Session<C>,
+fn await_receipt(
+    s: &mut Session,
     offer: &Offer,
     sent: u64,
     classify: Classify<'_>,
-) -> Result<Counts>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<Counts> {
     let peer = s.peer();
     let m = s.read_message().map_err(|e| match e {
         WireError::Timeout => Error::Timeout(format!(
@@ -295,19 +278,15 @@ enum GiveFail {
 /// Reading on this same thread is deliberate: a read-ahead thread (and a
 /// write-behind thread on the receiver) were measured on 2 cores and cost
 /// about 10% throughput through extra CPU for the hand-offs.
-fn pump<C, S>(
-    s: &mut Session<C>,
+fn pump(
+    s: &mut Session,
     mut r: Box<dyn Read + Send>,
     buf: &mut Vec<u8>,
     sent: &mut u64,
     total: Option<u64>,
     events: &Events,
     gate: &mut Gate,
-) -> std::result::Result<(), GiveFail>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> std::result::Result<(), GiveFail> {
     loop {
         // A source that keeps filling the buffer gets a larger one.
         if buf.len() < HEADER_LEN + CHUNK && *sent >= (buf.len() as u64) * 4 {
@@ -361,17 +340,13 @@ fn fill(r: &mut dyn Read, buf: &mut [u8], full: bool) -> io::Result<usize> {
 
 /// Turns a failure while streaming into the most useful error: the receiver's
 /// own ERROR frame when it sent one, else what happened locally.
-fn after_failure<C, S>(
-    s: &mut Session<C>,
+fn after_failure(
+    s: &mut Session,
     fail: GiveFail,
     sent: u64,
     classify: Classify<'_>,
     gate: &Gate,
-) -> Error
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Error {
     let peer = s.peer();
     match fail {
         GiveFail::Source(e) => {
@@ -423,17 +398,13 @@ where
 
 /// Raw mode's giving side: `input` as plain bytes, then close_notify; the
 /// peer's reply is copied to `output` until its own close_notify.
-pub(crate) fn give_raw<C, S>(
-    s: &mut Session<C>,
+pub(crate) fn give_raw(
+    s: &mut Session,
     mut input: Box<dyn Read + Send>,
     output: &mut dyn io::Write,
     events: &Events,
     classify: Classify<'_>,
-) -> Result<Transfer>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<Transfer> {
     let peer = s.peer();
     let start = Instant::now();
     events.emit(Event::TransferStarted {
@@ -481,16 +452,12 @@ where
 }
 
 /// Copies the peer's raw reply to `output` until its close_notify.
-fn copy_reply<C, S>(
-    s: &mut Session<C>,
+fn copy_reply(
+    s: &mut Session,
     buf: &mut [u8],
     output: &mut dyn io::Write,
     classify: Classify<'_>,
-) -> Result<()>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<()> {
     let peer = s.peer();
     let outcome = loop {
         match s.read(buf) {

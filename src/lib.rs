@@ -43,6 +43,7 @@ pub mod offer;
 pub mod peers;
 pub mod pipe;
 pub mod protocol;
+pub mod record;
 pub mod send;
 pub mod serve;
 pub mod session;

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
@@ -180,17 +179,13 @@ fn spawn(ends: &Ends) -> Result<Option<Child>> {
 
 /// Relays between the session and our ends (standard I/O or the child's
 /// pipes), reports the outcome, and reaps the child.
-fn relay_ends<C, S>(
-    s: &mut Session<C>,
+fn relay_ends(
+    s: &mut Session,
     child: &mut Option<Child>,
     idle: Option<Duration>,
     events: &Events,
     classify: &dyn Fn(WireError, &str) -> Error,
-) -> Result<Relayed>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<Relayed> {
     let start = Instant::now();
     let peer = s.peer();
     let r = match child {
@@ -229,15 +224,11 @@ where
     })
 }
 
-fn relay_child<C, S>(
-    s: &mut Session<C>,
+fn relay_child(
+    s: &mut Session,
     c: &mut Child,
     idle: Option<Duration>,
-) -> Result<Relayed, WireError>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+) -> Result<Relayed, WireError> {
     let (Some(out), Some(inp)) = (c.stdout.take(), c.stdin.take()) else {
         return Err(WireError::Io(std::io::Error::other(
             "the program has no pipes",

@@ -1,17 +1,27 @@
 //! A TLS session over TCP with the framing of [`crate::protocol`]: handshake
-//! under a deadline, frame reads and writes, and a clean close.
+//! under a deadline, frame reads and writes, and a clean close. After the
+//! handshake, records are sealed and opened in place in the session's own
+//! buffers (and the caller's DATA frames) by [`crate::record`].
 
-use std::io::{self, Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
+
+use rustls::AlertDescription;
+
+use crate::events::TlsInfo;
+use crate::protocol::{self, FrameType, HEADER_LEN, Message, ProtocolError, Role, VERSION_LEN};
+use crate::record::{self, Fatal, Inbound, MAX_PLAIN, MAX_RECORD, TAIL, Tls};
+
+mod handshake;
+mod relay;
+
+pub use handshake::Handshaking;
+pub use relay::{Plain, Relayed};
 
 /// Longest a close waits for the peer's own close.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
-
-use rustls::{ConnectionCommon, SideData};
-
-use crate::protocol::{self, FrameType, HEADER_LEN, Message, ProtocolError, Role, VERSION_LEN};
 
 /// Failure of a session operation, before it is classified for the user.
 #[derive(Debug, thiserror::Error)]
@@ -73,166 +83,310 @@ impl From<io::Error> for WireError {
     }
 }
 
-/// Bytes read from the socket per syscall. rustls asks for a few KiB at a
-/// time; serving those from one large read saves most of the syscalls.
-const READ_BUF: usize = 256 * 1024;
+/// Bytes a session's receive buffer grows to: one socket read of this much
+/// is opened in place and written out in one vectored call.
+const RX_MAX: usize = 256 * 1024 + MAX_RECORD;
+/// Where the receive buffer starts (handshakes and short transfers never
+/// need more); it grows while reads keep filling it.
+const RX_START: usize = 2 * MAX_RECORD;
+/// Most records sealed and written in one vectored call.
+const BATCH_RECORDS: usize = 64;
 
-/// The TCP socket behind a session, with a large read buffer and an
-/// optional deadline for every read.
+/// The TCP socket behind a session, with an optional deadline for every
+/// read.
 struct SockIo {
     tcp: TcpStream,
     /// While set, every read must finish by then.
-    deadline: Option<std::time::Instant>,
+    deadline: Option<Instant>,
     /// The read timeout when no deadline is set.
-    idle: std::cell::Cell<Option<Duration>>,
+    idle: Option<Duration>,
     /// A deadline changed the socket's read timeout: restore `idle`.
     stretched: bool,
-    rbuf: Vec<u8>,
-    pos: usize,
-    len: usize,
 }
 
 impl SockIo {
-    fn new(tcp: TcpStream) -> Self {
-        SockIo {
-            tcp,
-            deadline: None,
-            idle: std::cell::Cell::new(None),
-            stretched: false,
-            rbuf: Vec::new(),
-            pos: 0,
-            len: 0,
-        }
-    }
-}
-
-impl Read for SockIo {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.len {
-            // Start small (handshakes and short transfers never need more),
-            // grow while reads keep filling the buffer.
-            if self.rbuf.is_empty() {
-                self.rbuf = vec![0u8; 16 * 1024];
-            } else if self.len == self.rbuf.len() && self.rbuf.len() < READ_BUF {
-                self.rbuf.resize(self.rbuf.len() * 4, 0);
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
             }
-            if let Some(d) = self.deadline {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                self.tcp.set_read_timeout(Some(left))?;
-                self.stretched = true;
-            } else if self.stretched {
-                self.tcp.set_read_timeout(self.idle.get())?;
-                self.stretched = false;
-            }
-            self.len = self.tcp.read(&mut self.rbuf)?;
-            self.pos = 0;
+            self.tcp.set_read_timeout(Some(left))?;
+            self.stretched = true;
+        } else if self.stretched {
+            self.tcp.set_read_timeout(self.idle)?;
+            self.stretched = false;
         }
-        let n = out.len().min(self.len - self.pos);
-        out[..n].copy_from_slice(&self.rbuf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for SockIo {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.tcp.write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Plaintext rustls may buffer before it must be written out: large enough
-/// that one DATA frame is encrypted and written in one vectored syscall.
-const SEND_BUFFER: usize = 2 * 1024 * 1024;
-
-/// A TLS session on a TCP socket, speaking [`Message`]s.
-pub struct Session<C> {
-    conn: C,
-    sock: SockIo,
-    peer: SocketAddr,
-    /// A DATA buffer handed back with [`Session::recycle`], reused by the
-    /// next DATA read so large frames cost no allocation each.
-    spare: Vec<u8>,
-}
-
-impl<C, S> Session<C>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
-    /// Wraps a connected socket and runs the handshake within `timeout`.
-    pub fn handshake(conn: C, sock: TcpStream, timeout: Duration) -> Result<Self, WireError> {
-        let peer = sock.peer_addr().map_err(WireError::Io)?;
-        sock.set_nodelay(true).map_err(WireError::Io)?;
-        let mut conn = conn;
-        conn.set_buffer_limit(Some(SEND_BUFFER));
-        let mut s = Session {
-            conn,
-            sock: SockIo::new(sock),
-            peer,
-            spare: Vec::new(),
-        };
-        // The deadline is enforced on every socket read (rustls may read
-        // many times within one complete_io), so a peer trickling bytes
-        // cannot stretch the handshake.
-        s.sock.deadline = Some(std::time::Instant::now() + timeout);
-        s.sock
-            .tcp
-            .set_write_timeout(Some(timeout))
-            .map_err(WireError::Io)?;
-        while s.conn.is_handshaking() {
-            match s.conn.complete_io(&mut s.sock) {
-                Ok((0, 0)) if s.conn.is_handshaking() => return Err(WireError::Closed),
-                Ok(_) => {}
-                Err(e) => {
-                    let e = WireError::from(e);
-                    if let WireError::Tls(_) = e {
-                        s.flush_alert();
-                    }
-                    return Err(e);
-                }
+        loop {
+            match self.tcp.read(out) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
             }
         }
-        s.sock.deadline = None;
-        Ok(s)
     }
 
-    /// Sends a pending alert and lets the peer read it: closing a socket with
-    /// unread input sends a TCP reset, which can destroy the alert in flight.
-    fn flush_alert(&mut self) {
-        while self.conn.wants_write() {
-            if self.conn.write_tls(&mut self.sock).is_err() {
-                return;
-            }
-        }
-        let _ = self.sock.tcp.shutdown(Shutdown::Write);
-        self.sock.deadline = Some(Instant::now() + CLOSE_WAIT);
+    /// After we closed our side: lets the peer read what we sent (closing
+    /// with unread input sends a TCP reset, which can destroy it in
+    /// flight) by reading until its close, at most [`CLOSE_WAIT`].
+    fn drain_after_close(&mut self) {
+        let _ = self.tcp.shutdown(Shutdown::Write);
+        self.deadline = Some(Instant::now() + CLOSE_WAIT);
         let mut sink = [0u8; 4096];
         for _ in 0..64 {
-            match self.sock.read(&mut sink) {
+            match self.read(&mut sink) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
         }
     }
 
-    /// True when received bytes wait in our buffer or in rustls, so the
-    /// next read will not block on the socket.
+    /// Writes every byte of `bufs` (a blocking socket).
+    fn write_all_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut bufs = bufs;
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            match self.tcp.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Received bytes: records are opened in place where they landed, and
+/// their plaintext is handed out from there.
+struct Rx {
+    buf: Vec<u8>,
+    /// The first byte not yet opened (a record boundary).
+    parsed: usize,
+    /// The end of what the socket gave.
+    end: usize,
+    /// Opened plaintext not yet consumed, in order: (offset, length).
+    ready: VecDeque<(usize, usize)>,
+    /// The last read filled all the room there was.
+    filled: bool,
+}
+
+impl Rx {
+    fn new() -> Rx {
+        Rx {
+            buf: Vec::new(),
+            parsed: 0,
+            end: 0,
+            ready: VecDeque::with_capacity(BATCH_RECORDS),
+            filled: false,
+        }
+    }
+
+    /// Bytes received but not yet opened (or, during the handshake, not
+    /// yet consumed by rustls).
+    fn unread_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.parsed..self.end]
+    }
+
+    fn discard(&mut self, n: usize) {
+        self.parsed += n;
+    }
+
+    /// Reads more from the socket behind what is there (all opened
+    /// plaintext must have been consumed); 0 at the end of the stream.
+    fn fill(&mut self, sock: &mut SockIo) -> io::Result<usize> {
+        debug_assert!(self.ready.is_empty());
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; RX_START];
+        } else if self.filled && self.buf.len() < RX_MAX {
+            // The last read filled the buffer: reads can be larger.
+            self.buf.resize((self.buf.len() * 4).min(RX_MAX), 0);
+        }
+        // Only a partial record stays: move it to the front.
+        if self.parsed > 0 {
+            self.buf.copy_within(self.parsed..self.end, 0);
+            self.end -= self.parsed;
+            self.parsed = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(
+                (self.buf.len() * 2).min(RX_MAX.max(self.end + MAX_RECORD)),
+                0,
+            );
+        }
+        let n = sock.read(&mut self.buf[self.end..])?;
+        self.filled = self.end + n == self.buf.len();
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Length of the whole record at `parsed`, if it is all here.
+    fn complete_record(&self) -> Result<Option<usize>, Fatal> {
+        Ok(record::record_len(&self.buf[self.parsed..self.end])?
+            .filter(|&n| self.parsed + n <= self.end))
+    }
+
+    /// Opens every whole record received; false if there was none.
+    fn open_all(&mut self, tls: &mut Tls) -> Result<bool, Fatal> {
+        let mut any = false;
+        while !tls.peer_closed() {
+            let Some(n) = self.complete_record()? else {
+                break;
+            };
+            let at = self.parsed;
+            let got = tls.open(&mut self.buf[at..at + n])?;
+            self.parsed += n;
+            any = true;
+            if let Inbound::Data(len) = got {
+                self.ready.push_back((at + record::HEADER, len));
+            }
+        }
+        Ok(any)
+    }
+
+    /// Copies opened plaintext into `out`.
+    fn copy_out(&mut self, out: &mut [u8]) -> usize {
+        let mut got = 0;
+        while got < out.len() {
+            let Some(&(at, len)) = self.ready.front() else {
+                break;
+            };
+            let n = len.min(out.len() - got);
+            out[got..got + n].copy_from_slice(&self.buf[at..at + n]);
+            got += n;
+            self.consume(n);
+        }
+        got
+    }
+
+    /// The opened plaintext, at most `max` bytes, as slices in place.
+    fn slices(&self, max: usize) -> Vec<IoSlice<'_>> {
+        let mut left = max;
+        let mut v = Vec::with_capacity(self.ready.len());
+        for &(at, len) in &self.ready {
+            if left == 0 {
+                break;
+            }
+            let n = len.min(left);
+            v.push(IoSlice::new(&self.buf[at..at + n]));
+            left -= n;
+        }
+        v
+    }
+
+    /// Drops `n` bytes of opened plaintext from the front.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.ready.front_mut() else {
+                return;
+            };
+            let k = n.min(front.1);
+            front.0 += k;
+            front.1 -= k;
+            n -= k;
+            if front.1 == 0 {
+                self.ready.pop_front();
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.ready.iter().map(|r| r.1).sum()
+    }
+}
+
+/// A failure while handing received DATA to its sink.
+pub enum DataError<E> {
+    /// The session failed.
+    Wire(WireError),
+    /// The sink failed.
+    Sink(E),
+}
+
+/// A TLS session on a TCP socket, speaking [`Message`]s.
+pub struct Session {
+    sock: SockIo,
+    peer: SocketAddr,
+    tls: Tls,
+    info: TlsInfo,
+    rx: Rx,
+    /// Plaintext rustls had already decrypted at the hand-over.
+    early: Vec<u8>,
+    early_at: usize,
+    /// Records to go out before the next payload (KeyUpdate, alerts).
+    pre: Vec<u8>,
+    /// Headers and tails of the records being written.
+    meta: Vec<([u8; record::HEADER], [u8; TAIL])>,
+    /// Where small writes are sealed (they are not the caller's to modify).
+    scratch: Vec<u8>,
+    close_sent: bool,
+}
+
+impl Session {
+    /// Wraps a connected socket and runs the handshake within `timeout`.
+    pub fn handshake<H: Handshaking>(
+        conn: H,
+        tcp: TcpStream,
+        timeout: Duration,
+    ) -> Result<Self, WireError> {
+        let peer = tcp.peer_addr().map_err(WireError::Io)?;
+        tcp.set_nodelay(true).map_err(WireError::Io)?;
+        tcp.set_write_timeout(Some(timeout))
+            .map_err(WireError::Io)?;
+        // The deadline is enforced on every socket read, so a peer
+        // trickling bytes cannot stretch the handshake.
+        let mut sock = SockIo {
+            tcp,
+            deadline: Some(Instant::now() + timeout),
+            idle: None,
+            stretched: false,
+        };
+        let mut rx = Rx::new();
+        let done = handshake::run(conn, &mut sock, &mut rx)?;
+        sock.deadline = None;
+        Ok(Session {
+            sock,
+            peer,
+            tls: done.tls,
+            info: done.info,
+            rx,
+            early: done.early,
+            early_at: 0,
+            pre: Vec::new(),
+            meta: Vec::with_capacity(BATCH_RECORDS),
+            scratch: Vec::new(),
+            close_sent: false,
+        })
+    }
+
+    /// Sends a fatal alert and lets the peer read it.
+    fn flush_alert(&mut self, alert: Option<AlertDescription>) {
+        if let Some(a) = alert {
+            self.pre.clear();
+            if self.tls.alert(a, &mut self.pre).is_ok() {
+                let _ = self.sock.tcp.write_all(&self.pre);
+            }
+            self.pre.clear();
+        }
+        self.sock.drain_after_close();
+    }
+
+    /// A record-layer failure: the peer hears why, the caller gets it.
+    fn fail(&mut self, f: Fatal) -> WireError {
+        self.flush_alert(f.alert);
+        WireError::Tls(f.error)
+    }
+
+    /// True when received bytes wait in our buffers, so the next read will
+    /// not block on the socket.
     pub fn has_buffered_input(&self) -> bool {
-        self.sock.pos < self.sock.len || !self.conn.wants_read()
+        self.early_at < self.early.len()
+            || !self.rx.ready.is_empty()
+            || matches!(self.rx.complete_record(), Ok(Some(_)) | Err(_))
     }
 
     /// Sets the idle timeout for every later read and write.
-    pub fn set_idle_timeout(&self, t: Duration) -> io::Result<()> {
-        self.sock.idle.set(Some(t));
+    pub fn set_idle_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.sock.idle = Some(t);
         self.sock.tcp.set_read_timeout(Some(t))?;
         self.sock.tcp.set_write_timeout(Some(t))
     }
@@ -249,27 +403,102 @@ where
         self.peer
     }
 
-    /// The rustls connection (negotiated parameters, peer certificates).
-    pub fn tls(&self) -> &C {
-        &self.conn
+    /// The negotiated TLS parameters.
+    pub fn tls_info(&self) -> &TlsInfo {
+        &self.info
     }
 
-    /// Reads one message that the peer may already have sent, without
-    /// writing anything first (after a failed write, rustls would otherwise
-    /// try to flush its pending output and fail before reading). Waits at
-    /// most `limit`.
+    /// Makes opened plaintext available; false once the peer closed
+    /// cleanly (close_notify) and everything it sent was consumed.
+    fn pull(&mut self) -> Result<bool, WireError> {
+        loop {
+            if self.early_at < self.early.len() || !self.rx.ready.is_empty() {
+                return Ok(true);
+            }
+            if self.tls.peer_closed() {
+                return Ok(false);
+            }
+            match self.rx.open_all(&mut self.tls) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(f) => return Err(self.fail(f)),
+            }
+            if self.rx.fill(&mut self.sock)? == 0 {
+                return Err(WireError::Closed);
+            }
+        }
+    }
+
+    /// Reads some plaintext (raw mode); 0 means the peer closed cleanly
+    /// (close_notify).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, WireError> {
+        if buf.is_empty() || !self.pull()? {
+            return Ok(0);
+        }
+        if self.early_at < self.early.len() {
+            let n = buf.len().min(self.early.len() - self.early_at);
+            buf[..n].copy_from_slice(&self.early[self.early_at..self.early_at + n]);
+            self.early_at += n;
+            return Ok(n);
+        }
+        Ok(self.rx.copy_out(buf))
+    }
+
+    /// Reads exactly `buf.len()` plaintext bytes.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.read(&mut buf[got..])? {
+                0 => return Err(WireError::Closed),
+                n => got += n,
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the next `len` plaintext bytes (a DATA payload) to `sink` where
+    /// they were decrypted, a batch of slices at a time: never copied here.
+    pub fn read_data<E>(
+        &mut self,
+        len: usize,
+        sink: &mut dyn FnMut(&[IoSlice<'_>]) -> Result<(), E>,
+    ) -> Result<(), DataError<E>> {
+        let mut left = len;
+        while left > 0 {
+            if !self.pull().map_err(DataError::Wire)? {
+                return Err(DataError::Wire(WireError::Closed));
+            }
+            let n = if self.early_at < self.early.len() {
+                let n = left.min(self.early.len() - self.early_at);
+                let at = self.early_at;
+                sink(&[IoSlice::new(&self.early[at..at + n])]).map_err(DataError::Sink)?;
+                self.early_at += n;
+                n
+            } else {
+                let n = left.min(self.rx.pending());
+                sink(&self.rx.slices(n)).map_err(DataError::Sink)?;
+                self.rx.consume(n);
+                n
+            };
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// Reads one message that the peer may already have sent, waiting at
+    /// most `limit` (reading never writes anything first).
     pub fn read_pending_message(&mut self, limit: Duration) -> Option<Message> {
         self.sock.deadline = Some(Instant::now() + limit);
         let mut h = [0u8; HEADER_LEN];
-        self.read_unflushed(&mut h)?;
+        self.read_exact(&mut h).ok()?;
         let (t, len) = protocol::decode_header(&h).ok()?;
         let mut payload = vec![0u8; len];
-        self.read_unflushed(&mut payload)?;
+        self.read_exact(&mut payload).ok()?;
         Message::decode(t, payload).ok()
     }
 
-    /// Reads the peer's preamble without writing anything first (see
-    /// [`Session::read_pending_message`]); `None` if it never came.
+    /// Reads the peer's preamble (see [`Session::read_pending_message`]);
+    /// `None` if it never came.
     pub fn read_pending_preamble(
         &mut self,
         ours: Role,
@@ -277,75 +506,65 @@ where
     ) -> Option<Result<(), ProtocolError>> {
         self.sock.deadline = Some(Instant::now() + limit);
         let mut p = [0u8; VERSION_LEN];
-        self.read_unflushed(&mut p)?;
+        self.read_exact(&mut p).ok()?;
         if let Err(e) = protocol::check_preamble(&p) {
             return Some(Err(e));
         }
         let mut role = [0u8; 1];
-        self.read_unflushed(&mut role)?;
+        self.read_exact(&mut role).ok()?;
         Some(protocol::check_role(role[0], ours))
     }
 
-    fn read_unflushed(&mut self, out: &mut [u8]) -> Option<()> {
-        let mut got = 0;
-        while got < out.len() {
-            match self.conn.reader().read(&mut out[got..]) {
-                Ok(0) => return None,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.conn.read_tls(&mut self.sock) {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {
-                            self.conn.process_new_packets().ok()?;
-                        }
-                    }
-                }
-                Err(_) => return None,
+    /// Seals `plain` in place as records, behind whatever `self.pre`
+    /// holds, and writes them all (a blocking socket).
+    fn send_in_place(&mut self, plain: &mut [u8]) -> Result<(), WireError> {
+        let mut rest = plain;
+        loop {
+            let take = rest.len().min(BATCH_RECORDS * MAX_PLAIN);
+            let (batch, tail) = rest.split_at_mut(take);
+            seal_batch(&mut self.tls, batch, &mut self.pre, &mut self.meta)
+                .map_err(WireError::Tls)?;
+            let mut io = iovecs(&self.pre, batch, &self.meta);
+            let r = self.sock.write_all_vectored(&mut io);
+            self.pre.clear();
+            r?;
+            rest = tail;
+            if rest.is_empty() {
+                return Ok(());
             }
         }
-        Some(())
     }
 
-    fn stream(&mut self) -> rustls::Stream<'_, C, SockIo> {
-        rustls::Stream::new(&mut self.conn, &mut self.sock)
-    }
-
-    /// Writes plaintext (framed, or raw mode's bytes) and flushes it.
+    /// Writes plaintext (framed, or raw mode's bytes).
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), WireError> {
-        let mut st = self.stream();
-        st.write_all(buf)?;
-        st.flush()?;
-        Ok(())
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(buf);
+        let r = self.send_in_place(&mut scratch);
+        // Small writes keep their buffer; a large one gives it back.
+        if scratch.capacity() <= 64 * 1024 {
+            self.scratch = scratch;
+        }
+        r
     }
 
-    /// Writes one message and flushes it to the socket.
+    /// Writes one message.
     pub fn write_message(&mut self, m: &Message) -> Result<(), WireError> {
         self.write_all(&m.encode())
     }
 
     /// Writes a DATA frame whose payload sits at `frame[HEADER_LEN..]`: the
-    /// header is filled in place, so the payload is never copied here.
+    /// header is filled in and the frame is encrypted where it is (its
+    /// plaintext is gone afterwards), so the payload is never copied.
     pub fn write_data(&mut self, frame: &mut [u8]) -> Result<(), WireError> {
         let n = frame.len() - HEADER_LEN;
         frame[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
-        self.write_all(frame)
+        self.send_in_place(frame)
     }
 
     /// Writes our preamble in `role` (first thing on a session, both sides).
     pub fn write_preamble(&mut self, role: Role) -> Result<(), WireError> {
         self.write_all(&protocol::preamble_of(role))
-    }
-
-    /// Reads exactly `buf.len()` plaintext bytes.
-    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
-        self.stream().read_exact(buf)?;
-        Ok(())
-    }
-
-    /// Reads some plaintext (raw mode); 0 means the peer closed cleanly
-    /// (close_notify).
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, WireError> {
-        Ok(self.stream().read(buf)?)
     }
 
     /// Reads and checks the peer's preamble: same version, and the other
@@ -370,12 +589,7 @@ where
 
     /// Reads and decodes the payload announced by [`Session::read_header`].
     pub fn read_body(&mut self, t: FrameType, len: usize) -> Result<Message, WireError> {
-        let mut payload = if t == FrameType::Data {
-            std::mem::take(&mut self.spare)
-        } else {
-            Vec::new()
-        };
-        payload.resize(len, 0);
+        let mut payload = vec![0u8; len];
         self.read_exact(&mut payload)?;
         Ok(Message::decode(t, payload)?)
     }
@@ -386,30 +600,36 @@ where
         self.read_body(t, len)
     }
 
-    /// Gives a DATA payload's buffer back for the next DATA read.
-    pub fn recycle(&mut self, buf: Vec<u8>) {
-        if buf.capacity() > self.spare.capacity() {
-            self.spare = buf;
+    /// Queues our close_notify in `self.pre` (once).
+    fn queue_close_notify(&mut self) -> Result<(), WireError> {
+        if !self.close_sent {
+            self.close_sent = true;
+            self.tls
+                .alert(AlertDescription::CloseNotify, &mut self.pre)
+                .map_err(WireError::Tls)?;
         }
+        Ok(())
     }
 
     /// Sends close_notify: we write nothing more (raw mode's end of input).
     pub fn finish_writing(&mut self) -> Result<(), WireError> {
-        self.conn.send_close_notify();
-        self.write_all(&[])
+        self.queue_close_notify()?;
+        self.send_in_place(&mut [])
     }
 
     /// Sends close_notify, then waits briefly (at most [`CLOSE_WAIT`]) for
     /// the peer to close too, so no unread data turns our close into a reset
     /// that could destroy our last frame in flight.
     pub fn close(&mut self) {
-        self.conn.send_close_notify();
-        let _ = self.stream().flush();
+        if self.queue_close_notify().is_ok() {
+            let _ = self.send_in_place(&mut []);
+        }
+        self.pre.clear();
         let _ = self.sock.tcp.shutdown(Shutdown::Write);
         self.sock.deadline = Some(Instant::now() + CLOSE_WAIT);
-        let mut sink = [0u8; 64 * 1024];
+        let mut sink = [0u8; 16 * 1024];
         for _ in 0..1024 {
-            match self.stream().read(&mut sink) {
+            match self.read(&mut sink) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -417,274 +637,36 @@ where
     }
 }
 
-/// The plaintext side of [`Session::relay`].
-pub struct Plain<'a> {
-    /// Where our outgoing bytes come from (`None`: nothing to send).
-    pub input: Option<BorrowedFd<'a>>,
-    /// Where the peer's bytes go.
-    pub output: BorrowedFd<'a>,
-    /// Ends the output once the peer ended its direction (close the pipe,
-    /// or shut down the write side of a socket), so whoever reads it sees
-    /// the end.
-    pub end_output: &'a mut dyn FnMut(),
+/// Seals `batch` in place, record by record, noting each header and tail
+/// in `meta`; a KeyUpdate they need goes to the end of `pre` first.
+fn seal_batch(
+    tls: &mut Tls,
+    batch: &mut [u8],
+    pre: &mut Vec<u8>,
+    meta: &mut Vec<([u8; record::HEADER], [u8; TAIL])>,
+) -> Result<(), rustls::Error> {
+    meta.clear();
+    tls.prepare(batch.len().div_ceil(MAX_PLAIN), pre)?;
+    for chunk in batch.chunks_mut(MAX_PLAIN) {
+        meta.push(tls.seal(chunk)?);
+    }
+    Ok(())
 }
 
-/// Bytes a relay moved each way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Relayed {
-    /// From our input to the peer.
-    pub sent: u64,
-    /// From the peer to our output.
-    pub received: u64,
-}
-
-/// Most received plaintext a relay holds for a slow output before it stops
-/// reading the peer (backpressure).
-const RELAY_PENDING: usize = 256 * 1024;
-
-/// A relay's progress in each direction.
-#[derive(Default)]
-struct Duplex {
-    pending: Vec<u8>,
-    off: usize,
-    input_open: bool,
-    close_sent: bool,
-    write_shut: bool,
-    peer_done: bool,
-    output_done: bool,
-    moved: Relayed,
-}
-
-impl<C, S> Session<C>
-where
-    C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
-    /// Full duplex: `plain.input` goes to the peer while the peer's data
-    /// goes to `plain.output`, each direction ending on its own with TLS
-    /// close_notify (a half-close: one side's end does not cut the other's
-    /// data). `Ok` only when both directions ended cleanly; the peer's bare
-    /// TCP close is truncation ([`WireError::Closed`]). With `idle`, a relay
-    /// where nothing moves that long times out.
-    pub fn relay(
-        &mut self,
-        plain: Plain<'_>,
-        idle: Option<Duration>,
-    ) -> Result<Relayed, WireError> {
-        self.sock.tcp.set_nonblocking(true)?;
-        let r = self.relay_loop(plain, idle);
-        let _ = self.sock.tcp.set_nonblocking(false);
-        r
+/// The wire bytes of `pre` then the sealed records of `batch`.
+fn iovecs<'a>(
+    pre: &'a [u8],
+    batch: &'a [u8],
+    meta: &'a [([u8; record::HEADER], [u8; TAIL])],
+) -> Vec<IoSlice<'a>> {
+    let mut v = Vec::with_capacity(1 + 3 * meta.len());
+    if !pre.is_empty() {
+        v.push(IoSlice::new(pre));
     }
-
-    fn relay_loop(
-        &mut self,
-        plain: Plain<'_>,
-        idle: Option<Duration>,
-    ) -> Result<Relayed, WireError> {
-        let mut d = Duplex {
-            input_open: plain.input.is_some(),
-            ..Duplex::default()
-        };
-        let mut inbuf = vec![0u8; 64 * 1024];
-        // A second handle for poll(): the session's own is borrowed mutably.
-        let sock = self.sock.tcp.try_clone()?;
-        loop {
-            self.relay_ends(&mut d, &mut *plain.end_output);
-            if d.output_done && d.write_shut {
-                return Ok(d.moved);
-            }
-            // Only descriptors with something to wait for: poll() reports a
-            // hang-up or an error whatever was asked, and a descriptor we
-            // would not act on would then wake us in a busy loop.
-            let sock_read = !d.peer_done && d.pending.len() - d.off < RELAY_PENDING;
-            let sock_write = self.conn.wants_write();
-            let input = plain
-                .input
-                .filter(|_| d.input_open && !d.close_sent && !sock_write);
-            let output_write = d.off < d.pending.len();
-            let mut want = Vec::with_capacity(3);
-            let at_sock = (sock_read || sock_write).then(|| {
-                want.push(sys_interest(sock.as_fd(), sock_read, sock_write));
-                want.len() - 1
-            });
-            let at_input = input.map(|i| {
-                want.push(sys_interest(i, true, false));
-                want.len() - 1
-            });
-            let at_output = output_write.then(|| {
-                want.push(sys_interest(plain.output, false, true));
-                want.len() - 1
-            });
-            // Bytes already in our socket buffer do not wake poll().
-            let buffered = self.sock.pos < self.sock.len && sock_read;
-            let wait = if buffered {
-                Duration::ZERO
-            } else {
-                idle.unwrap_or(Duration::from_secs(3600))
-            };
-            let ready = match crate::sys::poll(&want, wait)? {
-                Some(r) => r,
-                None if buffered => vec![crate::sys::Ready::default(); want.len()],
-                None if idle.is_some() => return Err(WireError::Timeout),
-                None => continue,
-            };
-            let at = |i: Option<usize>| i.map(|i| ready[i]).unwrap_or_default();
-            if at(at_sock).write {
-                self.flush_nonblocking()?;
-            }
-            if (at(at_sock).read && sock_read) || buffered {
-                self.relay_from_peer(&mut d)?;
-            }
-            if let Some(i) = input
-                && at(at_input).read
-            {
-                self.relay_to_peer(i, &mut inbuf, &mut d)?;
-            }
-            if at(at_output).write {
-                relay_out(plain.output, &mut d)?;
-            }
-        }
+    for (chunk, (hdr, tail)) in batch.chunks(MAX_PLAIN).zip(meta) {
+        v.push(IoSlice::new(hdr));
+        v.push(IoSlice::new(chunk));
+        v.push(IoSlice::new(tail));
     }
-
-    /// Ends whatever direction has ended: the output once the peer's data
-    /// is all written, ours with close_notify then a TCP half-close.
-    fn relay_ends(&mut self, d: &mut Duplex, end_output: &mut dyn FnMut()) {
-        if d.peer_done && d.off == d.pending.len() && !d.output_done {
-            end_output();
-            d.output_done = true;
-        }
-        if !d.input_open && !d.close_sent {
-            self.conn.send_close_notify();
-            d.close_sent = true;
-            let _ = self.flush_nonblocking();
-        }
-        if d.close_sent && !self.conn.wants_write() && !d.write_shut {
-            let _ = self.sock.tcp.shutdown(Shutdown::Write);
-            d.write_shut = true;
-        }
-    }
-
-    fn flush_nonblocking(&mut self) -> Result<(), WireError> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads what the peer sent (ours and the kernel's buffered bytes) into
-    /// `d.pending`, until nothing more is there or `d.pending` is full.
-    fn relay_from_peer(&mut self, d: &mut Duplex) -> Result<(), WireError> {
-        loop {
-            let eof = match self.conn.read_tls(&mut self.sock) {
-                Ok(n) => n == 0,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if let Err(e) = self.conn.process_new_packets() {
-                self.flush_alert();
-                return Err(WireError::Tls(e));
-            }
-            self.drain_plaintext(d)?;
-            if eof {
-                // TCP closed (or close_notify seen): clean only if
-                // close_notify came first.
-                return if d.peer_done {
-                    Ok(())
-                } else {
-                    Err(WireError::Closed)
-                };
-            }
-            if d.peer_done
-                || d.pending.len() - d.off >= RELAY_PENDING
-                || self.sock.pos == self.sock.len
-            {
-                return Ok(());
-            }
-        }
-    }
-
-    fn drain_plaintext(&mut self, d: &mut Duplex) -> Result<(), WireError> {
-        if d.off == d.pending.len() {
-            d.pending.clear();
-            d.off = 0;
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.conn.reader().read(&mut chunk) {
-                Ok(0) => {
-                    d.peer_done = true;
-                    return Ok(());
-                }
-                Ok(n) => d.pending.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(WireError::Closed);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn relay_to_peer(
-        &mut self,
-        input: BorrowedFd<'_>,
-        buf: &mut [u8],
-        d: &mut Duplex,
-    ) -> Result<(), WireError> {
-        match crate::sys::read_fd(input, buf) {
-            Ok(0) => d.input_open = false,
-            Ok(n) => {
-                self.conn.writer().write_all(&buf[..n])?;
-                d.moved.sent += n as u64;
-                self.flush_nonblocking()?;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(WireError::Io(e)),
-        }
-        Ok(())
-    }
-}
-
-fn sys_interest(fd: BorrowedFd<'_>, read: bool, write: bool) -> crate::sys::Interest<'_> {
-    crate::sys::Interest { fd, read, write }
-}
-
-/// Writes what the peer sent to the output, a bounded piece at a time (a
-/// blocking pipe is not made non-blocking: the flag would be shared).
-fn relay_out(output: BorrowedFd<'_>, d: &mut Duplex) -> Result<(), WireError> {
-    let end = d.pending.len().min(d.off + 64 * 1024);
-    match crate::sys::write_fd(output, &d.pending[d.off..end]) {
-        Ok(n) => {
-            d.off += n;
-            d.moved.received += n as u64;
-            if d.off == d.pending.len() {
-                d.pending.clear();
-                d.off = 0;
-            } else if d.off >= RELAY_PENDING / 2 {
-                // Written bytes go, so the buffer stays bounded however
-                // long the stream (not only when the output catches up).
-                d.pending.drain(..d.off);
-                d.off = 0;
-            }
-            Ok(())
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(WireError::Io(e)),
-    }
+    v
 }

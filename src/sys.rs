@@ -587,6 +587,19 @@ pub fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// One `writev` of `bufs` (at most `IOV_MAX` of them are passed).
+pub fn write_fd_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let n = bufs.len().min(1024) as libc::c_int;
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix, and
+    // each one is valid for reads of its length for the whole call.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), n) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Sets or clears `O_NONBLOCK` (only on descriptors pincat owns: the flag
 /// is shared with every process holding the same open file).
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {

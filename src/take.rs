@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use rustls::{ConnectionCommon, SideData};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Reason, Transfer};
@@ -16,7 +15,7 @@ use crate::give::{CHUNK, top_names};
 use crate::protocol::{
     Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role, TransferKind,
 };
-use crate::session::{Session, WireError};
+use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
 
 /// Memory all offers held at once may take (decoded names and the frame);
@@ -118,11 +117,7 @@ impl Taker {
 
     /// The framed protocol: preamble, OFFER, ACCEPT or REJECT, DATA*, END,
     /// then RECEIPT once durable (or ERROR).
-    pub(crate) fn take<C, S>(&self, s: &mut Session<C>, client: Option<Fingerprint>) -> Outcome
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    pub(crate) fn take(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
         // Our preamble goes out at once; theirs, and the offer, must follow
         // within one idle period however the bytes trickle in.
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
@@ -167,11 +162,7 @@ impl Taker {
 
     /// Sends our preamble, then reads theirs and the OFFER, holding a share
     /// of the offer memory for as long as the offer lives.
-    fn read_offer<C, S>(&self, s: &mut Session<C>) -> Admit<(Offer, Grant<'_>)>
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    fn read_offer(&self, s: &mut Session) -> Admit<(Offer, Grant<'_>)> {
         s.write_preamble(Role::Taker).map_err(NoOffer::Wire)?;
         s.read_preamble(Role::Taker).map_err(NoOffer::Wire)?;
         let (t, len) = s.read_header().map_err(NoOffer::Wire)?;
@@ -237,16 +228,12 @@ impl Taker {
     /// Reads DATA into the store until END, checking every count. The idle
     /// timeout bounds progress: a files transfer must move PROGRESS_BYTES
     /// (or finish) per period, a stream a whole frame.
-    fn receive<C, S>(
+    fn receive(
         &self,
-        s: &mut Session<C>,
+        s: &mut Session,
         t: &mut store::Transfer,
         total: Option<u64>,
-    ) -> std::result::Result<(), Refusal>
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    ) -> std::result::Result<(), Refusal> {
         let mut mark = 0u64;
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         loop {
@@ -256,20 +243,25 @@ impl Taker {
                     "the receiver is shutting down",
                 ));
             }
-            match s.read_message().map_err(|e| self.wire_or_shutdown(e))? {
-                Message::Data(d) => {
-                    t.write(&d).map_err(refusal)?;
-                    s.recycle(d);
-                    if total.is_none() || t.written() - mark >= PROGRESS_BYTES {
-                        mark = t.written();
-                        s.set_deadline(Some(Instant::now() + self.idle_timeout));
-                    }
-                    self.events.emit(Event::Progress {
-                        peer: s.peer(),
-                        bytes: t.written(),
-                        total,
-                    });
+            let (ft, len) = s.read_header().map_err(|e| self.wire_or_shutdown(e))?;
+            if ft == FrameType::Data {
+                s.read_data(len, &mut |io| t.write_slices(io))
+                    .map_err(|e| match e {
+                        DataError::Wire(e) => self.wire_or_shutdown(e),
+                        DataError::Sink(f) => refusal(f),
+                    })?;
+                if total.is_none() || t.written() - mark >= PROGRESS_BYTES {
+                    mark = t.written();
+                    s.set_deadline(Some(Instant::now() + self.idle_timeout));
                 }
+                self.events.emit(Event::Progress {
+                    peer: s.peer(),
+                    bytes: t.written(),
+                    total,
+                });
+                continue;
+            }
+            match s.read_body(ft, len).map_err(|e| self.wire_or_shutdown(e))? {
                 Message::End(c) => return t.finish(c.files, c.bytes).map_err(refusal),
                 Message::Abort(why) => {
                     return Err(Refusal::new(
@@ -290,20 +282,16 @@ impl Taker {
     /// Names the received data (or undoes it), tells the peer, emits the
     /// event.
     #[allow(clippy::too_many_arguments)] // One call site each for framed and raw mode.
-    fn conclude<C, S>(
+    fn conclude(
         &self,
-        s: &mut Session<C>,
+        s: &mut Session,
         mut t: store::Transfer,
         result: std::result::Result<(), Refusal>,
         kind: Kind,
         files: u32,
         start: Instant,
         framed: bool,
-    ) -> Outcome
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    ) -> Outcome {
         let peer = s.peer();
         let bytes = t.written();
         let result = result.and_then(|()| {
@@ -356,11 +344,7 @@ impl Taker {
 
     /// Raw mode: the plaintext of the session is the data, until the peer's
     /// close_notify. No framing, no receipt (the peer is a plain TLS tool).
-    pub(crate) fn take_raw<C, S>(&self, s: &mut Session<C>, client: Option<Fingerprint>) -> Outcome
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    pub(crate) fn take_raw(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
         let offer = Offer {
             kind: TransferKind::Stream,
             entries: vec![],
@@ -382,15 +366,11 @@ impl Taker {
         self.conclude(s, t, result, Kind::Raw, 0, start, false)
     }
 
-    fn receive_raw<C, S>(
+    fn receive_raw(
         &self,
-        s: &mut Session<C>,
+        s: &mut Session,
         t: &mut store::Transfer,
-    ) -> std::result::Result<(), Refusal>
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    ) -> std::result::Result<(), Refusal> {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0usize;
         loop {
@@ -430,17 +410,13 @@ impl Taker {
 
     /// Refuses a transfer before any data was stored: tells a framed peer
     /// why (a raw peer only sees the close), and reports it.
-    pub(crate) fn refuse<C, S>(
+    pub(crate) fn refuse(
         &self,
-        s: &mut Session<C>,
+        s: &mut Session,
         client: Option<Fingerprint>,
         r: Refusal,
         framed: bool,
-    ) -> Outcome
-    where
-        C: std::ops::DerefMut + std::ops::Deref<Target = ConnectionCommon<S>>,
-        S: SideData,
-    {
+    ) -> Outcome {
         if framed {
             let _ = s.write_message(&Message::Reject(r.clone()));
         }

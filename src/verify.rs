@@ -461,6 +461,8 @@ fn client_config_with(
     config.resumption = Resumption::disabled();
     config.enable_early_data = false;
     config.enable_sni = false;
+    // The session takes over the record layer after the handshake.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -487,6 +489,8 @@ pub fn server_config(
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.max_early_data_size = 0;
+    // The session takes over the record layer after the handshake.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

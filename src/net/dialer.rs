@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use rustls::AlertDescription;
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
-use rustls::{AlertDescription, ClientConnection};
 
 use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
@@ -160,7 +161,7 @@ fn pins_shown(pins: &[Pin]) -> String {
 
 /// Connects (retrying within `retry_for`) and completes the pinned handshake
 /// (for a first use, records the key first: see [`DialOptions::known_peer`]).
-pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnection>> {
+pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
     opts.check()?;
     let sock = connect_retrying(opts)?;
     let peer = sock
@@ -178,7 +179,7 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
         }
         None => verify::client_config_pins(opts.pins.clone(), identity, presented.clone())?,
     };
-    let s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
+    let mut s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
         .map_err(|e| handshake_error(e, opts, peer, &presented, verdict.accepted()))?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
@@ -189,7 +190,7 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session<ClientConnect
     events.emit(Event::Connected {
         peer,
         fingerprint: presented.get(),
-        tls: crate::events::TlsInfo::of(s.tls()),
+        tls: s.tls_info().clone(),
     });
     Ok(s)
 }
@@ -279,10 +280,10 @@ fn record_first_use(
 }
 
 /// A client connection with pincat's fixed, meaningless server name.
-fn client(config: std::sync::Arc<rustls::ClientConfig>) -> Result<ClientConnection> {
+fn client(config: std::sync::Arc<rustls::ClientConfig>) -> Result<UnbufferedClientConnection> {
     let name =
         ServerName::try_from(verify::SERVER_NAME).map_err(|e| anyhow!("bad server name: {e}"))?;
-    Ok(ClientConnection::new(config, name).context("cannot start TLS")?)
+    Ok(UnbufferedClientConnection::new(config, name).context("cannot start TLS")?)
 }
 
 fn connect_retrying(opts: &DialOptions) -> Result<TcpStream> {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
 
 use crate::events::{Event, Events, Reason};
 use crate::fingerprint::Fingerprint;
@@ -601,14 +601,11 @@ pub struct AcceptSpec {
 /// Runs the TLS handshake of an accepted connection and admits it under
 /// `max_conns`. Refusals (not allowed, no handshake in time, busy) are
 /// reported as events; `None` then.
-pub fn accept_session(
-    spec: &AcceptSpec,
-    job: Job,
-) -> Option<(Session<ServerConnection>, Option<Fingerprint>)> {
+pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<(Session, Option<Fingerprint>)> {
     let presented = Presented::per_thread();
     presented.clear();
     let Job { sock, peer, ticket } = job;
-    let conn = match ServerConnection::new(spec.tls.clone()) {
+    let conn = match UnbufferedServerConnection::new(spec.tls.clone()) {
         Ok(c) => c,
         Err(e) => {
             spec.events.emit(Event::Error {
@@ -658,7 +655,7 @@ pub fn accept_session(
     spec.events.emit(Event::Connected {
         peer,
         fingerprint: client,
-        tls: crate::events::TlsInfo::of(s.tls()),
+        tls: s.tls_info().clone(),
     });
     Some((s, client))
 }

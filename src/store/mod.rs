@@ -791,6 +791,40 @@ impl Transfer {
         Ok(())
     }
 
+    /// Stores the next bytes of the transfer given as slices, in offer
+    /// order: one vectored write per file they fall in, not one per slice.
+    pub fn write_slices(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<(), Fail> {
+        let mut total: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.offer.kind == TransferKind::Stream {
+            if let Holding::Held(v) = &mut self.holding
+                && let Some(Some(f)) = v.first_mut()
+            {
+                write_prefix(f, bufs, total).map_err(|e| {
+                    io_fail(format!("cannot write {}", self.store.display.display()), e)
+                })?;
+                self.written += total as u64;
+                return Ok(());
+            }
+            return bufs.iter().try_for_each(|b| self.write_stream(b));
+        }
+        let mut rest: Vec<io::IoSlice<'_>> = bufs.to_vec();
+        let mut rest = &mut rest[..];
+        while total > 0 {
+            while self.left == 0 {
+                self.next_file()?;
+            }
+            let n = (total as u64).min(self.left) as usize;
+            let name = self.current_name();
+            write_prefix(self.current_file()?, rest, n)
+                .map_err(|e| io_fail(format!("cannot write {name}"), e))?;
+            self.left -= n as u64;
+            self.account(n as u64);
+            io::IoSlice::advance_slices(&mut rest, n);
+            total -= n;
+        }
+        Ok(())
+    }
+
     fn account(&mut self, n: u64) {
         self.written += n;
         let r = n.min(self.reserved);
@@ -1286,6 +1320,30 @@ fn link_fail(name: &str, e: io::Error) -> Fail {
         ),
         _ => io_fail(format!("cannot store {name}"), e),
     }
+}
+
+/// Writes exactly the first `n` bytes of `bufs` to `w`, vectored.
+fn write_prefix(w: &mut impl Write, bufs: &[io::IoSlice<'_>], n: usize) -> io::Result<()> {
+    let mut v = Vec::with_capacity(bufs.len());
+    let mut want = n;
+    for b in bufs {
+        if want == 0 {
+            break;
+        }
+        let k = b.len().min(want);
+        v.push(io::IoSlice::new(&b[..k]));
+        want -= k;
+    }
+    let mut v = &mut v[..];
+    while !v.is_empty() {
+        match w.write_vectored(v) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => io::IoSlice::advance_slices(&mut v, k),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
