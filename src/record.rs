@@ -223,6 +223,11 @@ impl Tls {
     /// KeyUpdate they must follow (the peer asked for one, or they would
     /// take our key past its limit).
     pub fn prepare(&mut self, records: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+        // An owed KeyUpdate only has to precede our next application data
+        // (RFC 8446 4.6.3): none, none (nor after a close_notify).
+        if records == 0 {
+            return Ok(());
+        }
         if self.owe_update || self.tx.seq.saturating_add(records as u64) > self.tx_limit {
             self.key_update(out)?;
         }
@@ -303,7 +308,9 @@ impl Tls {
                 unexpected("a record without a content type"),
             ));
         };
-        if end > MAX_PLAIN {
+        // RFC 8446 5.4: the whole TLSInnerPlaintext (content, type and
+        // padding) is at most 2^14 + 1 bytes.
+        if end > MAX_PLAIN || plain.len() > MAX_PLAIN + 1 {
             return Err(fatal(
                 AlertDescription::RecordOverflow,
                 Error::PeerSentOversizedRecord,

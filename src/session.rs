@@ -89,6 +89,9 @@ const RX_MAX: usize = 256 * 1024 + MAX_RECORD;
 /// Where the receive buffer starts (handshakes and short transfers never
 /// need more); it grows while reads keep filling it.
 const RX_START: usize = 2 * MAX_RECORD;
+/// Most opened records waiting to be consumed (the bound on a session's
+/// bookkeeping, whatever the records' sizes).
+const MAX_READY: usize = 1024;
 /// Most records sealed and written in one vectored call.
 const BATCH_RECORDS: usize = 64;
 
@@ -164,8 +167,12 @@ struct Rx {
     parsed: usize,
     /// The end of what the socket gave.
     end: usize,
-    /// Opened plaintext not yet consumed, in order: (offset, length).
+    /// Opened plaintext not yet consumed, in order: (offset, length); at
+    /// most [`MAX_READY`] records, so a flood of tiny records costs the
+    /// same per record as large ones.
     ready: VecDeque<(usize, usize)>,
+    /// The bytes in `ready`.
+    pending: usize,
     /// The last read filled all the room there was.
     filled: bool,
 }
@@ -177,6 +184,7 @@ impl Rx {
             parsed: 0,
             end: 0,
             ready: VecDeque::with_capacity(BATCH_RECORDS),
+            pending: 0,
             filled: false,
         }
     }
@@ -225,10 +233,11 @@ impl Rx {
             .filter(|&n| self.parsed + n <= self.end))
     }
 
-    /// Opens every whole record received; false if there was none.
+    /// Opens the whole records received (up to [`MAX_READY`] waiting);
+    /// false if there was none.
     fn open_all(&mut self, tls: &mut Tls) -> Result<bool, Fatal> {
         let mut any = false;
-        while !tls.peer_closed() {
+        while !tls.peer_closed() && self.ready.len() < MAX_READY {
             let Some(n) = self.complete_record()? else {
                 break;
             };
@@ -238,6 +247,7 @@ impl Rx {
             any = true;
             if let Inbound::Data(len) = got {
                 self.ready.push_back((at + record::HEADER, len));
+                self.pending += len;
             }
         }
         Ok(any)
@@ -261,7 +271,7 @@ impl Rx {
     /// The opened plaintext, at most `max` bytes, as slices in place.
     fn slices(&self, max: usize) -> Vec<IoSlice<'_>> {
         let mut left = max;
-        let mut v = Vec::with_capacity(self.ready.len());
+        let mut v = Vec::with_capacity(self.ready.len().min(MAX_READY));
         for &(at, len) in &self.ready {
             if left == 0 {
                 break;
@@ -275,6 +285,8 @@ impl Rx {
 
     /// Drops `n` bytes of opened plaintext from the front.
     fn consume(&mut self, mut n: usize) {
+        n = n.min(self.pending);
+        self.pending -= n;
         while n > 0 {
             let Some(front) = self.ready.front_mut() else {
                 return;
@@ -290,7 +302,7 @@ impl Rx {
     }
 
     fn pending(&self) -> usize {
-        self.ready.iter().map(|r| r.1).sum()
+        self.pending
     }
 }
 
@@ -669,4 +681,74 @@ fn iovecs<'a>(
         v.push(IoSlice::new(tail));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::verify::{self, Presented};
+    use rustls::client::UnbufferedClientConnection;
+    use rustls::pki_types::ServerName;
+    use rustls::server::UnbufferedServerConnection;
+    use std::net::TcpListener;
+
+    /// A client and a server session over loopback.
+    fn connected() -> (Session, Session) {
+        let id = Identity::generate().unwrap();
+        let sc = verify::server_config(&id, None, Presented::default()).unwrap();
+        let cc = verify::client_config(Some(id.fingerprint()), None, Presented::default()).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            let (t, _) = l.accept().unwrap();
+            let conn = UnbufferedServerConnection::new(sc).unwrap();
+            Session::handshake(conn, t, Duration::from_secs(5)).unwrap()
+        });
+        let t = TcpStream::connect(addr).unwrap();
+        let name = ServerName::try_from(verify::SERVER_NAME).unwrap();
+        let conn = UnbufferedClientConnection::new(cc, name).unwrap();
+        let c = Session::handshake(conn, t, Duration::from_secs(5)).unwrap();
+        (c, h.join().unwrap())
+    }
+
+    #[test]
+    fn a_flood_of_tiny_records_keeps_bookkeeping_bounded() {
+        let (mut c, mut s) = connected();
+        // 20,000 one-byte DATA frames, each byte in a record of its own.
+        let frames = 20_000;
+        let mut plain = Vec::new();
+        for i in 0..frames {
+            plain.extend_from_slice(&protocol::encode_header(FrameType::Data, 1));
+            plain.push(i as u8);
+        }
+        let mut wire = Vec::new();
+        for b in &plain {
+            let mut one = [*b];
+            let (h, t) = c.tls.seal(&mut one).unwrap();
+            wire.extend_from_slice(&h);
+            wire.extend_from_slice(&one);
+            wire.extend_from_slice(&t);
+        }
+        let writer = std::thread::spawn(move || {
+            c.sock.tcp.write_all(&wire).unwrap();
+            c
+        });
+        let mut got = Vec::new();
+        for _ in 0..frames {
+            let (t, len) = s.read_header().unwrap();
+            assert_eq!((t, len), (FrameType::Data, 1));
+            s.read_data::<()>(len, &mut |io| {
+                io.iter().for_each(|b| got.extend_from_slice(b));
+                Ok(())
+            })
+            .ok()
+            .unwrap();
+            assert!(s.rx.ready.len() <= MAX_READY, "{}", s.rx.ready.len());
+            assert_eq!(s.rx.pending, s.rx.ready.iter().map(|r| r.1).sum::<usize>());
+        }
+        let want: Vec<u8> = (0..frames).map(|i| i as u8).collect();
+        assert_eq!(got, want);
+        drop(writer.join().unwrap());
+    }
 }

@@ -302,3 +302,102 @@ fn a_server_refuses_a_session_ticket() {
     let (_, end) = open_records(&mut b, &mut wire);
     assert!(end.is_err());
 }
+
+/// Seals an arbitrary TLSInnerPlaintext (content, type, padding) as one
+/// record, as a peer that ignores the size rules could.
+fn seal_inner(tls: &mut Tls, inner: &[u8]) -> Vec<u8> {
+    let hdr = header(inner.len() + TAG);
+    let mut buf = inner.to_vec();
+    let nonce = tls.tx.next_nonce().unwrap();
+    tls.tx
+        .key
+        .seal_in_place_append_tag(nonce, Aad::from(hdr), &mut buf)
+        .unwrap();
+    [&hdr[..], &buf].concat()
+}
+
+#[test]
+fn padding_past_the_inner_plaintext_limit_is_refused() {
+    // 2^14 bytes of content, its type and no padding: the largest record.
+    let (mut a, mut b) = both();
+    let mut inner = vec![7u8; MAX_PLAIN];
+    inner.push(APPLICATION_DATA);
+    let mut wire = seal_inner(&mut a, &inner);
+    assert_eq!(b.open(&mut wire).unwrap(), Inbound::Data(MAX_PLAIN));
+    // The same content with padding behind it: over 2^14 + 1 in all.
+    inner.extend_from_slice(&[0; 200]);
+    let mut wire = seal_inner(&mut a, &inner);
+    let err = b.open(&mut wire).unwrap_err();
+    assert_eq!(err.alert, Some(AlertDescription::RecordOverflow));
+}
+
+/// The peer's Finished, application data and a KeyUpdate asking for ours,
+/// all in one write: the session's handshake must leave everything behind
+/// the Finished to the record layer, which answers the KeyUpdate before
+/// its first record (rustls would have answered and lost it at the
+/// hand-over).
+#[test]
+fn a_key_update_right_behind_the_finished_is_answered_after_the_hand_over() {
+    use crate::session::Session;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let id = Identity::generate().unwrap();
+    let sc = verify::server_config(&id, None, Presented::default()).unwrap();
+    let cc = verify::client_config(Some(id.fingerprint()), None, Presented::default()).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (t, _) = l.accept().unwrap();
+        let conn = UnbufferedServerConnection::new(sc).unwrap();
+        let mut s = Session::handshake(conn, t, Duration::from_secs(5)).unwrap();
+        let mut hi = [0u8; 2];
+        let mut got = 0;
+        while got < 2 {
+            got += s.read(&mut hi[got..]).unwrap();
+        }
+        s.write_all(b"reply").unwrap();
+        hi
+    });
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = ServerName::try_from(verify::SERVER_NAME).unwrap();
+    let mut c = Peer::new(UnbufferedClientConnection::new(cc, name).unwrap());
+    c.pump().unwrap();
+    tcp.write_all(&std::mem::take(&mut c.out)).unwrap();
+    let mut buf = [0u8; 16 * 1024];
+    while c.pump().unwrap() != Stop::Traffic {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed during the handshake");
+        c.inbox.extend_from_slice(&buf[..n]);
+    }
+    // Our Finished, "hi", then KeyUpdate(update_requested), in one write.
+    let Peer { conn, mut out, .. } = c;
+    let (secrets, schedule) = conn.into_kernel().unwrap();
+    let mut client = Tls::new(secrets, schedule, 1 << 24).unwrap();
+    seal_records(&mut client, b"hi", &mut out);
+    client
+        .seal_into(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 1], &mut out)
+        .unwrap();
+    client.tx = Keys::new(client.schedule.update_tx().unwrap(), 0).unwrap();
+    tcp.write_all(&out).unwrap();
+    assert_eq!(&server.join().unwrap(), b"hi");
+    // The server's KeyUpdate, then "reply" under its new key.
+    let (mut wire, mut at, mut plain) = (Vec::new(), 0, Vec::new());
+    while plain.len() < 5 {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed before its reply");
+        wire.extend_from_slice(&buf[..n]);
+        while let Some(len) = record_len(&wire[at..]).unwrap() {
+            if at + len > wire.len() {
+                break;
+            }
+            let opened = client.open(&mut wire[at..at + len]);
+            let opened = opened.expect("the server's records open after its KeyUpdate");
+            if let Inbound::Data(k) = opened {
+                plain.extend_from_slice(&wire[at + HEADER..at + HEADER + k]);
+            }
+            at += len;
+        }
+    }
+    assert_eq!(plain, b"reply");
+}

@@ -134,7 +134,17 @@ fn step<H: Handshaking>(
     early: &mut Vec<u8>,
     peer_closed: &mut bool,
 ) -> Step {
-    let UnbufferedStatus { discard, state } = conn.process(rx.unread_mut());
+    // rustls is given one record at a time while the handshake lasts, and
+    // nothing after it: it would go on decrypting what follows the peer's
+    // Finished, and what it takes there (a KeyUpdate it owes an answer to,
+    // a message split over records) would be lost at the hand-over.
+    let unread = rx.unread_mut();
+    let offer = match conn.state().is_handshaking() {
+        true => first_record(unread),
+        false => 0,
+    };
+    let offered_all = offer == unread.len();
+    let UnbufferedStatus { discard, state } = conn.process(&mut unread[..offer]);
     let next = match state {
         Err(e) => Step::Fail(e),
         Ok(ConnectionState::EncodeTlsData(mut enc)) => {
@@ -162,6 +172,8 @@ fn step<H: Handshaking>(
             t.done();
             Step::Send
         }
+        // More records are here already: offer the next one.
+        Ok(ConnectionState::BlockedHandshake) if !offered_all && discard > 0 => Step::Again,
         Ok(ConnectionState::BlockedHandshake) => Step::Read,
         Ok(ConnectionState::ReadTraffic(mut r)) => {
             let mut fail = None;
@@ -187,6 +199,15 @@ fn step<H: Handshaking>(
     };
     rx.discard(discard);
     next
+}
+
+/// The length of the first whole TLS record in `buf`, or all of `buf` when
+/// it holds only part of one (rustls then waits for the rest).
+fn first_record(buf: &[u8]) -> usize {
+    match buf.get(..5) {
+        Some(h) => (5 + u16::from_be_bytes([h[3], h[4]]) as usize).min(buf.len()),
+        None => buf.len(),
+    }
 }
 
 /// After a failed handshake: sends the alert rustls queued, best effort.
