@@ -312,53 +312,9 @@ impl Event {
     /// The human form, or `None` for events people do not need to see.
     pub fn to_human(&self) -> Option<String> {
         Some(match self {
-            Event::Listening {
-                addr,
-                fingerprint,
-                dial_addrs,
-                command,
-                hint,
-            } => {
-                let mut s = format!(
-                    "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
-                     pincat: on the {hint} machine run:\n  {command}"
-                );
-                if dial_addrs.len() > 1 {
-                    s.push_str(&format!(
-                        "\npincat: (or with any of: {})",
-                        dial_addrs[1..].join(", ")
-                    ));
-                }
-                s
+            Event::Listening { .. } | Event::Connected { .. } | Event::FirstUse { .. } => {
+                return self.trust_line();
             }
-            Event::Connected {
-                peer,
-                fingerprint,
-                tls,
-            } => {
-                let cert = fingerprint
-                    .map(|f| format!(", certificate sha256:{f}"))
-                    .unwrap_or_default();
-                format!(
-                    "pincat: connected to {peer} ({}, {}, {}){cert}",
-                    tls.version.replace('_', "."),
-                    tls.suite,
-                    tls.group
-                )
-            }
-            Event::FirstUse {
-                peer,
-                name,
-                file,
-                pin,
-                fingerprint,
-            } => format!(
-                "pincat: warning: FIRST USE of peer {} ({peer}): trusted the key it presented without a pin, and recorded it in {}:\n\
-                 pincat:   {pin}  (certificate sha256:{fingerprint})\n\
-                 pincat: check it with the peer's owner (`pincat fingerprint --spki` on their identity); from now on, another key is refused",
-                shown(name),
-                shown(file)
-            ),
             Event::Progress { .. } | Event::Opened { .. } => return None,
             Event::Closed {
                 peer,
@@ -406,6 +362,61 @@ impl Event {
                 None => format!("pincat: error: {}", shown(message)),
             },
             Event::Warning { message } => format!("pincat: warning: {}", shown(message)),
+        })
+    }
+
+    /// The human lines of the events about whom we talk to: listening,
+    /// connected, and a first use.
+    fn trust_line(&self) -> Option<String> {
+        Some(match self {
+            Event::Listening {
+                addr,
+                fingerprint,
+                dial_addrs,
+                command,
+                hint,
+            } => {
+                let mut s = format!(
+                    "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
+                     pincat: on the {hint} machine run:\n  {command}"
+                );
+                if dial_addrs.len() > 1 {
+                    s.push_str(&format!(
+                        "\npincat: (or with any of: {})",
+                        dial_addrs[1..].join(", ")
+                    ));
+                }
+                s
+            }
+            Event::Connected {
+                peer,
+                fingerprint,
+                tls,
+            } => {
+                let cert = fingerprint
+                    .map(|f| format!(", certificate sha256:{f}"))
+                    .unwrap_or_default();
+                format!(
+                    "pincat: connected to {peer} ({}, {}, {}){cert}",
+                    tls.version.replace('_', "."),
+                    tls.suite,
+                    tls.group
+                )
+            }
+            Event::FirstUse {
+                peer,
+                name,
+                file,
+                pin,
+                fingerprint,
+            } => format!(
+                "pincat: warning: FIRST USE of peer {} ({peer}): trusted the key it presented without a pin, and recorded it in {}:\n\
+                 pincat:   {pin}  (certificate sha256:{fingerprint})\n\
+                 pincat: check it with the peer's owner (`pincat fingerprint --spki` on their identity); from now on, another key is refused",
+                shown(name),
+                shown(file)
+            ),
+            _ => return None,
         })
     }
 }

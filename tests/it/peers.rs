@@ -70,6 +70,27 @@ fn identity(dir: &Path, name: &str) -> (String, String) {
     (path.to_str().unwrap().to_string(), spki)
 }
 
+/// `peers list` and `peers list --json` show the three peers the test
+/// above added, aligned and with every field.
+fn check_listing(file: &Path, pin: &str, spki: &str) {
+    let list = with_peers(file, &["peers", "list"], b"");
+    ok(&list);
+    let lines: Vec<String> = text(&list.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], format!("nas         10.0.0.3:7878  {pin}"));
+    assert_eq!(lines[1], format!("laptop.lan  [::1]:9000     {spki} {pin}"));
+    assert!(lines[2].starts_with("new-box     h.example:1    (no pin yet"));
+
+    let json = with_peers(file, &["peers", "list", "--json"], b"");
+    ok(&json);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["file"], file.to_str().unwrap());
+    assert_eq!(v["peers"][1]["name"], "laptop.lan");
+    assert_eq!(v["peers"][1]["addr"], "[::1]:9000");
+    assert_eq!(v["peers"][1]["pins"], serde_json::json!([spki, pin]));
+    assert_eq!(v["peers"][2]["pins"], serde_json::json!([]));
+}
+
 #[test]
 fn peers_are_added_listed_and_removed_in_a_private_file() {
     let base = tempfile::tempdir().unwrap();
@@ -135,22 +156,7 @@ fn peers_are_added_listed_and_removed_in_a_private_file() {
     );
     assert_eq!(mode(&file), 0o600);
 
-    let list = with_peers(&file, &["peers", "list"], b"");
-    ok(&list);
-    let lines: Vec<String> = text(&list.stdout).lines().map(String::from).collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    assert_eq!(lines[0], format!("nas         10.0.0.3:7878  {pin}"));
-    assert_eq!(lines[1], format!("laptop.lan  [::1]:9000     {spki} {pin}"));
-    assert!(lines[2].starts_with("new-box     h.example:1    (no pin yet"));
-
-    let json = with_peers(&file, &["peers", "list", "--json"], b"");
-    ok(&json);
-    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["file"], file.to_str().unwrap());
-    assert_eq!(v["peers"][1]["name"], "laptop.lan");
-    assert_eq!(v["peers"][1]["addr"], "[::1]:9000");
-    assert_eq!(v["peers"][1]["pins"], serde_json::json!([spki, pin]));
-    assert_eq!(v["peers"][2]["pins"], serde_json::json!([]));
+    check_listing(&file, &pin, &spki);
 
     ok(&with_peers(&file, &["peers", "remove", "laptop.lan"], b""));
     let gone = with_peers(&file, &["peers", "remove", "laptop.lan"], b"");
@@ -285,6 +291,54 @@ fn event(out: &Output, name: &str) -> Option<Value> {
         .find(|v| v["event"] == name)
 }
 
+/// The recorded peer `box` at `addr` restarted with another key: exit 3,
+/// both pins and the update command shown, nothing stored, the entry
+/// unchanged (`keys`: the new identity, the recorded pin, the new pin).
+fn a_changed_key_is_refused(
+    file: &Path,
+    base: &tempfile::TempDir,
+    addr: &str,
+    keys: (&str, &str, &str),
+) {
+    let (id_b, spki_a, spki_b) = keys;
+    let inbox = base.path().join("inbox");
+    let mut srv = Server::start_on(
+        addr,
+        &inbox,
+        &["--identity", id_b, "--keep-open", "--out", "."],
+    );
+    let third = base.path().join("third.txt");
+    fs::write(&third, b"third").unwrap();
+    let out = with_peers(file, &["send", "box", third.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains(spki_a) && said.contains(spki_b), "{said}");
+    assert!(
+        said.contains(&format!(
+            "pincat peers add box {addr} --pin {spki_b} --replace"
+        )),
+        "{said}"
+    );
+    let out = with_peers(
+        file,
+        &["send", "box", "--tofu", "--json", third.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(event(&out, "error").unwrap()["code"], "pin-mismatch");
+    srv.drain(std::time::Duration::from_millis(300));
+    assert!(
+        srv.seen_named("transfer-started").is_empty(),
+        "{:?}",
+        srv.seen
+    );
+    assert!(!inbox.join("third.txt").exists());
+    assert_eq!(
+        fs::read_to_string(file).unwrap(),
+        format!("box {addr} {spki_a}\n")
+    );
+}
+
 #[test]
 fn tofu_records_the_key_once_and_a_changed_key_is_refused() {
     let base = tempfile::tempdir().unwrap();
@@ -333,44 +387,8 @@ fn tofu_records_the_key_once_and_a_changed_key_is_refused() {
         format!("box {addr} {spki_a}\n")
     );
 
-    // The same port, another key: exit 3, both pins and the update command
-    // shown, nothing stored, the entry unchanged.
     srv.kill();
-    let mut srv = Server::start_on(
-        &addr,
-        &inbox,
-        &["--identity", &id_b, "--keep-open", "--out", "."],
-    );
-    let third = base.path().join("third.txt");
-    fs::write(&third, b"third").unwrap();
-    let out = with_peers(&file, &["send", "box", third.to_str().unwrap()], b"");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let said = text(&out.stderr);
-    assert!(said.contains(&spki_a) && said.contains(&spki_b), "{said}");
-    assert!(
-        said.contains(&format!(
-            "pincat peers add box {addr} --pin {spki_b} --replace"
-        )),
-        "{said}"
-    );
-    let out = with_peers(
-        &file,
-        &["send", "box", "--tofu", "--json", third.to_str().unwrap()],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert_eq!(event(&out, "error").unwrap()["code"], "pin-mismatch");
-    srv.drain(std::time::Duration::from_millis(300));
-    assert!(
-        srv.seen_named("transfer-started").is_empty(),
-        "{:?}",
-        srv.seen
-    );
-    assert!(!inbox.join("third.txt").exists());
-    assert_eq!(
-        fs::read_to_string(&file).unwrap(),
-        format!("box {addr} {spki_a}\n")
-    );
+    a_changed_key_is_refused(&file, &base, &addr, (&id_b, &spki_a, &spki_b));
 }
 
 #[test]
@@ -463,6 +481,30 @@ fn tofu_never_records_a_key_the_server_cannot_prove() {
     assert_eq!(fs::read(&file).unwrap(), before);
 }
 
+/// A symbolic link at the peers path is not followed, for reading or
+/// writing, and what it points to stays as it was.
+fn a_symlinked_peers_file_is_not_followed(file: &Path, base: &Path, pin: &str) {
+    let elsewhere = base.join("elsewhere");
+    fs::write(&elsewhere, format!("rx 127.0.0.1:9 {pin}\n")).unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(file).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, file).unwrap();
+    for args in [&["peers", "list"][..], &["peers", "add", "x", "h:1"]] {
+        let out = with_peers(file, args, b"");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("symbolic link"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(&elsewhere).unwrap(),
+        format!("rx 127.0.0.1:9 {pin}\n")
+    );
+    assert!(fs::symlink_metadata(file).unwrap().file_type().is_symlink());
+}
+
 #[test]
 fn unsafe_or_malformed_peers_files_are_refused_and_left_alone() {
     let base = tempfile::tempdir().unwrap();
@@ -520,31 +562,7 @@ fn unsafe_or_malformed_peers_files_are_refused_and_left_alone() {
         assert_eq!(fs::read_to_string(&file).unwrap(), bad);
     }
 
-    // A symbolic link at the peers path is not followed, for reading or writing.
-    let elsewhere = base.path().join("elsewhere");
-    fs::write(&elsewhere, format!("rx 127.0.0.1:9 {pin}\n")).unwrap();
-    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::remove_file(&file).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
-    for args in [&["peers", "list"][..], &["peers", "add", "x", "h:1"]] {
-        let out = with_peers(&file, args, b"");
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            text(&out.stderr).contains("symbolic link"),
-            "{}",
-            text(&out.stderr)
-        );
-    }
-    assert_eq!(
-        fs::read_to_string(&elsewhere).unwrap(),
-        format!("rx 127.0.0.1:9 {pin}\n")
-    );
-    assert!(
-        fs::symlink_metadata(&file)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    a_symlinked_peers_file_is_not_followed(&file, base.path(), &pin);
 }
 
 #[test]
