@@ -223,13 +223,7 @@ fn send(a: SendArgs) -> pincat::Result<()> {
             )
             .exit();
     }
-    let mut opts: SendOptions =
-        crate::known::dial_options(&a.addr, &a.pin, a.tofu, a.ca.as_deref(), a.name.as_ref())?;
-    opts.identity = load_identity(a.identity.as_deref())?;
-    opts.connect_timeout = a.connect_timeout;
-    opts.retry_for = a.retry_for;
-    opts.handshake_timeout = a.handshake_timeout;
-    opts.idle_timeout = a.idle_timeout;
+    let opts: SendOptions = crate::verbs::dial_options(a.addr, &a.dial, &a.tls, a.idle_timeout)?;
     if a.raw && a.paths.len() > 1 {
         Cli::command()
             .error(

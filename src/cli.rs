@@ -105,36 +105,18 @@ pub struct ServeArgs {
 /// `pincat send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The receiver, as HOST:PORT (with --pin), or the NAME of a known peer (see `pincat peers`).
+    /// The receiver, as HOST:PORT (with --pin or --ca), or the NAME of a known peer (see `pincat peers`).
     #[arg(value_name = "HOST:PORT|NAME")]
     pub addr: String,
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// The receiver's certificate fingerprint (SHA-256 hex; any case, colons optional) or its public key's pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT unless --ca is given.
-    #[arg(long, short, value_name = "PIN")]
-    pub pin: Vec<Pin>,
-    /// Trust on first use: a known peer NAME with no pin yet is trusted with the key it proves it holds, which is recorded (loudly) for next time.
-    #[arg(long, conflicts_with = "pin")]
-    pub tofu: bool,
-    /// Trust a server whose certificate this private CA issued (PEM certificate(s)), valid now and carrying --name.
-    #[arg(long, value_name = "CA.pem", conflicts_with = "tofu")]
-    pub ca: Option<PathBuf>,
-    /// With --ca: the name the server's certificate must carry [default: the HOST dialed].
-    #[arg(long, value_name = "NAME", requires = "ca")]
-    pub name: Option<String>,
-    /// Present this identity as client certificate, for receivers that use --allow (a file, mode 0600, or env:VAR).
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-    /// Limit for each TCP connection attempt.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Keep retrying the connection this long while the receiver is not up yet; omit to try once.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub retry_for: Option<Duration>,
-    /// Limit for the TLS handshake.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
+    /// How to reach and trust the receiver.
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// The identity (as client certificate, for receivers that use --allow) and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Give up when the receiver stays silent this long (the receipt included).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -186,10 +168,10 @@ pub struct TlsArgs {
     pub handshake_timeout: Duration,
 }
 
-/// Dialing options shared by get, pipe and forward --local.
+/// Dialing options shared by send, get, pipe and forward --local.
 #[derive(Debug, Args)]
 pub struct DialArgs {
-    /// The listening side's certificate fingerprint (SHA-256 hex) or public-key pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT.
+    /// The listening side's certificate fingerprint (SHA-256 hex; any case, colons optional) or public-key pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT unless --ca is given.
     #[arg(long, short, value_name = "PIN")]
     pub pin: Vec<Pin>,
     /// Trust on first use: a known peer NAME with no pin yet is trusted with the key it proves it holds, which is recorded (loudly) for next time.
@@ -204,7 +186,7 @@ pub struct DialArgs {
     /// Limit for each TCP connection attempt.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Keep retrying the connection this long while the listener is not up yet.
+    /// Keep retrying the connection this long while the listener is not up yet; omit to try once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_for: Option<Duration>,
 }

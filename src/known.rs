@@ -1,15 +1,13 @@
 //! Known peers on the command line: `pincat peers add|list|remove`, and a
 //! peer NAME in place of `HOST:PORT --pin PIN` on the dialing verbs.
 
-use std::path::Path;
-
 use anyhow::anyhow;
 use pincat::net::dialer::DialOptions;
 use pincat::peers::{Peer, PeersFile, check_name};
 use pincat::protocol::escape_text;
 use pincat::{CaRoots, Pin};
 
-use crate::cli::PeersCommand;
+use crate::cli::{DialArgs, PeersCommand};
 use crate::verbs::usage;
 
 /// Runs `pincat peers ...`.
@@ -117,13 +115,8 @@ fn list(file: &PeersFile, json: bool) -> pincat::Result<()> {
 /// peers file). The mistakes are usage errors (exit 2): NAME with --pin or
 /// --ca, an unknown NAME, HOST:PORT without --pin or --ca, or with --tofu,
 /// a NAME with no pin yet without --tofu.
-pub fn dial_options(
-    target: &str,
-    pins: &[Pin],
-    tofu: bool,
-    ca: Option<&Path>,
-    name: Option<&String>,
-) -> pincat::Result<DialOptions> {
+pub fn dial_options(target: &str, d: &DialArgs) -> pincat::Result<DialOptions> {
+    let (pins, tofu, ca, name) = (&d.pin, d.tofu, d.ca.as_deref(), d.name.as_ref());
     if target.contains(':') {
         if tofu {
             usage(

@@ -33,15 +33,15 @@ pub(crate) fn usage(msg: &str) -> ! {
         .exit()
 }
 
-/// Dial options from the flags: HOST:PORT with --pin, or a known peer's NAME.
-fn dial_options(
+/// Dial options from the flags: HOST:PORT with --pin or --ca, or a known
+/// peer's NAME.
+pub(crate) fn dial_options(
     addr: String,
     d: &DialArgs,
     tls: &TlsArgs,
     idle: std::time::Duration,
 ) -> pincat::Result<DialOptions> {
-    let mut o =
-        crate::known::dial_options(&addr, &d.pin, d.tofu, d.ca.as_deref(), d.name.as_ref())?;
+    let mut o = crate::known::dial_options(&addr, d)?;
     o.identity = load_identity(tls.identity.as_deref())?;
     o.connect_timeout = d.connect_timeout;
     o.retry_for = d.retry_for;

@@ -21,7 +21,7 @@ use crate::identity::Identity;
 
 pub mod ca;
 
-use ca::{CaAllow, CaRoots, CaServerCheck, TrustingServerVerifier, Verdict};
+use ca::{CaAllow, CaRoots, CaServerCheck, TrustingServerVerifier};
 
 /// Who may connect to a listener: a client presenting a certificate that
 /// matches one of `pins`, or one issued by the CA of `ca`.
@@ -139,6 +139,18 @@ impl Presented {
         self.set(None);
     }
 
+    /// Records `end_entity` as what the peer presented (not yet trusted);
+    /// returns its fingerprint.
+    fn record(&self, end_entity: &[u8]) -> Fingerprint {
+        let cert = Fingerprint::of_der(end_entity);
+        self.set(Some(Seen {
+            cert,
+            spki: spki_of_der(end_entity),
+            accepted: false,
+        }));
+        cert
+    }
+
     /// Marks what was presented as trusted (before the signature check).
     fn accept(&self) {
         if let Some(seen) = self.seen() {
@@ -191,12 +203,7 @@ fn check_pin(
     allowed: &dyn Fn(&Fingerprint, &[u8]) -> bool,
     presented: &Presented,
 ) -> Result<(), Error> {
-    let fp = Fingerprint::of_der(end_entity);
-    presented.set(Some(Seen {
-        cert: fp,
-        spki: spki_of_der(end_entity),
-        accepted: false,
-    }));
+    let fp = presented.record(end_entity);
     // The pin must be the leaf, alone: accepting it anywhere in the chain
     // would let an attacker append the public genuine certificate to its own.
     if !intermediates.is_empty() {
@@ -408,17 +415,16 @@ pub fn client_config_pins(
 /// certificate chains to the CA, is valid now and carries the given name.
 pub fn client_config_trust(
     pins: Vec<Pin>,
-    ca: Option<(&CaRoots, ServerName<'static>, Verdict)>,
+    ca: Option<(&CaRoots, ServerName<'static>)>,
     identity: Option<&Identity>,
     presented: Presented,
 ) -> Result<Arc<ClientConfig>> {
     let pinned = PinnedServerVerifier::with_pins(pins, presented.clone());
     let verifier: Arc<dyn ServerCertVerifier> = match ca {
-        Some((roots, name, verdict)) => Arc::new(TrustingServerVerifier {
+        Some((roots, name)) => Arc::new(TrustingServerVerifier {
             pins: pinned,
             ca: CaServerCheck::new(roots, name)?,
             presented,
-            verdict,
         }),
         None => Arc::new(pinned),
     };

@@ -170,17 +170,16 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
         .map_err(Error::Other)?;
     let presented = Presented::default();
     let identity = opts.identity.as_ref();
-    let verdict = ca::Verdict::default();
     let config = match &opts.ca {
         _ if opts.first_use() => verify::client_config_first_use(identity, presented.clone())?,
         Some(roots) => {
-            let ca = Some((roots, opts.ca_subject()?, verdict.clone()));
+            let ca = Some((roots, opts.ca_subject()?));
             verify::client_config_trust(opts.pins.clone(), ca, identity, presented.clone())?
         }
         None => verify::client_config_pins(opts.pins.clone(), identity, presented.clone())?,
     };
     let mut s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
-        .map_err(|e| handshake_error(e, opts, peer, &presented, verdict.accepted()))?;
+        .map_err(|e| handshake_error(e, opts, peer, &presented))?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
     if opts.first_use() {
@@ -197,15 +196,9 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
 
 /// What a failed handshake means: another certificate than the pinned
 /// ones (or one the CA did not vouch for), the trusted one without its
-/// key, or no pincat at all. `ca_accepted`: the CA check passed.
-fn handshake_error(
-    e: WireError,
-    opts: &DialOptions,
-    peer: SocketAddr,
-    seen: &Presented,
-    ca_accepted: bool,
-) -> Error {
-    let trusted = ca_accepted || seen.matches(&opts.pins);
+/// key, or no pincat at all.
+fn handshake_error(e: WireError, opts: &DialOptions, peer: SocketAddr, seen: &Presented) -> Error {
+    let trusted = seen.accepted() || seen.matches(&opts.pins);
     match (&e, seen.get()) {
         (WireError::Tls(tls), Some(fp)) if opts.ca.is_some() && !trusted => Error::Untrusted {
             addr: peer,

@@ -322,24 +322,6 @@ pub(super) struct TrustingServerVerifier {
     pub(super) pins: super::PinnedServerVerifier,
     pub(super) ca: CaServerCheck,
     pub(super) presented: Presented,
-    pub(super) verdict: Verdict,
-}
-
-/// Whether the CA check accepted the server's certificate: after a failed
-/// handshake it tells "not issued by the CA" from "issued, but the server
-/// could not prove it holds the key" (both are the same rustls error).
-#[derive(Debug, Clone, Default)]
-pub struct Verdict(Arc<std::sync::atomic::AtomicBool>);
-
-impl Verdict {
-    fn accept(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// True once the certificate passed the CA check.
-    pub fn accepted(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 impl ServerCertVerifier for TrustingServerVerifier {
@@ -359,13 +341,10 @@ impl ServerCertVerifier for TrustingServerVerifier {
         {
             return Ok(ServerCertVerified::assertion());
         }
-        self.presented.set(Some(super::Seen {
-            cert: Fingerprint::of_der(end_entity),
-            spki: crate::fingerprint::spki_of_der(end_entity),
-            accepted: false,
-        }));
+        self.presented.record(end_entity);
         self.ca.verify(end_entity, now)?;
-        self.verdict.accept();
+        // A failure from here on is the key proof, not the CA check.
+        self.presented.accept();
         Ok(ServerCertVerified::assertion())
     }
 
