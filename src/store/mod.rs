@@ -12,6 +12,12 @@
 //!   commit is `syncfs`, link all, `syncfs` (two flushes whatever the file
 //!   count). A crash can leave that directory; the next start on the same
 //!   output removes every one no live process holds locked.
+//!   When every top-level entry of the offer is a directory the output does
+//!   not have yet (`send DIR` into a new place, the common case), those
+//!   directories are built whole in the staging directory, files under
+//!   their final names, and the commit renames each into the output
+//!   (never replacing): one rename per top-level directory instead of a
+//!   link and an unlink per file.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -36,6 +42,10 @@ pub const MAX_HELD: usize = 16;
 
 /// Most directory descriptors one walk keeps along its path.
 const MAX_WALK_FDS: usize = 32;
+
+/// Most top-level directories one transfer builds whole in its staging
+/// directory (each is held open from the commit on, to undo it safely).
+const MAX_TREE_TOPS: usize = 16;
 
 /// The private directory under the output that holds staged transfers.
 pub const STATE_DIR: &str = ".pincat-state";
@@ -82,6 +92,8 @@ pub struct Store {
     /// Whether the output's file system has O_TMPFILE, learnt by the first
     /// transfer that asks (0 unknown, 1 yes, 2 no).
     tmpfile: std::sync::atomic::AtomicU8,
+    /// Whether renameat2(RENAME_NOREPLACE) works there, learnt the same way.
+    renames: std::sync::atomic::AtomicU8,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
@@ -150,6 +162,7 @@ impl Store {
             reserved: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             tmpfile: std::sync::atomic::AtomicU8::new(0),
+            renames: std::sync::atomic::AtomicU8::new(0),
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             sweep_state(fd.as_fd());
@@ -228,7 +241,7 @@ fn sweep_state(root: BorrowedFd<'_>) {
         if !private_dir(sub.as_fd()) || !matches!(sys::try_lock(sub.as_fd()), Ok(true)) {
             continue;
         }
-        remove_staged(sub.as_fd());
+        remove_staged(sub.as_fd(), STAGED_DEPTH);
         swept |= sys::unlink_at(state.as_fd(), name, true).is_ok();
     }
     // Only after clearing a crash's leftovers: an empty state directory may
@@ -283,21 +296,31 @@ fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, O
     Ok((state, sub, name))
 }
 
-/// Removes the staged files of a staging directory: regular files this
-/// user owns, named by their index.
-fn remove_staged(sub: BorrowedFd<'_>) {
+/// Empties a (private, locked) staging directory: what this user owns in
+/// it, files and, down to `depth` levels, directories; a symbolic link is
+/// removed, never followed.
+fn remove_staged(dir: BorrowedFd<'_>, depth: usize) {
     let me = sys::euid();
-    for f in sys::list_dir(sub).unwrap_or_default() {
+    for f in sys::list_dir(dir).unwrap_or_default() {
         let name = OsStr::from_bytes(f.as_bytes());
-        if !name.as_bytes().iter().all(u8::is_ascii_digit) {
-            continue;
-        }
-        if matches!(sys::stat_at(sub, name), Ok(Some(st)) if st.kind == Kind::File && st.uid == me)
-        {
-            let _ = sys::unlink_at(sub, name, false);
+        match sys::stat_at(dir, name) {
+            Ok(Some(st)) if st.uid == me && st.kind == Kind::Dir && depth > 0 => {
+                if let Ok(sub) = sys::open_dir_at(dir, name) {
+                    remove_staged(sub.as_fd(), depth - 1);
+                }
+                let _ = sys::unlink_at(dir, name, true);
+            }
+            Ok(Some(st)) if st.uid == me && st.kind != Kind::Dir => {
+                let _ = sys::unlink_at(dir, name, false);
+            }
+            _ => {}
         }
     }
 }
+
+/// How deep a staging directory's tree can go: a staged tree is at most
+/// [`MAX_WALK_FDS`] components deep.
+const STAGED_DEPTH: usize = MAX_WALK_FDS + 1;
 
 /// Keeps descriptors along one directory path below the root, so moving
 /// between nearby paths costs only the components that differ (linear in
@@ -463,7 +486,34 @@ enum Holding {
         sub: OwnedFd,
         name: OsString,
         open: Option<File>,
+        /// Set when the offer's top-level directories are built whole there.
+        tree: Option<Tree>,
     },
+}
+
+/// A staged transfer's new top-level directories, built inside the staging
+/// directory with every file under its final name.
+struct Tree {
+    /// The top-level directory names, in offer order.
+    tops: Vec<OsString>,
+    /// The staged directory files go into now, and its path there.
+    dir: Option<(String, OwnedFd)>,
+    /// Top-level directories already renamed into the output, each with a
+    /// descriptor that pins its identity (undone on a later failure).
+    placed: Vec<(OsString, OwnedFd)>,
+}
+
+impl Tree {
+    /// Creates the staged file `name` (its directories exist already).
+    fn create(&mut self, sub: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<File> {
+        let (parent, leaf) = split_parent(name);
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.dir = None;
+            self.dir = Some((parent.to_owned(), sys::open_dir_beneath(sub, parent)?));
+        }
+        let dir = self.dir.as_ref().map(|(_, fd)| fd.as_fd()).unwrap_or(sub);
+        sys::create_new_at(dir, OsStr::new(leaf), mode)
+    }
 }
 
 /// One transfer in progress.
@@ -584,13 +634,117 @@ impl Transfer {
             .ok_or((RejectCode::Io, "no output".into()))?;
         let root =
             sys::dup(root.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?;
+        let many = self.files.len() > MAX_HELD || !self.can_hold();
+        if many && let Some(tops) = self.tree_tops(root.as_fd()) {
+            let mut reg = lock(&store.walk);
+            let here = sys::stat_fd(root.as_fd())
+                .map_err(|err| io_fail("cannot check the output".into(), err))?;
+            if self.in_use.insert((here.dev, here.ino)) {
+                *reg.in_use.entry((here.dev, here.ino)).or_insert(0) += 1;
+            }
+            self.holding = self.stage(&mut reg)?;
+            drop(reg);
+            if self.can_rename() {
+                self.make_tree(tops)?;
+                self.left = self.size_of(0);
+                return Ok(());
+            }
+        }
         self.check_and_make(&store, root.as_fd())?;
-        self.holding = if self.files.len() <= MAX_HELD && self.can_hold() {
-            Holding::Held((0..self.files.len()).map(|_| None).collect())
-        } else {
-            self.stage(&mut lock(&store.walk))?
-        };
+        if !matches!(self.holding, Holding::Staged { .. }) {
+            self.holding = if many {
+                self.stage(&mut lock(&store.walk))?
+            } else {
+                Holding::Held((0..self.files.len()).map(|_| None).collect())
+            };
+        }
         self.left = self.size_of(0);
+        Ok(())
+    }
+
+    /// The offer's top-level directories when it can be staged as whole
+    /// trees: every top-level entry a directory the output does not have,
+    /// at most [`MAX_TREE_TOPS`] of them, no entry deeper than a walk keeps
+    /// open.
+    fn tree_tops(&self, root: BorrowedFd<'_>) -> Option<Vec<OsString>> {
+        let mut tops: Vec<&str> = Vec::new();
+        for e in &self.offer.entries {
+            let top = match e.name.split_once('/') {
+                Some((top, _)) => top,
+                None if e.is_dir => e.name.as_str(),
+                None => return None,
+            };
+            if e.name.split('/').count() > MAX_WALK_FDS {
+                return None;
+            }
+            if !tops.contains(&top) {
+                if tops.len() == MAX_TREE_TOPS {
+                    return None;
+                }
+                tops.push(top);
+            }
+        }
+        let absent = |t: &&str| matches!(sys::stat_at(root, OsStr::new(t)), Ok(None));
+        tops.iter()
+            .all(absent)
+            .then(|| tops.iter().map(OsString::from).collect())
+    }
+
+    /// True when the output's file system renames without replacing
+    /// (probed once per store, in this transfer's staging directory).
+    fn can_rename(&self) -> bool {
+        let known = &self.store.renames;
+        match known.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let Holding::Staged { sub, .. } = &self.holding else {
+                    return false;
+                };
+                let (a, b) = (OsStr::new("probe"), OsStr::new("probed"));
+                let ok = sys::mkdir_at(sub.as_fd(), a, 0o700).is_ok()
+                    && sys::rename_noreplace(sub.as_fd(), a, sub.as_fd(), b).is_ok();
+                let _ = sys::unlink_at(sub.as_fd(), a, true);
+                let _ = sys::unlink_at(sub.as_fd(), b, true);
+                known.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+
+    /// Builds the offer's directories inside the staging directory, with
+    /// their final modes (masked, and always usable by the receiver).
+    fn make_tree(&mut self, tops: Vec<OsString>) -> Result<(), Fail> {
+        let umask = self.store.umask;
+        let implicit = (0o777 & !umask) | 0o700;
+        let Transfer { offer, holding, .. } = self;
+        let Holding::Staged { sub, tree, .. } = holding else {
+            return Err((RejectCode::Io, "not staged".into()));
+        };
+        let mut w = Walker::new(sub.as_fd());
+        let mut made = |_: usize, _: Stat| {};
+        for e in &offer.entries {
+            let target = if e.is_dir {
+                e.name.as_str()
+            } else {
+                split_parent(&e.name).0
+            };
+            w.goto(target, Some((&mut made, implicit)))
+                .map_err(|err| walk_fail(&e.name, err))?;
+            if e.is_dir {
+                sys::fchmod(w.fd(), (e.mode & 0o777 & !umask) | 0o700).map_err(|err| {
+                    io_fail(
+                        format!("cannot set the mode of {}", escape_name(&e.name)),
+                        err,
+                    )
+                })?;
+            }
+        }
+        *tree = Some(Tree {
+            tops,
+            dir: None,
+            placed: Vec::new(),
+        });
         Ok(())
     }
 
@@ -747,6 +901,7 @@ impl Transfer {
                         sub,
                         name,
                         open: None,
+                        tree: None,
                     });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
@@ -888,13 +1043,18 @@ impl Transfer {
                     .as_mut()
                     .ok_or((RejectCode::Io, "file missing".into()))
             }
-            Holding::Staged { sub, open, .. } => {
+            Holding::Staged {
+                sub, open, tree, ..
+            } => {
                 if open.is_none() {
-                    let f = sys::create_new_at(
-                        sub.as_fd(),
-                        OsStr::new(&self.current.to_string()),
-                        staged_mode,
-                    )
+                    let f = match tree {
+                        Some(t) => t.create(sub.as_fd(), &raw, staged_mode),
+                        None => sys::create_new_at(
+                            sub.as_fd(),
+                            OsStr::new(&self.current.to_string()),
+                            staged_mode,
+                        ),
+                    }
                     .map_err(fail)?;
                     *open = Some(f);
                 }
@@ -990,6 +1150,7 @@ impl Transfer {
                 Ok(())
             }
             Holding::Held(_) => self.commit_held(),
+            Holding::Staged { tree: Some(_), .. } => self.commit_tree(),
             Holding::Staged { .. } => self.commit_staged(),
         };
         if r.is_ok() {
@@ -1067,6 +1228,64 @@ impl Transfer {
         }
     }
 
+    /// Makes the staged trees durable, renames each top-level directory
+    /// into the output (never replacing), then makes the names durable.
+    fn commit_tree(&mut self) -> Result<(), Fail> {
+        let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
+        let root = self
+            .root
+            .as_ref()
+            .ok_or((RejectCode::Io, "no output".into()))?;
+        sys::syncfs(root.as_fd()).map_err(sync_fail)?;
+        let store = self.store.clone();
+        let _g = lock(&store.walk);
+        let Holding::Staged {
+            sub,
+            tree: Some(tree),
+            open,
+            ..
+        } = &mut self.holding
+        else {
+            return Err((RejectCode::Io, "not staged".into()));
+        };
+        *open = None;
+        tree.dir = None;
+        for top in &tree.tops {
+            let fd = sys::open_dir_at(sub.as_fd(), top).map_err(sync_fail)?;
+            let name = escape_name(&top.to_string_lossy());
+            sys::rename_noreplace(sub.as_fd(), top, root.as_fd(), top)
+                .map_err(|e| link_fail(&name, e))?;
+            tree.placed.push((top.clone(), fd));
+        }
+        sys::syncfs(root.as_fd()).map_err(sync_fail)
+    }
+
+    /// Moves the top-level directories a failed commit had renamed into
+    /// the output back into the staging directory (which is then removed),
+    /// each only while its name still is the very directory renamed.
+    fn unplace_tree(&mut self) {
+        let (
+            Some(root),
+            Holding::Staged {
+                sub,
+                tree: Some(tree),
+                ..
+            },
+        ) = (&self.root, &mut self.holding)
+        else {
+            return;
+        };
+        for (top, fd) in tree.placed.drain(..).rev() {
+            let ours = matches!(
+                (sys::stat_at(root.as_fd(), &top), sys::stat_fd(fd.as_fd())),
+                (Ok(Some(a)), Ok(b)) if a.same(&b)
+            );
+            if ours {
+                let _ = sys::rename_noreplace(root.as_fd(), &top, sub.as_fd(), &top);
+            }
+        }
+    }
+
     fn commit_staged(&mut self) -> Result<(), Fail> {
         let Holding::Staged { sub, .. } = &self.holding else {
             return Ok(());
@@ -1125,6 +1344,7 @@ impl Transfer {
         if let Some(root) = &self.root {
             self.unlink_linked(root.as_fd());
         }
+        self.unplace_tree();
         if let Holding::Held(v) = &mut self.holding {
             v.clear();
         }
@@ -1226,13 +1446,15 @@ impl Transfer {
             sub,
             name,
             open,
+            tree,
         } = holding
         else {
             self.holding = holding;
             return;
         };
         drop(open);
-        remove_staged(sub.as_fd());
+        drop(tree);
+        remove_staged(sub.as_fd(), STAGED_DEPTH);
         let _ = sys::unlink_at(state.as_fd(), &name, true);
         reg.staged = reg.staged.saturating_sub(1);
         if reg.staged == 0

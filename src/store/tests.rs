@@ -304,22 +304,31 @@ fn symlink_on_the_way_is_refused_with_exists_and_nothing_outside_changes() {
     }
 }
 
-/// Begins and fills a transfer of `offer` (files under `d/`), swaps `out/d`
-/// for a symlink to `outside`, and checks that the commit fails without
-/// touching anything outside or naming anything.
+/// Begins and fills a transfer of `offer` (files under `d/`), puts a
+/// symlink to `outside` at `out/d` (swapped for the directory the transfer
+/// made, or where a staged tree will go), and checks that the commit fails
+/// without touching anything outside or naming anything.
 fn swap_before_commit(offer: Offer) {
     let a = area();
     let outside = snapshot(&a.outside);
     let store = open(&a.out);
     let mut t = begin(&store, &offer);
     feed(&mut t, &offer);
-    fs::rename(a.out.join("d"), a.out.join("d.real")).unwrap();
+    let made = a.out.join("d").exists();
+    if made {
+        fs::rename(a.out.join("d"), a.out.join("d.real")).unwrap();
+    }
     symlink(&a.outside, a.out.join("d")).unwrap();
     let Err((code, msg)) = t.commit() else {
         panic!("commit through a symlink succeeded");
     };
     assert_eq!(code, RejectCode::Exists, "{msg}");
-    assert!(msg.contains("symbolic link"), "{msg}");
+    let why = if made {
+        "symbolic link"
+    } else {
+        "appeared on the receiver"
+    };
+    assert!(msg.contains(why), "{msg}");
     assert_eq!(snapshot(&a.outside), outside, "outside changed at commit");
     t.abort();
     drop(t);
@@ -526,7 +535,9 @@ fn abort_of_a_staged_transfer_removes_the_output_directory_it_made() {
 // 3. Modes: the sender's permission bits under the receiver's umask, never
 // setuid, setgid or sticky.
 
-fn check_modes(umask: u32, staged: bool) {
+/// `staged` pads the offer past what is held open; `tree` leaves out the
+/// top-level file, so the staged offer is built as a whole tree.
+fn check_modes(umask: u32, staged: bool, tree: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let store = open_umask(tmp.path(), umask);
     let mut entries = vec![
@@ -537,20 +548,25 @@ fn check_modes(umask: u32, staged: bool) {
         file_mode("d/none", 5, 0),
         dir_mode("d/closed", 0),
         file_mode("d/implicit/x", 5, 0o666),
-        file_mode("top", 5, 0o6644),
     ];
+    if !tree {
+        entries.push(file_mode("top", 5, 0o6644));
+    }
     if staged {
         entries.extend(many("d/pad", MAX_HELD, 1));
     }
     let offer = files(entries);
     let mut t = begin(&store, &offer);
+    // A tree is built out of sight; otherwise the directories are made
+    // (and checked) before any data.
+    assert_eq!(tmp.path().join("d").exists(), !(staged && tree));
     feed(&mut t, &offer);
     commit(&mut t);
     drop(t);
     let o = tmp.path();
     let dmode = |m: u32| (m & 0o777 & !umask) | 0o700;
     let fmode = |m: u32| m & 0o777 & !umask;
-    let ctx = format!("umask {umask:03o}, staged {staged}");
+    let ctx = format!("umask {umask:03o}, staged {staged}, tree {tree}");
     assert_eq!(mode_of(&o.join("d")), dmode(0o7777), "{ctx}");
     assert_eq!(mode_of(&o.join("d/all")), fmode(0o7777), "{ctx}");
     assert_eq!(mode_of(&o.join("d/rwx")), fmode(0o777), "{ctx}");
@@ -559,7 +575,9 @@ fn check_modes(umask: u32, staged: bool) {
     assert_eq!(mode_of(&o.join("d/closed")), 0o700, "{ctx}");
     assert_eq!(mode_of(&o.join("d/implicit")), dmode(0o777), "{ctx}");
     assert_eq!(mode_of(&o.join("d/implicit/x")), fmode(0o666), "{ctx}");
-    assert_eq!(mode_of(&o.join("top")), fmode(0o644), "{ctx}");
+    if !tree {
+        assert_eq!(mode_of(&o.join("top")), fmode(0o644), "{ctx}");
+    }
     for (name, node) in snapshot(o) {
         if let Node::Dir { mode, .. } | Node::File { mode, .. } = node {
             assert_eq!(mode & 0o7000, 0, "{ctx}: {name} has special bits {mode:o}");
@@ -571,8 +589,9 @@ fn check_modes(umask: u32, staged: bool) {
 #[test]
 fn modes_are_masked_by_the_umask_and_never_special() {
     for umask in [0o022, 0o077, 0o027, 0o002, 0o000] {
-        check_modes(umask, false);
-        check_modes(umask, true);
+        check_modes(umask, false, false);
+        check_modes(umask, true, false);
+        check_modes(umask, true, true);
     }
 }
 
@@ -613,7 +632,8 @@ fn stream_file_mode_follows_the_umask() {
 
 // 4. Staging for many-file offers.
 
-/// The staging directories under `out`'s state dir, and their files.
+/// The staging directories under `out`'s state dir, and the regular files
+/// in each (at any depth).
 fn staged(out: &Path) -> BTreeMap<String, Vec<String>> {
     let mut m = BTreeMap::new();
     let Ok(rd) = fs::read_dir(out.join(STATE_DIR)) else {
@@ -621,12 +641,10 @@ fn staged(out: &Path) -> BTreeMap<String, Vec<String>> {
     };
     for e in rd {
         let e = e.unwrap();
-        let mut names: Vec<String> = fs::read_dir(e.path())
-            .unwrap()
-            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        m.insert(e.file_name().to_string_lossy().into_owned(), names);
+        m.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            regular_files(&e.path()),
+        );
     }
     m
 }
@@ -683,6 +701,10 @@ fn a_second_open_spares_a_live_staged_transfer_and_sweeps_dead_ones() {
     fs::set_permissions(&dead, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     fs::write(dead.join("0"), b"crashed").unwrap();
     fs::write(dead.join("1"), b"crashed").unwrap();
+    // And a half-built tree, files under their final names.
+    fs::create_dir_all(dead.join("t/s/u")).unwrap();
+    fs::write(dead.join("t/s/u/f"), b"crashed").unwrap();
+    fs::write(dead.join("t/g"), b"crashed").unwrap();
 
     let again = open(out);
     let after = staged(out);
@@ -736,6 +758,87 @@ fn staged_commit_and_abort_leave_no_state_dir() {
     assert!(!out.join(STATE_DIR).exists());
     assert!(!out.join("aborted").exists());
     assert_eq!(fs::read(out.join("user-file")).unwrap(), b"mine");
+}
+
+#[test]
+fn a_new_tree_is_built_out_of_sight_and_renamed_into_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    fs::create_dir(out.join("old")).unwrap();
+    fs::write(out.join("old/keep"), b"mine").unwrap();
+    let store = open(out);
+    let mut entries = vec![dir("t"), dir_mode("t/s", 0o750)];
+    entries.extend(many("t/s/f", 40, 700));
+    entries.extend(many("t/deep/er/g", 5, 10));
+    entries.push(file("t/empty", 0));
+    let offer = files(entries);
+    let mut t = begin(&store, &offer);
+    let all = offer_bytes(&offer);
+    t.write(&all[..all.len() / 2]).unwrap();
+    // Nothing in the output yet; the files wait under their own names.
+    assert!(!out.join("t").exists());
+    let live = staged(out);
+    let files_now = live.values().next().unwrap();
+    assert!(files_now.contains(&"t/s/f0000".to_string()), "{live:?}");
+    t.write(&all[all.len() / 2..]).unwrap();
+    t.finish(offer.file_count(), offer.total_bytes()).unwrap();
+    commit(&mut t);
+    drop(t);
+    assert_received(out, &offer);
+    let umask = crate::sys::umask();
+    assert_eq!(mode_of(&out.join("t/s")), (0o750 & !umask) | 0o700);
+    assert_eq!(fs::read(out.join("old/keep")).unwrap(), b"mine");
+    assert!(!out.join(STATE_DIR).exists(), "state dir left after commit");
+}
+
+#[test]
+fn a_failed_tree_commit_takes_back_what_it_renamed_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let store = open(out);
+    let mut entries = vec![dir("a")];
+    entries.extend(many("a/f", MAX_HELD, 10));
+    entries.push(dir("b"));
+    entries.extend(many("b/f", MAX_HELD, 10));
+    let offer = files(entries);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    // A local user makes "b" before the commit: "a" is already renamed in
+    // when "b" fails, and must go; the user's "b" must stay as it is.
+    fs::create_dir(out.join("b")).unwrap();
+    fs::write(out.join("b/f0000"), b"theirs").unwrap();
+    let Err((code, msg)) = t.commit() else {
+        panic!("commit over an existing directory succeeded");
+    };
+    assert_eq!(code, RejectCode::Exists, "{msg}");
+    assert!(msg.contains("\"b\" appeared on the receiver"), "{msg}");
+    drop(t);
+    assert!(!out.join("a").exists(), "the renamed tree was left");
+    assert_eq!(regular_files(out), vec!["b/f0000".to_string()]);
+    assert_eq!(fs::read(out.join("b/f0000")).unwrap(), b"theirs");
+    assert!(!out.join(STATE_DIR).exists());
+}
+
+#[test]
+fn a_renamed_tree_replaced_by_the_user_is_not_taken_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let store = open(out);
+    let mut entries = vec![dir("a")];
+    entries.extend(many("a/f", MAX_HELD + 1, 10));
+    let offer = files(entries);
+    let mut t = begin(&store, &offer);
+    feed(&mut t, &offer);
+    commit(&mut t);
+    // Committed: a later abort (as on drop) leaves the user's tree alone,
+    // even once the user replaced it with one of the same name.
+    fs::rename(out.join("a"), out.join("a.old")).unwrap();
+    fs::create_dir(out.join("a")).unwrap();
+    fs::write(out.join("a/x"), b"new").unwrap();
+    t.abort();
+    drop(t);
+    assert_eq!(fs::read(out.join("a/x")).unwrap(), b"new");
+    assert_eq!(regular_files(&out.join("a.old")).len(), MAX_HELD + 1);
 }
 
 #[test]
