@@ -228,13 +228,22 @@ fn walk(dir: &Place, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> R
     children.sort_by_key(|e| e.file_name());
     for child in children {
         let at = dir.join(&child.file_name());
-        let meta = fs::symlink_metadata(&at.real)
-            .with_context(|| format!("cannot read {}", at.shown.display()))?;
+        let stat = || {
+            fs::symlink_metadata(&at.real)
+                .with_context(|| format!("cannot read {}", at.shown.display()))
+        };
+        // The kind from the listing where the file system gives it (no stat
+        // per file: plan_file's fstat on the opened file is the one that
+        // counts); a stat where it does not.
+        let kind = match child.file_type() {
+            Ok(t) if t.is_file() || t.is_dir() || t.is_symlink() => t,
+            _ => stat()?.file_type(),
+        };
         let name = format!("{prefix}/{}", utf8_name(&child.file_name(), &at.shown)?);
-        if meta.is_dir() {
-            out.push(dir_entry(name.clone(), &meta));
+        if kind.is_dir() {
+            out.push(dir_entry(name.clone(), &stat()?));
             walk(&at, &name, out, events)?;
-        } else if meta.is_file() {
+        } else if kind.is_file() {
             out.push(plan_file(at, name)?);
         } else {
             events.emit(Event::Warning {

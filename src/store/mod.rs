@@ -296,9 +296,9 @@ fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, O
     Ok((state, sub, name))
 }
 
-/// Empties a (private, locked) staging directory: what this user owns in
-/// it, files and, down to `depth` levels, directories; a symbolic link is
-/// removed, never followed.
+/// Empties a private staging directory, or a tree this transfer made: what
+/// this user owns in it, files and, down to `depth` levels, directories; a
+/// symbolic link is removed, never followed.
 fn remove_staged(dir: BorrowedFd<'_>, depth: usize) {
     let me = sys::euid();
     for f in sys::list_dir(dir).unwrap_or_default() {
@@ -935,10 +935,8 @@ impl Transfer {
                 self.next_file()?;
             }
             let n = (data.len() as u64).min(self.left) as usize;
-            let name = self.current_name();
-            self.current_file()?
-                .write_all(&data[..n])
-                .map_err(|e| io_fail(format!("cannot write {name}"), e))?;
+            let r = self.current_file()?.write_all(&data[..n]);
+            r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
             self.left -= n as u64;
             self.account(n as u64);
             data = &data[n..];
@@ -969,9 +967,8 @@ impl Transfer {
                 self.next_file()?;
             }
             let n = (total as u64).min(self.left) as usize;
-            let name = self.current_name();
-            write_prefix(self.current_file()?, rest, n)
-                .map_err(|e| io_fail(format!("cannot write {name}"), e))?;
+            let r = write_prefix(self.current_file()?, rest, n);
+            r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
             self.left -= n as u64;
             self.account(n as u64);
             io::IoSlice::advance_slices(&mut rest, n);
@@ -1020,11 +1017,10 @@ impl Transfer {
                 "the sender sent more bytes than it announced".into(),
             ));
         };
-        let raw = self.offer.entries[entry as usize].name.clone();
-        let name = escape_name(&raw);
-        let fail = |e| io_fail(format!("cannot create {name}"), e);
         // Its final mode from the start: the staging directory is private.
         let staged_mode = self.file_mode(self.current);
+        let raw = self.offer.entries[entry as usize].name.as_str();
+        let fail = |e| io_fail(format!("cannot create {}", escape_name(raw)), e);
         match &mut self.holding {
             Holding::Held(v) => {
                 if v[self.current].is_none() {
@@ -1035,8 +1031,8 @@ impl Transfer {
                         .as_ref()
                         .ok_or((RejectCode::Io, "no output".into()))?;
                     let mut w = Walker::new(root.as_fd());
-                    let parent = split_parent(&self.offer.entries[entry as usize].name).0;
-                    w.goto(parent, None).map_err(|e| walk_fail(&raw, e))?;
+                    let parent = split_parent(raw).0;
+                    w.goto(parent, None).map_err(|e| walk_fail(raw, e))?;
                     v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);
                 }
                 v[self.current]
@@ -1048,7 +1044,7 @@ impl Transfer {
             } => {
                 if open.is_none() {
                     let f = match tree {
-                        Some(t) => t.create(sub.as_fd(), &raw, staged_mode),
+                        Some(t) => t.create(sub.as_fd(), raw, staged_mode),
                         None => sys::create_new_at(
                             sub.as_fd(),
                             OsStr::new(&self.current.to_string()),
@@ -1260,28 +1256,29 @@ impl Transfer {
         sys::syncfs(root.as_fd()).map_err(sync_fail)
     }
 
-    /// Moves the top-level directories a failed commit had renamed into
-    /// the output back into the staging directory (which is then removed),
-    /// each only while its name still is the very directory renamed.
+    /// Removes the top-level directories a failed commit had already
+    /// renamed into the output: their contents through the descriptor held
+    /// since the rename (the very directory, whatever is named what now;
+    /// only what this user owns), then the name, only while it still is
+    /// that directory.
     fn unplace_tree(&mut self) {
         let (
             Some(root),
             Holding::Staged {
-                sub,
-                tree: Some(tree),
-                ..
+                tree: Some(tree), ..
             },
         ) = (&self.root, &mut self.holding)
         else {
             return;
         };
         for (top, fd) in tree.placed.drain(..).rev() {
+            remove_staged(fd.as_fd(), STAGED_DEPTH);
             let ours = matches!(
                 (sys::stat_at(root.as_fd(), &top), sys::stat_fd(fd.as_fd())),
                 (Ok(Some(a)), Ok(b)) if a.same(&b)
             );
             if ours {
-                let _ = sys::rename_noreplace(root.as_fd(), &top, sub.as_fd(), &top);
+                let _ = sys::unlink_at(root.as_fd(), &top, true);
             }
         }
     }

@@ -104,10 +104,11 @@ fn serve_with_umask(dir: &Path, args: &[&str], umask: u32) -> Server {
 
 // 1. A local user swaps a directory for a symlink while a transfer runs.
 
-/// Sends `src/d` (a big file plus `small` small files) into `out` while a
-/// thread keeps renaming `out/d` away, putting a symlink to `outside` in its
-/// place, and putting it back.
-fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
+/// Sends `src/d` (a big file plus `small` small files; with `top`, a
+/// top-level file beside it too) into `out` while a thread keeps renaming
+/// `out/d` away, putting a symlink to `outside` in its place, and putting
+/// it back (or, while there is no `out/d`, planting that symlink).
+fn symlink_swap_race(small: usize, mib: usize, seed: u64, top: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (src, out, outside) = (
         tmp.path().join("src"),
@@ -129,11 +130,16 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
         .unwrap();
     }
     let block = write_big(&src.join("d/sub/zz-big"), mib, seed);
+    fs::write(src.join("top"), b"top-level file").unwrap();
     let before = snapshot(&outside);
 
     let mut srv = Server::start(tmp.path(), &["--out", "out"]);
     let (stop, swaps, racer) = spawn_racer(&out, &outside, seed);
-    let sent = send_paths(&srv, &[&src.join("d")]);
+    let sent = if top {
+        send_paths(&srv, &[&src.join("d"), &src.join("top")])
+    } else {
+        send_paths(&srv, &[&src.join("d")])
+    };
     stop.store(true, Ordering::SeqCst);
     racer.join().unwrap();
     let stderr = text(&sent.stderr);
@@ -158,7 +164,7 @@ fn symlink_swap_race(small: usize, mib: usize, seed: u64) {
     assert!(!out.join("d").is_symlink());
     if sent.status.code() == Some(0) {
         assert_eq!(code, Some(0));
-        assert_race_won(&out, small, &block, mib, &left);
+        assert_race_won(&out, small, &block, mib, &left, top);
     } else {
         assert_race_refused(&srv, code, &stderr, &left);
     }
@@ -183,7 +189,13 @@ fn spawn_racer(
             let mut pause = move || Duration::from_micros(rng.below(1500));
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
                 let is_dir = fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir());
-                if is_dir && fs::rename(&d, &away).is_ok() {
+                // Nothing there yet (a new tree is built out of sight): the
+                // symlink waits where the tree will be renamed to.
+                if !is_dir && !d.is_symlink() && symlink(&outside, &d).is_ok() {
+                    swaps.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(pause());
+                    let _ = fs::remove_file(&d);
+                } else if is_dir && fs::rename(&d, &away).is_ok() {
                     swaps.fetch_add(1, Ordering::SeqCst);
                     let _ = symlink(&outside, &d);
                     thread::sleep(pause());
@@ -228,7 +240,7 @@ fn receiver_code(srv: &mut Server, sent_ok: bool) -> Option<i32> {
 }
 
 /// The transfer won the race: every file arrived whole under `out`.
-fn assert_race_won(out: &Path, small: usize, block: &[u8], mib: usize, left: &[String]) {
+fn assert_race_won(out: &Path, small: usize, block: &[u8], mib: usize, left: &[String], top: bool) {
     for i in 0..small {
         let sub = if i % 2 == 0 { "d" } else { "d/sub" };
         let name = format!("{sub}/s{i:03}");
@@ -239,7 +251,10 @@ fn assert_race_won(out: &Path, small: usize, block: &[u8], mib: usize, left: &[S
         );
     }
     assert!(big_is_intact(&out.join("d/sub/zz-big"), block, mib));
-    assert_eq!(left.len(), small + 1, "{left:?}");
+    if top {
+        assert_eq!(fs::read(out.join("top")).unwrap(), b"top-level file");
+    }
+    assert_eq!(left.len(), small + 1 + usize::from(top), "{left:?}");
 }
 
 /// The race broke the transfer: a clear error on both sides, no file named.
@@ -275,13 +290,20 @@ fn assert_race_refused(srv: &Server, code: Option<i32>, stderr: &str, left: &[St
 #[test]
 fn symlink_swap_race_with_a_big_file_never_touches_outside() {
     // Few files: held as unnamed temporary files.
-    symlink_swap_race(4, 256, 11);
+    symlink_swap_race(4, 256, 11, false);
 }
 
 #[test]
 fn symlink_swap_race_with_many_files_never_touches_outside() {
-    // More than MAX_HELD files: staged in the state directory.
-    symlink_swap_race(MAX_HELD * 2, 96, 12);
+    // More than MAX_HELD files in a new directory: built whole in the
+    // state directory and renamed into place at commit.
+    symlink_swap_race(MAX_HELD * 2, 96, 12, false);
+}
+
+#[test]
+fn symlink_swap_race_with_many_files_and_a_top_level_file_never_touches_outside() {
+    // A top-level file too: every file staged by number, linked at commit.
+    symlink_swap_race(MAX_HELD * 2, 96, 13, true);
 }
 
 // 2. Two transfers share a new directory; one aborts.
