@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,32 @@ fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens planned files through a descriptor of their directory, kept for
+/// the next file (a plan lists a directory's files together): one walk of
+/// the full path per directory, not per file, and one descriptor at a time.
+/// The last component is never followed, as with [`open_nofollow`].
+#[derive(Default)]
+struct Dirs {
+    cur: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl Dirs {
+    fn open(&mut self, real: &Path) -> io::Result<File> {
+        let (Some(parent), Some(leaf)) = (real.parent(), real.file_name()) else {
+            return open_nofollow(real);
+        };
+        if self.cur.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.cur = None;
+            self.cur = Some((parent.to_path_buf(), crate::sys::open_dir(parent)?));
+        }
+        let Some((_, dir)) = &self.cur else {
+            return open_nofollow(real);
+        };
+        crate::sys::open_read_at(dir.as_fd(), leaf)?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+}
+
 /// Walks the given paths into an ordered plan of directories and files.
 /// Every file is opened once here, so an unreadable, vanished or special
 /// file is reported before a connection uses up a one-shot receiver.
@@ -144,9 +171,9 @@ fn plan_top(p: &Path, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
     };
     if meta.is_dir() {
         out.push(dir_entry(name.clone(), &meta));
-        walk(&at, &name, out, events)
+        walk(&at, &name, out, events, &mut Dirs::default())
     } else if meta.is_file() {
-        out.push(plan_file(at, name)?);
+        out.push(plan_file(at, name, &mut Dirs::default())?);
         Ok(())
     } else {
         Err(anyhow!(
@@ -194,9 +221,11 @@ fn dir_entry(name: String, meta: &Metadata) -> Planned {
 
 /// Opens the file (proving it is readable and a regular file), records what
 /// it is, and closes it again: a plan holds no descriptor per file.
-fn plan_file(at: Place, name: String) -> Result<Planned> {
+fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
     let shown = at.shown.display();
-    let file = open_nofollow(&at.real).with_context(|| format!("cannot send {shown}"))?;
+    let file = dirs
+        .open(&at.real)
+        .with_context(|| format!("cannot send {shown}"))?;
     let meta = file
         .metadata()
         .with_context(|| format!("cannot send {shown}"))?;
@@ -219,7 +248,13 @@ fn plan_file(at: Place, name: String) -> Result<Planned> {
     })
 }
 
-fn walk(dir: &Place, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
+fn walk(
+    dir: &Place,
+    prefix: &str,
+    out: &mut Vec<Planned>,
+    events: &Events,
+    dirs: &mut Dirs,
+) -> Result<()> {
     let listing = || format!("cannot list {}", dir.shown.display());
     let mut children: Vec<_> = fs::read_dir(&dir.real)
         .with_context(listing)?
@@ -242,9 +277,9 @@ fn walk(dir: &Place, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> R
         let name = format!("{prefix}/{}", utf8_name(&child.file_name(), &at.shown)?);
         if kind.is_dir() {
             out.push(dir_entry(name.clone(), &stat()?));
-            walk(&at, &name, out, events)?;
+            walk(&at, &name, out, events, dirs)?;
         } else if kind.is_file() {
-            out.push(plan_file(at, name)?);
+            out.push(plan_file(at, name, dirs)?);
         } else {
             events.emit(Event::Warning {
                 message: format!(
@@ -263,6 +298,7 @@ fn walk(dir: &Place, prefix: &str, out: &mut Vec<Planned>, events: &Events) -> R
 pub(super) struct FileSeq {
     files: std::vec::IntoIter<Local>,
     cur: Option<Reading>,
+    dirs: Dirs,
 }
 
 impl FileSeq {
@@ -271,6 +307,7 @@ impl FileSeq {
         FileSeq {
             files: files.into_iter(),
             cur: None,
+            dirs: Dirs::default(),
         }
     }
 }
@@ -288,7 +325,7 @@ impl Read for FileSeq {
             let Some(local) = self.files.next() else {
                 return Ok(0);
             };
-            self.cur = Some(Reading::open(local)?);
+            self.cur = Some(Reading::open(local, &mut self.dirs)?);
         }
     }
 }
@@ -303,9 +340,9 @@ struct Reading {
 }
 
 impl Reading {
-    fn open(local: Local) -> io::Result<Reading> {
+    fn open(local: Local, dirs: &mut Dirs) -> io::Result<Reading> {
         let (Place { real, shown: path }, planned) = (local.at, local.planned);
-        let file = match open_nofollow(&real) {
+        let file = match dirs.open(&real) {
             Ok(f) => f,
             // O_NOFOLLOW refused: the file was replaced by a symbolic link.
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(changed(&path)),
