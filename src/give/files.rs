@@ -275,8 +275,12 @@ fn walk(
             _ => stat()?.file_type(),
         };
         let name = format!("{prefix}/{}", utf8_name(&child.file_name(), &at.shown)?);
-        if kind.is_dir() {
-            out.push(dir_entry(name.clone(), &stat()?));
+        // A directory is looked at again (lstat): the listing's kind is as
+        // old as the listing, and a directory swapped for a symbolic link
+        // since must not be followed.
+        let meta = if kind.is_dir() { Some(stat()?) } else { None };
+        if let Some(meta) = meta.as_ref().filter(|m| m.is_dir()) {
+            out.push(dir_entry(name.clone(), meta));
             walk(&at, &name, out, events, dirs)?;
         } else if kind.is_file() {
             out.push(plan_file(at, name, dirs)?);

@@ -251,9 +251,43 @@ fn sweep_state(root: BorrowedFd<'_>) {
     }
 }
 
-/// A directory this user owns that nobody else may enter.
+/// The mode of the state directory and of every staging directory: private,
+/// and sticky, which no received directory ever is (received modes keep
+/// only the 0o777 bits). A received directory renamed to the state name,
+/// with staging-shaped directories inside, is so never taken for one.
+const STATE_MODE: u32 = 0o1700;
+
+/// A directory this user owns, with the state mode exactly.
 fn private_dir(fd: BorrowedFd<'_>) -> bool {
-    matches!(sys::stat_fd(fd), Ok(st) if st.kind == Kind::Dir && st.uid == sys::euid() && st.perm & 0o077 == 0)
+    matches!(sys::stat_fd(fd), Ok(st) if st.kind == Kind::Dir && st.uid == sys::euid() && st.perm == STATE_MODE)
+}
+
+/// Makes `name` in `dir` a new directory with the state mode, set on the
+/// descriptor whatever the umask or file system did with the sticky bit,
+/// once it is known to be a directory of this user (with `fresh`: the new,
+/// empty one; the shared state directory may already hold another
+/// transfer's staging directory by then). Ok(false) if `name` existed.
+fn make_private(dir: BorrowedFd<'_>, name: &OsStr, fresh: bool) -> io::Result<bool> {
+    match sys::mkdir_at(dir, name, STATE_MODE) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        r => r?,
+    }
+    let fd = sys::open_dir_at(dir, name)?;
+    if fresh {
+        if let Err(e) = fresh_dir(fd.as_fd()) {
+            // Removed meanwhile (another receiver's start-up sweep takes an
+            // unlocked staging directory): start over, like ENOENT.
+            return match sys::stat_fd(fd.as_fd()) {
+                Ok(st) if st.nlink == 0 => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                _ => Err(e),
+            };
+        }
+    } else if !matches!(sys::stat_fd(fd.as_fd()), Ok(st) if st.kind == Kind::Dir && st.uid == sys::euid())
+    {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    sys::fchmod(fd.as_fd(), STATE_MODE)?;
+    Ok(true)
 }
 
 /// `<pid>-<n>`, the only names a receiver gives its staging directories.
@@ -268,10 +302,7 @@ fn staging_name(n: &[u8]) -> bool {
 /// with ENOENT if a sweep removed either on the way (try again).
 fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, OwnedFd, OsString)> {
     let state_name = OsStr::new(STATE_DIR);
-    match sys::mkdir_at(root, state_name, 0o700) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
+    make_private(root, state_name, false)?;
     let state = sys::open_dir_at(root, state_name)?;
     if !private_dir(state.as_fd()) {
         return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
@@ -281,7 +312,9 @@ fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, O
         std::process::id(),
         seq.fetch_add(1, Ordering::Relaxed)
     ));
-    sys::mkdir_at(state.as_fd(), &name, 0o700)?;
+    if !make_private(state.as_fd(), &name, true)? {
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
     let sub = sys::open_dir_at(state.as_fd(), &name)?;
     // Held for the transfer's life: a sweep skips locked directories. If a
     // sweep got it first, or removed it before we locked it, start over.
@@ -314,6 +347,46 @@ fn remove_staged(dir: BorrowedFd<'_>, depth: usize) {
                 let _ = sys::unlink_at(dir, name, false);
             }
             _ => {}
+        }
+    }
+}
+
+/// Removes from the tree `top_fd` (the offer's top-level directory `top`)
+/// exactly the offer's names below it: each file only while it is a
+/// regular file of this user, then each directory (offered, or made for an
+/// offered file) only if empty, deepest first. Never follows a link, never
+/// touches a name the offer does not have.
+fn remove_offered(top_fd: BorrowedFd<'_>, top: &str, offer: &Offer) {
+    let prefix = format!("{top}/");
+    let me = sys::euid();
+    let mut dirs: HashSet<&str> = HashSet::new();
+    let mut w = Walker::new(top_fd);
+    for e in offer.entries.iter().rev() {
+        let Some(rel) = e.name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if e.is_dir {
+            dirs.insert(rel);
+            continue;
+        }
+        let (parent, leaf) = split_parent(rel);
+        let mut p = parent;
+        while !p.is_empty() && dirs.insert(p) {
+            p = split_parent(p).0;
+        }
+        let leaf = OsStr::new(leaf);
+        if w.goto(parent, None).is_ok()
+            && matches!(sys::stat_at(w.fd(), leaf), Ok(Some(st)) if st.kind == Kind::File && st.uid == me)
+        {
+            let _ = sys::unlink_at(w.fd(), leaf, false);
+        }
+    }
+    let mut dirs: Vec<&str> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in dirs {
+        let (parent, leaf) = split_parent(d);
+        if w.goto(parent, None).is_ok() {
+            let _ = sys::unlink_at(w.fd(), OsStr::new(leaf), true);
         }
     }
 }
@@ -494,8 +567,10 @@ enum Holding {
 /// A staged transfer's new top-level directories, built inside the staging
 /// directory with every file under its final name.
 struct Tree {
-    /// The top-level directory names, in offer order.
-    tops: Vec<OsString>,
+    /// The top-level directory names, in offer order, each with the mode it
+    /// gets once every one is in place (0o700 until then, so nobody else
+    /// can put anything in a tree a failed commit may have to take back).
+    tops: Vec<(OsString, u32)>,
     /// The staged directory files go into now, and its path there.
     dir: Option<(String, OwnedFd)>,
     /// Top-level directories already renamed into the output, each with a
@@ -731,7 +806,8 @@ impl Transfer {
             };
             w.goto(target, Some((&mut made, implicit)))
                 .map_err(|err| walk_fail(&e.name, err))?;
-            if e.is_dir {
+            let top = !e.name.contains('/');
+            if e.is_dir && !top {
                 sys::fchmod(w.fd(), (e.mode & 0o777 & !umask) | 0o700).map_err(|err| {
                     io_fail(
                         format!("cannot set the mode of {}", escape_name(&e.name)),
@@ -740,6 +816,16 @@ impl Transfer {
                 })?;
             }
         }
+        let mut moded = Vec::with_capacity(tops.len());
+        for t in tops {
+            let e = offer.entries.iter().find(|e| e.is_dir && *e.name == *t);
+            let mode = e.map_or(implicit, |e| (e.mode & 0o777 & !umask) | 0o700);
+            let fd = sys::open_dir_at(sub.as_fd(), &t);
+            fd.and_then(|fd| sys::fchmod(fd.as_fd(), 0o700))
+                .map_err(|err| io_fail("cannot prepare a received directory".into(), err))?;
+            moded.push((t, mode));
+        }
+        let tops = moded;
         *tree = Some(Tree {
             tops,
             dir: None,
@@ -1233,46 +1319,67 @@ impl Transfer {
             .as_ref()
             .ok_or((RejectCode::Io, "no output".into()))?;
         sys::syncfs(root.as_fd()).map_err(sync_fail)?;
+        // Placed and, on failure, taken back under the walk lock: no other
+        // transfer of this receiver can enter a tree in between.
         let store = self.store.clone();
         let _g = lock(&store.walk);
-        let Holding::Staged {
-            sub,
-            tree: Some(tree),
-            open,
-            ..
-        } = &mut self.holding
+        let r = self.place_tree();
+        if r.is_err() {
+            self.unplace_tree();
+        }
+        r
+    }
+
+    /// Renames every top-level tree into the output (never replacing), then
+    /// gives each its mode, then makes it all durable.
+    fn place_tree(&mut self) -> Result<(), Fail> {
+        let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
+        let (
+            Some(root),
+            Holding::Staged {
+                sub,
+                tree: Some(tree),
+                open,
+                ..
+            },
+        ) = (&self.root, &mut self.holding)
         else {
             return Err((RejectCode::Io, "not staged".into()));
         };
         *open = None;
         tree.dir = None;
-        for top in &tree.tops {
+        for (top, _) in &tree.tops {
             let fd = sys::open_dir_at(sub.as_fd(), top).map_err(sync_fail)?;
             let name = escape_name(&top.to_string_lossy());
             sys::rename_noreplace(sub.as_fd(), top, root.as_fd(), top)
                 .map_err(|e| link_fail(&name, e))?;
             tree.placed.push((top.clone(), fd));
         }
+        for ((_, mode), (_, fd)) in tree.tops.iter().zip(&tree.placed) {
+            sys::fchmod(fd.as_fd(), *mode).map_err(sync_fail)?;
+        }
         sys::syncfs(root.as_fd()).map_err(sync_fail)
     }
 
     /// Removes the top-level directories a failed commit had already
-    /// renamed into the output: their contents through the descriptor held
-    /// since the rename (the very directory, whatever is named what now;
-    /// only what this user owns), then the name, only while it still is
-    /// that directory.
+    /// renamed into the output: the offer's names in each, through the
+    /// descriptor held since the rename (the very directory, whatever is
+    /// named what now), then the top's name, only while it still is that
+    /// directory.
     fn unplace_tree(&mut self) {
-        let (
-            Some(root),
-            Holding::Staged {
+        let Transfer {
+            root: Some(root),
+            holding: Holding::Staged {
                 tree: Some(tree), ..
             },
-        ) = (&self.root, &mut self.holding)
+            offer,
+            ..
+        } = self
         else {
             return;
         };
         for (top, fd) in tree.placed.drain(..).rev() {
-            remove_staged(fd.as_fd(), STAGED_DEPTH);
+            remove_offered(fd.as_fd(), &top.to_string_lossy(), offer);
             let ours = matches!(
                 (sys::stat_at(root.as_fd(), &top), sys::stat_fd(fd.as_fd())),
                 (Ok(Some(a)), Ok(b)) if a.same(&b)

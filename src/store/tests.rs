@@ -675,6 +675,62 @@ fn the_sweep_leaves_a_directory_renamed_to_the_state_name_alone() {
     // Private now, but "2023" is no staging name and "12-3" is not private.
     assert_eq!(fs::read(victim.join("a.jpg")).unwrap(), b"photo");
     assert_eq!(fs::read(shaped.join("0")).unwrap(), b"theirs");
+    // What a hostile sender can make a receiver create: directories of mode
+    // 0700 (state-shaped, staging-shaped, with a tree inside). Received
+    // modes are never sticky, so none of it is taken for pincat's.
+    let p = |path: &Path, mode: u32| {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    fs::create_dir_all(shaped.join("t/s")).unwrap();
+    fs::write(shaped.join("t/s/x"), b"received").unwrap();
+    p(&shaped, 0o700);
+    drop(open(out));
+    assert_eq!(fs::read(shaped.join("t/s/x")).unwrap(), b"received");
+    assert_eq!(fs::read(shaped.join("0")).unwrap(), b"theirs");
+    // The very mode pincat gives its own: swept.
+    p(&out.join(STATE_DIR), 0o1700);
+    p(&shaped, 0o1700);
+    drop(open(out));
+    assert!(!shaped.exists(), "a real staging directory was not swept");
+    assert_eq!(fs::read(victim.join("a.jpg")).unwrap(), b"photo");
+}
+
+#[test]
+fn taking_back_a_tree_removes_only_the_offers_names() {
+    // What a failed commit does to a tree it had already renamed in:
+    // someone else's files and directories put in it meanwhile stay.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    let mut entries = vec![dir("t"), dir("t/a")];
+    entries.extend(many("t/a/f", 5, 10));
+    entries.extend(many("t/b/c/g", 3, 10));
+    let offer = files(entries);
+    for e in &offer.entries {
+        let path = tmp.path().join(&e.name);
+        if e.is_dir {
+            fs::create_dir_all(&path).unwrap();
+        } else {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, b"ours").unwrap();
+        }
+    }
+    fs::create_dir(t.join("b/theirs")).unwrap();
+    fs::write(t.join("b/theirs/keep"), b"theirs").unwrap();
+    fs::write(t.join("a/keep"), b"theirs").unwrap();
+    symlink(tmp.path().join("elsewhere"), t.join("b/c/link")).unwrap();
+    let fd = crate::sys::open_dir(&t).unwrap();
+    remove_offered(fd.as_fd(), "t", &offer);
+    let mut left = regular_files(&t);
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["a/keep".to_string(), "b/theirs/keep".to_string()]
+    );
+    assert!(
+        t.join("b/c/link").is_symlink(),
+        "a link not offered was removed"
+    );
+    assert!(!t.join("a/f0000").exists());
 }
 
 #[test]
@@ -698,7 +754,7 @@ fn a_second_open_spares_a_live_staged_transfer_and_sweeps_dead_ones() {
     let dead = out.join(STATE_DIR).join("1-0");
     fs::create_dir(&dead).unwrap();
     // As a receiver makes them: private to its user.
-    fs::set_permissions(&dead, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    fs::set_permissions(&dead, std::os::unix::fs::PermissionsExt::from_mode(0o1700)).unwrap();
     fs::write(dead.join("0"), b"crashed").unwrap();
     fs::write(dead.join("1"), b"crashed").unwrap();
     // And a half-built tree, files under their final names.
