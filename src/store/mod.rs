@@ -777,12 +777,24 @@ impl Transfer {
                     return false;
                 };
                 let (a, b) = (OsStr::new("probe"), OsStr::new("probed"));
-                let ok = sys::mkdir_at(sub.as_fd(), a, 0o700).is_ok()
-                    && sys::rename_noreplace(sub.as_fd(), a, sub.as_fd(), b).is_ok();
+                if sys::mkdir_at(sub.as_fd(), a, 0o700).is_err() {
+                    return false; // no answer (no space?): ask again next time
+                }
+                let r = sys::rename_noreplace(sub.as_fd(), a, sub.as_fd(), b);
                 let _ = sys::unlink_at(sub.as_fd(), a, true);
                 let _ = sys::unlink_at(sub.as_fd(), b, true);
-                known.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-                ok
+                let unsupported = |e: &io::Error| {
+                    matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    )
+                };
+                match &r {
+                    Ok(()) => known.store(1, Ordering::Relaxed),
+                    Err(e) if unsupported(e) => known.store(2, Ordering::Relaxed),
+                    Err(_) => {}
+                }
+                r.is_ok()
             }
         }
     }
