@@ -1322,15 +1322,19 @@ impl Transfer {
         }
     }
 
-    /// Makes the staged trees durable, renames each top-level directory
-    /// into the output (never replacing), then makes the names durable.
-    fn commit_tree(&mut self) -> Result<(), Fail> {
-        let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
+    /// A staged commit's first flush: every byte written so far, durable.
+    fn sync_output(&self) -> Result<(), Fail> {
         let root = self
             .root
             .as_ref()
             .ok_or((RejectCode::Io, "no output".into()))?;
-        sys::syncfs(root.as_fd()).map_err(sync_fail)?;
+        sys::syncfs(root.as_fd()).map_err(|e| io_fail("cannot sync the received files".into(), e))
+    }
+
+    /// Makes the staged trees durable, renames each top-level directory
+    /// into the output (never replacing), then makes the names durable.
+    fn commit_tree(&mut self) -> Result<(), Fail> {
+        self.sync_output()?;
         // Placed and, on failure, taken back under the walk lock: no other
         // transfer of this receiver can enter a tree in between.
         let store = self.store.clone();
@@ -1406,12 +1410,12 @@ impl Transfer {
         let Holding::Staged { sub, .. } = &self.holding else {
             return Ok(());
         };
+        self.sync_output()?;
         let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
         let root = self
             .root
             .as_ref()
             .ok_or((RejectCode::Io, "no output".into()))?;
-        sys::syncfs(root.as_fd()).map_err(sync_fail)?;
         let store = self.store.clone();
         let _g = lock(&store.walk);
         let mut w = Walker::new(root.as_fd());
