@@ -110,6 +110,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the output's file system can do, probed once per store: `flag` is
+/// 0 (not known yet), 1 (yes) or 2 (no). A probe that gives no answer
+/// (`None`: it could not be tried) counts as no this time only.
+fn known(flag: &std::sync::atomic::AtomicU8, probe: impl FnOnce() -> Option<bool>) -> bool {
+    match flag.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let answer = probe();
+            if let Some(yes) = answer {
+                flag.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            }
+            answer == Some(true)
+        }
+    }
+}
+
 fn io_fail(what: String, e: io::Error) -> Fail {
     let code = match e.raw_os_error() {
         Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => RejectCode::NoSpace,
@@ -714,9 +731,7 @@ impl Transfer {
             let mut reg = lock(&store.walk);
             let here = sys::stat_fd(root.as_fd())
                 .map_err(|err| io_fail("cannot check the output".into(), err))?;
-            if self.in_use.insert((here.dev, here.ino)) {
-                *reg.in_use.entry((here.dev, here.ino)).or_insert(0) += 1;
-            }
+            self.mark_in_use(&mut reg, (here.dev, here.ino));
             self.holding = self.stage(&mut reg)?;
             drop(reg);
             if self.can_rename() {
@@ -768,35 +783,22 @@ impl Transfer {
     /// True when the output's file system renames without replacing
     /// (probed once per store, in this transfer's staging directory).
     fn can_rename(&self) -> bool {
-        let known = &self.store.renames;
-        match known.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                let Holding::Staged { sub, .. } = &self.holding else {
-                    return false;
-                };
-                let (a, b) = (OsStr::new("probe"), OsStr::new("probed"));
-                if sys::mkdir_at(sub.as_fd(), a, 0o700).is_err() {
-                    return false; // no answer (no space?): ask again next time
-                }
-                let r = sys::rename_noreplace(sub.as_fd(), a, sub.as_fd(), b);
-                let _ = sys::unlink_at(sub.as_fd(), a, true);
-                let _ = sys::unlink_at(sub.as_fd(), b, true);
-                let unsupported = |e: &io::Error| {
-                    matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                    )
-                };
-                match &r {
-                    Ok(()) => known.store(1, Ordering::Relaxed),
-                    Err(e) if unsupported(e) => known.store(2, Ordering::Relaxed),
-                    Err(_) => {}
-                }
-                r.is_ok()
+        known(&self.store.renames, || {
+            let Holding::Staged { sub, .. } = &self.holding else {
+                return None;
+            };
+            let (a, b) = (OsStr::new("probe"), OsStr::new("probed"));
+            // No directory to try with (no space?): no answer, ask next time.
+            sys::mkdir_at(sub.as_fd(), a, 0o700).ok()?;
+            let r = sys::rename_noreplace(sub.as_fd(), a, sub.as_fd(), b);
+            let _ = sys::unlink_at(sub.as_fd(), a, true);
+            let _ = sys::unlink_at(sub.as_fd(), b, true);
+            match r.map_err(|e| e.raw_os_error()) {
+                Ok(()) => Some(true),
+                Err(Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => Some(false),
+                Err(_) => None,
             }
-        }
+        })
     }
 
     /// Builds the offer's directories inside the staging directory, with
@@ -955,9 +957,7 @@ impl Transfer {
                     }
                 }
             }
-            if self.in_use.insert(key) {
-                *reg.in_use.entry(key).or_insert(0) += 1;
-            }
+            self.mark_in_use(&mut reg, key);
         }
         Ok(())
     }
@@ -965,19 +965,10 @@ impl Transfer {
     /// True when the output's file system has unnamed temporary files
     /// (probed once per store, not per transfer).
     fn can_hold(&self) -> bool {
-        let known = &self.store.tmpfile;
-        match known.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                let ok = self
-                    .root
-                    .as_ref()
-                    .is_some_and(|r| sys::tmpfile_in(r.as_fd(), 0o600).is_ok());
-                known.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-                ok
-            }
-        }
+        known(&self.store.tmpfile, || {
+            let root = self.root.as_ref();
+            Some(root.is_some_and(|r| sys::tmpfile_in(r.as_fd(), 0o600).is_ok()))
+        })
     }
 
     /// Makes this transfer's private staging directory (and the shared
@@ -1544,6 +1535,13 @@ impl Transfer {
         let mut reg = lock(&store.walk);
         self.release_staging(&mut reg);
         self.release_in_use(&mut reg);
+    }
+
+    /// Counts this transfer once among the users of directory `key`.
+    fn mark_in_use(&mut self, reg: &mut Registry, key: (u64, u64)) {
+        if self.in_use.insert(key) {
+            *reg.in_use.entry(key).or_insert(0) += 1;
+        }
     }
 
     fn release_in_use(&mut self, reg: &mut Registry) {
