@@ -391,6 +391,19 @@ pub fn available_space(fd: BorrowedFd<'_>) -> Option<u64> {
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// Whether `fd` is on a memory-backed file system (tmpfs, ramfs), where
+/// a flush has nothing to write.
+pub fn in_memory_fs(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: statfs is plain old data; zeroed is a valid initial value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and out-pointer.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    const RAMFS_MAGIC: libc::__fsword_t = 0x8584_58f6;
+    matches!(st.f_type, libc::TMPFS_MAGIC | RAMFS_MAGIC)
+}
+
 /// Takes an exclusive advisory lock on `fd` without waiting; `false` if
 /// another process (or descriptor) holds it.
 pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {

@@ -608,6 +608,43 @@ impl Tree {
     }
 }
 
+/// Bytes written between two write-behind flushes.
+const WRITE_BEHIND_EVERY: u64 = 4 << 20;
+
+/// A thread that flushes the output's file system (`syncfs`) every
+/// [`WRITE_BEHIND_EVERY`] bytes while a transfer still writes, so the disk
+/// works while data still arrives and the commit's own flush finds little
+/// left to do. It only starts writeback early: the receipt still waits for
+/// the commit's flushes. None on tmpfs, where a flush writes nothing.
+struct WriteBehind {
+    tx: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WriteBehind {
+    fn start(fd: OwnedFd) -> Option<WriteBehind> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("write-behind".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let _ = sys::syncfs(fd.as_fd());
+                }
+            })
+            .ok()?;
+        Some(WriteBehind { tx, thread })
+    }
+
+    fn poke(&self) {
+        let _ = self.tx.try_send(());
+    }
+
+    fn stop(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
 /// One transfer in progress.
 pub struct Transfer {
     store: Arc<Store>,
@@ -629,6 +666,8 @@ pub struct Transfer {
     /// Files already given their final name (undone on a later failure).
     /// (offer index, device, inode) of each file linked so far.
     linked: Vec<(u32, u64, u64)>,
+    /// Starts writeback of what this transfer wrote while it goes on.
+    behind: Option<WriteBehind>,
     done: bool,
 }
 
@@ -652,6 +691,7 @@ impl Transfer {
             made_root: false,
             in_use: HashSet::new(),
             linked: Vec::new(),
+            behind: None,
             done: false,
         }
     }
@@ -1067,7 +1107,11 @@ impl Transfer {
     }
 
     fn account(&mut self, n: u64) {
+        let before = self.written / WRITE_BEHIND_EVERY;
         self.written += n;
+        if self.written / WRITE_BEHIND_EVERY != before {
+            self.write_behind();
+        }
         let r = n.min(self.reserved);
         self.reserved -= r;
         self.store.release(r);
@@ -1225,6 +1269,9 @@ impl Transfer {
     /// Makes everything durable, then gives every file its final name
     /// (never replacing anything), then makes the names durable.
     pub fn commit(&mut self) -> Result<(), Fail> {
+        if let Some(b) = self.behind.take() {
+            b.stop();
+        }
         let r = match &self.holding {
             Holding::Stdout => {
                 io::stdout()
@@ -1313,8 +1360,28 @@ impl Transfer {
         }
     }
 
+    /// Asks the write-behind thread (started on first use) to flush.
+    fn write_behind(&mut self) {
+        if matches!(self.holding, Holding::Stdout) {
+            return;
+        }
+        if self.behind.is_none()
+            && let Some(root) = &self.root
+            && !sys::in_memory_fs(root.as_fd())
+            && let Ok(fd) = sys::dup(root.as_fd())
+        {
+            self.behind = WriteBehind::start(fd);
+        }
+        if let Some(b) = &self.behind {
+            b.poke();
+        }
+    }
+
     /// A staged commit's first flush: every byte written so far, durable.
-    fn sync_output(&self) -> Result<(), Fail> {
+    fn sync_output(&mut self) -> Result<(), Fail> {
+        if let Some(b) = self.behind.take() {
+            b.stop();
+        }
         let root = self
             .root
             .as_ref()
@@ -1398,10 +1465,10 @@ impl Transfer {
     }
 
     fn commit_staged(&mut self) -> Result<(), Fail> {
+        self.sync_output()?;
         let Holding::Staged { sub, .. } = &self.holding else {
             return Ok(());
         };
-        self.sync_output()?;
         let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
         let root = self
             .root
