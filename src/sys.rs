@@ -165,6 +165,31 @@ pub fn open_read_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File
     Ok(Some(unsafe { File::from_raw_fd(r) }))
 }
 
+/// `name` in `dir` as `fstatat` sees it without following a symbolic
+/// link, once `faccessat` (effective ids, as `open` checks) says this
+/// process may read it: two calls where open, fstat and close are three
+/// and allocate an open file. The caller checks the kind.
+pub fn stat_readable_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<libc::stat> {
+    let c = cstr(name)?;
+    // SAFETY: stat is plain old data; zeroed is a valid initial value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dirfd, C string and out-pointer.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        let flags = libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW;
+        // SAFETY: valid dirfd and C string.
+        check(unsafe { libc::faccessat(dir.as_raw_fd(), c.as_ptr(), libc::R_OK, flags) })?;
+    }
+    Ok(st)
+}
+
 /// Renames `from` to `to` within `dir`, atomically replacing `to`.
 pub fn rename_at(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);

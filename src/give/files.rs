@@ -124,25 +124,54 @@ struct Dirs {
 }
 
 impl Dirs {
-    fn open(&mut self, real: &Path) -> io::Result<File> {
-        let (Some(parent), Some(leaf)) = (real.parent(), real.file_name()) else {
-            return open_nofollow(real);
-        };
+    /// The descriptor of `parent`, opened unless it is the current one.
+    fn dir(&mut self, parent: &Path) -> io::Result<std::os::fd::BorrowedFd<'_>> {
         if self.cur.as_ref().is_none_or(|(p, _)| p != parent) {
             self.cur = None;
             self.cur = Some((parent.to_path_buf(), crate::sys::open_dir(parent)?));
         }
-        let Some((_, dir)) = &self.cur else {
+        match &self.cur {
+            Some((_, dir)) => Ok(dir.as_fd()),
+            None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
+    }
+
+    fn open(&mut self, real: &Path) -> io::Result<File> {
+        let (Some(parent), Some(leaf)) = (real.parent(), real.file_name()) else {
             return open_nofollow(real);
         };
-        crate::sys::open_read_at(dir.as_fd(), leaf)?
+        crate::sys::open_read_at(self.dir(parent)?, leaf)?
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+
+    /// What planning needs of a file: its stamp and whether it is a regular
+    /// file, once this process is known to be allowed to read it; never
+    /// following a symbolic link in the last component.
+    fn stat_readable(&mut self, real: &Path) -> io::Result<(Stamp, bool, u32)> {
+        let (Some(parent), Some(leaf)) = (real.parent(), real.file_name()) else {
+            let m = open_nofollow(real)?.metadata()?;
+            return Ok((Stamp::of(&m), m.is_file(), m.mode()));
+        };
+        let st = crate::sys::stat_readable_at(self.dir(parent)?, leaf)?;
+        let stamp = Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        };
+        Ok((
+            stamp,
+            st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            st.st_mode,
+        ))
     }
 }
 
 /// Walks the given paths into an ordered plan of directories and files.
-/// Every file is opened once here, so an unreadable, vanished or special
-/// file is reported before a connection uses up a one-shot receiver.
+/// Every file is stat'ed and checked readable (faccessat) here, so an
+/// unreadable, vanished or special file is reported before a connection
+/// uses up a one-shot receiver.
 pub(super) fn plan(paths: &[PathBuf], events: &Events) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for p in paths {
@@ -223,13 +252,10 @@ fn dir_entry(name: String, meta: &Metadata) -> Planned {
 /// it is, and closes it again: a plan holds no descriptor per file.
 fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
     let shown = at.shown.display();
-    let file = dirs
-        .open(&at.real)
+    let (planned, regular, mode) = dirs
+        .stat_readable(&at.real)
         .with_context(|| format!("cannot send {shown}"))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot send {shown}"))?;
-    if !meta.is_file() {
+    if !regular {
         return Err(anyhow!(
             "cannot send {shown}: it stopped being a regular file while it was being listed"
         )
@@ -238,10 +264,9 @@ fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
     let entry = Entry {
         name,
         is_dir: false,
-        mode: meta.mode() & 0o7777,
-        size: meta.len(),
+        mode: mode & 0o7777,
+        size: planned.size,
     };
-    let planned = Stamp::of(&meta);
     Ok(Planned {
         entry,
         local: Some(Local { at, planned }),
@@ -382,20 +407,15 @@ impl Reading {
         Ok(n)
     }
 
-    /// After the planned bytes: nothing more to read, and fstat shows the
-    /// same size, mtime and ctime as when the file was opened.
+    /// After the planned bytes: fstat shows the same size, mtime and ctime
+    /// as when the file was opened (no read past the planned size: a file
+    /// that grew has a new size).
     fn finish(&mut self) -> io::Result<()> {
-        let mut probe = [0u8; 1];
-        let more = match self.file.read(&mut probe) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => return Err(file_error(&self.path, "cannot read", e)),
-        };
         let now = self
             .file
             .metadata()
             .map_err(|e| file_error(&self.path, "cannot read", e))?;
-        if more > 0 || !Stamp::of(&now).unchanged_since(&self.at_open) {
+        if !Stamp::of(&now).unchanged_since(&self.at_open) {
             return Err(changed(&self.path));
         }
         Ok(())
