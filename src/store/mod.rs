@@ -618,7 +618,10 @@ const WRITE_BEHIND_EVERY: u64 = 4 << 20;
 /// the commit's flushes. None on tmpfs, where a flush writes nothing.
 struct WriteBehind {
     tx: std::sync::mpsc::SyncSender<()>,
-    thread: std::thread::JoinHandle<()>,
+    /// Ends with the first error a flush reported: the flusher's descriptor
+    /// shares the root's open file, so an error it saw is one the commit's
+    /// own `syncfs` would no longer report.
+    thread: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl WriteBehind {
@@ -628,8 +631,9 @@ impl WriteBehind {
             .name("write-behind".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    let _ = sys::syncfs(fd.as_fd());
+                    sys::syncfs(fd.as_fd())?;
                 }
+                Ok(())
             })
             .ok()?;
         Some(WriteBehind { tx, thread })
@@ -639,9 +643,14 @@ impl WriteBehind {
         let _ = self.tx.try_send(());
     }
 
-    fn stop(self) {
+    /// Waits for a flush in progress; the first error any flush reported.
+    fn stop(self) -> Result<(), Fail> {
         drop(self.tx);
-        let _ = self.thread.join();
+        let r = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the write-behind thread panicked")));
+        r.map_err(|e| io_fail("cannot sync the received files".into(), e))
     }
 }
 
@@ -1270,7 +1279,7 @@ impl Transfer {
     /// (never replacing anything), then makes the names durable.
     pub fn commit(&mut self) -> Result<(), Fail> {
         if let Some(b) = self.behind.take() {
-            b.stop();
+            b.stop()?;
         }
         let r = match &self.holding {
             Holding::Stdout => {
@@ -1380,7 +1389,7 @@ impl Transfer {
     /// A staged commit's first flush: every byte written so far, durable.
     fn sync_output(&mut self) -> Result<(), Fail> {
         if let Some(b) = self.behind.take() {
-            b.stop();
+            b.stop()?;
         }
         let root = self
             .root
