@@ -248,8 +248,8 @@ fn dir_entry(name: String, meta: &Metadata) -> Planned {
     }
 }
 
-/// Opens the file (proving it is readable and a regular file), records what
-/// it is, and closes it again: a plan holds no descriptor per file.
+/// Checks the file is a regular file this process may read and records
+/// what it is, without opening it: a plan holds no descriptor per file.
 fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
     let shown = at.shown.display();
     let (planned, regular, mode) = dirs

@@ -677,6 +677,8 @@ pub struct Transfer {
     linked: Vec<(u32, u64, u64)>,
     /// Starts writeback of what this transfer wrote while it goes on.
     behind: Option<WriteBehind>,
+    /// Whether starting `behind` was already considered (once per transfer).
+    behind_tried: bool,
     done: bool,
 }
 
@@ -701,6 +703,7 @@ impl Transfer {
             in_use: HashSet::new(),
             linked: Vec::new(),
             behind: None,
+            behind_tried: false,
             done: false,
         }
     }
@@ -1278,6 +1281,8 @@ impl Transfer {
     /// Makes everything durable, then gives every file its final name
     /// (never replacing anything), then makes the names durable.
     pub fn commit(&mut self) -> Result<(), Fail> {
+        // Before any flush of the commit: a flush in progress ends first,
+        // and an error it saw fails the commit.
         if let Some(b) = self.behind.take() {
             b.stop()?;
         }
@@ -1369,12 +1374,11 @@ impl Transfer {
         }
     }
 
-    /// Asks the write-behind thread (started on first use) to flush.
+    /// Asks the write-behind thread to flush; the first call decides, once,
+    /// whether this transfer has one (not for stdout, not on tmpfs).
     fn write_behind(&mut self) {
-        if matches!(self.holding, Holding::Stdout) {
-            return;
-        }
-        if self.behind.is_none()
+        if !std::mem::replace(&mut self.behind_tried, true)
+            && !matches!(self.holding, Holding::Stdout)
             && let Some(root) = &self.root
             && !sys::in_memory_fs(root.as_fd())
             && let Ok(fd) = sys::dup(root.as_fd())
@@ -1387,10 +1391,7 @@ impl Transfer {
     }
 
     /// A staged commit's first flush: every byte written so far, durable.
-    fn sync_output(&mut self) -> Result<(), Fail> {
-        if let Some(b) = self.behind.take() {
-            b.stop()?;
-        }
+    fn sync_output(&self) -> Result<(), Fail> {
         let root = self
             .root
             .as_ref()
@@ -1474,10 +1475,10 @@ impl Transfer {
     }
 
     fn commit_staged(&mut self) -> Result<(), Fail> {
-        self.sync_output()?;
         let Holding::Staged { sub, .. } = &self.holding else {
             return Ok(());
         };
+        self.sync_output()?;
         let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
         let root = self
             .root
