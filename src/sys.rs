@@ -405,6 +405,42 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets TCP_NOTSENT_LOWAT: a write waits while `bytes` or more already
+/// queued on the socket are not yet sent. Unlike a fixed SO_SNDBUF it
+/// does not limit the data in flight, so it never caps a long path.
+pub fn set_notsent_lowat(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: valid fd; the option value is a c_int of the size passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// The TCP_NOTSENT_LOWAT of a socket (0: none set).
+#[cfg(test)]
+pub fn notsent_lowat(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd; out-pointers to a c_int and its length.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw mut v).cast(),
+            &raw mut len,
+        )
+    })?;
+    Ok(u32::try_from(v).unwrap_or(0))
+}
+
 /// Free bytes for unprivileged users on the file system holding `fd`.
 pub fn available_space(fd: BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
@@ -799,6 +835,17 @@ mod tests {
         assert_eq!(std::fs::read(t.path().join("taken")).unwrap(), b"old");
         let names = list_dir(root.as_fd()).unwrap();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn notsent_lowat_is_set_on_a_tcp_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert_eq!(notsent_lowat(c.as_fd()).unwrap(), 0);
+        set_notsent_lowat(c.as_fd(), 256 * 1024).unwrap();
+        assert_eq!(notsent_lowat(c.as_fd()).unwrap(), 256 * 1024);
+        let f = tempfile::tempfile().unwrap();
+        assert!(set_notsent_lowat(f.as_fd(), 1).is_err());
     }
 
     #[test]
