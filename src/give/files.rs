@@ -144,13 +144,13 @@ impl Dirs {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
     }
 
-    /// What planning needs of a file: its stamp and whether it is a regular
-    /// file, once this process is known to be allowed to read it; never
-    /// following a symbolic link in the last component.
-    fn stat_readable(&mut self, real: &Path) -> io::Result<(Stamp, bool, u32)> {
+    /// What planning needs of a file: its stamp and its mode (kind bits
+    /// included), once this process is known to be allowed to read it;
+    /// never following a symbolic link in the last component.
+    fn stat_readable(&mut self, real: &Path) -> io::Result<(Stamp, u32)> {
         let (Some(parent), Some(leaf)) = (real.parent(), real.file_name()) else {
             let m = open_nofollow(real)?.metadata()?;
-            return Ok((Stamp::of(&m), m.is_file(), m.mode()));
+            return Ok((Stamp::of(&m), m.mode()));
         };
         let st = crate::sys::stat_readable_at(self.dir(parent)?, leaf)?;
         let stamp = Stamp {
@@ -160,11 +160,7 @@ impl Dirs {
             mtime: (st.st_mtime, st.st_mtime_nsec),
             ctime: (st.st_ctime, st.st_ctime_nsec),
         };
-        Ok((
-            stamp,
-            st.st_mode & libc::S_IFMT == libc::S_IFREG,
-            st.st_mode,
-        ))
+        Ok((stamp, st.st_mode))
     }
 }
 
@@ -252,10 +248,10 @@ fn dir_entry(name: String, meta: &Metadata) -> Planned {
 /// what it is, without opening it: a plan holds no descriptor per file.
 fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
     let shown = at.shown.display();
-    let (planned, regular, mode) = dirs
+    let (planned, mode) = dirs
         .stat_readable(&at.real)
         .with_context(|| format!("cannot send {shown}"))?;
-    if !regular {
+    if mode & libc::S_IFMT != libc::S_IFREG {
         return Err(anyhow!(
             "cannot send {shown}: it stopped being a regular file while it was being listed"
         )
