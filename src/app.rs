@@ -16,8 +16,11 @@ use pincat::{
     SendOptions, ServeOptions, Server, Source,
 };
 
+use pincat::pair::{Code, Gate, GatePolicy};
+
 use crate::cli::{
-    Cli, Command, FingerprintArgs, IdentityCommand, ListenArgs, OutputArgs, SendArgs, ServeArgs,
+    Cli, CodeArgs, Command, FingerprintArgs, IdentityCommand, ListenArgs, OutputArgs, SendArgs,
+    ServeArgs,
 };
 
 /// Runs one command and returns the process exit code; every failure is
@@ -98,12 +101,13 @@ pub(crate) fn load_identity(path: Option<&Path>) -> pincat::Result<Option<Identi
 }
 
 fn serve(a: ServeArgs) -> pincat::Result<()> {
-    let allow = allow_list(&a.listening)?;
+    let (allow, code) = admission(&a.listening, &a.code, a.keep_open)?;
     let default_v6: SocketAddr =
         (std::net::Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
     let mut opts = ServeOptions::new(a.listen.unwrap_or(default_v6));
     opts.identity = load_identity(a.identity.as_deref())?;
     opts.allow = allow;
+    opts.code = code;
     opts.output = match a.out {
         Some(p) => Output::Path(p),
         None => Output::Default,
@@ -129,8 +133,87 @@ fn serve(a: ServeArgs) -> pincat::Result<()> {
     server.run().map(drop)
 }
 
+/// The one place the command line decides who a listener admits, for
+/// `serve`, `offer`, `pipe --listen` and `forward --listen`: the allow list
+/// (--allow, --allow-file, --allow-ca) if given; else anyone with
+/// --allow-any; else the dialer that proves a code (--code, or a fresh
+/// one), with the attempt budget of a one-shot or a kept-open listener.
+pub(crate) fn admission(
+    l: &ListenArgs,
+    code: &CodeArgs,
+    keep_open: bool,
+) -> pincat::Result<(Option<Allow>, Option<Gate>)> {
+    let allow = allow_list(l)?;
+    if allow.is_some() || l.allow_any {
+        if code.code.is_some() {
+            crate::verbs::usage(
+                "--code is for listeners without an allow list: --allow/--allow-ca admit by certificate, --allow-any admits anyone",
+            );
+        }
+        return Ok((allow, None));
+    }
+    let policy = GatePolicy::for_listener(keep_open);
+    let gate = match &code.code {
+        Some(spec) => {
+            let c = read_code(spec)?;
+            if c.list_bits() < 30.0 && c.as_str().len() < 16 {
+                crate::verbs::usage(
+                    "--code on a listener must be at least 3 words of the list or 16 characters: a short code is easy to guess",
+                );
+            }
+            Gate::fixed(c, policy, pincat::pair::state_dir()?)?
+        }
+        None => {
+            let words = l
+                .code_words
+                .map_or(pincat::pair::DEFAULT_WORDS, usize::from);
+            Gate::new(Code::generate(words).map_err(|e| anyhow!(e))?, policy)
+        }
+    };
+    Ok((None, Some(gate)))
+}
+
+/// A code from `--code`: CODE, env:VAR (removed from the environment once
+/// read), or - (a line from the terminal, else from stdin).
+pub(crate) fn read_code(spec: &str) -> pincat::Result<Code> {
+    let text = if let Some(var) = spec.strip_prefix("env:") {
+        pincat::take_env_secret(var)
+            .ok_or_else(|| anyhow!("--code env:{var}: the variable is not set"))?
+            .into_string()
+            .map_err(|_| anyhow!("--code env:{var}: the code is not UTF-8"))?
+    } else if spec == "-" {
+        read_code_line()?
+    } else {
+        spec.to_string()
+    };
+    Ok(Code::parse(&text).map_err(|e| anyhow!("--code: {e}"))?)
+}
+
+fn read_code_line() -> pincat::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut line = String::new();
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    {
+        Ok(tty) => {
+            let _ = (&tty).write_all(b"pincat: code: ");
+            std::io::BufReader::new(tty).read_line(&mut line)
+        }
+        Err(_) => std::io::stdin().lock().read_line(&mut line),
+    }
+    .context("--code -: cannot read the code")?;
+    Ok(line)
+}
+
+/// Reads `--code` of a dialer, if given.
+pub(crate) fn dial_code(code: &CodeArgs) -> pincat::Result<Option<Code>> {
+    code.code.as_deref().map(read_code).transpose()
+}
+
 /// Who may connect, from --allow, --allow-file and --allow-ca/--allow-name
-/// (`None`: anyone who pins us).
+/// (`None`: no allow list).
 pub(crate) fn allow_list(l: &ListenArgs) -> pincat::Result<Option<Allow>> {
     if l.allow.is_empty() && l.allow_file.is_empty() && l.allow_ca.is_none() {
         return Ok(None);
@@ -223,7 +306,8 @@ fn send(a: SendArgs) -> pincat::Result<()> {
             )
             .exit();
     }
-    let opts: SendOptions = crate::verbs::dial_options(a.addr, &a.dial, &a.tls, a.idle_timeout)?;
+    let opts: SendOptions =
+        crate::verbs::dial_options(a.addr, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
     if a.raw && a.paths.len() > 1 {
         Cli::command()
             .error(
@@ -330,7 +414,10 @@ fn progress_events() -> Events {
 fn spki_pin(a: &FingerprintArgs) -> pincat::Result<()> {
     if let Some(remote) = &a.remote {
         let addr = crate::known::resolve_addr(remote)?;
-        let pin = pincat::send::remote_spki(&addr, a.connect_timeout)?;
+        let pin = match remote_confirmed(&addr, a)? {
+            Some((_, pin)) => pin,
+            None => pincat::send::remote_spki(&addr, a.connect_timeout)?,
+        };
         if a.json {
             println!(
                 "{}",
@@ -356,15 +443,33 @@ fn spki_pin(a: &FingerprintArgs) -> pincat::Result<()> {
     Ok(())
 }
 
+/// With `--code`: the listener's keys once it confirmed the code.
+fn remote_confirmed(
+    addr: &str,
+    a: &FingerprintArgs,
+) -> pincat::Result<Option<(pincat::Fingerprint, Pin)>> {
+    let Some(spec) = &a.code else {
+        return Ok(None);
+    };
+    let mut o = pincat::net::dialer::DialOptions::with_pins(addr, Vec::new());
+    o.code = Some(read_code(spec)?);
+    o.connect_timeout = a.connect_timeout;
+    o.handshake_timeout = a.connect_timeout;
+    pincat::net::dialer::confirmed_keys(&o, &Events::stderr(Mode::Quiet)).map(Some)
+}
+
 fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
     if a.spki {
         return spki_pin(&a);
     }
     let (file, remote) = (a.file.clone(), a.remote.clone());
-    let fp = match (a.file, a.remote) {
+    let fp = match (a.file.clone(), a.remote.clone()) {
         (_, Some(addr)) => {
             let addr = crate::known::resolve_addr(&addr)?;
-            pincat::send::remote_fingerprint(&addr, a.connect_timeout)?
+            match remote_confirmed(&addr, &a)? {
+                Some((fp, _)) => fp,
+                None => pincat::send::remote_fingerprint(&addr, a.connect_timeout)?,
+            }
         }
         (Some(file), None) => {
             let bytes =

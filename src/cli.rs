@@ -73,9 +73,12 @@ pub struct ServeArgs {
     /// Use this persistent identity instead of an ephemeral one (a file, mode 0600, or env:VAR holding its PEM).
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Who may send (without these: anyone who pins us).
+    /// Who may send (without these: the sender with the code).
     #[command(flatten)]
     pub listening: ListenArgs,
+    /// The code.
+    #[command(flatten)]
+    pub code: CodeArgs,
     /// Keep serving after the first transfer, with many senders at once.
     #[arg(long)]
     pub keep_open: bool,
@@ -114,6 +117,9 @@ pub struct SendArgs {
     /// How to reach and trust the receiver.
     #[command(flatten)]
     pub dial: DialArgs,
+    /// The receiver's code.
+    #[command(flatten)]
+    pub code: CodeArgs,
     /// The identity (as client certificate, for receivers that use --allow) and handshake limit.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -144,6 +150,21 @@ pub struct ListenArgs {
     /// With --allow-ca: only certificates carrying this name (DNS name or IP; repeatable, any one matches).
     #[arg(long, value_name = "NAME", requires = "allow_ca")]
     pub allow_name: Vec<String>,
+    /// Serve anyone who connects first: no code, no allow list (for raw peers such as openssl or ncat).
+    #[arg(long, conflicts_with_all = ["allow", "allow_file", "allow_ca", "code_words"])]
+    pub allow_any: bool,
+    /// Words in the generated code (each about 10.3 bits; the default 3 is about 31 bits).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(2..=16), conflicts_with_all = ["allow", "allow_file", "allow_ca"])]
+    pub code_words: Option<u8>,
+}
+
+/// The pairing code: on a listener a fixed one instead of a fresh one, on a
+/// dialer the listener's.
+#[derive(Debug, Args)]
+pub struct CodeArgs {
+    /// The code: CODE, env:VAR (read, then removed from the environment), or - (read a line from the terminal, else stdin). A command line is visible to every local user: prefer env:VAR or -.
+    #[arg(long, value_name = "CODE")]
+    pub code: Option<String>,
 }
 
 /// How many at once: offer and forward --listen (a pipe takes one peer).
@@ -171,7 +192,7 @@ pub struct TlsArgs {
 /// Dialing options shared by send, get, pipe and forward --local.
 #[derive(Debug, Args)]
 pub struct DialArgs {
-    /// The listening side's certificate fingerprint (SHA-256 hex; any case, colons optional) or public-key pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT unless --ca is given.
+    /// The listening side's certificate fingerprint (SHA-256 hex; any case, colons optional) or public-key pin sha256//BASE64; repeat for several (any one matches). Required with HOST:PORT unless --ca or --code is given.
     #[arg(long, short, value_name = "PIN")]
     pub pin: Vec<Pin>,
     /// Trust on first use: a known peer NAME with no pin yet is trusted with the key it proves it holds, which is recorded (loudly) for next time.
@@ -189,6 +210,9 @@ pub struct DialArgs {
     /// Keep retrying the connection this long while the listener is not up yet; omit to try once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_for: Option<Duration>,
+    /// With --code: save the listener's key, once the code confirmed it, as a known peer NAME (then dial NAME).
+    #[arg(long, value_name = "NAME", requires = "code", value_parser = parse_peer_name)]
+    pub save: Option<String>,
 }
 
 /// `pincat offer`.
@@ -203,6 +227,9 @@ pub struct OfferArgs {
     /// Who may connect.
     #[command(flatten)]
     pub common: ListenArgs,
+    /// The code.
+    #[command(flatten)]
+    pub code: CodeArgs,
     /// How many at once.
     #[command(flatten)]
     pub caps: CapsArgs,
@@ -238,9 +265,12 @@ pub struct GetArgs {
     /// Where to store: a file for a stream (default stdout), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
     pub out: Option<PathBuf>,
-    /// Dialing options (--pin is required).
+    /// Dialing options (--pin or --code is required).
     #[command(flatten)]
     pub dial: DialArgs,
+    /// The offering side's code.
+    #[command(flatten)]
+    pub code: CodeArgs,
     /// Give up when the offering side stays silent this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -268,10 +298,10 @@ pub struct PipeArgs {
     /// Listening options (with --listen).
     #[command(flatten)]
     pub listening: ListenArgs,
-    /// With --listen --exec and no --allow: accept any peer that pins us.
-    #[arg(long)]
-    pub allow_any: bool,
-    /// Dialing options (without --listen; --pin is required).
+    /// The code (the listener's own, or the one its line printed).
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Dialing options (without --listen; --pin or --code is required).
     #[command(flatten)]
     pub dial: DialArgs,
     /// End the pipe when nothing moved for DURATION [default: no limit].
@@ -315,10 +345,10 @@ pub struct ForwardArgs {
     /// How many at once.
     #[command(flatten)]
     pub caps: CapsArgs,
-    /// Exposing end without --allow: accept any client that pins us (the service is then open to anyone who can connect).
-    #[arg(long)]
-    pub allow_any: bool,
-    /// Dialing options (using end; --pin is required).
+    /// The code (the exposing end's own, or the one its line printed).
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Dialing options (using end; --pin or --code is required).
     #[command(flatten)]
     pub dial: DialArgs,
     /// End a connection where nothing moved this long.
@@ -377,6 +407,9 @@ pub struct FingerprintArgs {
     /// Connect to HOST:PORT (or a known peer's NAME), print the fingerprint it presents, and send nothing.
     #[arg(long, value_name = "HOST:PORT|NAME")]
     pub remote: Option<String>,
+    /// With --remote: print the key only once the listener confirmed this code (the code exchange counts as one of its attempts).
+    #[arg(long, value_name = "CODE", requires = "remote")]
+    pub code: Option<String>,
     /// Limit for connecting and the handshake with --remote.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -29,6 +29,12 @@ pub enum ExitCode {
     Incomplete = 7,
     /// Could not connect to the address at all.
     Connect = 8,
+    /// The pairing code was not confirmed (a wrong code, someone in the
+    /// middle, or a listener that takes no more codes); nothing was sent.
+    CodeNotConfirmed = 9,
+    /// A listener ended after its failed code attempts; nothing was given
+    /// or stored.
+    CodeAttempts = 10,
     /// Stopped by SIGINT/SIGTERM.
     Interrupted = 130,
 }
@@ -109,6 +115,12 @@ pub enum Error {
         /// The last OS error.
         source: std::io::Error,
     },
+    /// The pairing code was not confirmed by the other end.
+    #[error("{0}")]
+    CodeNotConfirmed(String),
+    /// The listener's code attempts are used up.
+    #[error("{0}")]
+    CodeAttempts(String),
     /// Stopped by a signal.
     #[error("interrupted")]
     Interrupted,
@@ -125,7 +137,10 @@ impl Error {
             | Error::PeerKeyChanged(_)
             | Error::Impostor { .. }
             | Error::Untrusted { .. } => ExitCode::PinMismatch,
+            Error::Refused { code, .. } if *code == "code-required" => ExitCode::CodeNotConfirmed,
             Error::Refused { .. } => ExitCode::Refused,
+            Error::CodeNotConfirmed(_) => ExitCode::CodeNotConfirmed,
+            Error::CodeAttempts(_) => ExitCode::CodeAttempts,
             Error::NotAllowed { .. } => ExitCode::NotAllowed,
             Error::Timeout(_) => ExitCode::Timeout,
             Error::Incomplete(_) => ExitCode::Incomplete,
@@ -146,6 +161,8 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Incomplete(_) => "incomplete",
             Error::Connect { .. } => "connect",
+            Error::CodeNotConfirmed(_) => "code-not-confirmed",
+            Error::CodeAttempts(_) => "code-attempts",
             Error::Interrupted => "interrupted",
             Error::Other(_) => "failure",
         }

@@ -58,6 +58,8 @@ pub enum Reason {
     Protocol,
     /// The connection ended before an offer.
     Closed,
+    /// The dialer did not prove the listener's code.
+    Code,
     /// The offer was refused with this code.
     Offer(RejectCode),
 }
@@ -73,6 +75,7 @@ impl Reason {
             Reason::MaxHandshakes => "max-handshakes",
             Reason::Protocol => "protocol",
             Reason::Closed => "closed",
+            Reason::Code => "code",
             Reason::Offer(code) => code.as_str(),
         }
     }
@@ -137,6 +140,13 @@ pub enum Event {
         dial_addrs: Vec<String>,
         /// A paste-ready command for the other machine (the first address).
         command: String,
+        /// The same with the code alone, to read aloud (listeners with a code).
+        short_command: Option<String>,
+        /// The code the dialer must prove; this event exists to hand it
+        /// over, and no other event or log line ever carries it.
+        code: Option<String>,
+        /// Anyone who connects first is served (`--allow-any`).
+        open: bool,
         /// What the other machine does, for people ("sending", "fetching").
         hint: &'static str,
     },
@@ -245,10 +255,14 @@ impl Event {
                 fingerprint,
                 dial_addrs,
                 command,
+                short_command,
+                code,
+                open,
                 ..
             } => json!({"event": "listening", "addr": addr.to_string(),
                 "fingerprint": fingerprint.to_string(), "dial_addrs": dial_addrs,
-                "command": command, "send_command": command}),
+                "command": command, "send_command": command, "short_command": short_command,
+                "code": code, "open": open}),
             Event::Connected {
                 peer,
                 fingerprint,
@@ -374,12 +388,25 @@ impl Event {
                 fingerprint,
                 dial_addrs,
                 command,
+                short_command,
+                open,
                 hint,
+                ..
             } => {
                 let mut s = format!(
                     "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
                      pincat: on the {hint} machine run:\n  {command}"
                 );
+                if let Some(short) = short_command {
+                    s.push_str(&format!(
+                        "\npincat: or, to read aloud (the code alone checks both ends):\n  {short}"
+                    ));
+                }
+                if *open {
+                    s.push_str(
+                        "\npincat: warning: --allow-any: anyone who connects first is served",
+                    );
+                }
                 if dial_addrs.len() > 1 {
                     s.push_str(&format!(
                         "\npincat: (or with any of: {})",
@@ -424,7 +451,7 @@ impl Event {
 /// Free text as it may be shown: messages and names often quote a peer, and
 /// whoever built them may have missed an escape. Escaping is idempotent, so
 /// text escaped earlier is shown unchanged.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     crate::protocol::escape_text(text)
 }
 

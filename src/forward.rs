@@ -17,8 +17,9 @@ use crate::events::{Event, Events, Reason};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::endpoint::Endpoint;
-use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
+use crate::net::endpoint::{Bounds, Endpoint};
+use crate::net::listener::{Flow, Job, Limits, ShutdownHandle, accept_session};
+use crate::pair::Gate;
 use crate::session::{Plain, Session, WireError};
 use crate::sys;
 
@@ -31,8 +32,11 @@ pub struct ExposeOptions {
     pub to: String,
     /// Persistent identity; `None` generates an ephemeral one.
     pub identity: Option<Identity>,
-    /// Clients allowed in; `None` only with an explicit "allow any".
+    /// Clients allowed in by certificate.
     pub allow: Option<crate::verify::Allow>,
+    /// When set, only a client that proves this code gets in (with
+    /// neither, anyone who connects: an explicit "allow any").
+    pub code: Option<Gate>,
     /// Connections relayed at once.
     pub max_conns: usize,
     /// TLS handshakes in progress at once.
@@ -54,7 +58,8 @@ pub struct Exposer {
 impl Exposer {
     /// Binds `opts.listen`.
     pub fn bind(opts: ExposeOptions, events: Events) -> Result<Exposer> {
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
+            .admitting(&opts.allow, opts.code.clone());
         Ok(Exposer { endpoint, opts })
     }
 
@@ -75,21 +80,19 @@ impl Exposer {
 
     /// Relays every admitted connection until a shutdown.
     pub fn run(self) -> Result<()> {
-        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
-        let command = self
-            .endpoint
-            .command("pincat forward --local 127.0.0.1:PORT --to", "");
-        self.endpoint.announce(command, "using");
-        let events = self.endpoint.events().clone();
-        let accept = AcceptSpec {
-            tls,
-            allow,
+        let bounds = Bounds {
             framed: None,
             handshake_timeout: self.opts.handshake_timeout,
             idle_timeout: self.opts.idle_timeout,
             max_conns: self.opts.max_conns,
-            events: events.clone(),
         };
+        let accept = self.endpoint.accept_spec(&self.opts.allow, bounds)?;
+        self.endpoint.announce(
+            "pincat forward --local 127.0.0.1:LOCAL_PORT --to",
+            "",
+            "using",
+        );
+        let events = self.endpoint.events().clone();
         let to = self.opts.to.clone();
         let (idle, connect) = (self.opts.idle_timeout, self.opts.connect_timeout);
         let handler = Arc::new(move |job: Job| {
@@ -271,6 +274,9 @@ impl Tunnel {
             fingerprint: self.own_fingerprint(),
             dial_addrs: vec![self.local_addr().to_string()],
             command: format!("connect to {} (plaintext, this machine)", self.local_addr()),
+            short_command: None,
+            code: None,
+            open: false,
             hint: "local",
         });
         let active = Arc::new(AtomicUsize::new(0));

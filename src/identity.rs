@@ -217,7 +217,9 @@ impl Identity {
         use std::os::unix::ffi::OsStrExt;
         if let Some(var) = spec.as_bytes().strip_prefix(b"env:") {
             let var = std::str::from_utf8(var).context("bad environment variable name")?;
-            let pem = std::env::var_os(var)
+            // The key leaves the environment: no program pincat starts
+            // (pipe --exec) inherits it.
+            let pem = crate::sys::take_env(var.as_ref())
                 .ok_or_else(|| anyhow!("--identity env:{var}: the variable is not set"))?;
             return Self::from_pem(pem.as_bytes())
                 .with_context(|| format!("bad identity in environment variable {var}"));

@@ -3,6 +3,7 @@
 
 use anyhow::anyhow;
 use pincat::net::dialer::DialOptions;
+use pincat::pair::Code;
 use pincat::peers::{Peer, PeersFile, check_name};
 use pincat::protocol::escape_text;
 use pincat::{CaRoots, Pin};
@@ -115,7 +116,24 @@ fn list(file: &PeersFile, json: bool) -> pincat::Result<()> {
 /// peers file). The mistakes are usage errors (exit 2): NAME with --pin or
 /// --ca, an unknown NAME, HOST:PORT without --pin or --ca, or with --tofu,
 /// a NAME with no pin yet without --tofu.
-pub fn dial_options(target: &str, d: &DialArgs) -> pincat::Result<DialOptions> {
+pub fn dial_options(target: &str, d: &DialArgs, code: Option<Code>) -> pincat::Result<DialOptions> {
+    let mut o = dial_trust(target, d, code.is_some())?;
+    o.code = code;
+    if let Some(name) = &d.save {
+        let file = PeersFile::default_location()?;
+        if let Some(p) = file.read()?.get(name) {
+            usage(&format!(
+                "--save {name}: a peer of that name already exists in {} (at {}); pick another name or remove it first",
+                file.path().display(),
+                p.addr
+            ));
+        }
+        o.save = Some((name.clone(), file.path().to_path_buf()));
+    }
+    Ok(o)
+}
+
+fn dial_trust(target: &str, d: &DialArgs, code: bool) -> pincat::Result<DialOptions> {
     let (pins, tofu, ca, name) = (&d.pin, d.tofu, d.ca.as_deref(), d.name.as_ref());
     if target.contains(':') {
         if tofu {
@@ -125,8 +143,8 @@ pub fn dial_options(target: &str, d: &DialArgs) -> pincat::Result<DialOptions> {
         }
         let mut o = match ca {
             Some(path) => DialOptions::with_ca(target, CaRoots::load(path)?),
-            None if pins.is_empty() => usage(
-                "--pin PIN (or --ca CA.pem) is required to dial HOST:PORT (or dial a known peer by NAME: see pincat peers add)",
+            None if pins.is_empty() && !code => usage(
+                "--pin PIN, --code CODE or --ca CA.pem is required to dial HOST:PORT (or dial a known peer by NAME: see pincat peers add)",
             ),
             None => DialOptions::with_pins(target, Vec::new()),
         };
@@ -144,7 +162,7 @@ pub fn dial_options(target: &str, d: &DialArgs) -> pincat::Result<DialOptions> {
             file.path().display()
         ));
     }
-    if peer.pins.is_empty() && !tofu {
+    if peer.pins.is_empty() && !tofu && !code {
         usage(&format!(
             "peer {target} has no pin yet: dial it with --tofu to trust (and record) the key it presents, or pin it: pincat peers add {target} {} --pin PIN --replace",
             peer.addr

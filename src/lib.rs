@@ -40,6 +40,7 @@ mod give;
 pub mod identity;
 pub mod net;
 pub mod offer;
+pub mod pair;
 pub mod peers;
 pub mod pipe;
 pub mod protocol;
@@ -61,6 +62,13 @@ pub use send::{SendOptions, SendReport, send, send_raw};
 pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};
 pub use verify::Allow;
 pub use verify::ca::{CaAllow, CaRoots};
+
+/// Reads a secret from the environment variable `var` and removes it from
+/// the environment (no program started later inherits it). Call it before
+/// starting threads.
+pub fn take_env_secret(var: &str) -> Option<std::ffi::OsString> {
+    sys::take_env(var.as_ref())
+}
 
 /// Tunes the allocator for bulk transfers (keeps freed buffers instead of
 /// returning them to the OS after every record). For a binary to call first

@@ -17,8 +17,9 @@ use crate::fingerprint::Fingerprint;
 use crate::give::{self, Plan, Source};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::endpoint::Endpoint;
+use crate::net::endpoint::{Bounds, Endpoint};
 use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
+use crate::pair::Gate;
 use crate::protocol::{Message, Refusal, RejectCode, Role};
 use crate::serve::ServeSummary;
 use crate::session::WireError;
@@ -34,6 +35,9 @@ pub struct OfferOptions {
     pub identity: Option<Identity>,
     /// When set, only takers presenting one of these certificates get in.
     pub allow: Option<crate::verify::Allow>,
+    /// When set, only the taker that proves this code gets in (with
+    /// neither, anyone who connects).
+    pub code: Option<Gate>,
     /// Serve the same files to many takers instead of exiting after one.
     pub keep_open: bool,
     /// With `keep_open`: stop after this many confirmed gets.
@@ -59,6 +63,7 @@ impl OfferOptions {
             listen,
             identity: None,
             allow: None,
+            code: None,
             keep_open: false,
             max_gets: None,
             expire: None,
@@ -113,7 +118,8 @@ impl Offering {
             }
             stream => Offered::Stream(Mutex::new(Some(Plan::new(stream, &events)?))),
         };
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
+            .admitting(&opts.allow, opts.code.clone());
         Ok(Offering {
             endpoint,
             opts,
@@ -144,24 +150,21 @@ impl Offering {
     /// Gives to takers until the first confirmed get (or, with
     /// `keep_open`, until `max_gets`, `expire` or a signal).
     pub fn run(self) -> Result<ServeSummary> {
-        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
+        let bounds = Bounds {
+            framed: Some(Role::Giver),
+            handshake_timeout: self.opts.handshake_timeout,
+            idle_timeout: self.opts.idle_timeout,
+            max_conns: self.opts.max_conns,
+        };
         let events = self.endpoint.events().clone();
         let shared = Arc::new(Shared {
-            accept: AcceptSpec {
-                tls,
-                allow,
-                framed: Some(Role::Giver),
-                handshake_timeout: self.opts.handshake_timeout,
-                idle_timeout: self.opts.idle_timeout,
-                max_conns: self.opts.max_conns,
-                events: events.clone(),
-            },
+            accept: self.endpoint.accept_spec(&self.opts.allow, bounds)?,
             offered: self.offered.clone(),
             events,
             started: AtomicU64::new(0),
             max_gets: self.opts.max_gets,
         });
-        self.endpoint.announce(self.get_command(), "receiving");
+        self.endpoint.announce("pincat get", "", "receiving");
         let limits = Limits {
             max_conns: self.opts.max_conns,
             max_handshakes: self.opts.max_handshakes,

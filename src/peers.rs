@@ -533,6 +533,30 @@ pub fn record_first_use(known: &KnownPeer, addr: &str, pin: Pin) -> crate::Resul
     })
 }
 
+/// Saves `name` at `addr` with `pin` (a key the code just confirmed) as a
+/// new entry of `file`; an entry of that name is kept as it is unless it
+/// already records the same address and key.
+pub fn save_confirmed(file: &Path, name: &str, addr: &str, pin: Pin) -> crate::Result<bool> {
+    let f = PeersFile::new(file);
+    f.update(|peers| match peers.get(name) {
+        Some(p) if p.addr == addr && p.pins.contains(&pin) => Ok(false),
+        Some(_) => Err(anyhow!(
+            "peer {name} already exists in {} with another address or key; the transfer went ahead, but nothing was saved (remove it first: pincat peers remove {name})",
+            file.display()
+        )
+        .into()),
+        None => {
+            let peer = Peer {
+                name: name.to_string(),
+                addr: addr.to_string(),
+                pins: vec![pin],
+            };
+            peers.insert(peer, false);
+            Ok(true)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,9 @@ use crate::events::{Event, Events};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::endpoint::Endpoint;
-use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
+use crate::net::endpoint::{Bounds, Endpoint};
+use crate::net::listener::{Flow, Job, Limits, ShutdownHandle, accept_session};
+use crate::pair::Gate;
 use crate::session::{Plain, Relayed, Session, WireError};
 use crate::sys;
 
@@ -41,8 +42,10 @@ pub fn pipe(
     idle: Option<Duration>,
     events: &Events,
 ) -> Result<Relayed> {
-    let mut child = spawn(ends)?;
+    // The program starts only once the peer is authenticated: a failed
+    // dial runs nothing.
     let mut s = dialer::dial(opts, events)?;
+    let mut child = spawn(ends)?;
     let peer = s.peer();
     relay_ends(&mut s, &mut child, idle, events, &|e, when| {
         opts.classify(e, peer, when)
@@ -58,6 +61,8 @@ pub struct PipeListenOptions {
     pub identity: Option<Identity>,
     /// When set, only peers presenting one of these certificates get in.
     pub allow: Option<crate::verify::Allow>,
+    /// When set, only the peer that proves this code gets in.
+    pub code: Option<Gate>,
     /// Limit for the TLS handshake.
     pub handshake_timeout: Duration,
     /// End a pipe where nothing moves this long (`None`: never).
@@ -75,7 +80,8 @@ pub struct PipeListener {
 impl PipeListener {
     /// Binds `opts.listen`.
     pub fn bind(opts: PipeListenOptions, events: Events) -> Result<PipeListener> {
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
+            .admitting(&opts.allow, opts.code.clone());
         Ok(PipeListener { endpoint, opts })
     }
 
@@ -98,19 +104,15 @@ impl PipeListener {
     /// `ends` through its session, and returns when both directions ended.
     /// Other peers meanwhile are refused as busy.
     pub fn run(self, ends: Ends) -> Result<Relayed> {
-        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
-        self.endpoint
-            .announce(self.endpoint.command("pincat pipe", ""), "other");
-        let events = self.endpoint.events().clone();
-        let accept = AcceptSpec {
-            tls,
-            allow,
+        let bounds = Bounds {
             framed: None,
             handshake_timeout: self.opts.handshake_timeout,
             idle_timeout: self.opts.idle_timeout.unwrap_or(Duration::from_secs(3600)),
             max_conns: 1,
-            events: events.clone(),
         };
+        let accept = self.endpoint.accept_spec(&self.opts.allow, bounds)?;
+        self.endpoint.announce("pincat pipe", "", "other");
+        let events = self.endpoint.events().clone();
         let taken = Arc::new(AtomicBool::new(false));
         let ends = Arc::new(Mutex::new(Some(ends)));
         let idle = self.opts.idle_timeout;

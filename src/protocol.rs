@@ -399,6 +399,8 @@ pub enum RejectCode {
     Io = 6,
     /// The sender broke the protocol.
     Protocol = 7,
+    /// The listener admits only a dialer that proves its code.
+    CodeRequired = 8,
 }
 
 impl RejectCode {
@@ -410,6 +412,7 @@ impl RejectCode {
             4 => Self::Busy,
             5 => Self::Unsupported,
             7 => Self::Protocol,
+            8 => Self::CodeRequired,
             _ => Self::Io,
         }
     }
@@ -424,6 +427,7 @@ impl RejectCode {
             Self::Unsupported => "unsupported",
             Self::Io => "io",
             Self::Protocol => "protocol",
+            Self::CodeRequired => "code-required",
         }
     }
 }

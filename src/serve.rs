@@ -12,9 +12,10 @@ use crate::error::{Error, Result};
 use crate::events::{Events, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
-use crate::net::endpoint::Endpoint;
+use crate::net::endpoint::{Bounds, Endpoint};
 pub use crate::net::listener::ShutdownHandle;
 use crate::net::listener::{AcceptSpec, Flow, Job, Limits, accept_session};
+use crate::pair::Gate;
 use crate::protocol::Role;
 pub use crate::store::Output;
 use crate::store::Store;
@@ -32,6 +33,9 @@ pub struct ServeOptions {
     pub identity: Option<Identity>,
     /// When set, only senders presenting one of these certificates get in.
     pub allow: Option<crate::verify::Allow>,
+    /// When set, only the sender that proves this code gets in (with
+    /// neither, anyone who connects).
+    pub code: Option<Gate>,
     /// Where received data goes.
     pub output: Output,
     /// Accept many transfers instead of exiting after the first.
@@ -57,6 +61,7 @@ impl ServeOptions {
             listen,
             identity: None,
             allow: None,
+            code: None,
             output: Output::Default,
             keep_open: false,
             max_conns: 256,
@@ -139,7 +144,8 @@ impl Server {
     pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
         opts.check()?;
         let store = Store::open(&opts.output).context("cannot open the output")?;
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?;
+        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
+            .admitting(&opts.allow, opts.code.clone());
         Ok(Server {
             endpoint,
             opts,
@@ -165,7 +171,14 @@ impl Server {
     /// A paste-ready send command for this server (the first address
     /// another machine can dial).
     pub fn send_command(&self) -> String {
-        self.endpoint.command("pincat send", "")
+        self.endpoint.command("pincat send", self.raw_flag())
+    }
+
+    fn raw_flag(&self) -> &'static str {
+        match self.opts.raw {
+            true => " --raw",
+            false => "",
+        }
     }
 
     /// Serves until the first accepted transfer ends (or forever with
@@ -173,7 +186,8 @@ impl Server {
     pub fn run(self) -> Result<ServeSummary> {
         let shared = Arc::new(self.shared()?);
         self.endpoint.announce(
-            self.send_command(),
+            "pincat send",
+            self.raw_flag(),
             "sending (add files, or pipe data into it)",
         );
         let limits = Limits {
@@ -222,7 +236,13 @@ impl Server {
     }
 
     fn shared(&self) -> Result<Shared> {
-        let (tls, allow) = self.endpoint.tls(&self.opts.allow)?;
+        let bounds = Bounds {
+            framed: (!self.opts.raw).then_some(Role::Taker),
+            handshake_timeout: self.opts.handshake_timeout,
+            idle_timeout: self.opts.idle_timeout,
+            max_conns: self.opts.max_conns,
+        };
+        let accept = self.endpoint.accept_spec(&self.opts.allow, bounds)?;
         let taker = Taker::new(
             self.store.clone(),
             self.endpoint.events().clone(),
@@ -230,15 +250,6 @@ impl Server {
             self.opts.idle_timeout,
             self.opts.keep_open,
         );
-        let accept = AcceptSpec {
-            tls,
-            allow,
-            framed: (!self.opts.raw).then_some(Role::Taker),
-            handshake_timeout: self.opts.handshake_timeout,
-            idle_timeout: self.opts.idle_timeout,
-            max_conns: self.opts.max_conns,
-            events: self.endpoint.events().clone(),
-        };
         Ok(Shared { accept, taker })
     }
 }

@@ -16,6 +16,7 @@ use crate::protocol::{self, FrameType, HEADER_LEN, Message, ProtocolError, Role,
 use crate::record::{self, Fatal, Inbound, MAX_PLAIN, MAX_RECORD, TAIL, Tls};
 use crate::sys;
 
+pub mod exporter;
 mod handshake;
 mod relay;
 
@@ -328,6 +329,7 @@ pub struct Session {
     peer: SocketAddr,
     tls: Tls,
     info: TlsInfo,
+    binding: Option<[u8; 32]>,
     rx: Rx,
     /// Plaintext rustls had already decrypted at the hand-over.
     early: Vec<u8>,
@@ -370,6 +372,7 @@ impl Session {
             peer,
             tls: done.tls,
             info: done.info,
+            binding: done.binding,
             rx,
             early: done.early,
             early_at: 0,
@@ -378,6 +381,12 @@ impl Session {
             scratch: Vec::new(),
             close_sent: false,
         })
+    }
+
+    /// The session's RFC 9266 `tls-exporter` channel binding (32 bytes);
+    /// `None` only if rustls reported no exporter secret.
+    pub fn channel_binding(&self) -> Option<[u8; 32]> {
+        self.binding
     }
 
     /// Sends a fatal alert and lets the peer read it.
@@ -467,7 +476,7 @@ impl Session {
     }
 
     /// Reads exactly `buf.len()` plaintext bytes.
-    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+    pub(crate) fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
         let mut got = 0;
         while got < buf.len() {
             match self.read(&mut buf[got..])? {
@@ -694,7 +703,7 @@ fn iovecs<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::Identity;
     use crate::verify::{self, Presented};
@@ -704,7 +713,7 @@ mod tests {
     use std::net::TcpListener;
 
     /// A client and a server session over loopback.
-    fn connected() -> (Session, Session) {
+    pub(crate) fn connected() -> (Session, Session) {
         let id = Identity::generate().unwrap();
         let sc = verify::server_config(&id, None, Presented::default()).unwrap();
         let cc = verify::client_config(Some(id.fingerprint()), None, Presented::default()).unwrap();

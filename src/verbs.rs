@@ -12,8 +12,8 @@ use pincat::offer::{OfferOptions, Offering};
 use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
 use pincat::{Events, Mode, Output, Source};
 
-use crate::app::{allow_list, events, load_identity, mode};
-use crate::cli::{Cli, DialArgs, ForwardArgs, GetArgs, OfferArgs, PipeArgs, TlsArgs};
+use crate::app::{admission, dial_code, events, load_identity, mode};
+use crate::cli::{Cli, CodeArgs, DialArgs, ForwardArgs, GetArgs, OfferArgs, PipeArgs, TlsArgs};
 
 /// The default listening address of every listening verb: all interfaces
 /// on the default port, IPv6 (which takes IPv4 too) where the host has it.
@@ -38,10 +38,11 @@ pub(crate) fn usage(msg: &str) -> ! {
 pub(crate) fn dial_options(
     addr: String,
     d: &DialArgs,
+    code: &CodeArgs,
     tls: &TlsArgs,
     idle: std::time::Duration,
 ) -> pincat::Result<DialOptions> {
-    let mut o = crate::known::dial_options(&addr, d)?;
+    let mut o = crate::known::dial_options(&addr, d, dial_code(code)?)?;
     o.identity = load_identity(tls.identity.as_deref())?;
     o.connect_timeout = d.connect_timeout;
     o.retry_for = d.retry_for;
@@ -65,7 +66,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
     }
     let mut o = OfferOptions::new(a.listen.unwrap_or_else(default_listen));
     o.identity = load_identity(a.tls.identity.as_deref())?;
-    o.allow = allow_list(&a.common)?;
+    (o.allow, o.code) = admission(&a.common, &a.code, a.keep_open)?;
     o.keep_open = a.keep_open;
     o.max_gets = a.max_gets;
     o.expire = a.expire;
@@ -87,7 +88,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
 }
 
 pub fn get(a: GetArgs) -> pincat::Result<()> {
-    let opts = dial_options(a.addr, &a.dial, &a.tls, a.idle_timeout)?;
+    let opts = dial_options(a.addr, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
     let output = match a.out {
         Some(p) => Output::Path(p),
         None => Output::Default,
@@ -111,20 +112,16 @@ pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
         let idle = a
             .idle_timeout
             .unwrap_or(std::time::Duration::from_secs(3600));
-        let opts = dial_options(addr, &a.dial, &a.tls, idle)?;
+        let opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
         let events = Events::stderr(m).verbose(a.output.verbose);
         return pincat::pipe::pipe(&opts, &ends, a.idle_timeout, &events).map(drop);
     };
-    let allow = allow_list(&a.listening)?;
-    if !a.exec.is_empty() && allow.is_none() && !a.allow_any {
-        usage(
-            "pipe --listen --exec runs a program for whoever connects: give --allow/--allow-file, or --allow-any",
-        );
-    }
+    let (allow, code) = admission(&a.listening, &a.code, false)?;
     let opts = PipeListenOptions {
         listen,
         identity: load_identity(a.tls.identity.as_deref())?,
         allow,
+        code,
         handshake_timeout: a.tls.handshake_timeout,
         idle_timeout: a.idle_timeout,
         wait_timeout: a.timeout,
@@ -140,17 +137,14 @@ pub fn pipe(a: PipeArgs) -> pincat::Result<()> {
 pub fn forward(a: ForwardArgs) -> pincat::Result<()> {
     let events = events(&a.output);
     if let Some(listen) = a.listen {
-        let allow = allow_list(&a.listening)?;
-        if allow.is_none() && !a.allow_any {
-            usage(
-                "forward --listen exposes a service: give --allow/--allow-file with the using end's fingerprint, or --allow-any",
-            );
-        }
+        // The exposing end serves many connections: a kept-open budget.
+        let (allow, code) = admission(&a.listening, &a.code, true)?;
         let opts = ExposeOptions {
             listen,
             to: a.to,
             identity: load_identity(a.tls.identity.as_deref())?,
             allow,
+            code,
             max_conns: a.caps.max_conns as usize,
             max_handshakes: a.caps.max_handshakes as usize,
             handshake_timeout: a.tls.handshake_timeout,
@@ -165,7 +159,7 @@ pub fn forward(a: ForwardArgs) -> pincat::Result<()> {
     let Some(local) = a.local else {
         usage("give --listen (exposing end) or --local (using end)");
     };
-    let dial = dial_options(a.to, &a.dial, &a.tls, a.idle_timeout)?;
+    let dial = dial_options(a.to, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
     let opts = TunnelOptions {
         local,
         dial,

@@ -469,6 +469,8 @@ fn client_config_with(
     config.enable_sni = false;
     // The session takes over the record layer after the handshake.
     config.enable_secret_extraction = true;
+    // The pairing code binds to the session's exporter.
+    config.key_log = crate::session::exporter::key_log();
     Ok(Arc::new(config))
 }
 
@@ -497,6 +499,8 @@ pub fn server_config(
     config.max_early_data_size = 0;
     // The session takes over the record layer after the handshake.
     config.enable_secret_extraction = true;
+    // The pairing code binds to the session's exporter.
+    config.key_log = crate::session::exporter::key_log();
     Ok(Arc::new(config))
 }
 

@@ -16,6 +16,7 @@ use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
+use crate::pair::{self, Code, DialFailure, Ends};
 use crate::peers::{self, FirstUse, KnownPeer, Peer};
 use crate::session::{Session, WireError};
 use crate::verify::ca::{self, CaRoots};
@@ -50,6 +51,13 @@ pub struct DialOptions {
     /// [`KnownPeer::trust_first_use`] the key the server proves it holds is
     /// recorded there before anything is sent.
     pub known_peer: Option<KnownPeer>,
+    /// The listener's code: both ends prove it inside the session before
+    /// anything else moves. With no pins and no CA it alone authenticates
+    /// the listener (its confirmation covers the listener's certificate).
+    pub code: Option<Code>,
+    /// After the code is confirmed, save the listener's key as a known
+    /// peer of this name in this peers file.
+    pub save: Option<(String, std::path::PathBuf)>,
 }
 
 impl DialOptions {
@@ -72,6 +80,8 @@ impl DialOptions {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             known_peer: None,
+            code: None,
+            save: None,
         }
     }
 
@@ -109,13 +119,18 @@ impl DialOptions {
             )
             .into());
         }
-        if self.pins.is_empty() && self.ca.is_none() && !self.first_use() {
+        if self.pins.is_empty() && self.ca.is_none() && !self.first_use() && self.code.is_none() {
             return Err(anyhow!(
-                "SendOptions::pins is empty: give a pin, a CA, or a KnownPeer with trust_first_use"
+                "SendOptions::pins is empty: give a pin, a CA, a code, or a KnownPeer with trust_first_use"
             )
             .into());
         }
         Ok(())
+    }
+
+    /// Whether the server's key is taken on the code's word alone.
+    fn code_only(&self) -> bool {
+        self.pins.is_empty() && self.ca.is_none() && self.code.is_some()
     }
 
     /// Whether this dial records the key of a known peer that has no pin yet.
@@ -162,6 +177,22 @@ fn pins_shown(pins: &[Pin]) -> String {
 /// Connects (retrying within `retry_for`) and completes the pinned handshake
 /// (for a first use, records the key first: see [`DialOptions::known_peer`]).
 pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
+    dial_seen(opts, events).map(|(s, _)| s)
+}
+
+/// Dials as [`dial`] with a code, confirms it, says goodbye, and returns
+/// the listener's certificate fingerprint and public-key pin, which the
+/// code confirmed.
+pub fn confirmed_keys(opts: &DialOptions, events: &Events) -> Result<(Fingerprint, Pin)> {
+    let (mut s, seen) = dial_seen(opts, events)?;
+    s.close();
+    match (seen.get(), seen.spki()) {
+        (Some(fp), Some(pin)) => Ok((fp, pin)),
+        _ => Err(anyhow!("the server presented no certificate with a readable key").into()),
+    }
+}
+
+fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)> {
     opts.check()?;
     let sock = connect_retrying(opts)?;
     let peer = sock
@@ -171,7 +202,9 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
     let presented = Presented::default();
     let identity = opts.identity.as_ref();
     let config = match &opts.ca {
-        _ if opts.first_use() => verify::client_config_first_use(identity, presented.clone())?,
+        _ if opts.first_use() || opts.code_only() => {
+            verify::client_config_first_use(identity, presented.clone())?
+        }
         Some(roots) => {
             let ca = Some((roots, opts.ca_subject()?));
             verify::client_config_trust(opts.pins.clone(), ca, identity, presented.clone())?
@@ -182,16 +215,63 @@ pub fn dial(opts: &DialOptions, events: &Events) -> Result<Session> {
         .map_err(|e| handshake_error(e, opts, peer, &presented))?;
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
+    if let Some(code) = &opts.code {
+        let ends = Ends {
+            listener: presented
+                .get()
+                .ok_or_else(|| anyhow!("the server at {peer} presented no certificate"))?,
+            dialer: opts.identity.as_ref().map(Identity::fingerprint),
+        };
+        pair::prove(&mut s, code, &ends, opts.handshake_timeout)
+            .map_err(|f| code_error(f, peer))?;
+    }
     if opts.first_use() {
         // The session is dropped unsent if this fails.
         record_first_use(opts, peer, &presented, events)?;
+    }
+    if let (Some((name, file)), Some(pin)) = (&opts.save, presented.spki()) {
+        if peers::save_confirmed(file, name, &opts.addr, pin)? {
+            events.emit(Event::FirstUse {
+                peer,
+                name: name.clone(),
+                file: file.display().to_string(),
+                pin,
+                fingerprint: presented.get().unwrap_or(Fingerprint::from_bytes([0; 32])),
+            });
+        }
     }
     events.emit(Event::Connected {
         peer,
         fingerprint: presented.get(),
         tls: s.tls_info().clone(),
     });
-    Ok(s)
+    Ok((s, presented))
+}
+
+/// A failed code exchange, as the dialer's error (exit 9 unless the
+/// network failed).
+fn code_error(f: DialFailure, peer: SocketAddr) -> Error {
+    let nothing = "nothing was sent";
+    Error::CodeNotConfirmed(match f {
+        DialFailure::NotConfirmed => format!(
+            "the code was not confirmed by {peer}: a wrong code, or someone in the middle; {nothing}"
+        ),
+        DialFailure::NoCodeExchange => format!(
+            "the code was not confirmed: the listener at {peer} did not run the code exchange (it may admit by certificate, --allow, or anyone, --allow-any; then dial without --code); {nothing}"
+        ),
+        DialFailure::Closed => format!(
+            "the code was not confirmed: the listener at {peer} accepts no more codes (its failed attempts are used up, or it already paired); {nothing}"
+        ),
+        DialFailure::Wait(n) => format!(
+            "the code was not tried: the listener at {peer} is busy with another attempt or slowing down after failed ones; try again in {n} s; {nothing}"
+        ),
+        DialFailure::Wire(WireError::Timeout) => format!(
+            "the code was not confirmed: the listener at {peer} did not answer the code exchange in time; {nothing}"
+        ),
+        DialFailure::Wire(e) => format!(
+            "the code was not confirmed: the listener at {peer} ended the code exchange ({e}); is this its code? {nothing}"
+        ),
+    })
 }
 
 /// What a failed handshake means: another certificate than the pinned

@@ -18,6 +18,7 @@ use rustls::server::UnbufferedServerConnection;
 
 use crate::events::{Event, Events, Reason};
 use crate::fingerprint::Fingerprint;
+use crate::pair::{self, AdmitFailure, Ends, Gate, Verdict};
 use crate::protocol::{Message, Refusal, RejectCode, Role};
 use crate::session::{Session, WireError};
 use crate::sys;
@@ -439,6 +440,7 @@ pub enum Flow {
 pub struct ShutdownHandle {
     flag: Arc<std::sync::atomic::AtomicBool>,
     wake: Arc<UnixStream>,
+    ended: Arc<Mutex<Option<crate::Error>>>,
 }
 
 impl ShutdownHandle {
@@ -448,6 +450,12 @@ impl ShutdownHandle {
         self.flag.store(true, Ordering::SeqCst);
         let _ = (&*self.wake).write(&[1]);
     }
+
+    /// Stops the listener, which then returns `e` (the first one given).
+    pub fn end_with(&self, e: crate::Error) {
+        lock(&self.ended).get_or_insert(e);
+        self.shutdown();
+    }
 }
 
 /// A bound listening socket with its wake-up pipe and shutdown flag.
@@ -456,6 +464,7 @@ pub struct Listening {
     shutdown: Arc<std::sync::atomic::AtomicBool>,
     wake_rx: UnixStream,
     wake_tx: Arc<UnixStream>,
+    ended: Arc<Mutex<Option<crate::Error>>>,
 }
 
 impl Listening {
@@ -478,6 +487,7 @@ impl Listening {
             shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wake_rx,
             wake_tx: Arc::new(wake_tx),
+            ended: Arc::default(),
         })
     }
 
@@ -491,6 +501,7 @@ impl Listening {
         ShutdownHandle {
             flag: self.shutdown.clone(),
             wake: self.wake_tx.clone(),
+            ended: self.ended.clone(),
         }
     }
 
@@ -535,7 +546,9 @@ impl Listening {
                 Err(e) => break Err(e),
             }
             if self.stopping() {
-                break Err(crate::Error::Interrupted);
+                break Err(lock(&self.ended)
+                    .take()
+                    .unwrap_or(crate::Error::Interrupted));
             }
             match idle_limit() {
                 Ok(Some(wait)) => acceptor.round(&self.listener, &self.wake_rx, wait),
@@ -596,6 +609,10 @@ pub struct AcceptSpec {
     pub max_conns: usize,
     /// Where refusals are reported.
     pub events: Arc<Events>,
+    /// The listener's code, when dialers must prove it.
+    pub gate: Option<Gate>,
+    /// The listener's certificate (the code's confirmation covers it).
+    pub fingerprint: Fingerprint,
 }
 
 /// Runs the TLS handshake of an accepted connection and admits it under
@@ -652,12 +669,102 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<(Session, Option<Fi
         });
         return None;
     }
+    if let Some(gate) = &spec.gate {
+        let ends = Ends {
+            listener: spec.fingerprint,
+            dialer: client,
+        };
+        if let Err(f) = pair::admit(&mut s, gate, &ends, spec.handshake_timeout) {
+            refuse_code(spec, &mut s, peer, client, gate, f);
+            return None;
+        }
+    }
     spec.events.emit(Event::Connected {
         peer,
         fingerprint: client,
         tls: s.tls_info().clone(),
     });
     Some((s, client))
+}
+
+/// Tells a dialer that did not prove the code why (a pincat dialer without
+/// `--code` gets a REJECT it can explain), closes, and reports it.
+fn refuse_code(
+    spec: &AcceptSpec,
+    s: &mut Session,
+    peer: SocketAddr,
+    client: Option<Fingerprint>,
+    gate: &Gate,
+    f: AdmitFailure,
+) {
+    let counted = || {
+        format!(
+            "failed code attempt {} of {}",
+            gate.failures(),
+            gate.policy().budget()
+        )
+    };
+    let (reason, message) = match f {
+        AdmitFailure::NoCode => {
+            if let Some(role) = spec.framed {
+                let r = Refusal::new(
+                    RejectCode::CodeRequired,
+                    "this listener admits only the dialer with its code: add --code CODE from its paste-ready line",
+                );
+                let _ = s
+                    .write_preamble(role)
+                    .and_then(|()| s.write_message(&Message::Reject(r)));
+            }
+            (Reason::Code, "the dialer gave no code".to_string())
+        }
+        AdmitFailure::NotPake => (
+            Reason::Code,
+            "the dialer sent something other than the code exchange".to_string(),
+        ),
+        AdmitFailure::Held(Verdict::Wait(_)) => (
+            Reason::Code,
+            "a code attempt came too soon after another (it was not answered)".to_string(),
+        ),
+        AdmitFailure::Held(_) => (
+            Reason::Code,
+            "no more codes are accepted here (it was not answered)".to_string(),
+        ),
+        AdmitFailure::WrongCode => (
+            Reason::Code,
+            format!(
+                "the code was not confirmed: a wrong code, or someone in the middle ({})",
+                counted()
+            ),
+        ),
+        AdmitFailure::Broken(WireError::Timeout) => (
+            Reason::Code,
+            format!(
+                "the dialer did not finish the code exchange in time ({})",
+                counted()
+            ),
+        ),
+        AdmitFailure::Broken(e) => (
+            Reason::Code,
+            format!(
+                "the code was not confirmed: the dialer broke off the exchange, after a wrong code or an abort ({e}; {})",
+                counted()
+            ),
+        ),
+        AdmitFailure::Early(WireError::Timeout) => {
+            (Reason::Timeout, "no code exchange in time".to_string())
+        }
+        AdmitFailure::Early(e) => (
+            Reason::Closed,
+            format!("the connection ended before the code exchange: {e}"),
+        ),
+    };
+    s.close();
+    spec.events.emit(Event::Refused {
+        peer,
+        reason,
+        fingerprint: client,
+        message,
+    });
 }
 
 fn refusal_of(e: &WireError, allow: bool, presented: &Presented) -> (Reason, String) {

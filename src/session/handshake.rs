@@ -68,6 +68,8 @@ impl Handshaking for UnbufferedServerConnection {
 pub(super) struct Established {
     pub tls: Tls,
     pub info: TlsInfo,
+    /// The RFC 9266 `tls-exporter` channel binding of this session.
+    pub binding: Option<[u8; 32]>,
     /// Application data rustls decrypted before the hand-over.
     pub early: Vec<u8>,
 }
@@ -92,6 +94,7 @@ pub(super) fn run<H: Handshaking>(
     let mut out = Vec::with_capacity(4096);
     let mut early = Vec::new();
     let mut peer_closed = false;
+    super::exporter::clear();
     loop {
         let step = step(&mut conn, rx, &mut out, &mut early, &mut peer_closed);
         match step {
@@ -113,6 +116,7 @@ pub(super) fn run<H: Handshaking>(
         }
     }
     let info = TlsInfo::of(conn.state());
+    let binding = channel_binding(conn.state());
     let limit = conn
         .state()
         .negotiated_cipher_suite()
@@ -123,7 +127,22 @@ pub(super) fn run<H: Handshaking>(
     if peer_closed {
         tls.set_peer_closed();
     }
-    Ok(Established { tls, info, early })
+    Ok(Established {
+        tls,
+        info,
+        binding,
+        early,
+    })
+}
+
+/// The exporter of the handshake that just finished on this thread.
+fn channel_binding(state: &CommonState) -> Option<[u8; 32]> {
+    let secret = super::exporter::take()?;
+    let suite = state.negotiated_cipher_suite()?;
+    let mut out = [0u8; 32];
+    let label = super::exporter::CHANNEL_BINDING_LABEL;
+    super::exporter::export(suite, &secret, label, &[], &mut out)?;
+    Some(out)
 }
 
 /// One call into rustls and what it asks for.
