@@ -8,7 +8,9 @@
 //! - *held*: up to [`MAX_HELD`] unnamed `O_TMPFILE` files kept open (a crash
 //!   leaves no file); each is fsynced, linked, and its directory synced.
 //! - *staged*: more files than that go, one open at a time, into a private
-//!   locked directory `.pincat-state/<transfer>/` under the output; the
+//!   locked directory `<state>/<transfer>/` under the output, where
+//!   `<state>` is a directory this store made (`.pincat-state`, or a fresh
+//!   random `.pincat-state-*` when that name is taken; see `state.rs`); the
 //!   commit is `syncfs`, link all, `syncfs` (two flushes whatever the file
 //!   count). A crash can leave that directory; the next start on the same
 //!   output removes every one no live process holds locked.
@@ -47,8 +49,9 @@ const MAX_WALK_FDS: usize = 32;
 /// directory (each is held open from the commit on, to undo it safely).
 const MAX_TREE_TOPS: usize = 16;
 
-/// The private directory under the output that holds staged transfers.
-pub const STATE_DIR: &str = ".pincat-state";
+mod state;
+pub use state::STATE_DIR;
+use state::StateDir;
 
 /// Where received data goes.
 #[derive(Debug, Clone, Default)]
@@ -97,13 +100,13 @@ pub struct Store {
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
-/// and the state directory while staged transfers exist.
+/// and the state directories while staged transfers exist.
 #[derive(Default)]
 struct Registry {
     in_use: HashMap<(u64, u64), u32>,
-    /// Live staged transfers of this store: the last one out removes the
-    /// (then empty) state directory.
-    staged: u32,
+    /// The state directories this store made (one per output directory)
+    /// with the staged transfers in each: the last one out removes it.
+    states: Vec<StateDir>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,7 +185,7 @@ impl Store {
             renames: std::sync::atomic::AtomicU8::new(0),
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
-            sweep_state(fd.as_fd());
+            state::sweep(fd.as_fd());
         }
         Ok(store)
     }
@@ -234,116 +237,6 @@ impl Store {
                 Some(v.saturating_sub(n))
             });
     }
-}
-
-/// Removes staged transfers that no live process holds (left by a crash).
-fn sweep_state(root: BorrowedFd<'_>) {
-    let Ok(state) = sys::open_dir_at(root, OsStr::new(STATE_DIR)) else {
-        return;
-    };
-    // Only what a receiver made: a local user could rename any directory
-    // to `.pincat-state` to have its files deleted.
-    if !private_dir(state.as_fd()) {
-        return;
-    }
-    let mut swept = false;
-    for name in sys::list_dir(state.as_fd()).unwrap_or_default() {
-        let name = OsStr::from_bytes(name.as_bytes());
-        if !staging_name(name.as_bytes()) {
-            continue;
-        }
-        let Ok(sub) = sys::open_dir_at(state.as_fd(), name) else {
-            continue;
-        };
-        if !private_dir(sub.as_fd()) || !matches!(sys::try_lock(sub.as_fd()), Ok(true)) {
-            continue;
-        }
-        remove_staged(sub.as_fd(), STAGED_DEPTH);
-        swept |= sys::unlink_at(state.as_fd(), name, true).is_ok();
-    }
-    // Only after clearing a crash's leftovers: an empty state directory may
-    // be one a live receiver just made and is about to use.
-    if swept {
-        let _ = sys::unlink_at(root, OsStr::new(STATE_DIR), true);
-    }
-}
-
-/// The mode of the state directory and of every staging directory: private,
-/// and sticky, which no received directory ever is (received modes keep
-/// only the 0o777 bits). A received directory renamed to the state name,
-/// with staging-shaped directories inside, is so never taken for one.
-const STATE_MODE: u32 = 0o1700;
-
-/// A directory this user owns, with the state mode exactly.
-fn private_dir(fd: BorrowedFd<'_>) -> bool {
-    matches!(sys::stat_fd(fd), Ok(st) if st.kind == Kind::Dir && st.uid == sys::euid() && st.perm == STATE_MODE)
-}
-
-/// Makes `name` in `dir` a new directory with the state mode, set on the
-/// descriptor whatever the umask or file system did with the sticky bit,
-/// once it is known to be a directory of this user (with `fresh`: the new,
-/// empty one; the shared state directory may already hold another
-/// transfer's staging directory by then). Ok(false) if `name` existed.
-fn make_private(dir: BorrowedFd<'_>, name: &OsStr, fresh: bool) -> io::Result<bool> {
-    match sys::mkdir_at(dir, name, STATE_MODE) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-        r => r?,
-    }
-    let fd = sys::open_dir_at(dir, name)?;
-    if fresh {
-        if let Err(e) = fresh_dir(fd.as_fd()) {
-            // Removed meanwhile (another receiver's start-up sweep takes an
-            // unlocked staging directory): start over, like ENOENT.
-            return match sys::stat_fd(fd.as_fd()) {
-                Ok(st) if st.nlink == 0 => Err(io::Error::from_raw_os_error(libc::ENOENT)),
-                _ => Err(e),
-            };
-        }
-    } else if !matches!(sys::stat_fd(fd.as_fd()), Ok(st) if st.kind == Kind::Dir && st.uid == sys::euid())
-    {
-        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-    }
-    sys::fchmod(fd.as_fd(), STATE_MODE)?;
-    Ok(true)
-}
-
-/// `<pid>-<n>`, the only names a receiver gives its staging directories.
-fn staging_name(n: &[u8]) -> bool {
-    let mut parts = n.split(|&b| b == b'-');
-    let digits =
-        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
-    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
-}
-
-/// Creates `.pincat-state/<pid>-<n>/` under `root` and locks it; fails
-/// with ENOENT if a sweep removed either on the way (try again).
-fn make_staging(root: BorrowedFd<'_>, seq: &AtomicU64) -> io::Result<(OwnedFd, OwnedFd, OsString)> {
-    let state_name = OsStr::new(STATE_DIR);
-    make_private(root, state_name, false)?;
-    let state = sys::open_dir_at(root, state_name)?;
-    if !private_dir(state.as_fd()) {
-        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-    }
-    let name = OsString::from(format!(
-        "{}-{}",
-        std::process::id(),
-        seq.fetch_add(1, Ordering::Relaxed)
-    ));
-    if !make_private(state.as_fd(), &name, true)? {
-        return Err(io::Error::from_raw_os_error(libc::EEXIST));
-    }
-    let sub = sys::open_dir_at(state.as_fd(), &name)?;
-    // Held for the transfer's life: a sweep skips locked directories. If a
-    // sweep got it first, or removed it before we locked it, start over.
-    let mine = sys::try_lock(sub.as_fd())?
-        && matches!(
-            (sys::stat_at(state.as_fd(), &name), sys::stat_fd(sub.as_fd())),
-            (Ok(Some(a)), Ok(b)) if a.same(&b)
-        );
-    if !mine {
-        return Err(io::Error::from_raw_os_error(libc::ENOENT));
-    }
-    Ok((state, sub, name))
 }
 
 /// Empties a private staging directory, or a tree this transfer made: what
@@ -753,15 +646,12 @@ impl Transfer {
     }
 
     fn begin_files(&mut self) -> Result<(), Fail> {
-        let reserved = |n: &str| {
-            n == STATE_DIR
-                || n.starts_with(STATE_DIR) && n.as_bytes().get(STATE_DIR.len()) == Some(&b'/')
-        };
+        let reserved = |n: &str| state::reserved_top(n.split('/').next().unwrap_or(n));
         if let Some(e) = self.offer.entries.iter().find(|e| reserved(&e.name)) {
             return Err((
                 RejectCode::BadName,
                 format!(
-                    "refused file name {}: {STATE_DIR} is reserved on the receiver for transfers in progress",
+                    "refused file name {}: {STATE_DIR} and names that start with {STATE_DIR}- are reserved on the receiver for transfers in progress",
                     escape_name(&e.name)
                 ),
             ));
@@ -1023,20 +913,36 @@ impl Transfer {
         })
     }
 
-    /// Makes this transfer's private staging directory (and the shared
-    /// state directory when it is the first).
+    /// Makes this transfer's private staging directory in the store's state
+    /// directory for this output (made first when there is none).
     fn stage(&mut self, reg: &mut Registry) -> Result<Holding, Fail> {
         let root = self
             .root
             .as_ref()
             .ok_or((RejectCode::Io, "no output directory".into()))?;
+        let state_fail = |e| {
+            io_fail(
+                "cannot make a private directory for the transfer in the receiver's output".into(),
+                e,
+            )
+        };
+        let here = sys::stat_fd(root.as_fd()).map_err(state_fail)?;
+        let mine = |s: &StateDir| s.root == (here.dev, here.ino);
         let mut last = io::Error::from(io::ErrorKind::NotFound);
         // Another receiver starting on the same output sweeps unlocked
-        // staging directories: a race with it just means another try.
+        // staging directories, and then an empty state directory: a race
+        // with it just means another try.
         for _ in 0..32 {
-            match make_staging(root.as_fd(), &self.store.seq) {
+            let i = match reg.states.iter().position(mine) {
+                Some(i) => i,
+                None => {
+                    reg.states
+                        .push(StateDir::make(root.as_fd()).map_err(state_fail)?);
+                    reg.states.len() - 1
+                }
+            };
+            match reg.states[i].stage(&self.store.seq) {
                 Ok((state, sub, name)) => {
-                    reg.staged += 1;
                     return Ok(Holding::Staged {
                         state,
                         sub,
@@ -1045,19 +951,21 @@ impl Transfer {
                         tree: None,
                     });
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
-                    return Err((
-                        RejectCode::Io,
-                        format!(
-                            "{STATE_DIR} in the receiver's output is not a directory pincat made ({e}); remove it"
-                        ),
-                    ));
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EEXIST)) => last = e,
+                Err(e) => {
+                    last = e;
+                    break;
                 }
-                Err(e) => return Err(io_fail(format!("cannot create {STATE_DIR}"), e)),
+            }
+            if reg.states[i].gone() {
+                reg.states.swap_remove(i);
             }
         }
-        Err(io_fail(format!("cannot create {STATE_DIR}"), last))
+        // A state directory made for this transfer alone goes again.
+        if let Some(i) = reg.states.iter().position(|s| mine(s) && s.idle()) {
+            reg.states.swap_remove(i).remove(root.as_fd());
+        }
+        Err(state_fail(last))
     }
 
     fn size_of(&self, file: usize) -> u64 {
@@ -1651,12 +1559,8 @@ impl Transfer {
         drop(tree);
         remove_staged(sub.as_fd(), STAGED_DEPTH);
         let _ = sys::unlink_at(state.as_fd(), &name, true);
-        reg.staged = reg.staged.saturating_sub(1);
-        if reg.staged == 0
-            && let Some(root) = &self.root
-        {
-            // Fails harmlessly while another process stages here too.
-            let _ = sys::unlink_at(root.as_fd(), OsStr::new(STATE_DIR), true);
+        if let Some(root) = &self.root {
+            state::release(&mut reg.states, state.as_fd(), root.as_fd());
         }
     }
 }
