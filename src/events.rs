@@ -618,6 +618,9 @@ mod tests {
             fingerprint: fp,
             dial_addrs: vec!["a:9".into()],
             command: "pincat send a:9 --pin x".into(),
+            short_command: None,
+            code: None,
+            open: false,
             hint: "sending",
         });
         ev.emit(Event::Error {

@@ -88,6 +88,36 @@ pub enum AdmitFailure {
     Early(WireError),
 }
 
+/// The two calls the code exchange needs of a connection.
+trait Channel {
+    fn send(&mut self, buf: &[u8]) -> Result<(), WireError>;
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), WireError>;
+}
+
+impl Channel for Session {
+    fn send(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        self.write_all(buf)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+        self.read_exact(buf)
+    }
+}
+
+/// Any reader and writer of plaintext (a test peer on rustls's buffered API).
+struct Io<'a, S>(&'a mut S);
+
+impl<S: std::io::Read + std::io::Write> Channel for Io<'_, S> {
+    fn send(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        self.0
+            .write_all(buf)
+            .and_then(|()| self.0.flush())
+            .map_err(WireError::Io)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+        self.0.read_exact(buf).map_err(WireError::Io)
+    }
+}
+
 /// Proves `code` to the listener on `s` and checks the listener's proof;
 /// nothing else is read or written first. `limit` bounds the exchange.
 pub fn prove(
@@ -97,17 +127,36 @@ pub fn prove(
     limit: Duration,
 ) -> Result<(), DialFailure> {
     let binding = s.channel_binding().ok_or(DialFailure::NotConfirmed)?;
-    let (id_a, id_b) = ids(&binding);
-    let (state, a) = Spake2::<Ed25519Group>::start_a(&password(code), &id_a, &id_b);
-    let mut hello = Vec::with_capacity(HELLO);
-    hello.extend_from_slice(MAGIC);
-    hello.extend_from_slice(&a);
-    s.write_all(&hello).map_err(DialFailure::Wire)?;
     s.set_deadline(Some(Instant::now() + limit));
-    let mut reply = [0u8; REPLY];
-    let got = read_exact(s, &mut reply[..MAGIC.len() + 1]);
+    let r = prove_on(s, &binding, code, ends);
     s.set_deadline(None);
-    got.map_err(DialFailure::Wire)?;
+    r
+}
+
+/// [`prove`] over any plaintext stream whose TLS `tls-exporter` value is
+/// `binding` (for peers built on rustls's buffered API, such as tests').
+pub fn prove_io<S: std::io::Read + std::io::Write>(
+    s: &mut S,
+    binding: &[u8; 32],
+    code: &Code,
+    ends: &Ends,
+) -> Result<(), DialFailure> {
+    prove_on(&mut Io(s), binding, code, ends)
+}
+
+fn prove_on(
+    s: &mut impl Channel,
+    binding: &[u8; 32],
+    code: &Code,
+    ends: &Ends,
+) -> Result<(), DialFailure> {
+    let (id_a, id_b) = ids(binding);
+    let (state, a) = Spake2::<Ed25519Group>::start_a(&password(code), &id_a, &id_b);
+    s.send(&[MAGIC.as_slice(), &a].concat())
+        .map_err(DialFailure::Wire)?;
+    let mut reply = [0u8; REPLY];
+    s.recv(&mut reply[..MAGIC.len() + 1])
+        .map_err(DialFailure::Wire)?;
     if &reply[..MAGIC.len()] != MAGIC {
         return Err(DialFailure::NoCodeExchange);
     }
@@ -116,23 +165,21 @@ pub fn prove(
         CLOSED => return Err(DialFailure::Closed),
         WAIT => {
             let mut secs = [0u8; 1];
-            read_exact(s, &mut secs).map_err(DialFailure::Wire)?;
+            s.recv(&mut secs).map_err(DialFailure::Wire)?;
             return Err(DialFailure::Wait(secs[0]));
         }
         _ => return Err(DialFailure::NoCodeExchange),
     }
-    s.set_deadline(Some(Instant::now() + limit));
-    let got = read_exact(s, &mut reply[MAGIC.len() + 1..]);
-    s.set_deadline(None);
-    got.map_err(DialFailure::Wire)?;
+    s.recv(&mut reply[MAGIC.len() + 1..])
+        .map_err(DialFailure::Wire)?;
     let b = &reply[MAGIC.len() + 1..MAGIC.len() + 1 + ELEMENT];
     let theirs = &reply[MAGIC.len() + 1 + ELEMENT..];
     let key = state.finish(b).map_err(|_| DialFailure::NotConfirmed)?;
-    let t = transcript(&binding, ends, &a, b);
+    let t = transcript(binding, ends, &a, b);
     let (listener_mac, dialer_mac) = confirmations(&key);
     hmac::verify(&listener_mac, &t, theirs).map_err(|_| DialFailure::NotConfirmed)?;
     let ours = hmac::sign(&dialer_mac, &t);
-    s.write_all(ours.as_ref()).map_err(DialFailure::Wire)?;
+    s.send(ours.as_ref()).map_err(DialFailure::Wire)?;
     Ok(())
 }
 
@@ -200,7 +247,7 @@ fn admit_within(
 }
 
 fn read_exact(s: &mut Session, buf: &mut [u8]) -> Result<(), WireError> {
-    s.read_exact(buf)
+    s.recv(buf)
 }
 
 fn password(code: &Code) -> Password {

@@ -802,6 +802,22 @@ pub fn sync_stdout() {
     }
 }
 
+/// Reads the environment variable `var` and removes it from this
+/// process's environment, so no program started later inherits it (a
+/// secret such as a private key or a code).
+///
+/// Call it before the process starts threads (the command line does, while
+/// it turns flags into options).
+#[allow(unsafe_code)]
+pub fn take_env(var: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
+    let value = std::env::var_os(var)?;
+    // SAFETY: the environment is only changed here, from the main thread
+    // before any other thread exists (see above), so no other thread reads
+    // or writes it at the same time.
+    unsafe { std::env::remove_var(var) };
+    Some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,20 +868,4 @@ mod tests {
     fn umask_is_read() {
         assert!(umask() <= 0o777);
     }
-}
-
-/// Reads the environment variable `var` and removes it from this
-/// process's environment, so no program started later inherits it (a
-/// secret such as a private key or a code).
-///
-/// Call it before the process starts threads (the command line does, while
-/// it turns flags into options).
-#[allow(unsafe_code)]
-pub fn take_env(var: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
-    let value = std::env::var_os(var)?;
-    // SAFETY: the environment is only changed here, from the main thread
-    // before any other thread exists (see above), so no other thread reads
-    // or writes it at the same time.
-    unsafe { std::env::remove_var(var) };
-    Some(value)
 }

@@ -229,8 +229,10 @@ fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)
         // The session is dropped unsent if this fails.
         record_first_use(opts, peer, &presented, events)?;
     }
-    if let (Some((name, file)), Some(pin)) = (&opts.save, presented.spki()) {
-        if peers::save_confirmed(file, name, &opts.addr, pin)? {
+    if let (Some((name, file)), Some(pin)) = (&opts.save, presented.spki())
+        && peers::save_confirmed(file, name, &opts.addr, pin)?
+    {
+        {
             events.emit(Event::FirstUse {
                 peer,
                 name: name.clone(),

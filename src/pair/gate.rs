@@ -158,7 +158,7 @@ impl Gate {
     pub fn reserve(&self) -> Verdict {
         let mut st = lock(&self.0.state);
         let budget = self.0.policy.budget();
-        if st.paired || st.failures + st.in_flight >= budget {
+        if st.failures + st.in_flight >= budget {
             return Verdict::Closed;
         }
         if let Some(t) = st.not_before {
@@ -191,7 +191,9 @@ impl Gate {
             st.not_before = Some(Instant::now() + delay);
         }
         let failures = st.failures;
-        let spent = failures >= self.0.policy.budget() && !st.exhausted_said;
+        // A listener that already admitted its peer is not ended by later
+        // failures (its transfer goes on); it only takes no more codes.
+        let spent = failures >= self.0.policy.budget() && !st.exhausted_said && !st.paired;
         st.exhausted_said |= spent;
         drop(st);
         if let Some(file) = &self.0.file {

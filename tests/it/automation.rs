@@ -283,9 +283,18 @@ fn retry_for_succeeds_when_serve_starts_a_second_later() {
     let fp = identity_new(dir.path(), "id.pem");
     let addr = format!("127.0.0.1:{}", free_port());
     let (a2, fp2) = (addr.clone(), fp.clone());
-    let sender = thread::spawn(move || send(&a2, &fp2, &["--retry-for", "30s"], b"raced"));
+    // A fixed code, known to both before the listener starts (its failure
+    // count lives in the test's own state directory).
+    let code = format!("retry {} fixed code", std::process::id());
+    let c2 = code.clone();
+    let sender =
+        thread::spawn(move || send(&a2, &fp2, &["--retry-for", "30s", "--code", &c2], b"raced"));
     thread::sleep(Duration::from_secs(1));
-    let mut srv = Server::start_on(&addr, dir.path(), &["--identity", "id.pem"]);
+    let state = dir.path().join("state");
+    let args = ["--identity", "id.pem", "--code", &code];
+    let mut srv = Server::start_on_with(&addr, dir.path(), &args, |c| {
+        c.env("PINCAT_STATE_DIR", &state);
+    });
     let r = sender.join().unwrap();
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
     assert_eq!(srv.wait_exit().1, b"raced");

@@ -130,7 +130,7 @@ fn pincat_issued_identities_work_both_ways_and_openssl_verifies_them() {
     let mut offer = Server::listen(
         "offer",
         d,
-        &["--identity", p(&srv), "offered"],
+        &["--allow-any", "--identity", p(&srv), "offered"],
         Stdio::null(),
     );
     let out = run(
@@ -186,7 +186,8 @@ fn ca_refuses_expired_future_wrong_name_and_other_ca_servers() {
     ];
     for (i, (id, extra, why)) in cases.iter().enumerate() {
         let out_name = format!("got{i}");
-        let mut server = Server::start(d, &["--identity", p(id), "--out", &out_name]);
+        let mut server =
+            Server::start(d, &["--allow-any", "--identity", p(id), "--out", &out_name]);
         let ca_file = if extra == &["--ca-other"] {
             &other_pem
         } else {
@@ -205,7 +206,7 @@ fn ca_refuses_expired_future_wrong_name_and_other_ca_servers() {
         assert!(!d.join(&out_name).exists(), "case {i}: data arrived");
     }
     // The same certificate with the right name passes.
-    let mut server = Server::start(d, &["--identity", p(&named), "--out", "ok"]);
+    let mut server = Server::start(d, &["--allow-any", "--identity", p(&named), "--out", "ok"]);
     let out = send_with(
         &server.addr,
         &["--ca", p(&ca_pem), "--name", "receiver.example"],
@@ -582,7 +583,7 @@ fn openssl_made_cas_work_as_anchors_and_issuers() {
     openssl_ca_and_leaf(d);
     let (ca_pem, leaf) = (d.join("ca.pem"), d.join("leaf.id"));
     // An openssl leaf as the receiver, an openssl CA as the sender's anchor.
-    let mut server = Server::start(d, &["--identity", p(&leaf), "--out", "got"]);
+    let mut server = Server::start(d, &["--allow-any", "--identity", p(&leaf), "--out", "got"]);
     let out = send_with(&server.addr, &["--ca", p(&ca_pem)], b"openssl-issued");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(server.wait_exit().0, Some(0));

@@ -127,7 +127,7 @@ fn client_to_serve_raw(tool: &str, argv: impl Fn(&str) -> Vec<String>) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut srv = Server::start(dir.path(), &["--raw", "--out", "got.bin"]);
+    let mut srv = Server::start(dir.path(), &["--allow-any", "--raw", "--out", "got.bin"]);
     let (host, port) = srv.addr.rsplit_once(':').unwrap();
     let data = random_bytes(2 << 20, 12);
     let args = argv(&format!("{host}:{port}"));
@@ -173,7 +173,7 @@ fn ncat_client_without_close_notify_is_not_stored() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut srv = Server::start(dir.path(), &["--raw", "--out", "got.bin"]);
+    let mut srv = Server::start(dir.path(), &["--allow-any", "--raw", "--out", "got.bin"]);
     let (host, port) = srv.addr.rsplit_once(':').unwrap();
     let c = Command::new("ncat")
         .args(["--ssl", "--send-only", host, port])

@@ -20,6 +20,7 @@ mod interop;
 // The receiver's bounds under attack: floods, memory and descriptor budgets, tricklers.
 mod limits;
 // Known peers: the peers file, dialing by name, trust on first use, a changed key.
+mod pairing;
 mod peers;
 // The sender's own safety: files changing while sent, local mistakes, deceptive peer text.
 mod sender_safety;

@@ -204,7 +204,7 @@ fn concurrent_adds_lose_no_update() {
 fn send_and_get_by_name_deliver_exact_bytes() {
     let base = tempfile::tempdir().unwrap();
     let file = peers_file(base.path());
-    let mut srv = Server::start(base.path(), &["--out", "got"]);
+    let mut srv = Server::start(base.path(), &["--allow-any", "--out", "got"]);
     ok(&with_peers(
         &file,
         &["peers", "add", "rx", &srv.addr, "--pin", &srv.fingerprint],
@@ -221,7 +221,7 @@ fn send_and_get_by_name_deliver_exact_bytes() {
     let mut off = Server::listen(
         "offer",
         base.path(),
-        &[],
+        &["--allow-any"],
         Stdio::from(fs::File::open(&input).unwrap()),
     );
     ok(&with_peers(
@@ -258,7 +258,7 @@ fn names_and_pins_do_not_mix_and_unknown_names_say_what_to_do() {
         (&["get", "nobody"], "pincat peers add nobody"),
         (
             &["send", "127.0.0.1:9"],
-            "--pin PIN (or --ca CA.pem) is required",
+            "--pin PIN, --code CODE or --ca CA.pem is required",
         ),
         (&["send", "127.0.0.1:9", "--tofu"], "pincat peers add"),
         // An entry with no pin is never trusted without --tofu.
@@ -305,7 +305,14 @@ fn a_changed_key_is_refused(
     let mut srv = Server::start_on(
         addr,
         &inbox,
-        &["--identity", id_b, "--keep-open", "--out", "."],
+        &[
+            "--allow-any",
+            "--identity",
+            id_b,
+            "--keep-open",
+            "--out",
+            ".",
+        ],
     );
     let third = base.path().join("third.txt");
     fs::write(&third, b"third").unwrap();
@@ -347,7 +354,17 @@ fn tofu_records_the_key_once_and_a_changed_key_is_refused() {
     let (id_b, spki_b) = identity(base.path(), "b.id");
     let inbox = base.path().join("inbox");
     fs::create_dir(&inbox).unwrap();
-    let mut srv = Server::start(&inbox, &["--identity", &id_a, "--keep-open", "--out", "."]);
+    let mut srv = Server::start(
+        &inbox,
+        &[
+            "--allow-any",
+            "--identity",
+            &id_a,
+            "--keep-open",
+            "--out",
+            ".",
+        ],
+    );
     let addr = srv.addr.clone();
     ok(&with_peers(&file, &["peers", "add", "box", &addr], b""));
 
@@ -396,7 +413,10 @@ fn tofu_first_use_event_has_its_fields() {
     let base = tempfile::tempdir().unwrap();
     let file = peers_file(base.path());
     let (id, spki) = identity(base.path(), "a.id");
-    let mut srv = Server::start(base.path(), &["--identity", &id, "--out", "got"]);
+    let mut srv = Server::start(
+        base.path(),
+        &["--allow-any", "--identity", &id, "--out", "got"],
+    );
     ok(&with_peers(&file, &["peers", "add", "box", &srv.addr], b""));
     let out = with_peers(&file, &["send", "box", "--tofu", "--json"], b"payload");
     ok(&out);
@@ -417,7 +437,17 @@ fn concurrent_first_uses_record_one_key() {
     let (id, spki) = identity(base.path(), "a.id");
     let inbox = base.path().join("inbox");
     fs::create_dir(&inbox).unwrap();
-    let srv = Server::start(&inbox, &["--identity", &id, "--keep-open", "--out", "."]);
+    let srv = Server::start(
+        &inbox,
+        &[
+            "--allow-any",
+            "--identity",
+            &id,
+            "--keep-open",
+            "--out",
+            ".",
+        ],
+    );
     ok(&with_peers(&file, &["peers", "add", "box", &srv.addr], b""));
     let names: Vec<PathBuf> = (0..6)
         .map(|i| {
@@ -572,7 +602,14 @@ fn remote_key_pin_equals_the_identity_files() {
     let (id, spki) = identity(base.path(), "a.id");
     let srv = Server::start(
         base.path(),
-        &["--identity", &id, "--out", "got", "--keep-open"],
+        &[
+            "--allow-any",
+            "--identity",
+            &id,
+            "--out",
+            "got",
+            "--keep-open",
+        ],
     );
     let out = with_peers(
         &file,
@@ -605,7 +642,7 @@ fn verbose_prints_the_connected_line() {
     let file = peers_file(base.path());
     let inbox = base.path().join("inbox");
     fs::create_dir(&inbox).unwrap();
-    let srv = Server::start(&inbox, &["--out", ".", "--keep-open"]);
+    let srv = Server::start(&inbox, &["--allow-any", "--out", ".", "--keep-open"]);
     let send = |args: &[&str]| {
         let mut all = vec!["send", &srv.addr, "--pin", &srv.fingerprint];
         all.extend_from_slice(args);
@@ -650,7 +687,7 @@ fn pipe_by_name_with_tofu_says_so_even_though_people_see_only_warnings() {
     let mut lis = Server::listen(
         "pipe",
         base.path(),
-        &[],
+        &["--allow-any"],
         Stdio::from(fs::File::open(&input).unwrap()),
     );
     ok(&with_peers(&file, &["peers", "add", "pp", &lis.addr], b""));

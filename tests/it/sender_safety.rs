@@ -51,6 +51,7 @@ fn send_while_changing(
     let dst = fast_dir();
     let mut srv = Server::start(dst.path(), &["--out", "inbox"]);
     let via = relay(&srv.addr, after, meddle);
+    crate::util::server::share_code(&via, &srv.addr);
     let r = send(&via, &srv.fingerprint, &[path.to_str().unwrap()], b"");
     let err = text(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");

@@ -30,7 +30,7 @@ fn a_classical_peer_still_gets_in() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut srv = Server::start(dir.path(), &["--raw", "--out", "got"]);
+    let mut srv = Server::start(dir.path(), &["--allow-any", "--raw", "--out", "got"]);
     let client = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -232,7 +232,13 @@ fn public_key_pins_survive_a_renewed_certificate_and_any_listed_pin_matches() {
     let send_with = |pins: &[&str]| {
         let mut srv = Server::start(
             dir.path(),
-            &["--identity", renewed.to_str().unwrap(), "--out", "got"],
+            &[
+                "--allow-any",
+                "--identity",
+                renewed.to_str().unwrap(),
+                "--out",
+                "got",
+            ],
         );
         let mut args = Vec::new();
         for p in pins {

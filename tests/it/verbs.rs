@@ -2,6 +2,7 @@
 //! openssl interop), pinned forwarding, role mismatches, and the dial
 //! addresses a wildcard listener prints.
 
+use crate::util::server::code_args;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -19,6 +20,7 @@ use crate::util::{Server, WAIT, free_port, pincat, random_bytes, send, text, wai
 fn get(srv: &Server, dir: &Path, args: &[&str]) -> std::process::Output {
     let child = pincat()
         .args(["get", &srv.addr, "--pin", &srv.fingerprint])
+        .args(code_args(&srv.addr))
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -219,6 +221,7 @@ fn mismatched_roles_fail_at_once_naming_both() {
 fn pipe_dial(srv: &Server, input: Vec<u8>, args: &[&str]) -> std::process::Output {
     let mut child = pincat()
         .args(["pipe", &srv.addr, "--pin", &srv.fingerprint])
+        .args(code_args(&srv.addr))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

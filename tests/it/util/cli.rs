@@ -19,6 +19,7 @@ pub fn pincat() -> Command {
 pub fn send_cmd(addr: &str, pin: &str) -> Command {
     let mut cmd = pincat();
     cmd.args(["send", addr, "--pin", pin])
+        .args(super::server::code_args(addr))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -44,10 +44,40 @@ pub fn connect(addr: &str, config: Arc<ClientConfig>) -> ClientTls {
 
 /// Connects to `addr` as pincat's own client would, pinned to `pin` and
 /// with no client certificate.
+/// When the listener a test started there has a code, the client proves it
+/// first, as pincat's own dialer does.
 pub fn connect_pinned(addr: &str, pin: &str) -> ClientTls {
     let config =
         verify::client_config(Some(pin.parse().unwrap()), None, Presented::default()).unwrap();
-    connect(addr, config)
+    let mut tls = connect(addr, config);
+    if let Some(code) = super::server::code_for(addr) {
+        prove_code(&mut tls, pin, &code).expect("the code is confirmed");
+    }
+    tls
+}
+
+/// Completes the handshake and proves `code` to the listener whose
+/// certificate fingerprint is `pin`.
+pub fn prove_code(
+    tls: &mut ClientTls,
+    pin: &str,
+    code: &str,
+) -> Result<(), pincat::pair::DialFailure> {
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| pincat::pair::DialFailure::Wire(pincat::session::WireError::Io(e)))?;
+    }
+    let binding = tls
+        .conn
+        .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .unwrap();
+    let ends = pincat::pair::Ends {
+        listener: pin.parse().unwrap(),
+        dialer: None,
+    };
+    let code = pincat::pair::Code::parse(code).unwrap();
+    pincat::pair::prove_io(tls, &binding, &code, &ends)
 }
 
 /// A sender driven frame by frame over a pinned connection, so a test can

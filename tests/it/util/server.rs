@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub fingerprint: String,
+    /// The code dialers must prove (listeners in the default mode).
+    pub code: Option<String>,
     pub events: Receiver<Value>,
     /// Everything the server printed on stdout, once it has exited.
     stdout: Option<thread::JoinHandle<Vec<u8>>>,
@@ -38,6 +41,16 @@ impl Server {
     /// As [`Server::start`], with a hook to adjust the command (limits, ...).
     pub fn start_with(dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
         Self::spawn("127.0.0.1:0", dir, args, adjust)
+    }
+
+    /// As [`Server::start_with`], listening on `listen`.
+    pub fn start_on_with(
+        listen: &str,
+        dir: &Path,
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
+        Self::spawn(listen, dir, args, adjust)
     }
 
     fn spawn(listen: &str, dir: &Path, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
@@ -88,9 +101,15 @@ impl Server {
         });
         let first = rx.recv_timeout(WAIT).expect("no listening event");
         assert_eq!(first["event"], "listening", "{first}");
+        let addr = first["addr"].as_str().unwrap().to_string();
+        let code = first["code"].as_str().map(str::to_string);
+        if let Some(c) = &code {
+            remember_code(&addr, c);
+        }
         Server {
-            addr: first["addr"].as_str().unwrap().to_string(),
+            addr,
             fingerprint: first["fingerprint"].as_str().unwrap().to_string(),
+            code,
             child,
             events: rx,
             stdout: Some(out),
@@ -158,6 +177,40 @@ impl Server {
     pub fn signal(&self, sig: i32) {
         process::signal(self.child.id(), sig);
     }
+}
+
+/// The codes of the listeners tests started, by address: the dialing
+/// helpers add `--code` for a listener in the default mode, so every test
+/// that dials one proves its code as a user would.
+static CODES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn remember_code(addr: &str, code: &str) {
+    let mut c = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    c.retain(|(a, _)| a != addr);
+    c.push((addr.to_string(), code.to_string()));
+}
+
+/// Lets dialers of `alias` (a relay in front of `addr`) prove `addr`'s code.
+pub fn share_code(alias: &str, addr: &str) {
+    if let Some(c) = code_for(addr) {
+        remember_code(alias, &c);
+    }
+}
+
+/// The code of the listener a test started at `addr`, if it has one.
+pub fn code_for(addr: &str) -> Option<String> {
+    let c = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    c.iter()
+        .rev()
+        .find(|(a, _)| a == addr)
+        .map(|(_, code)| code.clone())
+}
+
+/// `--code CODE` for the listener at `addr`, or nothing.
+pub fn code_args(addr: &str) -> Vec<String> {
+    code_for(addr)
+        .map(|c| vec!["--code".into(), c])
+        .unwrap_or_default()
 }
 
 impl Drop for Server {
