@@ -306,13 +306,20 @@ mod tests {
     }
 
     #[test]
-    fn a_one_shot_gate_takes_nothing_after_a_success() {
-        let g = Gate::new(code(), GatePolicy::OneShot(3));
+    fn a_one_shot_gate_is_not_ended_by_failures_after_a_success() {
+        let g = Gate::new(code(), GatePolicy::OneShot(1));
+        let ended = Arc::new(Mutex::new(false));
+        let seen = ended.clone();
+        g.on_exhausted(Box::new(move |_| *lock(&seen) = true));
         let Verdict::Go(a) = g.reserve() else {
             panic!()
         };
         a.confirmed();
-        assert_eq!(g.failures(), 0);
+        let Verdict::Go(b) = g.reserve() else {
+            panic!()
+        };
+        drop(b);
+        assert!(!*lock(&ended));
         assert!(matches!(g.reserve(), Verdict::Closed));
     }
 
