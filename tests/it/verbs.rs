@@ -269,20 +269,10 @@ fn pipe_half_close_keeps_the_other_direction() {
 }
 
 #[test]
-fn pipe_exec_connects_a_program_and_needs_an_allow_list() {
+fn pipe_exec_connects_a_program_once_the_dialer_proved_the_code() {
     let base = tempfile::tempdir().unwrap();
-    let refused = pincat()
-        .args(["pipe", "--listen", "127.0.0.1:0", "--exec", "cat"])
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
-    assert!(text(&refused.stderr).contains("--allow-any"));
-    let mut lis = Server::listen(
-        "pipe",
-        base.path(),
-        &["--allow-any", "--exec", "cat"],
-        Stdio::null(),
-    );
+    let mut lis = Server::listen("pipe", base.path(), &["--exec", "cat"], Stdio::null());
+    assert!(lis.code.is_some(), "a code by default: {}", lis.seen[0]);
     let data = random_bytes(1 << 20, 7);
     let out = pipe_dial(&lis, data.clone(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -349,7 +339,8 @@ fn pipe_talks_to_openssl_both_ways() {
         .spawn()
         .unwrap();
     let slow_input = Stdio::from(feeder.stdout.take().unwrap());
-    let mut lis = Server::listen("pipe", base.path(), &[], slow_input);
+    // openssl cannot prove a code: this listener serves anyone.
+    let mut lis = Server::listen("pipe", base.path(), &["--allow-any"], slow_input);
     let client = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -506,17 +497,18 @@ fn stranger_gets_nothing(expose: &mut Server) {
 }
 
 #[test]
-fn forward_listen_needs_an_allow_list() {
-    let out = pincat()
-        .args(["forward", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--allow-any"),
-        "{}",
-        text(&out.stderr)
+fn forward_listen_without_an_allow_list_makes_a_code() {
+    let base = tempfile::tempdir().unwrap();
+    let mut lis = Server::listen(
+        "forward",
+        base.path(),
+        &["--to", "127.0.0.1:9"],
+        Stdio::null(),
     );
+    let code = lis.code.clone().expect("a code by default");
+    let line = lis.seen[0]["command"].as_str().unwrap().to_string();
+    assert!(line.contains(&format!("--code {code}")), "{line}");
+    lis.kill();
 }
 
 /// The machine's own non-loopback IPv4 addresses, as `ip` reports them.
