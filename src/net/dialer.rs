@@ -192,8 +192,41 @@ pub fn confirmed_keys(opts: &DialOptions, events: &Events) -> Result<(Fingerprin
     }
 }
 
+/// How long a dialer with a code waits, in all, for a listener that is
+/// busy with another dialer's attempt (or slowing down after failed ones)
+/// before giving up: no PAKE ran, so trying again costs no attempt.
+const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+
 fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)> {
     opts.check()?;
+    let patience = opts.retry_for.unwrap_or_default().max(BUSY_PATIENCE);
+    let until = Instant::now() + patience;
+    loop {
+        let (secs, peer) = match dial_once(opts, events)? {
+            Ok(done) => return Ok(done),
+            Err(busy) => busy,
+        };
+        let wait = Duration::from_secs(secs.into());
+        if Instant::now() + wait > until {
+            return Err(code_error(DialFailure::Wait(secs), peer));
+        }
+        events.emit(Event::Warning {
+            message: format!(
+                "the listener at {peer} is busy with another attempt or slowing down after failed ones; trying again in {secs} s"
+            ),
+        });
+        std::thread::sleep(wait);
+    }
+}
+
+/// One dial: the session, or how many seconds a busy listener asked us to
+/// wait before trying again.
+type Busy = (u8, SocketAddr);
+
+fn dial_once(
+    opts: &DialOptions,
+    events: &Events,
+) -> Result<std::result::Result<(Session, Presented), Busy>> {
     let sock = connect_retrying(opts)?;
     let peer = sock
         .peer_addr()
@@ -222,8 +255,11 @@ fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)
                 .ok_or_else(|| anyhow!("the server at {peer} presented no certificate"))?,
             dialer: opts.identity.as_ref().map(Identity::fingerprint),
         };
-        pair::prove(&mut s, code, &ends, opts.handshake_timeout)
-            .map_err(|f| code_error(f, peer))?;
+        match pair::prove(&mut s, code, &ends, opts.handshake_timeout) {
+            Ok(()) => {}
+            Err(DialFailure::Wait(secs)) => return Ok(Err((secs, peer))),
+            Err(f) => return Err(code_error(f, peer)),
+        }
     }
     if opts.first_use() {
         // The session is dropped unsent if this fails.
@@ -247,7 +283,7 @@ fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)
         fingerprint: presented.get(),
         tls: s.tls_info().clone(),
     });
-    Ok((s, presented))
+    Ok(Ok((s, presented)))
 }
 
 /// A failed code exchange, as the dialer's error (exit 9 unless the

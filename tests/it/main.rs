@@ -19,13 +19,16 @@ mod hostile;
 mod interop;
 // The receiver's bounds under attack: floods, memory and descriptor budgets, tricklers.
 mod limits;
-// Known peers: the peers file, dialing by name, trust on first use, a changed key.
+// The default admission: codes, wrong codes, --code alone, --save, --allow-any.
 mod pairing;
+// Known peers: the peers file, dialing by name, trust on first use, a changed key.
 mod peers;
 // The sender's own safety: files changing while sent, local mistakes, deceptive peer text.
 mod sender_safety;
 // The receiver's store under attack: symlink races, aborts beside each other, umask, crashes.
 mod store_attacks;
+// Strangers who connect first to every listening verb get nothing; the real dialer then succeeds.
+mod strangers;
 // End-to-end transfers: streams, files, refusals, pins, IPv6, peers dying mid-transfer.
 mod transfer;
 /// Key exchange: hybrid post-quantum between pincats, classical with older peers.

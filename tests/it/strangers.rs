@@ -1,0 +1,403 @@
+//! Strangers who connect first to a listener in the default mode (a code):
+//! a silent TLS client, one with a wrong code, one that aborts right after
+//! the listener's PAKE message, one that sends frames or data before
+//! proving anything. None of them gets a byte, nothing is stored, no
+//! program starts, no forwarded connection opens; the real dialer with the
+//! code then succeeds.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::util::peers::{ClientTls, connect, prove_code};
+use crate::util::process::KillOnDrop;
+use crate::util::wire;
+use crate::util::{
+    Server, WAIT, free_port, pincat, random_bytes, run, send, text, wait_output, wait_until,
+};
+use pincat::protocol;
+use pincat::verify::{self, Presented};
+
+/// The ways a stranger tries a listener before the real dialer comes.
+#[derive(Clone, Copy, Debug)]
+enum Stranger {
+    /// Completes TLS and says nothing.
+    Silent,
+    /// Runs the PAKE with a wrong code.
+    WrongCode,
+    /// Runs the PAKE up to the listener's message, then hangs up.
+    Aborts,
+    /// Sends pincat frames (or, to a raw stream listener, data) first.
+    Frames,
+}
+
+const ALL: [Stranger; 4] = [
+    Stranger::Silent,
+    Stranger::WrongCode,
+    Stranger::Aborts,
+    Stranger::Frames,
+];
+
+/// What a stranger sends when it skips the code: a whole transfer of a
+/// planted file, or plain bytes to a pipe or a forwarded service.
+const PLANTED: &[u8] = b"planted by a stranger";
+
+fn planted_transfer() -> Vec<u8> {
+    let offer = wire::files_offer(&[("planted.txt", PLANTED.len() as u64)]);
+    let mut script = protocol::preamble().to_vec();
+    script.extend(wire::offer_data_end(
+        &offer,
+        PLANTED,
+        1,
+        PLANTED.len() as u64,
+    ));
+    script
+}
+
+fn handshaken(addr: &str) -> ClientTls {
+    let config = verify::client_config_first_use(None, Presented::default()).unwrap();
+    let mut tls = connect(addr, config);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// Everything the listener sends until it closes (or stays silent for a
+/// moment).
+fn rest(tls: &mut ClientTls) -> Vec<u8> {
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = tls.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// A stream that lets the dialer's first message through, then fails every
+/// later write: the PAKE ends right after the listener's message arrived.
+struct AbortAfterShare<'a> {
+    tls: &'a mut ClientTls,
+    written: usize,
+    read: usize,
+}
+
+impl Read for AbortAfterShare<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.tls.read(buf)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+impl Write for AbortAfterShare<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written > 0 {
+            return Err(io::Error::other("the stranger hangs up"));
+        }
+        let n = self.tls.write(buf)?;
+        self.written += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tls.flush()
+    }
+}
+
+impl Stranger {
+    /// Tries `srv` as this stranger (sending `frames` as the one that skips
+    /// the code) and returns every byte the listener sent it after its PAKE
+    /// answer. Waits until the listener reported the refusal.
+    fn visit(self, srv: &mut Server, frames: &[u8]) -> Vec<u8> {
+        let mut tls = handshaken(&srv.addr);
+        let got = match self {
+            Stranger::Silent => rest(&mut tls),
+            Stranger::WrongCode => {
+                let r = prove_code(&mut tls, &srv.fingerprint, "wrong-guess-here");
+                assert!(r.is_err(), "a wrong code was confirmed");
+                rest(&mut tls)
+            }
+            Stranger::Aborts => {
+                let binding = tls
+                    .conn
+                    .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+                    .unwrap();
+                let ends = pincat::pair::Ends {
+                    listener: srv.fingerprint.parse().unwrap(),
+                    dialer: None,
+                };
+                let code = pincat::pair::Code::parse("wrong-guess-here").unwrap();
+                let mut a = AbortAfterShare {
+                    tls: &mut tls,
+                    written: 0,
+                    read: 0,
+                };
+                let r = pincat::pair::prove_io(&mut a, &binding, &code, &ends);
+                assert!(r.is_err());
+                assert!(a.read > 0, "the listener sent its PAKE message");
+                Vec::new()
+            }
+            Stranger::Frames => {
+                let _ = tls.write_all(frames);
+                let _ = tls.flush();
+                rest(&mut tls)
+            }
+        };
+        drop(tls);
+        let ev = srv.wait_event("refused");
+        let closed = matches!(self, Stranger::Silent) && ev["reason"] == "closed";
+        assert!(ev["reason"] == "code" || closed, "{self:?}: {ev}");
+        got
+    }
+}
+
+/// Sends all four strangers to `srv` and checks none got `secret` (nor,
+/// for a framed listener, anything but a refusal).
+fn strangers_get_nothing(srv: &mut Server, frames: &[u8], secret: &[u8]) {
+    for s in ALL {
+        let got = s.visit(srv, frames);
+        assert!(
+            !got.windows(secret.len()).any(|w| w == secret),
+            "{s:?} got the secret"
+        );
+        assert!(srv.is_running(), "{s:?} ended the listener");
+    }
+}
+
+#[test]
+fn serve_into_a_directory_stores_nothing_for_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dir.path(), &["--out", "in"]);
+    strangers_get_nothing(&mut srv, &planted_transfer(), b"no secret here");
+    let inbox = dir.path().join("in");
+    assert!(!inbox.exists() || fs::read_dir(&inbox).unwrap().next().is_none());
+    fs::write(dir.path().join("real.txt"), b"the real file").unwrap();
+    let out = crate::util::cli::send_paths(&srv, &[&dir.path().join("real.txt")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    let names: Vec<_> = fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["real.txt"]);
+    assert_eq!(fs::read(inbox.join("real.txt")).unwrap(), b"the real file");
+}
+
+#[test]
+fn serve_to_stdout_writes_only_the_real_senders_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dir.path(), &[]);
+    strangers_get_nothing(&mut srv, &planted_transfer(), b"no secret here");
+    let out = send(&srv.addr, &srv.fingerprint, &[], b"real stream");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(srv.wait_exit(), (Some(0), b"real stream".to_vec()));
+}
+
+#[test]
+fn offer_gives_strangers_no_byte_and_the_real_taker_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = random_bytes(100_000, 21);
+    fs::write(dir.path().join("secret.bin"), &secret).unwrap();
+    let mut off = Server::listen("offer", dir.path(), &["secret.bin"], Stdio::null());
+    let get_first = protocol::preamble().to_vec();
+    strangers_get_nothing(&mut off, &get_first, &secret[..32]);
+    let code = off.code.clone().unwrap();
+    let out = run(&["get", &off.addr, "--code", &code, "--out", "got"], |c| {
+        c.current_dir(dir.path());
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(fs::read(dir.path().join("got/secret.bin")).unwrap() == secret);
+    assert_eq!(off.wait_exit().0, Some(0));
+}
+
+/// `pipe --listen` with `stdin` and `args`; the dialer sends `input`.
+fn pipe_dial(srv: &Server, input: &[u8]) -> std::process::Output {
+    let mut child = pincat()
+        .args(["pipe", &srv.addr, "--code", srv.code.as_deref().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let w = crate::util::cli::feed(&mut child, input);
+    let out = wait_output(child, WAIT);
+    let _ = w.join();
+    out
+}
+
+#[test]
+fn pipe_listen_sends_strangers_none_of_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = random_bytes(200_000, 22);
+    fs::write(dir.path().join("in"), &secret).unwrap();
+    let stdin = Stdio::from(fs::File::open(dir.path().join("in")).unwrap());
+    let mut lis = Server::listen("pipe", dir.path(), &[], stdin);
+    strangers_get_nothing(&mut lis, PLANTED, &secret[..32]);
+    let out = pipe_dial(&lis, b"from the real dialer");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stdout == secret,
+        "the dialer got {} bytes",
+        out.stdout.len()
+    );
+    assert_eq!(lis.wait_exit(), (Some(0), b"from the real dialer".to_vec()));
+}
+
+#[test]
+fn pipe_listen_exec_starts_no_program_for_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("echo started >> '{}'; exec cat", marker.display());
+    let mut lis = Server::listen(
+        "pipe",
+        dir.path(),
+        &["--exec", "sh", "-c", &script],
+        Stdio::null(),
+    );
+    strangers_get_nothing(&mut lis, PLANTED, b"no secret here");
+    assert!(!marker.exists(), "the program started for a stranger");
+    let out = pipe_dial(&lis, b"echo me");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"echo me");
+    assert_eq!(lis.wait_exit().0, Some(0));
+    assert_eq!(fs::read_to_string(&marker).unwrap(), "started\n");
+}
+
+/// A TCP service that counts the connections it accepted and echoes each.
+fn counting_echo() -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    thread::spawn(move || {
+        for s in l.incoming().take(16) {
+            let Ok(mut s) = s else { break };
+            seen.fetch_add(1, Ordering::SeqCst);
+            thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = io::copy(&mut r, &mut s);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn forward_listen_opens_no_connection_for_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, opened) = counting_echo();
+    let mut expose = Server::listen("forward", dir.path(), &["--to", &service], Stdio::null());
+    strangers_get_nothing(&mut expose, PLANTED, b"no secret here");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(opened.load(Ordering::SeqCst), 0, "a stranger got through");
+    let local = format!("127.0.0.1:{}", free_port());
+    let code = expose.code.clone().unwrap();
+    let _using = KillOnDrop(
+        pincat()
+            .args(["forward", "--local", &local, "--to", &expose.addr])
+            .args(["--code", &code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    // The probe above may have opened one forwarded connection.
+    let mut s = TcpStream::connect(&local).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"through").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"through");
+    assert!(opened.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn aborts_right_after_the_listeners_message_count_and_end_a_one_shot_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("secret.txt"), b"the secret").unwrap();
+    let mut off = Server::listen("offer", dir.path(), &["secret.txt"], Stdio::null());
+    for _ in 0..3 {
+        let got = Stranger::Aborts.visit(&mut off, &[]);
+        assert!(got.is_empty());
+    }
+    let (code, _) = off.wait_exit();
+    assert_eq!(code, Some(10), "{:?}", off.seen);
+    let out = run(
+        &["get", &off.addr, "--code", off.code.as_deref().unwrap()],
+        |c| {
+            c.current_dir(dir.path());
+        },
+    );
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    assert!(
+        off.seen_named("transfer_started").is_empty(),
+        "nothing given: {:?}",
+        off.seen
+    );
+}
+
+/// A stream whose reads stall: the dialer sends its PAKE message and then
+/// never reads the answer nor confirms.
+struct Stall<'a>(&'a mut ClientTls);
+
+impl Read for Stall<'_> {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        thread::sleep(Duration::from_secs(4));
+        Err(io::Error::other("the stranger stalled"))
+    }
+}
+
+impl Write for Stall<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn a_stalled_attempt_makes_the_real_sender_wait_then_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dir.path(), &["--handshake-timeout", "2s"]);
+    let (addr, fp) = (srv.addr.clone(), srv.fingerprint.clone());
+    let staller = thread::spawn(move || {
+        let mut tls = handshaken(&addr);
+        let binding = tls
+            .conn
+            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .unwrap();
+        let ends = pincat::pair::Ends {
+            listener: fp.parse().unwrap(),
+            dialer: None,
+        };
+        let code = pincat::pair::Code::parse("wrong-guess-here").unwrap();
+        let _ = pincat::pair::prove_io(&mut Stall(&mut tls), &binding, &code, &ends);
+    });
+    // The one-shot listener takes one attempt at a time: the real sender
+    // is told to wait, waits, and gets in once the stalled one timed out.
+    thread::sleep(Duration::from_millis(300));
+    let out = send(&srv.addr, &srv.fingerprint, &[], b"real data");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("trying again"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(srv.wait_exit(), (Some(0), b"real data".to_vec()));
+    staller.join().unwrap();
+}
