@@ -309,6 +309,11 @@ pub struct AllowListClientVerifier {
     ca: Option<CaAllow>,
     presented: Presented,
     algs: WebPkiSupportedAlgorithms,
+    /// Asks for a certificate but admits a client without one, and any
+    /// client that proves the key of the one it presents (its fingerprint
+    /// is then recorded): for listeners that admit by code, whose
+    /// confirmation covers this fingerprint.
+    optional: bool,
 }
 
 impl AllowListClientVerifier {
@@ -319,6 +324,16 @@ impl AllowListClientVerifier {
             ca: None,
             presented,
             algs: provider().signature_verification_algorithms,
+            optional: false,
+        }
+    }
+
+    /// A verifier that admits any client, with or without a certificate,
+    /// and records the fingerprint of the one it presents and proves.
+    pub fn any(presented: Presented) -> Self {
+        AllowListClientVerifier {
+            optional: true,
+            ..Self::new(Arc::new(Vec::new()), presented)
         }
     }
 
@@ -337,7 +352,7 @@ impl ClientCertVerifier for AllowListClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.optional
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -353,7 +368,7 @@ impl ClientCertVerifier for AllowListClientVerifier {
         let pinned = check_pin(
             end_entity,
             intermediates,
-            &|fp, der| any_pin(&self.allowed, fp, der),
+            &|fp, der| self.optional || any_pin(&self.allowed, fp, der),
             &self.presented,
         );
         match (pinned, &self.ca) {
@@ -481,13 +496,30 @@ pub fn server_config(
     allowed: Option<&Allow>,
     presented: Presented,
 ) -> Result<Arc<ServerConfig>> {
+    let verifier = allowed.map(|a| AllowListClientVerifier::from_allow(a, presented));
+    server_config_with(identity, verifier)
+}
+
+/// As [`server_config`] with no allow list, asking for an optional client
+/// certificate and recording the one presented (see
+/// [`AllowListClientVerifier::any`]): a code's confirmation then covers
+/// the dialer's key too.
+pub fn server_config_any_client(
+    identity: &Identity,
+    presented: Presented,
+) -> Result<Arc<ServerConfig>> {
+    server_config_with(identity, Some(AllowListClientVerifier::any(presented)))
+}
+
+fn server_config_with(
+    identity: &Identity,
+    verifier: Option<AllowListClientVerifier>,
+) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available in the crypto provider")?;
-    let builder = match allowed {
-        Some(allowed) => builder.with_client_cert_verifier(Arc::new(
-            AllowListClientVerifier::from_allow(allowed, presented),
-        )),
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(Arc::new(v)),
         None => builder.with_no_client_auth(),
     };
     let (chain, key) = identity.chain_and_key();
@@ -677,6 +709,26 @@ mod tests {
         let client = client_config(pin, None, Presented::default()).unwrap();
         let (_, s) = handshake(client, server);
         assert!(s.is_err(), "a client without a certificate got through");
+    }
+
+    #[test]
+    fn a_code_listener_admits_any_client_and_records_the_key_it_proved() {
+        let server_id = Identity::generate().unwrap();
+        let client_id = Identity::generate().unwrap();
+        let pin = Some(server_id.fingerprint());
+        let seen = Presented::default();
+        let server = server_config_any_client(&server_id, seen.clone()).unwrap();
+        let client = client_config(pin, Some(&client_id), Presented::default()).unwrap();
+        let (c, s) = handshake(client, server);
+        assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
+        assert_eq!(seen.get(), Some(client_id.fingerprint()));
+
+        let seen = Presented::default();
+        let server = server_config_any_client(&server_id, seen.clone()).unwrap();
+        let client = client_config(pin, None, Presented::default()).unwrap();
+        let (c, s) = handshake(client, server);
+        assert!(c.is_ok() && s.is_ok(), "{c:?} {s:?}");
+        assert_eq!(seen.get(), None);
     }
 
     #[test]

@@ -74,7 +74,11 @@ impl Endpoint {
     /// and the code gate. A one-shot listener whose code attempts are used
     /// up ends (exit 10); a kept-open one says so and accepts no more codes.
     pub fn accept_spec(&self, allow: &Option<Allow>, b: Bounds) -> crate::Result<AcceptSpec> {
-        let tls = verify::server_config(&self.identity, allow.as_ref(), Presented::per_thread())?;
+        let seen = Presented::per_thread();
+        let tls = match (allow, &self.gate) {
+            (None, Some(_)) => verify::server_config_any_client(&self.identity, seen)?,
+            _ => verify::server_config(&self.identity, allow.as_ref(), seen)?,
+        };
         if let Some(g) = &self.gate {
             let (handle, events) = (self.shutdown_handle(), self.events.clone());
             let one_shot = matches!(g.policy(), GatePolicy::OneShot(_));

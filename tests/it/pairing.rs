@@ -122,3 +122,181 @@ fn allow_any_serves_anyone_with_a_warning() {
         text(&out.stderr)
     );
 }
+
+/// A new identity file in `dir`; returns its path.
+fn new_identity(dir: &std::path::Path, name: &str) -> String {
+    let p = dir.join(name).to_str().unwrap().to_string();
+    let out = run(&["identity", "new", &p], |_| {});
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    p
+}
+
+/// `pincat send TARGET ARGS` with the peers file `peers`, "hello" on stdin.
+fn send_by(peers: &std::path::Path, target: &str, args: &[&str]) -> std::process::Output {
+    let mut c = pincat();
+    c.args(["send", target])
+        .args(args)
+        .env("PINCAT_PEERS", peers)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let w = crate::util::cli::feed(&mut child, b"hello");
+    let out = wait_output(child, WAIT);
+    let _ = w.join();
+    out
+}
+
+#[test]
+fn save_records_the_code_confirmed_key_and_later_dials_by_name_check_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = dir.path().join("peers");
+    let srv_id = new_identity(dir.path(), "server.id");
+    let spki = run(&["fingerprint", "--spki", &srv_id], |_| {});
+    let spki = text(&spki.stdout).trim().to_string();
+    let mut srv = Server::start(dir.path(), &["--identity", &srv_id]);
+    let code = srv.code.clone().unwrap();
+    let out = send_by(&peers, &srv.addr, &["--code", &code, "--save", "office"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(srv.wait_exit(), (Some(0), b"hello".to_vec()));
+    let saved = std::fs::read_to_string(&peers).unwrap();
+    assert!(saved.contains("office") && saved.contains(&spki), "{saved}");
+    // The same key on the same address: dialing by name checks it.
+    let addr = srv.addr.clone();
+    let mut again = Server::start_on(&addr, dir.path(), &["--identity", &srv_id]);
+    let code = again.code.clone().unwrap();
+    let out = send_by(&peers, "office", &["--code", &code]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(again.wait_exit(), (Some(0), b"hello".to_vec()));
+    // Another key there, even with its own right code: a pin mismatch.
+    let mut other = Server::start_on(&addr, dir.path(), &[]);
+    let code = other.code.clone().unwrap();
+    let out = send_by(&peers, "office", &["--code", &code]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(other.is_running());
+    other.kill();
+    assert!(
+        other.seen_named("transfer_started").is_empty(),
+        "{:?}",
+        other.seen
+    );
+}
+
+/// Whether a file a program wrote with `env` holds the key or its variable.
+fn leaks(env_dump: &str) -> bool {
+    env_dump.contains("PRIVATE KEY") || env_dump.contains("PINCAT_TEST_KEY")
+}
+
+#[test]
+fn identities_from_the_environment_never_reach_a_pipe_exec_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let srv_pem = std::fs::read_to_string(new_identity(d, "server.id")).unwrap();
+    let cli_pem = std::fs::read_to_string(new_identity(d, "client.id")).unwrap();
+    let listener_env = d.join("listener.env");
+    let script = format!("env > '{}'; cat", listener_env.display());
+    let mut lis = Server::listen_with(
+        "pipe",
+        d,
+        &[
+            "--identity",
+            "env:PINCAT_TEST_KEY",
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+        ],
+        Stdio::null(),
+        |c| {
+            c.env("PINCAT_TEST_KEY", &srv_pem);
+        },
+    );
+    let dialer_env = d.join("dialer.env");
+    let script = format!(
+        "env > '{}'; echo from-dialer; exec cat > /dev/null",
+        dialer_env.display()
+    );
+    let out = run(
+        &[
+            "pipe",
+            &lis.addr,
+            "--code",
+            lis.code.as_deref().unwrap(),
+            "--identity",
+            "env:PINCAT_TEST_KEY",
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+        ],
+        |c| {
+            c.env("PINCAT_TEST_KEY", &cli_pem);
+        },
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(lis.wait_exit().0, Some(0));
+    for f in [&listener_env, &dialer_env] {
+        let dump = std::fs::read_to_string(f).unwrap();
+        assert!(dump.contains("PATH="), "{dump}");
+        assert!(!leaks(&dump), "{} holds the key", f.display());
+    }
+}
+
+#[test]
+fn a_dialing_pipe_exec_runs_nothing_when_the_dial_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("echo started >> '{}'; cat", marker.display());
+    // Nothing listens there: exit 8.
+    let port = crate::util::free_port();
+    let out = run(
+        &[
+            "pipe",
+            &format!("127.0.0.1:{port}"),
+            "--pin",
+            &"ab".repeat(32),
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+        ],
+        |_| {},
+    );
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    // A listener with another key: exit 3.
+    let mut lis = Server::listen("pipe", dir.path(), &["--allow-any"], Stdio::null());
+    let out = run(
+        &[
+            "pipe",
+            &lis.addr,
+            "--pin",
+            &"ab".repeat(32),
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+        ],
+        |_| {},
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // A wrong code: exit 9.
+    lis.kill();
+    let mut lis = Server::listen("pipe", dir.path(), &[], Stdio::null());
+    let out = run(
+        &[
+            "pipe",
+            &lis.addr,
+            "--code",
+            "wrong-guess-here",
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+        ],
+        |_| {},
+    );
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    lis.kill();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!marker.exists(), "the program ran although the dial failed");
+}

@@ -63,6 +63,17 @@ impl Server {
         Self::spawn_verb(verb, "127.0.0.1:0", dir, args, stdin, |_| {})
     }
 
+    /// As [`Server::listen`], with a hook to adjust the command (environment...).
+    pub fn listen_with(
+        verb: &str,
+        dir: &Path,
+        args: &[&str],
+        stdin: Stdio,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
+        Self::spawn_verb(verb, "127.0.0.1:0", dir, args, stdin, adjust)
+    }
+
     fn spawn_verb(
         verb: &str,
         listen: &str,
