@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release --example loadgen -- ADDR PIN [N] [SECS] [SIZE]`: N
 //! concurrent senders (default 8) for SECS seconds (default 5), SIZE bytes
-//! per transfer (default 1024).
+//! per transfer (default 1024). With `PINCAT_LOADGEN_CODE` set, every
+//! transfer proves that code first, as to a listener in the default mode.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +26,14 @@ fn main() {
     let secs: f64 = args.get(3).map_or(5.0, |s| parse(s, "SECS"));
     let bytes: usize = args.get(4).map_or(1024, |s| parse(s, "SIZE"));
 
-    let opts = Arc::new(SendOptions::new(addr, pin));
+    let mut opts = SendOptions::new(addr, pin);
+    if let Ok(code) = std::env::var("PINCAT_LOADGEN_CODE") {
+        opts.code = Some(pincat::pair::Code::parse(&code).unwrap_or_else(|e| {
+            eprintln!("loadgen: PINCAT_LOADGEN_CODE: {e}");
+            std::process::exit(2)
+        }));
+    }
+    let opts = Arc::new(opts);
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
