@@ -247,54 +247,25 @@ fn a_dialing_pipe_exec_runs_nothing_when_the_dial_fails() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("started");
     let script = format!("echo started >> '{}'; cat", marker.display());
+    let dial = |target: &str, auth: [&str; 2]| {
+        let args = [
+            "pipe", target, auth[0], auth[1], "--exec", "sh", "-c", &script,
+        ];
+        run(&args, |_| {})
+    };
+    let wrong_pin = "ab".repeat(32);
     // Nothing listens there: exit 8.
-    let port = crate::util::free_port();
-    let out = run(
-        &[
-            "pipe",
-            &format!("127.0.0.1:{port}"),
-            "--pin",
-            &"ab".repeat(32),
-            "--exec",
-            "sh",
-            "-c",
-            &script,
-        ],
-        |_| {},
-    );
+    let nobody = format!("127.0.0.1:{}", crate::util::free_port());
+    let out = dial(&nobody, ["--pin", &wrong_pin]);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
     // A listener with another key: exit 3.
     let mut lis = Server::listen("pipe", dir.path(), &["--allow-any"], Stdio::null());
-    let out = run(
-        &[
-            "pipe",
-            &lis.addr,
-            "--pin",
-            &"ab".repeat(32),
-            "--exec",
-            "sh",
-            "-c",
-            &script,
-        ],
-        |_| {},
-    );
+    let out = dial(&lis.addr, ["--pin", &wrong_pin]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    // A wrong code: exit 9.
     lis.kill();
+    // A wrong code: exit 9.
     let mut lis = Server::listen("pipe", dir.path(), &[], Stdio::null());
-    let out = run(
-        &[
-            "pipe",
-            &lis.addr,
-            "--code",
-            "wrong-guess-here",
-            "--exec",
-            "sh",
-            "-c",
-            &script,
-        ],
-        |_| {},
-    );
+    let out = dial(&lis.addr, ["--code", "wrong-guess-here"]);
     assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
     lis.kill();
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -5,12 +5,12 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::thread;
 
 use crate::util::cli::feed;
+use crate::util::peers::echo_service;
 use crate::util::process::KillOnDrop;
 use crate::util::{
     Server, WAIT, free_port, pincat, random_bytes, run, text, wait_output, wait_until,
@@ -187,25 +187,10 @@ fn pipe_lines_work_as_printed() {
     pipe_line(Mode::AllowCa);
 }
 
-/// A TCP echo service for one connection at a time.
-fn echo() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for s in l.incoming().take(8) {
-            let Ok(mut s) = s else { break };
-            let mut r = s.try_clone().unwrap();
-            let _ = std::io::copy(&mut r, &mut s);
-            let _ = s.shutdown(Shutdown::Write);
-        }
-    });
-    addr
-}
-
 fn forward_line(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
     let adm = admission(dir.path(), &mode);
-    let service = echo();
+    let (service, _) = echo_service(8);
     let mut args: Vec<&str> = adm.args.iter().map(String::as_str).collect();
     args.extend(["--to", &service]);
     let mut expose = Server::listen("forward", dir.path(), &args, Stdio::null());

@@ -7,14 +7,15 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
-use crate::util::peers::{ClientTls, connect, prove_code};
+use crate::util::peers::{
+    ClientTls, channel_binding, connect, echo_service, prove_code, prove_code_over,
+};
 use crate::util::process::KillOnDrop;
 use crate::util::wire;
 use crate::util::{
@@ -129,21 +130,13 @@ impl Stranger {
                 rest(&mut tls)
             }
             Stranger::Aborts => {
-                let binding = tls
-                    .conn
-                    .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-                    .unwrap();
-                let ends = pincat::pair::Ends {
-                    listener: srv.fingerprint.parse().unwrap(),
-                    dialer: None,
-                };
-                let code = pincat::pair::Code::parse("wrong-guess-here").unwrap();
+                let binding = channel_binding(&tls);
                 let mut a = AbortAfterShare {
                     tls: &mut tls,
                     written: 0,
                     read: 0,
                 };
-                let r = pincat::pair::prove_io(&mut a, &binding, &code, &ends);
+                let r = prove_code_over(&mut a, &binding, &srv.fingerprint, "wrong-guess-here");
                 assert!(r.is_err());
                 assert!(a.read > 0, "the listener sent its PAKE message");
                 Vec::new()
@@ -274,30 +267,10 @@ fn pipe_listen_exec_starts_no_program_for_strangers() {
     assert_eq!(fs::read_to_string(&marker).unwrap(), "started\n");
 }
 
-/// A TCP service that counts the connections it accepted and echoes each.
-fn counting_echo() -> (String, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    thread::spawn(move || {
-        for s in l.incoming().take(16) {
-            let Ok(mut s) = s else { break };
-            seen.fetch_add(1, Ordering::SeqCst);
-            thread::spawn(move || {
-                let mut r = s.try_clone().unwrap();
-                let _ = io::copy(&mut r, &mut s);
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    (addr, count)
-}
-
 #[test]
 fn forward_listen_opens_no_connection_for_strangers() {
     let dir = tempfile::tempdir().unwrap();
-    let (service, opened) = counting_echo();
+    let (service, opened) = echo_service(16);
     let mut expose = Server::listen("forward", dir.path(), &["--to", &service], Stdio::null());
     strangers_get_nothing(&mut expose, PLANTED, b"no secret here");
     thread::sleep(Duration::from_millis(200));
@@ -377,16 +350,8 @@ fn a_stalled_attempt_makes_the_real_sender_wait_then_get_in() {
     let (addr, fp) = (srv.addr.clone(), srv.fingerprint.clone());
     let staller = thread::spawn(move || {
         let mut tls = handshaken(&addr);
-        let binding = tls
-            .conn
-            .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-            .unwrap();
-        let ends = pincat::pair::Ends {
-            listener: fp.parse().unwrap(),
-            dialer: None,
-        };
-        let code = pincat::pair::Code::parse("wrong-guess-here").unwrap();
-        let _ = pincat::pair::prove_io(&mut Stall(&mut tls), &binding, &code, &ends);
+        let binding = channel_binding(&tls);
+        let _ = prove_code_over(&mut Stall(&mut tls), &binding, &fp, "wrong-guess-here");
     });
     // The one-shot listener takes one attempt at a time: the real sender
     // is told to wait, waits, and gets in once the stalled one timed out.

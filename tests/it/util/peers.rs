@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -68,16 +69,54 @@ pub fn prove_code(
             .complete_io(&mut tls.sock)
             .map_err(|e| pincat::pair::DialFailure::Wire(pincat::session::WireError::Io(e)))?;
     }
-    let binding = tls
-        .conn
+    let binding = channel_binding(tls);
+    prove_code_over(tls, &binding, pin, code)
+}
+
+/// The session's RFC 9266 `tls-exporter` value, which the code exchange
+/// binds to.
+pub fn channel_binding(tls: &ClientTls) -> [u8; 32] {
+    tls.conn
         .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the dialer's side of the code exchange over `io` (the session, or
+/// a wrapper that misbehaves on purpose), bound to `binding`.
+pub fn prove_code_over(
+    io: &mut (impl Read + Write),
+    binding: &[u8; 32],
+    pin: &str,
+    code: &str,
+) -> Result<(), pincat::pair::DialFailure> {
     let ends = pincat::pair::Ends {
         listener: pin.parse().unwrap(),
         dialer: None,
     };
     let code = pincat::pair::Code::parse(code).unwrap();
-    pincat::pair::prove_io(tls, &binding, &code, &ends)
+    pincat::pair::prove_io(io, binding, &code, &ends)
+}
+
+/// A TCP echo service (echoes each connection until the client half-closes,
+/// then closes) for at most `max` connections; returns its address and how
+/// many connections it accepted so far.
+pub fn echo_service(max: usize) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    thread::spawn(move || {
+        for s in l.incoming().take(max) {
+            let Ok(mut s) = s else { break };
+            seen.fetch_add(1, Ordering::SeqCst);
+            thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = io::copy(&mut r, &mut s);
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (addr, count)
 }
 
 /// A sender driven frame by frame over a pinned connection, so a test can
