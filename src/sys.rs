@@ -1,11 +1,28 @@
-//! Every direct OS call pincat makes, each behind a safe function with a
-//! SAFETY comment. The receiver's disk access goes through the `*at`
-//! functions here, always relative to a directory descriptor.
+//! Every direct OS call pincat makes, behind safe functions. The receiver's
+//! disk access goes through the `*at` functions here, always relative to a
+//! directory descriptor. The calls go through `rustix`, except these,
+//! hand-written with a SAFETY comment each:
+//! - `set_notsent_lowat` (and its test-only reader): rustix has no
+//!   TCP_NOTSENT_LOWAT socket option, and no raw setsockopt.
+//! - `stat_readable_at`: its callers take a `libc::stat`, which has
+//!   private padding fields and no safe constructor, so the stat rustix
+//!   returns is copied into a zeroed one.
+//! - `reset_on_close`: rustix's SO_LINGER wants a borrowed descriptor, the
+//!   callers pass `impl AsRawFd`.
+//! - `end_fd`: rustix's `dup2` replaces an `OwnedFd`, the caller keeps
+//!   ownership and lends a `BorrowedFd`.
+//! - `interface_addrs`: rustix has no getifaddrs; the list is copied out
+//!   and freed inside one block.
+//! - `tune_allocator`: mallopt is glibc's, not a system call.
+//! - `take_env`: `std::env::remove_var` is unsafe in edition 2024.
 #![allow(unsafe_code)]
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
@@ -24,31 +41,28 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Flags for opening a directory: never through a symlink, never inherited.
-const DIR_FLAGS: libc::c_int =
-    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 /// Opens the directory `path` (a path the user gave: symlinks followed).
 pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
-    // SAFETY: `c` is a valid NUL-terminated string; the returned fd is owned.
-    let fd = check(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(c.as_c_str(), flags, Mode::empty())?)
 }
 
 /// Opens the single directory entry `name` in `dir` as a directory, failing
 /// (ELOOP / ENOTDIR) if it is a symbolic link or not a directory.
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
-    // SAFETY: valid dirfd and C string; the returned fd is owned.
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), DIR_FLAGS) })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(rustix::fs::openat(
+        dir,
+        c.as_c_str(),
+        DIR_FLAGS,
+        Mode::empty(),
+    )?)
 }
 
 /// Opens the relative directory path `rel` below `dir` without following
@@ -59,41 +73,15 @@ pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     if rel.is_empty() {
         return dup(dir);
     }
-    match openat2_dir(dir, rel) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOSYS | libc::EPERM | libc::E2BIG)
-            ) =>
-        {
-            walk_dir(dir, rel)
-        }
-        r => r,
-    }
-}
-
-fn openat2_dir(dir: BorrowedFd<'_>, rel: &str) -> io::Result<OwnedFd> {
     let c = cstr(OsStr::new(rel))?;
-    // SAFETY: open_how is plain old data; zeroed is valid (and required for
-    // fields this code does not set).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = DIR_FLAGS as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid dirfd, C string and open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    let resolve = rustix::fs::ResolveFlags::BENEATH
+        | rustix::fs::ResolveFlags::NO_SYMLINKS
+        | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(dir, c.as_c_str(), DIR_FLAGS, Mode::empty(), resolve) {
+        // No openat2 (old kernel), or a seccomp filter that refuses it.
+        Err(Errno::NOSYS | Errno::PERM | Errno::TOOBIG) => walk_dir(dir, rel),
+        r => Ok(r?),
     }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 /// The portable fallback of [`open_dir_beneath`]: one component at a time.
@@ -116,32 +104,27 @@ pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// Creates directory `name` in `dir` with `mode`.
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
-    // SAFETY: valid dirfd and C string.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })?;
-    Ok(())
+    Ok(rustix::fs::mkdirat(
+        dir,
+        c.as_c_str(),
+        Mode::from_bits_retain(mode),
+    )?)
 }
 
 /// An unnamed regular file in `dir` (O_TMPFILE): it vanishes if never linked.
 pub fn tmpfile_in(dir: BorrowedFd<'_>, mode: u32) -> io::Result<File> {
-    let flags = libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC;
-    // SAFETY: valid dirfd and a static C string.
-    let fd = check(unsafe {
-        libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, mode as libc::c_uint)
-    })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, c".", flags, Mode::from_bits_retain(mode))?;
+    Ok(File::from(fd))
 }
 
 /// Creates the new regular file `name` in `dir`; fails if anything exists
 /// there (a symlink included).
 pub fn create_new_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<File> {
     let c = cstr(name)?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: valid dirfd and C string.
-    let fd =
-        check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, c.as_c_str(), flags, Mode::from_bits_retain(mode))?;
+    Ok(File::from(fd))
 }
 
 /// Opens the regular file `name` in `dir` for reading, never through a
@@ -151,18 +134,12 @@ pub fn create_new_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result
 pub fn open_read_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File>> {
     let c = cstr(name)?;
     let flags =
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    // SAFETY: valid dirfd and C string.
-    let r = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(e),
-        };
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, c.as_c_str(), flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    // SAFETY: `r` was just opened and is owned by nobody else.
-    Ok(Some(unsafe { File::from_raw_fd(r) }))
 }
 
 /// `name` in `dir` as `fstatat` sees it without following a symbolic
@@ -171,31 +148,60 @@ pub fn open_read_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File
 /// and allocate an open file. The caller checks the kind.
 pub fn stat_readable_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<libc::stat> {
     let c = cstr(name)?;
-    // SAFETY: stat is plain old data; zeroed is a valid initial value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid dirfd, C string and out-pointer.
-    check(unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
-        let flags = libc::AT_EACCESS | libc::AT_SYMLINK_NOFOLLOW;
-        // SAFETY: valid dirfd and C string.
-        check(unsafe { libc::faccessat(dir.as_raw_fd(), c.as_ptr(), libc::R_OK, flags) })?;
+    let st = rustix::fs::statat(dir, c.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+        check_readable(dir, &c)?;
     }
-    Ok(st)
+    Ok(to_libc_stat(&st))
+}
+
+/// faccessat(R_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) as glibc does it.
+fn check_readable(dir: BorrowedFd<'_>, c: &CStr) -> io::Result<()> {
+    use rustix::fs::Access;
+    let flags = AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW;
+    match rustix::fs::accessat(dir, c, Access::READ_OK, flags) {
+        // Before faccessat2 (Linux 5.8) glibc drops AT_SYMLINK_NOFOLLOW
+        // too: the entry was a regular file a moment ago, and the open that
+        // reads it later never follows a symbolic link.
+        Err(Errno::NOSYS) => Ok(rustix::fs::accessat(
+            dir,
+            c,
+            Access::READ_OK,
+            AtFlags::EACCESS,
+        )?),
+        r => Ok(r?),
+    }
+}
+
+/// The stat rustix returns, as the `libc::stat` callers read.
+fn to_libc_stat(st: &rustix::fs::Stat) -> libc::stat {
+    // SAFETY: libc::stat is plain old data (integers and padding): all-zero
+    // bytes are a valid value. Its padding fields are private, so there is
+    // no safe way to build one.
+    let mut out: libc::stat = unsafe { std::mem::zeroed() };
+    out.st_dev = st.st_dev as _;
+    out.st_ino = st.st_ino as _;
+    out.st_nlink = st.st_nlink as _;
+    out.st_mode = st.st_mode as _;
+    out.st_uid = st.st_uid as _;
+    out.st_gid = st.st_gid as _;
+    out.st_rdev = st.st_rdev as _;
+    out.st_size = st.st_size as _;
+    out.st_blksize = st.st_blksize as _;
+    out.st_blocks = st.st_blocks as _;
+    out.st_atime = st.st_atime as _;
+    out.st_atime_nsec = st.st_atime_nsec as _;
+    out.st_mtime = st.st_mtime as _;
+    out.st_mtime_nsec = st.st_mtime_nsec as _;
+    out.st_ctime = st.st_ctime as _;
+    out.st_ctime_nsec = st.st_ctime_nsec as _;
+    out
 }
 
 /// Renames `from` to `to` within `dir`, atomically replacing `to`.
 pub fn rename_at(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);
-    // SAFETY: valid dirfd and C strings.
-    check(unsafe { libc::renameat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr()) })?;
-    Ok(())
+    Ok(rustix::fs::renameat(dir, f.as_c_str(), dir, t.as_c_str())?)
 }
 
 /// Gives an unnamed (O_TMPFILE) file the name `name` in `dir`; never
@@ -204,36 +210,29 @@ pub fn link_unnamed(file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Resul
     let to = cstr(name)?;
     let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(|_| io::Error::other("bad descriptor path"))?;
-    // SAFETY: valid C strings and dirfd; AT_SYMLINK_FOLLOW resolves the
-    // /proc magic link to the open file itself, not to any path.
-    let r = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc_path.as_ptr(),
-            dir.as_raw_fd(),
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
+    // AT_SYMLINK_FOLLOW resolves the /proc magic link to the open file
+    // itself, not to any path.
+    let err = match rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_c_str(),
+        dir,
+        to.as_c_str(),
+        AtFlags::SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
     };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ENOENT) || std::path::Path::new("/proc/self").exists() {
-        return Err(err);
+    if err != Errno::NOENT || std::path::Path::new("/proc/self").exists() {
+        return Err(err.into());
     }
     // No /proc: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH) is the other way.
-    // SAFETY: valid fds; the empty C string is static.
-    check(unsafe {
-        libc::linkat(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            dir.as_raw_fd(),
-            to.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    })?;
-    Ok(())
+    Ok(rustix::fs::linkat(
+        file,
+        c"",
+        dir,
+        to.as_c_str(),
+        AtFlags::EMPTY_PATH,
+    )?)
 }
 
 /// Hard-links `from` in `from_dir` to `to` in `to_dir`, following no
@@ -245,17 +244,14 @@ pub fn link_at(
     to: &OsStr,
 ) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);
-    // SAFETY: valid dirfds and C strings; flags 0 follows no symlink.
-    check(unsafe {
-        libc::linkat(
-            from_dir.as_raw_fd(),
-            f.as_ptr(),
-            to_dir.as_raw_fd(),
-            t.as_ptr(),
-            0,
-        )
-    })?;
-    Ok(())
+    // No flags: a symbolic link `from` is linked itself, never followed.
+    Ok(rustix::fs::linkat(
+        from_dir,
+        f.as_c_str(),
+        to_dir,
+        t.as_c_str(),
+        AtFlags::empty(),
+    )?)
 }
 
 /// Renames `from` to `to` within or across directories, failing (EEXIST)
@@ -267,26 +263,24 @@ pub fn rename_noreplace(
     to: &OsStr,
 ) -> io::Result<()> {
     let (f, t) = (cstr(from)?, cstr(to)?);
-    // SAFETY: valid dirfds and C strings.
-    check(unsafe {
-        libc::renameat2(
-            from_dir.as_raw_fd(),
-            f.as_ptr(),
-            to_dir.as_raw_fd(),
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    })?;
-    Ok(())
+    Ok(rustix::fs::renameat_with(
+        from_dir,
+        f.as_c_str(),
+        to_dir,
+        t.as_c_str(),
+        rustix::fs::RenameFlags::NOREPLACE,
+    )?)
 }
 
 /// Removes the entry `name` from `dir` (a directory only if empty).
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> io::Result<()> {
     let c = cstr(name)?;
-    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
-    // SAFETY: valid dirfd and C string.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
-    Ok(())
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    Ok(rustix::fs::unlinkat(dir, c.as_c_str(), flags)?)
 }
 
 /// What kind of thing a directory entry is, without following it.
@@ -328,81 +322,55 @@ impl Stat {
 
 /// The effective user id.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
-fn to_stat(st: &libc::stat) -> Stat {
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Kind::File,
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFLNK => Kind::Symlink,
+fn to_stat(st: &rustix::fs::Stat) -> Stat {
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
         _ => Kind::Other,
     };
     Stat {
         kind,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        uid: st.st_uid,
+        dev: st.st_dev as _,
+        ino: st.st_ino as _,
+        uid: st.st_uid as _,
         perm: st.st_mode & 0o7777,
-        nlink: st.st_nlink,
+        nlink: st.st_nlink as _,
     }
 }
 
 /// Stats `name` in `dir` without following it; `None` if it does not exist.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Stat>> {
     let c = cstr(name)?;
-    // SAFETY: stat is plain old data; zeroed is a valid initial value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid dirfd, C string and out-pointer.
-    let r = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        return Ok(Some(to_stat(&st)));
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOENT) {
-        Ok(None)
-    } else {
-        Err(e)
+    match rustix::fs::statat(dir, c.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(to_stat(&st))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Stats an open descriptor.
 pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
-    // SAFETY: stat is plain old data; zeroed is a valid initial value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out-pointer.
-    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(to_stat(&st))
+    Ok(to_stat(&rustix::fs::fstat(fd)?))
 }
 
 /// Sets the permission bits of an open file or directory.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    // SAFETY: valid fd.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;
-    Ok(())
+    Ok(rustix::fs::fchmod(fd, Mode::from_bits_retain(mode))?)
 }
 
 /// Flushes every dirty inode and name of the file system holding `fd`
 /// (reports write-back errors since Linux 5.8).
 pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid fd.
-    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
-    Ok(())
+    Ok(rustix::fs::syncfs(fd)?)
 }
 
 /// fsync of any descriptor (a directory included).
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid fd.
-    check(unsafe { libc::fsync(fd.as_raw_fd()) })?;
-    Ok(())
+    Ok(rustix::fs::fsync(fd)?)
 }
 
 /// Sets TCP_NOTSENT_LOWAT: a write waits while `bytes` or more already
@@ -443,71 +411,48 @@ pub fn notsent_lowat(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 /// Free bytes for unprivileged users on the file system holding `fd`.
 pub fn available_space(fd: BorrowedFd<'_>) -> Option<u64> {
-    // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out-pointer.
-    if unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let st = rustix::fs::fstatvfs(fd).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Whether `fd` is on a memory-backed file system (tmpfs, ramfs), where
 /// a flush has nothing to write.
 pub fn in_memory_fs(fd: BorrowedFd<'_>) -> bool {
-    // SAFETY: statfs is plain old data; zeroed is a valid initial value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out-pointer.
-    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 {
-        return false;
+    const TMPFS_MAGIC: u32 = 0x0102_1994;
+    const RAMFS_MAGIC: u32 = 0x8584_58f6;
+    match rustix::fs::fstatfs(fd) {
+        // The magic numbers are 32 bits wide; f_type's width varies.
+        Ok(st) => matches!(st.f_type as u32, TMPFS_MAGIC | RAMFS_MAGIC),
+        Err(_) => false,
     }
-    const RAMFS_MAGIC: libc::__fsword_t = 0x8584_58f6;
-    matches!(st.f_type, libc::TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 /// Takes an exclusive advisory lock on `fd` without waiting; `false` if
 /// another process (or descriptor) holds it.
 pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: valid fd.
-    let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+    use rustix::fs::FlockOperation;
+    match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// The names in the directory `fd` (without "." and "..").
+/// The names in the directory `fd` (without "." and ".."); an error while
+/// reading it is returned, never a shortened list.
 pub fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
-    let own = dup(fd)?;
-    // SAFETY: `own` is a valid directory fd whose ownership passes to the
-    // DIR stream (closed by closedir below).
-    let d = unsafe { libc::fdopendir(own.as_raw_fd()) };
-    if d.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    std::mem::forget(own);
-    // SAFETY: `d` is a valid DIR stream; rewind in case the fd was read before.
-    unsafe { libc::rewinddir(d) };
+    // A duplicate shares the offset with `fd`: rewind in case it was read
+    // before.
+    let mut d = rustix::fs::Dir::new(dup(fd)?)?;
+    d.rewind();
     let mut out = Vec::new();
-    loop {
-        // SAFETY: `d` is valid; readdir returns NULL at the end.
-        let ent = unsafe { libc::readdir(d) };
-        if ent.is_null() {
-            break;
-        }
-        // SAFETY: d_name is a NUL-terminated array inside the valid entry.
-        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+    while let Some(ent) = d.read() {
+        let ent = ent?;
+        let name = ent.file_name();
         if name != c"." && name != c".." {
             out.push(name.to_owned());
         }
     }
-    // SAFETY: `d` is valid and closed once.
-    unsafe { libc::closedir(d) };
     Ok(out)
 }
 
@@ -523,46 +468,40 @@ pub fn umask() -> u32 {
             }
         }
     }
-    // SAFETY: umask cannot fail; the old value is restored at once.
-    unsafe {
-        let old = libc::umask(0o022);
-        libc::umask(old);
-        old as u32
-    }
+    let old = rustix::process::umask(Mode::from_bits_retain(0o022));
+    rustix::process::umask(old);
+    old.bits()
 }
 
 /// Raises the soft limit on open descriptors to the hard limit, so a busy
 /// receiver is bounded by its own caps, not by a low default.
 pub fn raise_fd_limit() {
-    // SAFETY: rlimit is plain old data.
-    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: valid resource and out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
-        return;
-    }
-    if rl.rlim_cur < rl.rlim_max {
-        rl.rlim_cur = rl.rlim_max;
-        // SAFETY: valid resource and pointer; failure leaves the old limit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let rl = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY.
+    let below = match (rl.current, rl.maximum) {
+        (Some(cur), Some(max)) => cur < max,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        // Failure leaves the old limit.
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: rl.maximum,
+                maximum: rl.maximum,
+            },
+        );
     }
 }
 
 /// SO_LINGER with a zero timeout: the final close sends a TCP reset.
 pub fn reset_on_close(s: &impl AsRawFd) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid fd and a properly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    // SAFETY: `s` owns the descriptor and outlives this borrow, which
+    // ends with this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+    let _ = rustix::net::sockopt::set_socket_linger(fd, Some(Duration::ZERO));
 }
 
 /// Waits until any of `fds` is readable (or hung up) or `timeout` passes;
@@ -605,34 +544,36 @@ pub struct Ready {
 /// Waits until one of `fds` is ready as asked, or `timeout` passes (`None`
 /// when it passed with nothing ready).
 pub fn poll(fds: &[Interest<'_>], timeout: Duration) -> io::Result<Option<Vec<Ready>>> {
-    let mut p: Vec<libc::pollfd> = fds
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut p: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|i| libc::pollfd {
-            fd: i.fd.as_raw_fd(),
-            events: (if i.read { libc::POLLIN } else { 0 })
-                | (if i.write { libc::POLLOUT } else { 0 }),
-            revents: 0,
+        .map(|i| {
+            let mut events = PollFlags::empty();
+            events.set(PollFlags::IN, i.read);
+            events.set(PollFlags::OUT, i.write);
+            PollFd::from_borrowed_fd(i.fd, events)
         })
         .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `p` is a valid array of pollfd of the length passed.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(Some(vec![Ready::default(); fds.len()]));
-        }
-        return Err(e);
-    }
+    // Whole milliseconds, as poll(2) takes them.
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i64;
+    let ts = Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    };
+    let n = match rustix::event::poll(&mut p, Some(&ts)) {
+        Ok(n) => n,
+        Err(Errno::INTR) => return Ok(Some(vec![Ready::default(); fds.len()])),
+        Err(e) => return Err(e.into()),
+    };
     if n == 0 {
         return Ok(None);
     }
-    let bad = libc::POLLERR | libc::POLLNVAL;
+    let bad = PollFlags::ERR | PollFlags::NVAL;
     Ok(Some(
         p.iter()
             .map(|x| Ready {
-                read: x.revents & (libc::POLLIN | libc::POLLHUP | bad) != 0,
-                write: x.revents & (libc::POLLOUT | bad) != 0,
+                read: x.revents().intersects(PollFlags::IN | PollFlags::HUP | bad),
+                write: x.revents().intersects(PollFlags::OUT | bad),
             })
             .collect(),
     ))
@@ -641,97 +582,83 @@ pub fn poll(fds: &[Interest<'_>], timeout: Duration) -> io::Result<Option<Vec<Re
 /// One `read(2)` on a descriptor, unbuffered (standard input's own buffer
 /// would hide data from [`poll`]).
 pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(rustix::io::read(fd, buf)?)
 }
 
 /// One `write(2)` on a descriptor, unbuffered.
 pub fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of its length.
-    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(rustix::io::write(fd, buf)?)
 }
 
 /// One `writev` of `bufs` (at most `IOV_MAX` of them are passed).
 pub fn write_fd_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    let n = bufs.len().min(1024) as libc::c_int;
-    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix, and
-    // each one is valid for reads of its length for the whole call.
-    let n = unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), n) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(rustix::io::writev(fd, &bufs[..bufs.len().min(1024)])?)
 }
 
 /// Sets or clears `O_NONBLOCK` (only on descriptors pincat owns: the flag
 /// is shared with every process holding the same open file).
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    // SAFETY: valid fd; F_GETFL takes no argument.
-    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    let flags = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    // SAFETY: valid fd and flags.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
-    Ok(())
+    let mut flags = rustix::fs::fcntl_getfl(fd)?;
+    flags.set(OFlags::NONBLOCK, on);
+    Ok(rustix::fs::fcntl_setfl(fd, flags)?)
 }
 
 /// The machine's non-loopback interface addresses that are up (IPv6
 /// link-local ones left out: they need a zone to be dialed).
 pub fn interface_addrs() -> Vec<std::net::IpAddr> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: valid out-pointer; freed with freeifaddrs below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
+    use std::net::IpAddr;
+    let up = libc::IFF_UP as libc::c_uint;
+    let loopback = libc::IFF_LOOPBACK as libc::c_uint;
     let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        let up = ifa.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
-        let loopback = ifa.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
-        if ifa.ifa_addr.is_null() || !up || loopback {
+    for (flags, ip) in if_addrs() {
+        if flags & up == 0 || flags & loopback != 0 {
             continue;
         }
-        // SAFETY: ifa_addr is non-null and starts with a sockaddr; its
-        // family says which larger struct it is.
-        let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
-        let ip = match family {
-            libc::AF_INET => {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: an AF_INET6 address is a sockaddr_in6.
-                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
-            }
-            _ => continue,
-        };
         let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
         if !ip.is_loopback() && !link_local && !out.contains(&ip) {
             out.push(ip);
         }
     }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// The interface flags and IP address of every entry getifaddrs lists
+/// with an IPv4 or IPv6 address, copied out of the C list.
+fn if_addrs() -> Vec<(libc::c_uint, std::net::IpAddr)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that stays valid until the
+    // freeifaddrs at the end of this block (called once, only on success).
+    // Each node is read through its own non-null pointer; a non-null
+    // ifa_addr starts with a sockaddr whose family says which larger struct
+    // it is (sockaddr_in, sockaddr_in6). Only copies leave the block.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while let Some(ifa) = cur.as_ref() {
+            cur = ifa.ifa_next;
+            let addr = ifa.ifa_addr;
+            if addr.is_null() {
+                continue;
+            }
+            let ip = match libc::c_int::from((*addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*addr.cast::<libc::sockaddr_in>();
+                    IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
+                }
+                libc::AF_INET6 => {
+                    let a = &*addr.cast::<libc::sockaddr_in6>();
+                    IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
+                }
+                _ => continue,
+            };
+            out.push((ifa.ifa_flags, ip));
+        }
+        libc::freeifaddrs(head);
+    }
     out
 }
 
@@ -740,9 +667,13 @@ pub fn interface_addrs() -> Vec<std::net::IpAddr> {
 /// owner (who closes it later as usual).
 pub fn end_fd(fd: BorrowedFd<'_>) {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: both are valid descriptors; dup2 closes the old open file
-        // behind `fd` atomically and leaves `null` ours to drop.
-        unsafe { libc::dup2(null.as_raw_fd(), fd.as_raw_fd()) };
+        // SAFETY: `fd` is open for the whole call. The OwnedFd is only the
+        // target rustix's dup2 asks for: ManuallyDrop never closes it, so
+        // the descriptor stays its owner's to close.
+        let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) });
+        // dup2 closes the old open file behind `fd` atomically and leaves
+        // `null` ours to drop.
+        let _ = rustix::io::dup2(&null, &mut target);
     }
 }
 
@@ -754,9 +685,7 @@ pub fn end_stdout() {
 /// Standard input and output as borrowed descriptors (they stay open for
 /// the life of the process; [`end_stdout`] keeps fd 1 valid).
 pub fn stdio() -> (BorrowedFd<'static>, BorrowedFd<'static>) {
-    // SAFETY: fds 0 and 1 are open for the whole process (a process started
-    // without them gets its first files there, which is still a valid fd).
-    unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) }
+    (rustix::stdio::stdin(), rustix::stdio::stdout())
 }
 
 /// Keeps freed buffers in the process instead of returning them to the OS
@@ -774,23 +703,16 @@ pub fn tune_allocator() {
 
 /// The host's name, if it has a printable one.
 pub fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?.to_string();
+    // gethostname(2) is the nodename of uname(2) on Linux.
+    let uts = rustix::system::uname();
+    let name = uts.nodename().to_str().ok()?.to_string();
     (!name.is_empty()).then_some(name)
 }
 
 /// fsync standard output when it is a regular file (`> out.bin`); pipes
 /// and terminals cannot be synced.
 pub fn sync_stdout() {
-    // SAFETY: fd 1 stays open for the life of the process; the borrow does
-    // not outlive this call.
-    let fd = unsafe { BorrowedFd::borrow_raw(1) };
+    let fd = rustix::stdio::stdout();
     if matches!(
         stat_fd(fd),
         Ok(Stat {
@@ -862,6 +784,119 @@ mod tests {
         assert_eq!(notsent_lowat(c.as_fd()).unwrap(), 256 * 1024);
         let f = tempfile::tempfile().unwrap();
         assert!(set_notsent_lowat(f.as_fd(), 1).is_err());
+    }
+
+    #[test]
+    fn stat_readable_at_matches_std_and_never_follows() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"12345").unwrap();
+        std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+        let root = open_dir(t.path()).unwrap();
+        let st = stat_readable_at(root.as_fd(), OsStr::new("f")).unwrap();
+        let m = std::fs::metadata(t.path().join("f")).unwrap();
+        assert_eq!(
+            (st.st_dev, st.st_ino, st.st_mode),
+            (m.dev(), m.ino(), m.mode())
+        );
+        assert_eq!(st.st_size, 5);
+        assert_eq!((st.st_mtime, st.st_mtime_nsec), (m.mtime(), m.mtime_nsec()));
+        assert_eq!((st.st_ctime, st.st_ctime_nsec), (m.ctime(), m.ctime_nsec()));
+        let l = stat_readable_at(root.as_fd(), OsStr::new("l")).unwrap();
+        assert_eq!(l.st_mode & libc::S_IFMT, libc::S_IFLNK);
+        let e = stat_readable_at(root.as_fd(), OsStr::new("gone")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let e = stat_readable_at(root.as_fd(), OsStr::new("a\0b")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn stat_at_sees_kinds_and_absence() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::os::unix::fs::symlink("d", t.path().join("l")).unwrap();
+        let root = open_dir(t.path()).unwrap();
+        let kind = |n: &str| {
+            stat_at(root.as_fd(), OsStr::new(n))
+                .unwrap()
+                .map(|s| s.kind)
+        };
+        assert_eq!(kind("f"), Some(Kind::File));
+        assert_eq!(kind("d"), Some(Kind::Dir));
+        assert_eq!(kind("l"), Some(Kind::Symlink));
+        assert_eq!(kind("gone"), None);
+        let d = open_dir_at(root.as_fd(), OsStr::new("d")).unwrap();
+        let via_fd = stat_fd(d.as_fd()).unwrap();
+        assert!(via_fd.same(&stat_at(root.as_fd(), OsStr::new("d")).unwrap().unwrap()));
+        fchmod(d.as_fd(), 0o1750).unwrap();
+        assert_eq!(stat_fd(d.as_fd()).unwrap().perm, 0o1750);
+        assert_eq!(via_fd.uid, euid());
+    }
+
+    #[test]
+    fn no_replace_link_rename_and_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let root = open_dir(t.path()).unwrap();
+        let r = root.as_fd();
+        create_new_at(r, OsStr::new("a"), 0o600).unwrap();
+        create_new_at(r, OsStr::new("b"), 0o600).unwrap();
+        let exists = |e: io::Error| e.raw_os_error() == Some(libc::EEXIST);
+        assert!(exists(
+            create_new_at(r, OsStr::new("a"), 0o600).unwrap_err()
+        ));
+        assert!(exists(
+            link_at(r, OsStr::new("a"), r, OsStr::new("b")).unwrap_err()
+        ));
+        let e = rename_noreplace(r, OsStr::new("a"), r, OsStr::new("b")).unwrap_err();
+        assert!(exists(e));
+        rename_noreplace(r, OsStr::new("a"), r, OsStr::new("c")).unwrap();
+        assert!(open_read_at(r, OsStr::new("a")).unwrap().is_none());
+        mkdir_at(r, OsStr::new("d"), 0o700).unwrap();
+        assert!(unlink_at(r, OsStr::new("d"), false).is_err());
+        unlink_at(r, OsStr::new("d"), true).unwrap();
+        let first = open_dir(t.path()).unwrap();
+        let second = open_dir(t.path()).unwrap();
+        assert!(try_lock(first.as_fd()).unwrap());
+        assert!(!try_lock(second.as_fd()).unwrap());
+        let mut names = list_dir(r).unwrap();
+        names.sort();
+        assert_eq!(names, [c"b".to_owned(), c"c".to_owned()]);
+        assert_eq!(list_dir(r).unwrap().len(), 2, "a second listing rewinds");
+    }
+
+    #[test]
+    fn poll_sees_data_and_end_fd_ends_a_pipe() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let want = [Interest {
+            fd: r.as_fd(),
+            read: true,
+            write: false,
+        }];
+        assert_eq!(poll(&want, Duration::from_millis(10)).unwrap(), None);
+        assert_eq!(write_fd(w.as_fd(), b"hi").unwrap(), 2);
+        assert_eq!(poll_readable(&[r.as_fd()], Duration::from_secs(5)), [0]);
+        set_nonblocking(r.as_fd(), true).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(read_fd(r.as_fd(), &mut buf).unwrap(), 2);
+        let e = read_fd(r.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        set_nonblocking(r.as_fd(), false).unwrap();
+        end_fd(w.as_fd());
+        // The reader sees the end; the writer's descriptor stays valid.
+        assert_eq!(read_fd(r.as_fd(), &mut buf).unwrap(), 0);
+        let bufs = [io::IoSlice::new(b"a"), io::IoSlice::new(b"bc")];
+        assert_eq!(write_fd_vectored(w.as_fd(), &bufs).unwrap(), 3);
+    }
+
+    #[test]
+    fn process_facts() {
+        let want = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(hostname().as_deref(), Some(want.trim()));
+        raise_fd_limit();
+        let rl = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        assert_eq!(rl.current, rl.maximum);
+        assert!(!interface_addrs().iter().any(|ip| ip.is_loopback()));
     }
 
     #[test]
