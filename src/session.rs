@@ -3,8 +3,7 @@
 //! handshake, records are sealed and opened in place in the session's own
 //! buffers (and the caller's DATA frames) by [`crate::record`].
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -13,15 +12,19 @@ use rustls::AlertDescription;
 
 use crate::events::TlsInfo;
 use crate::protocol::{self, FrameType, HEADER_LEN, Message, ProtocolError, Role, VERSION_LEN};
-use crate::record::{self, Fatal, Inbound, MAX_PLAIN, MAX_RECORD, TAIL, Tls};
+use crate::record::{self, Fatal, MAX_PLAIN, TAIL, Tls};
 use crate::sys;
 
 pub mod exporter;
 mod handshake;
+mod recv_buffer;
 mod relay;
+mod socket;
 
 pub use handshake::Handshaking;
+use recv_buffer::Rx;
 pub use relay::{Plain, Relayed};
+use socket::SockIo;
 
 /// Longest a close waits for the peer's own close.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -86,15 +89,6 @@ impl From<io::Error> for WireError {
     }
 }
 
-/// Bytes a session's receive buffer grows to: one socket read of this much
-/// is opened in place and written out in one vectored call.
-const RX_MAX: usize = 256 * 1024 + MAX_RECORD;
-/// Where the receive buffer starts (handshakes and short transfers never
-/// need more); it grows while reads keep filling it.
-const RX_START: usize = 2 * MAX_RECORD;
-/// Most opened records waiting to be consumed (the bound on a session's
-/// bookkeeping, whatever the records' sizes).
-const MAX_READY: usize = 1024;
 /// Most records sealed and written in one vectored call.
 const BATCH_RECORDS: usize = 64;
 
@@ -103,217 +97,6 @@ const BATCH_RECORDS: usize = 64;
 /// is still in cache. Measured on loopback against the kernel's autotuned
 /// queue (grown to 4 MiB): 1.14 -> 1.05 CPU-s/GiB, 1684 -> 1851 MB/s.
 const UNSENT_MAX: usize = 256 * 1024;
-
-/// The TCP socket behind a session, with an optional deadline for every
-/// read.
-struct SockIo {
-    tcp: TcpStream,
-    /// While set, every read must finish by then.
-    deadline: Option<Instant>,
-    /// The read timeout when no deadline is set.
-    idle: Option<Duration>,
-    /// A deadline changed the socket's read timeout: restore `idle`.
-    stretched: bool,
-}
-
-impl SockIo {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if let Some(d) = self.deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.tcp.set_read_timeout(Some(left))?;
-            self.stretched = true;
-        } else if self.stretched {
-            self.tcp.set_read_timeout(self.idle)?;
-            self.stretched = false;
-        }
-        loop {
-            match self.tcp.read(out) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return r,
-            }
-        }
-    }
-
-    /// After we closed our side: lets the peer read what we sent (closing
-    /// with unread input sends a TCP reset, which can destroy it in
-    /// flight) by reading until its close, at most [`CLOSE_WAIT`].
-    fn drain_after_close(&mut self) {
-        let _ = self.tcp.shutdown(Shutdown::Write);
-        self.deadline = Some(Instant::now() + CLOSE_WAIT);
-        let mut sink = [0u8; 4096];
-        for _ in 0..64 {
-            match self.read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Writes every byte of `bufs` (a blocking socket).
-    fn write_all_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        let mut bufs = bufs;
-        IoSlice::advance_slices(&mut bufs, 0);
-        while !bufs.is_empty() {
-            match self.tcp.write_vectored(bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Received bytes: records are opened in place where they landed, and
-/// their plaintext is handed out from there.
-struct Rx {
-    buf: Vec<u8>,
-    /// The first byte not yet opened (a record boundary).
-    parsed: usize,
-    /// The end of what the socket gave.
-    end: usize,
-    /// Opened plaintext not yet consumed, in order: (offset, length); at
-    /// most [`MAX_READY`] records, so a flood of tiny records costs the
-    /// same per record as large ones.
-    ready: VecDeque<(usize, usize)>,
-    /// The bytes in `ready`.
-    pending: usize,
-    /// The last read filled all the room there was.
-    filled: bool,
-}
-
-impl Rx {
-    fn new() -> Rx {
-        Rx {
-            buf: Vec::new(),
-            parsed: 0,
-            end: 0,
-            ready: VecDeque::with_capacity(BATCH_RECORDS),
-            pending: 0,
-            filled: false,
-        }
-    }
-
-    /// Bytes received but not yet opened (or, during the handshake, not
-    /// yet consumed by rustls).
-    fn unread_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.parsed..self.end]
-    }
-
-    fn discard(&mut self, n: usize) {
-        self.parsed += n;
-    }
-
-    /// Reads more from the socket behind what is there (all opened
-    /// plaintext must have been consumed); 0 at the end of the stream.
-    fn fill(&mut self, sock: &mut SockIo) -> io::Result<usize> {
-        debug_assert!(self.ready.is_empty());
-        if self.buf.is_empty() {
-            self.buf = vec![0u8; RX_START];
-        } else if self.filled && self.buf.len() < RX_MAX {
-            // The last read filled the buffer: reads can be larger.
-            self.buf.resize((self.buf.len() * 4).min(RX_MAX), 0);
-        }
-        // Only a partial record stays: move it to the front.
-        if self.parsed > 0 {
-            self.buf.copy_within(self.parsed..self.end, 0);
-            self.end -= self.parsed;
-            self.parsed = 0;
-        }
-        if self.end == self.buf.len() {
-            self.buf.resize(
-                (self.buf.len() * 2).min(RX_MAX.max(self.end + MAX_RECORD)),
-                0,
-            );
-        }
-        let n = sock.read(&mut self.buf[self.end..])?;
-        self.filled = self.end + n == self.buf.len();
-        self.end += n;
-        Ok(n)
-    }
-
-    /// Length of the whole record at `parsed`, if it is all here.
-    fn complete_record(&self) -> Result<Option<usize>, Fatal> {
-        Ok(record::record_len(&self.buf[self.parsed..self.end])?
-            .filter(|&n| self.parsed + n <= self.end))
-    }
-
-    /// Opens the whole records received (up to [`MAX_READY`] waiting);
-    /// false if there was none.
-    fn open_all(&mut self, tls: &mut Tls) -> Result<bool, Fatal> {
-        let mut any = false;
-        while !tls.peer_closed() && self.ready.len() < MAX_READY {
-            let Some(n) = self.complete_record()? else {
-                break;
-            };
-            let at = self.parsed;
-            let got = tls.open(&mut self.buf[at..at + n])?;
-            self.parsed += n;
-            any = true;
-            if let Inbound::Data(len) = got {
-                self.ready.push_back((at + record::HEADER, len));
-                self.pending += len;
-            }
-        }
-        Ok(any)
-    }
-
-    /// Copies opened plaintext into `out`.
-    fn copy_out(&mut self, out: &mut [u8]) -> usize {
-        let mut got = 0;
-        while got < out.len() {
-            let Some(&(at, len)) = self.ready.front() else {
-                break;
-            };
-            let n = len.min(out.len() - got);
-            out[got..got + n].copy_from_slice(&self.buf[at..at + n]);
-            got += n;
-            self.consume(n);
-        }
-        got
-    }
-
-    /// The opened plaintext, at most `max` bytes, as slices in place.
-    fn slices(&self, max: usize) -> Vec<IoSlice<'_>> {
-        let mut left = max;
-        let mut v = Vec::with_capacity(self.ready.len().min(MAX_READY));
-        for &(at, len) in &self.ready {
-            if left == 0 {
-                break;
-            }
-            let n = len.min(left);
-            v.push(IoSlice::new(&self.buf[at..at + n]));
-            left -= n;
-        }
-        v
-    }
-
-    /// Drops `n` bytes of opened plaintext from the front.
-    fn consume(&mut self, mut n: usize) {
-        n = n.min(self.pending);
-        self.pending -= n;
-        while n > 0 {
-            let Some(front) = self.ready.front_mut() else {
-                return;
-            };
-            let k = n.min(front.1);
-            front.0 += k;
-            front.1 -= k;
-            n -= k;
-            if front.1 == 0 {
-                self.ready.pop_front();
-            }
-        }
-    }
-
-    fn pending(&self) -> usize {
-        self.pending
-    }
-}
 
 /// A failure while handing received DATA to its sink.
 pub enum DataError<E> {
@@ -703,80 +486,4 @@ fn iovecs<'a>(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::identity::Identity;
-    use crate::verify::{self, Presented};
-    use rustls::client::UnbufferedClientConnection;
-    use rustls::pki_types::ServerName;
-    use rustls::server::UnbufferedServerConnection;
-    use std::net::TcpListener;
-
-    /// A client and a server session over loopback.
-    pub(crate) fn connected() -> (Session, Session) {
-        let id = Identity::generate().unwrap();
-        let sc = verify::server_config(&id, None, Presented::default()).unwrap();
-        let cc = verify::client_config(Some(id.fingerprint()), None, Presented::default()).unwrap();
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let h = std::thread::spawn(move || {
-            let (t, _) = l.accept().unwrap();
-            let conn = UnbufferedServerConnection::new(sc).unwrap();
-            Session::handshake(conn, t, Duration::from_secs(5)).unwrap()
-        });
-        let t = TcpStream::connect(addr).unwrap();
-        let name = ServerName::try_from(verify::SERVER_NAME).unwrap();
-        let conn = UnbufferedClientConnection::new(cc, name).unwrap();
-        let c = Session::handshake(conn, t, Duration::from_secs(5)).unwrap();
-        (c, h.join().unwrap())
-    }
-
-    #[test]
-    fn both_ends_queue_at_most_one_frame_unsent() {
-        let (c, s) = connected();
-        for end in [&c, &s] {
-            let lowat = sys::notsent_lowat(end.sock.tcp.as_fd()).unwrap();
-            assert_eq!(lowat as usize, UNSENT_MAX);
-        }
-    }
-
-    #[test]
-    fn a_flood_of_tiny_records_keeps_bookkeeping_bounded() {
-        let (mut c, mut s) = connected();
-        // 20,000 one-byte DATA frames, each byte in a record of its own.
-        let frames = 20_000;
-        let mut plain = Vec::new();
-        for i in 0..frames {
-            plain.extend_from_slice(&protocol::encode_header(FrameType::Data, 1));
-            plain.push(i as u8);
-        }
-        let mut wire = Vec::new();
-        for b in &plain {
-            let mut one = [*b];
-            let (h, t) = c.tls.seal(&mut one).unwrap();
-            wire.extend_from_slice(&h);
-            wire.extend_from_slice(&one);
-            wire.extend_from_slice(&t);
-        }
-        let writer = std::thread::spawn(move || {
-            c.sock.tcp.write_all(&wire).unwrap();
-            c
-        });
-        let mut got = Vec::new();
-        for _ in 0..frames {
-            let (t, len) = s.read_header().unwrap();
-            assert_eq!((t, len), (FrameType::Data, 1));
-            s.read_data::<()>(len, &mut |io| {
-                io.iter().for_each(|b| got.extend_from_slice(b));
-                Ok(())
-            })
-            .ok()
-            .unwrap();
-            assert!(s.rx.ready.len() <= MAX_READY, "{}", s.rx.ready.len());
-            assert_eq!(s.rx.pending, s.rx.ready.iter().map(|r| r.1).sum::<usize>());
-        }
-        let want: Vec<u8> = (0..frames).map(|i| i as u8).collect();
-        assert_eq!(got, want);
-        drop(writer.join().unwrap());
-    }
-}
+pub(crate) mod tests;

@@ -1,0 +1,243 @@
+//! How each event reads: its JSON object (the stable schema in the README)
+//! and its human line, with the size and rate formats both use.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Event, Kind};
+
+impl Event {
+    /// The JSON form (one object, `event` first).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Event::Listening {
+                addr,
+                fingerprint,
+                dial_addrs,
+                command,
+                short_command,
+                code,
+                open,
+                ..
+            } => json!({"event": "listening", "addr": addr.to_string(),
+                "fingerprint": fingerprint.to_string(), "dial_addrs": dial_addrs,
+                "command": command, "send_command": command, "short_command": short_command,
+                "code": code, "open": open}),
+            Event::Connected {
+                peer,
+                fingerprint,
+                tls,
+            } => json!({"event": "connected", "peer": peer.to_string(),
+                "fingerprint": fingerprint.map(|f| f.to_string()), "tls_version": tls.version,
+                "cipher_suite": tls.suite, "key_exchange": tls.group}),
+            Event::FirstUse {
+                peer,
+                name,
+                file,
+                pin,
+                fingerprint,
+            } => json!({"event": "first-use", "peer": peer.to_string(), "name": shown(name),
+                "file": shown(file), "pin": pin.to_string(),
+                "fingerprint": fingerprint.to_string()}),
+            Event::TransferStarted {
+                peer,
+                kind,
+                names,
+                files,
+                bytes,
+            } => {
+                json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind.as_str(),
+                "names": names.iter().map(|n| shown(n)).collect::<Vec<_>>(), "files": files,
+                "bytes": bytes})
+            }
+            Event::Progress { peer, bytes, total } => json!({"event": "progress",
+                "peer": peer.to_string(), "bytes": bytes, "total": total}),
+            Event::TransferDone(t) => json!({"event": "transfer-done", "peer": t.peer.to_string(),
+                "kind": t.kind.as_str(), "files": t.files, "bytes": t.bytes,
+                "duration_ms": t.duration.as_secs_f64() * 1000.0, "outcome": "ok"}),
+            Event::Refused {
+                peer,
+                reason,
+                fingerprint,
+                message,
+            } => json!({"event": "refused", "peer": peer.to_string(), "reason": reason.as_str(),
+                "fingerprint": fingerprint.map(|f| f.to_string()), "message": shown(message)}),
+            Event::Error {
+                peer,
+                code,
+                message,
+            } => json!({"event": "error", "peer": peer.map(|p| p.to_string()), "code": code,
+                "message": shown(message)}),
+            Event::Warning { message } => json!({"event": "warning", "message": shown(message)}),
+            Event::Opened { peer, to } => json!({"event": "opened", "peer": peer.to_string(),
+                "to": to}),
+            Event::Closed {
+                peer,
+                sent,
+                received,
+                duration,
+                outcome,
+            } => json!({"event": "closed", "peer": peer.to_string(), "sent": sent,
+                "received": received, "duration_ms": duration.as_secs_f64() * 1000.0,
+                "outcome": outcome}),
+        }
+    }
+
+    /// The human form, or `None` for events people do not need to see.
+    pub fn to_human(&self) -> Option<String> {
+        Some(match self {
+            Event::Listening { .. } | Event::Connected { .. } | Event::FirstUse { .. } => {
+                return self.trust_line();
+            }
+            Event::Progress { .. } | Event::Opened { .. } => return None,
+            Event::Closed {
+                peer,
+                sent,
+                received,
+                outcome,
+                ..
+            } => format!(
+                "pincat: closed {peer} ({outcome}): sent {}, received {}",
+                human_bytes(*sent),
+                human_bytes(*received)
+            ),
+            Event::TransferStarted {
+                peer,
+                kind,
+                files,
+                bytes,
+                ..
+            } => match kind {
+                Kind::Files => format!(
+                    "pincat: receiving {files} file(s), {} from {peer}",
+                    human_bytes(bytes.unwrap_or(0))
+                ),
+                _ => format!("pincat: receiving a {} from {peer}", kind.as_str()),
+            },
+            Event::TransferDone(t) => {
+                let what = if t.kind == Kind::Files {
+                    format!("{} file(s), ", t.files)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "pincat: done: {what}{} in {:.2} s ({}/s) with {}",
+                    human_bytes(t.bytes),
+                    t.duration.as_secs_f64(),
+                    human_bytes(rate(t.bytes, t.duration)),
+                    t.peer
+                )
+            }
+            Event::Refused { peer, message, .. } => {
+                format!("pincat: refused {peer}: {}", shown(message))
+            }
+            Event::Error { peer, message, .. } => match peer {
+                Some(p) => format!("pincat: error: {p}: {}", shown(message)),
+                None => format!("pincat: error: {}", shown(message)),
+            },
+            Event::Warning { message } => format!("pincat: warning: {}", shown(message)),
+        })
+    }
+
+    /// The human lines of the events about whom we talk to: listening,
+    /// connected, and a first use.
+    fn trust_line(&self) -> Option<String> {
+        Some(match self {
+            Event::Listening {
+                addr,
+                fingerprint,
+                dial_addrs,
+                command,
+                short_command,
+                open,
+                hint,
+                ..
+            } => {
+                let mut s = format!(
+                    "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
+                     pincat: on the {hint} machine run:\n  {command}"
+                );
+                if let Some(short) = short_command {
+                    s.push_str(&format!(
+                        "\npincat: or, to read aloud (the code alone checks both ends):\n  {short}"
+                    ));
+                }
+                if *open {
+                    s.push_str(
+                        "\npincat: warning: --allow-any: anyone who connects first is served",
+                    );
+                }
+                if dial_addrs.len() > 1 {
+                    s.push_str(&format!(
+                        "\npincat: (or with any of: {})",
+                        dial_addrs[1..].join(", ")
+                    ));
+                }
+                s
+            }
+            Event::Connected {
+                peer,
+                fingerprint,
+                tls,
+            } => {
+                let cert = fingerprint
+                    .map(|f| format!(", certificate sha256:{f}"))
+                    .unwrap_or_default();
+                format!(
+                    "pincat: connected to {peer} ({}, {}, {}){cert}",
+                    tls.version.replace('_', "."),
+                    tls.suite,
+                    tls.group
+                )
+            }
+            Event::FirstUse {
+                peer,
+                name,
+                file,
+                pin,
+                fingerprint,
+            } => format!(
+                "pincat: warning: FIRST USE of peer {} ({peer}): trusted the key it presented without a pin, and recorded it in {}:\n\
+                 pincat:   {pin}  (certificate sha256:{fingerprint})\n\
+                 pincat: check it with the peer's owner (`pincat fingerprint --spki` on their identity); from now on, another key is refused",
+                shown(name),
+                shown(file)
+            ),
+            _ => return None,
+        })
+    }
+}
+
+/// Free text as it may be shown: messages and names often quote a peer, and
+/// whoever built them may have missed an escape. Escaping is idempotent, so
+/// text escaped earlier is shown unchanged.
+pub(crate) fn shown(text: &str) -> String {
+    crate::protocol::escape_text(text)
+}
+
+/// Bytes per second.
+pub fn rate(bytes: u64, d: Duration) -> u64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 {
+        (bytes as f64 / s) as u64
+    } else {
+        0
+    }
+}
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,178 @@
+//! Unit tests of rendering and of the event sink: JSON shape, throttling,
+//! escaping, and what each mode shows.
+
+use super::*;
+use serde_json::Value;
+use std::sync::Arc;
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn json_lines_are_single_objects_with_event_first_field() {
+    let buf = Buf::default();
+    let ev = Events::to_writer(Mode::Json, Box::new(buf.clone()));
+    let fp = Fingerprint::of_der(b"x");
+    ev.emit(Event::Listening {
+        addr: "127.0.0.1:9".parse().unwrap(),
+        fingerprint: fp,
+        dial_addrs: vec!["a:9".into()],
+        command: "pincat send a:9 --pin x".into(),
+        short_command: None,
+        code: None,
+        open: false,
+        hint: "sending",
+    });
+    ev.emit(Event::Error {
+        peer: None,
+        code: "timeout",
+        message: "line\nbreak".into(),
+    });
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["event"], "listening");
+    assert_eq!(v["fingerprint"], fp.to_string());
+    assert!(
+        lines[0].starts_with(r#"{"event":"listening""#),
+        "{}",
+        lines[0]
+    );
+    let v: Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(v["code"], "timeout");
+}
+
+#[test]
+fn progress_is_throttled_and_hidden_from_people() {
+    let buf = Buf::default();
+    let ev = Events::to_writer(Mode::Json, Box::new(buf.clone()));
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for i in 0..100 {
+        ev.emit(Event::Progress {
+            peer,
+            bytes: i,
+            total: None,
+        });
+    }
+    let n = String::from_utf8(buf.0.lock().unwrap().clone())
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(n, 1);
+    let human = Buf::default();
+    let ev = Events::to_writer(Mode::Human, Box::new(human.clone()));
+    ev.emit(Event::Progress {
+        peer,
+        bytes: 1,
+        total: None,
+    });
+    assert!(human.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn peer_text_in_events_is_escaped_in_both_forms() {
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let nasty = "exe.\u{202E}txt\u{200B}\u{2028}\u{1b}[2J";
+    let events = [
+        Event::Error {
+            peer: Some(peer),
+            code: "exists",
+            message: nasty.into(),
+        },
+        Event::Refused {
+            peer,
+            reason: Reason::Offer(RejectCode::BadName),
+            fingerprint: None,
+            message: nasty.into(),
+        },
+        Event::Warning {
+            message: nasty.into(),
+        },
+        Event::TransferStarted {
+            peer,
+            kind: Kind::Files,
+            names: vec![nasty.into()],
+            files: 1,
+            bytes: Some(1),
+        },
+    ];
+    for mode in [Mode::Json, Mode::Human] {
+        let buf = Buf::default();
+        let ev = Events::to_writer(mode, Box::new(buf.clone()));
+        for e in events.clone() {
+            ev.emit(e);
+        }
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        for bad in ['\u{202E}', '\u{200B}', '\u{2028}', '\u{1b}'] {
+            assert!(!text.contains(bad), "{mode:?}: {text:?}");
+        }
+        assert!(text.contains("\\u{202e}"), "{mode:?}: {text}");
+        if mode == Mode::Json {
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let s = v["message"].as_str().or(v["names"][0].as_str()).unwrap();
+                assert_eq!(s, "exe.\\u{202e}txt\\u{200b}\\u{2028}\\u{1b}[2J");
+            }
+        }
+    }
+}
+
+#[test]
+fn connected_needs_verbose_and_first_use_is_never_quiet() {
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let fp = Fingerprint::of_der(b"c");
+    let connected = Event::Connected {
+        peer,
+        fingerprint: Some(fp),
+        tls: TlsInfo {
+            version: "TLSv1_3".into(),
+            suite: "TLS13_AES_128_GCM_SHA256".into(),
+            group: "X25519MLKEM768".into(),
+        },
+    };
+    let first = Event::FirstUse {
+        peer,
+        name: "box\u{1b}[2J".into(),
+        file: "peers".into(),
+        pin: Pin::Spki(Fingerprint::of_der(b"k")),
+        fingerprint: fp,
+    };
+    let out = |mode: Mode, verbose: bool| {
+        let buf = Buf::default();
+        let ev = Events::to_writer(mode, Box::new(buf.clone())).verbose(verbose);
+        ev.emit(connected.clone());
+        ev.emit(first.clone());
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    };
+    let line = format!(
+        "pincat: connected to {peer} (TLSv1.3, TLS13_AES_128_GCM_SHA256, X25519MLKEM768), certificate sha256:{fp}"
+    );
+    for mode in [Mode::Human, Mode::Quiet] {
+        let plain = out(mode, false);
+        assert!(
+            !plain.contains("connected") && plain.contains("FIRST USE"),
+            "{plain}"
+        );
+        assert!(!plain.contains('\u{1b}'), "{plain:?}");
+        assert!(out(mode, true).starts_with(&line), "{mode:?}");
+    }
+    let json = out(Mode::Json, false);
+    assert!(json.contains("\"event\":\"first-use\""), "{json}");
+}
+
+#[test]
+fn sizes_read_well() {
+    assert_eq!(human_bytes(10), "10 B");
+    assert_eq!(human_bytes(1536), "1.5 KiB");
+    assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+}

@@ -1,0 +1,136 @@
+//! The OFFER payload: what a giver announces (a stream, or named files and
+//! directories of known sizes), its encoding and the checks on decode.
+
+use super::{Cursor, MAX_ENTRIES, NameError, ProtocolError, escape_name, validate_name};
+
+/// What kind of transfer an offer announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// One unnamed byte stream of unknown length.
+    Stream,
+    /// Named files and directories of known sizes.
+    Files,
+}
+
+/// One offered file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative, '/'-separated path.
+    pub name: String,
+    /// True for a directory (size 0, no data).
+    pub is_dir: bool,
+    /// Unix permission bits as the sender has them.
+    pub mode: u32,
+    /// Exact number of bytes that follow for this file.
+    pub size: u64,
+}
+
+/// The sender's description of the transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    /// Stream or files.
+    pub kind: TransferKind,
+    /// Files and directories, in the order their data follows (empty for a stream).
+    pub entries: Vec<Entry>,
+}
+
+impl Offer {
+    /// Total announced bytes (files only).
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Number of regular files.
+    pub fn file_count(&self) -> u32 {
+        self.entries.iter().filter(|e| !e.is_dir).count() as u32
+    }
+
+    /// Encodes the payload of an OFFER frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.push(match self.kind {
+            TransferKind::Stream => 0,
+            TransferKind::Files => 1,
+        });
+        v.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for e in &self.entries {
+            v.push(u8::from(e.is_dir));
+            v.extend_from_slice(&e.mode.to_be_bytes());
+            v.extend_from_slice(&e.size.to_be_bytes());
+            v.extend_from_slice(&(e.name.len() as u16).to_be_bytes());
+            v.extend_from_slice(e.name.as_bytes());
+        }
+        v
+    }
+
+    /// Decodes and validates an OFFER payload: every name is checked, sizes
+    /// cannot overflow, names are unique and no file is another entry's parent.
+    pub fn decode(p: &[u8]) -> Result<Offer, ProtocolError> {
+        const M: ProtocolError = ProtocolError::Malformed("OFFER");
+        let mut r = Cursor(p);
+        let kind = match r.u8().ok_or(M)? {
+            0 => TransferKind::Stream,
+            1 => TransferKind::Files,
+            _ => return Err(M),
+        };
+        let count = r.u32().ok_or(M)? as usize;
+        if count > MAX_ENTRIES || (kind == TransferKind::Stream && count != 0) {
+            return Err(M);
+        }
+        let mut entries = Vec::with_capacity(count.min(1024));
+        let mut total: u64 = 0;
+        for _ in 0..count {
+            let is_dir = match r.u8().ok_or(M)? {
+                0 => false,
+                1 => true,
+                _ => return Err(M),
+            };
+            let mode = r.u32().ok_or(M)?;
+            let size = r.u64().ok_or(M)?;
+            let len = r.u16().ok_or(M)? as usize;
+            let raw = r.take(len).ok_or(M)?;
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| NameError::NotUtf8)?
+                .to_owned();
+            validate_name(&name)?;
+            if is_dir && size != 0 {
+                return Err(M);
+            }
+            total = total.checked_add(size).ok_or(M)?;
+            entries.push(Entry {
+                name,
+                is_dir,
+                mode,
+                size,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(M);
+        }
+        if kind == TransferKind::Files && entries.is_empty() {
+            return Err(M);
+        }
+        check_tree(&entries)?;
+        Ok(Offer { kind, entries })
+    }
+}
+
+/// Names must be unique, and a file cannot also be a parent of another entry.
+fn check_tree(entries: &[Entry]) -> Result<(), NameError> {
+    // Sorted component by component, every entry's descendants follow it
+    // directly, so comparing neighbours finds duplicates and files used as
+    // directories in O(total name length * log n); checking every prefix
+    // of every name was quadratic in the depth.
+    let mut order: Vec<&Entry> = entries.iter().collect();
+    order.sort_unstable_by(|a, b| a.name.split('/').cmp(b.name.split('/')));
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let under = b.name.len() > a.name.len()
+            && b.name.starts_with(a.name.as_str())
+            && b.name.as_bytes()[a.name.len()] == b'/';
+        if a.name == b.name || (under && !a.is_dir) {
+            return Err(NameError::Duplicate(escape_name(&b.name)));
+        }
+    }
+    Ok(())
+}
