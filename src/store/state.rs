@@ -12,7 +12,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{STAGED_DEPTH, fresh_dir, remove_staged};
+use super::commit::staged::{STAGED_DEPTH, remove_staged};
+use super::walk::fresh_dir;
 use crate::sys::{self, Kind};
 
 /// The well-known name of the state directory under the output; when it is

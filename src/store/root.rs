@@ -1,0 +1,101 @@
+//! The output, opened once when the store starts (sweeping what a crash
+//! left there), and the directory a transfer's files go into.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64};
+
+use super::fail::io_fail;
+use super::walk::fresh_dir;
+use super::{Base, Fail, Output, Registry, Store, Transfer, state};
+use crate::protocol::RejectCode;
+use crate::sys;
+
+impl Store {
+    /// Opens the output once. Missing parent directories of `--out` are
+    /// created here, before any peer is involved.
+    pub fn open(output: &Output) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        let (base, display) = match output {
+            Output::Default => (
+                Base::Stdout(sys::open_dir(Path::new("."))?),
+                PathBuf::from("."),
+            ),
+            Output::Path(p) => {
+                let base = match std::fs::metadata(p) {
+                    Ok(m) if m.is_dir() => Base::Dir(
+                        sys::open_dir(p).with_context(|| format!("cannot open {}", p.display()))?,
+                    ),
+                    Ok(_) => Base::NotDir,
+                    Err(_) => {
+                        let name = p.file_name().ok_or_else(|| {
+                            anyhow::anyhow!("--out {} has no file name", p.display())
+                        })?;
+                        let parent = match p.parent() {
+                            Some(d) if !d.as_os_str().is_empty() => d,
+                            _ => Path::new("."),
+                        };
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("cannot create {}", parent.display()))?;
+                        let fd = sys::open_dir(parent)
+                            .with_context(|| format!("cannot open {}", parent.display()))?;
+                        Base::Missing(fd, name.to_owned())
+                    }
+                };
+                (base, p.clone())
+            }
+        };
+        let umask = sys::umask();
+        let store = Store {
+            base,
+            display,
+            umask,
+            kernel_umask: umask,
+            walk: Mutex::new(Registry::default()),
+            reserved: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            tmpfile: AtomicU8::new(0),
+            renames: AtomicU8::new(0),
+        };
+        if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
+            state::sweep(fd.as_fd());
+        }
+        Ok(store)
+    }
+}
+
+impl Transfer {
+    /// Opens (or, for a missing `--out`, creates) the directory files go into.
+    pub(super) fn files_root(&mut self, store: &Store) -> Result<OwnedFd, Fail> {
+        let open_fail = |e| io_fail(format!("cannot open {}", store.display.display()), e);
+        match &store.base {
+            Base::Stdout(fd) | Base::Dir(fd) => sys::dup(fd.as_fd()).map_err(open_fail),
+            Base::NotDir => Err((
+                RejectCode::Unsupported,
+                format!(
+                    "the receiver's output {} is a file, not a directory; send a stream instead",
+                    store.display.display()
+                ),
+            )),
+            Base::Missing(dir, name) => match sys::open_dir_at(dir.as_fd(), name) {
+                Ok(fd) => Ok(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    match sys::mkdir_at(dir.as_fd(), name, 0o777) {
+                        // Another transfer made it first: use it, it is not ours.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return sys::open_dir_at(dir.as_fd(), name).map_err(open_fail);
+                        }
+                        r => r.map_err(open_fail)?,
+                    }
+                    let fd = sys::open_dir_at(dir.as_fd(), name).map_err(open_fail)?;
+                    fresh_dir(fd.as_fd()).map_err(open_fail)?;
+                    self.made_root = true;
+                    Ok(fd)
+                }
+                Err(e) => Err(open_fail(e)),
+            },
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The write path: the transfer's bytes, in offer order, into the file
+//! whose turn it is (created on first use, held or staged), a stream to
+//! standard output or its file, and the sender's END checked against what
+//! arrived.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+
+use super::fail::{io_fail, walk_fail};
+use super::walk::{Walker, split_parent};
+use super::write_behind::WRITE_BEHIND_EVERY;
+use super::{Fail, Holding, Transfer, lock};
+use crate::protocol::{RejectCode, TransferKind, escape_name};
+use crate::sys;
+
+impl Transfer {
+    pub(super) fn size_of(&self, file: usize) -> u64 {
+        self.files
+            .get(file)
+            .map_or(0, |&i| self.offer.entries[i as usize].size)
+    }
+
+    /// Stores the next bytes of the transfer, in offer order.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), Fail> {
+        if self.offer.kind == TransferKind::Stream {
+            return self.write_stream(data);
+        }
+        while !data.is_empty() {
+            while self.left == 0 {
+                self.next_file()?;
+            }
+            let n = (data.len() as u64).min(self.left) as usize;
+            let r = self.current_file()?.write_all(&data[..n]);
+            r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
+            self.left -= n as u64;
+            self.account(n as u64);
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Stores the next bytes of the transfer given as slices, in offer
+    /// order: one vectored write per file they fall in, not one per slice.
+    pub fn write_slices(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<(), Fail> {
+        let mut total: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.offer.kind == TransferKind::Stream {
+            if let Holding::Held(v) = &mut self.holding
+                && let Some(Some(f)) = v.first_mut()
+            {
+                write_prefix(f, bufs, total).map_err(|e| {
+                    io_fail(format!("cannot write {}", self.store.display.display()), e)
+                })?;
+                self.written += total as u64;
+                return Ok(());
+            }
+            return bufs.iter().try_for_each(|b| self.write_stream(b));
+        }
+        let mut rest: Vec<io::IoSlice<'_>> = bufs.to_vec();
+        let mut rest = &mut rest[..];
+        while total > 0 {
+            while self.left == 0 {
+                self.next_file()?;
+            }
+            let n = (total as u64).min(self.left) as usize;
+            let r = write_prefix(self.current_file()?, rest, n);
+            r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
+            self.left -= n as u64;
+            self.account(n as u64);
+            io::IoSlice::advance_slices(&mut rest, n);
+            total -= n;
+        }
+        Ok(())
+    }
+
+    fn account(&mut self, n: u64) {
+        let before = self.written / WRITE_BEHIND_EVERY;
+        self.written += n;
+        if self.written / WRITE_BEHIND_EVERY != before {
+            self.write_behind();
+        }
+        let r = n.min(self.reserved);
+        self.reserved -= r;
+        self.store.release(r);
+    }
+
+    fn write_stream(&mut self, data: &[u8]) -> Result<(), Fail> {
+        match &mut self.holding {
+            Holding::Stdout => io::stdout()
+                .lock()
+                .write_all(data)
+                .map_err(|e| io_fail("cannot write to standard output".into(), e))?,
+            Holding::Held(v) => {
+                if let Some(Some(f)) = v.first_mut() {
+                    f.write_all(data).map_err(|e| {
+                        io_fail(format!("cannot write {}", self.store.display.display()), e)
+                    })?;
+                }
+            }
+            Holding::Staged { .. } => return Err((RejectCode::Io, "stream staged".into())),
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn current_name(&self) -> String {
+        self.files.get(self.current).map_or_else(String::new, |&i| {
+            escape_name(&self.offer.entries[i as usize].name)
+        })
+    }
+
+    /// The file receiving data now, created on first use.
+    fn current_file(&mut self) -> Result<&mut File, Fail> {
+        let Some(&entry) = self.files.get(self.current) else {
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
+        };
+        // Its final mode from the start: the staging directory is private.
+        let staged_mode = self.file_mode(self.current);
+        let raw = self.offer.entries[entry as usize].name.as_str();
+        let fail = |e| io_fail(format!("cannot create {}", escape_name(raw)), e);
+        match &mut self.holding {
+            Holding::Held(v) => {
+                if v[self.current].is_none() {
+                    let store = self.store.clone();
+                    let _g = lock(&store.walk);
+                    let root = self
+                        .root
+                        .as_ref()
+                        .ok_or((RejectCode::Io, "no output".into()))?;
+                    let mut w = Walker::new(root.as_fd());
+                    let parent = split_parent(raw).0;
+                    w.goto(parent, None).map_err(|e| walk_fail(raw, e))?;
+                    v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);
+                }
+                v[self.current]
+                    .as_mut()
+                    .ok_or((RejectCode::Io, "file missing".into()))
+            }
+            Holding::Staged {
+                sub, open, tree, ..
+            } => {
+                if open.is_none() {
+                    let f = match tree {
+                        Some(t) => t.create(sub.as_fd(), raw, staged_mode),
+                        None => sys::create_new_at(
+                            sub.as_fd(),
+                            OsStr::new(&self.current.to_string()),
+                            staged_mode,
+                        ),
+                    }
+                    .map_err(fail)?;
+                    *open = Some(f);
+                }
+                open.as_mut().ok_or((RejectCode::Io, "file missing".into()))
+            }
+            Holding::Stdout => Err((RejectCode::Io, "no file".into())),
+        }
+    }
+
+    /// Closes the current file (making sure it exists, even when empty) and
+    /// moves to the next.
+    fn next_file(&mut self) -> Result<(), Fail> {
+        if self.current >= self.files.len() {
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
+        }
+        self.current_file()?;
+        if let Holding::Staged { open, .. } = &mut self.holding {
+            // One descriptor at a time: the staged file is named, so close it.
+            // Created with its final mode when the kernel applies the same
+            // umask (always, outside tests): no chmod (a journaled inode
+            // update) per file.
+            if let Some(f) = open.take()
+                && self.store.umask != self.store.kernel_umask
+            {
+                let mode = self.file_mode(self.current);
+                sys::fchmod(f.as_fd(), mode)
+                    .map_err(|e| io_fail("cannot set a file's mode".into(), e))?;
+            }
+        }
+        self.current += 1;
+        if self.current > self.files.len() {
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
+        }
+        self.left = self.size_of(self.current);
+        Ok(())
+    }
+
+    pub(super) fn file_mode(&self, file: usize) -> u32 {
+        let m = self
+            .files
+            .get(file)
+            .map_or(0o644, |&i| self.offer.entries[i as usize].mode);
+        m & 0o777 & !self.store.umask
+    }
+
+    /// Checks the sender's END against what arrived and creates the empty
+    /// files at the end of the offer.
+    pub fn finish(&mut self, files: u32, bytes: u64) -> Result<(), Fail> {
+        if bytes != self.written {
+            return Err((
+                RejectCode::Protocol,
+                format!(
+                    "the sender claims {bytes} bytes but {} arrived",
+                    self.written
+                ),
+            ));
+        }
+        if self.offer.kind == TransferKind::Stream {
+            return Ok(());
+        }
+        if files != self.offer.file_count() || bytes != self.offer.total_bytes() {
+            return Err((
+                RejectCode::Protocol,
+                format!(
+                    "the sender announced {} file(s) and {} bytes but ended after {files} and {bytes}",
+                    self.offer.file_count(),
+                    self.offer.total_bytes()
+                ),
+            ));
+        }
+        while self.current < self.files.len() {
+            self.next_file()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes exactly the first `n` bytes of `bufs` to `w`, vectored.
+fn write_prefix(w: &mut impl Write, bufs: &[io::IoSlice<'_>], n: usize) -> io::Result<()> {
+    let mut v = Vec::with_capacity(bufs.len());
+    let mut want = n;
+    for b in bufs {
+        if want == 0 {
+            break;
+        }
+        let k = b.len().min(want);
+        v.push(io::IoSlice::new(&b[..k]));
+        want -= k;
+    }
+    let mut v = &mut v[..];
+    while !v.is_empty() {
+        match w.write_vectored(v) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => io::IoSlice::advance_slices(&mut v, k),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
