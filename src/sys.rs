@@ -682,6 +682,26 @@ pub fn end_stdout() {
     end_fd(stdio().1);
 }
 
+/// Standard output without std's line buffer: each write goes to fd 1 as
+/// it is (`writev` for a record's slices), where `std::io::stdout()` would
+/// scan binary data for newlines and copy it through an 8 KiB buffer.
+/// For the receiver's stream, the only writer of stdout.
+pub struct RawStdout;
+
+impl std::io::Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(rustix::io::write(rustix::stdio::stdout(), buf)?)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        Ok(rustix::io::writev(rustix::stdio::stdout(), bufs)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Standard input and output as borrowed descriptors (they stay open for
 /// the life of the process; [`end_stdout`] keeps fd 1 valid).
 pub fn stdio() -> (BorrowedFd<'static>, BorrowedFd<'static>) {

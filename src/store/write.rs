@@ -25,7 +25,7 @@ impl Transfer {
     /// Stores the next bytes of the transfer, in offer order.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), Fail> {
         if self.offer.kind == TransferKind::Stream {
-            return self.write_stream(data);
+            return self.write_slices(&[io::IoSlice::new(data)]);
         }
         while !data.is_empty() {
             while self.left == 0 {
@@ -46,16 +46,20 @@ impl Transfer {
     pub fn write_slices(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<(), Fail> {
         let mut total: usize = bufs.iter().map(|b| b.len()).sum();
         if self.offer.kind == TransferKind::Stream {
-            if let Holding::Held(v) = &mut self.holding
-                && let Some(Some(f)) = v.first_mut()
-            {
-                write_prefix(f, bufs, total).map_err(|e| {
-                    io_fail(format!("cannot write {}", self.store.display.display()), e)
-                })?;
-                self.written += total as u64;
-                return Ok(());
-            }
-            return bufs.iter().try_for_each(|b| self.write_stream(b));
+            let r = match &mut self.holding {
+                Holding::Stdout => write_prefix(&mut sys::RawStdout, bufs, total)
+                    .map_err(|e| io_fail("cannot write to standard output".into(), e)),
+                Holding::Held(v) => match v.first_mut() {
+                    Some(Some(f)) => write_prefix(f, bufs, total).map_err(|e| {
+                        io_fail(format!("cannot write {}", self.store.display.display()), e)
+                    }),
+                    _ => Ok(()),
+                },
+                Holding::Staged { .. } => Err((RejectCode::Io, "stream staged".into())),
+            };
+            r?;
+            self.written += total as u64;
+            return Ok(());
         }
         let mut rest: Vec<io::IoSlice<'_>> = bufs.to_vec();
         let mut rest = &mut rest[..];
@@ -83,25 +87,6 @@ impl Transfer {
         let r = n.min(self.reserved);
         self.reserved -= r;
         self.store.release(r);
-    }
-
-    fn write_stream(&mut self, data: &[u8]) -> Result<(), Fail> {
-        match &mut self.holding {
-            Holding::Stdout => io::stdout()
-                .lock()
-                .write_all(data)
-                .map_err(|e| io_fail("cannot write to standard output".into(), e))?,
-            Holding::Held(v) => {
-                if let Some(Some(f)) = v.first_mut() {
-                    f.write_all(data).map_err(|e| {
-                        io_fail(format!("cannot write {}", self.store.display.display()), e)
-                    })?;
-                }
-            }
-            Holding::Staged { .. } => return Err((RejectCode::Io, "stream staged".into())),
-        }
-        self.written += data.len() as u64;
-        Ok(())
     }
 
     fn current_name(&self) -> String {
