@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
 /// SHA-256 digest of a certificate's DER encoding: the only identity pincat trusts.
@@ -179,52 +181,16 @@ impl fmt::Debug for Pin {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding (what `base64` and curl print).
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(B64[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(data)
 }
 
-/// Decodes standard base64 with padding; `None` if it is not exactly that.
+/// Decodes standard base64 with canonical padding; `None` if it is not
+/// exactly that (no missing or extra `=`, no stray bits in the last
+/// character, no whitespace), so a pin has one spelling.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.as_bytes();
-    if !s.len().is_multiple_of(4) {
-        return None;
-    }
-    let val = |c: u8| B64.iter().position(|&b| b == c).map(|v| v as u32);
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    for (k, q) in s.chunks(4).enumerate() {
-        let last = k == s.len() / 4 - 1;
-        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &q[..4 - pad] {
-            n = (n << 6) | val(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    STANDARD.decode(s).ok()
 }
 
 #[cfg(test)]
@@ -311,6 +277,29 @@ mod tests {
         // 33 bytes is not a pin either.
         let long = format!("sha256//{}", base64_encode(&[7u8; 33]));
         assert!(long.parse::<Pin>().is_err());
+    }
+
+    #[test]
+    fn spki_pins_have_one_spelling() {
+        let shown = Pin::Spki(Fingerprint::of_der(b"key")).to_string();
+        assert!(shown.ends_with('=') && !shown.ends_with("=="), "{shown}");
+        // 32 bytes leave two unused bits in the last character before the
+        // '=': a pin with them set decodes to the same key, but is refused.
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let last = shown.len() - 2;
+        let v = alphabet.find(&shown[last..last + 1]).unwrap();
+        assert_eq!(v & 3, 0, "{shown}");
+        let stray = format!("{}{}=", &shown[..last], &alphabet[(v | 1)..(v | 1) + 1]);
+        for bad in [
+            stray,
+            shown[..shown.len() - 1].to_string(),
+            format!("{shown}="),
+            format!("{}={}", &shown[..last], &shown[last..]),
+            format!("{} {}", &shown[..20], &shown[20..]),
+            format!("{}==", &shown[..last]),
+        ] {
+            assert_eq!(bad.parse::<Pin>(), Err(FingerprintError::BadSpki), "{bad}");
+        }
     }
 
     #[test]

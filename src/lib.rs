@@ -28,8 +28,9 @@
 //! | [`events`] | what people and scripts see: typed kinds, reasons, one transfer report |
 //! | [`error`] | failures and exit codes |
 //!
-//! The binary adds only `cli.rs` (clap types) and `app.rs`, `verbs.rs`,
-//! `known.rs` (options from flags, peer names, signals, progress display).
+//! The binary adds only `cli/`: one module per verb group, its clap flags
+//! beside their translation into these option structs (peer names,
+//! signals, progress display); clap types never reach the library.
 #![deny(unsafe_code)]
 
 pub mod error;

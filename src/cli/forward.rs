@@ -1,0 +1,101 @@
+//! `pincat forward`: a TCP service over pinned TLS; the exposing end
+//! (--listen, listener + relay to --to) and the using end (--local, a
+//! plaintext listener whose connections dial --to).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
+
+use super::code::CodeArgs;
+use super::dial::{DialArgs, dial_options};
+use super::duration::parse_duration;
+use super::listen::{CapsArgs, ListenArgs, admission, on_signal};
+use super::output::OutputArgs;
+use super::tls::{TlsArgs, load_identity};
+use super::usage::usage;
+
+/// `pincat forward`.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local: HOST:PORT with --pin, or a known peer's NAME).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Exposing end: accept pinned TLS here and relay each connection to --to.
+    #[arg(
+        long,
+        short,
+        value_name = "ADDR:PORT",
+        required_unless_present = "local",
+        conflicts_with = "local"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// Using end: listen in plaintext here and carry each connection to --to over pinned TLS.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub local: Option<SocketAddr>,
+    /// Who may connect (exposing end).
+    #[command(flatten)]
+    pub listening: ListenArgs,
+    /// How many at once.
+    #[command(flatten)]
+    pub caps: CapsArgs,
+    /// The code (the exposing end's own, or the one its line printed).
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Dialing options (using end; --pin or --code is required).
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// End a connection where nothing moved this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Runs `pincat forward`.
+pub fn run(a: ForwardArgs) -> pincat::Result<()> {
+    if let Some(listen) = a.listen {
+        return expose(listen, a);
+    }
+    let Some(local) = a.local else {
+        return Err(usage("give --listen (exposing end) or --local (using end)"));
+    };
+    let dial = dial_options(a.to, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    let opts = TunnelOptions {
+        local,
+        dial,
+        max_conns: a.caps.max_conns as usize,
+        idle_timeout: a.idle_timeout,
+    };
+    let t = Tunnel::bind(opts, a.output.events())?;
+    let stop = t.stop_handle();
+    on_signal(move || stop.stop())?;
+    t.run()
+}
+
+/// The exposing end: accept pinned TLS on `listen`, relay to --to.
+fn expose(listen: SocketAddr, a: ForwardArgs) -> pincat::Result<()> {
+    // The exposing end serves many connections: a kept-open budget.
+    let (allow, code) = admission(&a.listening, &a.code, true)?;
+    let opts = ExposeOptions {
+        listen,
+        to: a.to,
+        identity: load_identity(a.tls.identity.as_deref())?,
+        allow,
+        code,
+        max_conns: a.caps.max_conns as usize,
+        max_handshakes: a.caps.max_handshakes as usize,
+        handshake_timeout: a.tls.handshake_timeout,
+        idle_timeout: a.idle_timeout,
+        connect_timeout: a.dial.connect_timeout,
+    };
+    let x = Exposer::bind(opts, a.output.events())?;
+    let handle = x.shutdown_handle();
+    on_signal(move || handle.shutdown())?;
+    x.run()
+}

@@ -1,0 +1,242 @@
+//! The binary's face: the top-level command line and the one place a
+//! failure becomes a message and an exit code. Each verb group's clap flags
+//! live beside their translation into library options in a child module;
+//! clap types stop here, the library takes plain option structs.
+//!
+//! Dependencies point one way: this module uses its children, a child uses
+//! only siblings that do not use it back, and no child uses this module
+//! (a usage mistake is returned as a [`usage::Usage`] error and reported
+//! here, with clap's usage line).
+
+mod code;
+mod dial;
+mod duration;
+mod forward;
+mod identity;
+mod listen;
+mod offer;
+mod output;
+mod peers;
+mod pipe;
+mod progress;
+mod send;
+mod serve;
+mod tls;
+mod usage;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use pincat::{Event, Events, ExitCode, Mode};
+
+/// Move data between two machines over TLS 1.3, trusting only a pinned
+/// certificate fingerprint.
+#[derive(Debug, Parser)]
+#[command(name = "pincat", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive: listen, print the fingerprint and a send command, store what arrives.
+    Serve(serve::ServeArgs),
+    /// Send stdin or files to a pinned receiver; exit 0 only on its receipt.
+    Send(send::SendArgs),
+    /// Offer stdin or files: listen, print the fingerprint and a get command, give to takers.
+    Offer(offer::OfferArgs),
+    /// Fetch from a pinned `pincat offer` and store it as serve would; exit 0 once durable.
+    Get(offer::GetArgs),
+    /// Full duplex: stdin to the peer and the peer to stdout, at the same time.
+    Pipe(pipe::PipeArgs),
+    /// Carry a TCP service over pinned TLS (exposing end: --listen; using end: --local).
+    Forward(forward::ForwardArgs),
+    /// Manage persistent identities.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
+    /// Print the SHA-256 fingerprint of a certificate/identity file or of a remote server.
+    Fingerprint(identity::FingerprintArgs),
+    /// Known peers: names for HOST:PORT and their pins, usable in place of HOST:PORT --pin.
+    #[command(subcommand)]
+    Peers(peers::PeersCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `pincat completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+impl Command {
+    /// Whether failures are reported as a JSON `error` event (--json).
+    fn json(&self) -> bool {
+        match self {
+            Command::Serve(a) => a.output.json,
+            Command::Send(a) => a.output.json,
+            Command::Offer(a) => a.output.json,
+            Command::Get(a) => a.output.json,
+            Command::Pipe(a) => a.output.json,
+            Command::Forward(a) => a.output.json,
+            _ => false,
+        }
+    }
+}
+
+/// Runs one command and returns the process exit code; every failure is
+/// reported exactly once (a JSON `error` event with --json, else one line).
+/// A usage mistake ends the process the way clap's own do (exit 2).
+pub fn run(cli: Cli) -> ExitCode {
+    let json = cli.command.json();
+    let Err(e) = dispatch(cli) else {
+        return ExitCode::Success;
+    };
+    if let Some(msg) = usage::message(&e) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+            .exit();
+    }
+    if json {
+        Events::stderr(Mode::Json).emit(Event::Error {
+            peer: None,
+            code: e.code(),
+            message: format!("{e:#}"),
+        });
+    } else {
+        eprintln!("pincat: error: {e:#}");
+    }
+    e.exit_code()
+}
+
+fn dispatch(cli: Cli) -> pincat::Result<()> {
+    pincat::tune_allocator();
+    match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Send(a) => send::run(a),
+        Command::Offer(a) => offer::offer(a),
+        Command::Get(a) => offer::get(a),
+        Command::Pipe(a) => pipe::run(a),
+        Command::Forward(a) => forward::run(a),
+        Command::Identity(cmd) => identity::identity(cmd),
+        Command::Fingerprint(a) => identity::fingerprint(a),
+        Command::Peers(cmd) => peers::run(cmd),
+        Command::Completions(a) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "pincat", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration::ZERO_DURATION;
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn zero_is_the_same_usage_error_for_every_duration_flag() {
+        let pin = "ab".repeat(32);
+        let cases: &[(&[&str], &str)] = &[
+            (&["serve"], "--handshake-timeout"),
+            (&["serve"], "--idle-timeout"),
+            (&["serve"], "--timeout"),
+            (&["send", "h:1", "--pin", &pin], "--connect-timeout"),
+            (&["send", "h:1", "--pin", &pin], "--retry-for"),
+            (&["send", "h:1", "--pin", &pin], "--handshake-timeout"),
+            (&["send", "h:1", "--pin", &pin], "--idle-timeout"),
+            (&["fingerprint", "--remote", "h:1"], "--connect-timeout"),
+            (&["offer"], "--expire"),
+            (&["offer"], "--idle-timeout"),
+            (&["offer"], "--timeout"),
+            (&["offer"], "--handshake-timeout"),
+            (&["get", "h:1", "--pin", &pin], "--connect-timeout"),
+            (&["get", "h:1", "--pin", &pin], "--retry-for"),
+            (&["get", "h:1", "--pin", &pin], "--handshake-timeout"),
+            (&["get", "h:1", "--pin", &pin], "--idle-timeout"),
+            (&["pipe", "h:1"], "--connect-timeout"),
+            (&["pipe", "h:1"], "--retry-for"),
+            (&["pipe", "h:1"], "--handshake-timeout"),
+            (&["pipe", "h:1"], "--idle-timeout"),
+            (&["pipe", "h:1"], "--timeout"),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--connect-timeout",
+            ),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--retry-for",
+            ),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--handshake-timeout",
+            ),
+            (
+                &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
+                "--idle-timeout",
+            ),
+        ];
+        for (args, flag) in cases {
+            for zero in ["0", "0s", "0ms"] {
+                let mut argv = vec!["pincat"];
+                argv.extend_from_slice(args);
+                argv.extend([*flag, zero]);
+                let err = Cli::try_parse_from(argv).unwrap_err();
+                assert_eq!(err.exit_code(), 2, "{flag} {zero}");
+                let msg = err.to_string();
+                assert!(msg.contains(flag) && msg.contains(ZERO_DURATION), "{msg}");
+            }
+        }
+        // Every duration flag is in the list above.
+        let mut seen = 0;
+        for sub in Cli::command().get_subcommands() {
+            for a in sub.get_arguments() {
+                if a.get_value_names() == Some(&["DURATION".into()]) {
+                    let flag = format!("--{}", a.get_long().unwrap_or_default());
+                    let sub = sub.get_name();
+                    assert!(
+                        cases.iter().any(|(c, f)| c[0] == sub && *f == flag),
+                        "{sub} {flag} is not tested"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, cases.len());
+    }
+
+    #[test]
+    fn bad_pin_is_a_usage_error_naming_the_flag() {
+        let err = Cli::try_parse_from(["pincat", "send", "h:1", "--pin", "abcd"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--pin"), "{err}");
+    }
+
+    #[test]
+    fn usage_mistakes_found_after_parsing_are_recognised() {
+        let e = usage::usage("give --listen (exposing end) or --local (using end)");
+        assert_eq!(
+            usage::message(&e),
+            Some("give --listen (exposing end) or --local (using end)")
+        );
+        let other: pincat::Error = anyhow::anyhow!("not a usage mistake").into();
+        assert_eq!(usage::message(&other), None);
+    }
+}

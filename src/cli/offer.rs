@@ -1,0 +1,128 @@
+//! The pull verbs: `pincat offer` (listener + giver) and `pincat get`
+//! (dialer + taker).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use pincat::offer::{OfferOptions, Offering};
+use pincat::{Output, Source};
+
+use super::code::CodeArgs;
+use super::dial::{DialArgs, dial_options};
+use super::duration::parse_duration;
+use super::listen::{CapsArgs, ListenArgs, admission, default_listen, on_signal};
+use super::output::OutputArgs;
+use super::tls::{TlsArgs, load_identity};
+use super::usage::usage;
+
+/// `pincat offer`.
+#[derive(Debug, Args)]
+pub struct OfferArgs {
+    /// Files and directories to offer; none, or "-", offers stdin (to one taker).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
+    #[arg(long, short, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Who may connect.
+    #[command(flatten)]
+    pub common: ListenArgs,
+    /// The code.
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// How many at once.
+    #[command(flatten)]
+    pub caps: CapsArgs,
+    /// Give the same files to many takers instead of exiting after the first.
+    #[arg(long)]
+    pub keep_open: bool,
+    /// With --keep-open: exit 0 after N confirmed gets.
+    #[arg(long, value_name = "N", requires = "keep_open", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_gets: Option<u64>,
+    /// Stop offering (exit 0) DURATION after starting.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expire: Option<Duration>,
+    /// Drop a taker that makes no progress this long (the receipt included).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Give up (exit 6) if no taker connected within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `pincat get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The offering side, as HOST:PORT (with --pin), or the NAME of a known peer.
+    #[arg(value_name = "HOST:PORT|NAME")]
+    pub addr: String,
+    /// Where to store: a file for a stream (default stdout), a directory for files (default .).
+    #[arg(long, short, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Dialing options (--pin or --code is required).
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// The offering side's code.
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Give up when the offering side stays silent this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Runs `pincat offer`.
+pub fn offer(a: OfferArgs) -> pincat::Result<()> {
+    let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
+    if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
+        return Err(usage("\"-\" (stdin) cannot be combined with other paths"));
+    }
+    if stdin && a.keep_open {
+        return Err(usage(
+            "a stream can be given only once: offer files with --keep-open",
+        ));
+    }
+    let mut o = OfferOptions::new(a.listen.unwrap_or_else(default_listen));
+    o.identity = load_identity(a.tls.identity.as_deref())?;
+    (o.allow, o.code) = admission(&a.common, &a.code, a.keep_open)?;
+    o.keep_open = a.keep_open;
+    o.max_gets = a.max_gets;
+    o.expire = a.expire;
+    o.max_conns = a.caps.max_conns as usize;
+    o.max_handshakes = a.caps.max_handshakes as usize;
+    o.handshake_timeout = a.tls.handshake_timeout;
+    o.idle_timeout = a.idle_timeout;
+    o.wait_timeout = a.timeout;
+    let source = if stdin {
+        Source::Stdin
+    } else {
+        Source::Paths(a.paths)
+    };
+    let offering = Offering::bind(o, source, a.output.events())?;
+    let handle = offering.shutdown_handle();
+    on_signal(move || handle.shutdown())?;
+    offering.run().map(drop)
+}
+
+/// Runs `pincat get`.
+pub fn get(a: GetArgs) -> pincat::Result<()> {
+    let opts = dial_options(a.addr, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    let output = match a.out {
+        Some(p) => Output::Path(p),
+        None => Output::Default,
+    };
+    pincat::offer::get(&opts, &output, a.output.events()).map(drop)
+}

@@ -1,0 +1,97 @@
+//! `pincat pipe`: full duplex over one session, dialing or listening, with
+//! our stdio or a program's at the end.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
+use pincat::{Events, Mode};
+
+use super::code::CodeArgs;
+use super::dial::{DialArgs, dial_options};
+use super::duration::parse_duration;
+use super::listen::{ListenArgs, admission, on_signal};
+use super::output::OutputArgs;
+use super::tls::{TlsArgs, load_identity};
+
+/// `pincat pipe`.
+#[derive(Debug, Args)]
+pub struct PipeArgs {
+    /// The listening end, as HOST:PORT (with --pin) or the NAME of a known peer (omit with --listen).
+    #[arg(
+        value_name = "HOST:PORT|NAME",
+        required_unless_present = "listen",
+        conflicts_with = "listen"
+    )]
+    pub addr: Option<String>,
+    /// Listen on ADDR:PORT instead of dialing, and print a paste-ready dial line.
+    #[arg(long, short, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Listening options (with --listen).
+    #[command(flatten)]
+    pub listening: ListenArgs,
+    /// The code (the listener's own, or the one its line printed).
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Dialing options (without --listen; --pin or --code is required).
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// End the pipe when nothing moved for DURATION [default: no limit].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Give up (exit 6) if no peer connected within DURATION (with --listen).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Connect this program's stdin/stdout to the session instead of ours (no shell); everything after it is its arguments, so give it last.
+    #[arg(long, value_name = "PROG", num_args = 1.., allow_hyphen_values = true)]
+    pub exec: Vec<OsString>,
+    /// Identity and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Runs `pincat pipe`.
+pub fn run(a: PipeArgs) -> pincat::Result<()> {
+    let ends = if a.exec.is_empty() {
+        Ends::Stdio
+    } else {
+        Ends::Exec(a.exec.clone())
+    };
+    let Some(listen) = a.listen else {
+        return dial(a, &ends);
+    };
+    let (allow, code) = admission(&a.listening, &a.code, false)?;
+    let opts = PipeListenOptions {
+        listen,
+        identity: load_identity(a.tls.identity.as_deref())?,
+        allow,
+        code,
+        handshake_timeout: a.tls.handshake_timeout,
+        idle_timeout: a.idle_timeout,
+        wait_timeout: a.timeout,
+    };
+    // The listening line is for the person who starts it, even with stdout busy.
+    let l = PipeListener::bind(opts, a.output.events())?;
+    let handle = l.shutdown_handle();
+    on_signal(move || handle.shutdown())?;
+    l.run(ends).map(drop)
+}
+
+/// The dialing end of a pipe.
+fn dial(a: PipeArgs, ends: &Ends) -> pincat::Result<()> {
+    let m = match a.output.mode() {
+        // A pipe's stdout is data: people get only errors and warnings.
+        Mode::Human => Mode::Quiet,
+        m => m,
+    };
+    let addr = a.addr.clone().unwrap_or_default();
+    let idle = a.idle_timeout.unwrap_or(Duration::from_secs(3600));
+    let opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
+    let events = Events::stderr(m).verbose(a.output.verbose);
+    pincat::pipe::pipe(&opts, ends, a.idle_timeout, &events).map(drop)
+}

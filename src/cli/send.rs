@@ -1,0 +1,109 @@
+//! `pincat send`: dial a receiver and push stdin or files to it (dialer +
+//! giver), or one raw stream with --raw.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use pincat::{Events, Mode, Source};
+
+use super::code::CodeArgs;
+use super::dial::{DialArgs, dial_options};
+use super::duration::parse_duration;
+use super::output::OutputArgs;
+use super::progress::progress_events;
+use super::tls::TlsArgs;
+use super::usage::usage;
+
+/// `pincat send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The receiver, as HOST:PORT (with --pin or --ca), or the NAME of a known peer (see `pincat peers`).
+    #[arg(value_name = "HOST:PORT|NAME")]
+    pub addr: String,
+    /// Files and directories to send; none, or "-", sends stdin.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// How to reach and trust the receiver.
+    #[command(flatten)]
+    pub dial: DialArgs,
+    /// The receiver's code.
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// The identity (as client certificate, for receivers that use --allow) and handshake limit.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Give up when the receiver stays silent this long (the receipt included).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// No pincat framing: send stdin (or one file) as plain bytes over the pinned session,
+    /// print what the peer answers; for openssl s_server, ncat --ssl, socat.
+    #[arg(long)]
+    pub raw: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Runs `pincat send`.
+pub fn run(a: SendArgs) -> pincat::Result<()> {
+    let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
+    if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
+        return Err(usage("\"-\" (stdin) cannot be combined with other paths"));
+    }
+    let opts = dial_options(a.addr, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    if a.raw && a.paths.len() > 1 {
+        return Err(usage(
+            "--raw sends one stream: give at most one file (or stdin)",
+        ));
+    }
+    let source = if stdin {
+        Source::Stdin
+    } else {
+        Source::Paths(a.paths)
+    };
+    let events = send_events(&a.output);
+    if a.raw {
+        let input: Box<dyn std::io::Read + Send> = match source {
+            Source::Paths(p) => Box::new(open_raw_input(&p[0])?),
+            _ => Box::new(std::io::stdin()),
+        };
+        return pincat::send_raw(&opts, input, &mut std::io::stdout().lock(), &events).map(drop);
+    }
+    pincat::send(&opts, source, &events).map(drop)
+}
+
+/// A sender's events: a progress bar and a summary for a person at a
+/// terminal, warnings and errors only for a person elsewhere, else as asked.
+fn send_events(o: &OutputArgs) -> Events {
+    let m = o.mode();
+    if m == Mode::Human && std::io::stderr().is_terminal() {
+        progress_events()
+    } else if m == Mode::Human {
+        // Not a terminal: no bar, no summary; warnings and errors only.
+        Events::stderr(Mode::Quiet)
+    } else {
+        Events::stderr(m)
+    }
+    .verbose(o.verbose)
+}
+
+/// Opens the one file `send --raw` streams. A directory opens fine but
+/// fails on the first read, after the receiver was reached: refuse it here.
+fn open_raw_input(path: &Path) -> pincat::Result<std::fs::File> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if meta.is_dir() {
+        return Err(anyhow!(
+            "cannot send {} with --raw: it is a directory (--raw sends one file or stdin)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(file)
+}

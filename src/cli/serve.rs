@@ -1,0 +1,91 @@
+//! `pincat serve`: listen and store what senders push (listener + taker).
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use pincat::{Output, ServeOptions, Server};
+
+use super::code::CodeArgs;
+use super::duration::parse_duration;
+use super::listen::{ListenArgs, admission, on_signal};
+use super::output::OutputArgs;
+use super::tls::load_identity;
+
+/// `pincat serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
+    #[arg(long, short, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Where to store: a file for a stream (default stdout), a directory for files (default .).
+    #[arg(long, short, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Use this persistent identity instead of an ephemeral one (a file, mode 0600, or env:VAR holding its PEM).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Who may send (without these: the sender with the code).
+    #[command(flatten)]
+    pub listening: ListenArgs,
+    /// The code.
+    #[command(flatten)]
+    pub code: CodeArgs,
+    /// Keep serving after the first transfer, with many senders at once.
+    #[arg(long)]
+    pub keep_open: bool,
+    /// Most connections handled at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_conns: u32,
+    /// Most TLS handshakes in progress at once; past it the oldest is cut, so a flood cannot lock out real senders.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_handshakes: u32,
+    /// Limit for a sender's TLS handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Drop a connection that stays silent this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Give up (exit 6) if no transfer has started within DURATION; omit to wait forever.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// No pincat framing: the TLS plaintext is the data, until close_notify (for openssl, ncat, socat).
+    #[arg(long)]
+    pub raw: bool,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Runs `pincat serve`.
+pub fn run(a: ServeArgs) -> pincat::Result<()> {
+    let (allow, code) = admission(&a.listening, &a.code, a.keep_open)?;
+    let default_v6: SocketAddr = (Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
+    let mut opts = ServeOptions::new(a.listen.unwrap_or(default_v6));
+    opts.identity = load_identity(a.identity.as_deref())?;
+    opts.allow = allow;
+    opts.code = code;
+    opts.output = match a.out {
+        Some(p) => Output::Path(p),
+        None => Output::Default,
+    };
+    opts.keep_open = a.keep_open;
+    opts.max_conns = a.max_conns as usize;
+    opts.max_handshakes = a.max_handshakes as usize;
+    opts.handshake_timeout = a.handshake_timeout;
+    opts.idle_timeout = a.idle_timeout;
+    opts.wait_timeout = a.timeout;
+    opts.raw = a.raw;
+    let server = match Server::bind(opts.clone(), a.output.events()) {
+        Ok(s) => s,
+        // No IPv6 on this host: all IPv4 interfaces instead.
+        Err(_) if a.listen.is_none() => {
+            opts.listen = (Ipv4Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
+            Server::bind(opts, a.output.events())?
+        }
+        Err(e) => return Err(e),
+    };
+    let handle = server.shutdown_handle();
+    on_signal(move || handle.shutdown())?;
+    server.run().map(drop)
+}
