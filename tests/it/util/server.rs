@@ -114,8 +114,11 @@ impl Server {
         assert_eq!(first["event"], "listening", "{first}");
         let addr = first["addr"].as_str().unwrap().to_string();
         let code = first["code"].as_str().map(str::to_string);
-        if let Some(c) = &code {
-            remember_code(&addr, c);
+        // A port can be reused by a later listener: what it admits is
+        // whatever this one printed.
+        match &code {
+            Some(c) => remember_code(&addr, c),
+            None => forget_code(&addr),
         }
         Server {
             addr,
@@ -199,6 +202,11 @@ fn remember_code(addr: &str, code: &str) {
     let mut c = CODES.lock().unwrap_or_else(|p| p.into_inner());
     c.retain(|(a, _)| a != addr);
     c.push((addr.to_string(), code.to_string()));
+}
+
+fn forget_code(addr: &str) {
+    let mut c = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    c.retain(|(a, _)| a != addr);
 }
 
 /// Lets dialers of `alias` (a relay in front of `addr`) prove `addr`'s code.
