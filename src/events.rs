@@ -12,7 +12,6 @@ use crate::protocol::{RejectCode, TransferKind};
 
 mod render;
 
-pub(crate) use render::shown;
 pub use render::{human_bytes, rate};
 
 /// What kind of transfer: the one vocabulary for events and reports.

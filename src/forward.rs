@@ -96,10 +96,11 @@ impl Exposer {
         let to = self.opts.to.clone();
         let (idle, connect) = (self.opts.idle_timeout, self.opts.connect_timeout);
         let handler = Arc::new(move |job: Job| {
-            if let Some((mut s, _)) = accept_session(&accept, job) {
+            if let Some(mut admitted) = accept_session(&accept, job) {
+                let s = &mut admitted.session;
                 let peer = s.peer();
                 match connect_target(&to, connect) {
-                    Ok(tcp) => carry(&mut s, peer, tcp, &to, idle, &events),
+                    Ok(tcp) => carry(s, peer, tcp, &to, idle, &events),
                     Err(e) => events.emit(Event::Error {
                         peer: Some(peer),
                         code: "connect",
@@ -208,6 +209,20 @@ pub struct Tunnel {
     opts: TunnelOptions,
     events: Arc<Events>,
     stop: Arc<AtomicBool>,
+    learned: Arc<Mutex<Learned>>,
+}
+
+/// Failed code exchanges after which a using end stops: each one gives
+/// whoever answered in place of the exposing end one guess at the code.
+const TUNNEL_CODE_FAILURES: u32 = 3;
+
+/// What a using end with a code (and no pin) learned: the exposing end's
+/// key once a code exchange confirmed it, which later sessions then pin,
+/// and how many exchanges failed.
+#[derive(Debug, Default)]
+struct Learned {
+    key: Option<Pin>,
+    failures: u32,
 }
 
 /// Stops a [`Tunnel`] from another thread.
@@ -223,8 +238,13 @@ impl TunnelStop {
 
 impl Tunnel {
     /// Binds the local plaintext address.
-    pub fn bind(opts: TunnelOptions, events: Events) -> Result<Tunnel> {
+    pub fn bind(mut opts: TunnelOptions, events: Events) -> Result<Tunnel> {
         opts.dial.check()?;
+        if opts.dial.code.is_some() && opts.dial.identity.is_none() {
+            // One key for every session, so the exposing end's events name
+            // this using end (the code's confirmation covers the key).
+            opts.dial.identity = Some(Identity::generate()?);
+        }
         let listener = TcpListener::bind(opts.local)
             .with_context(|| format!("cannot listen on {}", opts.local))?;
         listener
@@ -235,6 +255,7 @@ impl Tunnel {
             opts,
             events: Arc::new(events),
             stop: Arc::new(AtomicBool::new(false)),
+            learned: Arc::default(),
         })
     }
 
@@ -308,8 +329,9 @@ impl Tunnel {
                 active.fetch_add(1, Ordering::SeqCst);
                 let (opts, events) = (self.opts.clone(), self.events.clone());
                 let (active, open) = (active.clone(), open.clone());
+                let (learned, stop) = (self.learned.clone(), self.stop.clone());
                 std::thread::spawn(move || {
-                    tunnel_one(tcp, &opts, &events);
+                    tunnel_one(tcp, &opts, &events, &learned, &stop);
                     lock(&open).remove(&id);
                     active.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -319,6 +341,12 @@ impl Tunnel {
             sys::reset_on_close(c);
             let _ = c.shutdown(Shutdown::Both);
         }
+        if lock(&self.learned).failures >= TUNNEL_CODE_FAILURES {
+            return Err(Error::CodeNotConfirmed(format!(
+                "{TUNNEL_CODE_FAILURES} code exchanges with {} failed (a wrong code, or someone in the middle): the tunnel stopped",
+                self.opts.dial.addr
+            )));
+        }
         Ok(())
     }
 }
@@ -327,13 +355,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One local connection: dial the exposing end, then relay.
-fn tunnel_one(tcp: TcpStream, opts: &TunnelOptions, events: &Events) {
+/// One local connection: dial the exposing end, then relay. With a code
+/// and no pin, the first confirmed key is pinned for the sessions after
+/// it, and failed exchanges stop the tunnel after a few.
+fn tunnel_one(
+    tcp: TcpStream,
+    opts: &TunnelOptions,
+    events: &Events,
+    learned: &Mutex<Learned>,
+    stop: &AtomicBool,
+) {
     let to = opts.dial.addr.clone();
     let client = tcp.peer_addr().unwrap_or(opts.local);
-    match dialer::dial(&opts.dial, events) {
-        Ok(mut s) => carry(&mut s, client, tcp, &to, opts.idle_timeout, events),
+    let learning = opts.dial.code.is_some() && opts.dial.pins.is_empty();
+    let mut dial = opts.dial.clone();
+    if let Some(key) = lock(learned).key.filter(|_| learning) {
+        dial.pins = vec![key];
+    }
+    match dialer::dial_seen(&dial, events) {
+        Ok((mut s, seen)) => {
+            let mut l = lock(learned);
+            if learning && l.key.is_none() {
+                l.key = seen.spki();
+            }
+            drop(l);
+            carry(&mut s, client, tcp, &to, opts.idle_timeout, events)
+        }
         Err(e) => {
+            if matches!(e, Error::CodeNotConfirmed(_)) {
+                let mut l = lock(learned);
+                l.failures += 1;
+                if l.failures >= TUNNEL_CODE_FAILURES {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
             events.emit(Event::Error {
                 peer: tcp.peer_addr().ok(),
                 code: e.code(),

@@ -71,6 +71,25 @@ pub fn take_env_secret(var: &str) -> Option<std::ffi::OsString> {
     sys::take_env(var.as_ref())
 }
 
+/// One line of standard input (without its newline, at most `max` bytes),
+/// read a byte at a time from the descriptor so that nothing after it is
+/// consumed: for a secret that comes before the data on stdin.
+pub fn read_stdin_line(max: usize) -> std::io::Result<String> {
+    let fd = sys::stdio().0;
+    let mut bytes = Vec::new();
+    let mut b = [0u8; 1];
+    while bytes.len() < max {
+        match sys::read_fd(fd, &mut b) {
+            Ok(0) => break,
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => bytes.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Tunes the allocator for bulk transfers (keeps freed buffers instead of
 /// returning them to the OS after every record). For a binary to call first
 /// thing, before it starts threads.

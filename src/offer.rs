@@ -229,9 +229,10 @@ impl Offering {
 
 /// One taker: handshake and admission, a get slot, then the giver.
 fn give_to(sh: &Shared, job: Job) -> Outcome {
-    let Some((mut s, _client)) = accept_session(&sh.accept, job) else {
+    let Some(mut admitted) = accept_session(&sh.accept, job) else {
         return Outcome::NoSession;
     };
+    let s = &mut admitted.session;
     let peer = s.peer();
     let n = sh.started.fetch_add(1, Ordering::SeqCst);
     let plan = match sh.max_gets {
@@ -257,7 +258,7 @@ fn give_to(sh: &Shared, job: Job) -> Outcome {
         }
     };
     let classify = |e: WireError, when: &str| taker_failure(e, peer, when);
-    Outcome::Transfer(give::give(&mut s, plan, &sh.events, &classify))
+    Outcome::Transfer(give::give(s, plan, &sh.events, &classify))
 }
 
 /// This get's plan: the paths as they are now, or the one stream.

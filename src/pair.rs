@@ -17,6 +17,7 @@
 //! session in which it sent B as an attempt until `confirm_D` checks out.
 
 mod code;
+mod failures;
 mod gate;
 
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity as SpakeId, Password, Spake2};
 
 pub use code::{Code, DEFAULT_WORDS, WORDS, words};
-pub use gate::{Gate, GatePolicy, Verdict, state_dir};
+pub use gate::{Gate, GatePolicy, Serving, Verdict, state_dir};
 
 use crate::fingerprint::Fingerprint;
 use crate::session::{Session, WireError};
@@ -184,13 +185,15 @@ fn prove_on(
 }
 
 /// Admits the dialer on `s` only if it proves the gate's code; nothing else
-/// is read or written first. `limit` bounds the exchange.
+/// is read or written first. `limit` bounds the exchange. Keep the
+/// returned guard while serving the dialer (a one-shot listener takes no
+/// other code meanwhile).
 pub fn admit(
     s: &mut Session,
     gate: &Gate,
     ends: &Ends,
     limit: Duration,
-) -> Result<(), AdmitFailure> {
+) -> Result<Serving, AdmitFailure> {
     let binding = s.channel_binding().ok_or(AdmitFailure::NotPake)?;
     s.set_deadline(Some(Instant::now() + limit));
     let r = admit_within(s, gate, ends, &binding);
@@ -203,7 +206,7 @@ fn admit_within(
     gate: &Gate,
     ends: &Ends,
     binding: &[u8; 32],
-) -> Result<(), AdmitFailure> {
+) -> Result<Serving, AdmitFailure> {
     let mut hello = [0u8; HELLO];
     read_exact(s, &mut hello[..MAGIC.len()]).map_err(AdmitFailure::Early)?;
     if &hello[..MAGIC.len()] != MAGIC {
@@ -242,8 +245,7 @@ fn admit_within(
     let mut theirs = [0u8; MAC];
     read_exact(s, &mut theirs).map_err(AdmitFailure::Broken)?;
     hmac::verify(&dialer_mac, &t, &theirs).map_err(|_| AdmitFailure::WrongCode)?;
-    attempt.confirmed();
-    Ok(())
+    Ok(attempt.confirmed())
 }
 
 fn read_exact(s: &mut Session, buf: &mut [u8]) -> Result<(), WireError> {

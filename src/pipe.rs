@@ -117,14 +117,15 @@ impl PipeListener {
         let ends = Arc::new(Mutex::new(Some(ends)));
         let idle = self.opts.idle_timeout;
         let handler = Arc::new(move |job: Job| -> Option<Result<Relayed>> {
-            let (mut s, _) = accept_session(&accept, job)?;
+            let mut admitted = accept_session(&accept, job)?;
+            let s = &mut admitted.session;
             if taken.swap(true, Ordering::SeqCst) {
                 return None;
             }
             let ends = ends.lock().unwrap_or_else(|p| p.into_inner()).take()?;
             let peer = s.peer();
             let r = spawn(&ends).and_then(|mut child| {
-                relay_ends(&mut s, &mut child, idle, &events, &|e, when| {
+                relay_ends(s, &mut child, idle, &events, &|e, when| {
                     peer_failure(e, peer, when)
                 })
             });

@@ -276,13 +276,14 @@ pub(crate) fn wait_limit(
 
 /// One connection: handshake and admission, then the taker.
 fn handle_conn(sh: &Shared, job: Job) -> Outcome {
-    let Some((mut s, client)) = accept_session(&sh.accept, job) else {
+    let Some(mut admitted) = accept_session(&sh.accept, job) else {
         return Outcome::NoSession;
     };
+    let (s, client) = (&mut admitted.session, admitted.client);
     if sh.accept.framed.is_some() {
-        sh.taker.take(&mut s, client)
+        sh.taker.take(s, client)
     } else {
-        sh.taker.take_raw(&mut s, client)
+        sh.taker.take_raw(s, client)
     }
 }
 

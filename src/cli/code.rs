@@ -45,9 +45,11 @@ fn read_code_line() -> pincat::Result<String> {
     {
         Ok(tty) => {
             let _ = (&tty).write_all(b"pincat: code: ");
-            std::io::BufReader::new(tty).read_line(&mut line)
+            std::io::BufReader::new(tty).read_line(&mut line).map(drop)
         }
-        Err(_) => std::io::stdin().lock().read_line(&mut line),
+        // A byte at a time: what follows the code on stdin stays unread
+        // for the transfer (`pipe` reads the descriptor itself).
+        Err(_) => pincat::read_stdin_line(1024).map(|l| line = l),
     }
     .context("--code -: cannot read the code")?;
     Ok(line)

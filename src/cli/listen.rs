@@ -88,9 +88,14 @@ pub fn admission(
     let gate = match &code.code {
         Some(spec) => {
             let c = read_code(spec)?;
-            if c.list_bits() < 30.0 && c.as_str().len() < 16 {
+            let letters = c
+                .as_str()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .count();
+            if c.list_bits() < 30.0 && letters < 16 {
                 return Err(usage(
-                    "--code on a listener must be at least 3 words of the list or 16 characters: a short code is easy to guess",
+                    "--code on a listener must be at least 3 words of the list or 16 letters and digits: a short code is easy to guess",
                 ));
             }
             Gate::fixed(c, policy, pincat::pair::state_dir()?)?

@@ -197,7 +197,9 @@ pub fn confirmed_keys(opts: &DialOptions, events: &Events) -> Result<(Fingerprin
 /// before giving up: no PAKE ran, so trying again costs no attempt.
 const BUSY_PATIENCE: Duration = Duration::from_secs(30);
 
-fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)> {
+/// As [`dial`], also returning what the listener presented (its key,
+/// which a code confirmed when one was given).
+pub(crate) fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session, Presented)> {
     opts.check()?;
     let patience = opts.retry_for.unwrap_or_default().max(BUSY_PATIENCE);
     let until = Instant::now() + patience;

@@ -8,19 +8,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use super::Code;
+use super::failures::FailureFile;
 use crate::error::{Error, Result};
 
 /// How a listener spends its failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatePolicy {
     /// One peer: after this many failed attempts the listener ends (exit
-    /// 10); after one success no other attempt is taken.
+    /// 10); while a confirmed peer is served, no other attempt is taken.
     OneShot(u32),
-    /// Many peers: each failure delays the next attempt (one second more
-    /// each time, at most ten); after this many no code is accepted.
+    /// Many peers: once one attempt failed, attempts are taken one at a
+    /// time, each failure delaying the next (one second more each time, at
+    /// most ten); after this many no code is accepted.
     KeepOpen(u32),
 }
 
@@ -46,7 +46,7 @@ impl GatePolicy {
 pub enum Verdict {
     /// Go on; the attempt counts as failed unless confirmed.
     Go(Attempt),
-    /// No more codes: the budget is spent, or a one-shot listener paired.
+    /// No more codes: the budget is spent.
     Closed,
     /// Too many failures lately: try again after this long.
     Wait(Duration),
@@ -56,7 +56,8 @@ pub enum Verdict {
 struct State {
     failures: u32,
     in_flight: u32,
-    paired: bool,
+    /// A one-shot listener is serving the peer that proved the code.
+    serving: bool,
     not_before: Option<Instant>,
     exhausted_said: bool,
 }
@@ -69,7 +70,7 @@ struct Inner {
     policy: GatePolicy,
     state: Mutex<State>,
     /// For a fixed code: where its failures are kept across restarts.
-    file: Option<PathBuf>,
+    file: Option<FailureFile>,
     on_exhausted: Mutex<Option<OnExhausted>>,
 }
 
@@ -94,33 +95,28 @@ impl Gate {
     /// A gate for a fixed code: failures are kept in `dir` across restarts,
     /// and a code whose budget is already spent is refused (exit 10).
     pub fn fixed(code: Code, policy: GatePolicy, dir: PathBuf) -> Result<Gate> {
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            })
-            .with_context(|| {
-                format!(
-                    "cannot keep the code's failed attempts in {}",
-                    dir.display()
-                )
-            })?;
-        let file = dir.join(file_name(&code));
-        let failures = match std::fs::read_to_string(&file) {
-            Ok(s) => s.trim().parse::<u32>().unwrap_or(u32::MAX),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", file.display()).into()),
-        };
+        let file = FailureFile::open(&dir, &code)?;
+        let failures = file.read().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the code's failed attempts in {}: {e}",
+                dir.display()
+            )
+        })?;
         if failures >= policy.budget() {
             return Err(Error::CodeAttempts(format!(
                 "this code has already failed {failures} times (the count is kept in {}); choose a new code",
-                file.display()
+                dir.display()
             )));
         }
         Ok(Gate::with_state(code, policy, Some(file), failures))
     }
 
-    fn with_state(code: Code, policy: GatePolicy, file: Option<PathBuf>, failures: u32) -> Gate {
+    fn with_state(
+        code: Code,
+        policy: GatePolicy,
+        file: Option<FailureFile>,
+        failures: u32,
+    ) -> Gate {
         let state = State {
             failures,
             ..State::default()
@@ -161,14 +157,26 @@ impl Gate {
         if st.failures + st.in_flight >= budget {
             return Verdict::Closed;
         }
+        if st.serving {
+            // The code is in use: a one-shot listener usually ends with
+            // this peer; if it does not (its transfer was refused), the
+            // code is good again.
+            return Verdict::Wait(Duration::from_secs(1));
+        }
         if let Some(t) = st.not_before {
             let left = t.saturating_duration_since(Instant::now());
             if !left.is_zero() {
                 return Verdict::Wait(left.max(Duration::from_secs(1)));
             }
         }
-        if matches!(self.0.policy, GatePolicy::OneShot(_)) && st.in_flight > 0 {
+        let one_at_a_time = match self.0.policy {
             // One peer: a second attempt waits for the first to end.
+            GatePolicy::OneShot(_) => true,
+            // Many peers at once, until someone fails: then parallel
+            // attempts would skip the delays.
+            GatePolicy::KeepOpen(_) => st.failures > 0,
+        };
+        if one_at_a_time && st.in_flight > 0 {
             return Verdict::Wait(Duration::from_secs(1));
         }
         st.in_flight += 1;
@@ -178,34 +186,37 @@ impl Gate {
     }
 
     fn settle(&self, ok: bool) {
+        // A failure is recorded first (other listeners with the same fixed
+        // code add theirs to the same count). Best effort: a count that
+        // cannot be written is reported, and the in-memory budget holds.
+        let recorded = match (&self.0.file, ok) {
+            (Some(file), false) => file
+                .bump()
+                .map_err(|e| {
+                    eprintln!(
+                        "pincat: warning: cannot record a failed code attempt in {}: {e}",
+                        file.dir().display()
+                    )
+                })
+                .ok(),
+            _ => None,
+        };
         let mut st = lock(&self.0.state);
         st.in_flight = st.in_flight.saturating_sub(1);
         st.not_before = None;
         if ok {
-            st.paired = matches!(self.0.policy, GatePolicy::OneShot(_));
+            st.serving = matches!(self.0.policy, GatePolicy::OneShot(_));
             return;
         }
-        st.failures += 1;
+        st.failures = (st.failures + 1).max(recorded.unwrap_or(0));
         if let GatePolicy::KeepOpen(_) = self.0.policy {
             let delay = Duration::from_secs(u64::from(st.failures.min(10)));
             st.not_before = Some(Instant::now() + delay);
         }
         let failures = st.failures;
-        // A listener that already admitted its peer is not ended by later
-        // failures (its transfer goes on); it only takes no more codes.
-        let spent = failures >= self.0.policy.budget() && !st.exhausted_said && !st.paired;
+        let spent = failures >= self.0.policy.budget() && !st.exhausted_said;
         st.exhausted_said |= spent;
         drop(st);
-        if let Some(file) = &self.0.file {
-            // Best effort: a count that cannot be written is reported, and
-            // the in-memory budget still holds for this process.
-            if let Err(e) = write_count(file, failures) {
-                eprintln!(
-                    "pincat: warning: cannot record a failed code attempt in {}: {e}",
-                    file.display()
-                );
-            }
-        }
         if spent && let Some(f) = lock(&self.0.on_exhausted).as_ref() {
             f(failures);
         }
@@ -219,10 +230,29 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The dialer proved the code.
-    pub fn confirmed(mut self) {
-        if let Some(g) = self.gate.take() {
+    /// The dialer proved the code. A one-shot listener takes no other
+    /// attempt until the returned guard is dropped (its peer is served).
+    pub fn confirmed(mut self) -> Serving {
+        let gate = self.gate.take();
+        if let Some(g) = &gate {
             g.settle(true);
+        }
+        Serving { gate }
+    }
+}
+
+/// While alive, a one-shot listener is serving the peer that proved its
+/// code, and answers other dialers "wait".
+#[derive(Debug, Default)]
+#[must_use = "dropping it at once lets another dialer with the code in"]
+pub struct Serving {
+    gate: Option<Gate>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(g) = self.gate.take() {
+            lock(&g.0.state).serving = false;
         }
     }
 }
@@ -237,26 +267,6 @@ impl Drop for Attempt {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The file a fixed code's count is kept in: named by a hash of the code
-/// (the directory is the user's own, mode 0700).
-fn file_name(code: &Code) -> String {
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(
-        [
-            b"pincat code failures v1 ".as_slice(),
-            code.as_str().as_bytes(),
-        ]
-        .concat(),
-    );
-    format!("code-{}.failures", hex::encode(&h[..12]))
-}
-
-fn write_count(file: &std::path::Path, n: u32) -> std::io::Result<()> {
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, format!("{n}\n"))?;
-    std::fs::rename(&tmp, file)
 }
 
 /// Where fixed codes keep their failed attempts: `$PINCAT_STATE_DIR`,
@@ -306,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn a_one_shot_gate_is_not_ended_by_failures_after_a_success() {
+    fn a_one_shot_gate_serving_its_peer_takes_no_other_code() {
         let g = Gate::new(code(), GatePolicy::OneShot(1));
         let ended = Arc::new(Mutex::new(false));
         let seen = ended.clone();
@@ -314,13 +324,36 @@ mod tests {
         let Verdict::Go(a) = g.reserve() else {
             panic!()
         };
-        a.confirmed();
-        let Verdict::Go(b) = g.reserve() else {
+        let serving = a.confirmed();
+        // A second dialer with the code (or a guesser) waits, and nothing
+        // counts against the budget.
+        assert!(matches!(g.reserve(), Verdict::Wait(_)));
+        assert!(matches!(g.reserve(), Verdict::Wait(_)));
+        assert!(!*lock(&ended));
+        assert_eq!(g.failures(), 0);
+        // Its transfer was refused and the listener goes on: the code is
+        // good again.
+        drop(serving);
+        assert!(matches!(g.reserve(), Verdict::Go(_)));
+    }
+
+    #[test]
+    fn after_a_failure_a_kept_open_gate_takes_one_attempt_at_a_time() {
+        let g = Gate::new(code(), GatePolicy::KeepOpen(20));
+        let Verdict::Go(a) = g.reserve() else {
             panic!()
         };
-        drop(b);
-        assert!(!*lock(&ended));
-        assert!(matches!(g.reserve(), Verdict::Closed));
+        let Verdict::Go(b) = g.reserve() else {
+            panic!("parallel attempts before any failure")
+        };
+        drop(a);
+        drop(b.confirmed());
+        // The delay after the failure was cleared by the success; a new
+        // attempt goes, and a parallel one waits.
+        let Verdict::Go(_c) = g.reserve() else {
+            panic!()
+        };
+        assert!(matches!(g.reserve(), Verdict::Wait(_)));
     }
 
     #[test]
@@ -336,7 +369,7 @@ mod tests {
             matches!(g.reserve(), Verdict::Closed),
             "two in flight use the budget"
         );
-        b.confirmed();
+        drop(b.confirmed());
         drop(a);
         assert!(matches!(g.reserve(), Verdict::Wait(d) if d >= Duration::from_secs(1)));
     }

@@ -25,7 +25,7 @@ fn run(
     let (mut c, mut s) = connected();
     let g = gate.clone();
     let h = thread::spawn(move || {
-        let r = admit(&mut s, &g, &ends(), LIMIT);
+        let r = admit(&mut s, &g, &ends(), LIMIT).map(drop);
         s.close();
         r
     });

@@ -361,6 +361,14 @@ pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
+/// Takes an exclusive `flock` on `fd`, waiting for another holder.
+pub fn lock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::fs::flock(
+        fd,
+        rustix::fs::FlockOperation::LockExclusive,
+    )?)
+}
+
 /// The names in the directory `fd` (without "." and ".."); an error while
 /// reading it is returned, never a shortened list.
 pub fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {

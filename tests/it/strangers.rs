@@ -366,3 +366,118 @@ fn a_stalled_attempt_makes_the_real_sender_wait_then_get_in() {
     assert_eq!(srv.wait_exit(), (Some(0), b"real data".to_vec()));
     staller.join().unwrap();
 }
+
+#[test]
+fn silent_strangers_holding_connections_do_not_lock_out_the_real_dialer() {
+    let dir = tempfile::tempdir().unwrap();
+    // pipe --listen admits one peer at a time (--max-conns is 1 for it).
+    let mut lis = Server::listen("pipe", dir.path(), &[], Stdio::null());
+    let silent: Vec<ClientTls> = (0..3).map(|_| handshaken(&lis.addr)).collect();
+    let out = pipe_dial(&lis, b"past the silent ones");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(lis.wait_exit(), (Some(0), b"past the silent ones".to_vec()));
+    drop(silent);
+}
+
+#[test]
+fn a_one_shot_listener_serving_its_peer_makes_another_with_the_code_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("secret.txt"), b"the secret").unwrap();
+    let mut off = Server::listen("offer", dir.path(), &["secret.txt"], Stdio::null());
+    let code = off.code.clone().unwrap();
+    // The first taker proves the code and holds its session.
+    let mut first = handshaken(&off.addr);
+    prove_code(&mut first, &off.fingerprint, &code).expect("the first proves the code");
+    // A second one with the same (leaked) code gets nothing meanwhile.
+    let second = pincat()
+        .args(["get", &off.addr, "--code", &code, "--out", "second"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    assert!(!dir.path().join("second/secret.txt").exists());
+    // The first goes away; the one-shot offer ends with it, and the
+    // waiting one never got in.
+    drop(first);
+    let out = wait_output(second, WAIT);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("trying again"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("second/secret.txt").exists());
+    off.wait_exit();
+    assert!(
+        off.seen_named("transfer_done").is_empty(),
+        "given: {:?}",
+        off.seen
+    );
+}
+
+/// One local connection through a using end at `local`: what came back.
+fn through(local: &str, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = s.write_all(data);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn a_using_end_pins_the_key_its_code_confirmed_and_stops_after_three_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (service, _) = echo_service(16);
+    let code = "acid-acorn-acre-zoom";
+    let expose = |listen: &str| {
+        Server::listen_at(
+            "forward",
+            listen,
+            dir.path(),
+            &["--to", &service, "--code", code],
+            |c| {
+                c.env("PINCAT_STATE_DIR", &state);
+            },
+        )
+    };
+    let mut first = expose("127.0.0.1:0");
+    let addr = first.addr.clone();
+    let local = format!("127.0.0.1:{}", free_port());
+    let mut using = pincat()
+        .args(["forward", "--local", &local, "--to", &addr, "--code", code])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    assert_eq!(through(&local, b"one"), b"one");
+    // Another key at that address, with the same code: the using end
+    // pinned the first key, so nothing goes through.
+    first.kill();
+    let _second = expose(&addr);
+    assert_eq!(through(&local, b"two"), b"", "an impostor was trusted");
+    let _ = using.kill();
+    let _ = using.wait();
+
+    // A using end whose code is wrong stops after three exchanges (exit 9).
+    let local = format!("127.0.0.1:{}", free_port());
+    let using = pincat()
+        .args(["forward", "--local", &local, "--to", &addr])
+        .args(["--code", "wrong-guess-here"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    for _ in 0..3 {
+        let _ = through(&local, b"guess");
+    }
+    let out = wait_output(using, WAIT);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+}

@@ -1,6 +1,6 @@
 //! From an accepted socket to an admitted, pinned session: the TLS
-//! handshake, the `max_conns` cap, the code exchange when the listener has a
-//! code, and every refusal on the way reported as an event.
+//! handshake, the code exchange when the listener has a code, the
+//! `max_conns` cap, and every refusal on the way reported as an event.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use rustls::server::UnbufferedServerConnection;
 use super::Job;
 use crate::events::{Event, Events, Reason};
 use crate::fingerprint::Fingerprint;
-use crate::pair::{self, AdmitFailure, Ends, Gate, Verdict};
+use crate::pair::{self, AdmitFailure, Ends, Gate, Serving, Verdict};
 use crate::protocol::{Message, Refusal, RejectCode, Role};
 use crate::session::{Session, WireError};
 use crate::verify::Presented;
@@ -39,10 +39,21 @@ pub struct AcceptSpec {
     pub fingerprint: Fingerprint,
 }
 
+/// A connection that got in: its pinned session, the dialer's certificate
+/// (when it presented one), and, for a one-shot listener with a code, the
+/// mark that it is being served (no other code is taken until it drops).
+pub struct Admitted {
+    /// The session.
+    pub session: Session,
+    /// The dialer's certificate fingerprint.
+    pub client: Option<Fingerprint>,
+    _serving: Serving,
+}
+
 /// Runs the TLS handshake of an accepted connection and admits it under
 /// `max_conns`. Refusals (not allowed, no handshake in time, busy) are
 /// reported as events; `None` then.
-pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<(Session, Option<Fingerprint>)> {
+pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
     let presented = Presented::per_thread();
     presented.clear();
     let Job { sock, peer, ticket } = job;
@@ -73,26 +84,42 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<(Session, Option<Fi
     };
     let _ = s.set_idle_timeout(spec.idle_timeout);
     let client = presented.get();
+    // The code exchange is part of getting in: until it is done the
+    // connection counts as a handshake (the oldest is cut when too many
+    // are in progress), never against --max-conns, so silent strangers
+    // cannot lock out the dialer with the code.
+    let serving = match &spec.gate {
+        Some(gate) => {
+            let ends = Ends {
+                listener: spec.fingerprint,
+                dialer: client,
+            };
+            match pair::admit(&mut s, gate, &ends, spec.handshake_timeout) {
+                Ok(serving) => serving,
+                Err(f) => {
+                    if !ticket.evicted() {
+                        refuse_code(spec, &mut s, peer, client, gate, f);
+                    }
+                    return None;
+                }
+            }
+        }
+        None => Serving::default(),
+    };
     if !ticket.establish() {
         refuse_busy(spec, &mut s, peer, client);
         return None;
-    }
-    if let Some(gate) = &spec.gate {
-        let ends = Ends {
-            listener: spec.fingerprint,
-            dialer: client,
-        };
-        if let Err(f) = pair::admit(&mut s, gate, &ends, spec.handshake_timeout) {
-            refuse_code(spec, &mut s, peer, client, gate, f);
-            return None;
-        }
     }
     spec.events.emit(Event::Connected {
         peer,
         fingerprint: client,
         tls: s.tls_info().clone(),
     });
-    Some((s, client))
+    Some(Admitted {
+        session: s,
+        client,
+        _serving: serving,
+    })
 }
 
 /// Refuses a connection past `max_conns`: a pincat dialer is told it is

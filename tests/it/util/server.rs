@@ -74,6 +74,17 @@ impl Server {
         Self::spawn_verb(verb, "127.0.0.1:0", dir, args, stdin, adjust)
     }
 
+    /// As [`Server::listen_with`], listening on `listen` (stdin null).
+    pub fn listen_at(
+        verb: &str,
+        listen: &str,
+        dir: &Path,
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
+        Self::spawn_verb(verb, listen, dir, args, Stdio::null(), adjust)
+    }
+
     fn spawn_verb(
         verb: &str,
         listen: &str,
