@@ -176,7 +176,7 @@ fn save_records_the_code_confirmed_key_and_later_dials_by_name_check_it() {
     assert!(other.is_running());
     other.kill();
     assert!(
-        other.seen_named("transfer_started").is_empty(),
+        other.seen_named("transfer-started").is_empty(),
         "{:?}",
         other.seen
     );

@@ -212,6 +212,9 @@ fn offer_gives_strangers_no_byte_and_the_real_taker_the_file() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(fs::read(dir.path().join("got/secret.bin")).unwrap() == secret);
     assert_eq!(off.wait_exit().0, Some(0));
+    // The event the other tests look for to see that nothing was given.
+    assert_eq!(off.seen_named("transfer-done").len(), 1, "{:?}", off.seen);
+    assert_eq!(off.seen_named("transfer-started").len(), 1);
 }
 
 /// `pipe --listen` with `stdin` and `args`; the dialer sends `input`.
@@ -317,7 +320,7 @@ fn aborts_right_after_the_listeners_message_count_and_end_a_one_shot_offer() {
     );
     assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
     assert!(
-        off.seen_named("transfer_started").is_empty(),
+        off.seen_named("transfer-started").is_empty(),
         "nothing given: {:?}",
         off.seen
     );
@@ -412,7 +415,7 @@ fn a_one_shot_listener_serving_its_peer_makes_another_with_the_code_wait() {
     assert!(!dir.path().join("second/secret.txt").exists());
     off.wait_exit();
     assert!(
-        off.seen_named("transfer_done").is_empty(),
+        off.seen_named("transfer-done").is_empty(),
         "given: {:?}",
         off.seen
     );
