@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -108,6 +108,14 @@ struct Registry {
     /// The state directories this store made (one per output directory)
     /// with the staged transfers in each: the last one out removes it.
     states: Vec<StateDir>,
+}
+
+/// The output directory every file goes under (none when the transfer has
+/// no output, a mistake).
+fn out_dir(root: &Option<OwnedFd>) -> Result<BorrowedFd<'_>, Fail> {
+    root.as_ref()
+        .map(|r| r.as_fd())
+        .ok_or((crate::protocol::RejectCode::Io, "no output".into()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

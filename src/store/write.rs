@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use super::fail::{io_fail, walk_fail};
 use super::walk::{Walker, split_parent};
 use super::write_behind::WRITE_BEHIND_EVERY;
-use super::{Fail, Holding, Transfer, lock};
+use super::{Fail, Holding, Transfer, lock, out_dir};
 use crate::protocol::{RejectCode, TransferKind, escape_name};
 use crate::sys;
 
@@ -112,11 +112,7 @@ impl Transfer {
                 if v[self.current].is_none() {
                     let store = self.store.clone();
                     let _g = lock(&store.walk);
-                    let root = self
-                        .root
-                        .as_ref()
-                        .ok_or((RejectCode::Io, "no output".into()))?;
-                    let mut w = Walker::new(root.as_fd());
+                    let mut w = Walker::new(out_dir(&self.root)?);
                     let parent = split_parent(raw).0;
                     w.goto(parent, None).map_err(|e| walk_fail(raw, e))?;
                     v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);

@@ -207,15 +207,10 @@ pub fn link_at(
     to_dir: BorrowedFd<'_>,
     to: &OsStr,
 ) -> io::Result<()> {
-    let (f, t) = (cstr(from)?, cstr(to)?);
     // No flags: a symbolic link `from` is linked itself, never followed.
-    Ok(rustix::fs::linkat(
-        from_dir,
-        f.as_c_str(),
-        to_dir,
-        t.as_c_str(),
-        AtFlags::empty(),
-    )?)
+    two_names(from, to, |f, t| {
+        rustix::fs::linkat(from_dir, f, to_dir, t, AtFlags::empty())
+    })
 }
 
 /// Renames `from` to `to` within or across directories, failing (EEXIST)
@@ -226,14 +221,20 @@ pub fn rename_noreplace(
     to_dir: BorrowedFd<'_>,
     to: &OsStr,
 ) -> io::Result<()> {
-    let (f, t) = (cstr(from)?, cstr(to)?);
-    Ok(rustix::fs::renameat_with(
-        from_dir,
-        f.as_c_str(),
-        to_dir,
-        t.as_c_str(),
-        rustix::fs::RenameFlags::NOREPLACE,
-    )?)
+    let noreplace = rustix::fs::RenameFlags::NOREPLACE;
+    two_names(from, to, |f, t| {
+        rustix::fs::renameat_with(from_dir, f, to_dir, t, noreplace)
+    })
+}
+
+/// Runs `op` on two names made C strings.
+fn two_names(
+    a: &OsStr,
+    b: &OsStr,
+    op: impl FnOnce(&CStr, &CStr) -> rustix::io::Result<()>,
+) -> io::Result<()> {
+    let (a, b) = (cstr(a)?, cstr(b)?);
+    Ok(op(&a, &b)?)
 }
 
 /// Removes the entry `name` from `dir` (a directory only if empty).

@@ -8,7 +8,7 @@ use super::known;
 use crate::protocol::{RejectCode, escape_name};
 use crate::store::fail::{io_fail, link_fail, walk_fail};
 use crate::store::walk::{Walker, split_parent};
-use crate::store::{Fail, Holding, MAX_HELD, Transfer, lock};
+use crate::store::{Fail, Holding, MAX_HELD, Transfer, lock, out_dir};
 use crate::sys;
 
 impl Transfer {
@@ -38,54 +38,44 @@ impl Transfer {
         }
         let store = self.store.clone();
         let _g = lock(&store.walk);
-        let root = self
-            .root
-            .as_ref()
-            .ok_or((RejectCode::Io, "no output".into()))?;
+        let root = out_dir(&self.root)?;
         if let Some(name) = &self.stream_name {
             if let Some(Some(f)) = v.first() {
                 let st = sys::stat_fd(f.as_fd()).map_err(sync_fail)?;
-                sys::link_unnamed(f, root.as_fd(), name)
+                sys::link_unnamed(f, root, name)
                     .map_err(|e| link_fail(&store.display.display().to_string(), e))?;
                 self.linked.push((0, st.dev, st.ino));
             }
-            return sys::fsync(root.as_fd()).map_err(sync_fail);
+            return sys::fsync(root).map_err(sync_fail);
         }
-        let mut w = Walker::new(root.as_fd());
+        let mut w = Walker::new(root);
         let mut dirs: Vec<OwnedFd> = Vec::new();
+        // What was linked is recorded even when a later link fails (an
+        // abort then takes exactly those back).
         let mut linked = Vec::new();
-        for (i, f) in v.iter().enumerate() {
+        let r = v.iter().enumerate().try_for_each(|(i, f)| {
             let entry = self.files[i];
             let name = &self.offer.entries[entry as usize].name;
             let (parent, leaf) = split_parent(name);
-            let r = w
-                .goto(parent, None)
-                .map_err(|e| walk_fail(name, e))
-                .and_then(|()| {
-                    let f = f.as_ref().ok_or((RejectCode::Io, "file missing".into()))?;
-                    let st = sys::stat_fd(f.as_fd()).map_err(sync_fail)?;
-                    sys::link_unnamed(f, w.fd(), OsStr::new(leaf))
-                        .map_err(|e| link_fail(&escape_name(name), e))?;
-                    Ok(st)
-                });
-            match r {
-                Ok(st) => linked.push((entry, st.dev, st.ino)),
-                Err(e) => {
-                    self.linked = linked;
-                    return Err(e);
-                }
-            }
+            w.goto(parent, None).map_err(|e| walk_fail(name, e))?;
+            let f = f.as_ref().ok_or((RejectCode::Io, "file missing".into()))?;
+            let st = sys::stat_fd(f.as_fd()).map_err(sync_fail)?;
+            sys::link_unnamed(f, w.fd(), OsStr::new(leaf))
+                .map_err(|e| link_fail(&escape_name(name), e))?;
+            linked.push((entry, st.dev, st.ino));
             if dirs.len() < MAX_HELD && !dirs.iter().any(|d| same_dir(d.as_fd(), w.fd())) {
                 dirs.push(sys::dup(w.fd()).map_err(sync_fail)?);
             }
-        }
+            Ok(())
+        });
         self.linked = linked;
+        r?;
         if self.made.is_empty() && !self.made_root {
             dirs.iter()
                 .try_for_each(|d| sys::fsync(d.as_fd()))
                 .map_err(sync_fail)
         } else {
-            sys::syncfs(root.as_fd()).map_err(sync_fail)
+            sys::syncfs(root).map_err(sync_fail)
         }
     }
 }

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::protocol::{RejectCode, escape_name};
 use crate::store::fail::{io_fail, link_fail, walk_fail};
 use crate::store::walk::{MAX_WALK_FDS, Walker, split_parent};
-use crate::store::{Fail, Holding, Registry, StateDir, Transfer, lock, state};
+use crate::store::{Fail, Holding, Registry, StateDir, Transfer, lock, out_dir, state};
 use crate::sys::{self, Kind};
 
 /// How deep a staging directory's tree can go: a staged tree is at most
@@ -102,40 +102,29 @@ impl Transfer {
         };
         self.sync_output()?;
         let sync_fail = |e| io_fail("cannot sync the received files".into(), e);
-        let root = self
-            .root
-            .as_ref()
-            .ok_or((RejectCode::Io, "no output".into()))?;
+        let root = out_dir(&self.root)?;
         let store = self.store.clone();
         let _g = lock(&store.walk);
-        let mut w = Walker::new(root.as_fd());
+        let mut w = Walker::new(root);
+        // What was placed is recorded even when a later one fails.
         let mut linked = Vec::new();
-        for (i, &entry) in self.files.iter().enumerate() {
+        let r = self.files.iter().enumerate().try_for_each(|(i, &entry)| {
             let name = &self.offer.entries[entry as usize].name;
             let (parent, leaf) = split_parent(name);
             let staged = i.to_string();
-            let r = w
-                .goto(parent, None)
-                .map_err(|e| walk_fail(name, e))
-                .and_then(|()| {
-                    let staged = OsStr::new(&staged);
-                    let st = sys::stat_at(sub.as_fd(), staged)
-                        .map_err(sync_fail)?
-                        .ok_or((RejectCode::Io, "a staged file vanished".into()))?;
-                    place_staged(sub.as_fd(), staged, w.fd(), OsStr::new(leaf))
-                        .map_err(|e| link_fail(&escape_name(name), e))?;
-                    Ok(st)
-                });
-            match r {
-                Ok(st) => linked.push((entry, st.dev, st.ino)),
-                Err(e) => {
-                    self.linked = linked;
-                    return Err(e);
-                }
-            }
-        }
+            let staged = OsStr::new(&staged);
+            w.goto(parent, None).map_err(|e| walk_fail(name, e))?;
+            let st = sys::stat_at(sub.as_fd(), staged)
+                .map_err(sync_fail)?
+                .ok_or((RejectCode::Io, "a staged file vanished".into()))?;
+            place_staged(sub.as_fd(), staged, w.fd(), OsStr::new(leaf))
+                .map_err(|e| link_fail(&escape_name(name), e))?;
+            linked.push((entry, st.dev, st.ino));
+            Ok(())
+        });
         self.linked = linked;
-        sys::syncfs(root.as_fd()).map_err(sync_fail)
+        r?;
+        sys::syncfs(root).map_err(sync_fail)
     }
 
     /// Removes this transfer's staging directory (what is still in it was
