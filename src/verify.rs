@@ -196,26 +196,21 @@ fn check_pin(
 /// public, so this signature (checked with `$algs`) is the proof of its key.
 macro_rules! signature_checks {
     ($self:ident => $algs:expr) => {
-        fn verify_tls12_signature(
-            &$self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, $algs)
-        }
-
-        fn verify_tls13_signature(
-            &$self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, $algs)
-        }
+        $crate::verify::signature_checks!(@one $self, verify_tls12_signature, $algs);
+        $crate::verify::signature_checks!(@one $self, verify_tls13_signature, $algs);
 
         fn supported_verify_schemes(&$self) -> Vec<SignatureScheme> {
             $algs.supported_schemes()
+        }
+    };
+    (@one $self:ident, $name:ident, $algs:expr) => {
+        fn $name(
+            &$self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::$name(message, cert, dss, $algs)
         }
     };
 }

@@ -294,6 +294,14 @@ mod tests {
         Code::parse("acid-acorn-acre").unwrap()
     }
 
+    /// The attempt the gate grants now (a test failure if it does not).
+    fn go(g: &Gate) -> Attempt {
+        match g.reserve() {
+            Verdict::Go(a) => a,
+            v => panic!("no attempt: {v:?}"),
+        }
+    }
+
     #[test]
     fn a_one_shot_gate_takes_one_attempt_at_a_time_and_three_failures() {
         let g = Gate::new(code(), GatePolicy::OneShot(3));
@@ -301,9 +309,7 @@ mod tests {
         let seen = spent.clone();
         g.on_exhausted(Box::new(move |n| *lock(&seen) = n));
         for i in 1..=3 {
-            let Verdict::Go(a) = g.reserve() else {
-                panic!("attempt {i}")
-            };
+            let a = go(&g);
             assert!(
                 !matches!(g.reserve(), Verdict::Go(_)),
                 "a second one in parallel"
@@ -321,9 +327,7 @@ mod tests {
         let ended = Arc::new(Mutex::new(false));
         let seen = ended.clone();
         g.on_exhausted(Box::new(move |_| *lock(&seen) = true));
-        let Verdict::Go(a) = g.reserve() else {
-            panic!()
-        };
+        let a = go(&g);
         let serving = a.confirmed();
         // A second dialer with the code (or a guesser) waits, and nothing
         // counts against the budget.
@@ -340,31 +344,21 @@ mod tests {
     #[test]
     fn after_a_failure_a_kept_open_gate_takes_one_attempt_at_a_time() {
         let g = Gate::new(code(), GatePolicy::KeepOpen(20));
-        let Verdict::Go(a) = g.reserve() else {
-            panic!()
-        };
-        let Verdict::Go(b) = g.reserve() else {
-            panic!("parallel attempts before any failure")
-        };
+        let a = go(&g);
+        let b = go(&g);
         drop(a);
         drop(b.confirmed());
         // The delay after the failure was cleared by the success; a new
         // attempt goes, and a parallel one waits.
-        let Verdict::Go(_c) = g.reserve() else {
-            panic!()
-        };
+        let _c = go(&g);
         assert!(matches!(g.reserve(), Verdict::Wait(_)));
     }
 
     #[test]
     fn a_kept_open_gate_delays_after_a_failure_and_counts_in_flight_attempts() {
         let g = Gate::new(code(), GatePolicy::KeepOpen(2));
-        let Verdict::Go(a) = g.reserve() else {
-            panic!()
-        };
-        let Verdict::Go(b) = g.reserve() else {
-            panic!()
-        };
+        let a = go(&g);
+        let b = go(&g);
         assert!(
             matches!(g.reserve(), Verdict::Closed),
             "two in flight use the budget"
@@ -378,15 +372,11 @@ mod tests {
     fn a_fixed_codes_failures_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let g = Gate::fixed(code(), GatePolicy::OneShot(2), dir.path().into()).unwrap();
-        let Verdict::Go(a) = g.reserve() else {
-            panic!()
-        };
+        let a = go(&g);
         drop(a);
         let g = Gate::fixed(code(), GatePolicy::OneShot(2), dir.path().into()).unwrap();
         assert_eq!(g.failures(), 1);
-        let Verdict::Go(a) = g.reserve() else {
-            panic!()
-        };
+        let a = go(&g);
         drop(a);
         let e = Gate::fixed(code(), GatePolicy::OneShot(2), dir.path().into()).unwrap_err();
         assert_eq!(e.exit_code(), crate::ExitCode::CodeAttempts, "{e}");
