@@ -16,7 +16,7 @@
 //! | [`verify`] | where the pin is decided: rustls verifiers and TLS 1.3 configs |
 //! | [`protocol`] | the wire format: typed [`protocol::Message`]s, encode/decode, no I/O |
 //! | [`session`] | a TLS session over TCP: read and write messages, deadlines, close |
-//! | `sys` (internal) | every OS call and `unsafe` block, each with a SAFETY comment |
+//! | `sys` (internal) | every OS call, through rustix; its header lists the few `unsafe` blocks left, each with a SAFETY comment |
 //! | `store` (internal) | the taker's disk: one directory handle, transfers, commit/abort |
 //! | [`net`] | transport roles: [`net::dialer`] (connect, retry, client TLS) and [`net::listener`] (accept, caps, pool, shutdown) |
 //! | `give`, `take` (internal) | the two data roles over any session |
@@ -25,6 +25,7 @@
 //! | [`pipe`] | full duplex over one session, stdio or a program |
 //! | [`forward`] | a TCP service over pinned TLS: exposing and using ends |
 //! | [`peers`] | known peers by name: the peers file, trust on first use |
+//! | [`pair`] | pairing codes: the words, SPAKE2 inside the session, the listener's attempt budget |
 //! | [`events`] | what people and scripts see: typed kinds, reasons, one transfer report |
 //! | [`error`] | failures and exit codes |
 //!
