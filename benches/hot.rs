@@ -1,5 +1,6 @@
 //! In-process hot paths: the pinned handshake, frame encode/decode, and bulk
-//! encryption/decryption through rustls as pincat configures it.
+//! encryption/decryption through rustls as pincat configures it (buffered
+//! and unbuffered APIs) and through pincat's own record layer.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pincat::protocol::{self, Entry, FrameType, Offer, TransferKind};
@@ -158,10 +159,11 @@ fn bench_in_place(
     );
 }
 
-/// The same round trip through rustls's unbuffered API, as a session runs
-/// it with `PINCAT_RECORD=rustls`: encrypted into a wire buffer, and each
-/// record's plaintext (which rustls hands out in a buffer of its own)
-/// copied to where the receiver writes from.
+/// The same round trip through rustls's unbuffered API, as a session would
+/// run it without pincat's record layer: encrypted into a wire buffer, and
+/// each record's plaintext (which rustls 0.23 hands out in a buffer of its
+/// own) copied to where the receiver writes from. BENCHMARKS.md, "Record
+/// layer", has why pincat keeps its own.
 fn bench_unbuffered(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     id: &Identity,

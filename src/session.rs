@@ -12,18 +12,15 @@ use rustls::AlertDescription;
 
 use crate::events::TlsInfo;
 use crate::protocol::{self, FrameType, HEADER_LEN, Message, ProtocolError, Role, VERSION_LEN};
-use crate::record::{Fatal, MAX_PLAIN};
+use crate::record::{self, Fatal, MAX_PLAIN, TAIL, Tls};
 use crate::sys;
 
-mod engine;
 pub mod exporter;
 mod handshake;
 mod recv_buffer;
 mod relay;
 mod socket;
-mod unbuffered;
 
-use engine::{Engine, Meta};
 pub use handshake::Handshaking;
 use recv_buffer::Rx;
 pub use relay::{Plain, Relayed};
@@ -113,7 +110,7 @@ pub enum DataError<E> {
 pub struct Session {
     sock: SockIo,
     peer: SocketAddr,
-    tls: Engine,
+    tls: Tls,
     info: TlsInfo,
     binding: Option<[u8; 32]>,
     rx: Rx,
@@ -122,10 +119,8 @@ pub struct Session {
     early_at: usize,
     /// Records to go out before the next payload (KeyUpdate, alerts).
     pre: Vec<u8>,
-    /// Headers and tails of the records being written (sealed in place).
-    meta: Meta,
-    /// The records being written, when rustls sealed them.
-    wire: Vec<u8>,
+    /// Headers and tails of the records being written.
+    meta: Vec<([u8; record::HEADER], [u8; TAIL])>,
     /// Where small writes are sealed (they are not the caller's to modify).
     scratch: Vec<u8>,
     close_sent: bool,
@@ -166,7 +161,6 @@ impl Session {
             early_at: 0,
             pre: Vec::new(),
             meta: Vec::with_capacity(BATCH_RECORDS),
-            wire: Vec::new(),
             scratch: Vec::new(),
             close_sent: false,
         })
@@ -180,12 +174,13 @@ impl Session {
 
     /// Sends a fatal alert and lets the peer read it.
     fn flush_alert(&mut self, alert: Option<AlertDescription>) {
-        self.pre.clear();
-        self.tls.fatal_alert(alert, &mut self.pre);
-        if !self.pre.is_empty() {
-            let _ = self.sock.tcp.write_all(&self.pre);
+        if let Some(a) = alert {
+            self.pre.clear();
+            if self.tls.alert(a, &mut self.pre).is_ok() {
+                let _ = self.sock.tcp.write_all(&self.pre);
+            }
+            self.pre.clear();
         }
-        self.pre.clear();
         self.sock.drain_after_close();
     }
 
@@ -341,10 +336,9 @@ impl Session {
         loop {
             let take = rest.len().min(BATCH_RECORDS * MAX_PLAIN);
             let (batch, tail) = rest.split_at_mut(take);
-            self.tls
-                .seal_batch(batch, &mut self.pre, &mut self.meta, &mut self.wire)
+            seal_batch(&mut self.tls, batch, &mut self.pre, &mut self.meta)
                 .map_err(WireError::Tls)?;
-            let mut io = iovecs(&self.pre, batch, &self.meta, &self.wire);
+            let mut io = iovecs(&self.pre, batch, &self.meta);
             let r = self.sock.write_all_vectored(&mut io);
             self.pre.clear();
             r?;
@@ -425,7 +419,7 @@ impl Session {
         if !self.close_sent {
             self.close_sent = true;
             self.tls
-                .close_notify(&mut self.pre)
+                .alert(AlertDescription::CloseNotify, &mut self.pre)
                 .map_err(WireError::Tls)?;
         }
         Ok(())
@@ -457,13 +451,27 @@ impl Session {
     }
 }
 
-/// The wire bytes of `pre` then the sealed records: those of `batch` sealed
-/// in place, or `wire`.
+/// Seals `batch` in place, record by record, noting each header and tail
+/// in `meta`; a KeyUpdate they need goes to the end of `pre` first.
+fn seal_batch(
+    tls: &mut Tls,
+    batch: &mut [u8],
+    pre: &mut Vec<u8>,
+    meta: &mut Vec<([u8; record::HEADER], [u8; TAIL])>,
+) -> Result<(), rustls::Error> {
+    meta.clear();
+    tls.prepare(batch.len().div_ceil(MAX_PLAIN), pre)?;
+    for chunk in batch.chunks_mut(MAX_PLAIN) {
+        meta.push(tls.seal(chunk)?);
+    }
+    Ok(())
+}
+
+/// The wire bytes of `pre` then the sealed records of `batch`.
 fn iovecs<'a>(
     pre: &'a [u8],
     batch: &'a [u8],
-    meta: &'a [([u8; crate::record::HEADER], [u8; crate::record::TAIL])],
-    wire: &'a [u8],
+    meta: &'a [([u8; record::HEADER], [u8; TAIL])],
 ) -> Vec<IoSlice<'a>> {
     let mut v = Vec::with_capacity(1 + 3 * meta.len());
     if !pre.is_empty() {
@@ -473,9 +481,6 @@ fn iovecs<'a>(
         v.push(IoSlice::new(hdr));
         v.push(IoSlice::new(chunk));
         v.push(IoSlice::new(tail));
-    }
-    if !wire.is_empty() {
-        v.push(IoSlice::new(wire));
     }
     v
 }

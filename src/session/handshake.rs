@@ -9,8 +9,6 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
 use rustls::{CommonState, Error, ExtractedSecrets};
 
-use super::engine::{self, Engine};
-use super::unbuffered::Unbuffered;
 use super::{Rx, SockIo, WireError};
 use crate::events::TlsInfo;
 use crate::record::{Schedule, Tls};
@@ -68,7 +66,7 @@ impl Handshaking for UnbufferedServerConnection {
 
 /// What the handshake hands to the session.
 pub(super) struct Established {
-    pub tls: Engine,
+    pub tls: Tls,
     pub info: TlsInfo,
     /// The RFC 9266 `tls-exporter` channel binding of this session.
     pub binding: Option<[u8; 32]>,
@@ -124,19 +122,11 @@ pub(super) fn run<H: Handshaking>(
         .negotiated_cipher_suite()
         .and_then(|s| s.tls13())
         .map_or(1 << 24, |s| s.common.confidentiality_limit);
-    let tls = if engine::rustls_selected() {
-        Engine::Rustls {
-            conn: Box::new(Unbuffered::new(conn)),
-            peer_closed,
-        }
-    } else {
-        let (secrets, schedule) = conn.into_kernel().map_err(WireError::Tls)?;
-        let mut tls = Tls::new(secrets, schedule, limit).map_err(WireError::Tls)?;
-        if peer_closed {
-            tls.set_peer_closed();
-        }
-        Engine::Own(tls)
-    };
+    let (secrets, schedule) = conn.into_kernel().map_err(WireError::Tls)?;
+    let mut tls = Tls::new(secrets, schedule, limit).map_err(WireError::Tls)?;
+    if peer_closed {
+        tls.set_peer_closed();
+    }
     Ok(Established {
         tls,
         info,

@@ -5,9 +5,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use super::BATCH_RECORDS;
-use super::engine::Engine;
 use super::socket::SockIo;
-use super::unbuffered::{Got, Traffic};
 use crate::record::{self, Fatal, Inbound, MAX_RECORD, Tls};
 
 /// Bytes a session's receive buffer grows to: one socket read of this much
@@ -36,11 +34,6 @@ pub(super) struct Rx {
     pub(super) pending: usize,
     /// The last read filled all the room there was.
     pub(super) filled: bool,
-    /// Plaintext rustls handed out (its record layer only; `ready` then
-    /// points here instead of into `buf`).
-    pub(super) plain: Vec<u8>,
-    /// rustls took what it could of `buf[parsed..end]` and needs more.
-    pub(super) starved: bool,
 }
 
 impl Rx {
@@ -52,8 +45,6 @@ impl Rx {
             ready: VecDeque::with_capacity(BATCH_RECORDS),
             pending: 0,
             filled: false,
-            plain: Vec::new(),
-            starved: false,
         }
     }
 
@@ -90,70 +81,20 @@ impl Rx {
             );
         }
         let n = sock.read(&mut self.buf[self.end..])?;
-        self.starved = false;
         self.filled = self.end + n == self.buf.len();
         self.end += n;
         Ok(n)
     }
 
-    /// Length of the whole record at `parsed`, if it is all here (and
-    /// rustls, when it runs the records, did not already pass on it).
+    /// Length of the whole record at `parsed`, if it is all here.
     pub(super) fn complete_record(&self) -> Result<Option<usize>, Fatal> {
-        if self.starved {
-            return Ok(None);
-        }
         Ok(record::record_len(&self.buf[self.parsed..self.end])?
             .filter(|&n| self.parsed + n <= self.end))
     }
 
     /// Opens the whole records received (up to [`MAX_READY`] waiting);
     /// false if there was none.
-    pub(super) fn open_all(&mut self, engine: &mut Engine) -> Result<bool, Fatal> {
-        match engine {
-            Engine::Own(tls) => self.open_in_place(tls),
-            Engine::Rustls { conn, peer_closed } => self.open_by_rustls(&mut **conn, peer_closed),
-        }
-    }
-
-    /// rustls decrypts the records; their plaintext is copied to `plain`.
-    fn open_by_rustls(
-        &mut self,
-        conn: &mut dyn Traffic,
-        peer_closed: &mut bool,
-    ) -> Result<bool, Fatal> {
-        if self.ready.is_empty() {
-            self.plain.clear();
-        }
-        let mut any = false;
-        while !*peer_closed && self.ready.len() < MAX_READY && self.parsed < self.end {
-            let (used, got) = conn
-                .read(&mut self.buf[self.parsed..self.end], &mut self.plain)
-                .map_err(|error| Fatal { alert: None, error })?;
-            self.parsed += used;
-            any |= used > 0;
-            match got {
-                Got::Data(n) => {
-                    any = true;
-                    if n > 0 {
-                        self.ready.push_back((self.plain.len() - n, n));
-                        self.pending += n;
-                    }
-                }
-                Got::Closed => {
-                    any = true;
-                    *peer_closed = true;
-                }
-                Got::More => {
-                    self.starved = true;
-                    break;
-                }
-            }
-        }
-        Ok(any)
-    }
-
-    /// Opens our records in place.
-    fn open_in_place(&mut self, tls: &mut Tls) -> Result<bool, Fatal> {
+    pub(super) fn open_all(&mut self, tls: &mut Tls) -> Result<bool, Fatal> {
         let mut any = false;
         while !tls.peer_closed() && self.ready.len() < MAX_READY {
             let Some(n) = self.complete_record()? else {
@@ -179,7 +120,7 @@ impl Rx {
                 break;
             };
             let n = len.min(out.len() - got);
-            out[got..got + n].copy_from_slice(&self.data()[at..at + n]);
+            out[got..got + n].copy_from_slice(&self.buf[at..at + n]);
             got += n;
             self.consume(n);
         }
@@ -195,19 +136,10 @@ impl Rx {
                 break;
             }
             let n = len.min(left);
-            v.push(IoSlice::new(&self.data()[at..at + n]));
+            v.push(IoSlice::new(&self.buf[at..at + n]));
             left -= n;
         }
         v
-    }
-
-    /// Where the opened plaintext lies.
-    fn data(&self) -> &[u8] {
-        if self.plain.is_empty() {
-            &self.buf
-        } else {
-            &self.plain
-        }
     }
 
     /// Drops `n` bytes of opened plaintext from the front.

@@ -7,8 +7,8 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use super::{BATCH_RECORDS, Session, WireError, iovecs};
-use crate::record::MAX_PLAIN;
+use super::{BATCH_RECORDS, Session, WireError, iovecs, seal_batch};
+use crate::record::{self, MAX_PLAIN, TAIL};
 
 /// The plaintext side of [`Session::relay`].
 pub struct Plain<'a> {
@@ -169,7 +169,6 @@ impl Session {
         if !d.input_open && !self.close_sent && !d.sending() {
             self.pre.clear();
             self.meta.clear();
-            self.wire.clear();
             self.queue_close_notify()?;
             d.body_len = 0;
             d.out_total = self.pre.len();
@@ -186,7 +185,7 @@ impl Session {
     /// Writes what is going out until the socket would block.
     fn flush_nonblocking(&mut self, d: &mut Duplex) -> Result<(), WireError> {
         while d.sending() {
-            let mut io = iovecs(&self.pre, &d.body[..d.body_len], &self.meta, &self.wire);
+            let mut io = iovecs(&self.pre, &d.body[..d.body_len], &self.meta);
             let mut bufs = &mut io[..];
             IoSlice::advance_slices(&mut bufs, d.out_sent);
             match self.sock.tcp.write_vectored(bufs) {
@@ -236,16 +235,15 @@ impl Session {
             Ok(0) => d.input_open = false,
             Ok(n) => {
                 self.pre.clear();
-                d.out_total = self
-                    .tls
-                    .seal_batch(
-                        &mut d.body[..n],
-                        &mut self.pre,
-                        &mut self.meta,
-                        &mut self.wire,
-                    )
-                    .map_err(WireError::Tls)?;
+                seal_batch(
+                    &mut self.tls,
+                    &mut d.body[..n],
+                    &mut self.pre,
+                    &mut self.meta,
+                )
+                .map_err(WireError::Tls)?;
                 d.body_len = n;
+                d.out_total = self.pre.len() + n + self.meta.len() * (record::HEADER + TAIL);
                 d.out_sent = 0;
                 d.moved.sent += n as u64;
                 self.flush_nonblocking(d)?;

@@ -49,18 +49,12 @@ fn a_flood_of_tiny_records_keeps_bookkeeping_bounded() {
         plain.push(i as u8);
     }
     let mut wire = Vec::new();
-    let (mut meta, mut rec) = (Vec::new(), Vec::new());
     for b in &plain {
         let mut one = [*b];
-        c.tls
-            .seal_batch(&mut one, &mut wire, &mut meta, &mut rec)
-            .unwrap();
-        for (h, t) in &meta {
-            wire.extend_from_slice(h);
-            wire.extend_from_slice(&one);
-            wire.extend_from_slice(t);
-        }
-        wire.extend_from_slice(&rec);
+        let (h, t) = c.tls.seal(&mut one).unwrap();
+        wire.extend_from_slice(&h);
+        wire.extend_from_slice(&one);
+        wire.extend_from_slice(&t);
     }
     let writer = std::thread::spawn(move || {
         c.sock.tcp.write_all(&wire).unwrap();
