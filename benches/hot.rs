@@ -1,5 +1,6 @@
 //! In-process hot paths: the pinned handshake, frame encode/decode, and bulk
-//! encryption/decryption through rustls as pincat configures it.
+//! encryption/decryption through rustls as pincat configures it (buffered
+//! and unbuffered APIs) and through pincat's own record layer.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pincat::protocol::{self, Entry, FrameType, Offer, TransferKind};
@@ -110,6 +111,7 @@ fn bench_bulk(cr: &mut Criterion) {
         })
     });
     bench_in_place(&mut g, &id, &chunk, &mut wire);
+    bench_unbuffered(&mut g, &id, &chunk, &mut wire);
     g.finish();
 }
 
@@ -152,6 +154,61 @@ fn bench_in_place(
                     at += n;
                 }
                 assert_eq!(got, chunk.len());
+            })
+        },
+    );
+}
+
+/// The same round trip through rustls's unbuffered API, as a session would
+/// run it without pincat's record layer: encrypted into a wire buffer, and
+/// each record's plaintext (which rustls 0.23 hands out in a buffer of its
+/// own) copied to where the receiver writes from. BENCHMARKS.md, "Record
+/// layer", has why pincat keeps its own.
+fn bench_unbuffered(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &Identity,
+    chunk: &[u8],
+    wire: &mut Vec<u8>,
+) {
+    use rustls::client::UnbufferedClientConnection;
+    use rustls::server::UnbufferedServerConnection;
+    use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
+    let sc = verify::server_config(id, None, Presented::default()).unwrap();
+    let cc = verify::client_config(Some(id.fingerprint()), None, Presented::default()).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(verify::SERVER_NAME).unwrap();
+    let mut c = record::memory::Peer::new(UnbufferedClientConnection::new(cc, name).unwrap());
+    let mut s = record::memory::Peer::new(UnbufferedServerConnection::new(sc).unwrap());
+    record::memory::handshake(&mut c, &mut s).unwrap();
+    let (mut tx, mut rx) = (c.conn, s.conn);
+    let mut plain = vec![0u8; chunk.len()];
+    let mut got_plain = Vec::with_capacity(chunk.len());
+    wire.resize(chunk.len() + 64 * 1024, 0);
+    g.bench_function(
+        "unbuffered: encrypt + decrypt 256 KiB round trip (rustls unbuffered API)",
+        |b| {
+            b.iter(|| {
+                plain.copy_from_slice(chunk);
+                let n = match tx.process_tls_records(&mut []).state.unwrap() {
+                    ConnectionState::WriteTraffic(mut w) => w.encrypt(&plain, wire).unwrap(),
+                    s => panic!("{s:?}"),
+                };
+                got_plain.clear();
+                let mut at = 0;
+                while at < n {
+                    let UnbufferedStatus { discard, state } =
+                        rx.process_tls_records(&mut wire[at..n]);
+                    match state.unwrap() {
+                        ConnectionState::ReadTraffic(mut r) => {
+                            while let Some(rec) = r.next_record() {
+                                got_plain.extend_from_slice(rec.unwrap().payload);
+                            }
+                        }
+                        s => panic!("{s:?}"),
+                    }
+                    at += discard;
+                }
+                assert_eq!(got_plain.len(), chunk.len());
+                black_box(&got_plain);
             })
         },
     );
