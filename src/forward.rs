@@ -17,34 +17,19 @@ use crate::events::{Event, Events, Reason};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::endpoint::{Bounds, Endpoint};
-use crate::net::listener::{Flow, Job, Limits, ShutdownHandle, accept_session};
-use crate::pair::Gate;
+use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
+use crate::net::listener::{Flow, Job, accept_session};
 use crate::session::{Plain, Session, WireError};
 use crate::sys;
 
 /// How the exposing end behaves.
 #[derive(Debug, Clone)]
 pub struct ExposeOptions {
-    /// Address to bind for pinned TLS.
-    pub listen: SocketAddr,
+    /// Where to listen for pinned TLS, which clients get in, how many are
+    /// relayed at once, and how long a connection may stay silent.
+    pub listen: Listen,
     /// The plaintext service, `HOST:PORT`.
     pub to: String,
-    /// Persistent identity; `None` generates an ephemeral one.
-    pub identity: Option<Identity>,
-    /// Clients allowed in by certificate.
-    pub allow: Option<crate::verify::Allow>,
-    /// When set, only a client that proves this code gets in (with
-    /// neither, anyone who connects: an explicit "allow any").
-    pub code: Option<Gate>,
-    /// Connections relayed at once.
-    pub max_conns: usize,
-    /// TLS handshakes in progress at once.
-    pub max_handshakes: usize,
-    /// Limit for a client's TLS handshake.
-    pub handshake_timeout: Duration,
-    /// End a connection where nothing moved this long.
-    pub idle_timeout: Duration,
     /// Limit for connecting to the target.
     pub connect_timeout: Duration,
 }
@@ -55,38 +40,22 @@ pub struct Exposer {
     opts: ExposeOptions,
 }
 
+endpoint_accessors!(Exposer, "the using end");
+
 impl Exposer {
     /// Binds `opts.listen`.
     pub fn bind(opts: ExposeOptions, events: Events) -> Result<Exposer> {
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
-            .admitting(&opts.allow, opts.code.clone());
+        let connect = opts.connect_timeout.is_zero();
+        opts.listen
+            .check("ExposeOptions", &[("connect_timeout", connect)])?;
+        let endpoint = opts.listen.bind(events)?;
         Ok(Exposer { endpoint, opts })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr()
-    }
-
-    /// The fingerprint the using end must pin.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.endpoint.fingerprint()
-    }
-
-    /// A handle that stops [`Exposer::run`] from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.endpoint.shutdown_handle()
     }
 
     /// Relays every admitted connection until a shutdown.
     pub fn run(self) -> Result<()> {
-        let bounds = Bounds {
-            framed: None,
-            handshake_timeout: self.opts.handshake_timeout,
-            idle_timeout: self.opts.idle_timeout,
-            max_conns: self.opts.max_conns,
-        };
-        let accept = self.endpoint.accept_spec(&self.opts.allow, bounds)?;
+        let l = &self.opts.listen;
+        let accept = self.endpoint.accept_spec(&l.allow, l.bounds(None))?;
         self.endpoint.announce(
             "pincat forward --local 127.0.0.1:LOCAL_PORT --to",
             "",
@@ -94,7 +63,7 @@ impl Exposer {
         );
         let events = self.endpoint.events().clone();
         let to = self.opts.to.clone();
-        let (idle, connect) = (self.opts.idle_timeout, self.opts.connect_timeout);
+        let (idle, connect) = (l.idle_timeout, self.opts.connect_timeout);
         let handler = Arc::new(move |job: Job| {
             if let Some(mut admitted) = accept_session(&accept, job) {
                 let s = &mut admitted.session;
@@ -109,14 +78,8 @@ impl Exposer {
                 }
             }
         });
-        let limits = Limits {
-            max_conns: self.opts.max_conns,
-            max_handshakes: self.opts.max_handshakes,
-            handshake_timeout: self.opts.handshake_timeout,
-        };
-        let r = self.endpoint.listening().run(
-            limits,
-            self.endpoint.events().clone(),
+        let r = self.endpoint.run(
+            l.limits(),
             handler,
             false,
             |()| Ok(Flow::Continue),

@@ -18,7 +18,7 @@
 //! | [`session`] | a TLS session over TCP: read and write messages, deadlines, close |
 //! | `sys` (internal) | every OS call, through rustix; its header lists the few `unsafe` blocks left, each with a SAFETY comment |
 //! | `store` (internal) | the taker's disk: one directory handle, transfers, commit/abort |
-//! | [`net`] | transport roles: [`net::dialer`] (connect, retry, client TLS) and [`net::listener`] (accept, caps, pool, shutdown) |
+//! | [`net`] | transport roles: [`net::dialer`] (connect, retry, client TLS), [`net::listener`] (accept, caps, pool, shutdown) and [`net::endpoint`] ([`Listen`]: what every listening verb's options embed, and the bound listener) |
 //! | `give`, `take` (internal) | the two data roles over any session |
 //! | [`mod@send`], [`serve`] | push: dialer + giver, listener + taker |
 //! | [`offer`] | pull: listener + giver (`offer`), dialer + taker (`get`) |
@@ -60,6 +60,7 @@ pub use events::{Event, Events, Kind, Mode, Transfer};
 pub use fingerprint::{Fingerprint, Pin};
 pub use give::Source;
 pub use identity::Identity;
+pub use net::endpoint::Listen;
 pub use send::{SendOptions, SendReport, send, send_raw};
 pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};
 pub use verify::Allow;

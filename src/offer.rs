@@ -13,13 +13,10 @@ use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Transfer};
-use crate::fingerprint::Fingerprint;
 use crate::give::{self, Plan, Source};
-use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::endpoint::{Bounds, Endpoint};
-use crate::net::listener::{AcceptSpec, Flow, Job, Limits, ShutdownHandle, accept_session};
-use crate::pair::Gate;
+use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
+use crate::net::listener::{AcceptSpec, Flow, Job, Limits, accept_session};
 use crate::protocol::{Message, Refusal, RejectCode, Role};
 use crate::serve::ServeSummary;
 use crate::session::WireError;
@@ -29,29 +26,15 @@ use crate::take::{Outcome, Taker};
 /// How the offering side behaves.
 #[derive(Debug, Clone)]
 pub struct OfferOptions {
-    /// Address to bind; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// Persistent identity; `None` generates an ephemeral one.
-    pub identity: Option<Identity>,
-    /// When set, only takers presenting one of these certificates get in.
-    pub allow: Option<crate::verify::Allow>,
-    /// When set, only the taker that proves this code gets in (with
-    /// neither, anyone who connects).
-    pub code: Option<Gate>,
+    /// Where to listen, who gets in (takers), how many at once for how
+    /// long (the idle limit covers the receipt).
+    pub listen: Listen,
     /// Serve the same files to many takers instead of exiting after one.
     pub keep_open: bool,
     /// With `keep_open`: stop after this many confirmed gets.
     pub max_gets: Option<u64>,
     /// Stop offering this long after starting (exit 0).
     pub expire: Option<Duration>,
-    /// Most connections past the TLS handshake at once.
-    pub max_conns: usize,
-    /// Most TLS handshakes in progress at once.
-    pub max_handshakes: usize,
-    /// Limit for a taker's TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Idle limit once connected (the receipt included).
-    pub idle_timeout: Duration,
     /// Give up if no taker has connected within this time.
     pub wait_timeout: Option<Duration>,
 }
@@ -60,19 +43,25 @@ impl OfferOptions {
     /// Options with the documented defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         OfferOptions {
-            listen,
-            identity: None,
-            allow: None,
-            code: None,
+            listen: Listen::new(listen),
             keep_open: false,
             max_gets: None,
             expire: None,
-            max_conns: 256,
-            max_handshakes: 64,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
             wait_timeout: None,
         }
+    }
+
+    /// Zero caps and durations are mistakes, as on the command line.
+    fn check(&self) -> Result<()> {
+        let zero = |d: Option<Duration>| d.is_some_and(|d| d.is_zero());
+        self.listen.check(
+            "OfferOptions",
+            &[
+                ("max_gets", self.max_gets == Some(0)),
+                ("expire", zero(self.expire)),
+                ("wait_timeout", zero(self.wait_timeout)),
+            ],
+        )
     }
 }
 
@@ -90,6 +79,8 @@ pub struct Offering {
     offered: Arc<Offered>,
 }
 
+endpoint_accessors!(Offering, "takers");
+
 /// What every connection of one offering side shares.
 struct Shared {
     accept: AcceptSpec,
@@ -104,6 +95,7 @@ impl Offering {
     /// Plans the source (so a missing or unreadable path fails now, before
     /// anyone connects) and binds.
     pub fn bind(opts: OfferOptions, source: Source, events: Events) -> Result<Offering> {
+        opts.check()?;
         let offered = match source {
             Source::Paths(paths) => {
                 Plan::new(Source::Paths(paths.clone()), &events)?;
@@ -118,28 +110,12 @@ impl Offering {
             }
             stream => Offered::Stream(Mutex::new(Some(Plan::new(stream, &events)?))),
         };
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
-            .admitting(&opts.allow, opts.code.clone());
+        let endpoint = opts.listen.bind(events)?;
         Ok(Offering {
             endpoint,
             opts,
             offered: Arc::new(offered),
         })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr()
-    }
-
-    /// The fingerprint takers must pin.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.endpoint.fingerprint()
-    }
-
-    /// A handle that stops [`Offering::run`] from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.endpoint.shutdown_handle()
     }
 
     /// A paste-ready get command for the other machine.
@@ -150,29 +126,22 @@ impl Offering {
     /// Gives to takers until the first confirmed get (or, with
     /// `keep_open`, until `max_gets`, `expire` or a signal).
     pub fn run(self) -> Result<ServeSummary> {
-        let bounds = Bounds {
-            framed: Some(Role::Giver),
-            handshake_timeout: self.opts.handshake_timeout,
-            idle_timeout: self.opts.idle_timeout,
-            max_conns: self.opts.max_conns,
-        };
+        let l = &self.opts.listen;
+        let accept = self
+            .endpoint
+            .accept_spec(&l.allow, l.bounds(Some(Role::Giver)))?;
         let events = self.endpoint.events().clone();
         let shared = Arc::new(Shared {
-            accept: self.endpoint.accept_spec(&self.opts.allow, bounds)?,
+            accept,
             offered: self.offered.clone(),
             events,
             started: AtomicU64::new(0),
             max_gets: self.opts.max_gets,
         });
         self.endpoint.announce("pincat get", "", "receiving");
-        let limits = Limits {
-            max_conns: self.opts.max_conns,
-            max_handshakes: self.opts.max_handshakes,
-            handshake_timeout: self.opts.handshake_timeout,
-        };
         let state = shared.clone();
         let handler = Arc::new(move |job: Job| give_to(&state, job));
-        self.serve(limits, handler, &shared)
+        self.serve(l.limits(), handler, &shared)
     }
 
     fn serve(
@@ -215,14 +184,9 @@ impl Offering {
             }
             Ok(Some(w))
         };
-        let r = self.endpoint.listening().run(
-            limits,
-            self.endpoint.events().clone(),
-            handler,
-            !keep_open,
-            on,
-            idle_limit,
-        );
+        let r = self
+            .endpoint
+            .run(limits, handler, !keep_open, on, idle_limit);
         r.map(|()| summary)
     }
 }

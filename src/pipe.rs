@@ -16,12 +16,9 @@ use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
-use crate::fingerprint::Fingerprint;
-use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
-use crate::net::endpoint::{Bounds, Endpoint};
-use crate::net::listener::{Flow, Job, Limits, ShutdownHandle, accept_session};
-use crate::pair::Gate;
+use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
+use crate::net::listener::{Flow, Job, accept_session};
 use crate::session::{Plain, Relayed, Session, WireError};
 use crate::sys;
 
@@ -52,23 +49,45 @@ pub fn pipe(
     })
 }
 
+/// Most TLS handshakes a pipe's listening end runs at once: it takes one
+/// peer, and a few handshakes keep a flood from locking it out.
+pub const MAX_HANDSHAKES: usize = 16;
+
+/// A pipe session's default limit for a single read or write outside the
+/// relay, on either end (the relay's own idle limit is separate, and off
+/// by default).
+pub const SESSION_IDLE: Duration = Duration::from_secs(3600);
+
 /// How the listening end of a pipe behaves.
 #[derive(Debug, Clone)]
 pub struct PipeListenOptions {
-    /// Address to bind.
-    pub listen: SocketAddr,
-    /// Persistent identity; `None` generates an ephemeral one.
-    pub identity: Option<Identity>,
-    /// When set, only peers presenting one of these certificates get in.
-    pub allow: Option<crate::verify::Allow>,
-    /// When set, only the peer that proves this code gets in.
-    pub code: Option<Gate>,
-    /// Limit for the TLS handshake.
-    pub handshake_timeout: Duration,
+    /// Where to listen, who gets in, and the handshake limits. A pipe takes
+    /// one peer: `listen.max_conns` is always 1, and others are refused as
+    /// busy meanwhile. `listen.idle_timeout` bounds the session's reads
+    /// and writes outside the relay, which `relay_idle` bounds.
+    pub listen: Listen,
     /// End a pipe where nothing moves this long (`None`: never).
-    pub idle_timeout: Option<Duration>,
+    pub relay_idle: Option<Duration>,
     /// Give up if no peer connected within this time.
     pub wait_timeout: Option<Duration>,
+}
+
+impl PipeListenOptions {
+    /// Options with the documented defaults, listening on `listen`: one
+    /// peer, [`MAX_HANDSHAKES`] at once, no idle limit on the relay (and
+    /// [`SESSION_IDLE`] on the session's reads and writes outside it).
+    pub fn new(listen: SocketAddr) -> Self {
+        PipeListenOptions {
+            listen: Listen {
+                max_conns: 1,
+                max_handshakes: MAX_HANDSHAKES,
+                idle_timeout: SESSION_IDLE,
+                ..Listen::new(listen)
+            },
+            relay_idle: None,
+            wait_timeout: None,
+        }
+    }
 }
 
 /// A bound listening end of a pipe.
@@ -77,45 +96,35 @@ pub struct PipeListener {
     opts: PipeListenOptions,
 }
 
+endpoint_accessors!(PipeListener, "the dialing end");
+
 impl PipeListener {
     /// Binds `opts.listen`.
-    pub fn bind(opts: PipeListenOptions, events: Events) -> Result<PipeListener> {
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
-            .admitting(&opts.allow, opts.code.clone());
+    pub fn bind(mut opts: PipeListenOptions, events: Events) -> Result<PipeListener> {
+        opts.listen.max_conns = 1;
+        let zero = |d: Option<Duration>| d.is_some_and(|d| d.is_zero());
+        opts.listen.check(
+            "PipeListenOptions",
+            &[
+                ("relay_idle", zero(opts.relay_idle)),
+                ("wait_timeout", zero(opts.wait_timeout)),
+            ],
+        )?;
+        let endpoint = opts.listen.bind(events)?;
         Ok(PipeListener { endpoint, opts })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr()
-    }
-
-    /// The fingerprint the dialing end must pin.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.endpoint.fingerprint()
-    }
-
-    /// A handle that stops [`PipeListener::run`] from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.endpoint.shutdown_handle()
     }
 
     /// Waits for one peer that passes the pin (and the allow list), pipes
     /// `ends` through its session, and returns when both directions ended.
     /// Other peers meanwhile are refused as busy.
     pub fn run(self, ends: Ends) -> Result<Relayed> {
-        let bounds = Bounds {
-            framed: None,
-            handshake_timeout: self.opts.handshake_timeout,
-            idle_timeout: self.opts.idle_timeout.unwrap_or(Duration::from_secs(3600)),
-            max_conns: 1,
-        };
-        let accept = self.endpoint.accept_spec(&self.opts.allow, bounds)?;
+        let l = &self.opts.listen;
+        let accept = self.endpoint.accept_spec(&l.allow, l.bounds(None))?;
         self.endpoint.announce("pincat pipe", "", "other");
         let events = self.endpoint.events().clone();
         let taken = Arc::new(AtomicBool::new(false));
         let ends = Arc::new(Mutex::new(Some(ends)));
-        let idle = self.opts.idle_timeout;
+        let idle = self.opts.relay_idle;
         let handler = Arc::new(move |job: Job| -> Option<Result<Relayed>> {
             let mut admitted = accept_session(&accept, job)?;
             let s = &mut admitted.session;
@@ -131,11 +140,7 @@ impl PipeListener {
             });
             Some(r)
         });
-        let limits = Limits {
-            max_conns: 1,
-            max_handshakes: 16,
-            handshake_timeout: self.opts.handshake_timeout,
-        };
+        let limits = l.limits();
         let mut result = None;
         let on = |o: Option<Result<Relayed>>| {
             Ok(match o {
@@ -149,14 +154,7 @@ impl PipeListener {
         let started = Instant::now();
         let wait = self.opts.wait_timeout;
         let idle_limit = || crate::serve::wait_limit(wait, started, false).map(Some);
-        self.endpoint.listening().run(
-            limits,
-            self.endpoint.events().clone(),
-            handler,
-            true,
-            on,
-            idle_limit,
-        )?;
+        self.endpoint.run(limits, handler, true, on, idle_limit)?;
         result.unwrap_or(Err(Error::Interrupted))
     }
 }
@@ -272,5 +270,20 @@ fn peer_failure(e: WireError, peer: SocketAddr, when: &str) -> Error {
             Error::Incomplete(format!("the peer at {peer} reset the connection {when}"))
         }
         e => Error::Incomplete(format!("with the peer at {peer} {when}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_listener_takes_one_peer_whatever_max_conns_says() {
+        let mut o = PipeListenOptions::new("127.0.0.1:0".parse().unwrap());
+        o.listen.max_conns = 8;
+        let l = PipeListener::bind(o, Events::silent()).unwrap();
+        assert_eq!(l.opts.listen.max_conns, 1);
+        assert_eq!(l.opts.listen.limits().max_conns, 1);
+        assert_ne!(l.local_addr().port(), 0);
     }
 }

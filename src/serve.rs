@@ -6,16 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 
 use crate::error::{Error, Result};
 use crate::events::{Events, Transfer};
-use crate::fingerprint::Fingerprint;
-use crate::identity::Identity;
-use crate::net::endpoint::{Bounds, Endpoint};
+use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
 pub use crate::net::listener::ShutdownHandle;
-use crate::net::listener::{AcceptSpec, Flow, Job, Limits, accept_session};
-use crate::pair::Gate;
+use crate::net::listener::{AcceptSpec, Flow, Job, accept_session};
 use crate::protocol::Role;
 pub use crate::store::Output;
 use crate::store::Store;
@@ -27,27 +24,12 @@ pub const DEFAULT_PORT: u16 = 7878;
 /// How the receiver behaves.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Address to bind; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// Persistent identity; `None` generates an ephemeral one.
-    pub identity: Option<Identity>,
-    /// When set, only senders presenting one of these certificates get in.
-    pub allow: Option<crate::verify::Allow>,
-    /// When set, only the sender that proves this code gets in (with
-    /// neither, anyone who connects).
-    pub code: Option<Gate>,
+    /// Where to listen, who gets in (senders), how many at once for how long.
+    pub listen: Listen,
     /// Where received data goes.
     pub output: Output,
     /// Accept many transfers instead of exiting after the first.
     pub keep_open: bool,
-    /// Most connections handled at once (past the TLS handshake).
-    pub max_conns: usize,
-    /// Most TLS handshakes in progress at once; past it the oldest is cut.
-    pub max_handshakes: usize,
-    /// Limit for a sender's TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Limit for any single read or write once connected.
-    pub idle_timeout: Duration,
     /// Give up if no transfer has started within this time.
     pub wait_timeout: Option<Duration>,
     /// Raw mode: no pincat framing, the TLS plaintext is the data (for openssl, ncat, socat).
@@ -58,41 +40,18 @@ impl ServeOptions {
     /// Options with the documented defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
         ServeOptions {
-            listen,
-            identity: None,
-            allow: None,
-            code: None,
+            listen: Listen::new(listen),
             output: Output::Default,
             keep_open: false,
-            max_conns: 256,
-            max_handshakes: 64,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
             wait_timeout: None,
             raw: false,
         }
     }
-}
 
-impl ServeOptions {
     /// Zero durations and caps are mistakes, as on the command line.
     fn check(&self) -> Result<()> {
-        let zero = [
-            ("handshake_timeout", self.handshake_timeout.is_zero()),
-            ("idle_timeout", self.idle_timeout.is_zero()),
-            (
-                "wait_timeout",
-                self.wait_timeout.is_some_and(|d| d.is_zero()),
-            ),
-            ("max_conns", self.max_conns == 0),
-            ("max_handshakes", self.max_handshakes == 0),
-        ];
-        match zero.iter().find(|(_, z)| *z) {
-            Some((name, _)) => Err(Error::Other(anyhow!(
-                "ServeOptions::{name} must not be zero (leave it at its default instead)"
-            ))),
-            None => Ok(()),
-        }
+        let wait = self.wait_timeout.is_some_and(|d| d.is_zero());
+        self.listen.check("ServeOptions", &[("wait_timeout", wait)])
     }
 }
 
@@ -126,6 +85,8 @@ pub struct Server {
     store: Arc<Store>,
 }
 
+endpoint_accessors!(Server, "senders");
+
 /// What every connection of one server shares.
 struct Shared {
     accept: AcceptSpec,
@@ -144,28 +105,12 @@ impl Server {
     pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
         opts.check()?;
         let store = Store::open(&opts.output).context("cannot open the output")?;
-        let endpoint = Endpoint::bind(opts.listen, opts.identity.as_ref(), events)?
-            .admitting(&opts.allow, opts.code.clone());
+        let endpoint = opts.listen.bind(events)?;
         Ok(Server {
             endpoint,
             opts,
             store: Arc::new(store),
         })
-    }
-
-    /// The bound address (with the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr()
-    }
-
-    /// The fingerprint senders must pin.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.endpoint.fingerprint()
-    }
-
-    /// A handle that stops [`Server::run`] from another thread.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.endpoint.shutdown_handle()
     }
 
     /// A paste-ready send command for this server (the first address
@@ -190,11 +135,7 @@ impl Server {
             self.raw_flag(),
             "sending (add files, or pipe data into it)",
         );
-        let limits = Limits {
-            max_conns: self.opts.max_conns,
-            max_handshakes: self.opts.max_handshakes,
-            handshake_timeout: self.opts.handshake_timeout,
-        };
+        let limits = self.opts.listen.limits();
         let state = shared.clone();
         let handler = Arc::new(move |job: Job| handle_conn(&state, job));
         let started = Instant::now();
@@ -221,14 +162,9 @@ impl Server {
         let wait_timeout = self.opts.wait_timeout;
         let taker = &shared.taker;
         let idle_limit = || wait_limit(wait_timeout, started, taker.claimed()).map(Some);
-        let r = self.endpoint.listening().run(
-            limits,
-            self.endpoint.events().clone(),
-            handler,
-            !keep_open,
-            on,
-            idle_limit,
-        );
+        let r = self
+            .endpoint
+            .run(limits, handler, !keep_open, on, idle_limit);
         // Hold the finalize lock so no thread commits after we return;
         // temporary data of unfinished transfers is removed by its owner.
         let _guard = shared.taker.finalize();
@@ -236,18 +172,14 @@ impl Server {
     }
 
     fn shared(&self) -> Result<Shared> {
-        let bounds = Bounds {
-            framed: (!self.opts.raw).then_some(Role::Taker),
-            handshake_timeout: self.opts.handshake_timeout,
-            idle_timeout: self.opts.idle_timeout,
-            max_conns: self.opts.max_conns,
-        };
-        let accept = self.endpoint.accept_spec(&self.opts.allow, bounds)?;
+        let l = &self.opts.listen;
+        let framed = (!self.opts.raw).then_some(Role::Taker);
+        let accept = self.endpoint.accept_spec(&l.allow, l.bounds(framed))?;
         let taker = Taker::new(
             self.store.clone(),
             self.endpoint.events().clone(),
             self.endpoint.listening().shutdown_flag(),
-            self.opts.idle_timeout,
+            l.idle_timeout,
             self.opts.keep_open,
         );
         Ok(Shared { accept, taker })
@@ -295,11 +227,15 @@ mod tests {
     fn zero_durations_and_caps_are_refused() {
         let base = ServeOptions::new("127.0.0.1:0".parse().unwrap());
         let mut o = base.clone();
-        o.idle_timeout = Duration::ZERO;
+        o.listen.idle_timeout = Duration::ZERO;
         let e = Server::bind(o, Events::silent()).err().unwrap();
-        assert!(e.to_string().contains("idle_timeout"), "{e}");
+        assert!(e.to_string().contains("listen.idle_timeout"), "{e}");
         let mut o = base.clone();
-        o.max_handshakes = 0;
+        o.wait_timeout = Some(Duration::ZERO);
+        let e = Server::bind(o, Events::silent()).err().unwrap();
+        assert!(e.to_string().contains("wait_timeout"), "{e}");
+        let mut o = base.clone();
+        o.listen.max_handshakes = 0;
         assert!(Server::bind(o, Events::silent()).is_err());
         assert!(Server::bind(base, Events::silent()).is_ok());
     }

@@ -11,9 +11,9 @@ use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
-use super::listen::{CapsArgs, ListenArgs, admission, on_signal};
+use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
-use super::tls::{TlsArgs, load_identity};
+use super::tls::TlsArgs;
 use super::usage::usage;
 
 /// `pincat forward`.
@@ -81,17 +81,11 @@ pub fn run(a: ForwardArgs) -> pincat::Result<()> {
 /// The exposing end: accept pinned TLS on `listen`, relay to --to.
 fn expose(listen: SocketAddr, a: ForwardArgs) -> pincat::Result<()> {
     // The exposing end serves many connections: a kept-open budget.
-    let (allow, code) = admission(&a.listening, &a.code, true)?;
+    let idle = a.idle_timeout;
+    let listen = listen_options(listen, &a.listening, &a.code, true, &a.tls, &a.caps, idle)?;
     let opts = ExposeOptions {
         listen,
         to: a.to,
-        identity: load_identity(a.tls.identity.as_deref())?,
-        allow,
-        code,
-        max_conns: a.caps.max_conns as usize,
-        max_handshakes: a.caps.max_handshakes as usize,
-        handshake_timeout: a.tls.handshake_timeout,
-        idle_timeout: a.idle_timeout,
         connect_timeout: a.dial.connect_timeout,
     };
     let x = Exposer::bind(opts, a.output.events())?;

@@ -1,17 +1,19 @@
 //! Who a listener admits and how many at once, for `serve`, `offer`,
 //! `pipe --listen` and `forward --listen`: the allow list, --allow-any, or
 //! a pairing code; the connection caps; the default address; stopping on a
-//! signal.
+//! signal; and these flags turned into the library's [`Listen`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
 use pincat::pair::{Code, Gate, GatePolicy};
-use pincat::{Allow, CaAllow, CaRoots, Pin};
+use pincat::{Allow, CaAllow, CaRoots, Listen, Pin};
 
 use super::code::{CodeArgs, read_code};
+use super::tls::{TlsArgs, load_identity};
 use super::usage::usage;
 
 /// Who may connect: shared by offer, pipe --listen and forward --listen.
@@ -59,6 +61,31 @@ pub fn default_listen() -> SocketAddr {
     }
 }
 
+/// The one place a listening verb's flags become the library's [`Listen`]:
+/// the address, who it admits (see [`admission`]; `keep_open` picks the
+/// code's attempt budget), the identity, the caps and the time limits.
+pub fn listen_options(
+    addr: SocketAddr,
+    who: &ListenArgs,
+    code: &CodeArgs,
+    keep_open: bool,
+    tls: &TlsArgs,
+    caps: &CapsArgs,
+    idle_timeout: Duration,
+) -> pincat::Result<Listen> {
+    let (allow, code) = admission(who, code, keep_open)?;
+    Ok(Listen {
+        addr,
+        identity: load_identity(tls.identity.as_deref())?,
+        allow,
+        code,
+        max_conns: caps.max_conns as usize,
+        max_handshakes: caps.max_handshakes as usize,
+        handshake_timeout: tls.handshake_timeout,
+        idle_timeout,
+    })
+}
+
 /// Runs `f` on SIGINT/SIGTERM: how every listening verb shuts down.
 pub fn on_signal(f: impl Fn() + Send + 'static) -> pincat::Result<()> {
     ctrlc::set_handler(f).context("cannot install the signal handler")?;
@@ -70,7 +97,7 @@ pub fn on_signal(f: impl Fn() + Send + 'static) -> pincat::Result<()> {
 /// (--allow, --allow-file, --allow-ca) if given; else anyone with
 /// --allow-any; else the dialer that proves a code (--code, or a fresh
 /// one), with the attempt budget of a one-shot or a kept-open listener.
-pub fn admission(
+fn admission(
     l: &ListenArgs,
     code: &CodeArgs,
     keep_open: bool,

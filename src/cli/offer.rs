@@ -12,9 +12,9 @@ use pincat::{Output, Source};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
-use super::listen::{CapsArgs, ListenArgs, admission, default_listen, on_signal};
+use super::listen::{CapsArgs, ListenArgs, default_listen, listen_options, on_signal};
 use super::output::OutputArgs;
-use super::tls::{TlsArgs, load_identity};
+use super::tls::TlsArgs;
 use super::usage::usage;
 
 /// `pincat offer`.
@@ -95,17 +95,15 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
             "a stream can be given only once: offer files with --keep-open",
         ));
     }
-    let mut o = OfferOptions::new(a.listen.unwrap_or_else(default_listen));
-    o.identity = load_identity(a.tls.identity.as_deref())?;
-    (o.allow, o.code) = admission(&a.common, &a.code, a.keep_open)?;
-    o.keep_open = a.keep_open;
-    o.max_gets = a.max_gets;
-    o.expire = a.expire;
-    o.max_conns = a.caps.max_conns as usize;
-    o.max_handshakes = a.caps.max_handshakes as usize;
-    o.handshake_timeout = a.tls.handshake_timeout;
-    o.idle_timeout = a.idle_timeout;
-    o.wait_timeout = a.timeout;
+    let (addr, idle) = (a.listen.unwrap_or_else(default_listen), a.idle_timeout);
+    let listen = listen_options(addr, &a.common, &a.code, a.keep_open, &a.tls, &a.caps, idle)?;
+    let o = OfferOptions {
+        listen,
+        keep_open: a.keep_open,
+        max_gets: a.max_gets,
+        expire: a.expire,
+        wait_timeout: a.timeout,
+    };
     let source = if stdin {
         Source::Stdin
     } else {

@@ -12,9 +12,9 @@ use pincat::{Events, Mode};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
-use super::listen::{ListenArgs, admission, on_signal};
+use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
-use super::tls::{TlsArgs, load_identity};
+use super::tls::TlsArgs;
 
 /// `pincat pipe`.
 #[derive(Debug, Args)]
@@ -65,14 +65,16 @@ pub fn run(a: PipeArgs) -> pincat::Result<()> {
     let Some(listen) = a.listen else {
         return dial(a, &ends);
     };
-    let (allow, code) = admission(&a.listening, &a.code, false)?;
+    // One peer; the session's limit outside the relay is the dialing end's.
+    let caps = CapsArgs {
+        max_conns: 1,
+        max_handshakes: pincat::pipe::MAX_HANDSHAKES as u32,
+    };
+    let idle = a.idle_timeout.unwrap_or(pincat::pipe::SESSION_IDLE);
+    let listen = listen_options(listen, &a.listening, &a.code, false, &a.tls, &caps, idle)?;
     let opts = PipeListenOptions {
         listen,
-        identity: load_identity(a.tls.identity.as_deref())?,
-        allow,
-        code,
-        handshake_timeout: a.tls.handshake_timeout,
-        idle_timeout: a.idle_timeout,
+        relay_idle: a.idle_timeout,
         wait_timeout: a.timeout,
     };
     // The listening line is for the person who starts it, even with stdout busy.
@@ -90,7 +92,7 @@ fn dial(a: PipeArgs, ends: &Ends) -> pincat::Result<()> {
         m => m,
     };
     let addr = a.addr.clone().unwrap_or_default();
-    let idle = a.idle_timeout.unwrap_or(Duration::from_secs(3600));
+    let idle = a.idle_timeout.unwrap_or(pincat::pipe::SESSION_IDLE);
     let opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
     let events = Events::stderr(m).verbose(a.output.verbose);
     pincat::pipe::pipe(&opts, ends, a.idle_timeout, &events).map(drop)

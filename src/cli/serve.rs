@@ -9,9 +9,9 @@ use pincat::{Output, ServeOptions, Server};
 
 use super::code::CodeArgs;
 use super::duration::parse_duration;
-use super::listen::{ListenArgs, admission, on_signal};
+use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
-use super::tls::load_identity;
+use super::tls::TlsArgs;
 
 /// `pincat serve`.
 #[derive(Debug, Args)]
@@ -59,28 +59,34 @@ pub struct ServeArgs {
 
 /// Runs `pincat serve`.
 pub fn run(a: ServeArgs) -> pincat::Result<()> {
-    let (allow, code) = admission(&a.listening, &a.code, a.keep_open)?;
     let default_v6: SocketAddr = (Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
-    let mut opts = ServeOptions::new(a.listen.unwrap_or(default_v6));
-    opts.identity = load_identity(a.identity.as_deref())?;
-    opts.allow = allow;
-    opts.code = code;
-    opts.output = match a.out {
-        Some(p) => Output::Path(p),
-        None => Output::Default,
+    // serve's own flags (with their own help) in the groups the other
+    // listening verbs flatten.
+    let tls = TlsArgs {
+        identity: a.identity,
+        handshake_timeout: a.handshake_timeout,
     };
-    opts.keep_open = a.keep_open;
-    opts.max_conns = a.max_conns as usize;
-    opts.max_handshakes = a.max_handshakes as usize;
-    opts.handshake_timeout = a.handshake_timeout;
-    opts.idle_timeout = a.idle_timeout;
-    opts.wait_timeout = a.timeout;
-    opts.raw = a.raw;
+    let caps = CapsArgs {
+        max_conns: a.max_conns,
+        max_handshakes: a.max_handshakes,
+    };
+    let (addr, who, idle) = (a.listen.unwrap_or(default_v6), &a.listening, a.idle_timeout);
+    let listen = listen_options(addr, who, &a.code, a.keep_open, &tls, &caps, idle)?;
+    let mut opts = ServeOptions {
+        listen,
+        output: match a.out {
+            Some(p) => Output::Path(p),
+            None => Output::Default,
+        },
+        keep_open: a.keep_open,
+        wait_timeout: a.timeout,
+        raw: a.raw,
+    };
     let server = match Server::bind(opts.clone(), a.output.events()) {
         Ok(s) => s,
         // No IPv6 on this host: all IPv4 interfaces instead.
         Err(_) if a.listen.is_none() => {
-            opts.listen = (Ipv4Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
+            opts.listen.addr = (Ipv4Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
             Server::bind(opts, a.output.events())?
         }
         Err(e) => return Err(e),

@@ -1,18 +1,135 @@
-//! What every listening verb shares: a bound socket, the identity it
-//! presents, and the paste-ready line it prints for the other machine.
+//! What every listening verb shares: the options it is given ([`Listen`]),
+//! a bound socket, the identity it presents, and the paste-ready line it
+//! prints for the other machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
 
 use crate::error::Error;
 use crate::error::Result;
 use crate::events::{Event, Events};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
-use crate::net::listener::{AcceptSpec, Listening, ShutdownHandle};
+use crate::net::listener::{AcceptSpec, Flow, Handler, Limits, Listening, ShutdownHandle};
 use crate::pair::{Gate, GatePolicy};
 use crate::protocol::Role;
 use crate::verify::{self, Allow, Presented};
+
+/// What every listening verb (`serve`, `offer`, `pipe --listen`,
+/// `forward --listen`) is given: where to bind, who it is, who it admits,
+/// and how many at once for how long. Each verb's options embed it as
+/// `listen`.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address to bind; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Persistent identity; `None` generates an ephemeral one.
+    pub identity: Option<Identity>,
+    /// When set, only dialers presenting one of these certificates get in.
+    pub allow: Option<Allow>,
+    /// When set, only the dialer that proves this code gets in (with
+    /// neither, anyone who connects).
+    pub code: Option<Gate>,
+    /// Most connections past the TLS handshake at once.
+    pub max_conns: usize,
+    /// Most TLS handshakes in progress at once; past it the oldest is cut.
+    pub max_handshakes: usize,
+    /// Limit for a dialer's TLS handshake (and its code exchange).
+    pub handshake_timeout: Duration,
+    /// Limit for any single read or write once connected.
+    pub idle_timeout: Duration,
+}
+
+impl Listen {
+    /// The documented defaults, listening on `addr`: an ephemeral
+    /// identity, anyone admitted, 256 connections and 64 handshakes at
+    /// once, 10 s for a handshake and 60 s of silence.
+    pub fn new(addr: SocketAddr) -> Self {
+        Listen {
+            addr,
+            identity: None,
+            allow: None,
+            code: None,
+            max_conns: 256,
+            max_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Zero caps and durations are mistakes, as on the command line. The
+    /// message names the field in `owner`, the options struct that embeds
+    /// this as `listen`; `more` are `owner`'s own fields (name, is zero).
+    pub(crate) fn check(&self, owner: &str, more: &[(&str, bool)]) -> Result<()> {
+        let own = [
+            ("listen.handshake_timeout", self.handshake_timeout.is_zero()),
+            ("listen.idle_timeout", self.idle_timeout.is_zero()),
+            ("listen.max_conns", self.max_conns == 0),
+            ("listen.max_handshakes", self.max_handshakes == 0),
+        ];
+        match own.iter().chain(more).find(|(_, z)| *z) {
+            Some((name, _)) => Err(Error::Other(anyhow!(
+                "{owner}::{name} must not be zero (leave it at its default instead)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Binds `addr` with the identity (or a fresh ephemeral one) and the
+    /// admission: the allow list, the code, or (neither) anyone.
+    pub fn bind(&self, events: Events) -> Result<Endpoint> {
+        Ok(Endpoint::bind(self.addr, self.identity.as_ref(), events)?
+            .admitting(&self.allow, self.code.clone()))
+    }
+
+    /// How admitted connections are bounded, for [`Endpoint::accept_spec`]:
+    /// `framed` is the verb's data role, `None` for raw bytes.
+    pub fn bounds(&self, framed: Option<Role>) -> Bounds {
+        Bounds {
+            framed,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            max_conns: self.max_conns,
+        }
+    }
+
+    /// The caps and deadline of the accept loop.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_conns: self.max_conns,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+}
+
+/// The accessors every bound listening verb forwards to the [`Endpoint`]
+/// in its `endpoint` field: the bound address, the fingerprint `$who` must
+/// pin, and a handle that stops its `run`.
+macro_rules! endpoint_accessors {
+    ($verb:ident, $who:literal) => {
+        impl $verb {
+            /// The bound address (with the real port when 0 was asked for).
+            pub fn local_addr(&self) -> std::net::SocketAddr {
+                self.endpoint.local_addr()
+            }
+
+            #[doc = concat!("The fingerprint ", $who, " must pin.")]
+            pub fn fingerprint(&self) -> crate::fingerprint::Fingerprint {
+                self.endpoint.fingerprint()
+            }
+
+            #[doc = concat!("A handle that stops [`", stringify!($verb), "::run`] from another thread.")]
+            pub fn shutdown_handle(&self) -> crate::net::listener::ShutdownHandle {
+                self.endpoint.shutdown_handle()
+            }
+        }
+    };
+}
+pub(crate) use endpoint_accessors;
 
 /// A bound listener with its identity.
 pub struct Endpoint {
@@ -35,9 +152,9 @@ pub struct Bounds {
     /// The data role of a framed listener; `None` for raw bytes.
     pub framed: Option<Role>,
     /// Limit for the TLS handshake and for the code exchange.
-    pub handshake_timeout: std::time::Duration,
+    pub handshake_timeout: Duration,
     /// Idle limit once admitted.
-    pub idle_timeout: std::time::Duration,
+    pub idle_timeout: Duration,
     /// Connections past the handshake at once.
     pub max_conns: usize,
 }
@@ -118,6 +235,21 @@ impl Endpoint {
         &self.listening
     }
 
+    /// Runs the accept loop ([`Listening::run`]) with this endpoint's
+    /// events.
+    pub fn run<O: Send + 'static>(
+        &self,
+        limits: Limits,
+        handler: Handler<O>,
+        one_shot: bool,
+        on: impl FnMut(O) -> Result<Flow>,
+        idle_limit: impl FnMut() -> Result<Option<Duration>>,
+    ) -> Result<()> {
+        let events = self.events.clone();
+        self.listening
+            .run(limits, events, handler, one_shot, on, idle_limit)
+    }
+
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.bound
@@ -186,5 +318,26 @@ impl Endpoint {
             open: !self.allow && self.gate.is_none(),
             hint,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_cap_or_duration_is_named_as_a_field_of_its_owner() {
+        let l = Listen::new("127.0.0.1:0".parse().unwrap());
+        assert!(l.check("XOptions", &[("wait", false)]).is_ok());
+        let e = l.check("XOptions", &[("wait", true)]).unwrap_err();
+        assert!(
+            e.to_string().contains("XOptions::wait must not be zero"),
+            "{e}"
+        );
+        let mut z = l.clone();
+        z.max_handshakes = 0;
+        let e = z.check("XOptions", &[]).unwrap_err();
+        let want = "XOptions::listen.max_handshakes must not be zero";
+        assert!(e.to_string().contains(want), "{e}");
     }
 }
