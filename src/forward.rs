@@ -19,7 +19,7 @@ use crate::identity::Identity;
 use crate::net::dialer::{self, DialOptions};
 use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
 use crate::net::listener::{Flow, Job, accept_session};
-use crate::session::{Plain, Session, WireError};
+use crate::session::{Plain, Session};
 use crate::sys;
 
 /// How the exposing end behaves.
@@ -135,18 +135,7 @@ fn carry(
         end_output: &mut end,
     };
     let r = s.relay(plain, Some(idle));
-    let moved = r.as_ref().copied().unwrap_or_default();
-    events.emit(Event::Closed {
-        peer,
-        sent: moved.sent,
-        received: moved.received,
-        duration: start.elapsed(),
-        outcome: match r {
-            Ok(_) => "ok",
-            Err(WireError::Closed) => "truncated",
-            Err(_) => "error",
-        },
-    });
+    events.emit(crate::session::closed_event(peer, start, &r));
     if r.is_err() {
         // A broken session must not look like a clean end to the service.
         sys::reset_on_close(&tcp);

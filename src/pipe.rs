@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
-use crate::events::{Event, Events};
+use crate::events::Events;
 use crate::net::dialer::{self, DialOptions};
 use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
 use crate::net::listener::{Flow, Job, accept_session};
@@ -201,19 +201,7 @@ fn relay_ends(
         }
         Some(c) => relay_child(s, c, idle),
     };
-    let outcome = match &r {
-        Ok(_) => "ok",
-        Err(WireError::Closed) => "truncated",
-        Err(_) => "error",
-    };
-    let moved = r.as_ref().copied().unwrap_or_default();
-    events.emit(Event::Closed {
-        peer,
-        sent: moved.sent,
-        received: moved.received,
-        duration: start.elapsed(),
-        outcome,
-    });
+    events.emit(crate::session::closed_event(peer, start, &r));
     if let Some(c) = child {
         reap(c);
     }

@@ -23,6 +23,7 @@ mod socket;
 
 pub use handshake::Handshaking;
 use recv_buffer::Rx;
+pub(crate) use relay::closed_event;
 pub use relay::{Plain, Relayed};
 use socket::SockIo;
 

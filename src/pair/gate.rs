@@ -342,30 +342,20 @@ mod tests {
     }
 
     #[test]
-    fn after_a_failure_a_kept_open_gate_takes_one_attempt_at_a_time() {
-        let g = Gate::new(code(), GatePolicy::KeepOpen(20));
-        let a = go(&g);
-        let b = go(&g);
+    fn a_kept_open_gate_counts_attempts_in_flight_then_delays_and_serializes() {
+        let g = Gate::new(code(), GatePolicy::KeepOpen(3));
+        // Before any failure, attempts run side by side, each counting
+        // against the budget while in flight.
+        let (a, b, c) = (go(&g), go(&g), go(&g));
+        assert!(matches!(g.reserve(), Verdict::Closed), "three in flight");
+        drop((b.confirmed(), c.confirmed()));
         drop(a);
-        drop(b.confirmed());
-        // The delay after the failure was cleared by the success; a new
-        // attempt goes, and a parallel one waits.
-        let _c = go(&g);
-        assert!(matches!(g.reserve(), Verdict::Wait(_)));
-    }
-
-    #[test]
-    fn a_kept_open_gate_delays_after_a_failure_and_counts_in_flight_attempts() {
-        let g = Gate::new(code(), GatePolicy::KeepOpen(2));
-        let a = go(&g);
-        let b = go(&g);
-        assert!(
-            matches!(g.reserve(), Verdict::Closed),
-            "two in flight use the budget"
-        );
-        drop(b.confirmed());
-        drop(a);
+        // A failure: the next attempt waits its delay.
         assert!(matches!(g.reserve(), Verdict::Wait(d) if d >= Duration::from_secs(1)));
+        // After a success cleared the delay, one attempt at a time.
+        lock(&g.0.state).not_before = None;
+        let _d = go(&g);
+        assert!(matches!(g.reserve(), Verdict::Wait(_)), "one at a time");
     }
 
     #[test]

@@ -59,6 +59,28 @@ impl Duplex {
     }
 }
 
+/// The `closed` event of a relay with `peer` that began at `start` and
+/// ended with `r`: bytes each way and how it ended (a peer that hung up
+/// without close_notify cut it short).
+pub(crate) fn closed_event(
+    peer: std::net::SocketAddr,
+    start: std::time::Instant,
+    r: &Result<Relayed, WireError>,
+) -> crate::events::Event {
+    let moved = r.as_ref().copied().unwrap_or_default();
+    crate::events::Event::Closed {
+        peer,
+        sent: moved.sent,
+        received: moved.received,
+        duration: start.elapsed(),
+        outcome: match r {
+            Ok(_) => "ok",
+            Err(WireError::Closed) => "truncated",
+            Err(_) => "error",
+        },
+    }
+}
+
 impl Session {
     /// Full duplex: `plain.input` goes to the peer while the peer's data
     /// goes to `plain.output`, each direction ending on its own with TLS
