@@ -43,6 +43,7 @@ fn bench_frames(cr: &mut Criterion) {
                 is_dir: false,
                 mode: 0o644,
                 size: i * 1000,
+                mtime: None,
             })
             .collect(),
     };

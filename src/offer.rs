@@ -252,10 +252,12 @@ fn taker_failure(e: WireError, peer: SocketAddr, when: &str) -> Error {
 }
 
 /// Dials an offering side, pins it, and stores what it gives exactly as
-/// `serve` would; `Ok` only once everything is durable.
-pub fn get(opts: &DialOptions, output: &Output, events: Events) -> Result<Transfer> {
+/// `serve` would (with the sender's modification times when `times`);
+/// `Ok` only once everything is durable.
+pub fn get(opts: &DialOptions, output: &Output, times: bool, events: Events) -> Result<Transfer> {
     opts.check()?;
-    let store = Arc::new(Store::open(output).context("cannot open the output")?);
+    let store = Store::open(output).context("cannot open the output")?;
+    let store = Arc::new(store.keep_times(times));
     let events = Arc::new(events);
     let mut s = dialer::dial(opts, &events)?;
     let taker = Taker::new(

@@ -36,12 +36,12 @@ pub use escape::{
     MAX_PEER_TEXT, TRUNCATED, escape_name, escape_text, is_format_or_separator, peer_text,
 };
 pub use names::{NameError, validate_name};
-pub use offer::{Entry, Offer, TransferKind};
+pub use offer::{Entry, Mtime, Offer, TransferKind};
 
 /// First six bytes of every pincat session, in both directions.
 pub const MAGIC: &[u8; 6] = b"PINCAT";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Bytes in the preamble: magic, version, role.
 pub const PREAMBLE_LEN: usize = 9;
 /// Bytes of the preamble every version shares: magic plus version.

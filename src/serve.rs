@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub wait_timeout: Option<Duration>,
     /// Raw mode: no pincat framing, the TLS plaintext is the data (for openssl, ncat, socat).
     pub raw: bool,
+    /// Give what is created the sender's modification times (the default).
+    pub times: bool,
 }
 
 impl ServeOptions {
@@ -45,6 +47,7 @@ impl ServeOptions {
             keep_open: false,
             wait_timeout: None,
             raw: false,
+            times: true,
         }
     }
 
@@ -104,7 +107,9 @@ impl Server {
     /// ```
     pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
         opts.check()?;
-        let store = Store::open(&opts.output).context("cannot open the output")?;
+        let store = Store::open(&opts.output)
+            .context("cannot open the output")?
+            .keep_times(opts.times);
         let endpoint = opts.listen.bind(events)?;
         Ok(Server {
             endpoint,

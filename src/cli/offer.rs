@@ -76,6 +76,9 @@ pub struct GetArgs {
     /// Give up when the offering side stays silent this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Give received files and the directories the transfer makes the time they are written, not the sender's modification times.
+    #[arg(long)]
+    pub no_times: bool,
     /// Identity and handshake limit.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -122,5 +125,5 @@ pub fn get(a: GetArgs) -> pincat::Result<()> {
         Some(p) => Output::Path(p),
         None => Output::Default,
     };
-    pincat::offer::get(&opts, &output, a.output.events()).map(drop)
+    pincat::offer::get(&opts, &output, !a.no_times, a.output.events()).map(drop)
 }

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// No pincat framing: the TLS plaintext is the data, until close_notify (for openssl, ncat, socat).
     #[arg(long)]
     pub raw: bool,
+    /// Give received files and the directories the transfer makes the time they are written, not the sender's modification times.
+    #[arg(long)]
+    pub no_times: bool,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -81,6 +84,7 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
         keep_open: a.keep_open,
         wait_timeout: a.timeout,
         raw: a.raw,
+        times: !a.no_times,
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {
         Ok(s) => s,

@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow};
 
 use crate::error::Result;
 use crate::events::{Event, Events};
-use crate::protocol::{self, Entry};
+use crate::protocol::{self, Entry, Mtime};
 
 /// One planned entry: where it is here, what it is called there, and for a
 /// file what it was when planned.
@@ -232,6 +232,13 @@ fn utf8_name(name: &std::ffi::OsStr, p: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("cannot send {}: its name is not UTF-8", p.display()).into())
 }
 
+/// A modification time as the offer carries it (a clock the kernel gave
+/// with nanoseconds out of range is sent as none).
+fn mtime(secs: i64, nanos: i64) -> Option<Mtime> {
+    let nanos = u32::try_from(nanos).ok().filter(|&n| n < 1_000_000_000)?;
+    Some(Mtime { secs, nanos })
+}
+
 fn dir_entry(name: String, meta: &Metadata) -> Planned {
     Planned {
         local: None,
@@ -240,6 +247,7 @@ fn dir_entry(name: String, meta: &Metadata) -> Planned {
             is_dir: true,
             mode: meta.mode() & 0o7777,
             size: 0,
+            mtime: mtime(meta.mtime(), meta.mtime_nsec()),
         },
     }
 }
@@ -262,6 +270,7 @@ fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
         is_dir: false,
         mode: mode & 0o7777,
         size: planned.size,
+        mtime: mtime(planned.mtime.0, planned.mtime.1),
     };
     Ok(Planned {
         entry,

@@ -23,6 +23,19 @@ pub struct Entry {
     pub mode: u32,
     /// Exact number of bytes that follow for this file.
     pub size: u64,
+    /// Its modification time at the sender, which the receiver gives what
+    /// it creates (`None`: the receiver's clock).
+    pub mtime: Option<Mtime>,
+}
+
+/// A modification time: seconds since the Unix epoch (negative before it)
+/// and nanoseconds within that second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mtime {
+    /// Whole seconds since 1970-01-01 UTC.
+    pub secs: i64,
+    /// Nanoseconds, below 1,000,000,000.
+    pub nanos: u32,
 }
 
 /// The sender's description of the transfer.
@@ -57,6 +70,14 @@ impl Offer {
             v.push(u8::from(e.is_dir));
             v.extend_from_slice(&e.mode.to_be_bytes());
             v.extend_from_slice(&e.size.to_be_bytes());
+            match e.mtime {
+                Some(t) => {
+                    v.push(1);
+                    v.extend_from_slice(&t.secs.to_be_bytes());
+                    v.extend_from_slice(&t.nanos.to_be_bytes());
+                }
+                None => v.push(0),
+            }
             v.extend_from_slice(&(e.name.len() as u16).to_be_bytes());
             v.extend_from_slice(e.name.as_bytes());
         }
@@ -87,6 +108,18 @@ impl Offer {
             };
             let mode = r.u32().ok_or(M)?;
             let size = r.u64().ok_or(M)?;
+            let mtime = match r.u8().ok_or(M)? {
+                0 => None,
+                1 => {
+                    let secs = r.u64().ok_or(M)? as i64;
+                    let nanos = r.u32().ok_or(M)?;
+                    if nanos >= 1_000_000_000 {
+                        return Err(M);
+                    }
+                    Some(Mtime { secs, nanos })
+                }
+                _ => return Err(M),
+            };
             let len = r.u16().ok_or(M)? as usize;
             let raw = r.take(len).ok_or(M)?;
             let name = std::str::from_utf8(raw)
@@ -102,6 +135,7 @@ impl Offer {
                 is_dir,
                 mode,
                 size,
+                mtime,
             });
         }
         if !r.0.is_empty() {

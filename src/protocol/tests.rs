@@ -9,6 +9,7 @@ fn entry(name: &str, size: u64) -> Entry {
         is_dir: false,
         mode: 0o644,
         size,
+        mtime: None,
     }
 }
 
@@ -22,6 +23,10 @@ fn offer_round_trips() {
                 is_dir: true,
                 mode: 0o755,
                 size: 0,
+                mtime: Some(crate::protocol::Mtime {
+                    secs: -86_400,
+                    nanos: 999_999_999,
+                }),
             },
             entry("dir/a.txt", 3),
             entry("b", u64::MAX - 3),
@@ -33,6 +38,28 @@ fn offer_round_trips() {
         entries: vec![],
     };
     assert_eq!(Offer::decode(&stream.encode()), Ok(stream));
+}
+
+#[test]
+fn a_time_with_a_second_or_more_of_nanoseconds_or_an_unknown_flag_is_malformed() {
+    let mut e = entry("a", 1);
+    e.mtime = Some(crate::protocol::Mtime {
+        secs: 1,
+        nanos: 999_999_999,
+    });
+    let offer = Offer {
+        kind: TransferKind::Files,
+        entries: vec![e],
+    };
+    let mut bytes = offer.encode();
+    // kind(1) count(4) is_dir(1) mode(4) size(8), then the time's flag,
+    // its seconds (8) and nanoseconds (4).
+    let nanos = 1 + 4 + 1 + 4 + 8 + 1 + 8;
+    bytes[nanos..nanos + 4].copy_from_slice(&1_000_000_000u32.to_be_bytes());
+    assert!(Offer::decode(&bytes).is_err());
+    let mut bytes = offer.encode();
+    bytes[nanos - 9] = 2;
+    assert!(Offer::decode(&bytes).is_err());
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! - `write_behind.rs`: early writeback while data still arrives;
 //! - `commit/`: making it all durable and named, one file per strategy
 //!   (`held.rs`, `staged.rs`, `tree.rs`);
+//! - `times.rs`: the sender's modification times on what it made;
 //! - `abort.rs`: undoing exactly what this transfer made;
 //! - `state.rs`: the private state directory staged transfers wait in;
 //! - `fail.rs`: disk errors turned into refusals for the sender.
@@ -45,6 +46,7 @@ mod fail;
 mod root;
 mod space;
 mod state;
+mod times;
 mod walk;
 mod write;
 mod write_behind;
@@ -98,6 +100,8 @@ pub struct Store {
     tmpfile: AtomicU8,
     /// Whether renameat2(RENAME_NOREPLACE) works there, learnt the same way.
     renames: AtomicU8,
+    /// Whether what is created gets the sender's modification times.
+    times: bool,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,

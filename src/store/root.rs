@@ -58,11 +58,21 @@ impl Store {
             seq: AtomicU64::new(0),
             tmpfile: AtomicU8::new(0),
             renames: AtomicU8::new(0),
+            times: true,
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             state::sweep(fd.as_fd());
         }
         Ok(store)
+    }
+}
+
+impl Store {
+    /// Whether what the store creates gets the sender's modification times
+    /// (the default) or the time it was written (`--no-times`).
+    pub fn keep_times(mut self, on: bool) -> Store {
+        self.times = on;
+        self
     }
 }
 

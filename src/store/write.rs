@@ -152,18 +152,21 @@ impl Transfer {
             ));
         }
         self.current_file()?;
-        if let Holding::Staged { open, .. } = &mut self.holding {
+        let closing = match &mut self.holding {
             // One descriptor at a time: the staged file is named, so close it.
+            Holding::Staged { open, .. } => open.take(),
+            _ => None,
+        };
+        if let Some(f) = closing {
             // Created with its final mode when the kernel applies the same
             // umask (always, outside tests): no chmod (a journaled inode
             // update) per file.
-            if let Some(f) = open.take()
-                && self.store.umask != self.store.kernel_umask
-            {
+            if self.store.umask != self.store.kernel_umask {
                 let mode = self.file_mode(self.current);
                 sys::fchmod(f.as_fd(), mode)
                     .map_err(|e| io_fail("cannot set a file's mode".into(), e))?;
             }
+            self.stamp_file(f.as_fd(), self.current)?;
         }
         self.current += 1;
         if self.current > self.files.len() {

@@ -362,6 +362,23 @@ pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
+/// Sets the modification time of the file or directory `fd` (its access
+/// time is left as it is).
+pub fn set_mtime(fd: BorrowedFd<'_>, secs: i64, nanos: u32) -> io::Result<()> {
+    use rustix::fs::{Timespec, Timestamps, UTIME_OMIT};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos.into(),
+        },
+    };
+    Ok(rustix::fs::futimens(fd, &times)?)
+}
+
 /// Takes an exclusive `flock` on `fd`, waiting for another holder.
 pub fn lock(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::fs::flock(

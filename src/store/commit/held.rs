@@ -33,6 +33,7 @@ impl Transfer {
                     None => self.file_mode(i),
                 };
                 sys::fchmod(f.as_fd(), mode).map_err(sync_fail)?;
+                self.stamp_file(f.as_fd(), i)?;
                 f.sync_all().map_err(sync_fail)?;
             }
         }

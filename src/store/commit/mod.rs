@@ -72,6 +72,12 @@ impl Transfer {
             Holding::Staged { tree: Some(_), .. } => self.commit_tree(),
             Holding::Staged { .. } => self.commit_staged(),
         };
+        // The directories' times last (every name is in place), then
+        // durable like the rest.
+        let r = r.and_then(|()| match self.stamp_dirs() {
+            true => self.sync_output(),
+            false => Ok(()),
+        });
         if r.is_ok() {
             self.done = true;
             self.release_all();

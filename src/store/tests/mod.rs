@@ -35,6 +35,7 @@ fn file_mode(name: &str, size: u64, mode: u32) -> Entry {
         is_dir: false,
         mode,
         size,
+        mtime: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn dir_mode(name: &str, mode: u32) -> Entry {
         is_dir: true,
         mode,
         size: 0,
+        mtime: None,
     }
 }
 

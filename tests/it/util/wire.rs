@@ -14,6 +14,7 @@ pub fn file(name: &str, size: u64) -> Entry {
         is_dir: false,
         mode: 0o644,
         size,
+        mtime: None,
     }
 }
 
@@ -24,6 +25,7 @@ pub fn dir(name: &str) -> Entry {
         is_dir: true,
         mode: 0o755,
         size: 0,
+        mtime: None,
     }
 }
 

@@ -1,0 +1,69 @@
+//! Modification times as the sender had them: each file gets its time
+//! before it is closed (held files at commit), and each offered directory
+//! gets its own after the commit, deepest first (linking an entry into a
+//! directory changes the directory's time), as `tar x` and `rsync -a` do.
+//! A directory that was already there and is not this user's to change
+//! keeps the time the new entries gave it; nothing here fails a transfer
+//! whose files are already in place.
+
+use std::cmp::Reverse;
+use std::os::fd::BorrowedFd;
+
+use super::fail::io_fail;
+use super::walk::Walker;
+use super::{Fail, Transfer, lock, out_dir};
+use crate::protocol::Mtime;
+use crate::sys;
+
+impl Transfer {
+    /// The offered time of file number `file` (in data order), if the
+    /// store keeps times.
+    fn file_mtime(&self, file: usize) -> Option<Mtime> {
+        let i = *self.files.get(file)?;
+        self.offer.entries[i as usize]
+            .mtime
+            .filter(|_| self.store.times)
+    }
+
+    /// Gives the open file number `file` its offered time.
+    pub(super) fn stamp_file(&self, f: BorrowedFd<'_>, file: usize) -> Result<(), Fail> {
+        let Some(t) = self.file_mtime(file) else {
+            return Ok(());
+        };
+        sys::set_mtime(f, t.secs, t.nanos)
+            .map_err(|e| io_fail("cannot set a file's modification time".into(), e))
+    }
+
+    /// After the names are in place: the offered directories get their
+    /// times, deepest first. Best effort: every name is already durable, so
+    /// nothing here fails the transfer; a directory that is not this
+    /// user's to change, or whose way is no longer a directory (someone
+    /// swapped in a symbolic link: never followed), keeps the time it has.
+    /// Returns whether it changed any (the caller then syncs).
+    pub(super) fn stamp_dirs(&self) -> bool {
+        let mut dirs: Vec<_> = self
+            .offer
+            .entries
+            .iter()
+            .filter(|e| e.is_dir && e.mtime.is_some() && self.store.times)
+            .collect();
+        let Ok(root) = out_dir(&self.root) else {
+            return false;
+        };
+        if dirs.is_empty() {
+            return false;
+        }
+        dirs.sort_by_key(|e| Reverse(e.name.matches('/').count()));
+        let store = self.store.clone();
+        let _g = lock(&store.walk);
+        let mut w = Walker::new(root);
+        let mut stamped = false;
+        for e in dirs {
+            let t = e.mtime.expect("filtered");
+            if w.goto(&e.name, None).is_ok() && sys::set_mtime(w.fd(), t.secs, t.nanos).is_ok() {
+                stamped = true;
+            }
+        }
+        stamped
+    }
+}

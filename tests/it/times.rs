@@ -1,0 +1,112 @@
+//! A tree arrives with the sender's modification times: files, and the
+//! directories the transfer made, whichever way the receiver commits
+//! (unnamed files for a few, staging for many, a whole new tree renamed
+//! into place), as `tar x` and `rsync -a` do; `--no-times` gives them the
+//! time they were written.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::util::{Server, run, text};
+
+/// A time with nanoseconds, `days` days after the epoch.
+fn day(days: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::new(days * 86_400, 123_456_789)
+}
+
+fn set_time(p: &Path, t: SystemTime) {
+    File::open(p).unwrap().set_modified(t).unwrap();
+}
+
+fn mtime(p: &Path) -> SystemTime {
+    fs::symlink_metadata(p).unwrap().modified().unwrap()
+}
+
+/// `tree/` with `n` files in `tree/sub/`, every file and directory dated:
+/// file i on day 1000 + i, `tree/sub` on day 900, `tree` on day 800.
+fn dated_tree(base: &Path, n: u64) {
+    let sub = base.join("tree/sub");
+    fs::create_dir_all(&sub).unwrap();
+    for i in 0..n {
+        let f = sub.join(format!("f{i}"));
+        fs::write(&f, format!("file {i}")).unwrap();
+        set_time(&f, day(1000 + i));
+    }
+    set_time(&sub, day(900));
+    set_time(&base.join("tree"), day(800));
+}
+
+fn send_tree(srv: &Server, base: &Path) {
+    let out = crate::util::cli::send_paths(srv, &[&base.join("tree")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+fn assert_dated(got: &Path, n: u64) {
+    for i in 0..n {
+        assert_eq!(mtime(&got.join(format!("sub/f{i}"))), day(1000 + i), "f{i}");
+    }
+    assert_eq!(mtime(&got.join("sub")), day(900));
+    assert_eq!(mtime(got), day(800));
+}
+
+#[test]
+fn a_new_tree_keeps_every_time_few_files_or_many() {
+    for n in [3, 40] {
+        let dir = tempfile::tempdir().unwrap();
+        dated_tree(dir.path(), n);
+        let mut srv = Server::start(dir.path(), &["--out", "in"]);
+        send_tree(&srv, dir.path());
+        assert_eq!(srv.wait_exit().0, Some(0));
+        assert_dated(&dir.path().join("in/tree"), n);
+    }
+}
+
+#[test]
+fn into_an_existing_directory_every_offered_directory_gets_its_time() {
+    for n in [3, 40] {
+        let dir = tempfile::tempdir().unwrap();
+        dated_tree(dir.path(), n);
+        // The receiver already has tree/ (so nothing is renamed whole);
+        // tree/sub is new.
+        let had = dir.path().join("in/tree");
+        fs::create_dir_all(&had).unwrap();
+        set_time(&had, day(5));
+        let mut srv = Server::start(dir.path(), &["--out", "in"]);
+        send_tree(&srv, dir.path());
+        assert_eq!(srv.wait_exit().0, Some(0));
+        for i in 0..n {
+            assert_eq!(mtime(&had.join(format!("sub/f{i}"))), day(1000 + i));
+        }
+        assert_eq!(mtime(&had.join("sub")), day(900), "made by the transfer");
+        // Already there, and changed by the new entry anyway: the sender's.
+        assert_eq!(mtime(&had), day(800));
+    }
+}
+
+#[test]
+fn no_times_gives_the_time_of_writing_and_get_keeps_times_too() {
+    let dir = tempfile::tempdir().unwrap();
+    dated_tree(dir.path(), 3);
+    let before = SystemTime::now() - Duration::from_secs(60);
+    let mut srv = Server::start(dir.path(), &["--out", "in", "--no-times"]);
+    send_tree(&srv, dir.path());
+    assert_eq!(srv.wait_exit().0, Some(0));
+    let got = dir.path().join("in/tree");
+    assert!(mtime(&got.join("sub/f0")) > before);
+    assert!(mtime(&got.join("sub")) > before);
+
+    // Pulling: get stores times like serve.
+    let mut off = Server::listen("offer", dir.path(), &["tree"], Stdio::null());
+    let code = off.code.clone().unwrap();
+    let out = run(
+        &["get", &off.addr, "--code", &code, "--out", "pulled"],
+        |c| {
+            c.current_dir(dir.path());
+        },
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(off.wait_exit().0, Some(0));
+    assert_dated(&dir.path().join("pulled/tree"), 3);
+}
