@@ -76,7 +76,7 @@ pub struct GetArgs {
     /// Give up when the offering side stays silent this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Give received files and the directories the transfer makes the time they are written, not the sender's modification times.
+    /// Give received files, and the directories the transfer makes, the time they are written instead of the sender's modification times.
     #[arg(long)]
     pub no_times: bool,
     /// Identity and handshake limit.

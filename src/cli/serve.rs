@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// No pincat framing: the TLS plaintext is the data, until close_notify (for openssl, ncat, socat).
     #[arg(long)]
     pub raw: bool,
-    /// Give received files and the directories the transfer makes the time they are written, not the sender's modification times.
+    /// Give received files, and the directories the transfer makes, the time they are written instead of the sender's modification times.
     #[arg(long)]
     pub no_times: bool,
     /// Output format.

@@ -168,6 +168,9 @@ pub struct Transfer {
     written: u64,
     reserved: u64,
     made: Vec<Made>,
+    /// Directories built whole in staging (device, inode), which keep
+    /// their identity when the tree is renamed into place.
+    tree_dirs: Vec<(u64, u64)>,
     made_root: bool,
     in_use: HashSet<(u64, u64)>,
     /// Files already given their final name (undone on a later failure).
@@ -197,6 +200,7 @@ impl Transfer {
             written: 0,
             reserved: 0,
             made: Vec::new(),
+            tree_dirs: Vec::new(),
             made_root: false,
             in_use: HashSet::new(),
             linked: Vec::new(),

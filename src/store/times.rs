@@ -1,12 +1,13 @@
 //! Modification times as the sender had them: each file gets its time
 //! before it is closed (held files at commit), and each offered directory
-//! gets its own after the commit, deepest first (linking an entry into a
-//! directory changes the directory's time), as `tar x` and `rsync -a` do.
-//! A directory that was already there and is not this user's to change
-//! keeps the time the new entries gave it; nothing here fails a transfer
-//! whose files are already in place.
+//! this transfer made gets its own after the commit, deepest first
+//! (linking an entry into a directory changes the directory's time).
+//! Directories that were already there keep their times, as they keep
+//! their modes (beyond what the new entries change); nothing here fails a
+//! transfer whose files are already in place.
 
 use std::cmp::Reverse;
+use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
 
 use super::fail::io_fail;
@@ -34,13 +35,20 @@ impl Transfer {
             .map_err(|e| io_fail("cannot set a file's modification time".into(), e))
     }
 
-    /// After the names are in place: the offered directories get their
-    /// times, deepest first. Best effort: every name is already durable, so
-    /// nothing here fails the transfer; a directory that is not this
-    /// user's to change, or whose way is no longer a directory (someone
-    /// swapped in a symbolic link: never followed), keeps the time it has.
-    /// Returns whether it changed any (the caller then syncs).
+    /// After the names are in place: the offered directories this transfer
+    /// made get their times, deepest first. A directory is recognised by
+    /// its identity, so one swapped in since is left alone. Best effort:
+    /// every name is already durable, so nothing here fails the transfer;
+    /// a way that is no longer a directory (a symbolic link: never
+    /// followed) is skipped. Returns whether it changed any (the caller
+    /// then syncs).
     pub(super) fn stamp_dirs(&self) -> bool {
+        let ours: HashSet<(u64, u64)> = self
+            .made
+            .iter()
+            .map(|m| (m.stat.dev, m.stat.ino))
+            .chain(self.tree_dirs.iter().copied())
+            .collect();
         let mut dirs: Vec<_> = self
             .offer
             .entries
@@ -50,7 +58,7 @@ impl Transfer {
         let Ok(root) = out_dir(&self.root) else {
             return false;
         };
-        if dirs.is_empty() {
+        if dirs.is_empty() || ours.is_empty() {
             return false;
         }
         dirs.sort_by_key(|e| Reverse(e.name.matches('/').count()));
@@ -60,7 +68,11 @@ impl Transfer {
         let mut stamped = false;
         for e in dirs {
             let t = e.mtime.expect("filtered");
-            if w.goto(&e.name, None).is_ok() && sys::set_mtime(w.fd(), t.secs, t.nanos).is_ok() {
+            if w.goto(&e.name, None).is_err() {
+                continue;
+            }
+            let made = sys::stat_fd(w.fd()).is_ok_and(|st| ours.contains(&(st.dev, st.ino)));
+            if made && sys::set_mtime(w.fd(), t.secs, t.nanos).is_ok() {
                 stamped = true;
             }
         }

@@ -1,8 +1,8 @@
 //! A tree arrives with the sender's modification times: files, and the
 //! directories the transfer made, whichever way the receiver commits
 //! (unnamed files for a few, staging for many, a whole new tree renamed
-//! into place), as `tar x` and `rsync -a` do; `--no-times` gives them the
-//! time they were written.
+//! into place); `--no-times` gives them the time they were written.
+//! Directories the receiver already had are never given the sender's time.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -64,7 +64,7 @@ fn a_new_tree_keeps_every_time_few_files_or_many() {
 }
 
 #[test]
-fn into_an_existing_directory_every_offered_directory_gets_its_time() {
+fn into_an_existing_directory_only_what_the_transfer_made_gets_a_time() {
     for n in [3, 40] {
         let dir = tempfile::tempdir().unwrap();
         dated_tree(dir.path(), n);
@@ -80,8 +80,9 @@ fn into_an_existing_directory_every_offered_directory_gets_its_time() {
             assert_eq!(mtime(&had.join(format!("sub/f{i}"))), day(1000 + i));
         }
         assert_eq!(mtime(&had.join("sub")), day(900), "made by the transfer");
-        // Already there, and changed by the new entry anyway: the sender's.
-        assert_eq!(mtime(&had), day(800));
+        // Already there: the new entry changed its time, the sender's is
+        // never set on it.
+        assert_ne!(mtime(&had), day(800));
     }
 }
 
@@ -109,4 +110,25 @@ fn no_times_gives_the_time_of_writing_and_get_keeps_times_too() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(off.wait_exit().0, Some(0));
     assert_dated(&dir.path().join("pulled/tree"), 3);
+}
+
+#[test]
+fn an_offer_of_directories_only_never_redates_what_the_receiver_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("tree/.git/objects");
+    fs::create_dir_all(&src).unwrap();
+    for d in ["tree/.git/objects", "tree/.git", "tree"] {
+        set_time(&dir.path().join(d), day(1));
+    }
+    let had = dir.path().join("in/tree/.git/objects");
+    fs::create_dir_all(&had).unwrap();
+    for d in ["in/tree/.git/objects", "in/tree/.git", "in/tree"] {
+        set_time(&dir.path().join(d), day(20_000));
+    }
+    let mut srv = Server::start(dir.path(), &["--out", "in"]);
+    send_tree(&srv, dir.path());
+    assert_eq!(srv.wait_exit().0, Some(0));
+    for d in ["in/tree/.git/objects", "in/tree/.git", "in/tree"] {
+        assert_eq!(mtime(&dir.path().join(d)), day(20_000), "{d}");
+    }
 }

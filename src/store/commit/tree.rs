@@ -107,7 +107,12 @@ impl Transfer {
     pub(in crate::store) fn make_tree(&mut self, tops: Vec<OsString>) -> Result<(), Fail> {
         let umask = self.store.umask;
         let implicit = (0o777 & !umask) | 0o700;
-        let Transfer { offer, holding, .. } = self;
+        let Transfer {
+            offer,
+            holding,
+            tree_dirs,
+            ..
+        } = self;
         let Holding::Staged { sub, tree, .. } = holding else {
             return Err((RejectCode::Io, "not staged".into()));
         };
@@ -122,6 +127,11 @@ impl Transfer {
             w.goto(target, Some((&mut made, implicit)))
                 .map_err(|err| walk_fail(&e.name, err))?;
             let top = !e.name.contains('/');
+            if e.is_dir {
+                let st = sys::stat_fd(w.fd())
+                    .map_err(|err| io_fail("cannot check a directory".into(), err))?;
+                tree_dirs.push((st.dev, st.ino));
+            }
             if e.is_dir && !top {
                 sys::fchmod(w.fd(), (e.mode & 0o777 & !umask) | 0o700).map_err(|err| {
                     io_fail(
