@@ -161,7 +161,7 @@ pub struct Tunnel {
     opts: TunnelOptions,
     events: Arc<Events>,
     stop: Arc<AtomicBool>,
-    learned: Arc<Mutex<Learned>>,
+    learned: Arc<Trust>,
 }
 
 /// Failed code exchanges after which a using end stops: each one gives
@@ -175,6 +175,15 @@ const TUNNEL_CODE_FAILURES: u32 = 3;
 struct Learned {
     key: Option<Pin>,
     failures: u32,
+}
+
+/// A using end's [`Learned`], and the turn that makes code exchanges run
+/// one at a time until a key is learned (parallel local connections would
+/// each give whoever answers one more guess).
+#[derive(Debug, Default)]
+struct Trust {
+    learned: Mutex<Learned>,
+    first: Mutex<()>,
 }
 
 /// Stops a [`Tunnel`] from another thread.
@@ -293,7 +302,7 @@ impl Tunnel {
             sys::reset_on_close(c);
             let _ = c.shutdown(Shutdown::Both);
         }
-        if lock(&self.learned).failures >= TUNNEL_CODE_FAILURES {
+        if lock(&self.learned.learned).failures >= TUNNEL_CODE_FAILURES {
             return Err(Error::CodeNotConfirmed(format!(
                 "{TUNNEL_CODE_FAILURES} code exchanges with {} failed (a wrong code, or someone in the middle): the tunnel stopped",
                 self.opts.dial.addr
@@ -309,38 +318,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// One local connection: dial the exposing end, then relay. With a code
 /// and no pin, the first confirmed key is pinned for the sessions after
-/// it, and failed exchanges stop the tunnel after a few.
+/// it, exchanges run one at a time until then, and failed exchanges stop
+/// the tunnel after a few.
 fn tunnel_one(
     tcp: TcpStream,
     opts: &TunnelOptions,
     events: &Events,
-    learned: &Mutex<Learned>,
+    trust: &Trust,
     stop: &AtomicBool,
 ) {
     let to = opts.dial.addr.clone();
     let client = tcp.peer_addr().unwrap_or(opts.local);
     let learning = opts.dial.code.is_some() && opts.dial.pins.is_empty();
+    let turn = (learning && lock(&trust.learned).key.is_none()).then(|| lock(&trust.first));
+    let (key, failures) = {
+        let l = lock(&trust.learned);
+        (l.key, l.failures)
+    };
+    if failures >= TUNNEL_CODE_FAILURES {
+        sys::reset_on_close(&tcp);
+        return;
+    }
     let mut dial = opts.dial.clone();
-    if let Some(key) = lock(learned).key.filter(|_| learning) {
+    if let Some(key) = key.filter(|_| learning) {
         dial.pins = vec![key];
     }
-    match dialer::dial_seen(&dial, events) {
-        Ok((mut s, seen)) => {
-            let mut l = lock(learned);
-            if learning && l.key.is_none() {
-                l.key = seen.spki();
-            }
-            drop(l);
-            carry(&mut s, client, tcp, &to, opts.idle_timeout, events)
-        }
-        Err(e) => {
-            if matches!(e, Error::CodeNotConfirmed(_)) {
-                let mut l = lock(learned);
+    let r = dialer::dial_seen(&dial, events);
+    {
+        let mut l = lock(&trust.learned);
+        match &r {
+            Ok((_, seen)) if learning && l.key.is_none() => l.key = seen.spki(),
+            Err(Error::CodeNotConfirmed(_)) => {
                 l.failures += 1;
                 if l.failures >= TUNNEL_CODE_FAILURES {
                     stop.store(true, Ordering::SeqCst);
                 }
             }
+            _ => {}
+        }
+    }
+    drop(turn);
+    match r {
+        Ok((mut s, _)) => carry(&mut s, client, tcp, &to, opts.idle_timeout, events),
+        Err(e) => {
             events.emit(Event::Error {
                 peer: tcp.peer_addr().ok(),
                 code: e.code(),

@@ -484,3 +484,47 @@ fn a_using_end_pins_the_key_its_code_confirmed_and_stops_after_three_failures() 
     let out = wait_output(using, WAIT);
     assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
 }
+
+#[test]
+fn parallel_local_connections_of_a_using_end_with_a_wrong_code_cost_three_guesses_at_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, opened) = echo_service(16);
+    let mut expose = Server::listen("forward", dir.path(), &["--to", &service], Stdio::null());
+    let local = format!("127.0.0.1:{}", free_port());
+    let using = pincat()
+        .args(["forward", "--local", &local, "--to", &expose.addr])
+        .args(["--code", "wrong-guess-here"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let local = local.clone();
+            thread::spawn(move || through(&local, b"guess"))
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().unwrap().is_empty());
+    }
+    let out = wait_output(using, WAIT);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
+    expose.drain(Duration::from_millis(500));
+    let guesses = expose
+        .seen_named("refused")
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not confirmed")
+        })
+        .count();
+    assert!(
+        (1..=3).contains(&guesses),
+        "{guesses} guesses: {:?}",
+        expose.seen
+    );
+    assert_eq!(opened.load(Ordering::SeqCst), 0);
+}
