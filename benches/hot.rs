@@ -46,6 +46,7 @@ fn bench_frames(cr: &mut Criterion) {
                 mtime: None,
             })
             .collect(),
+        skipped: Vec::new(),
     };
     let enc = offer.encode();
     cr.bench_function("offer encode, 1000 files", |b| {

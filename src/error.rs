@@ -35,6 +35,9 @@ pub enum ExitCode {
     /// A listener ended after its failed code attempts; nothing was given
     /// or stored.
     CodeAttempts = 10,
+    /// `--strict`: something in the offered directories would have been
+    /// skipped (a symbolic link, a special file); nothing was sent.
+    Skipped = 11,
     /// Stopped by SIGINT/SIGTERM.
     Interrupted = 130,
 }
@@ -121,6 +124,9 @@ pub enum Error {
     /// The listener's code attempts are used up.
     #[error("{0}")]
     CodeAttempts(String),
+    /// `--strict` and something would be skipped.
+    #[error("{0}")]
+    Skipped(String),
     /// Stopped by a signal.
     #[error("interrupted")]
     Interrupted,
@@ -141,6 +147,7 @@ impl Error {
             Error::Refused { .. } => ExitCode::Refused,
             Error::CodeNotConfirmed(_) => ExitCode::CodeNotConfirmed,
             Error::CodeAttempts(_) => ExitCode::CodeAttempts,
+            Error::Skipped(_) => ExitCode::Skipped,
             Error::NotAllowed { .. } => ExitCode::NotAllowed,
             Error::Timeout(_) => ExitCode::Timeout,
             Error::Incomplete(_) => ExitCode::Incomplete,
@@ -163,6 +170,7 @@ impl Error {
             Error::Connect { .. } => "connect",
             Error::CodeNotConfirmed(_) => "code-not-confirmed",
             Error::CodeAttempts(_) => "code-attempts",
+            Error::Skipped(_) => "skipped",
             Error::Interrupted => "interrupted",
             Error::Other(_) => "failure",
         }

@@ -189,6 +189,9 @@ pub enum Event {
         files: u32,
         /// Announced bytes, when known.
         bytes: Option<u64>,
+        /// What the giver found in the offered directories and does not
+        /// send (symbolic links, special files), by name.
+        skipped: Vec<String>,
     },
     /// Bytes moved so far (throttled to a few per second).
     Progress {

@@ -28,7 +28,26 @@ pub enum Source {
     /// Any reader, as a stream.
     Reader(Box<dyn Read + Send>),
     /// Files and directories (recursively), by path.
-    Paths(Vec<PathBuf>),
+    Paths(Paths),
+}
+
+/// Files and directories to send, and how to plan them.
+#[derive(Debug, Clone, Default)]
+pub struct Paths {
+    /// What the user named.
+    pub paths: Vec<PathBuf>,
+    /// Refuse (exit 11) when the directories hold anything that is not
+    /// sent (symbolic links, special files), instead of skipping it.
+    pub strict: bool,
+}
+
+impl From<Vec<PathBuf>> for Paths {
+    fn from(paths: Vec<PathBuf>) -> Paths {
+        Paths {
+            paths,
+            strict: false,
+        }
+    }
 }
 
 /// Turns a session failure, and when it happened, into the user's error.
@@ -50,11 +69,18 @@ impl Plan {
         let (offer, reader): (Offer, Box<dyn Read + Send>) = match source {
             Source::Stdin => (stream_offer(), Box::new(io::stdin())),
             Source::Reader(r) => (stream_offer(), r),
-            Source::Paths(paths) => {
-                let planned = plan(&paths, events)?;
+            Source::Paths(p) => {
+                let (planned, skipped) = plan(&p.paths, events)?;
+                if p.strict && !skipped.is_empty() {
+                    return Err(Error::Skipped(format!(
+                        "--strict: {} would be skipped (symbolic links and special files are not sent); nothing was sent",
+                        shown_names(&skipped)
+                    )));
+                }
                 let offer = Offer {
                     kind: TransferKind::Files,
                     entries: planned.iter().map(|p| p.entry.clone()).collect(),
+                    skipped,
                 };
                 (offer, Box::new(FileSeq::new(&planned)))
             }
@@ -99,6 +125,7 @@ pub(crate) fn give(
         names: top_names(&offer),
         files: offer.file_count(),
         bytes: announced(&offer),
+        skipped: offer.skipped.clone(),
     });
     let mut gate = Gate::default();
     let sent = stream_all(s, reader, &offer, events, classify, &mut gate)?;
@@ -212,7 +239,22 @@ fn stream_offer() -> Offer {
     Offer {
         kind: TransferKind::Stream,
         entries: vec![],
+        skipped: Vec::new(),
     }
+}
+
+/// Names as a person reads them: the first few, escaped, and how many more.
+pub(crate) fn shown_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| protocol::escape_name(n))
+        .collect();
+    if names.len() > SHOWN {
+        s.push(format!("and {} more", names.len() - SHOWN));
+    }
+    s.join(", ")
 }
 
 /// Most top-level names an event lists, and the most characters of each:
@@ -413,6 +455,7 @@ pub(crate) fn give_raw(
         names: vec![],
         files: 0,
         bytes: None,
+        skipped: vec![],
     });
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;

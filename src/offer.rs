@@ -3,8 +3,8 @@
 //! dials and takes (dialer + taker), with the same store and guarantees as
 //! `serve`.
 
+use crate::give::Paths;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,7 +68,7 @@ impl OfferOptions {
 /// What is offered: paths are planned again for every get (each sees the
 /// files as they are then); a stream can be given once.
 enum Offered {
-    Paths(Vec<PathBuf>),
+    Paths(Paths),
     Stream(Mutex<Option<Plan>>),
 }
 

@@ -136,6 +136,7 @@ impl Taker {
         let start = Instant::now();
         let kind = Kind::of(offer.kind);
         let (files, names) = (offer.file_count(), top_names(&offer));
+        let skipped = offer.skipped.clone();
         let total = (offer.kind == TransferKind::Files).then(|| offer.total_bytes());
         let mut t = match self.claim(offer) {
             Ok(t) => t,
@@ -153,6 +154,7 @@ impl Taker {
                     names,
                     files,
                     bytes: total,
+                    skipped,
                 });
                 self.receive(s, &mut t, total)
             });
@@ -348,6 +350,7 @@ impl Taker {
         let offer = Offer {
             kind: TransferKind::Stream,
             entries: vec![],
+            skipped: Vec::new(),
         };
         let mut t = match self.claim(offer) {
             Ok(t) => t,
@@ -360,6 +363,7 @@ impl Taker {
             names: vec![],
             files: 0,
             bytes: None,
+            skipped: vec![],
         });
         let start = Instant::now();
         let result = self.receive_raw(s, &mut t);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pincat::offer::{OfferOptions, Offering};
-use pincat::{Output, Source};
+use pincat::{Output, Paths, Source};
 
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
@@ -23,6 +23,9 @@ pub struct OfferArgs {
     /// Files and directories to offer; none, or "-", offers stdin (to one taker).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (symbolic links, special files).
+    #[arg(long)]
+    pub strict: bool,
     /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
     #[arg(long, short, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
@@ -110,7 +113,10 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
     let source = if stdin {
         Source::Stdin
     } else {
-        Source::Paths(a.paths)
+        Source::Paths(Paths {
+            paths: a.paths,
+            strict: a.strict,
+        })
     };
     let offering = Offering::bind(o, source, a.output.events())?;
     let handle = offering.shutdown_handle();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use pincat::{Events, Mode, Source};
+use pincat::{Events, Mode, Paths, Source};
 
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
@@ -26,6 +26,9 @@ pub struct SendArgs {
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (symbolic links, special files).
+    #[arg(long)]
+    pub strict: bool,
     /// How to reach and trust the receiver.
     #[command(flatten)]
     pub dial: DialArgs,
@@ -62,12 +65,15 @@ pub fn run(a: SendArgs) -> pincat::Result<()> {
     let source = if stdin {
         Source::Stdin
     } else {
-        Source::Paths(a.paths)
+        Source::Paths(Paths {
+            paths: a.paths,
+            strict: a.strict,
+        })
     };
     let events = send_events(&a.output);
     if a.raw {
         let input: Box<dyn std::io::Read + Send> = match source {
-            Source::Paths(p) => Box::new(open_raw_input(&p[0])?),
+            Source::Paths(p) => Box::new(open_raw_input(&p.paths[0])?),
             _ => Box::new(std::io::stdin()),
         };
         return pincat::send_raw(&opts, input, &mut std::io::stdout().lock(), &events).map(drop);

@@ -46,10 +46,12 @@ impl Event {
                 names,
                 files,
                 bytes,
+                skipped,
             } => {
                 json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind.as_str(),
                 "names": names.iter().map(|n| shown(n)).collect::<Vec<_>>(), "files": files,
-                "bytes": bytes})
+                "bytes": bytes, "skipped": skipped.len(),
+                "skipped_names": skipped.iter().take(SKIPPED_SHOWN).map(|n| shown(n)).collect::<Vec<_>>()})
             }
             Event::Progress { peer, bytes, total } => json!({"event": "progress",
                 "peer": peer.to_string(), "bytes": bytes, "total": total}),
@@ -107,11 +109,13 @@ impl Event {
                 kind,
                 files,
                 bytes,
+                skipped,
                 ..
             } => match kind {
                 Kind::Files => format!(
-                    "pincat: receiving {files} file(s), {} from {peer}",
-                    human_bytes(bytes.unwrap_or(0))
+                    "pincat: receiving {files} file(s), {} from {peer}{}",
+                    human_bytes(bytes.unwrap_or(0)),
+                    skipped_note(skipped)
                 ),
                 _ => format!("pincat: receiving a {} from {peer}", kind.as_str()),
             },
@@ -240,4 +244,26 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Most skipped names a JSON event lists (`skipped` has the count).
+const SKIPPED_SHOWN: usize = 20;
+
+/// "; N skipped: a, b, ..." for what a transfer leaves out, or nothing.
+fn skipped_note(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let first: Vec<String> = skipped.iter().take(5).map(|n| shown(n)).collect();
+    let more = skipped.len().saturating_sub(first.len());
+    format!(
+        "; {} skipped (symbolic links and special files are not sent): {}{}",
+        skipped.len(),
+        first.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }

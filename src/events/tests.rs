@@ -104,6 +104,7 @@ fn peer_text_in_events_is_escaped_in_both_forms() {
             names: vec![nasty.into()],
             files: 1,
             bytes: Some(1),
+            skipped: vec![nasty.into()],
         },
     ];
     for mode in [Mode::Json, Mode::Human] {

@@ -168,18 +168,27 @@ impl Dirs {
 /// Every file is stat'ed and checked readable (faccessat) here, so an
 /// unreadable, vanished or special file is reported before a connection
 /// uses up a one-shot receiver.
-pub(super) fn plan(paths: &[PathBuf], events: &Events) -> Result<Vec<Planned>> {
-    let mut out = Vec::new();
+/// Also returns the names of what the directories held and is not sent
+/// (symbolic links, special files), each reported as a warning here.
+pub(super) fn plan(paths: &[PathBuf], events: &Events) -> Result<(Vec<Planned>, Vec<String>)> {
+    let mut tree = Tree::default();
     for p in paths {
-        plan_top(p, &mut out, events)?;
+        plan_top(p, &mut tree, events)?;
     }
-    check_names(&out)?;
-    Ok(out)
+    check_names(&tree.planned)?;
+    Ok((tree.planned, tree.skipped))
+}
+
+/// A plan as it is walked.
+#[derive(Default)]
+struct Tree {
+    planned: Vec<Planned>,
+    skipped: Vec<String>,
 }
 
 /// Plans one path the user named. A symbolic link the user named is
 /// followed now, once: what it resolves to is what is read later.
-fn plan_top(p: &Path, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
+fn plan_top(p: &Path, tree: &mut Tree, events: &Events) -> Result<()> {
     let real = fs::canonicalize(p).with_context(|| format!("cannot send {}", p.display()))?;
     let name = real.file_name().ok_or_else(|| {
         anyhow!(
@@ -195,10 +204,11 @@ fn plan_top(p: &Path, out: &mut Vec<Planned>, events: &Events) -> Result<()> {
         shown: p.to_path_buf(),
     };
     if meta.is_dir() {
-        out.push(dir_entry(name.clone(), &meta));
-        walk(&at, &name, out, events, &mut Dirs::default())
+        tree.planned.push(dir_entry(name.clone(), &meta));
+        walk(&at, &name, tree, events, &mut Dirs::default())
     } else if meta.is_file() {
-        out.push(plan_file(at, name, &mut Dirs::default())?);
+        tree.planned
+            .push(plan_file(at, name, &mut Dirs::default())?);
         Ok(())
     } else {
         Err(anyhow!(
@@ -281,7 +291,7 @@ fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
 fn walk(
     dir: &Place,
     prefix: &str,
-    out: &mut Vec<Planned>,
+    tree: &mut Tree,
     events: &Events,
     dirs: &mut Dirs,
 ) -> Result<()> {
@@ -310,10 +320,10 @@ fn walk(
         // since must not be followed.
         let meta = if kind.is_dir() { Some(stat()?) } else { None };
         if let Some(meta) = meta.as_ref().filter(|m| m.is_dir()) {
-            out.push(dir_entry(name.clone(), meta));
-            walk(&at, &name, out, events, dirs)?;
+            tree.planned.push(dir_entry(name.clone(), meta));
+            walk(&at, &name, tree, events, dirs)?;
         } else if kind.is_file() {
-            out.push(plan_file(at, name, dirs)?);
+            tree.planned.push(plan_file(at, name, dirs)?);
         } else {
             events.emit(Event::Warning {
                 message: format!(
@@ -321,6 +331,7 @@ fn walk(
                     at.shown.display()
                 ),
             });
+            tree.skipped.push(name);
         }
     }
     Ok(())

@@ -45,6 +45,9 @@ pub struct Offer {
     pub kind: TransferKind,
     /// Files and directories, in the order their data follows (empty for a stream).
     pub entries: Vec<Entry>,
+    /// What the giver found in the offered directories and does not send
+    /// (symbolic links, special files), by name, so the taker can say so.
+    pub skipped: Vec<String>,
 }
 
 impl Offer {
@@ -80,6 +83,11 @@ impl Offer {
             }
             v.extend_from_slice(&(e.name.len() as u16).to_be_bytes());
             v.extend_from_slice(e.name.as_bytes());
+        }
+        v.extend_from_slice(&(self.skipped.len() as u32).to_be_bytes());
+        for name in &self.skipped {
+            v.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            v.extend_from_slice(name.as_bytes());
         }
         v
     }
@@ -138,6 +146,7 @@ impl Offer {
                 mtime,
             });
         }
+        let skipped = skipped_names(&mut r, kind)?;
         if !r.0.is_empty() {
             return Err(M);
         }
@@ -145,8 +154,31 @@ impl Offer {
             return Err(M);
         }
         check_tree(&entries)?;
-        Ok(Offer { kind, entries })
+        Ok(Offer {
+            kind,
+            entries,
+            skipped,
+        })
     }
+}
+
+/// The names of what the giver skipped: valid names, at most as many as
+/// entries may be, none for a stream.
+fn skipped_names(r: &mut Cursor<'_>, kind: TransferKind) -> Result<Vec<String>, ProtocolError> {
+    const M: ProtocolError = ProtocolError::Malformed("OFFER");
+    let count = r.u32().ok_or(M)? as usize;
+    if count > MAX_ENTRIES || (kind == TransferKind::Stream && count != 0) {
+        return Err(M);
+    }
+    let mut names = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let len = r.u16().ok_or(M)? as usize;
+        let raw = r.take(len).ok_or(M)?;
+        let name = std::str::from_utf8(raw).map_err(|_| NameError::NotUtf8)?;
+        validate_name(name)?;
+        names.push(name.to_owned());
+    }
+    Ok(names)
 }
 
 /// Names must be unique, and a file cannot also be a parent of another entry.

@@ -31,11 +31,13 @@ fn offer_round_trips() {
             entry("dir/a.txt", 3),
             entry("b", u64::MAX - 3),
         ],
+        skipped: Vec::new(),
     };
     assert_eq!(Offer::decode(&offer.encode()), Ok(offer.clone()));
     let stream = Offer {
         kind: TransferKind::Stream,
         entries: vec![],
+        skipped: Vec::new(),
     };
     assert_eq!(Offer::decode(&stream.encode()), Ok(stream));
 }
@@ -50,6 +52,7 @@ fn a_time_with_a_second_or_more_of_nanoseconds_or_an_unknown_flag_is_malformed()
     let offer = Offer {
         kind: TransferKind::Files,
         entries: vec![e],
+        skipped: Vec::new(),
     };
     let mut bytes = offer.encode();
     // kind(1) count(4) is_dir(1) mode(4) size(8), then the time's flag,
@@ -67,6 +70,7 @@ fn offer_rejects_truncation_trailing_bytes_and_overflow() {
     let offer = Offer {
         kind: TransferKind::Files,
         entries: vec![entry("a", u64::MAX), entry("b", 1)],
+        skipped: Vec::new(),
     };
     let enc = offer.encode();
     assert_eq!(
@@ -77,6 +81,7 @@ fn offer_rejects_truncation_trailing_bytes_and_overflow() {
     let ok = Offer {
         kind: TransferKind::Files,
         entries: vec![entry("a", 1)],
+        skipped: Vec::new(),
     }
     .encode();
     for cut in 0..ok.len() {
@@ -93,6 +98,7 @@ fn offer_rejects_duplicates_and_file_as_parent() {
         let offer = Offer {
             kind: TransferKind::Files,
             entries: names.iter().map(|n| entry(n, 0)).collect(),
+            skipped: Vec::new(),
         };
         assert!(matches!(
             Offer::decode(&offer.encode()),

@@ -33,8 +33,8 @@ mod store_attacks;
 mod strangers;
 // End-to-end transfers: streams, files, refusals, pins, IPv6, peers dying mid-transfer.
 mod transfer;
-// Modification times kept: files and the directories a transfer makes, --no-times.
-mod times;
+// A tree as it left: modification times, --no-times, skips reported on both sides, --strict.
+mod tree;
 /// Key exchange: hybrid post-quantum between pincats, classical with older peers.
 mod trust;
 /// Every direction: offer/get, pipe (stdio, --exec, openssl), forward, role mismatches, dial addresses.

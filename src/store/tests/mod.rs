@@ -57,6 +57,7 @@ fn files(entries: Vec<Entry>) -> Offer {
     Offer {
         kind: TransferKind::Files,
         entries,
+        skipped: Vec::new(),
     }
 }
 
@@ -64,6 +65,7 @@ fn stream() -> Offer {
     Offer {
         kind: TransferKind::Stream,
         entries: vec![],
+        skipped: Vec::new(),
     }
 }
 

@@ -34,6 +34,7 @@ pub fn files(entries: Vec<Entry>) -> Offer {
     Offer {
         kind: TransferKind::Files,
         entries,
+        skipped: Vec::new(),
     }
 }
 
@@ -42,6 +43,7 @@ pub fn stream() -> Offer {
     Offer {
         kind: TransferKind::Stream,
         entries: vec![],
+        skipped: Vec::new(),
     }
 }
 

@@ -1,15 +1,18 @@
-//! A tree arrives with the sender's modification times: files, and the
-//! directories the transfer made, whichever way the receiver commits
+//! A tree arrives as it left. It gets the sender's modification times:
+//! files, and the directories the transfer made, whichever way the
+//! receiver commits
 //! (unnamed files for a few, staging for many, a whole new tree renamed
 //! into place); `--no-times` gives them the time they were written.
 //! Directories the receiver already had are never given the sender's time.
+//! What is not sent (symbolic links, special files) is reported on both
+//! sides, and `--strict` refuses to leave it out (exit 11).
 
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::util::{Server, run, text};
+use crate::util::{Server, WAIT, run, text, wait_output};
 
 /// A time with nanoseconds, `days` days after the epoch.
 fn day(days: u64) -> SystemTime {
@@ -131,4 +134,62 @@ fn an_offer_of_directories_only_never_redates_what_the_receiver_has() {
     for d in ["in/tree/.git/objects", "in/tree/.git", "in/tree"] {
         assert_eq!(mtime(&dir.path().join(d)), day(20_000), "{d}");
     }
+}
+
+/// `tree/` with a file, a symbolic link and a named pipe.
+fn tree_with_specials(base: &Path) {
+    let t = base.join("tree");
+    fs::create_dir_all(&t).unwrap();
+    fs::write(t.join("real.txt"), b"real").unwrap();
+    std::os::unix::fs::symlink("real.txt", t.join("link")).unwrap();
+    let fifo = std::ffi::CString::new(t.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn skipped_entries_are_reported_on_both_sides_and_strict_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    tree_with_specials(dir.path());
+    let mut srv = Server::start(dir.path(), &["--out", "in", "--keep-open"]);
+    let mut send = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint);
+    send.arg(dir.path().join("tree")).arg("--json");
+    let out = wait_output(send.spawn().unwrap(), WAIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sent = crate::util::data::json_lines(&out.stderr);
+    let started = sent
+        .iter()
+        .find(|e| e["event"] == "transfer-started")
+        .expect("the sender's transfer-started");
+    assert_eq!(started["skipped"], 2, "{started}");
+    let got = srv.wait_event("transfer-started");
+    assert_eq!(got["skipped"], 2, "{got}");
+    let names = got["skipped_names"].to_string();
+    assert!(
+        names.contains("tree/link") && names.contains("tree/fifo"),
+        "{names}"
+    );
+    assert_eq!(
+        fs::read(dir.path().join("in/tree/real.txt")).unwrap(),
+        b"real"
+    );
+
+    // --strict: nothing is sent, exit 11, the receiver saw no transfer.
+    srv.wait_event("transfer-done");
+    let mut send = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint);
+    send.arg(dir.path().join("tree")).arg("--strict");
+    let out = wait_output(send.spawn().unwrap(), WAIT);
+    assert_eq!(out.status.code(), Some(11), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--strict"),
+        "{}",
+        text(&out.stderr)
+    );
+    srv.drain(Duration::from_millis(300));
+    assert_eq!(srv.seen_named("transfer-started").len(), 1);
+    srv.kill();
+    let off = run(&["offer", "--strict", "--allow-any", "tree"], |c| {
+        c.current_dir(dir.path());
+    });
+    assert_eq!(off.status.code(), Some(11), "{}", text(&off.stderr));
 }
