@@ -44,6 +44,7 @@ fn bench_frames(cr: &mut Criterion) {
                 mode: 0o644,
                 size: i * 1000,
                 mtime: None,
+                link: None,
             })
             .collect(),
         skipped: Vec::new(),

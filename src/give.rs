@@ -37,15 +37,18 @@ pub struct Paths {
     /// What the user named.
     pub paths: Vec<PathBuf>,
     /// Refuse (exit 11) when the directories hold anything that is not
-    /// sent (symbolic links, special files), instead of skipping it.
+    /// sent (special files; links with `no_links`), instead of skipping it.
     pub strict: bool,
+    /// Skip symbolic links inside the directories instead of sending them
+    /// as links.
+    pub no_links: bool,
 }
 
 impl From<Vec<PathBuf>> for Paths {
     fn from(paths: Vec<PathBuf>) -> Paths {
         Paths {
             paths,
-            strict: false,
+            ..Paths::default()
         }
     }
 }
@@ -70,10 +73,10 @@ impl Plan {
             Source::Stdin => (stream_offer(), Box::new(io::stdin())),
             Source::Reader(r) => (stream_offer(), r),
             Source::Paths(p) => {
-                let (planned, skipped) = plan(&p.paths, events)?;
+                let (planned, skipped) = plan(&p.paths, !p.no_links, events)?;
                 if p.strict && !skipped.is_empty() {
                     return Err(Error::Skipped(format!(
-                        "--strict: {} would be skipped (symbolic links and special files are not sent); nothing was sent",
+                        "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",
                         shown_names(&skipped)
                     )));
                 }

@@ -62,7 +62,7 @@ pub use give::{Paths, Source};
 pub use identity::Identity;
 pub use net::endpoint::Listen;
 pub use send::{SendOptions, SendReport, send, send_raw};
-pub use serve::{Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};
+pub use serve::{Keep, Output, Received, ServeOptions, ServeSummary, Server, ShutdownHandle};
 pub use verify::Allow;
 pub use verify::ca::{CaAllow, CaRoots};
 

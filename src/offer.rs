@@ -20,7 +20,7 @@ use crate::net::listener::{AcceptSpec, Flow, Job, Limits, accept_session};
 use crate::protocol::{Message, Refusal, RejectCode, Role};
 use crate::serve::ServeSummary;
 use crate::session::WireError;
-use crate::store::{Output, Store};
+use crate::store::{Keep, Output, Store};
 use crate::take::{Outcome, Taker};
 
 /// How the offering side behaves.
@@ -252,12 +252,12 @@ fn taker_failure(e: WireError, peer: SocketAddr, when: &str) -> Error {
 }
 
 /// Dials an offering side, pins it, and stores what it gives exactly as
-/// `serve` would (with the sender's modification times when `times`);
-/// `Ok` only once everything is durable.
-pub fn get(opts: &DialOptions, output: &Output, times: bool, events: Events) -> Result<Transfer> {
+/// `serve` would (keeping what `keep` says of the sender's tree); `Ok`
+/// only once everything is durable.
+pub fn get(opts: &DialOptions, output: &Output, keep: Keep, events: Events) -> Result<Transfer> {
     opts.check()?;
     let store = Store::open(output).context("cannot open the output")?;
-    let store = Arc::new(store.keep_times(times));
+    let store = Arc::new(store.keeping(keep));
     let events = Arc::new(events);
     let mut s = dialer::dial(opts, &events)?;
     let taker = Taker::new(

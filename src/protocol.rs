@@ -36,7 +36,7 @@ pub use escape::{
     MAX_PEER_TEXT, TRUNCATED, escape_name, escape_text, is_format_or_separator, peer_text,
 };
 pub use names::{NameError, validate_name};
-pub use offer::{Entry, Mtime, Offer, TransferKind};
+pub use offer::{Entry, MAX_LINK_TARGET, Mtime, Offer, TransferKind};
 
 /// First six bytes of every pincat session, in both directions.
 pub const MAGIC: &[u8; 6] = b"PINCAT";

@@ -14,8 +14,8 @@ use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
 pub use crate::net::listener::ShutdownHandle;
 use crate::net::listener::{AcceptSpec, Flow, Job, accept_session};
 use crate::protocol::Role;
-pub use crate::store::Output;
 use crate::store::Store;
+pub use crate::store::{Keep, Output};
 use crate::take::{Outcome, Taker};
 
 /// The port `serve` listens on when `--listen` is not given.
@@ -34,8 +34,8 @@ pub struct ServeOptions {
     pub wait_timeout: Option<Duration>,
     /// Raw mode: no pincat framing, the TLS plaintext is the data (for openssl, ncat, socat).
     pub raw: bool,
-    /// Give what is created the sender's modification times (the default).
-    pub times: bool,
+    /// What is kept of the sender's tree beyond its bytes (times, links).
+    pub keep: Keep,
 }
 
 impl ServeOptions {
@@ -47,7 +47,7 @@ impl ServeOptions {
             keep_open: false,
             wait_timeout: None,
             raw: false,
-            times: true,
+            keep: Keep::default(),
         }
     }
 
@@ -109,7 +109,7 @@ impl Server {
         opts.check()?;
         let store = Store::open(&opts.output)
             .context("cannot open the output")?
-            .keep_times(opts.times);
+            .keeping(opts.keep);
         let endpoint = opts.listen.bind(events)?;
         Ok(Server {
             endpoint,

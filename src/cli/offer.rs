@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pincat::offer::{OfferOptions, Offering};
-use pincat::{Output, Paths, Source};
+use pincat::{Keep, Output, Paths, Source};
 
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
@@ -23,9 +23,12 @@ pub struct OfferArgs {
     /// Files and directories to offer; none, or "-", offers stdin (to one taker).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (symbolic links, special files).
+    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (special files; symbolic links with --no-links).
     #[arg(long)]
     pub strict: bool,
+    /// Skip symbolic links inside the directories (reported on both sides) instead of sending them as links.
+    #[arg(long)]
+    pub no_links: bool,
     /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
     #[arg(long, short, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
@@ -82,6 +85,9 @@ pub struct GetArgs {
     /// Give received files, and the directories the transfer makes, the time they are written instead of the sender's modification times.
     #[arg(long)]
     pub no_times: bool,
+    /// Take symbolic links that point outside what is sent (an absolute target, or one that climbs out of its top-level directory); refused by default.
+    #[arg(long)]
+    pub allow_outside_links: bool,
     /// Identity and handshake limit.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -116,6 +122,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
         Source::Paths(Paths {
             paths: a.paths,
             strict: a.strict,
+            no_links: a.no_links,
         })
     };
     let offering = Offering::bind(o, source, a.output.events())?;
@@ -131,5 +138,9 @@ pub fn get(a: GetArgs) -> pincat::Result<()> {
         Some(p) => Output::Path(p),
         None => Output::Default,
     };
-    pincat::offer::get(&opts, &output, !a.no_times, a.output.events()).map(drop)
+    let keep = Keep {
+        times: !a.no_times,
+        outside_links: a.allow_outside_links,
+    };
+    pincat::offer::get(&opts, &output, keep, a.output.events()).map(drop)
 }

@@ -26,9 +26,12 @@ pub struct SendArgs {
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (symbolic links, special files).
+    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (special files; symbolic links with --no-links).
     #[arg(long)]
     pub strict: bool,
+    /// Skip symbolic links inside the directories (reported on both sides) instead of sending them as links.
+    #[arg(long)]
+    pub no_links: bool,
     /// How to reach and trust the receiver.
     #[command(flatten)]
     pub dial: DialArgs,
@@ -68,6 +71,7 @@ pub fn run(a: SendArgs) -> pincat::Result<()> {
         Source::Paths(Paths {
             paths: a.paths,
             strict: a.strict,
+            no_links: a.no_links,
         })
     };
     let events = send_events(&a.output);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use pincat::{Output, ServeOptions, Server};
+use pincat::{Keep, Output, ServeOptions, Server};
 
 use super::code::CodeArgs;
 use super::duration::parse_duration;
@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Give received files, and the directories the transfer makes, the time they are written instead of the sender's modification times.
     #[arg(long)]
     pub no_times: bool,
+    /// Take symbolic links that point outside what is sent (an absolute target, or one that climbs out of its top-level directory); refused by default.
+    #[arg(long)]
+    pub allow_outside_links: bool,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -84,7 +87,10 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
         keep_open: a.keep_open,
         wait_timeout: a.timeout,
         raw: a.raw,
-        times: !a.no_times,
+        keep: Keep {
+            times: !a.no_times,
+            outside_links: a.allow_outside_links,
+        },
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {
         Ok(s) => s,

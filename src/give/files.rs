@@ -170,8 +170,15 @@ impl Dirs {
 /// uses up a one-shot receiver.
 /// Also returns the names of what the directories held and is not sent
 /// (symbolic links, special files), each reported as a warning here.
-pub(super) fn plan(paths: &[PathBuf], events: &Events) -> Result<(Vec<Planned>, Vec<String>)> {
-    let mut tree = Tree::default();
+pub(super) fn plan(
+    paths: &[PathBuf],
+    links: bool,
+    events: &Events,
+) -> Result<(Vec<Planned>, Vec<String>)> {
+    let mut tree = Tree {
+        links,
+        ..Tree::default()
+    };
     for p in paths {
         plan_top(p, &mut tree, events)?;
     }
@@ -184,6 +191,8 @@ pub(super) fn plan(paths: &[PathBuf], events: &Events) -> Result<(Vec<Planned>, 
 struct Tree {
     planned: Vec<Planned>,
     skipped: Vec<String>,
+    /// Symbolic links inside directories are sent as links (else skipped).
+    links: bool,
 }
 
 /// Plans one path the user named. A symbolic link the user named is
@@ -258,8 +267,33 @@ fn dir_entry(name: String, meta: &Metadata) -> Planned {
             mode: meta.mode() & 0o7777,
             size: 0,
             mtime: mtime(meta.mtime(), meta.mtime_nsec()),
+            link: None,
         },
     }
+}
+
+/// A symbolic link inside a sent directory, as a link: its target text as
+/// it is, never followed. `None` when the target cannot be sent (not
+/// UTF-8, or gone).
+fn link_entry(at: &Place, name: &str) -> Option<Planned> {
+    let meta = fs::symlink_metadata(&at.real).ok()?;
+    let target = fs::read_link(&at.real)
+        .ok()?
+        .into_os_string()
+        .into_string()
+        .ok()?;
+    let fits = !target.is_empty() && target.len() <= protocol::MAX_LINK_TARGET;
+    fits.then(|| Planned {
+        local: None,
+        entry: Entry {
+            name: name.to_string(),
+            is_dir: false,
+            mode: 0o777,
+            size: 0,
+            mtime: mtime(meta.mtime(), meta.mtime_nsec()),
+            link: Some(target),
+        },
+    })
 }
 
 /// Checks the file is a regular file this process may read and records
@@ -281,6 +315,7 @@ fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
         mode: mode & 0o7777,
         size: planned.size,
         mtime: mtime(planned.mtime.0, planned.mtime.1),
+        link: None,
     };
     Ok(Planned {
         entry,
@@ -324,12 +359,22 @@ fn walk(
             walk(&at, &name, tree, events, dirs)?;
         } else if kind.is_file() {
             tree.planned.push(plan_file(at, name, dirs)?);
+        } else if let Some(link) = kind
+            .is_symlink()
+            .then(|| link_entry(&at, &name))
+            .flatten()
+            .filter(|_| tree.links)
+        {
+            tree.planned.push(link);
         } else {
+            let what = match kind.is_symlink() {
+                true => {
+                    "symbolic links are not sent with --no-links, nor ones whose target is not UTF-8"
+                }
+                false => "special files are not sent",
+            };
             events.emit(Event::Warning {
-                message: format!(
-                    "skipping {}: symbolic links and special files are not sent",
-                    at.shown.display()
-                ),
+                message: format!("skipping {}: {what}", at.shown.display()),
             });
             tree.skipped.push(name);
         }

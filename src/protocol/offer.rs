@@ -26,7 +26,20 @@ pub struct Entry {
     /// Its modification time at the sender, which the receiver gives what
     /// it creates (`None`: the receiver's clock).
     pub mtime: Option<Mtime>,
+    /// For a symbolic link: its target, as the link holds it (size 0, no
+    /// data; never a directory).
+    pub link: Option<String>,
 }
+
+impl Entry {
+    /// A regular file: its bytes follow in the data.
+    pub fn is_file(&self) -> bool {
+        !self.is_dir && self.link.is_none()
+    }
+}
+
+/// The longest symbolic link target an offer may carry (Linux's PATH_MAX).
+pub const MAX_LINK_TARGET: usize = 4095;
 
 /// A modification time: seconds since the Unix epoch (negative before it)
 /// and nanoseconds within that second.
@@ -58,7 +71,7 @@ impl Offer {
 
     /// Number of regular files.
     pub fn file_count(&self) -> u32 {
-        self.entries.iter().filter(|e| !e.is_dir).count() as u32
+        self.entries.iter().filter(|e| e.is_file()).count() as u32
     }
 
     /// Encodes the payload of an OFFER frame.
@@ -70,7 +83,11 @@ impl Offer {
         });
         v.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         for e in &self.entries {
-            v.push(u8::from(e.is_dir));
+            v.push(match (e.is_dir, &e.link) {
+                (true, _) => 1,
+                (false, Some(_)) => 2,
+                (false, None) => 0,
+            });
             v.extend_from_slice(&e.mode.to_be_bytes());
             v.extend_from_slice(&e.size.to_be_bytes());
             match e.mtime {
@@ -83,6 +100,10 @@ impl Offer {
             }
             v.extend_from_slice(&(e.name.len() as u16).to_be_bytes());
             v.extend_from_slice(e.name.as_bytes());
+            if let Some(t) = &e.link {
+                v.extend_from_slice(&(t.len() as u16).to_be_bytes());
+                v.extend_from_slice(t.as_bytes());
+            }
         }
         v.extend_from_slice(&(self.skipped.len() as u32).to_be_bytes());
         for name in &self.skipped {
@@ -109,9 +130,10 @@ impl Offer {
         let mut entries = Vec::with_capacity(count.min(1024));
         let mut total: u64 = 0;
         for _ in 0..count {
-            let is_dir = match r.u8().ok_or(M)? {
-                0 => false,
-                1 => true,
+            let (is_dir, is_link) = match r.u8().ok_or(M)? {
+                0 => (false, false),
+                1 => (true, false),
+                2 => (false, true),
                 _ => return Err(M),
             };
             let mode = r.u32().ok_or(M)?;
@@ -134,7 +156,11 @@ impl Offer {
                 .map_err(|_| NameError::NotUtf8)?
                 .to_owned();
             validate_name(&name)?;
-            if is_dir && size != 0 {
+            let link = match is_link {
+                true => Some(link_target(&mut r)?),
+                false => None,
+            };
+            if (is_dir || is_link) && size != 0 {
                 return Err(M);
             }
             total = total.checked_add(size).ok_or(M)?;
@@ -144,6 +170,7 @@ impl Offer {
                 mode,
                 size,
                 mtime,
+                link,
             });
         }
         let skipped = skipped_names(&mut r, kind)?;
@@ -160,6 +187,19 @@ impl Offer {
             skipped,
         })
     }
+}
+
+/// A symbolic link's target: 1 to [`MAX_LINK_TARGET`] bytes of UTF-8, no
+/// NUL (what a link can hold). Where it points is the receiver's to judge.
+fn link_target(r: &mut Cursor<'_>) -> Result<String, ProtocolError> {
+    const M: ProtocolError = ProtocolError::Malformed("OFFER");
+    let len = r.u16().ok_or(M)? as usize;
+    let raw = r.take(len).ok_or(M)?;
+    if raw.is_empty() || raw.len() > MAX_LINK_TARGET || raw.contains(&0) {
+        return Err(M);
+    }
+    let t = std::str::from_utf8(raw).map_err(|_| NameError::NotUtf8)?;
+    Ok(t.to_owned())
 }
 
 /// The names of what the giver skipped: valid names, at most as many as

@@ -10,6 +10,7 @@ fn entry(name: &str, size: u64) -> Entry {
         mode: 0o644,
         size,
         mtime: None,
+        link: None,
     }
 }
 
@@ -27,6 +28,7 @@ fn offer_round_trips() {
                     secs: -86_400,
                     nanos: 999_999_999,
                 }),
+                link: None,
             },
             entry("dir/a.txt", 3),
             entry("b", u64::MAX - 3),

@@ -21,6 +21,7 @@ impl Store {
     /// Nothing is visible under the output until [`Transfer::commit`].
     pub fn begin(self: &Arc<Self>, offer: Offer) -> Result<Transfer, Fail> {
         let mut t = Transfer::new(self.clone(), offer);
+        t.check_links()?;
         match t.offer.kind {
             TransferKind::Stream => t.begin_stream()?,
             TransferKind::Files => t.begin_files()?,

@@ -17,6 +17,7 @@
 //! - `commit/`: making it all durable and named, one file per strategy
 //!   (`held.rs`, `staged.rs`, `tree.rs`);
 //! - `times.rs`: the sender's modification times on what it made;
+//! - `links.rs`: symbolic links, checked at the offer, made at commit;
 //! - `abort.rs`: undoing exactly what this transfer made;
 //! - `state.rs`: the private state directory staged transfers wait in;
 //! - `fail.rs`: disk errors turned into refusals for the sender.
@@ -43,6 +44,7 @@ mod abort;
 mod begin;
 mod commit;
 mod fail;
+mod links;
 mod root;
 mod space;
 mod state;
@@ -52,6 +54,7 @@ mod write;
 mod write_behind;
 
 use commit::tree::Tree;
+pub use root::Keep;
 pub use state::STATE_DIR;
 use state::StateDir;
 use write_behind::WriteBehind;
@@ -102,6 +105,8 @@ pub struct Store {
     renames: AtomicU8,
     /// Whether what is created gets the sender's modification times.
     times: bool,
+    /// Whether symbolic links may point outside what is sent.
+    outside_links: bool,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
@@ -186,7 +191,7 @@ pub struct Transfer {
 impl Transfer {
     fn new(store: Arc<Store>, offer: Offer) -> Transfer {
         let files: Vec<u32> = (0..offer.entries.len() as u32)
-            .filter(|&i| !offer.entries[i as usize].is_dir)
+            .filter(|&i| offer.entries[i as usize].is_file())
             .collect();
         Transfer {
             store,

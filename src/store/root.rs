@@ -59,6 +59,7 @@ impl Store {
             tmpfile: AtomicU8::new(0),
             renames: AtomicU8::new(0),
             times: true,
+            outside_links: false,
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             state::sweep(fd.as_fd());
@@ -68,11 +69,30 @@ impl Store {
 }
 
 impl Store {
-    /// Whether what the store creates gets the sender's modification times
-    /// (the default) or the time it was written (`--no-times`).
-    pub fn keep_times(mut self, on: bool) -> Store {
-        self.times = on;
+    /// What the store keeps of the sender's tree beyond its bytes.
+    pub fn keeping(mut self, keep: Keep) -> Store {
+        self.times = keep.times;
+        self.outside_links = keep.outside_links;
         self
+    }
+}
+
+/// What a receiver keeps of the sender's tree beyond its bytes and modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// The sender's modification times (`--no-times` turns them off).
+    pub times: bool,
+    /// Symbolic links that point outside what is sent (absolute, or out
+    /// of their top-level entry): refused unless `--allow-outside-links`.
+    pub outside_links: bool,
+}
+
+impl Default for Keep {
+    fn default() -> Keep {
+        Keep {
+            times: true,
+            outside_links: false,
+        }
     }
 }
 

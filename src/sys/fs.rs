@@ -379,6 +379,37 @@ pub fn set_mtime(fd: BorrowedFd<'_>, secs: i64, nanos: u32) -> io::Result<()> {
     Ok(rustix::fs::futimens(fd, &times)?)
 }
 
+/// Makes the symbolic link `name` in `dir` holding `target`; fails (EEXIST)
+/// if anything is there.
+pub fn symlink_at(target: &str, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let t = cstr(OsStr::new(target))?;
+    let n = cstr(name)?;
+    Ok(rustix::fs::symlinkat(t.as_c_str(), dir, n.as_c_str())?)
+}
+
+/// Sets the modification time of the symbolic link `name` in `dir` itself
+/// (never what it points to).
+pub fn set_link_mtime(dir: BorrowedFd<'_>, name: &OsStr, secs: i64, nanos: u32) -> io::Result<()> {
+    use rustix::fs::{Timespec, Timestamps, UTIME_OMIT};
+    let n = cstr(name)?;
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos.into(),
+        },
+    };
+    Ok(rustix::fs::utimensat(
+        dir,
+        n.as_c_str(),
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
 /// Takes an exclusive `flock` on `fd`, waiting for another holder.
 pub fn lock(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::fs::flock(

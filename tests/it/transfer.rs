@@ -287,15 +287,25 @@ fn ipv6_loopback_works_when_available() {
 }
 
 #[test]
-fn symlinks_inside_directories_are_skipped_with_a_warning() {
+fn a_link_out_of_the_transfer_is_refused_sent_with_no_links_or_allowed() {
     let src = tempfile::tempdir().unwrap();
-    let dst = tempfile::tempdir().unwrap();
     fs::create_dir(src.path().join("d")).unwrap();
     fs::write(src.path().join("d/real"), b"real").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", src.path().join("d/link")).unwrap();
-    let mut srv = Server::start(dst.path(), &[]);
     let d = src.path().join("d");
-    let out = send(&srv.addr, &srv.fingerprint, &[d.to_str().unwrap()], b"");
+    let d = d.to_str().unwrap();
+    // By default the link goes as a link, and this receiver refuses one
+    // that points outside what is sent: exit 4, nothing stored.
+    let dst = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dst.path(), &[]);
+    let out = send(&srv.addr, &srv.fingerprint, &[d], b"");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--allow-outside-links"));
+    srv.kill();
+    assert!(!dst.path().join("d").exists());
+    // --no-links: skipped with a warning, the rest arrives.
+    let mut srv = Server::start(dst.path(), &[]);
+    let out = send(&srv.addr, &srv.fingerprint, &[d, "--no-links"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("skipping") && text(&out.stderr).contains("link"),
@@ -305,4 +315,21 @@ fn symlinks_inside_directories_are_skipped_with_a_warning() {
     srv.wait_exit();
     assert_eq!(fs::read(dst.path().join("d/real")).unwrap(), b"real");
     assert!(fs::symlink_metadata(dst.path().join("d/link")).is_err());
+    // A receiver that allows it gets the link itself, never followed.
+    let dst = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(dst.path(), &["--allow-outside-links"]);
+    let out = send(&srv.addr, &srv.fingerprint, &[d], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    srv.wait_exit();
+    let link = dst.path().join("d/link");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        fs::read_link(&link).unwrap(),
+        std::path::Path::new("/etc/passwd")
+    );
 }

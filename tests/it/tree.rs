@@ -153,7 +153,8 @@ fn skipped_entries_are_reported_on_both_sides_and_strict_refuses_them() {
     tree_with_specials(dir.path());
     let mut srv = Server::start(dir.path(), &["--out", "in", "--keep-open"]);
     let mut send = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint);
-    send.arg(dir.path().join("tree")).arg("--json");
+    send.arg(dir.path().join("tree"))
+        .args(["--json", "--no-links"]);
     let out = wait_output(send.spawn().unwrap(), WAIT);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let sent = crate::util::data::json_lines(&out.stderr);
@@ -192,4 +193,90 @@ fn skipped_entries_are_reported_on_both_sides_and_strict_refuses_them() {
         c.current_dir(dir.path());
     });
     assert_eq!(off.status.code(), Some(11), "{}", text(&off.stderr));
+}
+
+#[test]
+fn links_inside_the_tree_arrive_as_links_with_their_times() {
+    let dir = tempfile::tempdir().unwrap();
+    dated_tree(dir.path(), 2);
+    let sub = dir.path().join("tree/sub");
+    std::os::unix::fs::symlink("f0", sub.join("to-f0")).unwrap();
+    std::os::unix::fs::symlink("../sub/f1", sub.join("to-f1")).unwrap();
+    std::os::unix::fs::symlink("dangling", sub.join("nowhere")).unwrap();
+    // The links' own times (not their targets').
+    for (l, d) in [("to-f0", 1), ("to-f1", 2), ("nowhere", 3)] {
+        let c = std::ffi::CString::new(sub.join(l).to_str().unwrap()).unwrap();
+        let t = libc::timespec {
+            tv_sec: d * 86_400,
+            tv_nsec: 5,
+        };
+        let times = [t, t];
+        // SAFETY: a valid path and two timespecs.
+        let r = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+    set_time(&sub, day(900));
+    for n in [2, 40] {
+        let out_dir = format!("in{n}");
+        if n == 40 {
+            for i in 2..40 {
+                let f = sub.join(format!("f{i}"));
+                fs::write(&f, format!("file {i}")).unwrap();
+                set_time(&f, day(1000 + i));
+            }
+            set_time(&sub, day(900));
+        }
+        let mut srv = Server::start(dir.path(), &["--out", &out_dir]);
+        send_tree(&srv, dir.path());
+        assert_eq!(srv.wait_exit().0, Some(0));
+        let got = dir.path().join(&out_dir).join("tree/sub");
+        for (l, target, d) in [
+            ("to-f0", "f0", 1),
+            ("to-f1", "../sub/f1", 2),
+            ("nowhere", "dangling", 3),
+        ] {
+            let p = got.join(l);
+            assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+            assert_eq!(fs::read_link(&p).unwrap(), Path::new(target));
+            assert_eq!(mtime(&p), UNIX_EPOCH + Duration::new(d * 86_400, 5), "{l}");
+        }
+        assert_eq!(fs::read(got.join("to-f0")).unwrap(), b"file 0");
+        assert_eq!(mtime(&got), day(900), "links made after the times were set");
+    }
+}
+
+#[test]
+fn a_link_and_a_file_below_it_in_one_offer_touch_nothing() {
+    use crate::util::wire::{self, frame};
+    use pincat::protocol::{Entry, FrameType};
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let mut srv = Server::start(dir.path(), &["--out", "in", "--allow-outside-links"]);
+    // `t/a -> OUTSIDE` and then `t/a/passwd`: refused as an offer.
+    let link = Entry {
+        name: "t/a".into(),
+        is_dir: false,
+        mode: 0o777,
+        size: 0,
+        mtime: None,
+        link: Some(outside.to_str().unwrap().into()),
+    };
+    let offer = wire::files(vec![wire::dir("t"), link, wire::file("t/a/passwd", 4)]);
+    let script = frame(FrameType::Offer, &offer.encode());
+    let frames = crate::util::peers::fake_sender(&srv.addr, &srv.fingerprint, &script);
+    assert!(
+        frames.is_empty() || frames[0].0 == FrameType::Reject,
+        "{frames:?}"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!dir.path().join("in/t").exists());
+    srv.kill();
 }

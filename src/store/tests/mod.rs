@@ -36,6 +36,7 @@ fn file_mode(name: &str, size: u64, mode: u32) -> Entry {
         mode,
         size,
         mtime: None,
+        link: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn dir_mode(name: &str, mode: u32) -> Entry {
         mode,
         size: 0,
         mtime: None,
+        link: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub fn file(name: &str, size: u64) -> Entry {
         mode: 0o644,
         size,
         mtime: None,
+        link: None,
     }
 }
 
@@ -26,6 +27,7 @@ pub fn dir(name: &str) -> Entry {
         mode: 0o755,
         size: 0,
         mtime: None,
+        link: None,
     }
 }
 
