@@ -39,9 +39,21 @@ pub struct Paths {
     /// Refuse (exit 11) when the directories hold anything that is not
     /// sent (special files; links with `no_links`), instead of skipping it.
     pub strict: bool,
-    /// Skip symbolic links inside the directories instead of sending them
-    /// as links.
-    pub no_links: bool,
+    /// What becomes of symbolic links inside the directories.
+    pub links: Links,
+}
+
+/// What becomes of a symbolic link inside a sent directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Links {
+    /// Sent as a link: its target text as it is (the default).
+    #[default]
+    Send,
+    /// Replaced by the file or directory it points to (`--follow-links`);
+    /// a link back to a directory being sent is skipped.
+    Follow,
+    /// Skipped and reported (`--no-links`).
+    Skip,
 }
 
 impl From<Vec<PathBuf>> for Paths {
@@ -73,7 +85,7 @@ impl Plan {
             Source::Stdin => (stream_offer(), Box::new(io::stdin())),
             Source::Reader(r) => (stream_offer(), r),
             Source::Paths(p) => {
-                let (planned, skipped) = plan(&p.paths, !p.no_links, events)?;
+                let (planned, skipped) = plan(&p.paths, p.links, events)?;
                 if p.strict && !skipped.is_empty() {
                     return Err(Error::Skipped(format!(
                         "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",

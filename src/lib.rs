@@ -58,7 +58,7 @@ pub mod verify;
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Kind, Mode, Transfer};
 pub use fingerprint::{Fingerprint, Pin};
-pub use give::{Paths, Source};
+pub use give::{Links, Paths, Source};
 pub use identity::Identity;
 pub use net::endpoint::Listen;
 pub use send::{SendOptions, SendReport, send, send_raw};

@@ -16,6 +16,7 @@ mod identity;
 mod listen;
 mod offer;
 mod output;
+mod paths;
 mod peers;
 mod pipe;
 mod progress;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 use pincat::offer::{OfferOptions, Offering};
-use pincat::{Keep, Output, Paths, Source};
+use pincat::{Keep, Output, Source};
+
+use super::paths::PathsArgs;
 
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
@@ -23,12 +25,9 @@ pub struct OfferArgs {
     /// Files and directories to offer; none, or "-", offers stdin (to one taker).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (special files; symbolic links with --no-links).
-    #[arg(long)]
-    pub strict: bool,
-    /// Skip symbolic links inside the directories (reported on both sides) instead of sending them as links.
-    #[arg(long)]
-    pub no_links: bool,
+    /// Symbolic links and skipped entries.
+    #[command(flatten)]
+    pub planning: PathsArgs,
     /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
     #[arg(long, short, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
@@ -119,11 +118,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
     let source = if stdin {
         Source::Stdin
     } else {
-        Source::Paths(Paths {
-            paths: a.paths,
-            strict: a.strict,
-            no_links: a.no_links,
-        })
+        Source::Paths(a.planning.paths(a.paths))
     };
     let offering = Offering::bind(o, source, a.output.events())?;
     let handle = offering.shutdown_handle();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use pincat::{Events, Mode, Paths, Source};
+use pincat::{Events, Mode, Source};
+
+use super::paths::PathsArgs;
 
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
@@ -26,12 +28,9 @@ pub struct SendArgs {
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Fail (exit 11) instead of skipping what the directories hold and pincat does not send (special files; symbolic links with --no-links).
-    #[arg(long)]
-    pub strict: bool,
-    /// Skip symbolic links inside the directories (reported on both sides) instead of sending them as links.
-    #[arg(long)]
-    pub no_links: bool,
+    /// Symbolic links and skipped entries.
+    #[command(flatten)]
+    pub planning: PathsArgs,
     /// How to reach and trust the receiver.
     #[command(flatten)]
     pub dial: DialArgs,
@@ -68,11 +67,7 @@ pub fn run(a: SendArgs) -> pincat::Result<()> {
     let source = if stdin {
         Source::Stdin
     } else {
-        Source::Paths(Paths {
-            paths: a.paths,
-            strict: a.strict,
-            no_links: a.no_links,
-        })
+        Source::Paths(a.planning.paths(a.paths))
     };
     let events = send_events(&a.output);
     if a.raw {

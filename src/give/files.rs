@@ -12,6 +12,7 @@ use anyhow::{Context, anyhow};
 
 use crate::error::Result;
 use crate::events::{Event, Events};
+use crate::give::Links;
 use crate::protocol::{self, Entry, Mtime};
 
 /// One planned entry: where it is here, what it is called there, and for a
@@ -172,7 +173,7 @@ impl Dirs {
 /// (symbolic links, special files), each reported as a warning here.
 pub(super) fn plan(
     paths: &[PathBuf],
-    links: bool,
+    links: Links,
     events: &Events,
 ) -> Result<(Vec<Planned>, Vec<String>)> {
     let mut tree = Tree {
@@ -191,8 +192,79 @@ pub(super) fn plan(
 struct Tree {
     planned: Vec<Planned>,
     skipped: Vec<String>,
-    /// Symbolic links inside directories are sent as links (else skipped).
-    links: bool,
+    /// What becomes of symbolic links inside directories.
+    links: Links,
+    /// The directories being walked, (device, inode), outermost first: a
+    /// followed link back to one of them would never end.
+    ancestors: Vec<(u64, u64)>,
+}
+
+/// Reports and records something in a directory that is not sent.
+fn skip(tree: &mut Tree, events: &Events, at: &Place, name: String, why: &str) {
+    events.emit(Event::Warning {
+        message: format!("skipping {}: {why}", at.shown.display()),
+    });
+    tree.skipped.push(name);
+}
+
+/// A symbolic link inside a sent directory: sent as a link (the default),
+/// replaced by what it points to (`--follow-links`), or skipped
+/// (`--no-links`, or a target that cannot be sent).
+fn plan_link(
+    at: Place,
+    name: String,
+    tree: &mut Tree,
+    events: &Events,
+    dirs: &mut Dirs,
+) -> Result<()> {
+    match tree.links {
+        Links::Send => match link_entry(&at, &name) {
+            Some(link) => tree.planned.push(link),
+            None => skip(tree, events, &at, name, "its target is not UTF-8"),
+        },
+        Links::Skip => skip(
+            tree,
+            events,
+            &at,
+            name,
+            "links are not sent with --no-links",
+        ),
+        Links::Follow => {
+            let real = fs::canonicalize(&at.real).ok();
+            let meta = real.as_ref().and_then(|r| fs::metadata(r).ok());
+            let shown = at.shown.clone();
+            match (real, meta) {
+                (Some(real), Some(m))
+                    if m.is_dir() && tree.ancestors.contains(&(m.dev(), m.ino())) =>
+                {
+                    let _ = real;
+                    skip(
+                        tree,
+                        events,
+                        &at,
+                        name,
+                        "it leads back to a directory being sent",
+                    )
+                }
+                (Some(real), Some(m)) if m.is_dir() => {
+                    tree.planned.push(dir_entry(name.clone(), &m));
+                    walk(&Place { real, shown }, &name, tree, events, dirs)?;
+                }
+                (Some(real), Some(m)) if m.is_file() => {
+                    tree.planned
+                        .push(plan_file(Place { real, shown }, name, dirs)?);
+                }
+                _ => skip(
+                    tree,
+                    events,
+                    &at,
+                    name,
+                    "it leads nowhere, or to a special file",
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Plans one path the user named. A symbolic link the user named is
@@ -331,6 +403,21 @@ fn walk(
     dirs: &mut Dirs,
 ) -> Result<()> {
     let listing = || format!("cannot list {}", dir.shown.display());
+    let here = fs::metadata(&dir.real).with_context(listing)?;
+    tree.ancestors.push((here.dev(), here.ino()));
+    let r = walk_children(dir, prefix, tree, events, dirs);
+    tree.ancestors.pop();
+    r
+}
+
+fn walk_children(
+    dir: &Place,
+    prefix: &str,
+    tree: &mut Tree,
+    events: &Events,
+    dirs: &mut Dirs,
+) -> Result<()> {
+    let listing = || format!("cannot list {}", dir.shown.display());
     let mut children: Vec<_> = fs::read_dir(&dir.real)
         .with_context(listing)?
         .collect::<io::Result<_>>()
@@ -359,24 +446,10 @@ fn walk(
             walk(&at, &name, tree, events, dirs)?;
         } else if kind.is_file() {
             tree.planned.push(plan_file(at, name, dirs)?);
-        } else if let Some(link) = kind
-            .is_symlink()
-            .then(|| link_entry(&at, &name))
-            .flatten()
-            .filter(|_| tree.links)
-        {
-            tree.planned.push(link);
+        } else if kind.is_symlink() {
+            plan_link(at, name, tree, events, dirs)?;
         } else {
-            let what = match kind.is_symlink() {
-                true => {
-                    "symbolic links are not sent with --no-links, nor ones whose target is not UTF-8"
-                }
-                false => "special files are not sent",
-            };
-            events.emit(Event::Warning {
-                message: format!("skipping {}: {what}", at.shown.display()),
-            });
-            tree.skipped.push(name);
+            skip(tree, events, &at, name, "special files are not sent");
         }
     }
     Ok(())

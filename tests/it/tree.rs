@@ -280,3 +280,37 @@ fn a_link_and_a_file_below_it_in_one_offer_touch_nothing() {
     assert!(!dir.path().join("in/t").exists());
     srv.kill();
 }
+
+#[test]
+fn follow_links_sends_what_they_point_to_and_skips_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ext = dir.path().join("elsewhere");
+    fs::create_dir_all(ext.join("inner")).unwrap();
+    fs::write(ext.join("file.txt"), b"pointed at").unwrap();
+    fs::write(ext.join("inner/deep.txt"), b"deep").unwrap();
+    let t = dir.path().join("tree");
+    fs::create_dir(&t).unwrap();
+    std::os::unix::fs::symlink(ext.join("file.txt"), t.join("file-link")).unwrap();
+    std::os::unix::fs::symlink(ext.join("inner"), t.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink(".", t.join("loop")).unwrap();
+    let mut srv = Server::start(dir.path(), &["--out", "in"]);
+    let mut send = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint);
+    send.arg(&t).arg("--follow-links");
+    let out = wait_output(send.spawn().unwrap(), WAIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("leads back"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(srv.wait_exit().0, Some(0));
+    let got = dir.path().join("in/tree");
+    let file = got.join("file-link");
+    assert!(fs::symlink_metadata(&file).unwrap().is_file());
+    assert_eq!(fs::read(&file).unwrap(), b"pointed at");
+    assert!(fs::symlink_metadata(got.join("dir-link")).unwrap().is_dir());
+    assert_eq!(fs::read(got.join("dir-link/deep.txt")).unwrap(), b"deep");
+    assert!(fs::symlink_metadata(got.join("loop")).is_err());
+    let started = srv.seen_named("transfer-started");
+    assert_eq!(started[0]["skipped"], 1, "{:?}", started);
+}

@@ -53,7 +53,7 @@ fn old_file(dir: &Path, name: &str, len: usize) -> PathBuf {
 
 /// Plans `path`, reads the first 64 KiB, runs `meddle`, reads the rest.
 fn read_with(path: &Path, meddle: impl FnOnce()) -> io::Result<Vec<u8>> {
-    let (planned, _) = plan(&[path.to_path_buf()], true, &Events::silent()).unwrap();
+    let (planned, _) = plan(&[path.to_path_buf()], super::Links::Send, &Events::silent()).unwrap();
     let mut seq = FileSeq::new(&planned);
     let mut got = vec![0u8; 64 * 1024];
     seq.read_exact(&mut got)?;
@@ -79,7 +79,7 @@ fn an_unchanged_tree_reads_back_exactly() {
     fs::write(top.join("a"), b"first").unwrap();
     fs::write(top.join("sub/b"), b"second").unwrap();
     fs::write(top.join("sub/empty"), b"").unwrap();
-    let (planned, _) = plan(&[top], true, &Events::silent()).unwrap();
+    let (planned, _) = plan(&[top], super::Links::Send, &Events::silent()).unwrap();
     let names: Vec<&str> = planned.iter().map(|p| p.entry.name.as_str()).collect();
     assert_eq!(names, ["t", "t/a", "t/sub", "t/sub/b", "t/sub/empty"]);
     let mut got = Vec::new();
@@ -93,7 +93,7 @@ fn a_symlink_the_user_names_is_followed_once_at_planning() {
     fs::write(dir.path().join("target.txt"), b"pointed at").unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink("target.txt", &link).unwrap();
-    let (planned, _) = plan(&[link], true, &Events::silent()).unwrap();
+    let (planned, _) = plan(&[link], super::Links::Send, &Events::silent()).unwrap();
     assert_eq!(planned[0].entry.name, "target.txt");
     let mut got = Vec::new();
     FileSeq::new(&planned).read_to_end(&mut got).unwrap();
@@ -139,7 +139,12 @@ fn a_file_replaced_after_planning_is_not_sent() {
     let p = old_file(dir.path(), "f", 4096);
     // The same size and content elsewhere: only the swap itself is wrong.
     let decoy = old_file(dir.path(), "decoy", 4096);
-    let (planned, _) = plan(std::slice::from_ref(&p), true, &Events::silent()).unwrap();
+    let (planned, _) = plan(
+        std::slice::from_ref(&p),
+        super::Links::Send,
+        &Events::silent(),
+    )
+    .unwrap();
     fs::remove_file(&p).unwrap();
     std::os::unix::fs::symlink(&decoy, &p).unwrap();
     assert_changed(
@@ -148,7 +153,12 @@ fn a_file_replaced_after_planning_is_not_sent() {
             .map(|_| vec![]),
     );
     // Renamed over by another file: another inode.
-    let (planned, _) = plan(std::slice::from_ref(&decoy), true, &Events::silent()).unwrap();
+    let (planned, _) = plan(
+        std::slice::from_ref(&decoy),
+        super::Links::Send,
+        &Events::silent(),
+    )
+    .unwrap();
     let twin = old_file(dir.path(), "twin", 4096);
     fs::rename(&twin, &decoy).unwrap();
     assert_changed(
@@ -162,13 +172,17 @@ fn a_file_replaced_after_planning_is_not_sent() {
 fn planning_refuses_unreadable_vanished_and_special_files() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
-    let e = plan(&[missing], true, &Events::silent())
+    let e = plan(&[missing], super::Links::Send, &Events::silent())
         .unwrap_err()
         .to_string();
     assert!(e.contains("cannot send") && e.contains("missing"), "{e}");
-    let e = plan(&[PathBuf::from("/dev/null")], true, &Events::silent())
-        .unwrap_err()
-        .to_string();
+    let e = plan(
+        &[PathBuf::from("/dev/null")],
+        super::Links::Send,
+        &Events::silent(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("not a regular file"), "{e}");
     let secret = old_file(dir.path(), "secret", 10);
     use std::os::unix::fs::PermissionsExt;
@@ -177,7 +191,7 @@ fn planning_refuses_unreadable_vanished_and_special_files() {
         eprintln!("running with CAP_DAC_OVERRIDE (root?): chmod 000 is still readable; skipped");
         return;
     }
-    let e = plan(&[secret], true, &Events::silent())
+    let e = plan(&[secret], super::Links::Send, &Events::silent())
         .unwrap_err()
         .to_string();
     assert!(
