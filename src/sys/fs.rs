@@ -365,8 +365,13 @@ pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// Sets the modification time of the file or directory `fd` (its access
 /// time is left as it is).
 pub fn set_mtime(fd: BorrowedFd<'_>, secs: i64, nanos: u32) -> io::Result<()> {
-    use rustix::fs::{Timespec, Timestamps, UTIME_OMIT};
-    let times = Timestamps {
+    Ok(rustix::fs::futimens(fd, &mtime_only(secs, nanos))?)
+}
+
+/// Timestamps that set the modification time and leave the access time.
+fn mtime_only(secs: i64, nanos: u32) -> rustix::fs::Timestamps {
+    use rustix::fs::{Timespec, UTIME_OMIT};
+    rustix::fs::Timestamps {
         last_access: Timespec {
             tv_sec: 0,
             tv_nsec: UTIME_OMIT,
@@ -375,8 +380,7 @@ pub fn set_mtime(fd: BorrowedFd<'_>, secs: i64, nanos: u32) -> io::Result<()> {
             tv_sec: secs,
             tv_nsec: nanos.into(),
         },
-    };
-    Ok(rustix::fs::futimens(fd, &times)?)
+    }
 }
 
 /// Makes the symbolic link `name` in `dir` holding `target`; fails (EEXIST)
@@ -390,18 +394,8 @@ pub fn symlink_at(target: &str, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result
 /// Sets the modification time of the symbolic link `name` in `dir` itself
 /// (never what it points to).
 pub fn set_link_mtime(dir: BorrowedFd<'_>, name: &OsStr, secs: i64, nanos: u32) -> io::Result<()> {
-    use rustix::fs::{Timespec, Timestamps, UTIME_OMIT};
     let n = cstr(name)?;
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: secs,
-            tv_nsec: nanos.into(),
-        },
-    };
+    let times = mtime_only(secs, nanos);
     Ok(rustix::fs::utimensat(
         dir,
         n.as_c_str(),
