@@ -314,3 +314,19 @@ fn follow_links_sends_what_they_point_to_and_skips_a_loop() {
     let started = srv.seen_named("transfer-started");
     assert_eq!(started[0]["skipped"], 1, "{:?}", started);
 }
+
+#[test]
+fn a_chain_of_links_that_climbs_out_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("t/d");
+    fs::create_dir_all(&d).unwrap();
+    // Each on its own looks inside; together they reach /etc/passwd.
+    std::os::unix::fs::symlink("..", d.join("up")).unwrap();
+    std::os::unix::fs::symlink("d/up/d/up/../../etc/passwd", dir.path().join("t/l")).unwrap();
+    let mut srv = Server::start(dir.path(), &["--out", "in"]);
+    let out = crate::util::cli::send_paths(&srv, &[&dir.path().join("t")]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--allow-outside-links"));
+    srv.kill();
+    assert!(!dir.path().join("in/t").exists());
+}

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::known;
 use crate::protocol::{Offer, RejectCode, escape_name};
 use crate::store::fail::{io_fail, link_fail, walk_fail};
+use crate::store::links::make_link;
 use crate::store::walk::{MAX_WALK_FDS, Walker, split_parent};
 use crate::store::{Fail, Holding, Transfer, lock};
 use crate::sys::{self, Kind, Stat};
@@ -107,6 +108,7 @@ impl Transfer {
     pub(in crate::store) fn make_tree(&mut self, tops: Vec<OsString>) -> Result<(), Fail> {
         let umask = self.store.umask;
         let implicit = (0o777 & !umask) | 0o700;
+        let times = self.store.times;
         let Transfer {
             offer,
             holding,
@@ -126,6 +128,10 @@ impl Transfer {
             };
             w.goto(target, Some((&mut made, implicit)))
                 .map_err(|err| walk_fail(&e.name, err))?;
+            if e.link.is_some() {
+                // Inside the private tree: in place with it, all at once.
+                make_link(w.fd(), e, times)?;
+            }
             let top = !e.name.contains('/');
             if e.is_dir {
                 let st = sys::stat_fd(w.fd())
@@ -259,8 +265,13 @@ pub(in crate::store) fn remove_offered(top_fd: BorrowedFd<'_>, top: &str, offer:
             p = split_parent(p).0;
         }
         let leaf = OsStr::new(leaf);
+        // A link entry removes only a link, a file entry only a file.
+        let kind = match e.link {
+            Some(_) => Kind::Symlink,
+            None => Kind::File,
+        };
         if w.goto(parent, None).is_ok()
-            && matches!(sys::stat_at(w.fd(), leaf), Ok(Some(st)) if st.kind == Kind::File && st.uid == me)
+            && matches!(sys::stat_at(w.fd(), leaf), Ok(Some(st)) if st.kind == kind && st.uid == me)
         {
             let _ = sys::unlink_at(w.fd(), leaf, false);
         }
