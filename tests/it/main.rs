@@ -27,8 +27,10 @@ mod paste;
 mod peers;
 // The sender's own safety: files changing while sent, local mistakes, deceptive peer text.
 mod sender_safety;
-// The receiver's store under attack: symlink races, aborts beside each other, umask, crashes.
+// The receiver's store under attack: aborts beside each other, umask, crashes, deep paths.
 mod store_attacks;
+// A local user swapping the receiver's directories for symlinks while transfers run.
+mod store_races;
 // Strangers who connect first to every listening verb get nothing; the real dialer then succeeds.
 mod strangers;
 // End-to-end transfers: streams, files, refusals, pins, IPv6, peers dying mid-transfer.

@@ -1,32 +1,28 @@
-//! The receiver's store under attack, with the real binary on loopback: a
-//! local user swapping directories for symlinks mid-transfer, transfers
-//! aborting beside each other, the umask, crashes with staged files, deep
-//! paths, and targets that already exist.
+//! The receiver's store under attack, with the real binary on loopback:
+//! transfers aborting beside each other, the umask, crashes with staged
+//! files, deep paths, and targets that already exist (a local user racing
+//! the receiver with symlinks: `store_races`).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pincat::protocol::{self, Entry, FrameType, Offer};
 
 use crate::util::cli::{send_cmd, send_paths, spawn_sender};
-use crate::util::data::Rng;
 use crate::util::fs::{Node, snapshot, tree, write_repeated};
 use crate::util::peers::HandSender;
 use crate::util::process::{self, Limit};
 use crate::util::wire::{dir, file, files};
-use crate::util::{Server, WAIT, random_bytes, send, text, wait_output, wait_until};
+use crate::util::{Server, WAIT, random_bytes, send, text, wait_output};
 
-const STATE_DIR: &str = ".pincat-state";
+pub(crate) const STATE_DIR: &str = ".pincat-state";
 /// store::MAX_HELD: offers with more files than this are staged.
-const MAX_HELD: usize = 16;
+pub(crate) const MAX_HELD: usize = 16;
 
 // Helpers.
 
@@ -41,7 +37,7 @@ fn hand_send(srv: &Server, offer: &Offer) -> (FrameType, String) {
 }
 
 /// The bytes the tests send for file `name`: different for every name.
-fn content(name: &str, size: u64) -> Vec<u8> {
+pub(crate) fn content(name: &str, size: u64) -> Vec<u8> {
     let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
@@ -57,28 +53,13 @@ fn offer_bytes(offer: &Offer) -> Vec<u8> {
 }
 
 /// A large file made of one random MiB repeated (cheap to write and check).
-fn write_big(p: &Path, mib: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn write_big(p: &Path, mib: usize, seed: u64) -> Vec<u8> {
     let block = random_bytes(1 << 20, seed);
     write_repeated(p, &block, (mib << 20) as u64);
     block
 }
 
-fn big_is_intact(p: &Path, block: &[u8], mib: usize) -> bool {
-    let mut f = fs::File::open(p).unwrap();
-    if f.metadata().unwrap().len() != (mib << 20) as u64 {
-        return false;
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        f.read_exact(&mut buf).unwrap();
-        if buf != block {
-            return false;
-        }
-    }
-    true
-}
-
-fn regular_files(root: &Path) -> Vec<String> {
+pub(crate) fn regular_files(root: &Path) -> Vec<String> {
     snapshot(root)
         .into_iter()
         .filter(|(_, n)| matches!(n, Node::File { .. }))
@@ -93,7 +74,7 @@ fn mode_of(p: &Path) -> u32 {
         & 0o7777
 }
 
-fn chmod(p: &Path, mode: u32) {
+pub(crate) fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
@@ -102,211 +83,7 @@ fn serve_with_umask(dir: &Path, args: &[&str], umask: u32) -> Server {
     Server::start_with(dir, args, |cmd: &mut Command| process::umask(cmd, umask))
 }
 
-// 1. A local user swaps a directory for a symlink while a transfer runs.
-
-/// Sends `src/d` (a big file plus `small` small files; with `top`, a
-/// top-level file beside it too) into `out` while a thread keeps renaming
-/// `out/d` away, putting a symlink to `outside` in its place, and putting
-/// it back (or, while there is no `out/d`, planting that symlink).
-fn symlink_swap_race(small: usize, mib: usize, seed: u64, top: bool) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, out, outside) = (
-        tmp.path().join("src"),
-        tmp.path().join("out"),
-        tmp.path().join("outside"),
-    );
-    fs::create_dir_all(src.join("d/sub")).unwrap();
-    fs::create_dir(&out).unwrap();
-    fs::create_dir_all(outside.join("sub")).unwrap();
-    fs::write(outside.join("keep"), b"outside, must not change").unwrap();
-    fs::write(outside.join("sub/deep"), b"also outside").unwrap();
-    chmod(&outside.join("sub"), 0o750);
-    for i in 0..small {
-        let sub = if i % 2 == 0 { "d" } else { "d/sub" };
-        fs::write(
-            src.join(format!("{sub}/s{i:03}")),
-            content(&format!("s{i}"), 1000 + i as u64),
-        )
-        .unwrap();
-    }
-    let block = write_big(&src.join("d/sub/zz-big"), mib, seed);
-    fs::write(src.join("top"), b"top-level file").unwrap();
-    let before = snapshot(&outside);
-
-    let mut srv = Server::start(tmp.path(), &["--out", "out"]);
-    let (stop, swaps, racer) = spawn_racer(&out, &outside, seed);
-    let sent = if top {
-        send_paths(&srv, &[&src.join("d"), &src.join("top")])
-    } else {
-        send_paths(&srv, &[&src.join("d")])
-    };
-    stop.store(true, Ordering::SeqCst);
-    racer.join().unwrap();
-    let stderr = text(&sent.stderr);
-    let code = receiver_code(&mut srv, sent.status.code() == Some(0));
-
-    assert_eq!(
-        snapshot(&outside),
-        before,
-        "something outside the output changed"
-    );
-    let swaps = swaps.load(Ordering::SeqCst);
-    let left = regular_files(&out);
-    eprintln!(
-        "RACE {small} small files + {mib} MiB: {swaps} swaps, sender exit {:?}, receiver exit {code:?}, files in out: {}, stderr: {}",
-        sent.status.code(),
-        left.len(),
-        stderr.trim()
-    );
-    assert!(swaps > 0, "the racer never swapped anything");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!out.join(STATE_DIR).exists(), "state dir left");
-    assert!(!out.join("d").is_symlink());
-    if sent.status.code() == Some(0) {
-        assert_eq!(code, Some(0));
-        assert_race_won(&out, small, &block, mib, &left, top);
-    } else {
-        assert_race_refused(&srv, code, &stderr, &left);
-    }
-}
-
-/// A thread that keeps swapping `out/d` for a symlink to `outside` (and
-/// back) until stopped or 40 s passed; returns the stop flag, the swap
-/// count and the thread.
-fn spawn_racer(
-    out: &Path,
-    outside: &Path,
-    seed: u64,
-) -> (Arc<AtomicBool>, Arc<AtomicU64>, thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicU64::new(0));
-    let racer = {
-        let (stop, swaps) = (stop.clone(), swaps.clone());
-        let (d, away, outside) = (out.join("d"), out.join("d.swapped"), outside.to_path_buf());
-        thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(40);
-            let mut rng = Rng::new(seed);
-            let mut pause = move || Duration::from_micros(rng.below(1500));
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let is_dir = fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir());
-                // Nothing there yet (a new tree is built out of sight): the
-                // symlink waits where the tree will be renamed to.
-                if !is_dir && !d.is_symlink() && symlink(&outside, &d).is_ok() {
-                    swaps.fetch_add(1, Ordering::SeqCst);
-                    thread::sleep(pause());
-                    let _ = fs::remove_file(&d);
-                } else if is_dir && fs::rename(&d, &away).is_ok() {
-                    swaps.fetch_add(1, Ordering::SeqCst);
-                    let _ = symlink(&outside, &d);
-                    thread::sleep(pause());
-                    if fs::symlink_metadata(&d).is_ok_and(|m| m.file_type().is_symlink()) {
-                        let _ = fs::remove_file(&d);
-                    }
-                    let _ = fs::rename(&away, &d);
-                }
-                thread::sleep(pause());
-            }
-            // Leave the real directory in place.
-            if fs::symlink_metadata(&d).is_ok_and(|m| m.file_type().is_symlink()) {
-                let _ = fs::remove_file(&d);
-            }
-            if away.exists() {
-                let _ = fs::rename(&away, &d);
-            }
-        })
-    };
-    (stop, swaps, racer)
-}
-
-/// The receiver's exit code once the race is over. A refused offer gives
-/// the one-shot receiver's slot back: it keeps listening (and is killed
-/// here). Any other end makes it exit.
-fn receiver_code(srv: &mut Server, sent_ok: bool) -> Option<i32> {
-    if sent_ok {
-        return srv.wait_exit().0;
-    }
-    wait_until(Duration::from_secs(10), || !srv.is_running());
-    srv.drain(Duration::from_millis(300));
-    let exited = srv.child.try_wait().unwrap().and_then(|st| st.code());
-    if exited.is_none() {
-        assert!(
-            !srv.seen_named("refused").is_empty(),
-            "receiver stuck: {:?}",
-            srv.seen
-        );
-        srv.kill();
-    }
-    exited
-}
-
-/// The transfer won the race: every file arrived whole under `out`.
-fn assert_race_won(out: &Path, small: usize, block: &[u8], mib: usize, left: &[String], top: bool) {
-    for i in 0..small {
-        let sub = if i % 2 == 0 { "d" } else { "d/sub" };
-        let name = format!("{sub}/s{i:03}");
-        assert_eq!(
-            fs::read(out.join(&name)).unwrap(),
-            content(&format!("s{i}"), 1000 + i as u64),
-            "{name}"
-        );
-    }
-    assert!(big_is_intact(&out.join("d/sub/zz-big"), block, mib));
-    if top {
-        assert_eq!(fs::read(out.join("top")).unwrap(), b"top-level file");
-    }
-    assert_eq!(left.len(), small + 1 + usize::from(top), "{left:?}");
-}
-
-/// The race broke the transfer: a clear error on both sides, no file named.
-fn assert_race_refused(srv: &Server, code: Option<i32>, stderr: &str, left: &[String]) {
-    assert_ne!(code, Some(0), "receiver reported success, sender failure");
-    assert!(
-        stderr.starts_with("pincat: error: "),
-        "unclear error: {stderr}"
-    );
-    // The receiver says why: the way to a file went through a symlink, or
-    // a directory vanished under it.
-    let why = srv
-        .seen
-        .iter()
-        .filter(|e| e["event"] == "error" || e["event"] == "refused")
-        .filter_map(|e| e["message"].as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
-    eprintln!("RACE receiver said: {why}");
-    assert!(
-        why.contains("symbolic link") || why.contains("vanished") || why.contains("appeared"),
-        "unclear receiver error: {:?}",
-        srv.seen
-    );
-    // A failed transfer names nothing.
-    assert_eq!(
-        left,
-        Vec::<String>::new(),
-        "files left by a failed transfer"
-    );
-}
-
-#[test]
-fn symlink_swap_race_with_a_big_file_never_touches_outside() {
-    // Few files: held as unnamed temporary files.
-    symlink_swap_race(4, 256, 11, false);
-}
-
-#[test]
-fn symlink_swap_race_with_many_files_never_touches_outside() {
-    // More than MAX_HELD files in a new directory: built whole in the
-    // state directory and renamed into place at commit.
-    symlink_swap_race(MAX_HELD * 2, 96, 12, false);
-}
-
-#[test]
-fn symlink_swap_race_with_many_files_and_a_top_level_file_never_touches_outside() {
-    // A top-level file too: every file staged by number, linked at commit.
-    symlink_swap_race(MAX_HELD * 2, 96, 13, true);
-}
-
-// 2. Two transfers share a new directory; one aborts.
+// 1. Two transfers share a new directory; one aborts.
 
 /// A begins, B begins, A gives up, B finishes: B must be stored whole.
 fn abort_beside(srv: &mut Server, out: &Path, a: Offer, b: Offer) -> (FrameType, String) {
@@ -388,7 +165,7 @@ fn a_hostile_abort_does_not_remove_a_directory_another_sender_uses() {
     assert_eq!(t, FrameType::Receipt, "the innocent transfer failed: {msg}");
 }
 
-// 3. The receiver's umask.
+// 2. The receiver's umask.
 
 fn umask_case(umask: u32) {
     let tmp = tempfile::tempdir().unwrap();
@@ -459,7 +236,7 @@ fn a_umask_022_receiver_stores_0755_and_never_special_bits() {
     umask_case(0o022);
 }
 
-// 4. Many-file offers are staged; a crash leaves only the state directory.
+// 3. Many-file offers are staged; a crash leaves only the state directory.
 
 /// `src/many`: `n` small files, then a big one last in data order.
 fn many_source(root: &Path, n: usize, big_mib: usize) -> PathBuf {
@@ -619,7 +396,7 @@ fn two_hundred_files_arrive_whole_and_leave_no_state_dir() {
     assert_eq!(extra, Vec::<String>::new());
 }
 
-// 5. Deep paths.
+// 4. Deep paths.
 
 fn deep_name(depth: usize, leaf: &str) -> String {
     let mut s = "a/".repeat(depth);
@@ -684,7 +461,7 @@ fn a_deep_file_is_received_under_a_low_soft_descriptor_limit() {
     assert_eq!(t, FrameType::Receipt, "{}", short(&msg));
 }
 
-// 7. Existing things.
+// 6. Existing things.
 
 #[test]
 fn a_stream_never_replaces_a_file_that_appears_during_the_transfer() {
