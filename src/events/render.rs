@@ -257,7 +257,7 @@ fn skipped_note(skipped: &[String]) -> String {
     let first: Vec<String> = skipped.iter().take(5).map(|n| shown(n)).collect();
     let more = skipped.len().saturating_sub(first.len());
     format!(
-        "; {} skipped (symbolic links and special files are not sent): {}{}",
+        "; {} skipped by the sender (special files, or links with --no-links): {}{}",
         skipped.len(),
         first.join(", "),
         if more > 0 {
