@@ -12,6 +12,7 @@ use crate::protocol::{RejectCode, TransferKind};
 
 mod render;
 
+pub(crate) use render::list_names;
 pub use render::{human_bytes, rate};
 
 /// What kind of transfer: the one vocabulary for events and reports.

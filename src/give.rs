@@ -89,7 +89,7 @@ impl Plan {
                 if p.strict && !skipped.is_empty() {
                     return Err(Error::Skipped(format!(
                         "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",
-                        shown_names(&skipped)
+                        crate::events::list_names(&skipped, protocol::escape_name)
                     )));
                 }
                 let offer = Offer {
@@ -256,20 +256,6 @@ fn stream_offer() -> Offer {
         entries: vec![],
         skipped: Vec::new(),
     }
-}
-
-/// Names as a person reads them: the first few, escaped, and how many more.
-pub(crate) fn shown_names(names: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s: Vec<String> = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| protocol::escape_name(n))
-        .collect();
-    if names.len() > SHOWN {
-        s.push(format!("and {} more", names.len() - SHOWN));
-    }
-    s.join(", ")
 }
 
 /// Most top-level names an event lists, and the most characters of each:

@@ -254,16 +254,20 @@ fn skipped_note(skipped: &[String]) -> String {
     if skipped.is_empty() {
         return String::new();
     }
-    let first: Vec<String> = skipped.iter().take(5).map(|n| shown(n)).collect();
-    let more = skipped.len().saturating_sub(first.len());
     format!(
-        "; {} skipped by the sender (special files, or links with --no-links): {}{}",
+        "; {} skipped by the sender (special files, or links with --no-links): {}",
         skipped.len(),
-        first.join(", "),
-        if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        }
+        list_names(skipped, shown)
     )
+}
+
+/// Names as a person reads them in one line: the first few, each through
+/// `escape`, and how many more.
+pub(crate) fn list_names(names: &[String], escape: fn(&str) -> String) -> String {
+    const SHOWN: usize = 5;
+    let first: Vec<String> = names.iter().take(SHOWN).map(|n| escape(n)).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => first.join(", "),
+        more => format!("{} and {more} more", first.join(", ")),
+    }
 }

@@ -94,12 +94,13 @@ impl Transfer {
     }
 
     /// Makes the offer's links, after every file has its name (a whole new
-    /// tree already has them). Each is recorded before the next, so a
-    /// failure leaves the abort exactly the links made.
-    pub(super) fn make_links(&mut self) -> Result<(), Fail> {
+    /// tree already has them, made durable with it). Each is recorded
+    /// before the next, so a failure leaves the abort exactly the links
+    /// made. Returns whether it made any (they then need a sync).
+    pub(super) fn make_links(&mut self) -> Result<bool, Fail> {
         let in_tree = matches!(self.holding, Holding::Staged { tree: Some(_), .. });
         if in_tree || self.offer.entries.iter().all(|e| e.link.is_none()) {
-            return Ok(());
+            return Ok(false);
         }
         let store = self.store.clone();
         let _g = lock(&store.walk);
@@ -117,7 +118,7 @@ impl Transfer {
                 Ok(())
             });
         self.linked.extend(made);
-        r
+        r.map(|()| true)
     }
 }
 

@@ -53,7 +53,8 @@ impl Transfer {
             .offer
             .entries
             .iter()
-            .filter(|e| e.is_dir && e.mtime.is_some() && self.store.times)
+            .filter(|e| e.is_dir && self.store.times)
+            .filter_map(|e| Some((e.name.as_str(), e.mtime?)))
             .collect();
         let Ok(root) = out_dir(&self.root) else {
             return false;
@@ -61,14 +62,13 @@ impl Transfer {
         if dirs.is_empty() || ours.is_empty() {
             return false;
         }
-        dirs.sort_by_key(|e| Reverse(e.name.matches('/').count()));
+        dirs.sort_by_key(|(name, _)| Reverse(name.matches('/').count()));
         let store = self.store.clone();
         let _g = lock(&store.walk);
         let mut w = Walker::new(root);
         let mut stamped = false;
-        for e in dirs {
-            let t = e.mtime.expect("filtered");
-            if w.goto(&e.name, None).is_err() {
+        for (name, t) in dirs {
+            if w.goto(name, None).is_err() {
                 continue;
             }
             let made = sys::stat_fd(w.fd()).is_ok_and(|st| ours.contains(&(st.dev, st.ino)));

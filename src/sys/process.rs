@@ -76,11 +76,11 @@ pub struct RawStdout;
 
 impl std::io::Write for RawStdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(rustix::io::write(rustix::stdio::stdout(), buf)?)
+        write_fd(stdio().1, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        Ok(rustix::io::writev(rustix::stdio::stdout(), bufs)?)
+        write_fd_vectored(stdio().1, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {

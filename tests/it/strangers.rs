@@ -278,18 +278,9 @@ fn forward_listen_opens_no_connection_for_strangers() {
     strangers_get_nothing(&mut expose, PLANTED, b"no secret here");
     thread::sleep(Duration::from_millis(200));
     assert_eq!(opened.load(Ordering::SeqCst), 0, "a stranger got through");
-    let local = format!("127.0.0.1:{}", free_port());
     let code = expose.code.clone().unwrap();
-    let _using = KillOnDrop(
-        pincat()
-            .args(["forward", "--local", &local, "--to", &expose.addr])
-            .args(["--code", &code])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let (local, using) = using_end(&expose.addr, &code);
+    let _using = KillOnDrop(using);
     // The probe above may have opened one forwarded connection.
     let mut s = TcpStream::connect(&local).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
@@ -421,6 +412,20 @@ fn a_one_shot_listener_serving_its_peer_makes_another_with_the_code_wait() {
     );
 }
 
+/// `pincat forward --local` to `to` with `code`, once it listens: its
+/// local address and the process (stderr piped).
+fn using_end(to: &str, code: &str) -> (String, std::process::Child) {
+    let local = format!("127.0.0.1:{}", free_port());
+    let child = pincat()
+        .args(["forward", "--local", &local, "--to", to, "--code", code])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    (local, child)
+}
+
 /// One local connection through a using end at `local`: what came back.
 fn through(local: &str, data: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(local).unwrap();
@@ -451,14 +456,7 @@ fn a_using_end_pins_the_key_its_code_confirmed_and_stops_after_three_failures() 
     };
     let mut first = expose("127.0.0.1:0");
     let addr = first.addr.clone();
-    let local = format!("127.0.0.1:{}", free_port());
-    let mut using = pincat()
-        .args(["forward", "--local", &local, "--to", &addr, "--code", code])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let (local, mut using) = using_end(&addr, code);
     assert_eq!(through(&local, b"one"), b"one");
     // Another key at that address, with the same code: the using end
     // pinned the first key, so nothing goes through.
@@ -469,15 +467,7 @@ fn a_using_end_pins_the_key_its_code_confirmed_and_stops_after_three_failures() 
     let _ = using.wait();
 
     // A using end whose code is wrong stops after three exchanges (exit 9).
-    let local = format!("127.0.0.1:{}", free_port());
-    let using = pincat()
-        .args(["forward", "--local", &local, "--to", &addr])
-        .args(["--code", "wrong-guess-here"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let (local, using) = using_end(&addr, "wrong-guess-here");
     for _ in 0..3 {
         let _ = through(&local, b"guess");
     }
@@ -490,15 +480,7 @@ fn parallel_local_connections_of_a_using_end_with_a_wrong_code_cost_three_guesse
     let dir = tempfile::tempdir().unwrap();
     let (service, opened) = echo_service(16);
     let mut expose = Server::listen("forward", dir.path(), &["--to", &service], Stdio::null());
-    let local = format!("127.0.0.1:{}", free_port());
-    let using = pincat()
-        .args(["forward", "--local", &local, "--to", &expose.addr])
-        .args(["--code", "wrong-guess-here"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let (local, using) = using_end(&expose.addr, "wrong-guess-here");
     let clients: Vec<_> = (0..8)
         .map(|_| {
             let local = local.clone();

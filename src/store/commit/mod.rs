@@ -74,13 +74,12 @@ impl Transfer {
         };
         // Links once the files are in place, the directories' times last
         // (every name is in place), then durable like the rest.
-        let links = self.offer.entries.iter().any(|e| e.link.is_some());
-        let r =
-            r.and_then(|()| self.make_links())
-                .and_then(|()| match self.stamp_dirs() || links {
-                    true => self.sync_output(),
-                    false => Ok(()),
-                });
+        let r = r.and_then(|()| self.make_links()).and_then(|linked| {
+            match self.stamp_dirs() || linked {
+                true => self.sync_output(),
+                false => Ok(()),
+            }
+        });
         if r.is_ok() {
             self.done = true;
             self.release_all();
