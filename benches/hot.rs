@@ -48,6 +48,8 @@ fn bench_frames(cr: &mut Criterion) {
             })
             .collect(),
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     };
     let enc = offer.encode();
     cr.bench_function("offer encode, 1000 files", |b| {

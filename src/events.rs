@@ -123,8 +123,11 @@ pub struct Transfer {
     pub kind: Kind,
     /// Files confirmed (0 for streams).
     pub files: u32,
-    /// Payload bytes confirmed.
+    /// Payload bytes confirmed (what crossed the wire).
     pub bytes: u64,
+    /// Bytes of the offered files the receiver already had and kept (a
+    /// resumed partial file, chunks `--update` found unchanged): not sent.
+    pub resumed: u64,
     /// From the offer to the receipt (raw: from the first byte to the
     /// peer's close_notify).
     pub duration: Duration,

@@ -8,15 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 
+use crate::digest::{self, Hash};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
 use crate::protocol::{
-    self, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, Refusal, Role, TransferKind,
+    self, Basis, BasisEntry, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, PlanEntry,
+    Refusal, Role, TransferKind,
 };
 use crate::session::{Session, WireError};
 
 mod files;
-use files::{FileSeq, plan};
+mod reader;
+use files::plan;
+use reader::{FileSeq, Part};
 
 /// Bytes read from the source per DATA frame.
 pub const CHUNK: usize = 256 * 1024;
@@ -41,6 +45,8 @@ pub struct Paths {
     pub strict: bool,
     /// What becomes of symbolic links inside the directories.
     pub links: Links,
+    /// `--update` and `--checksum`: how files the receiver has are compared.
+    pub sync: UpdateMode,
 }
 
 /// What becomes of a symbolic link inside a sent directory.
@@ -75,15 +81,30 @@ pub(crate) struct Plan {
     offer: Offer,
     /// The OFFER payload, encoded once (its size is checked here).
     encoded: Vec<u8>,
-    reader: Box<dyn Read + Send>,
+    reader: Reader,
+}
+
+/// Where the data comes from.
+enum Reader {
+    Stream(Box<dyn Read + Send>),
+    Files(FileSeq),
+}
+
+/// How files are compared with what the taker has (`send --update`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateMode {
+    /// Files the taker has are compared, and only what differs is sent.
+    pub update: bool,
+    /// Compare content (chunk hashes), not size and modification time.
+    pub checksum: bool,
 }
 
 impl Plan {
     /// Plans `source`.
     pub(crate) fn new(source: Source, events: &Events) -> Result<Plan> {
-        let (offer, reader): (Offer, Box<dyn Read + Send>) = match source {
-            Source::Stdin => (stream_offer(), Box::new(io::stdin())),
-            Source::Reader(r) => (stream_offer(), r),
+        let (offer, reader) = match source {
+            Source::Stdin => (stream_offer(), Reader::Stream(Box::new(io::stdin()))),
+            Source::Reader(r) => (stream_offer(), Reader::Stream(r)),
             Source::Paths(p) => {
                 let (planned, skipped) = plan(&p.paths, p.links, events)?;
                 if p.strict && !skipped.is_empty() {
@@ -96,8 +117,10 @@ impl Plan {
                     kind: TransferKind::Files,
                     entries: planned.iter().map(|p| p.entry.clone()).collect(),
                     skipped,
+                    update: p.sync.update,
+                    checksum: p.sync.checksum,
                 };
-                (offer, Box::new(FileSeq::new(&planned)))
+                (offer, Reader::Files(FileSeq::new(&planned)))
             }
         };
         let encoded = offer.encode();
@@ -122,7 +145,7 @@ pub(crate) fn give(
     let Plan {
         offer,
         encoded,
-        reader,
+        mut reader,
     } = plan;
     let start = Instant::now();
     let peer = s.peer();
@@ -143,20 +166,86 @@ pub(crate) fn give(
         skipped: offer.skipped.clone(),
     });
     let mut gate = Gate::default();
-    let sent = stream_all(s, reader, &offer, events, classify, &mut gate)?;
+    let mut total = announced(&offer);
+    if let Reader::Files(seq) = &mut reader
+        && !offer.early_data()
+    {
+        compare(s, seq, &mut gate).map_err(|f| after_failure(s, f, 0, classify, &gate))?;
+        total = Some(seq.to_send());
+    }
+    let sent = stream_all(s, &mut reader, &offer, total, events, classify, &mut gate)?;
     gate.pass(s, u64::MAX)
         .map_err(|f| after_failure(s, f, sent, classify, &gate))?;
-    let counts = await_receipt(s, &offer, sent, classify)?;
+    let ours = match &reader {
+        Reader::Files(seq) => seq.digests(),
+        Reader::Stream(_) => &[],
+    };
+    let counts = await_receipt(s, &offer, sent, ours, classify)?;
     s.close();
     let done = Transfer {
         peer,
         kind,
         files: counts.files,
         bytes: counts.bytes,
+        resumed: announced(&offer).unwrap_or(0).saturating_sub(sent),
         duration: start.elapsed(),
     };
     events.emit(Event::TransferDone(done.clone()));
     Ok(done)
+}
+
+/// Waits for the taker's ACCEPT and what it has already (BASIS), compares
+/// that with the files here and tells it which chunks will come (PLAN).
+fn compare(
+    s: &mut Session,
+    seq: &mut FileSeq,
+    gate: &mut Gate,
+) -> std::result::Result<(), GiveFail> {
+    let bases = gate.accept(s, seq)?;
+    let mut plans = Vec::new();
+    for b in bases {
+        let i = b.file as usize;
+        let Basis::Have(theirs) = b.basis else {
+            seq.set_part(i, Part::Skip);
+            continue;
+        };
+        let (own, compared) = seq
+            .hash_prefix(i, theirs.len())
+            .map_err(|e| GiveFail::Source(anyhow::Error::new(e)))?;
+        let n = digest::chunk_count(seq.size(i)) as usize;
+        let send: Vec<bool> = (0..n)
+            .map(|c| own.get(c) != theirs.get(c) || c >= own.len())
+            .collect();
+        plans.push(PlanEntry {
+            file: b.file,
+            send: send.clone(),
+        });
+        seq.set_part(
+            i,
+            Part::Chunks {
+                send,
+                known: own,
+                compared,
+            },
+        );
+    }
+    // As many frames as it takes, each within the control limit.
+    let mut batch: Vec<PlanEntry> = Vec::new();
+    let mut len = 0;
+    for p in plans {
+        if len + protocol::plan_len(&p) > protocol::MAX_CONTROL {
+            s.write_message(&Message::Plan(std::mem::take(&mut batch)))
+                .map_err(GiveFail::Wire)?;
+            len = 0;
+        }
+        len += protocol::plan_len(&p);
+        batch.push(p);
+    }
+    if !batch.is_empty() {
+        s.write_message(&Message::Plan(batch))
+            .map_err(GiveFail::Wire)?;
+    }
+    Ok(())
 }
 
 /// Whether the taker accepted the offer yet.
@@ -166,6 +255,46 @@ struct Gate {
 }
 
 impl Gate {
+    /// Reads the taker's preamble, its BASIS frames and its ACCEPT (a
+    /// REJECT or ERROR ends the transfer): what it has of which files,
+    /// each checked against the offer.
+    fn accept(
+        &mut self,
+        s: &mut Session,
+        seq: &FileSeq,
+    ) -> std::result::Result<Vec<BasisEntry>, GiveFail> {
+        s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
+        let mut bases: Vec<BasisEntry> = Vec::new();
+        loop {
+            match s.read_message().map_err(GiveFail::Wire)? {
+                Message::Accept => {
+                    self.accepted = true;
+                    return Ok(bases);
+                }
+                Message::Basis(v) => {
+                    for b in v {
+                        let after = bases.last().is_none_or(|l| b.file > l.file);
+                        let fits = (b.file as usize) < seq.len()
+                            && match &b.basis {
+                                Basis::Have(h) => {
+                                    h.len() as u64 <= digest::chunk_count(seq.size(b.file as usize))
+                                }
+                                Basis::Unchanged => true,
+                            };
+                        if !after || !fits {
+                            return Err(GiveFail::Broken(Error::Incomplete(
+                                "the receiver broke the protocol: a BASIS entry that does not fit the offer".into(),
+                            )));
+                        }
+                        bases.push(b);
+                    }
+                }
+                Message::Reject(r) | Message::Error(r) => return Err(GiveFail::Refused(r)),
+                m => return Err(GiveFail::Broken(unexpected(&m, "ACCEPT"))),
+            }
+        }
+    }
+
     /// Before sending data that brings the total to `total`: past
     /// EARLY_DATA, waits for the taker's preamble and ACCEPT (a REJECT, or
     /// a role mismatch, ends the transfer).
@@ -189,13 +318,17 @@ impl Gate {
 /// (of the source or the connection) is reported to the receiver.
 fn stream_all(
     s: &mut Session,
-    reader: Box<dyn Read + Send>,
+    reader: &mut Reader,
     offer: &Offer,
+    total: Option<u64>,
     events: &Events,
     classify: Classify<'_>,
     gate: &mut Gate,
 ) -> Result<u64> {
-    let total = announced(offer);
+    let reader: &mut dyn Read = match reader {
+        Reader::Stream(r) => r,
+        Reader::Files(f) => f,
+    };
     // Small sources (a 100-byte message) need no 256 KiB buffer.
     let chunk = match total {
         Some(t) => (t as usize).clamp(4096, CHUNK),
@@ -215,34 +348,73 @@ fn stream_all(
     Ok(sent)
 }
 
-/// Waits for the receipt and checks it confirms exactly what was sent.
+/// Waits for the receipt and checks it confirms exactly what was sent, and
+/// that every file's digest (DIGESTS, before it) is the one computed here.
 fn await_receipt(
     s: &mut Session,
     offer: &Offer,
     sent: u64,
+    ours: &[Option<Hash>],
     classify: Classify<'_>,
 ) -> Result<Counts> {
     let peer = s.peer();
-    let m = s.read_message().map_err(|e| match e {
-        WireError::Timeout => Error::Timeout(format!(
-            "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
-        )),
-        e => classify(e, "while waiting for the receipt"),
-    })?;
-    let c = match m {
-        Message::Receipt(c) => c,
-        Message::Error(r) => return Err(receiver_failed(r)),
-        m => return Err(unexpected(&m, "RECEIPT")),
+    let mut next = 0usize;
+    let c = loop {
+        let m = s.read_message().map_err(|e| match e {
+            WireError::Timeout => Error::Timeout(format!(
+                "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
+            )),
+            e => classify(e, "while waiting for the receipt"),
+        })?;
+        match m {
+            Message::Receipt(c) => break c,
+            Message::Digests(d) if d.first as usize == next => {
+                for theirs in d.digests {
+                    check_digest(offer, next, ours.get(next), theirs)?;
+                    next += 1;
+                }
+            }
+            Message::Error(r) => return Err(receiver_failed(r)),
+            m => return Err(unexpected(&m, "RECEIPT")),
+        }
     };
-    if c.files != offer.file_count() || c.bytes != sent {
+    if c.files != offer.file_count() || c.bytes != sent || next != ours.len() {
         return Err(Error::Incomplete(format!(
-            "the receiver confirmed {} file(s) and {} bytes, but {} file(s) and {sent} bytes were sent",
+            "the receiver confirmed {} file(s) and {} bytes ({next} digests), but {} file(s) and {sent} bytes were sent",
             c.files,
             c.bytes,
             offer.file_count()
         )));
     }
     Ok(c)
+}
+
+/// One file's digest from the receiver against ours: equal, or both
+/// absent (a file the quick check left as it was).
+fn check_digest(
+    offer: &Offer,
+    i: usize,
+    ours: Option<&Option<Hash>>,
+    theirs: Option<Hash>,
+) -> Result<()> {
+    let name = || {
+        offer
+            .entries
+            .iter()
+            .filter(|e| e.is_file())
+            .nth(i)
+            .map_or_else(|| format!("file {i}"), |e| protocol::escape_name(&e.name))
+    };
+    match ours {
+        Some(o) if *o == theirs => Ok(()),
+        Some(_) => Err(Error::Incomplete(format!(
+            "the receiver's copy of {} does not match what was sent (BLAKE3 digests differ)",
+            name()
+        ))),
+        None => Err(Error::Incomplete(
+            "the receiver broke the protocol: more digests than files".into(),
+        )),
+    }
 }
 
 /// The bytes an offer announces; a stream announces none.
@@ -255,6 +427,8 @@ fn stream_offer() -> Offer {
         kind: TransferKind::Stream,
         entries: vec![],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     }
 }
 
@@ -323,7 +497,7 @@ enum GiveFail {
 /// about 10% throughput through extra CPU for the hand-offs.
 fn pump(
     s: &mut Session,
-    mut r: Box<dyn Read + Send>,
+    r: &mut dyn Read,
     buf: &mut Vec<u8>,
     sent: &mut u64,
     total: Option<u64>,
@@ -338,7 +512,7 @@ fn pump(
         // Files (known total) fill each frame across file boundaries, so
         // many small files travel in few records; a stream sends what it
         // has at once, so interactive input is not held back.
-        let n = match fill(&mut *r, &mut buf[HEADER_LEN..], total.is_some()) {
+        let n = match fill(r, &mut buf[HEADER_LEN..], total.is_some()) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -489,6 +663,7 @@ pub(crate) fn give_raw(
         kind: Kind::Raw,
         files: 0,
         bytes: sent,
+        resumed: 0,
         duration: start.elapsed(),
     };
     events.emit(Event::TransferDone(done.clone()));

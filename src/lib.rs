@@ -34,6 +34,7 @@
 //! signals, progress display); clap types never reach the library.
 #![deny(unsafe_code)]
 
+mod digest;
 pub mod error;
 pub mod events;
 pub mod fingerprint;
@@ -58,7 +59,7 @@ pub mod verify;
 pub use error::{Error, ExitCode, Result};
 pub use events::{Event, Events, Kind, Mode, Transfer};
 pub use fingerprint::{Fingerprint, Pin};
-pub use give::{Links, Paths, Source};
+pub use give::{Links, Paths, Source, UpdateMode};
 pub use identity::Identity;
 pub use net::endpoint::Listen;
 pub use send::{SendOptions, SendReport, send, send_raw};

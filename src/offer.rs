@@ -259,7 +259,13 @@ pub fn get(opts: &DialOptions, output: &Output, keep: Keep, events: Events) -> R
     let store = Store::open(output).context("cannot open the output")?;
     let store = Arc::new(store.keeping(keep));
     let events = Arc::new(events);
-    let mut s = dialer::dial(opts, &events)?;
+    let (mut s, seen) = dialer::dial_seen(opts, &events)?;
+    // What this getter keeps of an interrupted transfer is named by the
+    // offering side it pinned (and the code it proved).
+    let secret = seen.get().map(|fp| match &opts.code {
+        Some(c) => crate::store::secret_of_code(&fp, c.as_str()),
+        None => crate::store::secret_of_key(&fp),
+    });
     let taker = Taker::new(
         store,
         events.clone(),
@@ -268,9 +274,9 @@ pub fn get(opts: &DialOptions, output: &Output, keep: Keep, events: Events) -> R
         false,
     )
     .presenting(opts.identity.as_ref().map(|i| i.fingerprint()));
-    match taker.take(&mut s, None) {
+    match taker.take(&mut s, None, secret) {
         Outcome::Transfer(r) => r,
-        Outcome::NoTransfer(e) => Err(e),
+        Outcome::NoTransfer(e) | Outcome::Resumable(e) => Err(e),
         Outcome::NoSession => Err(Error::Incomplete("no session".into())),
     }
 }

@@ -17,19 +17,25 @@
 //! ABORT   (6) sender -> receiver  message: the sender gives up (e.g. a file changed)
 //! RECEIPT (7) receiver -> sender  files:u32 bytes:u64 (what was written and synced)
 //! ERROR   (8) receiver -> sender  code:u8 message: the receiver failed after ACCEPT
+//! BASIS   (9), PLAN (10), DIGESTS (11): see the `sync` module
 //! ```
 //!
-//! A transfer is: OFFER, then ACCEPT or REJECT, then DATA*, END, then RECEIPT
-//! (or ERROR). The sender reports success only when the RECEIPT matches what
-//! it sent. The giver may send up to [`EARLY_DATA`] bytes of DATA (and END)
-//! right behind its OFFER, before the ACCEPT arrives: a short transfer then
-//! costs one round trip after the handshake.
+//! A transfer is: OFFER, then BASIS* and ACCEPT, or REJECT, then PLAN*,
+//! DATA*, END, then DIGESTS* and RECEIPT (or ERROR). The sender reports
+//! success only when the RECEIPT matches what it sent and every digest
+//! matches its own. The giver may send up to [`EARLY_DATA`] bytes of DATA
+//! (and END) right behind its OFFER, before the ACCEPT arrives, when the
+//! offer is a stream or files of at most that many bytes without
+//! `--update` (see [`Offer::early_data`]): a short transfer then costs one
+//! round trip after the handshake. Only an offer without early data may
+//! get BASIS frames (the taker builds on what it has; see `sync`).
 
 use thiserror::Error;
 
 mod escape;
 mod names;
 mod offer;
+mod sync;
 
 use escape::truncate_utf8;
 pub use escape::{
@@ -37,11 +43,12 @@ pub use escape::{
 };
 pub use names::{NameError, validate_name};
 pub use offer::{Entry, MAX_LINK_TARGET, Mtime, Offer, TransferKind};
+pub use sync::{Basis, BasisEntry, Digests, PlanEntry, basis_len, digests_len, plan_len};
 
 /// First six bytes of every pincat session, in both directions.
 pub const MAGIC: &[u8; 6] = b"PINCAT";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Bytes in the preamble: magic, version, role.
 pub const PREAMBLE_LEN: usize = 9;
 /// Bytes of the preamble every version shares: magic plus version.
@@ -158,6 +165,12 @@ pub enum FrameType {
     Receipt = 7,
     /// Receiver failed after accepting.
     Error = 8,
+    /// Receiver's description of what it already has.
+    Basis = 9,
+    /// Sender's choice of the chunks it sends.
+    Plan = 10,
+    /// Receiver's digests of what it stored.
+    Digests = 11,
 }
 
 impl FrameType {
@@ -172,6 +185,9 @@ impl FrameType {
             FrameType::Abort => "ABORT",
             FrameType::Receipt => "RECEIPT",
             FrameType::Error => "ERROR",
+            FrameType::Basis => "BASIS",
+            FrameType::Plan => "PLAN",
+            FrameType::Digests => "DIGESTS",
         }
     }
 
@@ -240,6 +256,9 @@ pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(FrameType, usize), Protoco
         6 => FrameType::Abort,
         7 => FrameType::Receipt,
         8 => FrameType::Error,
+        9 => FrameType::Basis,
+        10 => FrameType::Plan,
+        11 => FrameType::Digests,
         other => return Err(ProtocolError::UnknownFrame(other)),
     };
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
@@ -393,6 +412,12 @@ pub enum Message {
     Receipt(Counts),
     /// The receiver failed after accepting.
     Error(Refusal),
+    /// What the receiver already has of some files.
+    Basis(Vec<BasisEntry>),
+    /// Which chunks of those files the sender sends.
+    Plan(Vec<PlanEntry>),
+    /// The digests of what the receiver stored.
+    Digests(Digests),
 }
 
 impl Message {
@@ -407,6 +432,9 @@ impl Message {
             Message::Abort(_) => FrameType::Abort,
             Message::Receipt(_) => FrameType::Receipt,
             Message::Error(_) => FrameType::Error,
+            Message::Basis(_) => FrameType::Basis,
+            Message::Plan(_) => FrameType::Plan,
+            Message::Digests(_) => FrameType::Digests,
         }
     }
 
@@ -419,6 +447,21 @@ impl Message {
             Message::Data(d) => d.clone(),
             Message::End(c) | Message::Receipt(c) => encode_counts(c.files, c.bytes).to_vec(),
             Message::Abort(m) => truncate_utf8(m, 4096).as_bytes().to_vec(),
+            Message::Basis(b) => {
+                let mut v = Vec::new();
+                sync::encode_basis(&mut v, b);
+                v
+            }
+            Message::Plan(p) => {
+                let mut v = Vec::new();
+                sync::encode_plan(&mut v, p);
+                v
+            }
+            Message::Digests(d) => {
+                let mut v = Vec::new();
+                sync::encode_digests(&mut v, d);
+                v
+            }
         };
         frame(self.frame_type(), &payload)
     }
@@ -443,6 +486,9 @@ impl Message {
             FrameType::Receipt => Message::Receipt(counts("RECEIPT")?),
             FrameType::Abort => Message::Abort(peer_text(&payload)),
             FrameType::Data => Message::Data(payload),
+            FrameType::Basis => Message::Basis(sync::decode_basis(&payload)?),
+            FrameType::Plan => Message::Plan(sync::decode_plan(&payload)?),
+            FrameType::Digests => Message::Digests(sync::decode_digests(&payload)?),
         })
     }
 

@@ -3,8 +3,10 @@
 
 use std::io::{self, Read};
 
-use crate::error::Result;
-use crate::events::{Events, Transfer};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::events::{Event, Events, Transfer};
 use crate::give::{self, Plan, Source};
 use crate::net::dialer::{self, DialOptions};
 
@@ -35,14 +37,38 @@ pub type SendReport = Transfer;
 /// ```
 pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendReport> {
     opts.check()?;
+    // Files can be planned again after a dropped connection: the receiver
+    // keeps what arrived, and the next attempt sends only the rest.
+    let again = match &source {
+        Source::Paths(p) => opts.retry_for.map(|d| (p.clone(), Instant::now() + d)),
+        _ => None,
+    };
     // Everything local is settled before the receiver is contacted.
-    let plan = Plan::new(source, events)?;
-    let mut s = dialer::dial(opts, events)?;
-    let peer = s.peer();
-    give::give(&mut s, plan, events, &|e, when| {
-        opts.classify(e, peer, when)
-    })
+    let mut plan = Plan::new(source, events)?;
+    loop {
+        let r = dialer::dial(opts, events).and_then(|mut s| {
+            let peer = s.peer();
+            give::give(&mut s, plan, events, &|e, when| {
+                opts.classify(e, peer, when)
+            })
+        });
+        match (r, &again) {
+            (Err(e @ (Error::Incomplete(_) | Error::Timeout(_))), Some((paths, until)))
+                if Instant::now() < *until =>
+            {
+                events.emit(Event::Warning {
+                    message: format!("{e}; connecting again to resume (--retry-for)"),
+                });
+                std::thread::sleep(RETRY_PAUSE);
+                plan = Plan::new(Source::Paths(paths.clone()), events)?;
+            }
+            (r, _) => return r,
+        }
+    }
 }
+
+/// The pause before a sender whose connection dropped connects again.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Raw mode: the same pinned TLS 1.3 session, but no pincat framing: `input`
 /// is sent as plain bytes, then close_notify; whatever the peer sends back is

@@ -2,6 +2,7 @@
 //! optionally pin senders, and store what arrives without ever overwriting
 //! or leaving partial files.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::error::{Error, Result};
-use crate::events::{Events, Transfer};
+use crate::events::{Event, Events, Transfer};
 use crate::net::endpoint::{Endpoint, Listen, endpoint_accessors};
 pub use crate::net::listener::ShutdownHandle;
 use crate::net::listener::{AcceptSpec, Flow, Job, accept_session};
@@ -36,6 +37,11 @@ pub struct ServeOptions {
     pub raw: bool,
     /// What is kept of the sender's tree beyond its bytes (times, links).
     pub keep: Keep,
+    /// One-shot: how long to keep listening after an interrupted files
+    /// transfer, for the sender to resume it (zero: end at once).
+    pub resume_wait: Duration,
+    /// Remove the partial files kept for resumes in the output first.
+    pub clean: bool,
 }
 
 impl ServeOptions {
@@ -48,6 +54,8 @@ impl ServeOptions {
             wait_timeout: None,
             raw: false,
             keep: Keep::default(),
+            resume_wait: DEFAULT_RESUME_WAIT,
+            clean: false,
         }
     }
 
@@ -57,6 +65,9 @@ impl ServeOptions {
         self.listen.check("ServeOptions", &[("wait_timeout", wait)])
     }
 }
+
+/// How long a one-shot server waits for an interrupted transfer's resume.
+pub const DEFAULT_RESUME_WAIT: Duration = Duration::from_secs(600);
 
 /// What one completed transfer stored.
 pub type Received = Transfer;
@@ -110,6 +121,12 @@ impl Server {
         let store = Store::open(&opts.output)
             .context("cannot open the output")?
             .keeping(opts.keep);
+        if opts.clean {
+            let n = store.clean_kept();
+            events.emit(Event::Warning {
+                message: format!("--clean: removed {n} partial file(s) kept for resumes"),
+            });
+        }
         let endpoint = opts.listen.bind(events)?;
         Ok(Server {
             endpoint,
@@ -148,9 +165,27 @@ impl Server {
         let mut summary = ServeSummary::default();
         let mut any_transfer = false;
         let keep_open = self.opts.keep_open;
+        let events = self.endpoint.events().clone();
+        let resume_wait = self.opts.resume_wait;
+        // An interrupted one-shot transfer: until when its resume is
+        // awaited, and the error to end with if none comes.
+        let pending: RefCell<Option<(Instant, Error)>> = RefCell::new(None);
         let on = |o: Outcome| {
-            let Outcome::Transfer(r) = o else {
-                return Ok(Flow::Continue);
+            let r = match o {
+                Outcome::Transfer(r) => r,
+                Outcome::Resumable(e) if !keep_open && !resume_wait.is_zero() => {
+                    shared.taker.unclaim();
+                    events.emit(Event::Warning {
+                        message: format!(
+                            "{e}; what arrived is kept: run the same send command again within {} to resume",
+                            humantime::format_duration(resume_wait)
+                        ),
+                    });
+                    *pending.borrow_mut() = Some((Instant::now() + resume_wait, e));
+                    return Ok(Flow::Continue);
+                }
+                Outcome::Resumable(e) => Err(e),
+                _ => return Ok(Flow::Continue),
             };
             any_transfer = true;
             match r {
@@ -166,7 +201,15 @@ impl Server {
         };
         let wait_timeout = self.opts.wait_timeout;
         let taker = &shared.taker;
-        let idle_limit = || wait_limit(wait_timeout, started, taker.claimed()).map(Some);
+        let idle_limit = || {
+            let expired = matches!(pending.borrow().as_ref(),
+                Some((until, _)) if !taker.claimed() && Instant::now() >= *until);
+            if expired && let Some((_, e)) = pending.borrow_mut().take() {
+                return Err(e);
+            }
+            let claimed = taker.claimed() || pending.borrow().is_some();
+            wait_limit(wait_timeout, started, claimed).map(Some)
+        };
         let r = self
             .endpoint
             .run(limits, handler, !keep_open, on, idle_limit);
@@ -216,9 +259,9 @@ fn handle_conn(sh: &Shared, job: Job) -> Outcome {
     let Some(mut admitted) = accept_session(&sh.accept, job) else {
         return Outcome::NoSession;
     };
-    let (s, client) = (&mut admitted.session, admitted.client);
+    let (s, client, secret) = (&mut admitted.session, admitted.client, admitted.secret);
     if sh.accept.framed.is_some() {
-        sh.taker.take(s, client)
+        sh.taker.take(s, client, secret)
     } else {
         sh.taker.take_raw(s, client)
     }

@@ -2,18 +2,21 @@
 //! dialed): admit an offer, store its data through the [`crate::store`],
 //! conclude (commit or undo), and send the receipt only once it is durable.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
+use crate::digest::Hash;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Reason, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::give::{CHUNK, top_names};
 use crate::protocol::{
-    Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role, TransferKind,
+    self, Counts, Digests, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role,
+    TransferKind,
 };
 use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
@@ -29,6 +32,9 @@ const PROGRESS_BYTES: u64 = 64 * 1024;
 pub(crate) enum Outcome {
     /// A transfer was accepted and ended this way.
     Transfer(Result<Transfer>),
+    /// A files transfer was cut short (the connection, or the sender gave
+    /// up) and what arrived is kept: the same command run again resumes.
+    Resumable(Error),
     /// The session ended before any transfer was accepted, or the offer
     /// was refused: why, for a dialing taker (`get`) to report.
     NoTransfer(Error),
@@ -110,6 +116,12 @@ impl Taker {
         self.claimed.load(Ordering::SeqCst)
     }
 
+    /// A one-shot taker whose transfer was cut short takes the next one
+    /// (the resume).
+    pub(crate) fn unclaim(&self) {
+        self.claimed.store(false, Ordering::SeqCst);
+    }
+
     /// Held while shutting down: no commit happens after it is taken.
     pub(crate) fn finalize(&self) -> MutexGuard<'_, ()> {
         lock(&self.finalize)
@@ -117,7 +129,12 @@ impl Taker {
 
     /// The framed protocol: preamble, OFFER, ACCEPT or REJECT, DATA*, END,
     /// then RECEIPT once durable (or ERROR).
-    pub(crate) fn take(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
+    pub(crate) fn take(
+        &self,
+        s: &mut Session,
+        client: Option<Fingerprint>,
+        secret: Option<Hash>,
+    ) -> Outcome {
         // Our preamble goes out at once; theirs, and the offer, must follow
         // within one idle period however the bytes trickle in.
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
@@ -138,28 +155,33 @@ impl Taker {
         let (files, names) = (offer.file_count(), top_names(&offer));
         let skipped = offer.skipped.clone();
         let total = (offer.kind == TransferKind::Files).then(|| offer.total_bytes());
-        let mut t = match self.claim(offer) {
+        let mut t = match self.claim(offer, secret) {
             Ok(t) => t,
             Err(r) => return self.refuse(s, client, r, true),
         };
         // A stream to stdout is one at a time, in arrival order.
         let _stdout = t.to_stdout().then(|| lock(&self.stdout));
-        let result = s
-            .write_message(&Message::Accept)
-            .map_err(wire_fail)
-            .and_then(|()| {
-                self.events.emit(Event::TransferStarted {
-                    peer: s.peer(),
-                    kind,
-                    names,
-                    files,
-                    bytes: total,
-                    skipped,
-                });
-                self.receive(s, &mut t, total)
+        let cut = Cell::new(false);
+        let result = accept(s, &t).map_err(wire_fail).and_then(|()| {
+            self.events.emit(Event::TransferStarted {
+                peer: s.peer(),
+                kind,
+                names,
+                files,
+                bytes: total,
+                skipped,
             });
+            self.receive(s, &mut t, total, &cut)
+        });
         s.set_deadline(None);
-        self.conclude(s, t, result, kind, files, start, true)
+        let end = End {
+            kind,
+            files,
+            start,
+            framed: true,
+            cut: cut.get(),
+        };
+        self.conclude(s, t, result, end)
     }
 
     /// Sends our preamble, then reads theirs and the OFFER, holding a share
@@ -206,7 +228,11 @@ impl Taker {
 
     /// Takes the one-shot slot (if this taker has one) and prepares the
     /// store. A refusal here stored nothing, so the slot is given back.
-    fn claim(&self, offer: Offer) -> std::result::Result<store::Transfer, Refusal> {
+    fn claim(
+        &self,
+        offer: Offer,
+        secret: Option<Hash>,
+    ) -> std::result::Result<store::Transfer, Refusal> {
         if self.shutdown.load(Ordering::SeqCst) {
             return Err(Refusal::new(
                 RejectCode::Busy,
@@ -219,7 +245,7 @@ impl Taker {
                 "this receiver already took a transfer (run it with --keep-open for more)",
             ));
         }
-        self.store.begin(offer).map_err(|f| {
+        self.store.begin_for(offer, secret).map_err(|f| {
             if !self.keep_open {
                 self.claimed.store(false, Ordering::SeqCst);
             }
@@ -234,9 +260,19 @@ impl Taker {
         &self,
         s: &mut Session,
         t: &mut store::Transfer,
-        total: Option<u64>,
+        mut total: Option<u64>,
+        cut: &Cell<bool>,
     ) -> std::result::Result<(), Refusal> {
+        // The connection broke or went silent, or the sender gave up: what
+        // arrived is kept for a resume (not when it broke the protocol).
+        let wire = |e: WireError| {
+            cut.set(!matches!(e, WireError::Protocol(_)));
+            self.wire_or_shutdown(e)
+        };
         let mut mark = 0u64;
+        if total.is_some() {
+            total = Some(t.expected_bytes());
+        }
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
@@ -245,11 +281,17 @@ impl Taker {
                     "the receiver is shutting down",
                 ));
             }
-            let (ft, len) = s.read_header().map_err(|e| self.wire_or_shutdown(e))?;
+            let (ft, len) = s.read_header().map_err(wire)?;
+            if ft == FrameType::Data && t.awaiting_plans() {
+                return Err(Refusal::new(
+                    RejectCode::Protocol,
+                    "the sender sent data before its PLAN",
+                ));
+            }
             if ft == FrameType::Data {
                 s.read_data(len, &mut |io| t.write_slices(io))
                     .map_err(|e| match e {
-                        DataError::Wire(e) => self.wire_or_shutdown(e),
+                        DataError::Wire(e) => wire(e),
                         DataError::Sink(f) => refusal(f),
                     })?;
                 if total.is_none() || t.written() - mark >= PROGRESS_BYTES {
@@ -263,9 +305,14 @@ impl Taker {
                 });
                 continue;
             }
-            match s.read_body(ft, len).map_err(|e| self.wire_or_shutdown(e))? {
+            match s.read_body(ft, len).map_err(wire)? {
+                Message::Plan(p) if t.awaiting_plans() => {
+                    t.plan(p).map_err(refusal)?;
+                    total = Some(t.expected_bytes());
+                }
                 Message::End(c) => return t.finish(c.files, c.bytes).map_err(refusal),
                 Message::Abort(why) => {
+                    cut.set(true);
                     return Err(Refusal::new(
                         RejectCode::Protocol,
                         format!("the sender gave up: {why}"),
@@ -283,19 +330,23 @@ impl Taker {
 
     /// Names the received data (or undoes it), tells the peer, emits the
     /// event.
-    #[allow(clippy::too_many_arguments)] // One call site each for framed and raw mode.
     fn conclude(
         &self,
         s: &mut Session,
         mut t: store::Transfer,
         result: std::result::Result<(), Refusal>,
-        kind: Kind,
-        files: u32,
-        start: Instant,
-        framed: bool,
+        end: End,
     ) -> Outcome {
+        let End {
+            kind,
+            files,
+            start,
+            framed,
+            cut,
+        } = end;
         let peer = s.peer();
         let bytes = t.written();
+        let resumed = t.resumed();
         let result = result.and_then(|()| {
             let _g = lock(&self.finalize);
             if self.shutdown.load(Ordering::SeqCst) {
@@ -311,7 +362,8 @@ impl Taker {
             Ok(()) => {
                 if framed {
                     // The data is stored whether or not the sender hears it.
-                    let _ = s.write_message(&Message::Receipt(Counts { files, bytes }));
+                    let _ = send_digests(s, t.digests())
+                        .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
                 }
                 s.close();
                 let done = Transfer {
@@ -319,13 +371,21 @@ impl Taker {
                     kind,
                     files,
                     bytes,
+                    resumed,
                     duration: start.elapsed(),
                 };
                 self.events.emit(Event::TransferDone(done.clone()));
                 Outcome::Transfer(Ok(done))
             }
             Err(r) => {
-                t.abort();
+                // Cut short (the connection, the sender, a shutdown): what
+                // arrived is kept for a resume. Refused: nothing is.
+                let keep = cut || r.code == RejectCode::Busy;
+                if keep {
+                    t.abort_keeping();
+                } else {
+                    t.abort();
+                }
                 if framed {
                     let _ = s.write_message(&Message::Error(r.clone()));
                 }
@@ -335,11 +395,14 @@ impl Taker {
                     code: r.code.as_str(),
                     message: r.message.clone(),
                 });
-                Outcome::Transfer(Err(match r.code {
-                    RejectCode::Busy => Error::Interrupted,
-                    RejectCode::Protocol => Error::Incomplete(r.message),
-                    _ => Error::Other(anyhow!(r.message)),
-                }))
+                match r.code {
+                    RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
+                    RejectCode::Protocol if kind == Kind::Files && cut => {
+                        Outcome::Resumable(Error::Incomplete(r.message))
+                    }
+                    RejectCode::Protocol => Outcome::Transfer(Err(Error::Incomplete(r.message))),
+                    _ => Outcome::Transfer(Err(Error::Other(anyhow!(r.message)))),
+                }
             }
         }
     }
@@ -351,8 +414,10 @@ impl Taker {
             kind: TransferKind::Stream,
             entries: vec![],
             skipped: Vec::new(),
+            update: false,
+            checksum: false,
         };
-        let mut t = match self.claim(offer) {
+        let mut t = match self.claim(offer, None) {
             Ok(t) => t,
             Err(r) => return self.refuse(s, client, r, false),
         };
@@ -367,7 +432,14 @@ impl Taker {
         });
         let start = Instant::now();
         let result = self.receive_raw(s, &mut t);
-        self.conclude(s, t, result, Kind::Raw, 0, start, false)
+        let end = End {
+            kind: Kind::Raw,
+            files: 0,
+            start,
+            framed: false,
+            cut: false,
+        };
+        self.conclude(s, t, result, end)
     }
 
     fn receive_raw(
@@ -483,6 +555,47 @@ impl Taker {
             wire_fail(e)
         }
     }
+}
+
+/// How a transfer ended, for [`Taker::conclude`].
+struct End {
+    kind: Kind,
+    files: u32,
+    start: Instant,
+    /// Pincat framing (a receipt is due), not raw mode.
+    framed: bool,
+    /// Cut short by the connection or the sender (not refused, not a lie).
+    cut: bool,
+}
+
+/// BASIS frames (what this taker has), then ACCEPT.
+fn accept(s: &mut Session, t: &store::Transfer) -> std::result::Result<(), WireError> {
+    let mut batch = Vec::new();
+    let mut len = 0;
+    for b in t.bases() {
+        if len + protocol::basis_len(&b) > protocol::MAX_CONTROL {
+            s.write_message(&Message::Basis(std::mem::take(&mut batch)))?;
+            len = 0;
+        }
+        len += protocol::basis_len(&b);
+        batch.push(b);
+    }
+    if !batch.is_empty() {
+        s.write_message(&Message::Basis(batch))?;
+    }
+    s.write_message(&Message::Accept)
+}
+
+/// Every file's digest as stored, in DIGESTS frames.
+fn send_digests(s: &mut Session, digests: &[Option<Hash>]) -> std::result::Result<(), WireError> {
+    let per = (protocol::MAX_CONTROL - protocol::digests_len(0)) / 33;
+    for (k, part) in digests.chunks(per).enumerate() {
+        s.write_message(&Message::Digests(Digests {
+            first: (k * per) as u32,
+            digests: part.to_vec(),
+        }))?;
+    }
+    Ok(())
 }
 
 fn wire_fail(e: WireError) -> Refusal {

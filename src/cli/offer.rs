@@ -87,6 +87,9 @@ pub struct GetArgs {
     /// Take symbolic links that point outside what is sent (an absolute target, or one that climbs out of its top-level directory); refused by default.
     #[arg(long)]
     pub allow_outside_links: bool,
+    /// Compare with the files already here: identical ones stay, changed ones are replaced atomically (only their changed chunks travel), new ones are added.
+    #[arg(long)]
+    pub update: bool,
     /// Identity and handshake limit.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -136,6 +139,8 @@ pub fn get(a: GetArgs) -> pincat::Result<()> {
     let keep = Keep {
         times: !a.no_times,
         outside_links: a.allow_outside_links,
+        allow_update: a.update,
+        update: a.update,
     };
     pincat::offer::get(&opts, &output, keep, a.output.events()).map(drop)
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pincat::{Links, Paths};
+use pincat::{Links, Paths, UpdateMode};
 
 /// Planning flags shared by `send` and `offer`.
 #[derive(Debug, Args)]
@@ -18,6 +18,12 @@ pub struct PathsArgs {
     /// Send what symbolic links inside the directories point to instead of the links (a link back to a directory being sent is skipped).
     #[arg(long)]
     pub follow_links: bool,
+    /// Compare with what the receiver has: identical files (same size and modification time) are skipped, changed ones send only their changed chunks and replace the old ones where the receiver allows it (`serve --allow-update`), new ones are added.
+    #[arg(long)]
+    pub update: bool,
+    /// With --update: compare content (chunk hashes) instead of size and modification time.
+    #[arg(long, requires = "update")]
+    pub checksum: bool,
 }
 
 impl PathsArgs {
@@ -30,6 +36,10 @@ impl PathsArgs {
                 (true, _) => Links::Skip,
                 (_, true) => Links::Follow,
                 _ => Links::Send,
+            },
+            sync: UpdateMode {
+                update: self.update,
+                checksum: self.checksum,
             },
         }
     }

@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Take symbolic links that point outside what is sent (an absolute target, or one that climbs out of its top-level directory); refused by default.
     #[arg(long)]
     pub allow_outside_links: bool,
+    /// Let a sender's `send --update` replace files that are here and differ (atomically, sending only the changed chunks); without it they are refused.
+    #[arg(long)]
+    pub allow_update: bool,
+    /// One-shot: after an interrupted transfer, keep listening this long for the sender to run its command again and resume ("0s": exit at once).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub resume_wait: Duration,
+    /// First remove the partial files kept for resumes in --out (the count is reported).
+    #[arg(long)]
+    pub clean: bool,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -90,7 +99,11 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
         keep: Keep {
             times: !a.no_times,
             outside_links: a.allow_outside_links,
+            allow_update: a.allow_update,
+            update: false,
         },
+        resume_wait: a.resume_wait,
+        clean: a.clean,
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {
         Ok(s) => s,

@@ -57,6 +57,7 @@ impl Event {
                 "peer": peer.to_string(), "bytes": bytes, "total": total}),
             Event::TransferDone(t) => json!({"event": "transfer-done", "peer": t.peer.to_string(),
                 "kind": t.kind.as_str(), "files": t.files, "bytes": t.bytes,
+                "resumed_bytes": t.resumed,
                 "duration_ms": t.duration.as_secs_f64() * 1000.0, "outcome": "ok"}),
             Event::Refused {
                 peer,
@@ -125,8 +126,12 @@ impl Event {
                 } else {
                     String::new()
                 };
+                let kept = match t.resumed {
+                    0 => String::new(),
+                    n => format!(" ({} already there, not sent)", human_bytes(n)),
+                };
                 format!(
-                    "pincat: done: {what}{} in {:.2} s ({}/s) with {}",
+                    "pincat: done: {what}{}{kept} in {:.2} s ({}/s) with {}",
                     human_bytes(t.bytes),
                     t.duration.as_secs_f64(),
                     human_bytes(rate(t.bytes, t.duration)),

@@ -3,7 +3,7 @@
 //! exactly the planned files or fails with "file changed while being read".
 
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -28,16 +28,16 @@ pub(super) struct Planned {
 /// A planned file on this machine.
 #[derive(Debug, Clone)]
 pub(super) struct Local {
-    at: Place,
-    planned: Stamp,
+    pub(super) at: Place,
+    pub(super) planned: Stamp,
 }
 
 /// A path twice: resolved for opening (no symbolic link the user named is
 /// left in it), and as the user wrote it, for messages.
 #[derive(Debug, Clone)]
-struct Place {
-    real: PathBuf,
-    shown: PathBuf,
+pub(super) struct Place {
+    pub(super) real: PathBuf,
+    pub(super) shown: PathBuf,
 }
 
 impl Place {
@@ -55,13 +55,13 @@ impl Place {
 pub(super) struct Stamp {
     dev: u64,
     ino: u64,
-    size: u64,
+    pub(super) size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
 }
 
 impl Stamp {
-    fn of(m: &Metadata) -> Stamp {
+    pub(super) fn of(m: &Metadata) -> Stamp {
         Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -74,7 +74,7 @@ impl Stamp {
     /// The file opened for sending is the one planned: same device, inode
     /// and size. Anything else (a file swapped in, one that was resized)
     /// would not match the offer.
-    fn same_file(&self, planned: &Stamp) -> bool {
+    pub(super) fn same_file(&self, planned: &Stamp) -> bool {
         (self.dev, self.ino, self.size) == (planned.dev, planned.ino, planned.size)
     }
 
@@ -82,13 +82,13 @@ impl Stamp {
     /// mtime and ctime; a timestamp the kernel keeps coarse can hide a write
     /// that lands in the same tick as the previous one (tar has the same
     /// limit), which is why the size and the byte count are checked too.
-    fn unchanged_since(&self, at_open: &Stamp) -> bool {
+    pub(super) fn unchanged_since(&self, at_open: &Stamp) -> bool {
         self == at_open
     }
 }
 
 /// The error for a file that is not what was planned; the wording is tar's.
-fn changed(path: &Path) -> io::Error {
+pub(super) fn changed(path: &Path) -> io::Error {
     io::Error::other(FileError(format!(
         "{}: file changed while being read; nothing was stored, send it again",
         path.display()
@@ -120,7 +120,7 @@ fn open_nofollow(path: &Path) -> io::Result<File> {
 /// the full path per directory, not per file, and one descriptor at a time.
 /// The last component is never followed, as with [`open_nofollow`].
 #[derive(Default)]
-struct Dirs {
+pub(super) struct Dirs {
     cur: Option<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
@@ -137,7 +137,7 @@ impl Dirs {
         }
     }
 
-    fn open(&mut self, real: &Path) -> io::Result<File> {
+    pub(super) fn open(&mut self, real: &Path) -> io::Result<File> {
         let (Some(parent), Some(leaf)) = (real.parent(), real.file_name()) else {
             return open_nofollow(real);
         };
@@ -455,108 +455,7 @@ fn walk_children(
     Ok(())
 }
 
-/// The planned files' contents back to back, exactly as announced: a file
-/// that is not the planned one, or that changed while it was read, is an
-/// error, never a torn or substituted copy.
-pub(super) struct FileSeq {
-    files: std::vec::IntoIter<Local>,
-    cur: Option<Reading>,
-    dirs: Dirs,
-}
-
-impl FileSeq {
-    pub(super) fn new(planned: &[Planned]) -> Self {
-        let files: Vec<Local> = planned.iter().filter_map(|p| p.local.clone()).collect();
-        FileSeq {
-            files: files.into_iter(),
-            cur: None,
-            dirs: Dirs::default(),
-        }
-    }
-}
-
-impl Read for FileSeq {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(r) = self.cur.as_mut() {
-                if r.left > 0 {
-                    return r.read_some(out);
-                }
-                r.finish()?;
-                self.cur = None;
-            }
-            let Some(local) = self.files.next() else {
-                return Ok(0);
-            };
-            self.cur = Some(Reading::open(local, &mut self.dirs)?);
-        }
-    }
-}
-
-/// One planned file, open and being read.
-struct Reading {
-    file: File,
-    /// As the user wrote it, for messages.
-    path: PathBuf,
-    at_open: Stamp,
-    left: u64,
-}
-
-impl Reading {
-    fn open(local: Local, dirs: &mut Dirs) -> io::Result<Reading> {
-        let (Place { real, shown: path }, planned) = (local.at, local.planned);
-        let file = match dirs.open(&real) {
-            Ok(f) => f,
-            // O_NOFOLLOW refused: the file was replaced by a symbolic link.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(changed(&path)),
-            Err(e) => return Err(file_error(&path, "cannot open", e)),
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| file_error(&path, "cannot read", e))?;
-        let at_open = Stamp::of(&meta);
-        if !meta.is_file() || !at_open.same_file(&planned) {
-            return Err(changed(&path));
-        }
-        Ok(Reading {
-            file,
-            path,
-            at_open,
-            left: planned.size,
-        })
-    }
-
-    fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let want = (out.len() as u64).min(self.left) as usize;
-        let n = match self.file.read(&mut out[..want]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => return Err(file_error(&self.path, "cannot read", e)),
-        };
-        if n == 0 {
-            // It ends before the planned size: it shrank.
-            return Err(changed(&self.path));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-
-    /// After the planned bytes: fstat shows the same size, mtime and ctime
-    /// as when the file was opened (no read past the planned size: a file
-    /// that grew has a new size).
-    fn finish(&mut self) -> io::Result<()> {
-        let now = self
-            .file
-            .metadata()
-            .map_err(|e| file_error(&self.path, "cannot read", e))?;
-        if !Stamp::of(&now).unchanged_since(&self.at_open) {
-            return Err(changed(&self.path));
-        }
-        Ok(())
-    }
-}
-
-fn file_error(path: &Path, what: &str, e: io::Error) -> io::Error {
+pub(super) fn file_error(path: &Path, what: &str, e: io::Error) -> io::Error {
     io::Error::new(
         e.kind(),
         FileError(format!("{what} {}: {e}", path.display())),

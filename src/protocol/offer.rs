@@ -61,12 +61,24 @@ pub struct Offer {
     /// What the giver found in the offered directories and does not send
     /// (symbolic links, special files), by name, so the taker can say so.
     pub skipped: Vec<String>,
+    /// `--update`: files the taker has already are compared, not refused.
+    pub update: bool,
+    /// `--checksum`: compare by content, not by size and time.
+    pub checksum: bool,
 }
 
 impl Offer {
     /// Total announced bytes (files only).
     pub fn total_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Whether the giver sends data before the taker's ACCEPT: for a
+    /// stream, or files of at most [`EARLY_DATA`](super::EARLY_DATA) bytes
+    /// without `--update`. Only an offer without early data gets BASIS.
+    pub fn early_data(&self) -> bool {
+        self.kind == TransferKind::Stream
+            || (!self.update && self.total_bytes() <= super::EARLY_DATA)
     }
 
     /// Number of regular files.
@@ -81,6 +93,7 @@ impl Offer {
             TransferKind::Stream => 0,
             TransferKind::Files => 1,
         });
+        v.push(u8::from(self.update) | u8::from(self.checksum) << 1);
         v.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
         for e in &self.entries {
             v.push(match (e.is_dir, &e.link) {
@@ -123,6 +136,10 @@ impl Offer {
             1 => TransferKind::Files,
             _ => return Err(M),
         };
+        let flags = r.u8().ok_or(M)?;
+        if flags & !3 != 0 || (kind == TransferKind::Stream && flags != 0) {
+            return Err(M);
+        }
         let count = r.u32().ok_or(M)? as usize;
         if count > MAX_ENTRIES || (kind == TransferKind::Stream && count != 0) {
             return Err(M);
@@ -185,6 +202,8 @@ impl Offer {
             kind,
             entries,
             skipped,
+            update: flags & 1 != 0,
+            checksum: flags & 2 != 0,
         })
     }
 }

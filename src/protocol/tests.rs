@@ -34,12 +34,16 @@ fn offer_round_trips() {
             entry("b", u64::MAX - 3),
         ],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     };
     assert_eq!(Offer::decode(&offer.encode()), Ok(offer.clone()));
     let stream = Offer {
         kind: TransferKind::Stream,
         entries: vec![],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     };
     assert_eq!(Offer::decode(&stream.encode()), Ok(stream));
 }
@@ -55,11 +59,13 @@ fn a_time_with_a_second_or_more_of_nanoseconds_or_an_unknown_flag_is_malformed()
         kind: TransferKind::Files,
         entries: vec![e],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     };
     let mut bytes = offer.encode();
-    // kind(1) count(4) is_dir(1) mode(4) size(8), then the time's flag,
-    // its seconds (8) and nanoseconds (4).
-    let nanos = 1 + 4 + 1 + 4 + 8 + 1 + 8;
+    // kind(1) flags(1) count(4) is_dir(1) mode(4) size(8), then the
+    // time's flag, its seconds (8) and nanoseconds (4).
+    let nanos = 1 + 1 + 4 + 1 + 4 + 8 + 1 + 8;
     bytes[nanos..nanos + 4].copy_from_slice(&1_000_000_000u32.to_be_bytes());
     assert!(Offer::decode(&bytes).is_err());
     let mut bytes = offer.encode();
@@ -73,6 +79,8 @@ fn offer_rejects_truncation_trailing_bytes_and_overflow() {
         kind: TransferKind::Files,
         entries: vec![entry("a", u64::MAX), entry("b", 1)],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     };
     let enc = offer.encode();
     assert_eq!(
@@ -84,6 +92,8 @@ fn offer_rejects_truncation_trailing_bytes_and_overflow() {
         kind: TransferKind::Files,
         entries: vec![entry("a", 1)],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     }
     .encode();
     for cut in 0..ok.len() {
@@ -101,6 +111,8 @@ fn offer_rejects_duplicates_and_file_as_parent() {
             kind: TransferKind::Files,
             entries: names.iter().map(|n| entry(n, 0)).collect(),
             skipped: Vec::new(),
+            update: false,
+            checksum: false,
         };
         assert!(matches!(
             Offer::decode(&offer.encode()),
@@ -329,4 +341,65 @@ fn counts_and_reject_round_trip() {
     assert!(msg.contains("x exists") && !msg.contains('\x1b'));
     let (_, msg) = decode_reject(&encode_reject(RejectCode::Io, "a\u{202E}b"));
     assert_eq!(msg, "a\\u{202e}b");
+}
+
+#[test]
+fn sync_frames_round_trip_and_refuse_what_does_not_fit() {
+    use crate::protocol::{Basis, BasisEntry, Digests, PlanEntry};
+    let basis = Message::Basis(vec![
+        BasisEntry {
+            file: 0,
+            basis: Basis::Unchanged,
+        },
+        BasisEntry {
+            file: 3,
+            basis: Basis::Have(vec![[7u8; 32], [9u8; 32]]),
+        },
+    ]);
+    let plan = Message::Plan(vec![PlanEntry {
+        file: 3,
+        send: vec![false, true, true, false, true, false, false, false, true],
+    }]);
+    let digests = Message::Digests(Digests {
+        first: 5,
+        digests: vec![None, Some([1u8; 32])],
+    });
+    for m in [basis, plan, digests] {
+        let f = m.encode();
+        let (t, len) = decode_header(f[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert_eq!(
+            Message::decode(t, f[HEADER_LEN..HEADER_LEN + len].to_vec()).unwrap(),
+            m
+        );
+    }
+    // Files out of order, a "have" of no chunks, a stray plan bit, a bad flag.
+    let bad = |t: FrameType, p: &[u8]| Message::decode(t, p.to_vec()).is_err();
+    assert!(bad(FrameType::Basis, &[0, 0, 0, 2, 1, 0, 0, 0, 1, 1]));
+    assert!(bad(FrameType::Basis, &[0, 0, 0, 1, 2, 0, 0, 0, 0]));
+    assert!(bad(FrameType::Plan, &[0, 0, 0, 1, 0, 0, 0, 3, 0b1000]));
+    assert!(bad(FrameType::Digests, &[0, 0, 0, 0, 0, 0, 0, 1, 2]));
+    let mut d = vec![0, 0, 0, 0, 0, 0, 0, 1, 0];
+    d.extend_from_slice(&[1u8; 32]);
+    assert!(
+        bad(FrameType::Digests, &d),
+        "no digest may hide behind flag 0"
+    );
+}
+
+#[test]
+fn update_flags_travel_in_the_offer_and_streams_have_none() {
+    let offer = Offer {
+        kind: TransferKind::Files,
+        entries: vec![entry("a", 1)],
+        skipped: Vec::new(),
+        update: true,
+        checksum: true,
+    };
+    assert_eq!(Offer::decode(&offer.encode()).unwrap(), offer);
+    assert!(!offer.early_data(), "an update waits for the taker's basis");
+    let mut bytes = offer.encode();
+    bytes[1] = 4;
+    assert!(Offer::decode(&bytes).is_err(), "unknown flag");
+    let stream = [0u8, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert!(Offer::decode(&stream).is_err(), "a stream with a flag");
 }

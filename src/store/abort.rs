@@ -18,6 +18,8 @@ impl Transfer {
             return;
         }
         self.done = true;
+        self.return_kept(false);
+        self.unreplace();
         let store = self.store.clone();
         let mut reg = lock(&store.walk);
         // Names first, while the held files and staged names still keep the
@@ -40,6 +42,17 @@ impl Transfer {
         drop(reg);
         self.store.release(self.reserved);
         self.reserved = 0;
+    }
+
+    /// Undoes it like [`Transfer::abort`], but first keeps every file it
+    /// wrote, whole or in part, for a resume (see `kept.rs`).
+    pub fn abort_keeping(&mut self) {
+        if self.done {
+            return;
+        }
+        self.keep_partials();
+        self.return_kept(true);
+        self.abort();
     }
 
     /// Removes the names this transfer linked, each only while it still

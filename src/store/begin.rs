@@ -8,10 +8,12 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
+use super::basis::changed_fail;
 use super::fail::{exists_fail, io_fail, walk_fail};
 use super::walk::{Walker, split_parent};
 use super::{
-    Base, Fail, Holding, MAX_HELD, Made, Registry, STATE_DIR, Store, Transfer, lock, state,
+    Base, Fail, FileBasis, Holding, MAX_HELD, Made, Registry, STATE_DIR, Store, Transfer, lock,
+    state,
 };
 use crate::protocol::{Offer, RejectCode, TransferKind, escape_name};
 use crate::sys::{self, Kind, Stat};
@@ -19,8 +21,23 @@ use crate::sys::{self, Kind, Stat};
 impl Store {
     /// Checks an accepted offer against the disk and prepares to receive it.
     /// Nothing is visible under the output until [`Transfer::commit`].
+    #[cfg(test)]
     pub fn begin(self: &Arc<Self>, offer: Offer) -> Result<Transfer, Fail> {
+        self.begin_for(offer, None)
+    }
+
+    /// [`Store::begin`] for a peer whose partial files are kept under
+    /// `secret` (see `kept.rs`): a resume builds on them.
+    pub fn begin_for(
+        self: &Arc<Self>,
+        mut offer: Offer,
+        secret: Option<crate::digest::Hash>,
+    ) -> Result<Transfer, Fail> {
+        if offer.kind == TransferKind::Files && self.update {
+            offer.update = true;
+        }
         let mut t = Transfer::new(self.clone(), offer);
+        t.secret = secret;
         t.check_links()?;
         match t.offer.kind {
             TransferKind::Stream => t.begin_stream()?,
@@ -98,19 +115,24 @@ impl Transfer {
             drop(reg);
             if self.can_rename() {
                 self.make_tree(tops)?;
-                self.left = self.size_of(0);
+                self.find_kept();
                 return Ok(());
             }
         }
         self.check_and_make(&store, root.as_fd())?;
+        // A file `--update` may replace is swapped in from a staged name.
+        let replaces = self
+            .bases
+            .iter()
+            .any(|b| matches!(b, FileBasis::Existing { .. }));
         if !matches!(self.holding, Holding::Staged { .. }) {
-            self.holding = if many {
+            self.holding = if many || replaces {
                 self.stage(&mut lock(&store.walk))?
             } else {
                 Holding::Held((0..self.files.len()).map(|_| None).collect())
             };
         }
-        self.left = self.size_of(0);
+        self.find_kept();
         Ok(())
     }
 
@@ -123,9 +145,14 @@ impl Transfer {
         let implicit = (0o777 & !umask) | 0o700;
         let mut w = Walker::new(root);
         let mut made: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut changed = Vec::new();
+        let mut file_no = 0;
         for i in 0..self.offer.entries.len() {
             let mut reg = lock(&store.walk);
             let e = &self.offer.entries[i];
+            if e.is_file() {
+                file_no += 1;
+            }
             let target = if e.is_dir {
                 e.name.as_str()
             } else {
@@ -155,7 +182,8 @@ impl Transfer {
                     })?;
                 }
             } else {
-                let leaf = OsStr::new(split_parent(&e.name).1);
+                let (ename, is_file) = (e.name.clone(), e.is_file());
+                let leaf = OsStr::new(split_parent(&ename).1);
                 match sys::stat_at(w.fd(), leaf) {
                     Ok(None) => {}
                     Ok(Some(s)) if s.kind == Kind::Symlink => {
@@ -163,14 +191,26 @@ impl Transfer {
                             RejectCode::Exists,
                             format!(
                                 "{} exists on the receiver as a symbolic link; it is never followed or overwritten",
-                                escape_name(&e.name)
+                                escape_name(&ename)
                             ),
                         ));
                     }
-                    Ok(Some(_)) => return Err(exists_fail(&escape_name(&e.name))),
+                    Ok(Some(s)) if self.offer.update && s.kind == Kind::File && is_file => {
+                        self.compare_existing(w.fd(), leaf, file_no - 1, s, &mut changed)?;
+                    }
+                    Ok(Some(s)) if self.offer.update && s.kind == Kind::Dir && is_file => {
+                        return Err((
+                            RejectCode::Exists,
+                            format!(
+                                "{} is a directory on the receiver and a file on the sender; nothing was stored",
+                                escape_name(&ename)
+                            ),
+                        ));
+                    }
+                    Ok(Some(_)) => return Err(exists_fail(&escape_name(&ename))),
                     Err(err) => {
                         return Err(io_fail(
-                            format!("cannot check {}", escape_name(&e.name)),
+                            format!("cannot check {}", escape_name(&ename)),
                             err,
                         ));
                     }
@@ -178,6 +218,53 @@ impl Transfer {
             }
             self.mark_in_use(&mut reg, key);
         }
+        if !changed.is_empty() {
+            return Err(changed_fail(&changed));
+        }
+        Ok(())
+    }
+
+    /// `--update` meets a file that is there: the quick check (same size
+    /// and modification time) leaves it as it is; otherwise, when the
+    /// receiver may replace it or content is compared (`--checksum`), its
+    /// chunks are hashed for the sender to compare; else it is a changed
+    /// file, and the transfer is refused.
+    fn compare_existing(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        leaf: &OsStr,
+        f: usize,
+        st: Stat,
+        changed: &mut Vec<String>,
+    ) -> Result<(), Fail> {
+        let e = &self.offer.entries[self.files[f] as usize];
+        let name = escape_name(&e.name);
+        let quick = st.size == e.size && e.mtime.is_some_and(|t| (t.secs, t.nanos) == st.mtime);
+        if (quick && !self.offer.checksum) || (e.size == 0 && st.size == 0) {
+            self.bases[f] = FileBasis::Unchanged;
+            return Ok(());
+        }
+        if !self.store.allow_update && !self.offer.checksum {
+            changed.push(name);
+            return Ok(());
+        }
+        let fail = |err| io_fail(format!("cannot read {name} to compare it"), err);
+        let mut file = sys::open_read_at(dir, leaf)
+            .map_err(fail)?
+            .ok_or_else(|| fail(std::io::Error::from_raw_os_error(libc::ENOENT)))?;
+        let now = sys::stat_fd(file.as_fd()).map_err(fail)?;
+        if !now.same(&st) || now.kind != Kind::File {
+            return Err((
+                RejectCode::Io,
+                format!("{name} changed on the receiver while it was compared; nothing was stored"),
+            ));
+        }
+        let hashes = crate::digest::hash_prefix(&mut file, e.size, st.size).map_err(fail)?;
+        self.bases[f] = FileBasis::Existing {
+            file,
+            stat: st,
+            hashes,
+        };
         Ok(())
     }
 

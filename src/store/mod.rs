@@ -41,9 +41,11 @@ pub type Fail = (RejectCode, String);
 pub const MAX_HELD: usize = 16;
 
 mod abort;
+mod basis;
 mod begin;
 mod commit;
 mod fail;
+mod kept;
 mod links;
 mod root;
 mod space;
@@ -54,6 +56,7 @@ mod write;
 mod write_behind;
 
 use commit::tree::Tree;
+pub use kept::{secret_of_code, secret_of_key};
 pub use root::Keep;
 pub use state::STATE_DIR;
 use state::StateDir;
@@ -107,6 +110,12 @@ pub struct Store {
     times: bool,
     /// Whether symbolic links may point outside what is sent.
     outside_links: bool,
+    /// Whether files that are there and differ may be replaced
+    /// (`serve --allow-update`, `get --update`).
+    allow_update: bool,
+    /// Whether every offer is compared with what is there, as with the
+    /// sender's `--update` (`get --update`).
+    update: bool,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
@@ -157,10 +166,55 @@ struct Made {
     stat: Stat,
 }
 
+/// What the receiver builds one offered file on.
+enum FileBasis {
+    /// Nothing: every byte comes.
+    New,
+    /// The quick check found it as sent: it stays as it is.
+    Unchanged,
+    /// A partial file kept from an interrupted transfer with this peer:
+    /// the file (until it is used) and its name of this process's own in
+    /// the kept directory (until it is moved from there).
+    Kept {
+        file: Option<File>,
+        own: Option<OsString>,
+        hashes: Vec<crate::digest::Hash>,
+    },
+    /// The file that is there, which `--update` replaces (or keeps, when
+    /// every chunk matched).
+    Existing {
+        file: File,
+        stat: Stat,
+        hashes: Vec<crate::digest::Hash>,
+    },
+}
+
 /// One transfer in progress.
 pub struct Transfer {
     store: Arc<Store>,
     offer: Offer,
+    /// The admitted peer's resume secret (kept partial files are named by it).
+    secret: Option<crate::digest::Hash>,
+    /// The kept directory, once looked for or made.
+    kept: Option<OwnedFd>,
+    /// Per file (data order): what the receiver builds it on.
+    bases: Vec<FileBasis>,
+    /// Per file: the chunks the sender sends, for files with a basis.
+    plans: Vec<Option<Vec<bool>>>,
+    /// PLAN entries received.
+    planned: usize,
+    /// The current file's ranges still to come, last first (`None`: not
+    /// started).
+    ranges: Option<Vec<(u64, u64)>>,
+    /// Hashes the current file's chunks.
+    chunker: Option<crate::digest::Chunker>,
+    /// Per file: its digest as stored.
+    digests: Vec<Option<crate::digest::Hash>>,
+    /// Files whose file was made so far (they are made in order).
+    opened: usize,
+    /// Files `--update` replaced at commit: (file, device, inode of the
+    /// new one); an undo swaps the old one back.
+    replaced: Vec<(u32, u64, u64)>,
     /// The directory files go into, while the transfer lives.
     root: Option<OwnedFd>,
     /// For a stream into a file: its name in `root`.
@@ -193,9 +247,20 @@ impl Transfer {
         let files: Vec<u32> = (0..offer.entries.len() as u32)
             .filter(|&i| offer.entries[i as usize].is_file())
             .collect();
+        let n = files.len();
         Transfer {
             store,
             offer,
+            secret: None,
+            kept: None,
+            bases: (0..n).map(|_| FileBasis::New).collect(),
+            plans: vec![None; n],
+            planned: 0,
+            ranges: None,
+            chunker: None,
+            digests: vec![None; n],
+            opened: 0,
+            replaced: Vec::new(),
             root: None,
             stream_name: None,
             holding: Holding::Stdout,

@@ -60,19 +60,32 @@ impl Store {
             renames: AtomicU8::new(0),
             times: true,
             outside_links: false,
+            allow_update: false,
+            update: false,
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             state::sweep(fd.as_fd());
+            super::kept::sweep(fd.as_fd(), false);
         }
         Ok(store)
     }
 }
 
 impl Store {
+    /// Removes every partial file kept for resumes in the output; how many.
+    pub fn clean_kept(&self) -> usize {
+        match &self.base {
+            Base::Dir(fd) | Base::Stdout(fd) => super::kept::sweep(fd.as_fd(), true),
+            _ => 0,
+        }
+    }
+
     /// What the store keeps of the sender's tree beyond its bytes.
     pub fn keeping(mut self, keep: Keep) -> Store {
         self.times = keep.times;
         self.outside_links = keep.outside_links;
+        self.allow_update = keep.allow_update;
+        self.update = keep.update;
         self
     }
 }
@@ -85,6 +98,13 @@ pub struct Keep {
     /// Symbolic links that point outside what is sent (absolute, or out
     /// of their top-level entry): refused unless `--allow-outside-links`.
     pub outside_links: bool,
+    /// Files that are there and differ may be replaced (`serve
+    /// --allow-update`, `get --update`); without it a sender's `--update`
+    /// only adds new files and leaves identical ones.
+    pub allow_update: bool,
+    /// Every offer is compared with what is there, as a sender's
+    /// `--update` asks (`get --update`).
+    pub update: bool,
 }
 
 impl Default for Keep {
@@ -92,6 +112,8 @@ impl Default for Keep {
         Keep {
             times: true,
             outside_links: false,
+            allow_update: false,
+            update: false,
         }
     }
 }

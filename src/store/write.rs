@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::AsFd;
 
 use super::fail::{io_fail, walk_fail};
@@ -29,11 +29,14 @@ impl Transfer {
         }
         while !data.is_empty() {
             while self.left == 0 {
-                self.next_file()?;
+                self.advance()?;
             }
             let n = (data.len() as u64).min(self.left) as usize;
             let r = self.current_file()?.write_all(&data[..n]);
             r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
+            if let Some(c) = self.chunker.as_mut() {
+                c.update(&data[..n]);
+            }
             self.left -= n as u64;
             self.account(n as u64);
             data = &data[n..];
@@ -65,11 +68,14 @@ impl Transfer {
         let mut rest = &mut rest[..];
         while total > 0 {
             while self.left == 0 {
-                self.next_file()?;
+                self.advance()?;
             }
             let n = (total as u64).min(self.left) as usize;
             let r = write_prefix(self.current_file()?, rest, n);
             r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
+            if let Some(c) = self.chunker.as_mut() {
+                hash_prefix(c, rest, n);
+            }
             self.left -= n as u64;
             self.account(n as u64);
             io::IoSlice::advance_slices(&mut rest, n);
@@ -95,55 +101,117 @@ impl Transfer {
         })
     }
 
-    /// The file receiving data now, created on first use.
+    /// The file receiving data now, made on first use (from the kept
+    /// partial file when there is one).
     fn current_file(&mut self) -> Result<&mut File, Fail> {
-        let Some(&entry) = self.files.get(self.current) else {
+        if self.current >= self.files.len() {
             return Err((
                 RejectCode::Protocol,
                 "the sender sent more bytes than it announced".into(),
             ));
+        }
+        if self.opened <= self.current {
+            self.make_current()?;
+        }
+        let f = match &mut self.holding {
+            Holding::Held(v) => v[self.current].as_mut(),
+            Holding::Staged { open, .. } => open.as_mut(),
+            Holding::Stdout => None,
         };
+        f.ok_or((RejectCode::Io, "file missing".into()))
+    }
+
+    /// Makes the current file: new, or the kept partial file moved into
+    /// place; then gets it ready for its data (see `prepare`).
+    fn make_current(&mut self) -> Result<(), Fail> {
+        let (cur, entry) = (self.current, self.files[self.current]);
         // Its final mode from the start: the staging directory is private.
-        let staged_mode = self.file_mode(self.current);
-        let raw = self.offer.entries[entry as usize].name.as_str();
-        let fail = |e| io_fail(format!("cannot create {}", escape_name(raw)), e);
+        let staged_mode = self.file_mode(cur);
+        let raw = self.offer.entries[entry as usize].name.clone();
+        let fail = |e| io_fail(format!("cannot create {}", escape_name(&raw)), e);
+        let kept_fd = self.kept.as_ref().and_then(|k| sys::dup(k.as_fd()).ok());
+        let taken = self.take_kept(cur);
+        let mut moved = false;
+        let file = match (&mut self.holding, taken, kept_fd) {
+            (Holding::Held(_), Some((f, _)), _) => f,
+            (Holding::Held(_), None, _) => {
+                let store = self.store.clone();
+                let _g = lock(&store.walk);
+                let mut w = Walker::new(out_dir(&self.root)?);
+                let parent = split_parent(&raw).0;
+                w.goto(parent, None).map_err(|e| walk_fail(&raw, e))?;
+                sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?
+            }
+            (Holding::Staged { sub, tree, .. }, Some((f, own)), Some(kept)) => {
+                match tree {
+                    Some(t) => t.adopt(sub.as_fd(), &raw, kept.as_fd(), &own),
+                    None => sys::rename_noreplace(
+                        kept.as_fd(),
+                        &own,
+                        sub.as_fd(),
+                        OsStr::new(&cur.to_string()),
+                    ),
+                }
+                .map_err(fail)?;
+                moved = true;
+                f
+            }
+            (Holding::Staged { sub, tree, .. }, _, _) => match tree {
+                Some(t) => t.create(sub.as_fd(), &raw, staged_mode),
+                None => sys::create_new_at(sub.as_fd(), OsStr::new(&cur.to_string()), staged_mode),
+            }
+            .map_err(fail)?,
+            (Holding::Stdout, _, _) => return Err((RejectCode::Io, "no file".into())),
+        };
+        if moved {
+            self.kept_moved(cur);
+        }
+        self.opened = cur + 1;
+        self.prepare(cur, &file)?;
         match &mut self.holding {
-            Holding::Held(v) => {
-                if v[self.current].is_none() {
-                    let store = self.store.clone();
-                    let _g = lock(&store.walk);
-                    let mut w = Walker::new(out_dir(&self.root)?);
-                    let parent = split_parent(raw).0;
-                    w.goto(parent, None).map_err(|e| walk_fail(raw, e))?;
-                    v[self.current] = Some(sys::tmpfile_in(w.fd(), 0o600).map_err(fail)?);
-                }
-                v[self.current]
-                    .as_mut()
-                    .ok_or((RejectCode::Io, "file missing".into()))
-            }
-            Holding::Staged {
-                sub, open, tree, ..
-            } => {
-                if open.is_none() {
-                    let f = match tree {
-                        Some(t) => t.create(sub.as_fd(), raw, staged_mode),
-                        None => sys::create_new_at(
-                            sub.as_fd(),
-                            OsStr::new(&self.current.to_string()),
-                            staged_mode,
-                        ),
-                    }
-                    .map_err(fail)?;
-                    *open = Some(f);
-                }
-                open.as_mut().ok_or((RejectCode::Io, "file missing".into()))
-            }
-            Holding::Stdout => Err((RejectCode::Io, "no file".into())),
+            Holding::Held(v) => v[cur] = Some(file),
+            Holding::Staged { open, .. } => *open = Some(file),
+            Holding::Stdout => {}
+        }
+        Ok(())
+    }
+
+    /// Moves on to the next range of the current file, or to the next file.
+    fn advance(&mut self) -> Result<(), Fail> {
+        if self.current >= self.files.len() {
+            return Err((
+                RejectCode::Protocol,
+                "the sender sent more bytes than it announced".into(),
+            ));
+        }
+        self.start_file();
+        let Some((a, b)) = self.ranges.as_mut().and_then(Vec::pop) else {
+            return self.next_file();
+        };
+        // Only a file built on a basis skips: the others are written in order.
+        if self.plans[self.current].is_some() {
+            let r = self.current_file()?.seek(io::SeekFrom::Start(a));
+            r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
+        }
+        if let Some(c) = self.chunker.as_mut() {
+            c.seek(a);
+        }
+        self.left = b - a;
+        Ok(())
+    }
+
+    /// The current file's ranges and chunker, unless already started.
+    fn start_file(&mut self) {
+        if self.ranges.is_none() {
+            let mut r = self.file_ranges(self.current);
+            r.reverse();
+            self.ranges = Some(r);
+            self.chunker = Some(self.chunker_for(self.current));
         }
     }
 
-    /// Closes the current file (making sure it exists, even when empty) and
-    /// moves to the next.
+    /// Closes the current file (making sure it exists, even when empty,
+    /// unless the receiver keeps the one it has) and moves to the next.
     fn next_file(&mut self) -> Result<(), Fail> {
         if self.current >= self.files.len() {
             return Err((
@@ -151,7 +219,10 @@ impl Transfer {
                 "the sender sent more bytes than it announced".into(),
             ));
         }
-        self.current_file()?;
+        self.start_file();
+        if !self.keeps_existing(self.current) {
+            self.current_file()?;
+        }
         let closing = match &mut self.holding {
             // One descriptor at a time: the staged file is named, so close it.
             Holding::Staged { open, .. } => open.take(),
@@ -168,14 +239,11 @@ impl Transfer {
             }
             self.stamp_file(f.as_fd(), self.current)?;
         }
+        self.seal_digest(self.current);
         self.current += 1;
-        if self.current > self.files.len() {
-            return Err((
-                RejectCode::Protocol,
-                "the sender sent more bytes than it announced".into(),
-            ));
-        }
-        self.left = self.size_of(self.current);
+        self.ranges = None;
+        self.chunker = None;
+        self.left = 0;
         Ok(())
     }
 
@@ -202,13 +270,13 @@ impl Transfer {
         if self.offer.kind == TransferKind::Stream {
             return Ok(());
         }
-        if files != self.offer.file_count() || bytes != self.offer.total_bytes() {
+        let expected = self.expected_bytes();
+        if files != self.offer.file_count() || bytes != expected {
             return Err((
                 RejectCode::Protocol,
                 format!(
-                    "the sender announced {} file(s) and {} bytes but ended after {files} and {bytes}",
+                    "the sender announced {} file(s) and {expected} bytes but ended after {files} and {bytes}",
                     self.offer.file_count(),
-                    self.offer.total_bytes()
                 ),
             ));
         }
@@ -216,6 +284,18 @@ impl Transfer {
             self.next_file()?;
         }
         Ok(())
+    }
+}
+
+/// Hashes exactly the first `n` bytes of `bufs`.
+fn hash_prefix(c: &mut crate::digest::Chunker, bufs: &[io::IoSlice<'_>], mut n: usize) {
+    for b in bufs {
+        if n == 0 {
+            break;
+        }
+        let k = b.len().min(n);
+        c.update(&b[..k]);
+        n -= k;
     }
 }
 

@@ -106,6 +106,19 @@ pub fn open_read_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File
     }
 }
 
+/// Opens the existing regular file `name` in `dir` to read and write,
+/// never through a symbolic link; `None` if it does not exist.
+pub fn open_rw_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File>> {
+    let c = cstr(name)?;
+    let flags =
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, c.as_c_str(), flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `name` in `dir` as `fstatat` sees it without following a symbolic
 /// link, once `faccessat` (effective ids, as `open` checks) says this
 /// process may read it: two calls where open, fstat and close are three
@@ -227,6 +240,32 @@ pub fn rename_noreplace(
     })
 }
 
+/// Renames `from` in `from_dir` to `to` in `to_dir`, atomically
+/// replacing whatever file `to` names (never following a link).
+pub fn rename_between(
+    from_dir: BorrowedFd<'_>,
+    from: &OsStr,
+    to_dir: BorrowedFd<'_>,
+    to: &OsStr,
+) -> io::Result<()> {
+    two_names(from, to, |f, t| {
+        rustix::fs::renameat(from_dir, f, to_dir, t)
+    })
+}
+
+/// Swaps the two names atomically: each then names what the other did.
+pub fn rename_exchange(
+    a_dir: BorrowedFd<'_>,
+    a: &OsStr,
+    b_dir: BorrowedFd<'_>,
+    b: &OsStr,
+) -> io::Result<()> {
+    let exchange = rustix::fs::RenameFlags::EXCHANGE;
+    two_names(a, b, |f, t| {
+        rustix::fs::renameat_with(a_dir, f, b_dir, t, exchange)
+    })
+}
+
 /// Runs `op` on two names made C strings.
 fn two_names(
     a: &OsStr,
@@ -276,6 +315,12 @@ pub struct Stat {
     pub perm: u32,
     /// Hard links (2 for a directory without subdirectories).
     pub nlink: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification: seconds and nanoseconds.
+    pub mtime: (i64, u32),
+    /// Last status change, in seconds (renames and links move it).
+    pub ctime: i64,
 }
 
 impl Stat {
@@ -299,6 +344,9 @@ fn to_stat(st: &rustix::fs::Stat) -> Stat {
         uid: st.st_uid as _,
         perm: st.st_mode & 0o7777,
         nlink: st.st_nlink as _,
+        size: st.st_size as _,
+        mtime: (st.st_mtime as _, st.st_mtime_nsec as _),
+        ctime: st.st_ctime as _,
     }
 }
 

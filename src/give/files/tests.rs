@@ -2,7 +2,8 @@
 //! changed, resized or replaced while they are sent.
 
 use super::*;
-use std::io::{Seek, SeekFrom, Write};
+use crate::give::reader::FileSeq;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::{Duration, SystemTime};
 
 const LEN: usize = 300 * 1024;

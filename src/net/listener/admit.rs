@@ -47,6 +47,9 @@ pub struct Admitted {
     pub session: Session,
     /// The dialer's certificate fingerprint.
     pub client: Option<Fingerprint>,
+    /// What its partial files are kept under for a resume: the code it
+    /// proved, else its key.
+    pub secret: Option<crate::digest::Hash>,
     _serving: Serving,
 }
 
@@ -115,9 +118,17 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
         fingerprint: client,
         tls: s.tls_info().clone(),
     });
+    let secret = match &spec.gate {
+        Some(g) => Some(crate::store::secret_of_code(
+            &spec.fingerprint,
+            g.code().as_str(),
+        )),
+        None => client.as_ref().map(crate::store::secret_of_key),
+    };
     Some(Admitted {
         session: s,
         client,
+        secret,
         _serving: serving,
     })
 }

@@ -55,6 +55,9 @@ impl Transfer {
         // abort then takes exactly those back).
         let mut linked = Vec::new();
         let r = v.iter().enumerate().try_for_each(|(i, f)| {
+            if f.is_none() && self.keeps_existing(i) {
+                return Ok(());
+            }
             let entry = self.files[i];
             let name = &self.offer.entries[entry as usize].name;
             let (parent, leaf) = split_parent(name);

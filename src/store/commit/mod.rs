@@ -82,6 +82,7 @@ impl Transfer {
         });
         if r.is_ok() {
             self.done = true;
+            self.forget_kept();
             self.release_all();
         }
         r

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::protocol::{RejectCode, escape_name};
 use crate::store::fail::{io_fail, link_fail, walk_fail};
 use crate::store::walk::{MAX_WALK_FDS, Walker, split_parent};
-use crate::store::{Fail, Holding, Registry, StateDir, Transfer, lock, out_dir, state};
+use crate::store::{Fail, FileBasis, Holding, Registry, StateDir, Transfer, lock, out_dir, state};
 use crate::sys::{self, Kind};
 
 /// How deep a staging directory's tree can go: a staged tree is at most
@@ -108,7 +108,11 @@ impl Transfer {
         let mut w = Walker::new(root);
         // What was placed is recorded even when a later one fails.
         let mut linked = Vec::new();
+        let mut replaced = Vec::new();
         let r = self.files.iter().enumerate().try_for_each(|(i, &entry)| {
+            if self.keeps_existing(i) {
+                return Ok(());
+            }
             let name = &self.offer.entries[entry as usize].name;
             let (parent, leaf) = split_parent(name);
             let staged = i.to_string();
@@ -117,14 +121,42 @@ impl Transfer {
             let st = sys::stat_at(sub.as_fd(), staged)
                 .map_err(sync_fail)?
                 .ok_or((RejectCode::Io, "a staged file vanished".into()))?;
+            if let FileBasis::Existing { stat, .. } = &self.bases[i] {
+                replace(sub.as_fd(), staged, w.fd(), OsStr::new(leaf), stat, name)?;
+                replaced.push((i as u32, st.dev, st.ino));
+                return Ok(());
+            }
             place_staged(sub.as_fd(), staged, w.fd(), OsStr::new(leaf))
                 .map_err(|e| link_fail(&escape_name(name), e))?;
             linked.push((entry, st.dev, st.ino));
             Ok(())
         });
         self.linked = linked;
+        self.replaced = replaced;
         r?;
         sys::syncfs(root).map_err(sync_fail)
+    }
+
+    /// Puts back the files `--update` replaced (each still kept under its
+    /// staged name), where the new one still has the name.
+    pub(in crate::store) fn unreplace(&mut self) {
+        let (Some(root), Holding::Staged { sub, .. }) = (&self.root, &self.holding) else {
+            return;
+        };
+        let mut w = Walker::new(root.as_fd());
+        for &(i, dev, ino) in self.replaced.iter().rev() {
+            let name = &self.offer.entries[self.files[i as usize] as usize].name;
+            let (parent, leaf) = split_parent(name);
+            if w.goto(parent, None).is_err() {
+                continue;
+            }
+            let leaf = OsStr::new(leaf);
+            if matches!(sys::stat_at(w.fd(), leaf), Ok(Some(s)) if (s.dev, s.ino) == (dev, ino)) {
+                let staged = i.to_string();
+                let _ = sys::rename_exchange(sub.as_fd(), OsStr::new(&staged), w.fd(), leaf);
+            }
+        }
+        self.replaced.clear();
     }
 
     /// Removes this transfer's staging directory (what is still in it was
@@ -148,6 +180,35 @@ impl Transfer {
         let _ = sys::unlink_at(state.as_fd(), &name, true);
         if let Some(root) = &self.root {
             state::release(&mut reg.states, state.as_fd(), root.as_fd());
+        }
+    }
+}
+
+/// Swaps the staged new version in for the file `--update` compared
+/// (`old`): in one step, so a reader sees the old file or the new one,
+/// never a mix. The old one then waits under the staged name until the
+/// transfer ends (an undo swaps it back). A file that is no longer the
+/// one compared is swapped back, and the transfer fails.
+fn replace(
+    sub: BorrowedFd<'_>,
+    staged: &OsStr,
+    dir: BorrowedFd<'_>,
+    leaf: &OsStr,
+    old: &sys::Stat,
+    name: &str,
+) -> Result<(), Fail> {
+    sys::rename_exchange(sub, staged, dir, leaf).map_err(|e| link_fail(&escape_name(name), e))?;
+    match sys::stat_at(sub, staged) {
+        Ok(Some(s)) if s.same(old) => Ok(()),
+        _ => {
+            let _ = sys::rename_exchange(sub, staged, dir, leaf);
+            Err((
+                RejectCode::Io,
+                format!(
+                    "{} changed on the receiver during the update; it was not replaced",
+                    escape_name(name)
+                ),
+            ))
         }
     }
 }

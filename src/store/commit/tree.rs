@@ -51,6 +51,24 @@ impl Tree {
         let dir = self.dir.as_ref().map(|(_, fd)| fd.as_fd()).unwrap_or(sub);
         sys::create_new_at(dir, OsStr::new(leaf), mode)
     }
+
+    /// Moves the kept partial file `own` (in `kept`) to the staged name
+    /// `name` (its directories exist already), never replacing anything.
+    pub(in crate::store) fn adopt(
+        &mut self,
+        sub: BorrowedFd<'_>,
+        name: &str,
+        kept: BorrowedFd<'_>,
+        own: &OsStr,
+    ) -> io::Result<()> {
+        let (parent, leaf) = split_parent(name);
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.dir = None;
+            self.dir = Some((parent.to_owned(), sys::open_dir_beneath(sub, parent)?));
+        }
+        let dir = self.dir.as_ref().map(|(_, fd)| fd.as_fd()).unwrap_or(sub);
+        sys::rename_noreplace(kept, own, dir, OsStr::new(leaf))
+    }
 }
 
 impl Transfer {

@@ -60,6 +60,8 @@ fn files(entries: Vec<Entry>) -> Offer {
         kind: TransferKind::Files,
         entries,
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     }
 }
 
@@ -68,6 +70,8 @@ fn stream() -> Offer {
         kind: TransferKind::Stream,
         entries: vec![],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     }
 }
 

@@ -178,7 +178,11 @@ impl HandSender {
     pub fn end(mut self, files: u32, bytes: u64) -> (FrameType, String) {
         let end = frame(FrameType::End, &protocol::encode_counts(files, bytes));
         self.write(&end).unwrap();
-        let (t, p) = self.read_frame();
+        let (mut t, mut p) = self.read_frame();
+        // The digests of what was stored come before the receipt.
+        while t == FrameType::Digests {
+            (t, p) = self.read_frame();
+        }
         let msg = match t {
             FrameType::Error | FrameType::Reject => protocol::decode_reject(&p).1,
             _ => String::new(),

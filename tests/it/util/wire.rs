@@ -37,6 +37,8 @@ pub fn files(entries: Vec<Entry>) -> Offer {
         kind: TransferKind::Files,
         entries,
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     }
 }
 
@@ -46,6 +48,8 @@ pub fn stream() -> Offer {
         kind: TransferKind::Stream,
         entries: vec![],
         skipped: Vec::new(),
+        update: false,
+        checksum: false,
     }
 }
 

@@ -1,0 +1,270 @@
+//! Reading the planned files for sending: each file's chunks that the taker
+//! needs (all of them unless it has a basis), back to back, hashed on the
+//! way so the sender knows every file's digest; a file that is not the
+//! planned one, or that changed while it was read, is an error, never a
+//! torn or substituted copy.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use super::files::{Dirs, Local, Planned, Stamp, changed, file_error};
+use crate::digest::{self, Chunker, Hash};
+
+/// What of one file is sent.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Part {
+    /// All of it (no basis at the taker).
+    #[default]
+    All,
+    /// Nothing: the taker keeps what it has (same size and time).
+    Skip,
+    /// The chunks flagged true; the others the taker has, and their hashes
+    /// are known here from when the file was compared.
+    Chunks {
+        send: Vec<bool>,
+        known: Vec<Hash>,
+        /// The file as it was when compared: it must not change until sent.
+        compared: Stamp,
+    },
+}
+
+/// The planned files' chunks back to back, exactly as planned.
+pub(super) struct FileSeq {
+    files: Vec<Local>,
+    parts: Vec<Part>,
+    next: usize,
+    cur: Option<Reading>,
+    dirs: Dirs,
+    /// Each file's digest once read (`None`: skipped, or not read yet).
+    digests: Vec<Option<Hash>>,
+}
+
+impl FileSeq {
+    pub(super) fn new(planned: &[Planned]) -> Self {
+        let files: Vec<Local> = planned.iter().filter_map(|p| p.local.clone()).collect();
+        let n = files.len();
+        FileSeq {
+            files,
+            parts: vec![Part::All; n],
+            next: 0,
+            cur: None,
+            dirs: Dirs::default(),
+            digests: vec![None; n],
+        }
+    }
+
+    /// How many files there are.
+    pub(super) fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// The planned size of file `i`.
+    pub(super) fn size(&self, i: usize) -> u64 {
+        self.files[i].planned.size
+    }
+
+    /// Sets what of file `i` is sent.
+    pub(super) fn set_part(&mut self, i: usize, part: Part) {
+        self.parts[i] = part;
+    }
+
+    /// Bytes that will be sent, after the parts were set.
+    pub(super) fn to_send(&self) -> u64 {
+        (0..self.files.len())
+            .map(|i| {
+                ranges(&self.parts[i], self.size(i))
+                    .iter()
+                    .map(|(a, b)| b - a)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// The hashes of the first `n` chunks of file `i` (its planned file,
+    /// checked as when sending), and the file's stamp when hashed.
+    pub(super) fn hash_prefix(&mut self, i: usize, n: usize) -> io::Result<(Vec<Hash>, Stamp)> {
+        let size = self.size(i);
+        let have = match digest::chunk_range(size, n as u64) {
+            (start, _) if (n as u64) < digest::chunk_count(size) => start,
+            _ => size,
+        };
+        let mut r = Reading::open(self.files[i].clone(), &mut self.dirs, None, &Part::All)?;
+        let path = r.path.clone();
+        let hashes =
+            digest::hash_prefix(&mut r.file, size, have).map_err(|e| read_error(&path, e))?;
+        Ok((hashes, r.at_open))
+    }
+
+    /// Each file's digest as sent (`None` for a skipped one); complete
+    /// once everything was read.
+    pub(super) fn digests(&self) -> &[Option<Hash>] {
+        &self.digests
+    }
+}
+
+/// A short read means the file shrank; anything else names the file.
+fn read_error(path: &std::path::Path, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        changed(path)
+    } else {
+        file_error(path, "cannot read", e)
+    }
+}
+
+/// The byte ranges of a file that are sent, adjacent chunks joined.
+fn ranges(part: &Part, size: u64) -> Vec<(u64, u64)> {
+    match part {
+        Part::All if size == 0 => Vec::new(),
+        Part::All => vec![(0, size)],
+        Part::Skip => Vec::new(),
+        Part::Chunks { send, .. } => {
+            let mut out: Vec<(u64, u64)> = Vec::new();
+            for (i, _) in send.iter().enumerate().filter(|(_, s)| **s) {
+                let (a, b) = digest::chunk_range(size, i as u64);
+                match out.last_mut() {
+                    Some(last) if last.1 == a => last.1 = b,
+                    _ => out.push((a, b)),
+                }
+            }
+            out
+        }
+    }
+}
+
+impl Read for FileSeq {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = self.cur.as_mut() {
+                if let Some(n) = r.read_some(out)? {
+                    return Ok(n);
+                }
+                r.finish()?;
+                let done = self.next - 1;
+                self.digests[done] = r.chunker.digest();
+                self.cur = None;
+            }
+            let Some(local) = self.files.get(self.next).cloned() else {
+                return Ok(0);
+            };
+            let part = &self.parts[self.next];
+            self.next += 1;
+            if matches!(part, Part::Skip) {
+                continue;
+            }
+            let compared = match part {
+                Part::Chunks { compared, .. } => Some(*compared),
+                _ => None,
+            };
+            self.cur = Some(Reading::open(local, &mut self.dirs, compared, part)?);
+        }
+    }
+}
+
+/// One planned file, open and being read.
+struct Reading {
+    file: File,
+    /// As the user wrote it, for messages.
+    path: PathBuf,
+    at_open: Stamp,
+    /// The ranges still to send, last first.
+    ranges: Vec<(u64, u64)>,
+    /// Bytes left of the current range.
+    left: u64,
+    chunker: Chunker,
+}
+
+impl Reading {
+    /// Opens the planned file; with `compared`, it must be exactly as it
+    /// was then (nothing written since its chunks were compared).
+    fn open(
+        local: Local,
+        dirs: &mut Dirs,
+        compared: Option<Stamp>,
+        part: &Part,
+    ) -> io::Result<Reading> {
+        let (path, planned) = (local.at.shown, local.planned);
+        let file = match dirs.open(&local.at.real) {
+            Ok(f) => f,
+            // O_NOFOLLOW refused: the file was replaced by a symbolic link.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(changed(&path)),
+            Err(e) => return Err(file_error(&path, "cannot open", e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| file_error(&path, "cannot read", e))?;
+        let at_open = Stamp::of(&meta);
+        let same = match compared {
+            Some(c) => at_open.unchanged_since(&c),
+            None => at_open.same_file(&planned),
+        };
+        if !meta.is_file() || !same {
+            return Err(changed(&path));
+        }
+        let mut chunker = Chunker::new(planned.size);
+        if let Part::Chunks { send, known, .. } = part {
+            for (i, h) in known.iter().enumerate() {
+                if !send.get(i).copied().unwrap_or(true) {
+                    chunker.given(i as u64, *h);
+                }
+            }
+        }
+        let mut ranges = ranges(part, planned.size);
+        ranges.reverse();
+        Ok(Reading {
+            file,
+            path,
+            at_open,
+            ranges,
+            left: 0,
+            chunker,
+        })
+    }
+
+    /// The next bytes of the file's ranges; `None` once all were read.
+    fn read_some(&mut self, out: &mut [u8]) -> io::Result<Option<usize>> {
+        while self.left == 0 {
+            let Some((a, b)) = self.ranges.pop() else {
+                return Ok(None);
+            };
+            if a != self.chunker_pos() {
+                self.file
+                    .seek(SeekFrom::Start(a))
+                    .map_err(|e| file_error(&self.path, "cannot read", e))?;
+            }
+            self.chunker.seek(a);
+            self.left = b - a;
+        }
+        let want = (out.len() as u64).min(self.left) as usize;
+        let n = match self.file.read(&mut out[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => return Err(file_error(&self.path, "cannot read", e)),
+        };
+        if n == 0 {
+            // It ends before the planned size: it shrank.
+            return Err(changed(&self.path));
+        }
+        self.chunker.update(&out[..n]);
+        self.left -= n as u64;
+        Ok(Some(n))
+    }
+
+    fn chunker_pos(&mut self) -> u64 {
+        self.file.stream_position().unwrap_or(u64::MAX)
+    }
+
+    /// After the planned bytes: fstat shows the same size, mtime and ctime
+    /// as when the file was opened (no read past the planned size: a file
+    /// that grew has a new size).
+    fn finish(&mut self) -> io::Result<()> {
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| file_error(&self.path, "cannot read", e))?;
+        if !Stamp::of(&now).unchanged_since(&self.at_open) {
+            return Err(changed(&self.path));
+        }
+        Ok(())
+    }
+}
