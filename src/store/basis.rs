@@ -288,9 +288,10 @@ impl Transfer {
         }
     }
 
-    /// After a commit: the kept names of the files used are gone.
+    /// After a commit: the kept names of the files used are gone, and the
+    /// kept directory too once empty.
     pub(super) fn forget_kept(&mut self) {
-        let Some(kept) = self.kept.as_ref() else {
+        let Some(kept) = self.kept.take() else {
             return;
         };
         for b in &mut self.bases {
@@ -298,6 +299,12 @@ impl Transfer {
                 let _ = sys::unlink_at(kept.as_fd(), own, false);
                 *b = FileBasis::New;
             }
+        }
+        drop(kept);
+        if let Some(root) = &self.root {
+            let store = self.store.clone();
+            let _g = super::lock(&store.walk);
+            kept::tidy(root.as_fd());
         }
     }
 

@@ -141,6 +141,25 @@ pub(super) fn keep_open(kept: BorrowedFd<'_>, f: &File, name: &OsStr) -> io::Res
     })
 }
 
+/// Removes the kept directory if empty, then the state directory if
+/// empty (each only when it is this user's private directory).
+pub(super) fn tidy(root: BorrowedFd<'_>) {
+    let Some(state) = private_at(root, OsStr::new(STATE_DIR)) else {
+        return;
+    };
+    if private_at(state.as_fd(), OsStr::new(KEPT_DIR)).is_some()
+        && sys::unlink_at(state.as_fd(), OsStr::new(KEPT_DIR), true).is_ok()
+    {
+        let same = matches!(
+            (sys::stat_at(root, OsStr::new(STATE_DIR)), sys::stat_fd(state.as_fd())),
+            (Ok(Some(a)), Ok(b)) if a.same(&b)
+        );
+        if same {
+            let _ = sys::unlink_at(root, OsStr::new(STATE_DIR), true);
+        }
+    }
+}
+
 /// Removes kept files older than [`KEPT_FOR`] (all of them with
 /// `everything`) and names taken by processes that are gone; how many.
 pub(super) fn sweep(root: BorrowedFd<'_>, everything: bool) -> usize {

@@ -21,6 +21,8 @@ mod interop;
 mod limits;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.
 mod pairing;
+// Verified resume through a counting proxy.
+mod resume;
 // The paste-ready line of every listening verb and admission mode, run as printed.
 mod paste;
 // Known peers: the peers file, dialing by name, trust on first use, a changed key.

@@ -7,6 +7,7 @@ pub mod data;
 pub mod fs;
 pub mod peers;
 pub mod process;
+pub mod proxy;
 pub mod server;
 pub mod tools;
 pub mod wire;

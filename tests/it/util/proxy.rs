@@ -1,0 +1,76 @@
+//! A TCP proxy that counts what the dialer sends through it (the bytes on
+//! the wire, not what pincat reports) and can cut a connection once it
+//! has relayed a given number of them, as a dropped link would.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+/// A running proxy; it stops when the test process ends.
+pub struct Proxy {
+    pub addr: String,
+    up: Arc<AtomicU64>,
+    cut: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    /// Relays every connection to `upstream`.
+    pub fn start(upstream: &str) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (up, cut) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(u64::MAX)),
+        );
+        let (u, c, upstream) = (up.clone(), cut.clone(), upstream.to_string());
+        thread::spawn(move || {
+            for client in l.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (u, c) = (u.clone(), c.clone());
+                thread::spawn(move || relay(client, server, &u, &c));
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    /// Cuts the next connection once it relayed `n` bytes from the dialer.
+    pub fn cut_after(&self, n: u64) {
+        self.cut.store(n, Ordering::SeqCst);
+    }
+
+    /// Bytes relayed from dialers since the last call (and resets).
+    pub fn take_bytes(&self) -> u64 {
+        self.up.swap(0, Ordering::SeqCst)
+    }
+}
+
+fn relay(mut client: TcpStream, mut server: TcpStream, up: &AtomicU64, cut: &AtomicU64) {
+    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let back = thread::spawn(move || {
+        let _ = std::io::copy(&mut s2, &mut c2);
+        let _ = c2.shutdown(Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    let mut relayed = 0u64;
+    let limit = cut.swap(u64::MAX, Ordering::SeqCst);
+    while let Ok(n @ 1..) = client.read(&mut buf) {
+        let n = (n as u64).min(limit - relayed) as usize;
+        if server.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        relayed += n as u64;
+        up.fetch_add(n as u64, Ordering::SeqCst);
+        if relayed >= limit {
+            // The link drops: both ends see the connection reset.
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            break;
+        }
+    }
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = back.join();
+}
