@@ -141,6 +141,7 @@ pub fn get(a: GetArgs) -> pincat::Result<()> {
         outside_links: a.allow_outside_links,
         allow_update: a.update,
         update: a.update,
+        resume: true,
     };
     pincat::offer::get(&opts, &output, keep, a.output.events()).map(drop)
 }

@@ -61,9 +61,12 @@ pub struct ServeArgs {
     /// Let a sender's `send --update` replace files that are here and differ (atomically, sending only the changed chunks); without it they are refused.
     #[arg(long)]
     pub allow_update: bool,
-    /// One-shot: after an interrupted transfer, keep listening this long for the sender to run its command again and resume ("0s": exit at once).
+    /// One-shot: after an interrupted files transfer, keep listening this long for the sender to run its command again and resume.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub resume_wait: Duration,
+    /// Keep nothing of an interrupted transfer, and (one-shot) exit at once as it fails.
+    #[arg(long, conflicts_with = "resume_wait")]
+    pub no_resume: bool,
     /// First remove the partial files kept for resumes in --out (the count is reported).
     #[arg(long)]
     pub clean: bool,
@@ -101,8 +104,9 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
             outside_links: a.allow_outside_links,
             allow_update: a.allow_update,
             update: false,
+            resume: !a.no_resume,
         },
-        resume_wait: a.resume_wait,
+        resume_wait: if a.no_resume { Duration::ZERO } else { a.resume_wait },
         clean: a.clean,
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {

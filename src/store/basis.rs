@@ -334,10 +334,9 @@ impl Transfer {
     /// is kept under its kept name for a resume, except new versions of
     /// files `--update` replaces. Best effort.
     pub(super) fn keep_partials(&mut self) {
-        let Some(secret) = self
-            .secret
-            .filter(|_| self.builds() || self.offer.kind == TransferKind::Files)
-        else {
+        // A transfer small enough to go whole before the ACCEPT is sent
+        // again whole: nothing of it is worth keeping.
+        let Some(secret) = self.secret.filter(|_| self.builds()) else {
             return;
         };
         if self.opened == 0 {

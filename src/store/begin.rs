@@ -37,7 +37,7 @@ impl Store {
             offer.update = true;
         }
         let mut t = Transfer::new(self.clone(), offer);
-        t.secret = secret;
+        t.secret = secret.filter(|_| self.resume);
         t.check_links()?;
         match t.offer.kind {
             TransferKind::Stream => t.begin_stream()?,

@@ -116,6 +116,8 @@ pub struct Store {
     /// Whether every offer is compared with what is there, as with the
     /// sender's `--update` (`get --update`).
     update: bool,
+    /// Whether interrupted transfers keep what they wrote for a resume.
+    resume: bool,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,

@@ -62,6 +62,7 @@ impl Store {
             outside_links: false,
             allow_update: false,
             update: false,
+            resume: true,
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             state::sweep(fd.as_fd());
@@ -86,6 +87,7 @@ impl Store {
         self.outside_links = keep.outside_links;
         self.allow_update = keep.allow_update;
         self.update = keep.update;
+        self.resume = keep.resume;
         self
     }
 }
@@ -105,6 +107,9 @@ pub struct Keep {
     /// Every offer is compared with what is there, as a sender's
     /// `--update` asks (`get --update`).
     pub update: bool,
+    /// What an interrupted files transfer wrote is kept for a resume by
+    /// the same peer (`--no-resume` turns it off).
+    pub resume: bool,
 }
 
 impl Default for Keep {
@@ -114,6 +119,7 @@ impl Default for Keep {
             outside_links: false,
             allow_update: false,
             update: false,
+            resume: true,
         }
     }
 }

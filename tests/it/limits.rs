@@ -154,7 +154,8 @@ fn many_file_offers_held_open_do_not_hold_a_descriptor_per_file() {
     // a while on a busy machine.
     assert!(
         wait_until(WAIT, || !dir.path().join("in/.pincat-state").exists()),
-        "staging left behind after the senders went away"
+        "staging left behind after the senders went away: {:?}",
+        crate::util::fs::tree(&dir.path().join("in"))
     );
 }
 
@@ -188,7 +189,8 @@ fn a_deep_path_offer_costs_linear_cpu() {
 #[test]
 fn a_trickling_sender_cannot_hold_the_one_shot_slot() {
     let dir = tempfile::tempdir().unwrap();
-    let mut srv = Server::start(dir.path(), &["--out", "in", "--idle-timeout", "1s"]);
+    let args = ["--out", "in", "--idle-timeout", "1s", "--no-resume"];
+    let mut srv = Server::start(dir.path(), &args);
     let entries = vec![("f".to_string(), 1 << 20)];
     let mut script = frame(FrameType::Offer, &files_offer(&entries));
     script.extend(protocol::encode_header(FrameType::Data, 1 << 20));
