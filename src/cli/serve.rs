@@ -106,7 +106,11 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
             update: false,
             resume: !a.no_resume,
         },
-        resume_wait: if a.no_resume { Duration::ZERO } else { a.resume_wait },
+        resume_wait: if a.no_resume {
+            Duration::ZERO
+        } else {
+            a.resume_wait
+        },
         clean: a.clean,
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {

@@ -30,14 +30,13 @@ impl Store {
     /// `secret` (see `kept.rs`): a resume builds on them.
     pub fn begin_for(
         self: &Arc<Self>,
-        mut offer: Offer,
+        offer: Offer,
         secret: Option<crate::digest::Hash>,
     ) -> Result<Transfer, Fail> {
-        if offer.kind == TransferKind::Files && self.update {
-            offer.update = true;
-        }
+        let update = offer.kind == TransferKind::Files && (offer.update || self.update);
         let mut t = Transfer::new(self.clone(), offer);
         t.secret = secret.filter(|_| self.resume);
+        t.update = update;
         t.check_links()?;
         match t.offer.kind {
             TransferKind::Stream => t.begin_stream()?,
@@ -195,10 +194,10 @@ impl Transfer {
                             ),
                         ));
                     }
-                    Ok(Some(s)) if self.offer.update && s.kind == Kind::File && is_file => {
+                    Ok(Some(s)) if self.update && s.kind == Kind::File && is_file => {
                         self.compare_existing(w.fd(), leaf, file_no - 1, s, &mut changed)?;
                     }
-                    Ok(Some(s)) if self.offer.update && s.kind == Kind::Dir && is_file => {
+                    Ok(Some(s)) if self.update && s.kind == Kind::Dir && is_file => {
                         return Err((
                             RejectCode::Exists,
                             format!(
@@ -239,12 +238,15 @@ impl Transfer {
     ) -> Result<(), Fail> {
         let e = &self.offer.entries[self.files[f] as usize];
         let name = escape_name(&e.name);
+        // Its data is on the way already (a short offer without --update,
+        // to `get --update`): nothing to compare, it is replaced.
+        let compare = self.builds();
         let quick = st.size == e.size && e.mtime.is_some_and(|t| (t.secs, t.nanos) == st.mtime);
-        if (quick && !self.offer.checksum) || (e.size == 0 && st.size == 0) {
+        if compare && ((quick && !self.offer.checksum) || (e.size == 0 && st.size == 0)) {
             self.bases[f] = FileBasis::Unchanged;
             return Ok(());
         }
-        if !self.store.allow_update && !self.offer.checksum {
+        if !self.store.allow_update && !(compare && self.offer.checksum) {
             changed.push(name);
             return Ok(());
         }
@@ -259,7 +261,10 @@ impl Transfer {
                 format!("{name} changed on the receiver while it was compared; nothing was stored"),
             ));
         }
-        let hashes = crate::digest::hash_prefix(&mut file, e.size, st.size).map_err(fail)?;
+        let hashes = match compare {
+            true => crate::digest::hash_prefix(&mut file, e.size, st.size).map_err(fail)?,
+            false => Vec::new(),
+        };
         self.bases[f] = FileBasis::Existing {
             file,
             stat: st,

@@ -197,6 +197,9 @@ pub struct Transfer {
     offer: Offer,
     /// The admitted peer's resume secret (kept partial files are named by it).
     secret: Option<crate::digest::Hash>,
+    /// Files that are there are compared, not refused (the sender's
+    /// `--update`, or the receiver's `get --update`).
+    update: bool,
     /// The kept directory, once looked for or made.
     kept: Option<OwnedFd>,
     /// Per file (data order): what the receiver builds it on.
@@ -254,6 +257,7 @@ impl Transfer {
             store,
             offer,
             secret: None,
+            update: false,
             kept: None,
             bases: (0..n).map(|_| FileBasis::New).collect(),
             plans: vec![None; n],

@@ -41,5 +41,7 @@ mod transfer;
 mod tree;
 /// Key exchange: hybrid post-quantum between pincats, classical with older peers.
 mod trust;
+// send --update: identical files cost nothing, changed ones are swapped in whole.
+mod update;
 /// Every direction: offer/get, pipe (stdio, --exec, openssl), forward, role mismatches, dial addresses.
 mod verbs;
