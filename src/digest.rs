@@ -69,7 +69,7 @@ impl Chunker {
 
     /// Bytes from here on start at `pos` (the start of a chunk).
     pub fn seek(&mut self, pos: u64) {
-        debug_assert!(pos % self.chunk == 0 || pos == self.size);
+        debug_assert!(pos.is_multiple_of(self.chunk) || pos == self.size);
         self.pos = pos;
         self.hasher.reset();
     }
@@ -111,7 +111,7 @@ pub fn hash_prefix(r: &mut impl std::io::Read, size: u64, have: u64) -> std::io:
     let cs = chunk_size(size);
     let whole = (have.min(size) / cs) as usize;
     // The file's last chunk may be short: it counts when `have` covers it.
-    let last_short = have >= size && size % cs != 0;
+    let last_short = have >= size && !size.is_multiple_of(cs);
     let n = whole + usize::from(last_short);
     let mut out = Vec::with_capacity(n);
     let mut buf = vec![0u8; cs.min(1 << 20) as usize];

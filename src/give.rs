@@ -2,25 +2,26 @@
 //! accepted): plan what to send, offer it, stream it, and succeed only on a
 //! receipt that confirms exactly what was sent.
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 
-use crate::digest::{self, Hash};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
 use crate::protocol::{
-    self, Basis, BasisEntry, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, PlanEntry,
-    Refusal, Role, TransferKind,
+    self, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, Refusal, Role, TransferKind,
 };
 use crate::session::{Session, WireError};
 
 mod files;
 mod reader;
+mod sync;
 use files::plan;
-use reader::{FileSeq, Part};
+use reader::FileSeq;
+use sync::{await_receipt, compare};
 
 /// Bytes read from the source per DATA frame.
 pub const CHUNK: usize = 256 * 1024;
@@ -87,7 +88,7 @@ pub(crate) struct Plan {
 /// Where the data comes from.
 enum Reader {
     Stream(Box<dyn Read + Send>),
-    Files(FileSeq),
+    Files(Box<FileSeq>),
 }
 
 /// How files are compared with what the taker has (`send --update`).
@@ -120,7 +121,7 @@ impl Plan {
                     update: p.sync.update,
                     checksum: p.sync.checksum,
                 };
-                (offer, Reader::Files(FileSeq::new(&planned)))
+                (offer, Reader::Files(Box::new(FileSeq::new(&planned))))
             }
         };
         let encoded = offer.encode();
@@ -136,11 +137,27 @@ impl Plan {
 }
 
 /// Gives `plan` over `s`: offer, data, end; `Ok` only on a matching receipt.
+/// `accepted` tells afterwards whether the taker had accepted the offer
+/// (a failure after that left it something to resume from).
 pub(crate) fn give(
     s: &mut Session,
     plan: Plan,
     events: &Events,
     classify: Classify<'_>,
+    accepted: &Cell<bool>,
+) -> Result<Transfer> {
+    let mut gate = Gate::default();
+    let r = give_through(s, plan, events, classify, &mut gate);
+    accepted.set(gate.accepted);
+    r
+}
+
+fn give_through(
+    s: &mut Session,
+    plan: Plan,
+    events: &Events,
+    classify: Classify<'_>,
+    gate: &mut Gate,
 ) -> Result<Transfer> {
     let Plan {
         offer,
@@ -165,17 +182,16 @@ pub(crate) fn give(
         bytes: announced(&offer),
         skipped: offer.skipped.clone(),
     });
-    let mut gate = Gate::default();
     let mut total = announced(&offer);
     if let Reader::Files(seq) = &mut reader
         && !offer.early_data()
     {
-        compare(s, seq, &mut gate).map_err(|f| after_failure(s, f, 0, classify, &gate))?;
+        compare(s, seq, gate).map_err(|f| after_failure(s, f, 0, classify, gate))?;
         total = Some(seq.to_send());
     }
-    let sent = stream_all(s, &mut reader, &offer, total, events, classify, &mut gate)?;
+    let sent = stream_all(s, &mut reader, &offer, total, events, classify, gate)?;
     gate.pass(s, u64::MAX)
-        .map_err(|f| after_failure(s, f, sent, classify, &gate))?;
+        .map_err(|f| after_failure(s, f, sent, classify, gate))?;
     let ours = match &reader {
         Reader::Files(seq) => seq.digests(),
         Reader::Stream(_) => &[],
@@ -194,60 +210,6 @@ pub(crate) fn give(
     Ok(done)
 }
 
-/// Waits for the taker's ACCEPT and what it has already (BASIS), compares
-/// that with the files here and tells it which chunks will come (PLAN).
-fn compare(
-    s: &mut Session,
-    seq: &mut FileSeq,
-    gate: &mut Gate,
-) -> std::result::Result<(), GiveFail> {
-    let bases = gate.accept(s, seq)?;
-    let mut plans = Vec::new();
-    for b in bases {
-        let i = b.file as usize;
-        let Basis::Have(theirs) = b.basis else {
-            seq.set_part(i, Part::Skip);
-            continue;
-        };
-        let (own, compared) = seq
-            .hash_prefix(i, theirs.len())
-            .map_err(|e| GiveFail::Source(anyhow::Error::new(e)))?;
-        let n = digest::chunk_count(seq.size(i)) as usize;
-        let send: Vec<bool> = (0..n)
-            .map(|c| own.get(c) != theirs.get(c) || c >= own.len())
-            .collect();
-        plans.push(PlanEntry {
-            file: b.file,
-            send: send.clone(),
-        });
-        seq.set_part(
-            i,
-            Part::Chunks {
-                send,
-                known: own,
-                compared,
-            },
-        );
-    }
-    // As many frames as it takes, each within the control limit.
-    let mut batch: Vec<PlanEntry> = Vec::new();
-    let mut len = 0;
-    for p in plans {
-        if len + protocol::plan_len(&p) > protocol::MAX_CONTROL {
-            s.write_message(&Message::Plan(std::mem::take(&mut batch)))
-                .map_err(GiveFail::Wire)?;
-            len = 0;
-        }
-        len += protocol::plan_len(&p);
-        batch.push(p);
-    }
-    if !batch.is_empty() {
-        s.write_message(&Message::Plan(batch))
-            .map_err(GiveFail::Wire)?;
-    }
-    Ok(())
-}
-
 /// Whether the taker accepted the offer yet.
 #[derive(Default)]
 struct Gate {
@@ -255,46 +217,6 @@ struct Gate {
 }
 
 impl Gate {
-    /// Reads the taker's preamble, its BASIS frames and its ACCEPT (a
-    /// REJECT or ERROR ends the transfer): what it has of which files,
-    /// each checked against the offer.
-    fn accept(
-        &mut self,
-        s: &mut Session,
-        seq: &FileSeq,
-    ) -> std::result::Result<Vec<BasisEntry>, GiveFail> {
-        s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
-        let mut bases: Vec<BasisEntry> = Vec::new();
-        loop {
-            match s.read_message().map_err(GiveFail::Wire)? {
-                Message::Accept => {
-                    self.accepted = true;
-                    return Ok(bases);
-                }
-                Message::Basis(v) => {
-                    for b in v {
-                        let after = bases.last().is_none_or(|l| b.file > l.file);
-                        let fits = (b.file as usize) < seq.len()
-                            && match &b.basis {
-                                Basis::Have(h) => {
-                                    h.len() as u64 <= digest::chunk_count(seq.size(b.file as usize))
-                                }
-                                Basis::Unchanged => true,
-                            };
-                        if !after || !fits {
-                            return Err(GiveFail::Broken(Error::Incomplete(
-                                "the receiver broke the protocol: a BASIS entry that does not fit the offer".into(),
-                            )));
-                        }
-                        bases.push(b);
-                    }
-                }
-                Message::Reject(r) | Message::Error(r) => return Err(GiveFail::Refused(r)),
-                m => return Err(GiveFail::Broken(unexpected(&m, "ACCEPT"))),
-            }
-        }
-    }
-
     /// Before sending data that brings the total to `total`: past
     /// EARLY_DATA, waits for the taker's preamble and ACCEPT (a REJECT, or
     /// a role mismatch, ends the transfer).
@@ -327,7 +249,7 @@ fn stream_all(
 ) -> Result<u64> {
     let reader: &mut dyn Read = match reader {
         Reader::Stream(r) => r,
-        Reader::Files(f) => f,
+        Reader::Files(f) => &mut **f,
     };
     // Small sources (a 100-byte message) need no 256 KiB buffer.
     let chunk = match total {
@@ -346,75 +268,6 @@ fn stream_all(
     s.write_message(&end)
         .map_err(|e| after_failure(s, GiveFail::Wire(e), sent, classify, gate))?;
     Ok(sent)
-}
-
-/// Waits for the receipt and checks it confirms exactly what was sent, and
-/// that every file's digest (DIGESTS, before it) is the one computed here.
-fn await_receipt(
-    s: &mut Session,
-    offer: &Offer,
-    sent: u64,
-    ours: &[Option<Hash>],
-    classify: Classify<'_>,
-) -> Result<Counts> {
-    let peer = s.peer();
-    let mut next = 0usize;
-    let c = loop {
-        let m = s.read_message().map_err(|e| match e {
-            WireError::Timeout => Error::Timeout(format!(
-                "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
-            )),
-            e => classify(e, "while waiting for the receipt"),
-        })?;
-        match m {
-            Message::Receipt(c) => break c,
-            Message::Digests(d) if d.first as usize == next => {
-                for theirs in d.digests {
-                    check_digest(offer, next, ours.get(next), theirs)?;
-                    next += 1;
-                }
-            }
-            Message::Error(r) => return Err(receiver_failed(r)),
-            m => return Err(unexpected(&m, "RECEIPT")),
-        }
-    };
-    if c.files != offer.file_count() || c.bytes != sent || next != ours.len() {
-        return Err(Error::Incomplete(format!(
-            "the receiver confirmed {} file(s) and {} bytes ({next} digests), but {} file(s) and {sent} bytes were sent",
-            c.files,
-            c.bytes,
-            offer.file_count()
-        )));
-    }
-    Ok(c)
-}
-
-/// One file's digest from the receiver against ours: equal, or both
-/// absent (a file the quick check left as it was).
-fn check_digest(
-    offer: &Offer,
-    i: usize,
-    ours: Option<&Option<Hash>>,
-    theirs: Option<Hash>,
-) -> Result<()> {
-    let name = || {
-        offer
-            .entries
-            .iter()
-            .filter(|e| e.is_file())
-            .nth(i)
-            .map_or_else(|| format!("file {i}"), |e| protocol::escape_name(&e.name))
-    };
-    match ours {
-        Some(o) if *o == theirs => Ok(()),
-        Some(_) => Err(Error::Incomplete(format!(
-            "the receiver's copy of {} does not match what was sent (BLAKE3 digests differ)",
-            name()
-        ))),
-        None => Err(Error::Incomplete(
-            "the receiver broke the protocol: more digests than files".into(),
-        )),
-    }
 }
 
 /// The bytes an offer announces; a stream announces none.

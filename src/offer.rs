@@ -4,6 +4,7 @@
 //! `serve`.
 
 use crate::give::Paths;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,10 @@ pub struct OfferOptions {
     pub expire: Option<Duration>,
     /// Give up if no taker has connected within this time.
     pub wait_timeout: Option<Duration>,
+    /// One-shot: how long to keep offering after a get of files was cut
+    /// short, for the taker to run `get` again and resume (zero: end at
+    /// once).
+    pub resume_wait: Duration,
 }
 
 impl OfferOptions {
@@ -48,6 +53,7 @@ impl OfferOptions {
             max_gets: None,
             expire: None,
             wait_timeout: None,
+            resume_wait: crate::serve::DEFAULT_RESUME_WAIT,
         }
     }
 
@@ -152,9 +158,26 @@ impl Offering {
     ) -> Result<ServeSummary> {
         let (keep_open, max_gets) = (self.opts.keep_open, self.opts.max_gets);
         let mut summary = ServeSummary::default();
+        // A one-shot get of files cut short: until when its resume is
+        // awaited, and the error to end with if none comes.
+        let resumable = matches!(*self.offered, Offered::Paths(_)) && !keep_open;
+        let wait_resume = self.opts.resume_wait;
+        let pending: RefCell<Option<(Instant, Error)>> = RefCell::new(None);
         let on = |o: Outcome| {
-            let Outcome::Transfer(r) = o else {
-                return Ok(Flow::Continue);
+            let r = match o {
+                Outcome::Resumable(e) if resumable && !wait_resume.is_zero() => {
+                    shared.events.emit(Event::Warning {
+                        message: format!(
+                            "{e}; run the same get command again within {} to resume",
+                            humantime::format_duration(wait_resume)
+                        ),
+                    });
+                    *pending.borrow_mut() = Some((Instant::now() + wait_resume, e));
+                    return Ok(Flow::Continue);
+                }
+                Outcome::Resumable(e) => Err(e),
+                Outcome::Transfer(r) => r,
+                _ => return Ok(Flow::Continue),
             };
             match r {
                 Ok(t) => summary.add(t),
@@ -173,6 +196,11 @@ impl Offering {
         let idle_limit = || {
             if expire.is_some_and(|e| started.elapsed() >= e) {
                 return Ok(None);
+            }
+            let expired =
+                matches!(pending.borrow().as_ref(), Some((until, _)) if Instant::now() >= *until);
+            if expired && let Some((_, e)) = pending.borrow_mut().take() {
+                return Err(e);
             }
             let claimed = shared.started.load(Ordering::SeqCst) > 0;
             let mut w = crate::serve::wait_limit(wait, started, claimed)?;
@@ -222,7 +250,14 @@ fn give_to(sh: &Shared, job: Job) -> Outcome {
         }
     };
     let classify = |e: WireError, when: &str| taker_failure(e, peer, when);
-    Outcome::Transfer(give::give(s, plan, &sh.events, &classify))
+    let accepted = Cell::new(false);
+    match give::give(s, plan, &sh.events, &classify, &accepted) {
+        // The taker had accepted: it keeps what arrived for a resume.
+        Err(e @ (Error::Incomplete(_) | Error::Timeout(_))) if accepted.get() => {
+            Outcome::Resumable(e)
+        }
+        r => Outcome::Transfer(r),
+    }
 }
 
 /// This get's plan: the paths as they are now, or the one stream.

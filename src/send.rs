@@ -3,6 +3,7 @@
 
 use std::io::{self, Read};
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -43,14 +44,14 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
         Source::Paths(p) => opts.retry_for.map(|d| (p.clone(), Instant::now() + d)),
         _ => None,
     };
+    let stream = !matches!(source, Source::Paths(_));
     // Everything local is settled before the receiver is contacted.
     let mut plan = Plan::new(source, events)?;
     loop {
         let r = dialer::dial(opts, events).and_then(|mut s| {
             let peer = s.peer();
-            give::give(&mut s, plan, events, &|e, when| {
-                opts.classify(e, peer, when)
-            })
+            let classify = |e, when: &str| opts.classify(e, peer, when);
+            give::give(&mut s, plan, events, &classify, &Cell::new(false))
         });
         match (r, &again) {
             (Err(e @ (Error::Incomplete(_) | Error::Timeout(_))), Some((paths, until)))
@@ -61,6 +62,11 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
                 });
                 std::thread::sleep(RETRY_PAUSE);
                 plan = Plan::new(Source::Paths(paths.clone()), events)?;
+            }
+            (Err(Error::Incomplete(m)), _) if stream => {
+                return Err(Error::Incomplete(format!(
+                    "{m}; a stream cannot resume: send it again from the start"
+                )));
             }
             (r, _) => return r,
         }

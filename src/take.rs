@@ -15,11 +15,13 @@ use crate::events::{Event, Events, Kind, Reason, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::give::{CHUNK, top_names};
 use crate::protocol::{
-    self, Counts, Digests, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role,
-    TransferKind,
+    Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role, TransferKind,
 };
 use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
+
+mod frames;
+use frames::{Grant, accept, offer_cost, send_digests};
 
 /// Memory all offers held at once may take (decoded names and the frame);
 /// an offer past it is refused as busy.
@@ -51,6 +53,11 @@ pub(crate) struct Taker {
     keep_open: bool,
     /// One-shot mode: set by the first transfer that is accepted.
     claimed: AtomicBool,
+    /// One-shot mode, after a files transfer was cut: the shape of its
+    /// offer (names and sizes), the only one taken while its resume is
+    /// awaited, so that someone else with the code cannot slip in other
+    /// files.
+    awaiting: Mutex<Option<Hash>>,
     /// Streams to stdout go one at a time.
     stdout: Mutex<()>,
     /// Serializes commits with the shutdown sweep.
@@ -98,6 +105,7 @@ impl Taker {
             idle_timeout,
             keep_open,
             claimed: AtomicBool::new(false),
+            awaiting: Mutex::new(None),
             stdout: Mutex::new(()),
             finalize: Mutex::new(()),
             offer_memory: AtomicU64::new(0),
@@ -155,6 +163,7 @@ impl Taker {
         let (files, names) = (offer.file_count(), top_names(&offer));
         let skipped = offer.skipped.clone();
         let total = (offer.kind == TransferKind::Files).then(|| offer.total_bytes());
+        let shape = shape_of(&offer);
         let mut t = match self.claim(offer, secret) {
             Ok(t) => t,
             Err(r) => return self.refuse(s, client, r, true),
@@ -180,6 +189,7 @@ impl Taker {
             start,
             framed: true,
             cut: cut.get(),
+            shape,
         };
         self.conclude(s, t, result, end)
     }
@@ -237,6 +247,13 @@ impl Taker {
             return Err(Refusal::new(
                 RejectCode::Busy,
                 "the receiver is shutting down",
+            ));
+        }
+        let awaited = *lock(&self.awaiting);
+        if !self.keep_open && awaited.is_some_and(|h| h != shape_of(&offer)) {
+            return Err(Refusal::new(
+                RejectCode::Busy,
+                "this receiver waits for its interrupted transfer to resume (the same files, from the same sender)",
             ));
         }
         if !self.keep_open && self.claimed.swap(true, Ordering::SeqCst) {
@@ -343,6 +360,7 @@ impl Taker {
             start,
             framed,
             cut,
+            shape,
         } = end;
         let peer = s.peer();
         let bytes = t.written();
@@ -398,6 +416,7 @@ impl Taker {
                 match r.code {
                     RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
                     RejectCode::Protocol if kind == Kind::Files && cut => {
+                        *lock(&self.awaiting) = Some(shape);
                         Outcome::Resumable(Error::Incomplete(r.message))
                     }
                     RejectCode::Protocol => Outcome::Transfer(Err(Error::Incomplete(r.message))),
@@ -438,6 +457,7 @@ impl Taker {
             start,
             framed: false,
             cut: false,
+            shape: [0; 32],
         };
         self.conclude(s, t, result, end)
     }
@@ -566,36 +586,21 @@ struct End {
     framed: bool,
     /// Cut short by the connection or the sender (not refused, not a lie).
     cut: bool,
+    /// The offer's shape (see [`shape_of`]).
+    shape: Hash,
 }
 
-/// BASIS frames (what this taker has), then ACCEPT.
-fn accept(s: &mut Session, t: &store::Transfer) -> std::result::Result<(), WireError> {
-    let mut batch = Vec::new();
-    let mut len = 0;
-    for b in t.bases() {
-        if len + protocol::basis_len(&b) > protocol::MAX_CONTROL {
-            s.write_message(&Message::Basis(std::mem::take(&mut batch)))?;
-            len = 0;
-        }
-        len += protocol::basis_len(&b);
-        batch.push(b);
+/// What identifies an offer's files across attempts: each entry's kind,
+/// size and name (not times or modes).
+fn shape_of(offer: &Offer) -> Hash {
+    let mut h = blake3::Hasher::new();
+    for e in &offer.entries {
+        h.update(&[u8::from(e.is_dir) | u8::from(e.link.is_some()) << 1]);
+        h.update(&e.size.to_be_bytes());
+        h.update(&(e.name.len() as u32).to_be_bytes());
+        h.update(e.name.as_bytes());
     }
-    if !batch.is_empty() {
-        s.write_message(&Message::Basis(batch))?;
-    }
-    s.write_message(&Message::Accept)
-}
-
-/// Every file's digest as stored, in DIGESTS frames.
-fn send_digests(s: &mut Session, digests: &[Option<Hash>]) -> std::result::Result<(), WireError> {
-    let per = (protocol::MAX_CONTROL - protocol::digests_len(0)) / 33;
-    for (k, part) in digests.chunks(per).enumerate() {
-        s.write_message(&Message::Digests(Digests {
-            first: (k * per) as u32,
-            digests: part.to_vec(),
-        }))?;
-    }
-    Ok(())
+    *h.finalize().as_bytes()
 }
 
 fn wire_fail(e: WireError) -> Refusal {
@@ -610,31 +615,4 @@ fn wire_fail(e: WireError) -> Refusal {
         e => format!("{e}; nothing was stored"),
     };
     Refusal::new(RejectCode::Protocol, message)
-}
-
-/// Memory an offer of `len` encoded bytes may take once decoded (the
-/// smallest entry encodes in 16 bytes and decodes into about 100).
-fn offer_cost(len: usize) -> u64 {
-    (len as u64).saturating_mul(8).max(4096)
-}
-
-/// A share of [`OFFER_MEMORY`], given back on drop.
-struct Grant<'a> {
-    pool: &'a AtomicU64,
-    n: u64,
-}
-
-impl<'a> Grant<'a> {
-    /// `n` bytes of the pool, or `None` when that would pass the cap.
-    fn take(pool: &'a AtomicU64, n: u64) -> Option<Grant<'a>> {
-        let grant = Grant { pool, n };
-        let before = pool.fetch_add(n, Ordering::SeqCst);
-        (before.saturating_add(n) <= OFFER_MEMORY).then_some(grant)
-    }
-}
-
-impl Drop for Grant<'_> {
-    fn drop(&mut self) {
-        self.pool.fetch_sub(self.n, Ordering::SeqCst);
-    }
 }

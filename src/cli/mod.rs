@@ -165,6 +165,8 @@ mod tests {
             (&["send", "h:1", "--pin", &pin], "--idle-timeout"),
             (&["fingerprint", "--remote", "h:1"], "--connect-timeout"),
             (&["offer"], "--expire"),
+            (&["offer"], "--resume-wait"),
+            (&["serve"], "--resume-wait"),
             (&["offer"], "--idle-timeout"),
             (&["offer"], "--timeout"),
             (&["offer"], "--handshake-timeout"),

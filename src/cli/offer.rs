@@ -55,6 +55,9 @@ pub struct OfferArgs {
     /// Give up (exit 6) if no taker connected within DURATION.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// One-shot: after a get of files was cut short, keep offering this long for the taker to run its get again and resume.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub resume_wait: Duration,
     /// Identity and handshake limit.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -117,6 +120,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
         max_gets: a.max_gets,
         expire: a.expire,
         wait_timeout: a.timeout,
+        resume_wait: a.resume_wait,
     };
     let source = if stdin {
         Source::Stdin

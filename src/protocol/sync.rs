@@ -144,7 +144,7 @@ pub(super) fn decode_plan(p: &[u8]) -> Result<Vec<PlanEntry>, ProtocolError> {
         let bits = r.take(n.div_ceil(8)).ok_or(MP)?;
         let send: Vec<bool> = (0..n).map(|i| bits[i / 8] >> (i % 8) & 1 == 1).collect();
         // Bits past the last chunk must be clear: one encoding per plan.
-        if n % 8 != 0 && bits[n / 8] >> (n % 8) != 0 {
+        if !n.is_multiple_of(8) && bits[n / 8] >> (n % 8) != 0 {
             return Err(MP);
         }
         out.push(PlanEntry { file, send });

@@ -4,7 +4,7 @@
 //! are held until commit chosen.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -145,7 +145,7 @@ impl Transfer {
         let mut w = Walker::new(root);
         let mut made: HashMap<(u64, u64), usize> = HashMap::new();
         let mut changed = Vec::new();
-        let mut file_no = 0;
+        let mut file_no: usize = 0;
         for i in 0..self.offer.entries.len() {
             let mut reg = lock(&store.walk);
             let e = &self.offer.entries[i];
@@ -181,39 +181,8 @@ impl Transfer {
                     })?;
                 }
             } else {
-                let (ename, is_file) = (e.name.clone(), e.is_file());
-                let leaf = OsStr::new(split_parent(&ename).1);
-                match sys::stat_at(w.fd(), leaf) {
-                    Ok(None) => {}
-                    Ok(Some(s)) if s.kind == Kind::Symlink => {
-                        return Err((
-                            RejectCode::Exists,
-                            format!(
-                                "{} exists on the receiver as a symbolic link; it is never followed or overwritten",
-                                escape_name(&ename)
-                            ),
-                        ));
-                    }
-                    Ok(Some(s)) if self.update && s.kind == Kind::File && is_file => {
-                        self.compare_existing(w.fd(), leaf, file_no - 1, s, &mut changed)?;
-                    }
-                    Ok(Some(s)) if self.update && s.kind == Kind::Dir && is_file => {
-                        return Err((
-                            RejectCode::Exists,
-                            format!(
-                                "{} is a directory on the receiver and a file on the sender; nothing was stored",
-                                escape_name(&ename)
-                            ),
-                        ));
-                    }
-                    Ok(Some(_)) => return Err(exists_fail(&escape_name(&ename))),
-                    Err(err) => {
-                        return Err(io_fail(
-                            format!("cannot check {}", escape_name(&ename)),
-                            err,
-                        ));
-                    }
-                }
+                let i = i as u32;
+                self.check_target(w.fd(), i, file_no.wrapping_sub(1), &mut changed)?;
             }
             self.mark_in_use(&mut reg, key);
         }
@@ -221,6 +190,44 @@ impl Transfer {
             return Err(changed_fail(&changed));
         }
         Ok(())
+    }
+
+    /// The target of entry `i` (a file or a link, file number `f`) in its
+    /// directory `dir`: absent, or with `--update` a file to compare;
+    /// anything else refuses the offer.
+    fn check_target(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        i: u32,
+        f: usize,
+        changed: &mut Vec<String>,
+    ) -> Result<(), Fail> {
+        let e = &self.offer.entries[i as usize];
+        let is_file = e.is_file();
+        let leaf = OsString::from(split_parent(&e.name).1);
+        let name = || escape_name(&self.offer.entries[i as usize].name);
+        match sys::stat_at(dir, &leaf) {
+            Ok(None) => Ok(()),
+            Ok(Some(s)) if s.kind == Kind::Symlink => Err((
+                RejectCode::Exists,
+                format!(
+                    "{} exists on the receiver as a symbolic link; it is never followed or overwritten",
+                    name()
+                ),
+            )),
+            Ok(Some(s)) if self.update && s.kind == Kind::File && is_file => {
+                self.compare_existing(dir, &leaf, f, s, changed)
+            }
+            Ok(Some(s)) if self.update && s.kind == Kind::Dir && is_file => Err((
+                RejectCode::Exists,
+                format!(
+                    "{} is a directory on the receiver and a file on the sender; nothing was stored",
+                    name()
+                ),
+            )),
+            Ok(Some(_)) => Err(exists_fail(&name())),
+            Err(err) => Err(io_fail(format!("cannot check {}", name()), err)),
+        }
     }
 
     /// `--update` meets a file that is there: the quick check (same size
@@ -246,7 +253,7 @@ impl Transfer {
             self.bases[f] = FileBasis::Unchanged;
             return Ok(());
         }
-        if !self.store.allow_update && !(compare && self.offer.checksum) {
+        if !(self.store.allow_update || compare && self.offer.checksum) {
             changed.push(name);
             return Ok(());
         }

@@ -246,3 +246,66 @@ fn a_receiver_restarted_with_its_identity_and_code_resumes() {
 fn a_receiver_restarted_with_its_identity_and_allow_list_resumes() {
     resume_after_restart(Admission::Allow);
 }
+
+#[test]
+fn while_a_resume_is_awaited_other_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let size = 16 * MIB;
+    fs::write(&src, random_bytes(size as usize, 6)).unwrap();
+    let other = tmp.path().join("other.bin");
+    fs::write(&other, b"someone else's file").unwrap();
+    let mut srv = Server::start(tmp.path(), &["--out", "in"]);
+    let code = srv.code.as_deref();
+    let other_arg = other.to_str().unwrap();
+    cut_then_resume(&srv, &src, size / 2, || {
+        // Someone else with the code, other files: refused, nothing stored.
+        let out = send_via(&srv.addr, &srv.fingerprint, code, &[other_arg]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains("interrupted transfer to resume"), "{err}");
+    });
+    assert!(!tmp.path().join("in/other.bin").exists());
+    assert_eq!(digest(&tmp.path().join("in/data.bin")), digest(&src));
+    assert_eq!(srv.wait_exit().0, Some(0));
+}
+
+#[test]
+fn a_get_cut_halfway_resumes_from_a_one_shot_offer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let size = 64 * MIB;
+    fs::write(&src, random_bytes(size as usize, 8)).unwrap();
+    let mut off = Server::listen("offer", tmp.path(), &["data.bin"], Stdio::null());
+    let code = off.code.clone().unwrap();
+    let proxy = Proxy::start(&off.addr);
+    let get = || {
+        pincat()
+            .args([
+                "get",
+                &proxy.addr,
+                "--pin",
+                &off.fingerprint,
+                "--code",
+                &code,
+            ])
+            .args(["--out", "got"])
+            .current_dir(tmp.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The link drops once half the file came back through it.
+    proxy.cut_down_after(size / 2);
+    let first = get();
+    assert_ne!(first.status.code(), Some(0), "the cut get succeeded");
+    let out = get();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(digest(&tmp.path().join("got/data.bin")), digest(&src));
+    let done = off.wait_event("transfer-done");
+    assert_eq!(off.wait_exit().0, Some(0));
+    assert!(
+        done["resumed_bytes"].as_u64().unwrap() >= size * 40 / 100,
+        "{done}"
+    );
+}

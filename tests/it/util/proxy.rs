@@ -13,6 +13,8 @@ pub struct Proxy {
     pub addr: String,
     up: Arc<AtomicU64>,
     cut: Arc<AtomicU64>,
+    /// Cut the next connection once it relayed this many bytes back.
+    cut_down: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -24,17 +26,30 @@ impl Proxy {
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicU64::new(u64::MAX)),
         );
-        let (u, c, upstream) = (up.clone(), cut.clone(), upstream.to_string());
+        let cut_down = Arc::new(AtomicU64::new(u64::MAX));
+        let (u, c, d) = (up.clone(), cut.clone(), cut_down.clone());
+        let upstream = upstream.to_string();
         thread::spawn(move || {
             for client in l.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
                 let (u, c) = (u.clone(), c.clone());
-                thread::spawn(move || relay(client, server, &u, &c));
+                let down = d.swap(u64::MAX, Ordering::SeqCst);
+                thread::spawn(move || relay(client, server, &u, &c, down));
             }
         });
-        Proxy { addr, up, cut }
+        Proxy {
+            addr,
+            up,
+            cut,
+            cut_down,
+        }
+    }
+
+    /// Cuts the next connection once it relayed `n` bytes back to the dialer.
+    pub fn cut_down_after(&self, n: u64) {
+        self.cut_down.store(n, Ordering::SeqCst);
     }
 
     /// Cuts the next connection once it relayed `n` bytes from the dialer.
@@ -48,10 +63,23 @@ impl Proxy {
     }
 }
 
-fn relay(mut client: TcpStream, mut server: TcpStream, up: &AtomicU64, cut: &AtomicU64) {
+fn relay(mut client: TcpStream, mut server: TcpStream, up: &AtomicU64, cut: &AtomicU64, down: u64) {
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let back = thread::spawn(move || {
-        let _ = std::io::copy(&mut s2, &mut c2);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut relayed = 0u64;
+        while let Ok(n @ 1..) = s2.read(&mut buf) {
+            let n = (n as u64).min(down - relayed) as usize;
+            if c2.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            relayed += n as u64;
+            if relayed >= down {
+                let _ = c2.shutdown(Shutdown::Both);
+                let _ = s2.shutdown(Shutdown::Both);
+                return;
+            }
+        }
         let _ = c2.shutdown(Shutdown::Write);
     });
     let mut buf = vec![0u8; 64 << 10];

@@ -1,0 +1,175 @@
+//! Building on what the taker has: its BASIS frames read and checked,
+//! the files here compared chunk by chunk (PLAN), and at the end every
+//! file's digest from the taker checked against the one computed here.
+
+use super::reader::{FileSeq, Part};
+use super::{Classify, Gate, GiveFail, receiver_failed, unexpected};
+use crate::digest::{self, Hash};
+use crate::error::{Error, Result};
+use crate::protocol::{self, Basis, BasisEntry, Counts, Message, Offer, PlanEntry, Role};
+use crate::session::{Session, WireError};
+
+/// Waits for the taker's ACCEPT and what it has already (BASIS), compares
+/// that with the files here and tells it which chunks will come (PLAN).
+pub(super) fn compare(
+    s: &mut Session,
+    seq: &mut FileSeq,
+    gate: &mut Gate,
+) -> std::result::Result<(), GiveFail> {
+    let bases = gate.accept(s, seq)?;
+    let mut plans = Vec::new();
+    for b in bases {
+        let i = b.file as usize;
+        let Basis::Have(theirs) = b.basis else {
+            seq.set_part(i, Part::Skip);
+            continue;
+        };
+        let (own, compared) = seq
+            .hash_prefix(i, theirs.len())
+            .map_err(|e| GiveFail::Source(anyhow::Error::new(e)))?;
+        let n = digest::chunk_count(seq.size(i)) as usize;
+        let send: Vec<bool> = (0..n)
+            .map(|c| own.get(c) != theirs.get(c) || c >= own.len())
+            .collect();
+        plans.push(PlanEntry {
+            file: b.file,
+            send: send.clone(),
+        });
+        seq.set_part(
+            i,
+            Part::Chunks {
+                send,
+                known: own,
+                compared,
+            },
+        );
+    }
+    // As many frames as it takes, each within the control limit.
+    let mut batch: Vec<PlanEntry> = Vec::new();
+    let mut len = 0;
+    for p in plans {
+        if len + protocol::plan_len(&p) > protocol::MAX_CONTROL {
+            s.write_message(&Message::Plan(std::mem::take(&mut batch)))
+                .map_err(GiveFail::Wire)?;
+            len = 0;
+        }
+        len += protocol::plan_len(&p);
+        batch.push(p);
+    }
+    if !batch.is_empty() {
+        s.write_message(&Message::Plan(batch))
+            .map_err(GiveFail::Wire)?;
+    }
+    Ok(())
+}
+
+impl Gate {
+    /// Reads the taker's preamble, its BASIS frames and its ACCEPT (a
+    /// REJECT or ERROR ends the transfer): what it has of which files,
+    /// each checked against the offer.
+    fn accept(
+        &mut self,
+        s: &mut Session,
+        seq: &FileSeq,
+    ) -> std::result::Result<Vec<BasisEntry>, GiveFail> {
+        s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
+        let mut bases: Vec<BasisEntry> = Vec::new();
+        loop {
+            match s.read_message().map_err(GiveFail::Wire)? {
+                Message::Accept => {
+                    self.accepted = true;
+                    return Ok(bases);
+                }
+                Message::Basis(v) => {
+                    for b in v {
+                        let after = bases.last().is_none_or(|l| b.file > l.file);
+                        let fits = (b.file as usize) < seq.len()
+                            && match &b.basis {
+                                Basis::Have(h) => {
+                                    h.len() as u64 <= digest::chunk_count(seq.size(b.file as usize))
+                                }
+                                Basis::Unchanged => true,
+                            };
+                        if !after || !fits {
+                            return Err(GiveFail::Broken(Error::Incomplete(
+                                "the receiver broke the protocol: a BASIS entry that does not fit the offer".into(),
+                            )));
+                        }
+                        bases.push(b);
+                    }
+                }
+                Message::Reject(r) | Message::Error(r) => return Err(GiveFail::Refused(r)),
+                m => return Err(GiveFail::Broken(unexpected(&m, "ACCEPT"))),
+            }
+        }
+    }
+}
+
+/// Waits for the receipt and checks it confirms exactly what was sent, and
+/// that every file's digest (DIGESTS, before it) is the one computed here.
+pub(super) fn await_receipt(
+    s: &mut Session,
+    offer: &Offer,
+    sent: u64,
+    ours: &[Option<Hash>],
+    classify: Classify<'_>,
+) -> Result<Counts> {
+    let peer = s.peer();
+    let mut next = 0usize;
+    let c = loop {
+        let m = s.read_message().map_err(|e| match e {
+            WireError::Timeout => Error::Timeout(format!(
+                "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
+            )),
+            e => classify(e, "while waiting for the receipt"),
+        })?;
+        match m {
+            Message::Receipt(c) => break c,
+            Message::Digests(d) if d.first as usize == next => {
+                for theirs in d.digests {
+                    check_digest(offer, next, ours.get(next), theirs)?;
+                    next += 1;
+                }
+            }
+            Message::Error(r) => return Err(receiver_failed(r)),
+            m => return Err(unexpected(&m, "RECEIPT")),
+        }
+    };
+    if c.files != offer.file_count() || c.bytes != sent || next != ours.len() {
+        return Err(Error::Incomplete(format!(
+            "the receiver confirmed {} file(s) and {} bytes ({next} digests), but {} file(s) and {sent} bytes were sent",
+            c.files,
+            c.bytes,
+            offer.file_count()
+        )));
+    }
+    Ok(c)
+}
+
+/// One file's digest from the receiver against ours: equal, or both
+/// absent (a file the quick check left as it was).
+fn check_digest(
+    offer: &Offer,
+    i: usize,
+    ours: Option<&Option<Hash>>,
+    theirs: Option<Hash>,
+) -> Result<()> {
+    let name = || {
+        offer
+            .entries
+            .iter()
+            .filter(|e| e.is_file())
+            .nth(i)
+            .map_or_else(|| format!("file {i}"), |e| protocol::escape_name(&e.name))
+    };
+    match ours {
+        Some(o) if *o == theirs => Ok(()),
+        Some(_) => Err(Error::Incomplete(format!(
+            "the receiver's copy of {} does not match what was sent (BLAKE3 digests differ)",
+            name()
+        ))),
+        None => Err(Error::Incomplete(
+            "the receiver broke the protocol: more digests than files".into(),
+        )),
+    }
+}
