@@ -309,3 +309,45 @@ fn a_get_cut_halfway_resumes_from_a_one_shot_offer() {
         "{done}"
     );
 }
+
+#[test]
+fn a_dropped_connection_is_resumed_by_the_sender_itself_with_retry_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let size = 32 * MIB;
+    fs::write(&src, random_bytes(size as usize, 11)).unwrap();
+    let mut srv = Server::start(tmp.path(), &["--out", "in"]);
+    let proxy = Proxy::start(&srv.addr);
+    proxy.cut_after(size / 2);
+    let args = ["--retry-for", "30s", src.to_str().unwrap()];
+    let out = send_via(&proxy.addr, &srv.fingerprint, srv.code.as_deref(), &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("connecting again to resume"), "{err}");
+    assert_eq!(digest(&tmp.path().join("in/data.bin")), digest(&src));
+    let done = srv.wait_event("transfer-done");
+    assert!(done["resumed_bytes"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(srv.wait_exit().0, Some(0));
+}
+
+#[test]
+fn kept_state_never_goes_through_a_planted_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let size = 16 * MIB;
+    fs::write(&src, random_bytes(size as usize, 12)).unwrap();
+    let (out, victim) = (tmp.path().join("in"), tmp.path().join("victim"));
+    fs::create_dir_all(&out).unwrap();
+    fs::create_dir_all(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(".pincat-state")).unwrap();
+    let mut srv = Server::start(tmp.path(), &["--out", "in"]);
+    let second = cut_then_resume(&srv, &src, size / 2, || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    });
+    // Nothing could be kept: the whole file went again, and the link's
+    // target was never written.
+    assert!(second >= size, "{second}");
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(digest(&out.join("data.bin")), digest(&src));
+    assert_eq!(srv.wait_exit().0, Some(0));
+}
