@@ -20,6 +20,8 @@ FWD_MB = int(os.environ.get("BENCH_FWD_MB", "256"))
 PIPE_MB = int(os.environ.get("BENCH_PIPE_MB", "256"))
 RTT_RUNS = int(os.environ.get("BENCH_RTT_RUNS", "5"))
 RTT_DELAY = int(os.environ.get("BENCH_RTT_DELAY_MS", "50")) / 1000  # seconds, each direction
+SYNC_BIG_MB = int(os.environ.get("BENCH_SYNC_BIG_MB", "64"))
+RESUME_MB = int(os.environ.get("BENCH_RESUME_MB", "1024"))
 # An earlier pincat binary for the throughput case, and what to call it.
 BASELINE = os.environ.get("BENCH_BASELINE")
 BASELINE_NAME = os.environ.get("BENCH_BASELINE_NAME", "baseline")

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from .common import FWD_MB, OUT, PINCAT, PIPE_MB, REPS, RTT_RUNS, SIZE_MB, build, context, log
+from .common import (FWD_MB, OUT, PINCAT, PIPE_MB, REPS, RESUME_MB, RTT_RUNS, SIZE_MB, build,
+                     context, log)
 from .common import md, plural
 from .forward import forward
 from .load import load
@@ -16,12 +17,14 @@ from .pipe import pipe
 from .round_trips import round_trips
 from .small_files import small_files
 from .startup_latency import latency, startup
+from .sync import sync
 from .throughput import throughput
 
 SOCAT, NCAT, OPENSSL = ["socat", "-V"], ["ncat", "--version"], ["openssl", "version"]
 IPERF3, HYPERFINE = ["iperf3", "--version"], ["hyperfine", "--version"]
 TAR, STUNNEL4 = ["tar", "--version"], ["stunnel4", "-version"]
-PEERS = (SOCAT, NCAT, OPENSSL, IPERF3, HYPERFINE, TAR, STUNNEL4)
+RSYNC, SSH = ["rsync", "--version"], ["ssh", "-V"]
+PEERS = (SOCAT, NCAT, OPENSSL, IPERF3, HYPERFINE, TAR, STUNNEL4, RSYNC, SSH)
 
 # Cases that run on their own: (function, title, peers whose versions are shown).
 SINGLE = {
@@ -32,6 +35,7 @@ SINGLE = {
     "rtt": (round_trips, "round trips", [NCAT, OPENSSL]),
     "latency": (latency, "latency", [NCAT, HYPERFINE]),
     "load": (load, "load", []),
+    "sync": (sync, "sync and resume", [RSYNC, SSH]),
 }
 
 
@@ -85,13 +89,14 @@ def main_full():
     ctx = context()
     load_before = loadavg()
     sections, outcomes = [], []
-    for case in (throughput, startup, latency, load, small_files, forward, pipe, round_trips):
+    for case in (throughput, startup, latency, load, small_files, forward, pipe, round_trips,
+                 sync):
         lines, out = case(ctx)
         sections += lines
         outcomes += out
     payload = (f"{SIZE_MB} MiB for throughput, {FWD_MB} MiB for forward, {PIPE_MB} MiB each way "
                f"for pipe, {REPS} {plural(REPS, 'repetition')} for throughput, small files, "
-               f"forward and pipe, {RTT_RUNS} for round trips")
+               f"forward, pipe and sync, {RTT_RUNS} for round trips, {RESUME_MB} MiB for resume")
     text = "\n".join(["# pincat benchmarks", "",
                       "Produced by `scripts/bench`; figures are medians unless stated.", ""]
                      + machine(PEERS, payload, load_before) + [""]

@@ -25,7 +25,7 @@ def fs_type(path):
                           stdout=subprocess.PIPE, text=True).stdout.strip()
 
 
-def disk_dir():
+def disk_dir(prefix="pincat-bench-small-"):
     """(fresh directory on a real disk, its file system type, None) or
     (None, type, why not)."""
     base = os.environ.get("BENCH_DISK_DIR") or os.path.join(ROOT, "target")
@@ -34,7 +34,7 @@ def disk_dir():
     if fs in ("tmpfs", "ramfs"):
         return None, fs, (f"BENCH_DISK_DIR ({base}) is on {fs}, not a disk; "
                           "point BENCH_DISK_DIR at a directory on a real disk")
-    return tempfile.mkdtemp(prefix="pincat-bench-small-", dir=base), fs, None
+    return tempfile.mkdtemp(prefix=prefix, dir=base), fs, None
 
 
 def make_tree(root):

@@ -36,6 +36,18 @@ TAR_NCAT_RECV = ('ncat --ssl --ssl-cert "$2" --ssl-key "$3" --recv-only -l 127.0
 TAR_NCAT_SEND = 'tar c -C "$1" . | ncat --ssl --send-only 127.0.0.1 "$2"'
 TAR_RECV_ARGS = ("{port}", "{cert}", "{key}", "{dst}")
 
+# Sync: pincat's events (the wire payload of transfer-done) on stderr.
+SEND_JSON = (PC, "send", AT, "--pin", "{pin}", "--json", "--code", "{code}")
+# A throwaway sshd for rsync: keys and known_hosts made by the sync case, the
+# host key checked under an alias so it holds on any port (a counting proxy's).
+SSHD_CONFIG = ("Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+               "AuthorizedKeysFile {authorized_keys}\nPidFile none\nUsePAM no\n"
+               "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+               "PermitRootLogin prohibit-password\nLogLevel ERROR\n")
+SSH = ("ssh -F /dev/null -p {port} -i {ssh_key} -o IdentitiesOnly=yes -o IdentityAgent=none "
+       "-o HostKeyAlias=pincat-bench -o UserKnownHostsFile={known_hosts} "
+       "-o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR")
+
 STUNNEL_COMMON = "foreground = yes\npid =\ndebug = 3\n"
 STUNNEL_SERVER = (STUNNEL_COMMON + "[fwd]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{sink}\n"
                   "cert = {cert}\nkey = {key}\n")
@@ -211,6 +223,31 @@ ROUND_TRIPS_TOOLS = [
 ]
 
 
+SYNC_TOOLS = [
+    # The tree {src} into {dst}, which already holds it: the receiver is
+    # started once per case and kept running, the sender timed.
+    Tool("sync", "pincat",
+         receiver=SERVE + ("--keep-open", "--allow-update", "--out", "{dst}"),
+         sender=SEND_JSON + ("--update", "{src}"), result="{dst}/tree",
+         note="`send --update` into `serve --keep-open --allow-update`; exits on the receipt"),
+    Tool("sync", "rsync -a over ssh",
+         receiver=("{sshd}", "-D", "-e", "-f", "{sshd_config}"),
+         sender=("rsync", "-a", "-e", SSH, "{src}", "127.0.0.1:{dst}/"),
+         files=(("sshd_config", SSHD_CONFIG),), needs=("rsync", "ssh", "sshd", "ssh-keygen"),
+         result="{dst}/tree", targets=(Target("wall s", 2.0),),
+         note="a throwaway sshd on loopback; no fsync"),
+]
+
+RESUME_TOOLS = [
+    # One file {src} into {dst}: a one-shot receiver (JSON events, to see
+    # the cut transfer kept), the sender dialling {port} or the cutting proxy.
+    Tool("resume", "pincat",
+         receiver=(PC, "serve", "--json", "--identity", "{ident}", "--listen", AT, "--code",
+                   "{code}", "--out", "{dst}"),
+         sender=SEND_JSON + ("{src}",), result="{dst}/big.bin"),
+]
+
+
 def _with_baseline(argv):
     return tuple("{baseline}" if a == PC else a for a in argv)
 
@@ -227,7 +264,7 @@ if BASELINE:
         note="the same command with an earlier build"))
 
 TOOLS = (THROUGHPUT_TOOLS + STARTUP_TOOLS + LATENCY_TOOLS + SMALL_FILES_TOOLS + FORWARD_TOOLS
-         + PIPE_TOOLS + ROUND_TRIPS_TOOLS)
+         + PIPE_TOOLS + ROUND_TRIPS_TOOLS + SYNC_TOOLS + RESUME_TOOLS)
 
 
 def case_tools(case):
