@@ -80,8 +80,9 @@ pub(crate) type Classify<'a> = &'a dyn Fn(WireError, &str) -> Error;
 /// any connection is made.
 pub(crate) struct Plan {
     offer: Offer,
-    /// The OFFER payload, encoded once (its size is checked here).
-    encoded: Vec<u8>,
+    /// The OFFER frames' payloads, encoded once (a large offer takes
+    /// several frames).
+    encoded: Vec<Vec<u8>>,
     reader: Reader,
 }
 
@@ -124,10 +125,9 @@ impl Plan {
                 (offer, Reader::Files(Box::new(FileSeq::new(&planned))))
             }
         };
-        let encoded = offer.encode();
-        if encoded.len() > protocol::MAX_CONTROL {
-            return Err(anyhow!("too many files or names for one transfer; split it").into());
-        }
+        let encoded = offer
+            .encode_frames(protocol::MAX_CONTROL)
+            .ok_or_else(|| anyhow!("a name or link target is too long to offer"))?;
         Ok(Plan {
             offer,
             encoded,
@@ -170,7 +170,10 @@ fn give_through(
     // data right behind them: a short transfer costs one round trip after
     // the handshake. More waits for the taker's ACCEPT.
     let mut hello = protocol::preamble_of(Role::Giver).to_vec();
-    hello.extend_from_slice(&protocol::frame(FrameType::Offer, &encoded));
+    for part in &encoded {
+        hello.extend_from_slice(&protocol::frame(FrameType::Offer, part));
+    }
+    drop(encoded);
     s.write_all(&hello)
         .map_err(|e| classify(e, "during the transfer"))?;
     let kind = Kind::of(offer.kind);

@@ -396,8 +396,9 @@ pub struct Counts {
 /// One frame, typed: nobody outside this module decodes a payload by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// The sender's description of what follows.
-    Offer(Offer),
+    /// The sender's description of what follows (a part of it, with
+    /// `true`: more OFFER frames follow; see [`Offer::check`]).
+    Offer(Offer, bool),
     /// The receiver agrees.
     Accept,
     /// The receiver refuses the offer.
@@ -424,7 +425,7 @@ impl Message {
     /// The frame type this message travels as.
     pub fn frame_type(&self) -> FrameType {
         match self {
-            Message::Offer(_) => FrameType::Offer,
+            Message::Offer(..) => FrameType::Offer,
             Message::Accept => FrameType::Accept,
             Message::Reject(_) => FrameType::Reject,
             Message::Data(_) => FrameType::Data,
@@ -441,7 +442,7 @@ impl Message {
     /// The whole frame: header and payload.
     pub fn encode(&self) -> Vec<u8> {
         let payload = match self {
-            Message::Offer(o) => o.encode(),
+            Message::Offer(o, more) => o.encode_part(&o.entries, &o.skipped, *more),
             Message::Accept => Vec::new(),
             Message::Reject(r) | Message::Error(r) => encode_reject(r.code, &r.message),
             Message::Data(d) => d.clone(),
@@ -471,7 +472,10 @@ impl Message {
         let counts =
             |what| decode_counts(&payload, what).map(|(files, bytes)| Counts { files, bytes });
         Ok(match t {
-            FrameType::Offer => Message::Offer(Offer::decode(&payload)?),
+            FrameType::Offer => {
+                let (offer, more) = Offer::decode_part(&payload)?;
+                Message::Offer(offer, more)
+            }
             FrameType::Accept => Message::Accept,
             FrameType::Reject | FrameType::Error => {
                 let (code, message) = decode_reject(&payload);

@@ -86,16 +86,53 @@ impl Offer {
         self.entries.iter().filter(|e| e.is_file()).count() as u32
     }
 
-    /// Encodes the payload of an OFFER frame.
+    /// Encodes the payload of one OFFER frame holding the whole offer.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_part(&self.entries, &self.skipped, false)
+    }
+
+    /// Encodes the offer as OFFER payloads of at most `max` bytes each
+    /// (entries in order; every payload but the last says more follow).
+    /// `None` when one entry alone does not fit.
+    pub fn encode_frames(&self, max: usize) -> Option<Vec<Vec<u8>>> {
+        let mut frames = Vec::new();
+        let mut start = 0;
+        let mut len = HEAD_LEN + SKIPPED_HEAD;
+        for (i, e) in self.entries.iter().enumerate() {
+            let n = entry_len(e);
+            if len + n > max {
+                if i == start {
+                    return None;
+                }
+                frames.push(self.encode_part(&self.entries[start..i], &[], true));
+                (start, len) = (i, HEAD_LEN + SKIPPED_HEAD);
+            }
+            len += n;
+        }
+        let last = self.encode_part(&self.entries[start..], &self.skipped, false);
+        if last.len() > max {
+            // The skipped names do not fit beside the last entries.
+            if start < self.entries.len() {
+                frames.push(self.encode_part(&self.entries[start..], &[], true));
+            }
+            let alone = self.encode_part(&[], &self.skipped, false);
+            (alone.len() <= max).then_some(())?;
+            frames.push(alone);
+        } else {
+            frames.push(last);
+        }
+        Some(frames)
+    }
+
+    pub(super) fn encode_part(&self, entries: &[Entry], skipped: &[String], more: bool) -> Vec<u8> {
         let mut v = Vec::new();
         v.push(match self.kind {
             TransferKind::Stream => 0,
             TransferKind::Files => 1,
         });
-        v.push(u8::from(self.update) | u8::from(self.checksum) << 1);
-        v.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
-        for e in &self.entries {
+        v.push(u8::from(self.update) | u8::from(self.checksum) << 1 | u8::from(more) << 2);
+        v.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for e in entries {
             v.push(match (e.is_dir, &e.link) {
                 (true, _) => 1,
                 (false, Some(_)) => 2,
@@ -118,17 +155,54 @@ impl Offer {
                 v.extend_from_slice(t.as_bytes());
             }
         }
-        v.extend_from_slice(&(self.skipped.len() as u32).to_be_bytes());
-        for name in &self.skipped {
+        v.extend_from_slice(&(skipped.len() as u32).to_be_bytes());
+        for name in skipped {
             v.extend_from_slice(&(name.len() as u16).to_be_bytes());
             v.extend_from_slice(name.as_bytes());
         }
         v
     }
 
-    /// Decodes and validates an OFFER payload: every name is checked, sizes
-    /// cannot overflow, names are unique and no file is another entry's parent.
+    /// Decodes and validates an OFFER payload that holds the whole offer:
+    /// every name is checked, sizes cannot overflow, names are unique and
+    /// no file is another entry's parent.
     pub fn decode(p: &[u8]) -> Result<Offer, ProtocolError> {
+        let (offer, more) = Offer::decode_part(p)?;
+        if more {
+            return Err(ProtocolError::Malformed("OFFER"));
+        }
+        offer.check()?;
+        Ok(offer)
+    }
+
+    /// Adds the next OFFER payload's entries (and skipped names) to this
+    /// offer; the kind and flags must be the same.
+    pub fn extend(&mut self, next: Offer) -> Result<(), ProtocolError> {
+        let same =
+            (next.kind, next.update, next.checksum) == (self.kind, self.update, self.checksum);
+        let total = self.total_bytes().checked_add(next.total_bytes());
+        if !same || total.is_none() {
+            return Err(ProtocolError::Malformed("OFFER"));
+        }
+        self.entries.extend(next.entries);
+        self.skipped.extend(next.skipped);
+        Ok(())
+    }
+
+    /// The whole offer's checks once every part is in: at least one entry
+    /// for files, names unique, no file another entry's parent.
+    pub fn check(&self) -> Result<(), ProtocolError> {
+        if self.kind == TransferKind::Files && self.entries.is_empty() {
+            return Err(ProtocolError::Malformed("OFFER"));
+        }
+        check_tree(&self.entries)?;
+        Ok(())
+    }
+
+    /// Decodes one OFFER payload, each name and size checked, and whether
+    /// more payloads of the same offer follow. The checks across entries
+    /// are [`Offer::check`], once the offer is whole.
+    pub fn decode_part(p: &[u8]) -> Result<(Offer, bool), ProtocolError> {
         const M: ProtocolError = ProtocolError::Malformed("OFFER");
         let mut r = Cursor(p);
         let kind = match r.u8().ok_or(M)? {
@@ -137,7 +211,7 @@ impl Offer {
             _ => return Err(M),
         };
         let flags = r.u8().ok_or(M)?;
-        if flags & !3 != 0 || (kind == TransferKind::Stream && flags != 0) {
+        if flags & !7 != 0 || (kind == TransferKind::Stream && flags != 0) {
             return Err(M);
         }
         let count = r.u32().ok_or(M)? as usize;
@@ -194,18 +268,27 @@ impl Offer {
         if !r.0.is_empty() {
             return Err(M);
         }
-        if kind == TransferKind::Files && entries.is_empty() {
-            return Err(M);
-        }
-        check_tree(&entries)?;
-        Ok(Offer {
+        let offer = Offer {
             kind,
             entries,
             skipped,
             update: flags & 1 != 0,
             checksum: flags & 2 != 0,
-        })
+        };
+        Ok((offer, flags & 4 != 0))
     }
+}
+
+/// Bytes of an OFFER payload before its entries: kind, flags, count.
+const HEAD_LEN: usize = 6;
+/// Bytes of the skipped names' count.
+const SKIPPED_HEAD: usize = 4;
+
+/// Encoded size of one entry.
+fn entry_len(e: &Entry) -> usize {
+    let time = if e.mtime.is_some() { 13 } else { 1 };
+    let link = e.link.as_ref().map_or(0, |t| 2 + t.len());
+    1 + 4 + 8 + time + 2 + e.name.len() + link
 }
 
 /// A symbolic link's target: 1 to [`MAX_LINK_TARGET`] bytes of UTF-8, no

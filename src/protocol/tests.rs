@@ -403,3 +403,42 @@ fn update_flags_travel_in_the_offer_and_streams_have_none() {
     let stream = [0u8, 1, 0, 0, 0, 0, 0, 0, 0, 0];
     assert!(Offer::decode(&stream).is_err(), "a stream with a flag");
 }
+
+#[test]
+fn a_large_offer_goes_in_frames_and_comes_back_whole() {
+    let entries: Vec<_> = (0..40_000)
+        .map(|i| entry(&format!("tree/some/longer/directory/name/file-{i:06}"), i))
+        .collect();
+    let offer = Offer {
+        kind: TransferKind::Files,
+        entries,
+        skipped: vec!["tree/a-fifo".into()],
+        update: true,
+        checksum: false,
+    };
+    let frames = offer.encode_frames(MAX_CONTROL).unwrap();
+    assert!(frames.len() > 1, "{} frame(s)", frames.len());
+    assert!(frames.iter().all(|f| f.len() <= MAX_CONTROL));
+    let mut whole: Option<Offer> = None;
+    for (i, f) in frames.iter().enumerate() {
+        let (part, more) = Offer::decode_part(f).unwrap();
+        assert_eq!(more, i + 1 < frames.len());
+        match whole.as_mut() {
+            None => whole = Some(part),
+            Some(w) => w.extend(part).unwrap(),
+        }
+    }
+    let whole = whole.unwrap();
+    whole.check().unwrap();
+    assert_eq!(whole, offer);
+    // A name repeated across two frames is found once the offer is whole.
+    let (mut first, _) = Offer::decode_part(&frames[0]).unwrap();
+    let (again, _) = Offer::decode_part(&frames[0]).unwrap();
+    first.extend(again).unwrap();
+    assert!(first.check().is_err());
+    // A part with other flags does not join.
+    let (mut first, _) = Offer::decode_part(&frames[0]).unwrap();
+    let mut other = Offer::decode_part(&frames[1]).unwrap().0;
+    other.update = false;
+    assert!(first.extend(other).is_err());
+}

@@ -64,6 +64,19 @@ impl<'a> Grant<'a> {
     }
 }
 
+impl Grant<'_> {
+    /// `n` bytes more, or `false` (and nothing more) past the cap.
+    pub(super) fn grow(&mut self, n: u64) -> bool {
+        let before = self.pool.fetch_add(n, Ordering::SeqCst);
+        if before.saturating_add(n) > OFFER_MEMORY {
+            self.pool.fetch_sub(n, Ordering::SeqCst);
+            return false;
+        }
+        self.n += n;
+        true
+    }
+}
+
 impl Drop for Grant<'_> {
     fn drop(&mut self) {
         self.pool.fetch_sub(self.n, Ordering::SeqCst);
