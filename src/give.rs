@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -80,9 +81,9 @@ pub(crate) type Classify<'a> = &'a dyn Fn(WireError, &str) -> Error;
 /// any connection is made.
 pub(crate) struct Plan {
     offer: Offer,
-    /// The OFFER frames' payloads, encoded once (a large offer takes
-    /// several frames).
-    encoded: Vec<Vec<u8>>,
+    /// How the OFFER is cut into frames (a large offer takes several),
+    /// each encoded as it is sent.
+    frames: Vec<Range<usize>>,
     reader: Reader,
 }
 
@@ -108,7 +109,8 @@ impl Plan {
             Source::Stdin => (stream_offer(), Reader::Stream(Box::new(io::stdin()))),
             Source::Reader(r) => (stream_offer(), Reader::Stream(r)),
             Source::Paths(p) => {
-                let (planned, skipped) = plan(&p.paths, p.links, events)?;
+                let mut walked = plan(&p.paths, p.links, events)?;
+                let skipped = std::mem::take(&mut walked.skipped);
                 if p.strict && !skipped.is_empty() {
                     return Err(Error::Skipped(format!(
                         "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",
@@ -117,20 +119,20 @@ impl Plan {
                 }
                 let offer = Offer {
                     kind: TransferKind::Files,
-                    entries: planned.iter().map(|p| p.entry.clone()).collect(),
+                    entries: std::mem::take(&mut walked.entries),
                     skipped,
                     update: p.sync.update,
                     checksum: p.sync.checksum,
                 };
-                (offer, Reader::Files(Box::new(FileSeq::new(&planned))))
+                (offer, Reader::Files(Box::new(FileSeq::of(walked))))
             }
         };
-        let encoded = offer
-            .encode_frames(protocol::MAX_CONTROL)
+        let frames = offer
+            .frame_ranges(protocol::MAX_CONTROL)
             .ok_or_else(|| anyhow!("a name or link target is too long to offer"))?;
         Ok(Plan {
             offer,
-            encoded,
+            frames,
             reader,
         })
     }
@@ -161,7 +163,7 @@ fn give_through(
 ) -> Result<Transfer> {
     let Plan {
         offer,
-        encoded,
+        frames,
         mut reader,
     } = plan;
     let start = Instant::now();
@@ -169,13 +171,16 @@ fn give_through(
     // Preamble and offer go out at once, and the first EARLY_DATA bytes of
     // data right behind them: a short transfer costs one round trip after
     // the handshake. More waits for the taker's ACCEPT.
+    // A large offer's frames are encoded one at a time.
     let mut hello = protocol::preamble_of(Role::Giver).to_vec();
-    for part in &encoded {
-        hello.extend_from_slice(&protocol::frame(FrameType::Offer, part));
+    let n = frames.len();
+    for (i, r) in frames.into_iter().enumerate() {
+        let part = offer.encode_frame(r, i + 1 == n);
+        hello.extend_from_slice(&protocol::frame(FrameType::Offer, &part));
+        s.write_all(&hello)
+            .map_err(|e| classify(e, "during the transfer"))?;
+        hello.clear();
     }
-    drop(encoded);
-    s.write_all(&hello)
-        .map_err(|e| classify(e, "during the transfer"))?;
     let kind = Kind::of(offer.kind);
     events.emit(Event::TransferStarted {
         peer,

@@ -5,6 +5,7 @@
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,22 +20,42 @@ use crate::protocol::{self, Entry, Mtime};
 /// file what it was when planned.
 #[derive(Debug)]
 pub(super) struct Planned {
-    /// The file to read; `None` for a directory.
-    pub(super) local: Option<Local>,
+    /// The file to read and what it was when planned; `None` for a
+    /// directory or a link.
+    pub(super) local: Option<(Place, Stamp)>,
     /// What the offer announces.
     pub(super) entry: Entry,
 }
 
-/// A planned file on this machine.
+/// A planned file on this machine: its directory (a number in the
+/// walk's list of directories, see [`Walked`]), its name there, and what
+/// it was when planned. Compact: a plan may hold a million of them.
 #[derive(Debug, Clone)]
 pub(super) struct Local {
-    pub(super) at: Place,
+    pub(super) dir: u32,
+    /// Where its name ends in [`Walked::leaves`] (it starts where the
+    /// previous file's ends).
+    pub(super) leaf_end: u32,
     pub(super) planned: Stamp,
+}
+
+/// What walking the paths found: the offer's entries in order, the files
+/// to read (in the same order), and the names of what is not sent.
+#[derive(Debug)]
+pub(super) struct Walked {
+    pub(super) entries: Vec<Entry>,
+    pub(super) locals: Vec<Local>,
+    /// The directories the files are in, each once per run of files.
+    pub(super) places: Vec<Place>,
+    /// The files' names in their directories, back to back (one
+    /// allocation, not one per file).
+    pub(super) leaves: Vec<u8>,
+    pub(super) skipped: Vec<String>,
 }
 
 /// A path twice: resolved for opening (no symbolic link the user named is
 /// left in it), and as the user wrote it, for messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Place {
     pub(super) real: PathBuf,
     pub(super) shown: PathBuf,
@@ -171,11 +192,7 @@ impl Dirs {
 /// uses up a one-shot receiver.
 /// Also returns the names of what the directories held and is not sent
 /// (symbolic links, special files), each reported as a warning here.
-pub(super) fn plan(
-    paths: &[PathBuf],
-    links: Links,
-    events: &Events,
-) -> Result<(Vec<Planned>, Vec<String>)> {
+pub(super) fn plan(paths: &[PathBuf], links: Links, events: &Events) -> Result<Walked> {
     let mut tree = Tree {
         links,
         ..Tree::default()
@@ -183,20 +200,59 @@ pub(super) fn plan(
     for p in paths {
         plan_top(p, &mut tree, events)?;
     }
-    check_names(&tree.planned)?;
-    Ok((tree.planned, tree.skipped))
+    check_names(&tree.entries)?;
+    // Grown by doubling while walking: give back what is left over (a
+    // plan may hold a million entries).
+    tree.entries.shrink_to_fit();
+    tree.locals.shrink_to_fit();
+    tree.leaves.shrink_to_fit();
+    Ok(Walked {
+        entries: tree.entries,
+        locals: tree.locals,
+        places: tree.places,
+        leaves: tree.leaves,
+        skipped: tree.skipped,
+    })
 }
 
 /// A plan as it is walked.
 #[derive(Default)]
 struct Tree {
-    planned: Vec<Planned>,
+    entries: Vec<Entry>,
+    locals: Vec<Local>,
+    places: Vec<Place>,
+    leaves: Vec<u8>,
     skipped: Vec<String>,
     /// What becomes of symbolic links inside directories.
     links: Links,
     /// The directories being walked, (device, inode), outermost first: a
     /// followed link back to one of them would never end.
     ancestors: Vec<(u64, u64)>,
+}
+
+impl Tree {
+    /// Adds one planned entry (and its file, for a regular file).
+    fn push(&mut self, p: Planned) {
+        self.entries.push(p.entry);
+        let Some((at, planned)) = p.local else {
+            return;
+        };
+        let dir = |p: &Path| p.parent().unwrap_or(Path::new("")).to_path_buf();
+        let place = Place {
+            real: dir(&at.real),
+            shown: dir(&at.shown),
+        };
+        if self.places.last() != Some(&place) {
+            self.places.push(place);
+        }
+        let leaf = at.real.file_name().unwrap_or_default();
+        self.leaves.extend_from_slice(leaf.as_bytes());
+        self.locals.push(Local {
+            dir: (self.places.len() - 1) as u32,
+            leaf_end: self.leaves.len() as u32,
+            planned,
+        });
+    }
 }
 
 /// Reports and records something in a directory that is not sent.
@@ -219,7 +275,7 @@ fn plan_link(
 ) -> Result<()> {
     match tree.links {
         Links::Send => match link_entry(&at, &name) {
-            Some(link) => tree.planned.push(link),
+            Some(link) => tree.push(link),
             None => skip(tree, events, &at, name, "its target is not UTF-8"),
         },
         Links::Skip => skip(
@@ -247,12 +303,11 @@ fn plan_link(
                     )
                 }
                 (Some(real), Some(m)) if m.is_dir() => {
-                    tree.planned.push(dir_entry(name.clone(), &m));
+                    tree.push(dir_entry(name.clone(), &m));
                     walk(&Place { real, shown }, &name, tree, events, dirs)?;
                 }
                 (Some(real), Some(m)) if m.is_file() => {
-                    tree.planned
-                        .push(plan_file(Place { real, shown }, name, dirs)?);
+                    tree.push(plan_file(Place { real, shown }, name, dirs)?);
                 }
                 _ => skip(
                     tree,
@@ -285,11 +340,10 @@ fn plan_top(p: &Path, tree: &mut Tree, events: &Events) -> Result<()> {
         shown: p.to_path_buf(),
     };
     if meta.is_dir() {
-        tree.planned.push(dir_entry(name.clone(), &meta));
+        tree.push(dir_entry(name.clone(), &meta));
         walk(&at, &name, tree, events, &mut Dirs::default())
     } else if meta.is_file() {
-        tree.planned
-            .push(plan_file(at, name, &mut Dirs::default())?);
+        tree.push(plan_file(at, name, &mut Dirs::default())?);
         Ok(())
     } else {
         Err(anyhow!(
@@ -301,15 +355,16 @@ fn plan_top(p: &Path, tree: &mut Tree, events: &Events) -> Result<()> {
 }
 
 /// Names must be valid on the receiver and unique within the offer.
-fn check_names(planned: &[Planned]) -> Result<()> {
+fn check_names(entries: &[Entry]) -> Result<()> {
+    // Names inside a directory are unique already: only the top-level
+    // ones, one per path given, can collide.
     let mut seen = std::collections::HashSet::new();
-    for p in planned {
-        protocol::validate_name(&p.entry.name)
-            .map_err(|e| anyhow!("cannot send this name: {e}"))?;
-        if !seen.insert(p.entry.name.as_str()) {
+    for e in entries {
+        protocol::validate_name(&e.name).map_err(|e| anyhow!("cannot send this name: {e}"))?;
+        if !e.name.contains('/') && !seen.insert(e.name.as_str()) {
             return Err(anyhow!(
                 "two of the given paths are both named {}; send them separately",
-                protocol::escape_name(&p.entry.name)
+                protocol::escape_name(&e.name)
             )
             .into());
         }
@@ -391,7 +446,7 @@ fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
     };
     Ok(Planned {
         entry,
-        local: Some(Local { at, planned }),
+        local: Some((at, planned)),
     })
 }
 
@@ -442,10 +497,10 @@ fn walk_children(
         // since must not be followed.
         let meta = if kind.is_dir() { Some(stat()?) } else { None };
         if let Some(meta) = meta.as_ref().filter(|m| m.is_dir()) {
-            tree.planned.push(dir_entry(name.clone(), meta));
+            tree.push(dir_entry(name.clone(), meta));
             walk(&at, &name, tree, events, dirs)?;
         } else if kind.is_file() {
-            tree.planned.push(plan_file(at, name, dirs)?);
+            tree.push(plan_file(at, name, dirs)?);
         } else if kind.is_symlink() {
             plan_link(at, name, tree, events, dirs)?;
         } else {

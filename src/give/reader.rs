@@ -4,11 +4,13 @@
 //! planned one, or that changed while it was read, is an error, never a
 //! torn or substituted copy.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
-use super::files::{Dirs, Local, Planned, Stamp, changed, file_error};
+use super::files::{Dirs, Local, Place, Stamp, Walked, changed, file_error};
 use crate::digest::{self, Chunker, Hash};
 
 /// What of one file is sent.
@@ -19,19 +21,27 @@ pub(super) enum Part {
     All,
     /// Nothing: the taker keeps what it has (same size and time).
     Skip,
-    /// The chunks flagged true; the others the taker has, and their hashes
-    /// are known here from when the file was compared.
-    Chunks {
-        send: Vec<bool>,
-        known: Vec<Hash>,
-        /// The file as it was when compared: it must not change until sent.
-        compared: Stamp,
-    },
+    /// Some chunks (see [`Chunks`]).
+    Chunks(Box<Chunks>),
+}
+
+/// The chunks flagged true are sent; the others the taker has, and their
+/// hashes are known here from when the file was compared.
+#[derive(Debug, Clone)]
+pub(super) struct Chunks {
+    pub(super) send: Vec<bool>,
+    pub(super) known: Vec<Hash>,
+    /// The file as it was when compared: it must not change until sent.
+    pub(super) compared: Stamp,
 }
 
 /// The planned files' chunks back to back, exactly as planned.
 pub(super) struct FileSeq {
     files: Vec<Local>,
+    /// The directories `files` are in.
+    places: Vec<Place>,
+    /// Their names, back to back (see [`Local::leaf_end`]).
+    leaves: Vec<u8>,
     parts: Vec<Part>,
     next: usize,
     cur: Option<Reading>,
@@ -41,12 +51,15 @@ pub(super) struct FileSeq {
 }
 
 impl FileSeq {
-    pub(super) fn new(planned: &[Planned]) -> Self {
-        let files: Vec<Local> = planned.iter().filter_map(|p| p.local.clone()).collect();
+    /// Reads the files a walk planned, in order.
+    pub(super) fn of(walked: Walked) -> Self {
+        let (files, places, leaves) = (walked.locals, walked.places, walked.leaves);
         let n = files.len();
         FileSeq {
             files,
-            parts: vec![Part::All; n],
+            places,
+            leaves,
+            parts: Vec::new(),
             next: 0,
             cur: None,
             dirs: Dirs::default(),
@@ -66,14 +79,24 @@ impl FileSeq {
 
     /// Sets what of file `i` is sent.
     pub(super) fn set_part(&mut self, i: usize, part: Part) {
+        // Made only when a file is not sent whole: a plain plan of a
+        // million files needs none.
+        if self.parts.is_empty() {
+            self.parts = vec![Part::All; self.files.len()];
+        }
         self.parts[i] = part;
+    }
+
+    /// What of file `i` is sent.
+    fn part(&self, i: usize) -> &Part {
+        self.parts.get(i).unwrap_or(&Part::All)
     }
 
     /// Bytes that will be sent, after the parts were set.
     pub(super) fn to_send(&self) -> u64 {
         (0..self.files.len())
             .map(|i| {
-                ranges(&self.parts[i], self.size(i))
+                ranges(self.part(i), self.size(i))
                     .iter()
                     .map(|(a, b)| b - a)
                     .sum::<u64>()
@@ -89,11 +112,25 @@ impl FileSeq {
             (start, _) if (n as u64) < digest::chunk_count(size) => start,
             _ => size,
         };
-        let mut r = Reading::open(self.files[i].clone(), &mut self.dirs, None, &Part::All)?;
+        let (real, shown) = self.paths(i);
+        let planned = self.files[i].planned;
+        let mut r = Reading::open(&real, shown, planned, &mut self.dirs, None, &Part::All)?;
         let path = r.path.clone();
         let hashes =
             digest::hash_prefix(&mut r.file, size, have).map_err(|e| read_error(&path, e))?;
         Ok((hashes, r.at_open))
+    }
+
+    /// Where file `i` is: resolved, and as the user wrote it.
+    fn paths(&self, i: usize) -> (PathBuf, PathBuf) {
+        let l = &self.files[i];
+        let start = match i {
+            0 => 0,
+            _ => self.files[i - 1].leaf_end as usize,
+        };
+        let leaf = OsStr::from_bytes(&self.leaves[start..l.leaf_end as usize]);
+        let p = &self.places[l.dir as usize];
+        (p.real.join(leaf), p.shown.join(leaf))
     }
 
     /// Each file's digest as sent (`None` for a skipped one); complete
@@ -118,7 +155,8 @@ fn ranges(part: &Part, size: u64) -> Vec<(u64, u64)> {
         Part::All if size == 0 => Vec::new(),
         Part::All => vec![(0, size)],
         Part::Skip => Vec::new(),
-        Part::Chunks { send, .. } => {
+        Part::Chunks(c) => {
+            let send = &c.send;
             let mut out: Vec<(u64, u64)> = Vec::new();
             for (i, _) in send.iter().enumerate().filter(|(_, s)| **s) {
                 let (a, b) = digest::chunk_range(size, i as u64);
@@ -144,19 +182,22 @@ impl Read for FileSeq {
                 self.digests[done] = r.chunker.digest();
                 self.cur = None;
             }
-            let Some(local) = self.files.get(self.next).cloned() else {
+            let Some(planned) = self.files.get(self.next).map(|l| l.planned) else {
                 return Ok(0);
             };
-            let part = &self.parts[self.next];
+            let (real, shown) = self.paths(self.next);
+            let i = self.next;
             self.next += 1;
+            let part = self.parts.get(i).unwrap_or(&Part::All);
             if matches!(part, Part::Skip) {
                 continue;
             }
             let compared = match part {
-                Part::Chunks { compared, .. } => Some(*compared),
+                Part::Chunks(c) => Some(c.compared),
                 _ => None,
             };
-            self.cur = Some(Reading::open(local, &mut self.dirs, compared, part)?);
+            let r = Reading::open(&real, shown, planned, &mut self.dirs, compared, part)?;
+            self.cur = Some(r);
         }
     }
 }
@@ -178,13 +219,14 @@ impl Reading {
     /// Opens the planned file; with `compared`, it must be exactly as it
     /// was then (nothing written since its chunks were compared).
     fn open(
-        local: Local,
+        real: &Path,
+        path: PathBuf,
+        planned: Stamp,
         dirs: &mut Dirs,
         compared: Option<Stamp>,
         part: &Part,
     ) -> io::Result<Reading> {
-        let (path, planned) = (local.at.shown, local.planned);
-        let file = match dirs.open(&local.at.real) {
+        let file = match dirs.open(real) {
             Ok(f) => f,
             // O_NOFOLLOW refused: the file was replaced by a symbolic link.
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(changed(&path)),
@@ -202,7 +244,8 @@ impl Reading {
             return Err(changed(&path));
         }
         let mut chunker = Chunker::new(planned.size);
-        if let Part::Chunks { send, known, .. } = part {
+        if let Part::Chunks(c) = part {
+            let (send, known) = (&c.send, &c.known);
             for (i, h) in known.iter().enumerate() {
                 if !send.get(i).copied().unwrap_or(true) {
                     chunker.given(i as u64, *h);

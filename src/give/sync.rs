@@ -2,7 +2,7 @@
 //! the files here compared chunk by chunk (PLAN), and at the end every
 //! file's digest from the taker checked against the one computed here.
 
-use super::reader::{FileSeq, Part};
+use super::reader::{Chunks, FileSeq, Part};
 use super::{Classify, Gate, GiveFail, receiver_failed, unexpected};
 use crate::digest::{self, Hash};
 use crate::error::{Error, Result};
@@ -37,11 +37,11 @@ pub(super) fn compare(
         });
         seq.set_part(
             i,
-            Part::Chunks {
+            Part::Chunks(Box::new(Chunks {
                 send,
                 known: own,
                 compared,
-            },
+            })),
         );
     }
     // As many frames as it takes, each within the control limit.

@@ -1,6 +1,8 @@
 //! The OFFER payload: what a giver announces (a stream, or named files and
 //! directories of known sizes), its encoding and the checks on decode.
 
+use std::ops::Range;
+
 use super::{Cursor, MAX_ENTRIES, NameError, ProtocolError, escape_name, validate_name};
 
 /// What kind of transfer an offer announces.
@@ -95,7 +97,22 @@ impl Offer {
     /// (entries in order; every payload but the last says more follow).
     /// `None` when one entry alone does not fit.
     pub fn encode_frames(&self, max: usize) -> Option<Vec<Vec<u8>>> {
-        let mut frames = Vec::new();
+        let ranges = self.frame_ranges(max)?;
+        let n = ranges.len();
+        Some(
+            ranges
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| self.encode_frame(r, i + 1 == n))
+                .collect(),
+        )
+    }
+
+    /// How [`Offer::encode_frames`] cuts the entries: one range per
+    /// payload, so that a large offer can be encoded one payload at a time
+    /// ([`Offer::encode_frame`]). `None` when one entry alone does not fit.
+    pub fn frame_ranges(&self, max: usize) -> Option<Vec<Range<usize>>> {
+        let mut ranges = Vec::new();
         let mut start = 0;
         let mut len = HEAD_LEN + SKIPPED_HEAD;
         for (i, e) in self.entries.iter().enumerate() {
@@ -104,24 +121,27 @@ impl Offer {
                 if i == start {
                     return None;
                 }
-                frames.push(self.encode_part(&self.entries[start..i], &[], true));
+                ranges.push(start..i);
                 (start, len) = (i, HEAD_LEN + SKIPPED_HEAD);
             }
             len += n;
         }
-        let last = self.encode_part(&self.entries[start..], &self.skipped, false);
-        if last.len() > max {
-            // The skipped names do not fit beside the last entries.
-            if start < self.entries.len() {
-                frames.push(self.encode_part(&self.entries[start..], &[], true));
-            }
-            let alone = self.encode_part(&[], &self.skipped, false);
-            (alone.len() <= max).then_some(())?;
-            frames.push(alone);
-        } else {
-            frames.push(last);
+        let skipped: usize = self.skipped.iter().map(|n| 2 + n.len()).sum();
+        ranges.push(start..self.entries.len());
+        if len + skipped > max {
+            // The skipped names go alone, after the last entries.
+            (HEAD_LEN + SKIPPED_HEAD + skipped <= max).then_some(())?;
+            let end = self.entries.len();
+            ranges.push(end..end);
         }
-        Some(frames)
+        Some(ranges)
+    }
+
+    /// One OFFER payload: the entries in `r`, and with `last` the skipped
+    /// names (else the flag that more follow).
+    pub fn encode_frame(&self, r: Range<usize>, last: bool) -> Vec<u8> {
+        let skipped: &[String] = if last { &self.skipped } else { &[] };
+        self.encode_part(&self.entries[r], skipped, !last)
     }
 
     pub(super) fn encode_part(&self, entries: &[Entry], skipped: &[String], more: bool) -> Vec<u8> {

@@ -63,8 +63,8 @@ impl Transfer {
                 Ok(hashes) if !hashes.is_empty() => {
                     self.bases[f] = FileBasis::Kept {
                         file: Some(file),
-                        own: Some(own),
-                        hashes,
+                        own: Some(own.into_boxed_os_str()),
+                        hashes: hashes.into_boxed_slice(),
                     };
                 }
                 _ => {
@@ -130,7 +130,7 @@ impl Transfer {
             {
                 return Err(bad("chunks that do not fit the file"));
             }
-            self.plans[f] = Some(p.send);
+            self.plans[f] = Some(p.send.into_boxed_slice());
             self.planned += 1;
         }
         if !self.awaiting_plans() && !self.store.allow_update {
@@ -276,7 +276,9 @@ impl Transfer {
     /// file and its own name in the kept directory.
     pub(super) fn take_kept(&mut self, f: usize) -> Option<(File, OsString)> {
         match self.bases.get_mut(f) {
-            Some(FileBasis::Kept { file, own, .. }) => Some((file.take()?, own.clone()?)),
+            Some(FileBasis::Kept { file, own, .. }) => {
+                Some((file.take()?, own.as_deref()?.to_owned()))
+            }
             _ => None,
         }
     }
@@ -414,7 +416,7 @@ impl FileBasis {
     pub(super) fn hashes(&self) -> Option<&[Hash]> {
         match self {
             FileBasis::Kept { hashes, .. } | FileBasis::Existing { hashes, .. } => {
-                Some(hashes.as_slice()).filter(|h| !h.is_empty())
+                Some(&hashes[..]).filter(|h| !h.is_empty())
             }
             _ => None,
         }

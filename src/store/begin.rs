@@ -274,8 +274,8 @@ impl Transfer {
         };
         self.bases[f] = FileBasis::Existing {
             file,
-            stat: st,
-            hashes,
+            stat: Box::new(st),
+            hashes: hashes.into_boxed_slice(),
         };
         Ok(())
     }

@@ -179,15 +179,15 @@ enum FileBasis {
     /// the kept directory (until it is moved from there).
     Kept {
         file: Option<File>,
-        own: Option<OsString>,
-        hashes: Vec<crate::digest::Hash>,
+        own: Option<Box<std::ffi::OsStr>>,
+        hashes: Box<[crate::digest::Hash]>,
     },
     /// The file that is there, which `--update` replaces (or keeps, when
     /// every chunk matched).
     Existing {
         file: File,
-        stat: Stat,
-        hashes: Vec<crate::digest::Hash>,
+        stat: Box<Stat>,
+        hashes: Box<[crate::digest::Hash]>,
     },
 }
 
@@ -205,7 +205,7 @@ pub struct Transfer {
     /// Per file (data order): what the receiver builds it on.
     bases: Vec<FileBasis>,
     /// Per file: the chunks the sender sends, for files with a basis.
-    plans: Vec<Option<Vec<bool>>>,
+    plans: Vec<Option<Box<[bool]>>>,
     /// PLAN entries received.
     planned: usize,
     /// The current file's ranges still to come, last first (`None`: not

@@ -54,8 +54,8 @@ fn old_file(dir: &Path, name: &str, len: usize) -> PathBuf {
 
 /// Plans `path`, reads the first 64 KiB, runs `meddle`, reads the rest.
 fn read_with(path: &Path, meddle: impl FnOnce()) -> io::Result<Vec<u8>> {
-    let (planned, _) = plan(&[path.to_path_buf()], super::Links::Send, &Events::silent()).unwrap();
-    let mut seq = FileSeq::new(&planned);
+    let walked = plan(&[path.to_path_buf()], super::Links::Send, &Events::silent()).unwrap();
+    let mut seq = FileSeq::of(walked);
     let mut got = vec![0u8; 64 * 1024];
     seq.read_exact(&mut got)?;
     meddle();
@@ -80,11 +80,11 @@ fn an_unchanged_tree_reads_back_exactly() {
     fs::write(top.join("a"), b"first").unwrap();
     fs::write(top.join("sub/b"), b"second").unwrap();
     fs::write(top.join("sub/empty"), b"").unwrap();
-    let (planned, _) = plan(&[top], super::Links::Send, &Events::silent()).unwrap();
-    let names: Vec<&str> = planned.iter().map(|p| p.entry.name.as_str()).collect();
+    let walked = plan(&[top], super::Links::Send, &Events::silent()).unwrap();
+    let names: Vec<&str> = walked.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["t", "t/a", "t/sub", "t/sub/b", "t/sub/empty"]);
     let mut got = Vec::new();
-    FileSeq::new(&planned).read_to_end(&mut got).unwrap();
+    FileSeq::of(walked).read_to_end(&mut got).unwrap();
     assert_eq!(got, b"firstsecond");
 }
 
@@ -94,10 +94,10 @@ fn a_symlink_the_user_names_is_followed_once_at_planning() {
     fs::write(dir.path().join("target.txt"), b"pointed at").unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink("target.txt", &link).unwrap();
-    let (planned, _) = plan(&[link], super::Links::Send, &Events::silent()).unwrap();
-    assert_eq!(planned[0].entry.name, "target.txt");
+    let walked = plan(&[link], super::Links::Send, &Events::silent()).unwrap();
+    assert_eq!(walked.entries[0].name, "target.txt");
     let mut got = Vec::new();
-    FileSeq::new(&planned).read_to_end(&mut got).unwrap();
+    FileSeq::of(walked).read_to_end(&mut got).unwrap();
     assert_eq!(got, b"pointed at");
 }
 
@@ -140,7 +140,7 @@ fn a_file_replaced_after_planning_is_not_sent() {
     let p = old_file(dir.path(), "f", 4096);
     // The same size and content elsewhere: only the swap itself is wrong.
     let decoy = old_file(dir.path(), "decoy", 4096);
-    let (planned, _) = plan(
+    let walked = plan(
         std::slice::from_ref(&p),
         super::Links::Send,
         &Events::silent(),
@@ -149,12 +149,12 @@ fn a_file_replaced_after_planning_is_not_sent() {
     fs::remove_file(&p).unwrap();
     std::os::unix::fs::symlink(&decoy, &p).unwrap();
     assert_changed(
-        FileSeq::new(&planned)
+        FileSeq::of(walked)
             .read_to_end(&mut Vec::new())
             .map(|_| vec![]),
     );
     // Renamed over by another file: another inode.
-    let (planned, _) = plan(
+    let walked = plan(
         std::slice::from_ref(&decoy),
         super::Links::Send,
         &Events::silent(),
@@ -163,7 +163,7 @@ fn a_file_replaced_after_planning_is_not_sent() {
     let twin = old_file(dir.path(), "twin", 4096);
     fs::rename(&twin, &decoy).unwrap();
     assert_changed(
-        FileSeq::new(&planned)
+        FileSeq::of(walked)
             .read_to_end(&mut Vec::new())
             .map(|_| vec![]),
     );
