@@ -201,8 +201,8 @@ fn give_through(
     gate.pass(s, u64::MAX)
         .map_err(|f| after_failure(s, f, sent, classify, gate))?;
     let ours = match &reader {
-        Reader::Files(seq) => seq.digests(),
-        Reader::Stream(_) => &[],
+        Reader::Files(seq) => Some(&**seq),
+        Reader::Stream(_) => None,
     };
     let counts = await_receipt(s, &offer, sent, ours, classify)?;
     s.close();

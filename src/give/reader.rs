@@ -46,8 +46,13 @@ pub(super) struct FileSeq {
     next: usize,
     cur: Option<Reading>,
     dirs: Dirs,
-    /// Each file's digest once read (`None`: skipped, or not read yet).
-    digests: Vec<Option<Hash>>,
+    /// The first 8 bytes of each file's digest once read (0 for a
+    /// skipped one): enough to name a file whose copy differs, in 8 bytes
+    /// a file instead of 33.
+    prefixes: Vec<u64>,
+    /// Every file's digest (or its absence), in order, hashed: what the
+    /// taker's digests must hash to.
+    all: blake3::Hasher,
 }
 
 impl FileSeq {
@@ -63,7 +68,8 @@ impl FileSeq {
             next: 0,
             cur: None,
             dirs: Dirs::default(),
-            digests: vec![None; n],
+            prefixes: vec![0; n],
+            all: blake3::Hasher::new(),
         }
     }
 
@@ -133,11 +139,36 @@ impl FileSeq {
         (p.real.join(leaf), p.shown.join(leaf))
     }
 
-    /// Each file's digest as sent (`None` for a skipped one); complete
-    /// once everything was read.
-    pub(super) fn digests(&self) -> &[Option<Hash>] {
-        &self.digests
+    /// Whether the taker's digest of file `i` can be ours: both absent
+    /// (skipped), or the same first bytes (`None`: no such file). The whole
+    /// of every digest is checked by [`FileSeq::all_digests`].
+    pub(super) fn may_match(&self, i: usize, theirs: &Option<Hash>) -> Option<bool> {
+        let ours = *self.prefixes.get(i)?;
+        Some(match (theirs, self.part(i)) {
+            (None, Part::Skip) => true,
+            (Some(h), p) if !matches!(p, Part::Skip) => prefix(h) == ours,
+            _ => false,
+        })
     }
+
+    /// Every file's digest in order, hashed (see [`add_digest`]),
+    /// once everything was read.
+    pub(super) fn all_digests(&self) -> Hash {
+        *self.all.finalize().as_bytes()
+    }
+}
+
+/// The first 8 bytes of a digest.
+fn prefix(h: &Hash) -> u64 {
+    u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+/// Adds one file's digest (or its absence) to a hash of all of them.
+pub(super) fn add_digest(all: &mut blake3::Hasher, d: &Option<Hash>) {
+    match d {
+        Some(h) => all.update(&[1]).update(h),
+        None => all.update(&[0]),
+    };
 }
 
 /// A short read means the file shrank; anything else names the file.
@@ -179,7 +210,9 @@ impl Read for FileSeq {
                 }
                 r.finish()?;
                 let done = self.next - 1;
-                self.digests[done] = r.chunker.digest();
+                let d = r.chunker.digest();
+                self.prefixes[done] = d.as_ref().map_or(0, prefix);
+                add_digest(&mut self.all, &d);
                 self.cur = None;
             }
             let Some(planned) = self.files.get(self.next).map(|l| l.planned) else {
@@ -190,6 +223,7 @@ impl Read for FileSeq {
             self.next += 1;
             let part = self.parts.get(i).unwrap_or(&Part::All);
             if matches!(part, Part::Skip) {
+                add_digest(&mut self.all, &None);
                 continue;
             }
             let compared = match part {

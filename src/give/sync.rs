@@ -2,9 +2,9 @@
 //! the files here compared chunk by chunk (PLAN), and at the end every
 //! file's digest from the taker checked against the one computed here.
 
-use super::reader::{Chunks, FileSeq, Part};
+use super::reader::{Chunks, FileSeq, Part, add_digest};
 use super::{Classify, Gate, GiveFail, receiver_failed, unexpected};
-use crate::digest::{self, Hash};
+use crate::digest;
 use crate::error::{Error, Result};
 use crate::protocol::{self, Basis, BasisEntry, Counts, Message, Offer, PlanEntry, Role};
 use crate::session::{Session, WireError};
@@ -106,16 +106,18 @@ impl Gate {
 }
 
 /// Waits for the receipt and checks it confirms exactly what was sent, and
-/// that every file's digest (DIGESTS, before it) is the one computed here.
+/// that every file's digest (DIGESTS, before it) is the one computed here
+/// (`ours`: none for a stream).
 pub(super) fn await_receipt(
     s: &mut Session,
     offer: &Offer,
     sent: u64,
-    ours: &[Option<Hash>],
+    ours: Option<&FileSeq>,
     classify: Classify<'_>,
 ) -> Result<Counts> {
     let peer = s.peer();
     let mut next = 0usize;
+    let mut theirs_all = blake3::Hasher::new();
     let c = loop {
         let m = s.read_message().map_err(|e| match e {
             WireError::Timeout => Error::Timeout(format!(
@@ -127,7 +129,16 @@ pub(super) fn await_receipt(
             Message::Receipt(c) => break c,
             Message::Digests(d) if d.first as usize == next => {
                 for theirs in d.digests {
-                    check_digest(offer, next, ours.get(next), theirs)?;
+                    match ours.and_then(|o| o.may_match(next, &theirs)) {
+                        Some(true) => {}
+                        Some(false) => return Err(differs(offer, next)),
+                        None => {
+                            return Err(Error::Incomplete(
+                                "the receiver broke the protocol: more digests than files".into(),
+                            ));
+                        }
+                    }
+                    add_digest(&mut theirs_all, &theirs);
                     next += 1;
                 }
             }
@@ -135,7 +146,7 @@ pub(super) fn await_receipt(
             m => return Err(unexpected(&m, "RECEIPT")),
         }
     };
-    if c.files != offer.file_count() || c.bytes != sent || next != ours.len() {
+    if c.files != offer.file_count() || c.bytes != sent || next != offer.file_count() as usize {
         return Err(Error::Incomplete(format!(
             "the receiver confirmed {} file(s) and {} bytes ({next} digests), but {} file(s) and {sent} bytes were sent",
             c.files,
@@ -143,33 +154,25 @@ pub(super) fn await_receipt(
             offer.file_count()
         )));
     }
+    if let Some(o) = ours
+        && *theirs_all.finalize().as_bytes() != o.all_digests()
+    {
+        return Err(Error::Incomplete(
+            "the receiver's copy does not match what was sent (BLAKE3 digests differ)".into(),
+        ));
+    }
     Ok(c)
 }
 
-/// One file's digest from the receiver against ours: equal, or both
-/// absent (a file the quick check left as it was).
-fn check_digest(
-    offer: &Offer,
-    i: usize,
-    ours: Option<&Option<Hash>>,
-    theirs: Option<Hash>,
-) -> Result<()> {
-    let name = || {
-        offer
-            .entries
-            .iter()
-            .filter(|e| e.is_file())
-            .nth(i)
-            .map_or_else(|| format!("file {i}"), |e| protocol::escape_name(&e.name))
-    };
-    match ours {
-        Some(o) if *o == theirs => Ok(()),
-        Some(_) => Err(Error::Incomplete(format!(
-            "the receiver's copy of {} does not match what was sent (BLAKE3 digests differ)",
-            name()
-        ))),
-        None => Err(Error::Incomplete(
-            "the receiver broke the protocol: more digests than files".into(),
-        )),
-    }
+/// The error for file `i`, whose copy at the receiver is not what was sent.
+fn differs(offer: &Offer, i: usize) -> Error {
+    let name = offer
+        .entries
+        .iter()
+        .filter(|e| e.is_file())
+        .nth(i)
+        .map_or_else(|| format!("file {i}"), |e| protocol::escape_name(&e.name));
+    Error::Incomplete(format!(
+        "the receiver's copy of {name} does not match what was sent (BLAKE3 digests differ)"
+    ))
 }

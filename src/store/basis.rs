@@ -118,7 +118,7 @@ impl Transfer {
         };
         for p in entries {
             let f = p.file as usize;
-            let next = (self.plans.iter().rposition(Option::is_some)).map_or(0, |i| i + 1);
+            let next = self.next_plan;
             let expected = (next..self.bases.len()).find(|&i| self.bases[i].hashes().is_some());
             if expected != Some(f) {
                 return Err(bad("not the next file it was told about"));
@@ -132,6 +132,7 @@ impl Transfer {
             }
             self.plans[f] = Some(p.send.into_boxed_slice());
             self.planned += 1;
+            self.next_plan = f + 1;
         }
         if !self.awaiting_plans() && !self.store.allow_update {
             let changed: Vec<String> = (0..self.files.len())
@@ -296,7 +297,7 @@ impl Transfer {
         let Some(kept) = self.kept.take() else {
             return;
         };
-        for b in &mut self.bases {
+        for b in self.bases.iter_mut() {
             if let FileBasis::Kept { own: Some(own), .. } = b {
                 let _ = sys::unlink_at(kept.as_fd(), own, false);
                 *b = FileBasis::New;

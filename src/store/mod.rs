@@ -46,6 +46,7 @@ mod begin;
 mod commit;
 mod fail;
 mod kept;
+mod lazy;
 mod links;
 mod root;
 mod space;
@@ -169,8 +170,10 @@ struct Made {
 }
 
 /// What the receiver builds one offered file on.
+#[derive(Default)]
 enum FileBasis {
     /// Nothing: every byte comes.
+    #[default]
     New,
     /// The quick check found it as sent: it stays as it is.
     Unchanged,
@@ -191,6 +194,9 @@ enum FileBasis {
     },
 }
 
+static NEW: FileBasis = FileBasis::New;
+static NO_PLAN: Option<Box<[bool]>> = None;
+
 /// One transfer in progress.
 pub struct Transfer {
     store: Arc<Store>,
@@ -203,11 +209,13 @@ pub struct Transfer {
     /// The kept directory, once looked for or made.
     kept: Option<OwnedFd>,
     /// Per file (data order): what the receiver builds it on.
-    bases: Vec<FileBasis>,
+    bases: lazy::Lazy<FileBasis>,
     /// Per file: the chunks the sender sends, for files with a basis.
-    plans: Vec<Option<Box<[bool]>>>,
+    plans: lazy::Lazy<Option<Box<[bool]>>>,
     /// PLAN entries received.
     planned: usize,
+    /// The file after the last one a PLAN entry was for.
+    next_plan: usize,
     /// The current file's ranges still to come, last first (`None`: not
     /// started).
     ranges: Option<Vec<(u64, u64)>>,
@@ -259,9 +267,10 @@ impl Transfer {
             secret: None,
             update: false,
             kept: None,
-            bases: (0..n).map(|_| FileBasis::New).collect(),
-            plans: vec![None; n],
+            bases: lazy::Lazy::new(n, &NEW),
+            plans: lazy::Lazy::new(n, &NO_PLAN),
             planned: 0,
+            next_plan: 0,
             ranges: None,
             chunker: None,
             digests: vec![None; n],

@@ -27,6 +27,8 @@ mod resume;
 mod paste;
 // Known peers: the peers file, dialing by name, trust on first use, a changed key.
 mod peers;
+// Trees of any size: 200,000 files in bounded memory.
+mod scale;
 // The sender's own safety: files changing while sent, local mistakes, deceptive peer text.
 mod sender_safety;
 // The receiver's store under attack: aborts beside each other, umask, crashes, deep paths.
