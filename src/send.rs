@@ -47,16 +47,22 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
     let stream = !matches!(source, Source::Paths(_));
     // Everything local is settled before the receiver is contacted.
     let mut plan = Plan::new(source, events)?;
+    let mut retrying = false;
     loop {
         let r = dialer::dial(opts, events).and_then(|mut s| {
             let peer = s.peer();
             let classify = |e, when: &str| opts.classify(e, peer, when);
             give::give(&mut s, plan, events, &classify, &Cell::new(false))
         });
+        // After a dropped connection a one-shot receiver may not have
+        // noticed yet, and say it is busy: that is worth waiting for too.
+        let busy = |e: &Error| retrying && matches!(e, Error::Refused { code: "busy", .. });
         match (r, &again) {
-            (Err(e @ (Error::Incomplete(_) | Error::Timeout(_))), Some((paths, until)))
-                if Instant::now() < *until =>
+            (Err(e), Some((paths, until)))
+                if Instant::now() < *until
+                    && (matches!(e, Error::Incomplete(_) | Error::Timeout(_)) || busy(&e)) =>
             {
+                retrying = true;
                 events.emit(Event::Warning {
                     message: format!("{e}; connecting again to resume (--retry-for)"),
                 });

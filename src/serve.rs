@@ -66,6 +66,9 @@ impl ServeOptions {
     }
 }
 
+/// How often a long-running server removes kept partial files past their time.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long a one-shot server waits for an interrupted transfer's resume.
 pub const DEFAULT_RESUME_WAIT: Duration = Duration::from_secs(600);
 
@@ -118,9 +121,17 @@ impl Server {
     /// ```
     pub fn bind(opts: ServeOptions, events: Events) -> Result<Server> {
         opts.check()?;
+        // Under a code made for this run, or an ephemeral identity, what an
+        // interrupted transfer kept cannot be resumed once this ends.
+        let l = &opts.listen;
+        let this_run = l
+            .code
+            .as_ref()
+            .is_some_and(|g| !g.is_fixed() || l.identity.is_none());
         let store = Store::open(&opts.output)
             .context("cannot open the output")?
-            .keeping(opts.keep);
+            .keeping(opts.keep)
+            .kept_for_this_run(this_run);
         if opts.clean {
             let n = store.clean_kept();
             events.emit(Event::Warning {
@@ -201,7 +212,12 @@ impl Server {
         };
         let wait_timeout = self.opts.wait_timeout;
         let taker = &shared.taker;
+        let last_sweep = std::cell::Cell::new(Instant::now());
         let idle_limit = || {
+            if last_sweep.get().elapsed() >= SWEEP_EVERY {
+                last_sweep.set(Instant::now());
+                self.store.sweep_kept();
+            }
             let expired = matches!(pending.borrow().as_ref(),
                 Some((until, _)) if !taker.claimed() && Instant::now() >= *until);
             if expired && let Some((_, e)) = pending.borrow_mut().take() {
@@ -216,6 +232,7 @@ impl Server {
         // Hold the finalize lock so no thread commits after we return;
         // temporary data of unfinished transfers is removed by its owner.
         let _guard = shared.taker.finalize();
+        self.store.forget_kept_here();
         r.map(|()| summary)
     }
 

@@ -87,6 +87,12 @@ impl std::fmt::Debug for Gate {
 }
 
 impl Gate {
+    /// Whether the code was given (`--code`), not made for this run: only
+    /// such a code admits the same peer again after a restart.
+    pub fn is_fixed(&self) -> bool {
+        self.0.file.is_some()
+    }
+
     /// A gate for a fresh code: its budget lives as long as the process.
     pub fn new(code: Code, policy: GatePolicy) -> Gate {
         Gate::with_state(code, policy, None, 0)

@@ -59,11 +59,12 @@ impl Transfer {
                 continue;
             };
             let have = file.metadata().map_or(0, |m| m.len());
+            let id = sys::stat_fd(file.as_fd()).map_or((0, 0), |st| (st.dev, st.ino));
             match digest::hash_prefix(&mut file, e.size, have) {
                 Ok(hashes) if !hashes.is_empty() => {
                     self.bases[f] = FileBasis::Kept {
-                        file: Some(file),
                         own: Some(own.into_boxed_os_str()),
+                        id,
                         hashes: hashes.into_boxed_slice(),
                     };
                 }
@@ -107,8 +108,7 @@ impl Transfer {
 
     /// Takes a PLAN frame: for each file the taker has chunks of, in order,
     /// which chunks come. A chunk may be left out only where the taker has
-    /// it. Without `--allow-update`, a file that is there and differs
-    /// refuses the transfer (nothing was replaced).
+    /// it.
     pub fn plan(&mut self, entries: Vec<PlanEntry>) -> Result<(), Fail> {
         let bad = |m: &str| {
             (
@@ -133,15 +133,6 @@ impl Transfer {
             self.plans[f] = Some(p.send.into_boxed_slice());
             self.planned += 1;
             self.next_plan = f + 1;
-        }
-        if !self.awaiting_plans() && !self.store.allow_update {
-            let changed: Vec<String> = (0..self.files.len())
-                .filter(|&f| matches!(self.bases[f], FileBasis::Existing { .. }) && !self.same(f))
-                .map(|f| escape_name(&self.offer.entries[self.files[f] as usize].name))
-                .collect();
-            if !changed.is_empty() {
-                return Err(changed_fail(&changed));
-            }
         }
         Ok(())
     }
@@ -243,10 +234,16 @@ impl Transfer {
             FileBasis::Kept { .. } => file
                 .set_len(size)
                 .map_err(|e| io_fail(format!("cannot resume {}", name()), e)),
-            FileBasis::Existing {
-                file: old, hashes, ..
-            } => {
+            FileBasis::Existing { stat, hashes } => {
                 let send = self.plans[f].as_deref().unwrap_or(&[]);
+                if hashes
+                    .iter()
+                    .enumerate()
+                    .all(|(i, _)| send.get(i).copied().unwrap_or(true))
+                {
+                    return Ok(());
+                }
+                let old = self.open_existing(f, stat)?;
                 let mut buf = Vec::new();
                 for (i, h) in hashes.iter().enumerate() {
                     if send.get(i).copied().unwrap_or(true) {
@@ -274,13 +271,48 @@ impl Transfer {
     }
 
     /// The kept partial file of `f`, when it has one not used yet: the
-    /// file and its own name in the kept directory.
+    /// file, opened again (the very one hashed: this user's, one link, the
+    /// same identity), and its own name in the kept directory.
     pub(super) fn take_kept(&mut self, f: usize) -> Option<(File, OsString)> {
-        match self.bases.get_mut(f) {
-            Some(FileBasis::Kept { file, own, .. }) => {
-                Some((file.take()?, own.as_deref()?.to_owned()))
+        let Some(FileBasis::Kept {
+            own: Some(own), id, ..
+        }) = self.bases.get(f)
+        else {
+            return None;
+        };
+        let kept = self.kept.as_ref()?;
+        let file = sys::open_rw_at(kept.as_fd(), own).ok()??;
+        match sys::stat_fd(file.as_fd()) {
+            Ok(st) if (st.dev, st.ino) == *id && st.nlink == 1 && st.uid == sys::euid() => {
+                Some((file, own.to_os_string()))
             }
             _ => None,
+        }
+    }
+
+    /// The existing file `--update` compared for `f`, opened again by name
+    /// and checked to be the very one compared.
+    fn open_existing(&self, f: usize, stat: &sys::Stat) -> Result<File, Fail> {
+        let name = &self.offer.entries[self.files[f] as usize].name;
+        let fail = |e| io_fail(format!("cannot copy {} to update it", escape_name(name)), e);
+        let store = self.store.clone();
+        let _g = super::lock(&store.walk);
+        let mut w = super::walk::Walker::new(super::out_dir(&self.root)?);
+        let (parent, leaf) = super::walk::split_parent(name);
+        w.goto(parent, None)
+            .map_err(|e| super::fail::walk_fail(name, e))?;
+        let old = sys::open_read_at(w.fd(), OsStr::new(leaf))
+            .map_err(fail)?
+            .ok_or_else(|| fail(std::io::Error::from_raw_os_error(libc::ENOENT)))?;
+        match sys::stat_fd(old.as_fd()) {
+            Ok(now) if now.same(stat) => Ok(old),
+            _ => Err((
+                RejectCode::Io,
+                format!(
+                    "{} changed on the receiver during the update; it was not replaced",
+                    escape_name(name)
+                ),
+            )),
         }
     }
 
@@ -368,6 +400,9 @@ impl Transfer {
     }
 
     fn keep_one(&mut self, f: usize, kept: BorrowedFd<'_>, name: &OsStr) {
+        if let Some(here) = &self.store.kept_here {
+            super::lock(here).push(name.to_os_string());
+        }
         if let Some(FileBasis::Kept { own: Some(own), .. }) = self.bases.get(f) {
             // Held: still named in the kept directory.
             if sys::rename_between(kept, own, kept, name).is_ok() {

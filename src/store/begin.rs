@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -181,8 +182,14 @@ impl Transfer {
                     })?;
                 }
             } else {
-                let i = i as u32;
-                self.check_target(w.fd(), i, file_no.wrapping_sub(1), &mut changed)?;
+                let (i, f) = (i as u32, file_no.wrapping_sub(1));
+                if let Some((file, st)) = self.check_target(w.fd(), i, f, &mut changed)? {
+                    // Hashed without the walk lock: other transfers go on.
+                    self.mark_in_use(&mut reg, key);
+                    drop(reg);
+                    self.hash_existing(f, file, st)?;
+                    continue;
+                }
             }
             self.mark_in_use(&mut reg, key);
         }
@@ -201,13 +208,13 @@ impl Transfer {
         i: u32,
         f: usize,
         changed: &mut Vec<String>,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<(File, Stat)>, Fail> {
         let e = &self.offer.entries[i as usize];
         let is_file = e.is_file();
         let leaf = OsString::from(split_parent(&e.name).1);
         let name = || escape_name(&self.offer.entries[i as usize].name);
         match sys::stat_at(dir, &leaf) {
-            Ok(None) => Ok(()),
+            Ok(None) => Ok(None),
             Ok(Some(s)) if s.kind == Kind::Symlink => Err((
                 RejectCode::Exists,
                 format!(
@@ -231,10 +238,13 @@ impl Transfer {
     }
 
     /// `--update` meets a file that is there: the quick check (same size
-    /// and modification time) leaves it as it is; otherwise, when the
-    /// receiver may replace it or content is compared (`--checksum`), its
-    /// chunks are hashed for the sender to compare; else it is a changed
-    /// file, and the transfer is refused.
+    /// and modification time) leaves it as it is. Otherwise, when the
+    /// receiver may replace it (`--allow-update`), it is opened here (and
+    /// hashed by [`Transfer::hash_existing`], without the walk lock) so the
+    /// sender sends only the chunks that differ; without that permission
+    /// it is a changed file, and the transfer is refused: its content is
+    /// never hashed for a sender that may not replace it (that would tell
+    /// the sender whether its guess of the content is right).
     fn compare_existing(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -242,23 +252,24 @@ impl Transfer {
         f: usize,
         st: Stat,
         changed: &mut Vec<String>,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<(File, Stat)>, Fail> {
         let e = &self.offer.entries[self.files[f] as usize];
         let name = escape_name(&e.name);
         // Its data is on the way already (a short offer without --update,
         // to `get --update`): nothing to compare, it is replaced.
         let compare = self.builds();
         let quick = st.size == e.size && e.mtime.is_some_and(|t| (t.secs, t.nanos) == st.mtime);
-        if compare && ((quick && !self.offer.checksum) || (e.size == 0 && st.size == 0)) {
+        let checksum = self.offer.checksum && self.store.allow_update;
+        if compare && ((quick && !checksum) || (e.size == 0 && st.size == 0)) {
             self.bases[f] = FileBasis::Unchanged;
-            return Ok(());
+            return Ok(None);
         }
-        if !(self.store.allow_update || compare && self.offer.checksum) {
+        if !self.store.allow_update {
             changed.push(name);
-            return Ok(());
+            return Ok(None);
         }
         let fail = |err| io_fail(format!("cannot read {name} to compare it"), err);
-        let mut file = sys::open_read_at(dir, leaf)
+        let file = sys::open_read_at(dir, leaf)
             .map_err(fail)?
             .ok_or_else(|| fail(std::io::Error::from_raw_os_error(libc::ENOENT)))?;
         let now = sys::stat_fd(file.as_fd()).map_err(fail)?;
@@ -268,12 +279,23 @@ impl Transfer {
                 format!("{name} changed on the receiver while it was compared; nothing was stored"),
             ));
         }
-        let hashes = match compare {
-            true => crate::digest::hash_prefix(&mut file, e.size, st.size).map_err(fail)?,
+        Ok(Some((file, st)))
+    }
+
+    /// Hashes the existing file of `f` (opened by `compare_existing`) for
+    /// the sender to compare, and closes it: a basis holds no descriptor.
+    fn hash_existing(&mut self, f: usize, mut file: File, st: Stat) -> Result<(), Fail> {
+        let e = &self.offer.entries[self.files[f] as usize];
+        let hashes = match self.builds() {
+            true => crate::digest::hash_prefix(&mut file, e.size, st.size).map_err(|err| {
+                io_fail(
+                    format!("cannot read {} to compare it", escape_name(&e.name)),
+                    err,
+                )
+            })?,
             false => Vec::new(),
         };
         self.bases[f] = FileBasis::Existing {
-            file,
             stat: Box::new(st),
             hashes: hashes.into_boxed_slice(),
         };

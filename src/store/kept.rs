@@ -107,6 +107,16 @@ pub(super) fn own_name() -> OsString {
     ))
 }
 
+/// A name for a file an undone `--update` could not put back: kept for
+/// 7 days like a partial file, never taken for one.
+pub(super) fn rescue_name() -> OsString {
+    OsString::from(format!(
+        "old-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 /// Takes the kept file `name`: renamed to a name of this process's own
 /// (so no other transfer gets it), then opened to read and write. Only a
 /// regular file of this user's with one link is taken.

@@ -119,6 +119,10 @@ pub struct Store {
     update: bool,
     /// Whether interrupted transfers keep what they wrote for a resume.
     resume: bool,
+    /// The names kept by this process when nobody could resume them after
+    /// it ends (a code made for this run, or an ephemeral identity): they
+    /// are removed as it ends (see [`Store::forget_kept_here`]).
+    kept_here: Option<Mutex<Vec<OsString>>>,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
@@ -178,17 +182,18 @@ enum FileBasis {
     /// The quick check found it as sent: it stays as it is.
     Unchanged,
     /// A partial file kept from an interrupted transfer with this peer:
-    /// the file (until it is used) and its name of this process's own in
-    /// the kept directory (until it is moved from there).
+    /// its name of this process's own in the kept directory (until it is
+    /// moved from there) and its identity. No descriptor is held: an offer
+    /// may have thousands of them; it is opened again when its turn comes.
     Kept {
-        file: Option<File>,
         own: Option<Box<std::ffi::OsStr>>,
+        id: (u64, u64),
         hashes: Box<[crate::digest::Hash]>,
     },
     /// The file that is there, which `--update` replaces (or keeps, when
-    /// every chunk matched).
+    /// every chunk matched); opened again, by name and checked by
+    /// identity, when its chunks are copied.
     Existing {
-        file: File,
         stat: Box<Stat>,
         hashes: Box<[crate::digest::Hash]>,
     },

@@ -63,6 +63,7 @@ impl Store {
             allow_update: false,
             update: false,
             resume: true,
+            kept_here: None,
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             state::sweep(fd.as_fd());
@@ -73,6 +74,42 @@ impl Store {
 }
 
 impl Store {
+    /// Partial files kept by this process cannot be resumed once it ends
+    /// (its admission dies with it): remember them, for
+    /// [`Store::forget_kept_here`].
+    pub fn kept_for_this_run(mut self, yes: bool) -> Store {
+        self.kept_here = yes.then(|| Mutex::new(Vec::new()));
+        self
+    }
+
+    /// Removes the partial files this process kept (see
+    /// [`Store::kept_for_this_run`]).
+    pub fn forget_kept_here(&self) {
+        let (Some(names), Base::Dir(root) | Base::Stdout(root)) = (&self.kept_here, &self.base)
+        else {
+            return;
+        };
+        let names = std::mem::take(&mut *super::lock(names));
+        if names.is_empty() {
+            return;
+        }
+        let _g = super::lock(&self.walk);
+        if let Some(kept) = super::kept::open(root.as_fd(), false) {
+            for n in &names {
+                let _ = crate::sys::unlink_at(kept.as_fd(), n, false);
+            }
+        }
+        super::kept::tidy(root.as_fd());
+    }
+
+    /// Removes kept files past their time (a long-running receiver calls
+    /// it now and then).
+    pub fn sweep_kept(&self) {
+        if let Base::Dir(fd) | Base::Stdout(fd) = &self.base {
+            super::kept::sweep(fd.as_fd(), false);
+        }
+    }
+
     /// Removes every partial file kept for resumes in the output; how many.
     pub fn clean_kept(&self) -> usize {
         match &self.base {

@@ -252,3 +252,68 @@ fn get_update_replaces_what_an_offer_changed() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(fs::read(dst.join("doc.txt")).unwrap(), b"first");
 }
+
+#[test]
+fn checksum_without_allow_update_neither_replaces_nor_reveals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    // Short files (no whole chunk to compare) and a secret to guess.
+    fs::write(dst.join("a.txt"), b"twenty-four bytes here..").unwrap();
+    fs::write(dst.join("pin.txt"), b"4821").unwrap();
+    let srv = Server::start(tmp.path(), &["--keep-open", "--out", "dst"]);
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a.txt"), b"").unwrap();
+    let a = src.join("a.txt");
+    let args = ["--update", "--checksum", a.to_str().unwrap()];
+    let out = send(&srv.addr, &srv.fingerprint, &args, b"");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(
+        fs::read(dst.join("a.txt")).unwrap(),
+        b"twenty-four bytes here.."
+    );
+    // A right guess and a wrong one get the same answer.
+    let guess = src.join("pin.txt");
+    let mut codes = Vec::new();
+    for g in [&b"4820"[..], b"4821"] {
+        fs::write(&guess, g).unwrap();
+        let args = ["--update", "--checksum", guess.to_str().unwrap()];
+        codes.push(send(&srv.addr, &srv.fingerprint, &args, b"").status.code());
+    }
+    assert_eq!(codes, [Some(4), Some(4)]);
+    assert_eq!(fs::read(dst.join("pin.txt")).unwrap(), b"4821");
+}
+
+#[test]
+fn updating_many_files_holds_no_descriptor_per_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..1500 {
+        fs::write(tree.join(format!("f{i:04}")), random_bytes(300_000, i)).unwrap();
+    }
+    let args = ["--keep-open", "--out", "dst", "--allow-update"];
+    let srv = Server::start_with(tmp.path(), &args, |c| {
+        crate::util::process::lower_limit(c, crate::util::process::Limit::OpenFilesHard, 256)
+    });
+    let t = tree.to_str().unwrap();
+    let out = send(&srv.addr, &srv.fingerprint, &[t], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Every file now differs in time, and one in content.
+    let later = SystemTime::now() + Duration::from_secs(10);
+    for i in 0..1500 {
+        let f = fs::File::options()
+            .write(true)
+            .open(tree.join(format!("f{i:04}")))
+            .unwrap();
+        f.set_modified(later).unwrap();
+    }
+    fs::write(tree.join("f0042"), random_bytes(300_000, 99_999)).unwrap();
+    let out = send(&srv.addr, &srv.fingerprint, &["--update", t], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        fs::read(tmp.path().join("dst/t/f0042")).unwrap(),
+        random_bytes(300_000, 99_999)
+    );
+}

@@ -151,9 +151,19 @@ impl Transfer {
                 continue;
             }
             let leaf = OsStr::new(leaf);
-            if matches!(sys::stat_at(w.fd(), leaf), Ok(Some(s)) if (s.dev, s.ino) == (dev, ino)) {
-                let staged = i.to_string();
-                let _ = sys::rename_exchange(sub.as_fd(), OsStr::new(&staged), w.fd(), leaf);
+            let staged = i.to_string();
+            let staged = OsStr::new(&staged);
+            let ours =
+                matches!(sys::stat_at(w.fd(), leaf), Ok(Some(s)) if (s.dev, s.ino) == (dev, ino));
+            if !ours || sys::rename_exchange(sub.as_fd(), staged, w.fd(), leaf).is_err() {
+                // The old file cannot go back (something else took the
+                // name meanwhile): it is never deleted with the staging,
+                // but kept beside partial files (removed after 7 days or
+                // by `serve --clean`).
+                if let Some(kept) = crate::store::kept::open(root.as_fd(), true) {
+                    let own = crate::store::kept::rescue_name();
+                    let _ = sys::rename_noreplace(sub.as_fd(), staged, kept.as_fd(), &own);
+                }
             }
         }
         self.replaced.clear();

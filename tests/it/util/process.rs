@@ -23,14 +23,17 @@ pub enum Limit {
     FileSize,
     /// RLIMIT_NOFILE: how many descriptors the child may hold.
     OpenFiles,
+    /// RLIMIT_NOFILE, the hard limit too: the child cannot raise it.
+    OpenFilesHard,
 }
 
 /// Lowers the child's soft `limit` to at most `max` (the hard limit stays).
 pub fn lower_limit(cmd: &mut Command, limit: Limit, max: u64) {
     let resource = match limit {
         Limit::FileSize => libc::RLIMIT_FSIZE,
-        Limit::OpenFiles => libc::RLIMIT_NOFILE,
+        Limit::OpenFiles | Limit::OpenFilesHard => libc::RLIMIT_NOFILE,
     };
+    let hard = matches!(limit, Limit::OpenFilesHard);
     // SAFETY: getrlimit/setrlimit are async-signal-safe; nothing else runs
     // between fork and exec.
     unsafe {
@@ -43,6 +46,9 @@ pub fn lower_limit(cmd: &mut Command, limit: Limit, max: u64) {
                 return Err(std::io::Error::last_os_error());
             }
             rl.rlim_cur = rl.rlim_cur.min(max as libc::rlim_t);
+            if hard {
+                rl.rlim_max = rl.rlim_cur;
+            }
             if libc::setrlimit(resource, &rl) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
