@@ -294,7 +294,8 @@ impl Taker {
         // The connection broke or went silent, or the sender gave up: what
         // arrived is kept for a resume (not when it broke the protocol).
         let wire = |e: WireError| {
-            cut.set(!matches!(e, WireError::Protocol(_)));
+            let down = self.shutdown.load(Ordering::SeqCst);
+            cut.set(!down && !matches!(e, WireError::Protocol(_)));
             self.wire_or_shutdown(e)
         };
         let mut mark = 0u64;
@@ -409,7 +410,9 @@ impl Taker {
             Err(r) => {
                 // Cut short (the connection, the sender, a shutdown): what
                 // arrived is kept for a resume. Refused: nothing is.
-                let keep = cut || r.code == RejectCode::Busy;
+                // A shutdown keeps what arrived only where a restarted
+                // receiver can resume it (not under a code of this run).
+                let keep = cut || (r.code == RejectCode::Busy && self.store.kept_outlive_process());
                 if keep {
                     t.abort_keeping();
                 } else {

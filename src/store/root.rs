@@ -82,6 +82,11 @@ impl Store {
         self
     }
 
+    /// Whether what this process keeps can be resumed after it ends.
+    pub fn kept_outlive_process(&self) -> bool {
+        self.kept_here.is_none()
+    }
+
     /// Removes the partial files this process kept (see
     /// [`Store::kept_for_this_run`]).
     pub fn forget_kept_here(&self) {
