@@ -31,6 +31,20 @@ pub fn chunk_range(size: u64, i: u64) -> (u64, u64) {
     (start, (start + cs).min(size))
 }
 
+/// The byte ranges of the chunks flagged in `send` of a file of `size`
+/// bytes, adjacent chunks joined: what travels of it.
+pub fn sent_ranges(size: u64, send: &[bool]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (i, _) in send.iter().enumerate().filter(|(_, s)| **s) {
+        let (a, b) = chunk_range(size, i as u64);
+        match out.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
 /// A file's digest from its chunk hashes and size.
 pub fn file_digest(chunks: &[Hash], size: u64) -> Hash {
     let mut h = blake3::Hasher::new();

@@ -14,14 +14,12 @@ use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Reason, Transfer};
 use crate::fingerprint::Fingerprint;
 use crate::give::{CHUNK, top_names};
-use crate::protocol::{
-    self, Counts, FrameType, Message, Offer, ProtocolError, Refusal, RejectCode, Role, TransferKind,
-};
+use crate::protocol::{Counts, FrameType, Message, Offer, Refusal, RejectCode, TransferKind};
 use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
 
 mod frames;
-use frames::{Grant, accept, offer_cost, send_digests};
+use frames::{accept, send_digests};
 
 /// Memory all offers held at once may take (decoded names and the frame);
 /// an offer past it is refused as busy.
@@ -192,59 +190,6 @@ impl Taker {
             shape,
         };
         self.conclude(s, t, result, end)
-    }
-
-    /// Sends our preamble, then reads theirs and the OFFER (its frames, for
-    /// a large one), holding a share of the offer memory for as long as
-    /// the offer lives.
-    fn read_offer(&self, s: &mut Session) -> Admit<(Offer, Grant<'_>)> {
-        s.write_preamble(Role::Taker).map_err(NoOffer::Wire)?;
-        s.read_preamble(Role::Taker).map_err(NoOffer::Wire)?;
-        let mut grant = Grant::take(&self.offer_memory, 0).ok_or_else(busy_offers)?;
-        let mut offer: Option<Offer> = None;
-        loop {
-            let (t, len) = s.read_header().map_err(NoOffer::Wire)?;
-            if t == FrameType::Reject && offer.is_none() {
-                return match s.read_body(t, len) {
-                    Ok(Message::Reject(r)) => Err(NoOffer::Refused(r)),
-                    Ok(_) | Err(_) => Err(NoOffer::Wire(WireError::Closed)),
-                };
-            }
-            if t != FrameType::Offer {
-                return Err(NoOffer::Refuse(Refusal::new(
-                    RejectCode::Protocol,
-                    format!("expected an OFFER frame, got {}", t.name()),
-                )));
-            }
-            if !grant.grow(offer_cost(len)) {
-                return Err(busy_offers());
-            }
-            let (part, more) = match s.read_body(t, len) {
-                Ok(Message::Offer(o, more)) => (o, more),
-                Ok(m) => {
-                    return Err(NoOffer::Refuse(Refusal::new(
-                        RejectCode::Protocol,
-                        format!("expected an OFFER frame, got {}", m.name()),
-                    )));
-                }
-                Err(WireError::Protocol(p)) => return Err(bad_offer(p)),
-                Err(e) => return Err(NoOffer::Wire(e)),
-            };
-            match offer.as_mut() {
-                None => offer = Some(part),
-                Some(o) => o.extend(part).map_err(bad_offer)?,
-            }
-            if !more {
-                break;
-            }
-            // A large offer comes in frames: each whole one is progress.
-            if len >= protocol::MAX_CONTROL / 4 {
-                s.set_deadline(Some(Instant::now() + self.idle_timeout));
-            }
-        }
-        let offer = offer.ok_or_else(|| bad_offer(ProtocolError::Malformed("OFFER")))?;
-        offer.check().map_err(bad_offer)?;
-        Ok((offer, grant))
     }
 
     /// Takes the one-shot slot (if this taker has one) and prepares the
@@ -588,22 +533,6 @@ impl Taker {
         } else {
             wire_fail(e)
         }
-    }
-}
-
-/// The refusal for an offer past the memory budget.
-fn busy_offers() -> NoOffer {
-    NoOffer::Refuse(Refusal::new(
-        RejectCode::Busy,
-        "the receiver is at its memory limit for offers in progress; try again later",
-    ))
-}
-
-/// The refusal for an offer that does not decode or check.
-fn bad_offer(p: ProtocolError) -> NoOffer {
-    match p {
-        ProtocolError::Name(n) => NoOffer::Refuse(Refusal::new(RejectCode::BadName, n.to_string())),
-        p => NoOffer::Refuse(Refusal::new(RejectCode::Protocol, p.to_string())),
     }
 }
 

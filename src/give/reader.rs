@@ -186,18 +186,7 @@ fn ranges(part: &Part, size: u64) -> Vec<(u64, u64)> {
         Part::All if size == 0 => Vec::new(),
         Part::All => vec![(0, size)],
         Part::Skip => Vec::new(),
-        Part::Chunks(c) => {
-            let send = &c.send;
-            let mut out: Vec<(u64, u64)> = Vec::new();
-            for (i, _) in send.iter().enumerate().filter(|(_, s)| **s) {
-                let (a, b) = digest::chunk_range(size, i as u64);
-                match out.last_mut() {
-                    Some(last) if last.1 == a => last.1 = b,
-                    _ => out.push((a, b)),
-                }
-            }
-            out
-        }
+        Part::Chunks(c) => digest::sent_ranges(size, &c.send),
     }
 }
 

@@ -166,15 +166,7 @@ impl Transfer {
                 vec![(0, size)]
             };
         };
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for (i, _) in send.iter().enumerate().filter(|(_, s)| **s) {
-            let (a, b) = digest::chunk_range(size, i as u64);
-            match out.last_mut() {
-                Some(last) if last.1 == a => last.1 = b,
-                _ => out.push((a, b)),
-            }
-        }
-        out
+        digest::sent_ranges(size, send)
     }
 
     /// Bytes the sender sends, once the plans are in.

@@ -9,20 +9,10 @@ use std::time::{Duration, Instant};
 
 use pincat::Identity;
 
-use crate::util::cli::send_cmd;
+use crate::util::cli::{identity_new, send_cmd};
 use crate::util::data::json_lines;
 use crate::util::peers::{connect, forged, presenting_client};
 use crate::util::{Server, WAIT, free_port, pincat, random_bytes, send, sha256, text, wait_output};
-
-fn identity_new(dir: &std::path::Path, name: &str) -> String {
-    let out = pincat()
-        .args(["identity", "new", name])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
 
 #[test]
 fn persistent_identity_keeps_its_fingerprint_across_restarts() {

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
+use crate::util::cli::identity_new;
 use crate::util::fs::write_repeated;
 use crate::util::proxy::Proxy;
 use crate::util::{Server, pincat, random_bytes, sha256, text};
@@ -163,16 +164,6 @@ fn a_source_changed_between_attempts_arrives_as_it_is_now() {
     });
     assert_eq!(digest(&tmp.path().join("in/data.bin")), digest(&src));
     assert_eq!(srv.wait_exit().0, Some(0));
-}
-
-fn identity_new(dir: &Path, name: &str) -> String {
-    let out = pincat()
-        .args(["identity", "new", name])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
 }
 
 /// How the restarted receiver admits the sender.

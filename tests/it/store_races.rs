@@ -1,7 +1,8 @@
 //! A local user swaps a directory of the receiver's output for a symlink,
 //! again and again, while a transfer into it runs (real binary, loopback):
 //! whoever wins the race, nothing outside the output is touched and the
-//! transfer either arrives whole or fails clearly with no file named.
+//! transfer either arrives whole or fails clearly with no file named. Also
+//! what a local user (or a sender) plants under the state directory's name.
 
 use std::fs;
 use std::io::Read;
@@ -12,10 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::store_attacks::{MAX_HELD, STATE_DIR, chmod, content, regular_files, write_big};
+use crate::store_attacks::{
+    MAX_HELD, STATE_DIR, chmod, content, named_source, regular_files, write_big,
+};
 use crate::util::cli::send_paths;
 use crate::util::data::Rng;
-use crate::util::fs::snapshot;
+use crate::util::fs::{snapshot, tree};
 use crate::util::{Server, text, wait_until};
 
 fn big_is_intact(p: &Path, block: &[u8], mib: usize) -> bool {
@@ -233,4 +236,70 @@ fn symlink_swap_race_with_many_files_never_touches_outside() {
 fn symlink_swap_race_with_many_files_and_a_top_level_file_never_touches_outside() {
     // A top-level file too: every file staged by number, linked at commit.
     symlink_swap_race(MAX_HELD * 2, 96, 13, true);
+}
+
+// A local user plants something named like the state directory.
+
+/// The fallback state directories (`.pincat-state-*`) left in `out`.
+fn fallbacks(out: &Path) -> Vec<String> {
+    fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{STATE_DIR}-")))
+        .collect()
+}
+
+/// A foreign `.pincat-state` in a shared `--out`: a directory of the
+/// receiver's user that is not private, a symbolic link to a directory
+/// outside, or a regular file. Offers of more than [`MAX_HELD`] files
+/// still arrive whole by both staged paths (a new tree renamed in, files
+/// into an existing directory), and the planted entry, and what a link
+/// points to, keep their contents and modes.
+#[test]
+fn a_foreign_state_entry_never_blocks_many_file_transfers() {
+    for kind in ["dir", "symlink", "file"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (out, outside) = (tmp.path().join("out"), tmp.path().join("outside"));
+        fs::create_dir_all(out.join("into")).unwrap();
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("keep"), b"outside, must not change").unwrap();
+        chmod(&outside, 0o755);
+        let planted = out.join(STATE_DIR);
+        match kind {
+            "dir" => {
+                fs::create_dir(&planted).unwrap();
+                chmod(&planted, 0o755);
+                fs::write(planted.join("theirs"), b"the user's").unwrap();
+            }
+            "symlink" => symlink(&outside, &planted).unwrap(),
+            _ => fs::write(&planted, b"not a directory").unwrap(),
+        }
+        let (before, before_outside) = (snapshot(&planted), snapshot(&outside));
+        let fresh = named_source(tmp.path(), "many", MAX_HELD + 10, 0);
+        let into = named_source(tmp.path(), "into", MAX_HELD + 10, 0);
+        let mut srv = Server::start(tmp.path(), &["--keep-open", "--out", "out"]);
+        for src in [&fresh, &into] {
+            let sent = send_paths(&srv, &[src]);
+            assert_eq!(
+                sent.status.code(),
+                Some(0),
+                "{kind}: {}",
+                text(&sent.stderr)
+            );
+            let name = src.file_name().unwrap();
+            assert_eq!(tree(&out.join(name)), tree(src), "{kind}: {name:?}");
+        }
+        srv.kill();
+        assert_eq!(
+            snapshot(&planted),
+            before,
+            "{kind}: the planted entry changed"
+        );
+        assert_eq!(
+            snapshot(&outside),
+            before_outside,
+            "{kind}: outside changed"
+        );
+        assert_eq!(fallbacks(&out), Vec::<String>::new(), "{kind}: left behind");
+    }
 }

@@ -110,3 +110,14 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
         stderr: err.join().unwrap_or_default(),
     }
 }
+
+/// Runs `pincat identity new NAME` in `dir`; returns the fingerprint it prints.
+pub fn identity_new(dir: &std::path::Path, name: &str) -> String {
+    let out = pincat()
+        .args(["identity", "new", name])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", super::text(&out.stderr));
+    super::text(&out.stdout).trim().to_string()
+}
