@@ -22,6 +22,7 @@ mod reader;
 mod sync;
 use files::plan;
 use reader::FileSeq;
+pub(crate) use sync::hashing_allowance;
 use sync::{await_receipt, compare};
 
 /// Bytes read from the source per DATA frame.

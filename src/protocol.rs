@@ -18,6 +18,7 @@
 //! RECEIPT (7) receiver -> sender  files:u32 bytes:u64 (what was written and synced)
 //! ERROR   (8) receiver -> sender  code:u8 message: the receiver failed after ACCEPT
 //! BASIS   (9), PLAN (10), DIGESTS (11): see the `sync` module
+//! KEEPALIVE (12) either side, before the data: empty; still hashing
 //! ```
 //!
 //! A transfer is: OFFER, then BASIS* and ACCEPT, or REJECT, then PLAN*,
@@ -171,6 +172,8 @@ pub enum FrameType {
     Plan = 10,
     /// Receiver's digests of what it stored.
     Digests = 11,
+    /// Either side, before the data: still working (hashing what it has).
+    Keepalive = 12,
 }
 
 impl FrameType {
@@ -188,6 +191,7 @@ impl FrameType {
             FrameType::Basis => "BASIS",
             FrameType::Plan => "PLAN",
             FrameType::Digests => "DIGESTS",
+            FrameType::Keepalive => "KEEPALIVE",
         }
     }
 
@@ -259,6 +263,7 @@ pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(FrameType, usize), Protoco
         9 => FrameType::Basis,
         10 => FrameType::Plan,
         11 => FrameType::Digests,
+        12 => FrameType::Keepalive,
         other => return Err(ProtocolError::UnknownFrame(other)),
     };
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
@@ -419,6 +424,8 @@ pub enum Message {
     Plan(Vec<PlanEntry>),
     /// The digests of what the receiver stored.
     Digests(Digests),
+    /// Still working: the side that sends it is hashing what it has.
+    Keepalive,
 }
 
 impl Message {
@@ -436,6 +443,7 @@ impl Message {
             Message::Basis(_) => FrameType::Basis,
             Message::Plan(_) => FrameType::Plan,
             Message::Digests(_) => FrameType::Digests,
+            Message::Keepalive => FrameType::Keepalive,
         }
     }
 
@@ -443,7 +451,7 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let payload = match self {
             Message::Offer(o, more) => o.encode_part(&o.entries, &o.skipped, *more),
-            Message::Accept => Vec::new(),
+            Message::Accept | Message::Keepalive => Vec::new(),
             Message::Reject(r) | Message::Error(r) => encode_reject(r.code, &r.message),
             Message::Data(d) => d.clone(),
             Message::End(c) | Message::Receipt(c) => encode_counts(c.files, c.bytes).to_vec(),
@@ -493,6 +501,8 @@ impl Message {
             FrameType::Basis => Message::Basis(sync::decode_basis(&payload)?),
             FrameType::Plan => Message::Plan(sync::decode_plan(&payload)?),
             FrameType::Digests => Message::Digests(sync::decode_digests(&payload)?),
+            FrameType::Keepalive if payload.is_empty() => Message::Keepalive,
+            FrameType::Keepalive => return Err(ProtocolError::Malformed("KEEPALIVE")),
         })
     }
 

@@ -107,6 +107,10 @@ pub enum DataError<E> {
     Sink(E),
 }
 
+/// How often a side that is still hashing says so (see
+/// [`Session::keep_alive_while`]).
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
+
 /// A TLS session on a TCP socket, speaking [`Message`]s.
 pub struct Session {
     sock: SockIo,
@@ -375,6 +379,33 @@ impl Session {
         let n = frame.len() - HEADER_LEN;
         frame[..HEADER_LEN].copy_from_slice(&protocol::encode_header(FrameType::Data, n));
         self.send_in_place(frame)
+    }
+
+    /// Runs `work` on another thread, sending KEEPALIVE frames every few
+    /// seconds until it is done, so that the peer's idle timeout does not
+    /// end a session whose side is hashing a large file. A failed write is
+    /// left for the next read or write to find.
+    pub fn keep_alive_while<T: Send>(&mut self, work: impl FnOnce() -> T + Send) -> T {
+        use std::sync::mpsc::{RecvTimeoutError, channel};
+        std::thread::scope(|sc| {
+            let (tx, rx) = channel();
+            let worker = sc.spawn(move || {
+                let _ = tx.send(work());
+            });
+            loop {
+                match rx.recv_timeout(KEEPALIVE_EVERY) {
+                    Ok(v) => return v,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let _ = self.write_message(&Message::Keepalive);
+                    }
+                    // It panicked: so does this.
+                    Err(RecvTimeoutError::Disconnected) => match worker.join() {
+                        Err(p) => std::panic::resume_unwind(p),
+                        Ok(()) => unreachable!("the worker sends before it ends"),
+                    },
+                }
+            }
+        })
     }
 
     /// Writes our preamble in `role` (first thing on a session, both sides).

@@ -162,7 +162,14 @@ impl Taker {
         let skipped = offer.skipped.clone();
         let total = (offer.kind == TransferKind::Files).then(|| offer.total_bytes());
         let shape = shape_of(&offer);
-        let mut t = match self.claim(offer, secret) {
+        // Preparing may hash kept partial files and files --update
+        // compares: the giver hears KEEPALIVE meanwhile (an offer with
+        // early data has nothing to compare).
+        let claimed = match offer.early_data() {
+            true => self.claim(offer, secret),
+            false => s.keep_alive_while(|| self.claim(offer, secret)),
+        };
+        let mut t = match claimed {
             Ok(t) => t,
             Err(r) => return self.refuse(s, client, r, true),
         };
@@ -247,6 +254,8 @@ impl Taker {
         if total.is_some() {
             total = Some(t.expected_bytes());
         }
+        // A giver hashing what this taker has says so, for a bounded time.
+        let plans_by = Instant::now() + crate::give::hashing_allowance(t.basis_bytes());
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
@@ -280,6 +289,15 @@ impl Taker {
                 continue;
             }
             match s.read_body(ft, len).map_err(wire)? {
+                Message::Keepalive if t.awaiting_plans() && Instant::now() < plans_by => {
+                    s.set_deadline(Some(Instant::now() + self.idle_timeout));
+                }
+                Message::Keepalive if t.awaiting_plans() => {
+                    return Err(Refusal::new(
+                        RejectCode::Protocol,
+                        "the sender kept comparing for longer than reading what this receiver has could take",
+                    ));
+                }
                 Message::Plan(p) if t.awaiting_plans() => {
                     t.plan(p).map_err(refusal)?;
                     total = Some(t.expected_bytes());

@@ -98,6 +98,11 @@ impl FileSeq {
         self.parts.get(i).unwrap_or(&Part::All)
     }
 
+    /// Bytes of every planned file.
+    pub(super) fn total(&self) -> u64 {
+        self.files.iter().map(|l| l.planned.size).sum()
+    }
+
     /// Bytes that will be sent, after the parts were set.
     pub(super) fn to_send(&self) -> u64 {
         (0..self.files.len())

@@ -4,6 +4,8 @@
 
 use super::reader::{Chunks, FileSeq, Part, add_digest};
 use super::{Classify, Gate, GiveFail, receiver_failed, unexpected};
+use std::time::{Duration, Instant};
+
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::protocol::{self, Basis, BasisEntry, Counts, Message, Offer, PlanEntry, Role};
@@ -17,33 +19,13 @@ pub(super) fn compare(
     gate: &mut Gate,
 ) -> std::result::Result<(), GiveFail> {
     let bases = gate.accept(s, seq)?;
-    let mut plans = Vec::new();
-    for b in bases {
-        let i = b.file as usize;
-        let Basis::Have(theirs) = b.basis else {
-            seq.set_part(i, Part::Skip);
-            continue;
-        };
-        let (own, compared) = seq
-            .hash_prefix(i, theirs.len())
-            .map_err(|e| GiveFail::Source(anyhow::Error::new(e)))?;
-        let n = digest::chunk_count(seq.size(i)) as usize;
-        let send: Vec<bool> = (0..n)
-            .map(|c| own.get(c) != theirs.get(c) || c >= own.len())
-            .collect();
-        plans.push(PlanEntry {
-            file: b.file,
-            send: send.clone(),
-        });
-        seq.set_part(
-            i,
-            Part::Chunks(Box::new(Chunks {
-                send,
-                known: own,
-                compared,
-            })),
-        );
-    }
+    // Hashing what the taker has may take a while: the taker hears
+    // KEEPALIVE meanwhile.
+    let hashing = bases.iter().any(|b| matches!(b.basis, Basis::Have(_)));
+    let plans = match hashing {
+        true => s.keep_alive_while(|| plan_chunks(seq, bases))?,
+        false => plan_chunks(seq, bases)?,
+    };
     // As many frames as it takes, each within the control limit.
     let mut batch: Vec<PlanEntry> = Vec::new();
     let mut len = 0;
@@ -63,6 +45,40 @@ pub(super) fn compare(
     Ok(())
 }
 
+/// Marks the files the taker has as they will be sent (skipped, or only
+/// the chunks whose hashes differ from ours) and returns the PLAN entries.
+fn plan_chunks(
+    seq: &mut FileSeq,
+    bases: Vec<BasisEntry>,
+) -> std::result::Result<Vec<PlanEntry>, GiveFail> {
+    let mut plans = Vec::new();
+    for b in bases {
+        let i = b.file as usize;
+        let Basis::Have(theirs) = b.basis else {
+            seq.set_part(i, Part::Skip);
+            continue;
+        };
+        let (own, compared) = seq
+            .hash_prefix(i, theirs.len())
+            .map_err(|e| GiveFail::Source(anyhow::Error::new(e)))?;
+        let n = digest::chunk_count(seq.size(i)) as usize;
+        let send: Vec<bool> = (0..n)
+            .map(|c| own.get(c) != theirs.get(c) || c >= own.len())
+            .collect();
+        plans.push(PlanEntry {
+            file: b.file,
+            send: send.clone(),
+        });
+        let chunks = Chunks {
+            send,
+            known: own,
+            compared,
+        };
+        seq.set_part(i, Part::Chunks(Box::new(chunks)));
+    }
+    Ok(plans)
+}
+
 impl Gate {
     /// Reads the taker's preamble, its BASIS frames and its ACCEPT (a
     /// REJECT or ERROR ends the transfer): what it has of which files,
@@ -74,8 +90,16 @@ impl Gate {
     ) -> std::result::Result<Vec<BasisEntry>, GiveFail> {
         s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
         let mut bases: Vec<BasisEntry> = Vec::new();
+        // A taker hashing what it has says so; it may not stall for ever.
+        let until = Instant::now() + hashing_allowance(seq.total());
         loop {
             match s.read_message().map_err(GiveFail::Wire)? {
+                Message::Keepalive if Instant::now() < until => {}
+                Message::Keepalive => {
+                    return Err(GiveFail::Broken(Error::Timeout(
+                        "the receiver kept comparing for longer than reading every offered byte could take".into(),
+                    )));
+                }
                 Message::Accept => {
                     self.accepted = true;
                     return Ok(bases);
@@ -103,6 +127,12 @@ impl Gate {
             }
         }
     }
+}
+
+/// How long a side may keep the other waiting (with KEEPALIVE) while it
+/// hashes `bytes`: a minute, and the time to read them at 20 MB/s.
+pub(crate) fn hashing_allowance(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / 20_000_000)
 }
 
 /// Waits for the receipt and checks it confirms exactly what was sent, and

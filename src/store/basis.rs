@@ -169,6 +169,17 @@ impl Transfer {
         digest::sent_ranges(size, send)
     }
 
+    /// Bytes of the offered files this taker told the giver it has (what
+    /// the giver reads to compare).
+    pub fn basis_bytes(&self) -> u64 {
+        (0..self.files.len())
+            .filter_map(|f| {
+                let n = self.bases[f].hashes()?.len() as u64;
+                Some((n * digest::chunk_size(self.size_of(f))).min(self.size_of(f)))
+            })
+            .sum()
+    }
+
     /// Bytes the sender sends, once the plans are in.
     pub fn expected_bytes(&self) -> u64 {
         (0..self.files.len())

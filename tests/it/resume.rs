@@ -342,3 +342,29 @@ fn kept_state_never_goes_through_a_planted_link() {
     assert_eq!(digest(&out.join("data.bin")), digest(&src));
     assert_eq!(srv.wait_exit().0, Some(0));
 }
+
+#[test]
+fn a_resume_completes_under_short_idle_timeouts_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    let size = 192 * MIB;
+    write_repeated(&src, &random_bytes(MIB as usize + 7, 13), size);
+    // Each side gives up after 1 s of silence: comparing what was kept
+    // (hashed by both sides before the data goes on) must not leave
+    // either silent that long. (A side hashing for longer sends
+    // KEEPALIVE every 5 s; that takes files of many GB to show.)
+    let mut srv = Server::start(tmp.path(), &["--out", "in", "--idle-timeout", "1s"]);
+    let proxy = Proxy::start(&srv.addr);
+    let args = ["--idle-timeout", "1s", src.to_str().unwrap()];
+    let code = srv.code.as_deref();
+    proxy.cut_after(size * 3 / 4);
+    let out = send_via(&proxy.addr, &srv.fingerprint, code, &args);
+    assert_ne!(out.status.code(), Some(0));
+    kept_file(&tmp.path().join("in"));
+    let t0 = std::time::Instant::now();
+    let out = send_via(&proxy.addr, &srv.fingerprint, code, &args);
+    eprintln!("resumed in {:?}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(digest(&tmp.path().join("in/big.bin")), digest(&src));
+    assert_eq!(srv.wait_exit().0, Some(0));
+}
