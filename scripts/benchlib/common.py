@@ -100,6 +100,10 @@ class Tool:
     baseline: bool = False          # measures the harness, not a peer: no comparison
     files: tuple = ()               # (key, text template): written per run, path as {key}
     events: bool = False            # forward: both ends print pincat's JSON events on stderr
+    # Small files: the receiver serves until stopped (sshd): the clock stops
+    # when the sender exits (its remote side has finished by then), then the
+    # receiver is stopped (SIGTERM) and its CPU counted.
+    server: bool = False
     rss: bool = True                # forward: the end processes' own peak RSS means something
     # Throughput: commands started between receiver and sender and stopped
     # (SIGTERM) once both have exited, their CPU counted and their peak RSS

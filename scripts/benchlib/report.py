@@ -29,7 +29,7 @@ PEERS = (SOCAT, NCAT, OPENSSL, IPERF3, HYPERFINE, TAR, STUNNEL4, RSYNC, SSH)
 # Cases that run on their own: (function, title, peers whose versions are shown).
 SINGLE = {
     "throughput": (throughput, "throughput", [SOCAT, NCAT, OPENSSL, IPERF3]),
-    "small": (small_files, "many small files", [SOCAT, NCAT, TAR]),
+    "small": (small_files, "many small files", [SOCAT, NCAT, TAR, RSYNC, SSH]),
     "forward": (forward, "forward", [SOCAT, STUNNEL4]),
     "pipe": (pipe, "pipe", [SOCAT]),
     "rtt": (round_trips, "round trips", [NCAT, OPENSSL]),

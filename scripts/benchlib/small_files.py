@@ -11,7 +11,9 @@ import time
 
 from .common import (REFERENCE, REPS, ROOT, SHM, SMALL_FILES, SMALL_SETTLE, TIMEOUT, advantage,
                      fill, fmt, judge, log, md, med, plural, repeated, skipped_rows, usable)
-from .procs import cpu_of, free_port, reap, sha256_file, stop, tail, wait_listening
+from .procs import (cpu_of, descendants, free_port, reap, sha256_file, stop, tail, terminate,
+                    wait_listening)
+from .sshd import ssh_keys, sshd_on_path, sshd_ready
 from .tools import case_tools, skipped_outcomes
 
 SMALL_SEED = 20261122
@@ -94,14 +96,18 @@ def warm_tree(root):
 def run_small(tool, ctx, want):
     """One timed transfer into the fresh empty directory {dst}. The clock runs
     from starting the sender (receiver already listening) until both sides
-    have exited, i.e. pincat's receipt (durable) or `tar x` + `sync` done."""
+    have exited, i.e. pincat's receipt (durable) or `tar x` + `sync` done
+    (rsync: its sender and the `sync` after it; sshd is stopped afterwards)."""
     ctx = dict(ctx, port=free_port())
+    if tool.files:
+        ctx = sshd_ready(tool, ctx, "small files")
     os.mkdir(ctx["dst"])
     warm_tree(ctx["src"])
     os.sync()  # start every run with no dirty data of earlier runs to flush
     err = os.path.join(SHM, "small.err")
     with open(err, "wb") as e:
-        r = time_small(fill(tool.receiver, ctx), fill(tool.sender, ctx), ctx["port"], e)
+        r = time_small(fill(tool.receiver, ctx), fill(tool.sender, ctx), ctx["port"], e,
+                       tool.server)
     result = tool.result.format(**ctx)
     got = tree_listing(result) if os.path.isdir(result) else None
     r["intact"] = got == want and not any(r["rcs"])
@@ -115,10 +121,14 @@ def run_small(tool, ctx, want):
     return r
 
 
-def time_small(recv, send, port, err):
-    """Starts the receiver, then times the sender until both have exited.
+def time_small(recv, send, port, err, server=False):
+    """Starts the receiver, then times the sender until both have exited
+    (with server, a receiver that serves until stopped: until the sender
+    has exited; then the receiver's session processes are waited for and it
+    is stopped, exit code 0 if it was still running).
     Returns seconds, CPU of both sides (wait4 counts every process of a
-    pipeline: sh waits for them all) and exit codes [receiver, sender]."""
+    pipeline: sh waits for them all; sshd the sessions it reaped) and exit
+    codes [receiver, sender]."""
     # Own sessions: a failed pipeline is killed as a whole.
     rp = subprocess.Popen(recv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=err, start_new_session=True)
@@ -129,14 +139,31 @@ def time_small(recv, send, port, err):
         sp = subprocess.Popen(send, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=err, start_new_session=True)
         rus[1] = reap(sp, TIMEOUT)
-        rus[0] = reap(rp, 60)
+        if not server:
+            rus[0] = reap(rp, 60)
         r["seconds"] = time.perf_counter() - t0
+        if server:
+            rus[0] = stop_server(rp)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         r["error"] = str(e)
     finally:
         rus = [ru or stop(p, group=True) for ru, p in zip(rus, (rp, sp))]
     r.update(cpu=cpu_of(*rus), rcs=[rp.returncode, sp and sp.returncode])
     return r
+
+
+def stop_server(p, limit=30):
+    """Waits (untimed) until a server's per-connection processes are gone,
+    so their CPU is among what it reaped, then stops it with SIGTERM.
+    Returns its rusage; its exit code is 0 if it was still running."""
+    deadline = time.monotonic() + limit
+    while descendants([p.pid]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if p.poll() is not None:
+        raise RuntimeError(f"the receiver exited by itself (exit code {p.returncode})")
+    ru = terminate(p)
+    p.returncode = 0
+    return ru
 
 
 def small_failure(r):
@@ -152,7 +179,10 @@ def small_files(ctx):
     if base is None:
         log(f"small files: skipped: {why}")
         return title + [f"Skipped: {why}.", ""], []
+    sshd_on_path()
     tools, skipped = case_tools("small files")
+    if any(t.files for t in tools):
+        ctx = ssh_keys(ctx)
     try:
         src = os.path.join(base, "tree")
         log(f"small files: writing {SMALL_FILES} files to a {fs} directory")
@@ -197,10 +227,16 @@ EXPLAINED = (
     "`socat OPENSSL-LISTEN ... | tar x -C DIR && sync` and "
     "`ncat --ssl --recv-only -l ... | tar x -C DIR && sync`, fed by "
     "`tar c -C SRC . | socat -u STDIN OPENSSL:...` and "
-    "`tar c -C SRC . | ncat --ssl --send-only ...`. `sync` flushes the whole "
-    "machine, so other activity on the disk lands on the tar peers. CPU is the "
-    "user+sys time of every process of both sides (writeback done by kernel "
-    "threads is not counted). Every run's tree is compared with the source by "
+    "`tar c -C SRC . | ncat --ssl --send-only ...`; rsync runs "
+    "`rsync -a -e 'ssh -F /dev/null -p P -i KEY ...' SRC/tree 127.0.0.1:DST/ && sync` "
+    "against a throwaway `sshd -D` on loopback (ed25519 keys made once per case, the host "
+    "key checked, default ciphers; started per run before the clock and stopped after it): "
+    "rsync itself does not sync, so its time includes the `sync` after it (on the same "
+    "machine, which flushes what its remote side wrote). `sync` flushes the whole "
+    "machine, so other activity on the disk lands on the peers that sync. CPU is the "
+    "user+sys time of every process of both sides (rsync: the sender, its ssh and `sync`; "
+    "sshd and the remote rsync it reaped, counted once it is stopped; writeback done by "
+    "kernel threads is not counted). Every run's tree is compared with the source by "
     "sha256 listing; a run that differs or exits non-zero is failed and its time "
     "is left out of the median. Advantage is the tool's wall time over pincat's. "
     "Received trees are removed only after the last run, and the runs start "
@@ -226,7 +262,7 @@ def small_row(tool, rs):
     return values, intact, f"runs (s): {each}. {note}".strip(), not good and bool(used)
 
 
-def comparisons(values, no_intact):
+def comparisons(tools, values, no_intact):
     """One line per peer: how pincat's wall time compares with it."""
     p = values.get(REFERENCE, {}).get("wall s")
     lines = []
@@ -240,6 +276,13 @@ def comparisons(values, no_intact):
             lines.append(f"- pincat is {w / p:.2f}x faster than {md(name)}{caveat}.")
         else:
             lines.append(f"- pincat takes {p / w:.2f}x the time of {md(name)}{caveat}.")
+    goals = [t.name for t in tools if t.targets and values.get(t.name, {}).get("wall s")]
+    if p and len(goals) > 1:
+        best = min(goals, key=lambda n: values[n]["wall s"])
+        w = values[best]["wall s"]
+        lines.append(f"- Against the faster of the peers with a target ("
+                     f"{', '.join(md(n) for n in goals)}), {md(best)}: {w:.2f} s against pincat's "
+                     f"{p:.2f} s, {w / p:.2f}x (above 1: pincat is faster).")
     return lines
 
 
@@ -265,5 +308,5 @@ def small_report(tools, skipped, runs, intro):
                      f"{intact} | {fmt(adv, 2, 'x')} | {goal} | {met} | {note} |")
     lines += skipped_rows(skipped, 8)
     outcomes += skipped_outcomes("small files", "small files", skipped)
-    lines += [""] + comparisons(values, no_intact)
+    lines += [""] + comparisons(tools, values, no_intact)
     return lines + ["", EXPLAINED.format(settle=SMALL_SETTLE), ""], outcomes

@@ -7,17 +7,16 @@ import contextlib
 import hashlib
 import itertools
 import os
-import re
 import shutil
 import subprocess
 import time
 
 from .common import (REFERENCE, REPS, RESUME_MB, SHM, SMALL_FILES, SYNC_BIG_MB, TIMEOUT, fill,
                      fmt, judge, log, md, med, plural, repeated, rotated, skipped_rows, usable)
-from .forward import write_files
-from .procs import (cpu_of, free_port, json_line, py, reap, remove, sha256_file, stop, tail,
-                    terminate, wait_listening, write_payload)
+from .procs import (cpu_of, free_port, json_line, py, reap, sha256_file, stop, tail, terminate,
+                    wait_listening, write_payload)
 from .small_files import disk_dir, make_tree, tree_listing, warm_tree
+from .sshd import ssh_keys, sshd_on_path, sshd_ready
 from .tools import case_tools, skipped_outcomes
 
 EDIT_BYTES = 4096
@@ -72,53 +71,11 @@ print(json.dumps(dict(counts, cut=cut.is_set())), flush=True)
 
 # --- the peers' set-up -------------------------------------------------------------
 
-def sshd_on_path():
-    """sshd lives in an sbin directory, which a user's PATH often lacks."""
-    if shutil.which("sshd") is None:
-        os.environ["PATH"] += os.pathsep + os.pathsep.join(("/usr/sbin", "/usr/local/sbin"))
-
-
-def ssh_keys(ctx):
-    """Host and client keys (ssh-keygen), authorized_keys and known_hosts
-    (the host key under the alias the ssh command checks) in SHM; ctx with
-    their paths and sshd's."""
-    d = os.path.join(SHM, "ssh")
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    for name in ("host", "client"):
-        remove(os.path.join(d, name))
-        remove(os.path.join(d, name + ".pub"))
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pincat-bench",
-                        "-f", os.path.join(d, name)], check=True, stdout=subprocess.DEVNULL)
-    shutil.copy(os.path.join(d, "client.pub"), os.path.join(d, "authorized_keys"))
-    with open(os.path.join(d, "host.pub")) as f:
-        kind, key = f.read().split()[:2]
-    with open(os.path.join(d, "known_hosts"), "w") as f:
-        f.write(f"pincat-bench {kind} {key}\n")
-    return dict(ctx, sshd=shutil.which("sshd"), host_key=os.path.join(d, "host"),
-                ssh_key=os.path.join(d, "client"),
-                authorized_keys=os.path.join(d, "authorized_keys"),
-                known_hosts=os.path.join(d, "known_hosts"))
-
-
-def privsep_dir(ctx):
-    """sshd started by root refuses to run without its privilege separation
-    directory, which the system's ssh service makes at boot (absent where no
-    sshd ever ran, as in a container): `sshd -t` names it; made here (0755)."""
-    out = subprocess.run([ctx["sshd"], "-t", "-f", ctx["sshd_config"]], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True).stdout
-    m = re.search(r"Missing privilege separation directory: (\S+)", out)
-    if m and os.geteuid() == 0:
-        log(f"sync: making sshd's privilege separation directory {m.group(1)}")
-        os.makedirs(m.group(1), mode=0o755, exist_ok=True)
-
-
 def start_receivers(tools, ctxs, stack):
     """Starts every tool's receiver (kept for the whole case, stopped when
     `stack` closes) and waits until each listens."""
     for tool in tools:
         c = ctxs[tool.name]
-        if "sshd_config" in c:
-            privsep_dir(c)
         err = stack.enter_context(open(os.path.join(SHM, f"sync-recv-{c['port']}.err"), "wb"))
         p = subprocess.Popen(fill(tool.receiver, c), stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
@@ -273,7 +230,7 @@ def sync_case(ctx, base, fs):
             os.mkdir(dst)
             c = dict(ctx, src=src, dst=dst, port=free_port())
             if tool.files:
-                c = write_files(tool, ssh_keys(c))
+                c = sshd_ready(tool, ssh_keys(c), "sync")
             ctxs[tool.name] = c
         start_receivers(tools, ctxs, stack)
         results.append(("no change", scenario("sync, no change", tools, ctxs, lambda: None)))

@@ -38,8 +38,8 @@ TAR_RECV_ARGS = ("{port}", "{cert}", "{key}", "{dst}")
 
 # Sync: pincat's events (the wire payload of transfer-done) on stderr.
 SEND_JSON = (PC, "send", AT, "--pin", "{pin}", "--json", "--code", "{code}")
-# A throwaway sshd for rsync: keys and known_hosts made by the sync case, the
-# host key checked under an alias so it holds on any port (a counting proxy's).
+# A throwaway sshd for rsync: keys and known_hosts made by the case (sshd.py),
+# the host key checked under an alias so it holds on any port (a counting proxy's).
 SSHD_CONFIG = ("Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
                "AuthorizedKeysFile {authorized_keys}\nPidFile none\nUsePAM no\n"
                "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
@@ -47,6 +47,10 @@ SSHD_CONFIG = ("Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
 SSH = ("ssh -F /dev/null -p {port} -i {ssh_key} -o IdentitiesOnly=yes -o IdentityAgent=none "
        "-o HostKeyAlias=pincat-bench -o UserKnownHostsFile={known_hosts} "
        "-o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR")
+
+# Small files: rsync over ssh, then `sync` (the same machine: it flushes what
+# the remote side wrote, as the tar receivers' `sync` does).
+RSYNC_SYNC = 'rsync -a -e "$1" "$2" "$3" && sync'
 
 STUNNEL_COMMON = "foreground = yes\npid =\ndebug = 3\n"
 STUNNEL_SERVER = (STUNNEL_COMMON + "[fwd]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{sink}\n"
@@ -159,6 +163,12 @@ SMALL_FILES_TOOLS = [
          receiver=("sh", "-c", TAR_NCAT_RECV, "sh") + TAR_RECV_ARGS,
          sender=("sh", "-c", TAR_NCAT_SEND, "sh", "{src}", "{port}"),
          needs=("ncat", "tar", "openssl")),
+    Tool("small files", "rsync -a over ssh",
+         receiver=("{sshd}", "-D", "-e", "-f", "{sshd_config}"),
+         sender=("sh", "-c", RSYNC_SYNC, "sh", SSH, "{src}", "127.0.0.1:{dst}/"),
+         files=(("sshd_config", SSHD_CONFIG),), needs=("rsync", "ssh", "sshd", "ssh-keygen"),
+         result="{dst}/tree", server=True, targets=(Target("wall s", 1.5),),
+         note="a throwaway sshd on loopback (started per run, untimed); `&& sync` after rsync"),
 ]
 
 FORWARD_TOOLS = [
@@ -262,6 +272,12 @@ if BASELINE:
         result="{out}/payload.bin",
         targets=(Target("MB/s", 0.95, label="MB/s >= 0.95x the tool's (within 5%)"),),
         note="the same command with an earlier build"))
+    # And in the small-files case, beside pincat (no target: a comparison).
+    SMALL_FILES_TOOLS.insert(1, Tool(
+        "small files", "pincat " + BASELINE_NAME,
+        receiver=_with_baseline(SERVE) + ("--out", "{dst}"),
+        sender=_with_baseline(SEND) + ("{src}",),
+        result="{dst}/tree", note="the same command with an earlier build"))
 
 TOOLS = (THROUGHPUT_TOOLS + STARTUP_TOOLS + LATENCY_TOOLS + SMALL_FILES_TOOLS + FORWARD_TOOLS
          + PIPE_TOOLS + ROUND_TRIPS_TOOLS + SYNC_TOOLS + RESUME_TOOLS)
