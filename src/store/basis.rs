@@ -99,11 +99,13 @@ impl Transfer {
     /// Whether PLAN entries are still due (one per file the taker has
     /// chunks of), before any data.
     pub fn awaiting_plans(&self) -> bool {
-        self.planned < self.has_chunks()
+        self.planned < self.plans_due
     }
 
-    fn has_chunks(&self) -> usize {
-        self.bases.iter().filter(|b| b.hashes().is_some()).count()
+    /// Counts the files the taker has chunks of: as many PLAN entries are
+    /// due (once the bases are known, before ACCEPT).
+    pub(super) fn count_plans_due(&mut self) {
+        self.plans_due = self.bases.iter().filter(|b| b.hashes().is_some()).count();
     }
 
     /// Takes a PLAN frame: for each file the taker has chunks of, in order,

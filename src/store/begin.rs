@@ -43,6 +43,7 @@ impl Store {
             TransferKind::Stream => t.begin_stream()?,
             TransferKind::Files => t.begin_files()?,
         }
+        t.count_plans_due();
         Ok(t)
     }
 }

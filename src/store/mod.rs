@@ -219,6 +219,8 @@ pub struct Transfer {
     plans: lazy::Lazy<Option<Box<[bool]>>>,
     /// PLAN entries received.
     planned: usize,
+    /// PLAN entries due: one per file the taker has chunks of.
+    plans_due: usize,
     /// The file after the last one a PLAN entry was for.
     next_plan: usize,
     /// The current file's ranges still to come, last first (`None`: not
@@ -275,6 +277,7 @@ impl Transfer {
             bases: lazy::Lazy::new(n, &NEW),
             plans: lazy::Lazy::new(n, &NO_PLAN),
             planned: 0,
+            plans_due: 0,
             next_plan: 0,
             ranges: None,
             chunker: None,
