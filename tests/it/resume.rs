@@ -368,3 +368,33 @@ fn a_resume_completes_under_short_idle_timeouts_on_both_sides() {
     assert_eq!(digest(&tmp.path().join("in/big.bin")), digest(&src));
     assert_eq!(srv.wait_exit().0, Some(0));
 }
+
+#[test]
+fn a_state_directory_swapped_for_a_link_between_attempts_is_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let size = 16 * MIB;
+    fs::write(&src, random_bytes(size as usize, 14)).unwrap();
+    let (out, victim) = (tmp.path().join("in"), tmp.path().join("victim"));
+    fs::create_dir_all(&victim).unwrap();
+    let mut srv = Server::start(tmp.path(), &["--out", "in"]);
+    let (state, moved) = (out.join(".pincat-state"), tmp.path().join("moved-state"));
+    let second = cut_then_resume(&srv, &src, size / 2, || {
+        // What was kept is moved aside and the name made a link outside.
+        kept_file(&out);
+        fs::rename(&state, &moved).unwrap();
+        std::os::unix::fs::symlink(&victim, &state).unwrap();
+    });
+    // The link is never taken for the state directory: nothing resumed,
+    // nothing written where it points, the file whole.
+    assert!(second >= size, "{second}");
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(digest(&out.join("data.bin")), digest(&src));
+    assert!(
+        fs::symlink_metadata(&state)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(srv.wait_exit().0, Some(0));
+}
