@@ -26,7 +26,7 @@ pub(super) fn walk_fail(name: &str, e: io::Error) -> Fail {
         Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV) => (
             RejectCode::Exists,
             format!(
-                "the way to {} on the receiver goes through a symbolic link or a file; it is never followed",
+                "on the way to {}, the receiver has a file or a symbolic link where the sender has a directory; it is never followed or replaced",
                 escape_name(name)
             ),
         ),

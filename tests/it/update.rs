@@ -220,6 +220,24 @@ fn a_file_where_the_receiver_has_a_directory_is_refused() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("is a directory on the receiver"), "{err}");
     assert!(tmp.path().join("dst/x").is_dir());
+    // And the other way round: a directory where the receiver has a file.
+    fs::write(tmp.path().join("dst/y"), b"the receiver's file").unwrap();
+    fs::create_dir(tmp.path().join("y")).unwrap();
+    fs::write(tmp.path().join("y/inside"), b"sent").unwrap();
+    let y = tmp.path().join("y");
+    let out = send(
+        &srv.addr,
+        &srv.fingerprint,
+        &["--update", y.to_str().unwrap()],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("where the sender has a directory"), "{err}");
+    assert_eq!(
+        fs::read(tmp.path().join("dst/y")).unwrap(),
+        b"the receiver's file"
+    );
 }
 
 #[test]
