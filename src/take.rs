@@ -18,7 +18,9 @@ use crate::protocol::{Counts, FrameType, Message, Offer, Refusal, RejectCode, Tr
 use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
 
+mod end;
 mod frames;
+use end::{End, not_data, shape_of};
 use frames::{accept, send_digests};
 
 /// Memory all offers held at once may take (decoded names and the frame);
@@ -250,13 +252,14 @@ impl Taker {
             cut.set(!down && !matches!(e, WireError::Protocol(_)));
             self.wire_or_shutdown(e)
         };
+        s.set_deadline(Some(Instant::now() + self.idle_timeout));
+        if t.awaiting_plans() {
+            self.await_plans(s, t, &wire, cut)?;
+        }
         let mut mark = 0u64;
         if total.is_some() {
             total = Some(t.expected_bytes());
         }
-        // A giver hashing what this taker has says so, for a bounded time.
-        let plans_by = Instant::now() + crate::give::hashing_allowance(t.basis_bytes());
-        s.set_deadline(Some(Instant::now() + self.idle_timeout));
         loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 return Err(Refusal::new(
@@ -265,12 +268,6 @@ impl Taker {
                 ));
             }
             let (ft, len) = s.read_header().map_err(wire)?;
-            if ft == FrameType::Data && t.awaiting_plans() {
-                return Err(Refusal::new(
-                    RejectCode::Protocol,
-                    "the sender sent data before its PLAN",
-                ));
-            }
             if ft == FrameType::Data {
                 s.read_data(len, &mut |io| t.write_slices(io))
                     .map_err(|e| match e {
@@ -289,35 +286,46 @@ impl Taker {
                 continue;
             }
             match s.read_body(ft, len).map_err(wire)? {
-                Message::Keepalive if t.awaiting_plans() && Instant::now() < plans_by => {
+                Message::End(c) => return t.finish(c.files, c.bytes).map_err(refusal),
+                m => return Err(not_data(m, cut)),
+            }
+        }
+    }
+
+    /// Reads the giver's PLAN frames (which chunks of the files this taker
+    /// has come), before any data. A giver still hashing says so with
+    /// KEEPALIVE, for a bounded time.
+    fn await_plans(
+        &self,
+        s: &mut Session,
+        t: &mut store::Transfer,
+        wire: &dyn Fn(WireError) -> Refusal,
+        cut: &Cell<bool>,
+    ) -> std::result::Result<(), Refusal> {
+        let plans_by = Instant::now() + crate::give::hashing_allowance(t.basis_bytes());
+        while t.awaiting_plans() {
+            let (ft, len) = s.read_header().map_err(wire)?;
+            if ft == FrameType::Data {
+                return Err(Refusal::new(
+                    RejectCode::Protocol,
+                    "the sender sent data before its PLAN",
+                ));
+            }
+            match s.read_body(ft, len).map_err(wire)? {
+                Message::Plan(p) => t.plan(p).map_err(refusal)?,
+                Message::Keepalive if Instant::now() < plans_by => {
                     s.set_deadline(Some(Instant::now() + self.idle_timeout));
                 }
-                Message::Keepalive if t.awaiting_plans() => {
+                Message::Keepalive => {
                     return Err(Refusal::new(
                         RejectCode::Protocol,
                         "the sender kept comparing for longer than reading what this receiver has could take",
                     ));
                 }
-                Message::Plan(p) if t.awaiting_plans() => {
-                    t.plan(p).map_err(refusal)?;
-                    total = Some(t.expected_bytes());
-                }
-                Message::End(c) => return t.finish(c.files, c.bytes).map_err(refusal),
-                Message::Abort(why) => {
-                    cut.set(true);
-                    return Err(Refusal::new(
-                        RejectCode::Protocol,
-                        format!("the sender gave up: {why}"),
-                    ));
-                }
-                m => {
-                    return Err(Refusal::new(
-                        RejectCode::Protocol,
-                        format!("unexpected {} frame during the transfer", m.name()),
-                    ));
-                }
+                m => return Err(not_data(m, cut)),
             }
         }
+        Ok(())
     }
 
     /// Names the received data (or undoes it), tells the peer, emits the
@@ -552,32 +560,6 @@ impl Taker {
             wire_fail(e)
         }
     }
-}
-
-/// How a transfer ended, for [`Taker::conclude`].
-struct End {
-    kind: Kind,
-    files: u32,
-    start: Instant,
-    /// Pincat framing (a receipt is due), not raw mode.
-    framed: bool,
-    /// Cut short by the connection or the sender (not refused, not a lie).
-    cut: bool,
-    /// The offer's shape (see [`shape_of`]).
-    shape: Hash,
-}
-
-/// What identifies an offer's files across attempts: each entry's kind,
-/// size and name (not times or modes).
-fn shape_of(offer: &Offer) -> Hash {
-    let mut h = blake3::Hasher::new();
-    for e in &offer.entries {
-        h.update(&[u8::from(e.is_dir) | u8::from(e.link.is_some()) << 1]);
-        h.update(&e.size.to_be_bytes());
-        h.update(&(e.name.len() as u32).to_be_bytes());
-        h.update(e.name.as_bytes());
-    }
-    *h.finalize().as_bytes()
 }
 
 fn wire_fail(e: WireError) -> Refusal {

@@ -27,7 +27,7 @@ impl Store {
         self.begin_for(offer, None)
     }
 
-    /// [`Store::begin`] for a peer whose partial files are kept under
+    /// `Store::begin` for a peer whose partial files are kept under
     /// `secret` (see `kept.rs`): a resume builds on them.
     pub fn begin_for(
         self: &Arc<Self>,

@@ -20,7 +20,7 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<usize> {
     }
 }
 
-/// What to wait for on one descriptor in [`poll`].
+/// What to wait for on one descriptor in [`poll()`].
 #[derive(Debug, Clone, Copy)]
 pub struct Interest<'a> {
     /// The descriptor.
@@ -31,7 +31,7 @@ pub struct Interest<'a> {
     pub write: bool,
 }
 
-/// What [`poll`] found on one descriptor.
+/// What [`poll()`] found on one descriptor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Readable, hung up, or in error (a read will not block).
@@ -79,7 +79,7 @@ pub fn poll(fds: &[Interest<'_>], timeout: Duration) -> io::Result<Option<Vec<Re
 }
 
 /// One `read(2)` on a descriptor, unbuffered (standard input's own buffer
-/// would hide data from [`poll`]).
+/// would hide data from [`poll()`]).
 pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(rustix::io::read(fd, buf)?)
 }
