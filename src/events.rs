@@ -128,6 +128,10 @@ pub struct Transfer {
     /// Bytes of the offered files the receiver already had and kept (a
     /// resumed partial file, chunks `--update` found unchanged): not sent.
     pub resumed: u64,
+    /// Files left as they were because the quick check (same size and
+    /// modification time) found them unchanged: their content was not
+    /// compared (`send --update` without `--checksum`).
+    pub unverified: u32,
     /// From the offer to the receipt (raw: from the first byte to the
     /// peer's close_notify).
     pub duration: Duration,

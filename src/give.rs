@@ -213,6 +213,7 @@ fn give_through(
         files: counts.files,
         bytes: counts.bytes,
         resumed: announced(&offer).unwrap_or(0).saturating_sub(sent),
+        unverified: ours.map_or(0, FileSeq::skipped),
         duration: start.elapsed(),
     };
     events.emit(Event::TransferDone(done.clone()));
@@ -526,6 +527,7 @@ pub(crate) fn give_raw(
         files: 0,
         bytes: sent,
         resumed: 0,
+        unverified: 0,
         duration: start.elapsed(),
     };
     events.emit(Event::TransferDone(done.clone()));

@@ -347,7 +347,7 @@ impl Taker {
         } = end;
         let peer = s.peer();
         let bytes = t.written();
-        let resumed = t.resumed();
+        let (resumed, unverified) = (t.resumed(), t.unverified());
         let result = result.and_then(|()| {
             let _g = lock(&self.finalize);
             if self.shutdown.load(Ordering::SeqCst) {
@@ -373,6 +373,7 @@ impl Taker {
                     files,
                     bytes,
                     resumed,
+                    unverified,
                     duration: start.elapsed(),
                 };
                 self.events.emit(Event::TransferDone(done.clone()));

@@ -57,7 +57,7 @@ impl Event {
                 "peer": peer.to_string(), "bytes": bytes, "total": total}),
             Event::TransferDone(t) => json!({"event": "transfer-done", "peer": t.peer.to_string(),
                 "kind": t.kind.as_str(), "files": t.files, "bytes": t.bytes,
-                "resumed_bytes": t.resumed,
+                "resumed_bytes": t.resumed, "unverified": t.unverified,
                 "duration_ms": t.duration.as_secs_f64() * 1000.0, "outcome": "ok"}),
             Event::Refused {
                 peer,
@@ -126,9 +126,13 @@ impl Event {
                 } else {
                     String::new()
                 };
-                let kept = match t.resumed {
-                    0 => String::new(),
-                    n => format!(" ({} already there, not sent)", human_bytes(n)),
+                let kept = match (t.resumed, t.unverified) {
+                    (0, _) => String::new(),
+                    (n, 0) => format!(" ({} already there, not sent)", human_bytes(n)),
+                    (n, u) => format!(
+                        " ({} already there, not sent; {u} file(s) left as they were by size and time, content not compared)",
+                        human_bytes(n)
+                    ),
                 };
                 format!(
                     "pincat: done: {what}{}{kept} in {:.2} s ({}/s) with {}",

@@ -98,6 +98,15 @@ impl FileSeq {
         self.parts.get(i).unwrap_or(&Part::All)
     }
 
+    /// Files skipped because the taker has them unchanged (by size and
+    /// time: not verified).
+    pub(super) fn skipped(&self) -> u32 {
+        self.parts
+            .iter()
+            .filter(|p| matches!(p, Part::Skip))
+            .count() as u32
+    }
+
     /// Bytes of every planned file.
     pub(super) fn total(&self) -> u64 {
         self.files.iter().map(|l| l.planned.size).sum()

@@ -196,6 +196,14 @@ impl Transfer {
             .saturating_sub(self.expected_bytes())
     }
 
+    /// Files left as they were by the quick check (not verified).
+    pub fn unverified(&self) -> u32 {
+        self.bases
+            .iter()
+            .filter(|b| matches!(b, FileBasis::Unchanged))
+            .count() as u32
+    }
+
     /// Every file's digest as stored (`None`: left as it was unverified).
     pub fn digests(&self) -> &[Option<Hash>] {
         &self.digests

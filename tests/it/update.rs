@@ -44,7 +44,7 @@ fn an_unchanged_tree_costs_under_one_percent_of_its_bytes() {
     let out = send_args(&srv, &proxy.addr, &["--update", t]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let first = proxy.take_bytes();
-    let out = send_args(&srv, &proxy.addr, &["--update", t]);
+    let out = send_args(&srv, &proxy.addr, &["--json", "--update", t]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let second = proxy.take_bytes();
     eprintln!(
