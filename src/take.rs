@@ -163,7 +163,12 @@ impl Taker {
         let (files, names) = (offer.file_count(), top_names(&offer));
         let skipped = offer.skipped.clone();
         let total = (offer.kind == TransferKind::Files).then(|| offer.total_bytes());
-        let shape = shape_of(&offer);
+        // Only a one-shot taker compares offers by shape (while it awaits
+        // a resume): a kept-open one does not hash every name.
+        let shape = match self.keep_open {
+            true => [0; 32],
+            false => shape_of(&offer),
+        };
         // Preparing may hash kept partial files and files --update
         // compares: the giver hears KEEPALIVE meanwhile (an offer with
         // early data has nothing to compare).
@@ -337,15 +342,6 @@ impl Taker {
         result: std::result::Result<(), Refusal>,
         end: End,
     ) -> Outcome {
-        let End {
-            kind,
-            files,
-            start,
-            framed,
-            cut,
-            shape,
-        } = end;
-        let peer = s.peer();
         let bytes = t.written();
         let (resumed, unverified) = (t.resumed(), t.unverified());
         let result = result.and_then(|()| {
@@ -359,56 +355,59 @@ impl Taker {
                 t.commit().map_err(refusal)
             }
         });
-        match result {
-            Ok(()) => {
-                if framed {
-                    // The data is stored whether or not the sender hears it.
-                    let _ = send_digests(s, t.digests())
-                        .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
-                }
-                s.close();
-                let done = Transfer {
-                    peer,
-                    kind,
-                    files,
-                    bytes,
-                    resumed,
-                    unverified,
-                    duration: start.elapsed(),
-                };
-                self.events.emit(Event::TransferDone(done.clone()));
-                Outcome::Transfer(Ok(done))
+        if let Err(r) = result {
+            return self.undo(s, t, r, &end);
+        }
+        let files = end.files;
+        if end.framed {
+            // The data is stored whether or not the sender hears it.
+            let _ = send_digests(s, t.digests())
+                .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
+        }
+        s.close();
+        let done = Transfer {
+            peer: s.peer(),
+            kind: end.kind,
+            files,
+            bytes,
+            resumed,
+            unverified,
+            duration: end.start.elapsed(),
+        };
+        self.events.emit(Event::TransferDone(done.clone()));
+        Outcome::Transfer(Ok(done))
+    }
+
+    /// A transfer that failed after it was accepted: undone (what arrived
+    /// kept for a resume when it was cut short), the peer told, reported.
+    fn undo(&self, s: &mut Session, mut t: store::Transfer, r: Refusal, end: &End) -> Outcome {
+        // Cut short (the connection, the sender, a shutdown): what arrived
+        // is kept for a resume. Refused: nothing is. A shutdown keeps it
+        // only where a restarted receiver can resume it (not under a code
+        // of this run).
+        let keep = end.cut || (r.code == RejectCode::Busy && self.store.kept_outlive_process());
+        if keep {
+            t.abort_keeping();
+        } else {
+            t.abort();
+        }
+        if end.framed {
+            let _ = s.write_message(&Message::Error(r.clone()));
+        }
+        s.close();
+        self.events.emit(Event::Error {
+            peer: Some(s.peer()),
+            code: r.code.as_str(),
+            message: r.message.clone(),
+        });
+        match r.code {
+            RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
+            RejectCode::Protocol if end.kind == Kind::Files && end.cut => {
+                *lock(&self.awaiting) = Some(end.shape);
+                Outcome::Resumable(Error::Incomplete(r.message))
             }
-            Err(r) => {
-                // Cut short (the connection, the sender, a shutdown): what
-                // arrived is kept for a resume. Refused: nothing is.
-                // A shutdown keeps what arrived only where a restarted
-                // receiver can resume it (not under a code of this run).
-                let keep = cut || (r.code == RejectCode::Busy && self.store.kept_outlive_process());
-                if keep {
-                    t.abort_keeping();
-                } else {
-                    t.abort();
-                }
-                if framed {
-                    let _ = s.write_message(&Message::Error(r.clone()));
-                }
-                s.close();
-                self.events.emit(Event::Error {
-                    peer: Some(peer),
-                    code: r.code.as_str(),
-                    message: r.message.clone(),
-                });
-                match r.code {
-                    RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
-                    RejectCode::Protocol if kind == Kind::Files && cut => {
-                        *lock(&self.awaiting) = Some(shape);
-                        Outcome::Resumable(Error::Incomplete(r.message))
-                    }
-                    RejectCode::Protocol => Outcome::Transfer(Err(Error::Incomplete(r.message))),
-                    _ => Outcome::Transfer(Err(Error::Other(anyhow!(r.message)))),
-                }
-            }
+            RejectCode::Protocol => Outcome::Transfer(Err(Error::Incomplete(r.message))),
+            _ => Outcome::Transfer(Err(Error::Other(anyhow!(r.message)))),
         }
     }
 

@@ -249,6 +249,8 @@ struct Reading {
     ranges: Vec<(u64, u64)>,
     /// Bytes left of the current range.
     left: u64,
+    /// Where the next read starts (the file's offset; reads only move it).
+    pos: u64,
     chunker: Chunker,
 }
 
@@ -297,6 +299,7 @@ impl Reading {
             at_open,
             ranges,
             left: 0,
+            pos: 0,
             chunker,
         })
     }
@@ -307,10 +310,11 @@ impl Reading {
             let Some((a, b)) = self.ranges.pop() else {
                 return Ok(None);
             };
-            if a != self.chunker_pos() {
+            if a != self.pos {
                 self.file
                     .seek(SeekFrom::Start(a))
                     .map_err(|e| file_error(&self.path, "cannot read", e))?;
+                self.pos = a;
             }
             self.chunker.seek(a);
             self.left = b - a;
@@ -327,11 +331,8 @@ impl Reading {
         }
         self.chunker.update(&out[..n]);
         self.left -= n as u64;
+        self.pos += n as u64;
         Ok(Some(n))
-    }
-
-    fn chunker_pos(&mut self) -> u64 {
-        self.file.stream_position().unwrap_or(u64::MAX)
     }
 
     /// After the planned bytes: fstat shows the same size, mtime and ctime

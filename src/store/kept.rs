@@ -100,21 +100,19 @@ pub(super) fn name(secret: &Hash, file: &str, size: u64) -> OsString {
 /// A name of this process's own in the kept directory, for a file taken
 /// or about to be kept.
 pub(super) fn own_name() -> OsString {
-    OsString::from(format!(
-        "c-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
+    unique_name("c")
 }
 
 /// A name for a file an undone `--update` could not put back: kept for
 /// 7 days like a partial file, never taken for one.
 pub(super) fn rescue_name() -> OsString {
-    OsString::from(format!(
-        "old-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ))
+    unique_name("old")
+}
+
+/// `PREFIX-<pid>-<n>`: no other name this or any live process makes.
+fn unique_name(prefix: &str) -> OsString {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!("{prefix}-{}-{n}", std::process::id()))
 }
 
 /// Takes the kept file `name`: renamed to a name of this process's own

@@ -74,7 +74,7 @@ impl Transfer {
             let r = write_prefix(self.current_file()?, rest, n);
             r.map_err(|e| io_fail(format!("cannot write {}", self.current_name()), e))?;
             if let Some(c) = self.chunker.as_mut() {
-                hash_prefix(c, rest, n);
+                hash_first(c, rest, n);
             }
             self.left -= n as u64;
             self.account(n as u64);
@@ -288,7 +288,7 @@ impl Transfer {
 }
 
 /// Hashes exactly the first `n` bytes of `bufs`.
-fn hash_prefix(c: &mut crate::digest::Chunker, bufs: &[io::IoSlice<'_>], mut n: usize) {
+fn hash_first(c: &mut crate::digest::Chunker, bufs: &[io::IoSlice<'_>], mut n: usize) {
     for b in bufs {
         if n == 0 {
             break;
