@@ -66,6 +66,8 @@ pub enum Reason {
     Code,
     /// The offer was refused with this code.
     Offer(RejectCode),
+    /// A relay connection waited for its partner longer than allowed.
+    Unpaired,
 }
 
 impl Reason {
@@ -81,6 +83,7 @@ impl Reason {
             Reason::Closed => "closed",
             Reason::Code => "code",
             Reason::Offer(code) => code.as_str(),
+            Reason::Unpaired => "unpaired",
         }
     }
 }
@@ -257,6 +260,35 @@ pub enum Event {
     Warning {
         /// Human explanation.
         message: String,
+    },
+    /// `pincat relay` is bound.
+    RelayListening {
+        /// Bound address.
+        addr: SocketAddr,
+    },
+    /// The relay paired two connections (the one that waited first is
+    /// `peer`).
+    Paired {
+        /// The one that came first.
+        peer: SocketAddr,
+        /// The one that came second.
+        partner: SocketAddr,
+    },
+    /// A pair the relay spliced has ended (JSON `closed`, with both
+    /// addresses and the bytes each sent).
+    RelayClosed {
+        /// The one that came first.
+        peer: SocketAddr,
+        /// The one that came second.
+        partner: SocketAddr,
+        /// Bytes `peer` sent through the relay.
+        from_peer: u64,
+        /// Bytes `partner` sent through the relay.
+        from_partner: u64,
+        /// From pairing to the end of both directions.
+        duration: Duration,
+        /// `ok` (both ends closed) or `cut` (an error or the byte cap).
+        outcome: &'static str,
     },
 }
 

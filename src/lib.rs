@@ -48,6 +48,7 @@ pub mod peers;
 pub mod pipe;
 pub mod protocol;
 pub mod record;
+pub mod relay;
 pub mod send;
 pub mod serve;
 pub mod session;

@@ -73,7 +73,8 @@ pub fn dial_options(
 /// with no pin yet without --tofu or --code.
 fn trust(target: &str, d: &DialArgs, code: bool) -> pincat::Result<DialOptions> {
     let (pins, tofu, ca, name) = (&d.pin, d.tofu, d.ca.as_deref(), d.name.as_ref());
-    if target.contains(':') {
+    // Empty: through the relay alone (--via), trusted as HOST:PORT is.
+    if target.contains(':') || target.is_empty() {
         if tofu {
             return Err(usage(
                 "--tofu records a key in a known peer's entry: add it first (pincat peers add NAME HOST:PORT), then dial NAME --tofu",

@@ -15,22 +15,27 @@ use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
 use super::usage::usage;
+use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 
 /// `pincat forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
     /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local: HOST:PORT with --pin, or a known peer's NAME).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub to: String,
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "via")]
+    pub to: Option<String>,
     /// Exposing end: accept pinned TLS here and relay each connection to --to.
     #[arg(
         long,
         short,
         value_name = "ADDR:PORT",
         required_unless_present = "local",
-        conflicts_with = "local"
+        conflicts_with = "local",
+        num_args = 0..=1
     )]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<Option<SocketAddr>>,
+    /// A relay: the exposing end registers there (as well as listening on an ADDR:PORT given to --listen), the using end goes through it.
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// Using end: listen in plaintext here and carry each connection to --to over pinned TLS.
     #[arg(long, value_name = "ADDR:PORT")]
     pub local: Option<SocketAddr>,
@@ -62,10 +67,12 @@ pub fn run(a: ForwardArgs) -> pincat::Result<()> {
     if let Some(listen) = a.listen {
         return expose(listen, a);
     }
+    let target = dial_target(a.to.clone(), &a.via, &mut Vec::new())?;
     let Some(local) = a.local else {
         return Err(usage("give --listen (exposing end) or --local (using end)"));
     };
-    let dial = dial_options(a.to, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    let mut dial = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    dial.via = dial_via(&a.via)?;
     let opts = TunnelOptions {
         local,
         dial,
@@ -79,13 +86,19 @@ pub fn run(a: ForwardArgs) -> pincat::Result<()> {
 }
 
 /// The exposing end: accept pinned TLS on `listen`, relay to --to.
-fn expose(listen: SocketAddr, a: ForwardArgs) -> pincat::Result<()> {
+fn expose(listen: Option<SocketAddr>, a: ForwardArgs) -> pincat::Result<()> {
     // The exposing end serves many connections: a kept-open budget.
     let idle = a.idle_timeout;
-    let listen = listen_options(listen, &a.listening, &a.code, true, &a.tls, &a.caps, idle)?;
+    let explicit = listen.is_some();
+    let addr = listen.unwrap_or_else(super::listen::default_listen);
+    let listen = listen_options(addr, &a.listening, &a.code, true, &a.tls, &a.caps, idle)?;
+    let listen = listen_via(listen, explicit, &a.via, true, a.listening.allow_any)?;
+    let Some(to) = a.to.clone() else {
+        return Err(usage("the exposing end needs --to HOST:PORT: the service it carries connections to"));
+    };
     let opts = ExposeOptions {
         listen,
-        to: a.to,
+        to,
         connect_timeout: a.dial.connect_timeout,
     };
     let x = Exposer::bind(opts, a.output.events())?;

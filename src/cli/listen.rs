@@ -83,6 +83,9 @@ pub fn listen_options(
         max_handshakes: caps.max_handshakes as usize,
         handshake_timeout: tls.handshake_timeout,
         idle_timeout,
+        via: None,
+        relay_slots: 1,
+        bind: true,
     })
 }
 

@@ -20,10 +20,12 @@ mod paths;
 mod peers;
 mod pipe;
 mod progress;
+mod relay;
 mod send;
 mod serve;
 mod tls;
 mod usage;
+mod via;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -54,6 +56,8 @@ pub enum Command {
     Pipe(pipe::PipeArgs),
     /// Carry a TCP service over pinned TLS (exposing end: --listen; using end: --local).
     Forward(forward::ForwardArgs),
+    /// Run a relay that pairs two listeners' and dialers' connections by token and splices them (magic-wormhole transit relay protocol); it never sees the data.
+    Relay(relay::RelayArgs),
     /// Manage persistent identities.
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
@@ -86,6 +90,7 @@ impl Command {
             Command::Get(a) => a.output.json,
             Command::Pipe(a) => a.output.json,
             Command::Forward(a) => a.output.json,
+            Command::Relay(a) => a.output.json,
             _ => false,
         }
     }
@@ -125,6 +130,7 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
         Command::Get(a) => offer::get(a),
         Command::Pipe(a) => pipe::run(a),
         Command::Forward(a) => forward::run(a),
+        Command::Relay(a) => relay::run(a),
         Command::Identity(cmd) => identity::identity(cmd),
         Command::Fingerprint(a) => identity::fingerprint(a),
         Command::Peers(cmd) => peers::run(cmd),

@@ -17,6 +17,7 @@ use super::duration::parse_duration;
 use super::listen::{CapsArgs, ListenArgs, default_listen, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
+use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 use super::usage::usage;
 
 /// `pincat offer`.
@@ -37,6 +38,9 @@ pub struct OfferArgs {
     /// The code.
     #[command(flatten)]
     pub code: CodeArgs,
+    /// A relay that reaches this listener too (or instead, without --listen).
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// How many at once.
     #[command(flatten)]
     pub caps: CapsArgs,
@@ -69,9 +73,12 @@ pub struct OfferArgs {
 /// `pincat get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The offering side, as HOST:PORT (with --pin), or the NAME of a known peer.
-    #[arg(value_name = "HOST:PORT|NAME")]
-    pub addr: String,
+    /// The offering side, as HOST:PORT (with --pin), or the NAME of a known peer (omit with --via alone).
+    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via")]
+    pub addr: Option<String>,
+    /// A relay to go through (as the offering side's line gives it).
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// Where to store: a file for a stream (default stdout), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
     pub out: Option<PathBuf>,
@@ -114,6 +121,8 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
     }
     let (addr, idle) = (a.listen.unwrap_or_else(default_listen), a.idle_timeout);
     let listen = listen_options(addr, &a.common, &a.code, a.keep_open, &a.tls, &a.caps, idle)?;
+    let allow_any = a.common.allow_any;
+    let listen = listen_via(listen, a.listen.is_some(), &a.via, a.keep_open, allow_any)?;
     let o = OfferOptions {
         listen,
         keep_open: a.keep_open,
@@ -135,7 +144,9 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
 
 /// Runs `pincat get`.
 pub fn get(a: GetArgs) -> pincat::Result<()> {
-    let opts = dial_options(a.addr, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    let target = dial_target(a.addr, &a.via, &mut Vec::new())?;
+    let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    opts.via = dial_via(&a.via)?;
     let output = match a.out {
         Some(p) => Output::Path(p),
         None => Output::Default,

@@ -15,6 +15,7 @@ use super::duration::parse_duration;
 use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
+use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 
 /// `pincat pipe`.
 #[derive(Debug, Args)]
@@ -22,13 +23,16 @@ pub struct PipeArgs {
     /// The listening end, as HOST:PORT (with --pin) or the NAME of a known peer (omit with --listen).
     #[arg(
         value_name = "HOST:PORT|NAME",
-        required_unless_present = "listen",
+        required_unless_present_any = ["listen", "via"],
         conflicts_with = "listen"
     )]
     pub addr: Option<String>,
-    /// Listen on ADDR:PORT instead of dialing, and print a paste-ready dial line.
-    #[arg(long, short, value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddr>,
+    /// Listen on ADDR:PORT instead of dialing, and print a paste-ready dial line (with --via and no ADDR:PORT: through the relay only).
+    #[arg(long, short, value_name = "ADDR:PORT", num_args = 0..=1)]
+    pub listen: Option<Option<SocketAddr>>,
+    /// A relay: the listener registers there, the dialer goes through it.
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// Listening options (with --listen).
     #[command(flatten)]
     pub listening: ListenArgs,
@@ -71,7 +75,10 @@ pub fn run(a: PipeArgs) -> pincat::Result<()> {
         max_handshakes: pincat::pipe::MAX_HANDSHAKES as u32,
     };
     let idle = a.idle_timeout.unwrap_or(pincat::pipe::SESSION_IDLE);
-    let listen = listen_options(listen, &a.listening, &a.code, false, &a.tls, &caps, idle)?;
+    let explicit = listen.is_some();
+    let addr = listen.unwrap_or_else(super::listen::default_listen);
+    let listen = listen_options(addr, &a.listening, &a.code, false, &a.tls, &caps, idle)?;
+    let listen = listen_via(listen, explicit, &a.via, false, a.listening.allow_any)?;
     let opts = PipeListenOptions {
         listen,
         relay_idle: a.idle_timeout,
@@ -91,9 +98,10 @@ fn dial(a: PipeArgs, ends: &Ends) -> pincat::Result<()> {
         Mode::Human => Mode::Quiet,
         m => m,
     };
-    let addr = a.addr.clone().unwrap_or_default();
+    let addr = dial_target(a.addr.clone(), &a.via, &mut Vec::new())?;
     let idle = a.idle_timeout.unwrap_or(pincat::pipe::SESSION_IDLE);
-    let opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
+    let mut opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
+    opts.via = dial_via(&a.via)?;
     let events = Events::stderr(m).verbose(a.output.verbose);
     pincat::pipe::pipe(&opts, ends, a.idle_timeout, &events).map(drop)
 }

@@ -18,13 +18,14 @@ use super::output::OutputArgs;
 use super::progress::progress_events;
 use super::tls::TlsArgs;
 use super::usage::usage;
+use super::via::{ViaArgs, dial_target, dial_via};
 
 /// `pincat send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The receiver, as HOST:PORT (with --pin or --ca), or the NAME of a known peer (see `pincat peers`).
-    #[arg(value_name = "HOST:PORT|NAME")]
-    pub addr: String,
+    /// The receiver, as HOST:PORT (with --pin or --ca), or the NAME of a known peer (see `pincat peers`); with --via alone, omit it.
+    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via")]
+    pub addr: Option<String>,
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -37,6 +38,9 @@ pub struct SendArgs {
     /// The receiver's code.
     #[command(flatten)]
     pub code: CodeArgs,
+    /// A relay to go through (as the receiver's line gives it).
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// The identity (as client certificate, for receivers that use --allow) and handshake limit.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -53,12 +57,14 @@ pub struct SendArgs {
 }
 
 /// Runs `pincat send`.
-pub fn run(a: SendArgs) -> pincat::Result<()> {
+pub fn run(mut a: SendArgs) -> pincat::Result<()> {
+    let target = dial_target(a.addr.take(), &a.via, &mut a.paths)?;
     let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
     if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
         return Err(usage("\"-\" (stdin) cannot be combined with other paths"));
     }
-    let opts = dial_options(a.addr, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
+    opts.via = dial_via(&a.via)?;
     if a.raw && a.paths.len() > 1 {
         return Err(usage(
             "--raw sends one stream: give at most one file (or stdin)",

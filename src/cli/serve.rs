@@ -12,6 +12,7 @@ use super::duration::parse_duration;
 use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
+use super::via::{ViaArgs, listen_via};
 
 /// `pincat serve`.
 #[derive(Debug, Args)]
@@ -31,6 +32,9 @@ pub struct ServeArgs {
     /// The code.
     #[command(flatten)]
     pub code: CodeArgs,
+    /// A relay that reaches this listener too (or instead, without --listen).
+    #[command(flatten)]
+    pub via: ViaArgs,
     /// Keep serving after the first transfer, with many senders at once.
     #[arg(long)]
     pub keep_open: bool,
@@ -90,6 +94,7 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
     };
     let (addr, who, idle) = (a.listen.unwrap_or(default_v6), &a.listening, a.idle_timeout);
     let listen = listen_options(addr, who, &a.code, a.keep_open, &tls, &caps, idle)?;
+    let listen = listen_via(listen, a.listen.is_some(), &a.via, a.keep_open, who.allow_any)?;
     let mut opts = ServeOptions {
         listen,
         output: match a.out {

@@ -84,6 +84,22 @@ impl Event {
             } => json!({"event": "closed", "peer": peer.to_string(), "sent": sent,
                 "received": received, "duration_ms": duration.as_secs_f64() * 1000.0,
                 "outcome": outcome}),
+            Event::RelayListening { addr } => {
+                json!({"event": "relay-listening", "addr": addr.to_string()})
+            }
+            Event::Paired { peer, partner } => json!({"event": "paired",
+                "peer": peer.to_string(), "partner": partner.to_string()}),
+            Event::RelayClosed {
+                peer,
+                partner,
+                from_peer,
+                from_partner,
+                duration,
+                outcome,
+            } => json!({"event": "closed", "peer": peer.to_string(),
+                "partner": partner.to_string(), "from_peer": from_peer,
+                "from_partner": from_partner, "duration_ms": duration.as_secs_f64() * 1000.0,
+                "outcome": outcome}),
         }
     }
 
@@ -94,6 +110,20 @@ impl Event {
                 return self.trust_line();
             }
             Event::Progress { .. } | Event::Opened { .. } => return None,
+            Event::RelayListening { addr } => format!("pincat: relay listening on {addr}"),
+            Event::Paired { peer, partner } => format!("pincat: paired {peer} with {partner}"),
+            Event::RelayClosed {
+                peer,
+                partner,
+                from_peer,
+                from_partner,
+                outcome,
+                ..
+            } => format!(
+                "pincat: closed {peer} with {partner} ({outcome}): {} and {}",
+                human_bytes(*from_peer),
+                human_bytes(*from_partner)
+            ),
             Event::Closed {
                 peer,
                 sent,

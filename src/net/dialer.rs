@@ -16,6 +16,7 @@ use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
+use crate::net::relay::{self, RelayError, Via};
 use crate::pair::{self, Code, DialFailure, Ends};
 use crate::peers::{self, FirstUse, KnownPeer, Peer};
 use crate::session::{Session, WireError};
@@ -58,7 +59,14 @@ pub struct DialOptions {
     /// After the code is confirmed, save the listener's key as a known
     /// peer of this name in this peers file.
     pub save: Option<(String, std::path::PathBuf)>,
+    /// A relay (with the listener's rendezvous) to go through: after
+    /// [`DIRECT_FIRST`] on `addr` when there is one, else at once.
+    pub via: Option<Via>,
 }
+
+/// How long a dialer that has both a direct address and a relay tries the
+/// direct one before going through the relay.
+pub const DIRECT_FIRST: Duration = Duration::from_secs(2);
 
 impl DialOptions {
     /// Options with the documented defaults.
@@ -82,6 +90,7 @@ impl DialOptions {
             known_peer: None,
             code: None,
             save: None,
+            via: None,
         }
     }
 
@@ -118,6 +127,9 @@ impl DialOptions {
                 "SendOptions::{name} must not be zero (leave it at its default instead)"
             )
             .into());
+        }
+        if self.addr.is_empty() && self.via.is_none() {
+            return Err(anyhow!("SendOptions::addr is empty and there is no relay (via)").into());
         }
         if self.pins.is_empty() && self.ca.is_none() && !self.first_use() && self.code.is_none() {
             return Err(anyhow!(
@@ -229,7 +241,7 @@ fn dial_once(
     opts: &DialOptions,
     events: &Events,
 ) -> Result<std::result::Result<(Session, Presented), Busy>> {
-    let sock = connect_retrying(opts)?;
+    let (sock, relayed) = connect_any(opts)?;
     let peer = sock
         .peer_addr()
         .context("cannot read the peer address")
@@ -246,8 +258,15 @@ fn dial_once(
         }
         None => verify::client_config_pins(opts.pins.clone(), identity, presented.clone())?,
     };
-    let mut s = Session::handshake(client(config)?, sock, opts.handshake_timeout)
-        .map_err(|e| handshake_error(e, opts, peer, &presented))?;
+    let mut s = match Session::handshake(client(config)?, sock, opts.handshake_timeout) {
+        Ok(s) => s,
+        // The relay paired us with another dialer (both spoke first):
+        // nothing was sent; try again.
+        Err(WireError::Tls(_)) if relayed && presented.get().is_none() => {
+            return Ok(Err((1, peer)));
+        }
+        Err(e) => return Err(handshake_error(e, opts, peer, &presented)),
+    };
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
     if let Some(code) = &opts.code {
@@ -397,6 +416,59 @@ fn client(config: std::sync::Arc<rustls::ClientConfig>) -> Result<UnbufferedClie
     let name =
         ServerName::try_from(verify::SERVER_NAME).map_err(|e| anyhow!("bad server name: {e}"))?;
     Ok(UnbufferedClientConnection::new(config, name).context("cannot start TLS")?)
+}
+
+/// Connects directly, or through the relay (after trying the direct
+/// address for [`DIRECT_FIRST`], when there is one): the socket, and
+/// whether it goes through the relay.
+fn connect_any(opts: &DialOptions) -> Result<(TcpStream, bool)> {
+    let Some(via) = &opts.via else {
+        return Ok((connect_retrying(opts)?, false));
+    };
+    if !opts.addr.is_empty() {
+        let mut direct = opts.clone();
+        direct.connect_timeout = opts.connect_timeout.min(DIRECT_FIRST);
+        if let Ok(s) = connect_once(&direct) {
+            return Ok((s, false));
+        }
+    }
+    Ok((connect_relay(opts, via)?, true))
+}
+
+/// Registers at the relay under the rendezvous's token and waits to be
+/// paired: `connect_timeout` (or `retry_for`, if longer) for the relay to
+/// answer and the listener to be there.
+fn connect_relay(opts: &DialOptions, via: &Via) -> Result<TcpStream> {
+    let unreachable = |e: io::Error| Error::Connect {
+        addr: format!("the relay {}", via.relay),
+        source: e,
+    };
+    let Some(r) = via.rendezvous else {
+        return Err(anyhow!("--via {via}: a dialer needs the listener's rendezvous (RELAY/RENDEZVOUS)").into());
+    };
+    let wait = opts.retry_for.unwrap_or_default().max(opts.connect_timeout);
+    let until = Instant::now() + wait;
+    let side = relay::new_side().map_err(|e| Error::Other(e.into()))?;
+    let mut sock = loop {
+        match relay::connect(&via.relay, opts.connect_timeout) {
+            Ok(s) => break s,
+            Err(RelayError::Connect(e)) if Instant::now() + Duration::from_millis(500) >= until => {
+                return Err(unreachable(e));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let left = until.saturating_duration_since(Instant::now());
+    let tick = Duration::from_millis(250);
+    match relay::register(&mut sock, &r.token(), &side, Some(left), tick, &|| false) {
+        Ok(()) => Ok(sock),
+        Err(RelayError::Timeout) => Err(unreachable(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "nobody waits at that rendezvous (is the listener running, with this --via?)",
+        ))),
+        Err(RelayError::Connect(e) | RelayError::Io(e)) => Err(unreachable(e)),
+        Err(e @ RelayError::Refused(_)) => Err(unreachable(io::Error::other(e.to_string()))),
+    }
 }
 
 fn connect_retrying(opts: &DialOptions) -> Result<TcpStream> {

@@ -14,6 +14,7 @@ use crate::events::{Event, Events};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::net::listener::{AcceptSpec, Flow, Handler, Limits, Listening, ShutdownHandle};
+use crate::net::relay::Via;
 use crate::pair::{Gate, GatePolicy};
 use crate::protocol::Role;
 use crate::verify::{self, Allow, Presented};
@@ -41,7 +42,22 @@ pub struct Listen {
     pub handshake_timeout: Duration,
     /// Limit for any single read or write once connected.
     pub idle_timeout: Duration,
+    /// A relay that also reaches this listener (its rendezvous is made
+    /// fresh unless given): dialers then need a code or an allowed
+    /// certificate, never nothing.
+    pub via: Option<Via>,
+    /// Registrations kept waiting at the relay at once (see
+    /// [`RELAY_SLOTS_KEEP_OPEN`]).
+    pub relay_slots: usize,
+    /// Whether `addr` is bound; false only with `via` (reached only
+    /// through the relay).
+    pub bind: bool,
 }
+
+/// Registrations a kept-open listener keeps waiting at its relay, so that
+/// concurrent dialers are paired without waiting for each other (a
+/// one-shot listener keeps one).
+pub const RELAY_SLOTS_KEEP_OPEN: usize = 4;
 
 impl Listen {
     /// The documented defaults, listening on `addr`: an ephemeral
@@ -57,6 +73,9 @@ impl Listen {
             max_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            via: None,
+            relay_slots: 1,
+            bind: true,
         }
     }
 
@@ -81,8 +100,31 @@ impl Listen {
     /// Binds `addr` with the identity (or a fresh ephemeral one) and the
     /// admission: the allow list, the code, or (neither) anyone.
     pub fn bind(&self, events: Events) -> Result<Endpoint> {
-        Ok(Endpoint::bind(self.addr, self.identity.as_ref(), events)?
-            .admitting(&self.allow, self.code.clone()))
+        let via = match &self.via {
+            None if !self.bind => {
+                return Err(anyhow!("a listener that binds no port needs a relay (via)").into());
+            }
+            None => None,
+            Some(_) if self.allow.is_none() && self.code.is_none() => {
+                return Err(anyhow!(
+                    "a listener behind a relay admits by code or allow list: with anyone admitted, anyone on the relay could take the transfer"
+                )
+                .into());
+            }
+            Some(v) => Some(v.with_rendezvous().map_err(|e| anyhow!(e))?),
+        };
+        let addr = self.bind.then_some(self.addr);
+        let mut e = Endpoint::bind_maybe(addr, self.identity.as_ref(), events)?
+            .admitting(&self.allow, self.code.clone());
+        if let Some(v) = via {
+            let token = v.rendezvous.map(|r| r.token()).unwrap_or_default();
+            let events = e.events.clone();
+            e.listening
+                .register_at(&v.relay, token, self.relay_slots, events)?;
+            e.bound = e.listening.local_addr().unwrap_or(self.addr);
+            e.via = Some(v);
+        }
+        Ok(e)
     }
 
     /// How admitted connections are bounded, for [`Endpoint::accept_spec`]:
@@ -144,6 +186,8 @@ pub struct Endpoint {
     allow: bool,
     /// The code dialers must prove, if any.
     gate: Option<Gate>,
+    /// The relay (with its rendezvous) that also reaches this listener.
+    via: Option<Via>,
 }
 
 /// How a listener's connections are admitted and bounded.
@@ -162,11 +206,20 @@ pub struct Bounds {
 impl Endpoint {
     /// Binds `addr` with `identity` (or a fresh ephemeral one).
     pub fn bind(addr: SocketAddr, identity: Option<&Identity>, events: Events) -> Result<Endpoint> {
+        Self::bind_maybe(Some(addr), identity, events)
+    }
+
+    fn bind_maybe(
+        addr: Option<SocketAddr>,
+        identity: Option<&Identity>,
+        events: Events,
+    ) -> Result<Endpoint> {
         let identity = match identity {
             Some(id) => id.clone(),
             None => Identity::generate()?,
         };
-        let listening = Listening::bind(addr)?;
+        let listening = Listening::bind_maybe(addr)?;
+        let addr = addr.unwrap_or_else(|| (std::net::Ipv4Addr::UNSPECIFIED, 0).into());
         Ok(Endpoint {
             bound: listening.local_addr().unwrap_or(addr),
             dial_addrs: listening.dial_addrs(),
@@ -175,6 +228,7 @@ impl Endpoint {
             events: Arc::new(events),
             allow: false,
             gate: None,
+            via: None,
         })
     }
 
@@ -275,11 +329,8 @@ impl Endpoint {
     /// `--code CODE` or `--identity YOUR.id` (a placeholder: the dialer's
     /// identity, which the allow list names) as this listener requires.
     pub fn command(&self, before: &str, after: &str) -> String {
-        let mut c = format!(
-            "{before} {}{after} --pin {}",
-            self.dial_addr(),
-            self.fingerprint()
-        );
+        let before = self.before(before);
+        let mut c = format!("{before}{}{after} --pin {}", self.target(), self.fingerprint());
         if let Some(g) = &self.gate {
             c.push_str(&format!(" --code {}", g.code()));
         }
@@ -293,15 +344,37 @@ impl Endpoint {
     /// ends. `None` without a code.
     pub fn short_command(&self, before: &str, after: &str) -> Option<String> {
         let g = self.gate.as_ref()?;
-        Some(format!(
-            "{before} {}{after} --code {}",
-            self.dial_addr(),
-            g.code()
-        ))
+        let before = self.before(before);
+        Some(format!("{before}{}{after} --code {}", self.target(), g.code()))
     }
 
-    fn dial_addr(&self) -> &str {
-        self.dial_addrs.first().map_or("HOST", String::as_str)
+    /// What a dialer names: ` ADDR` (the first address another machine
+    /// can dial), ` ADDR --via RELAY/RENDEZVOUS` (direct first, then the
+    /// relay), or ` --via RELAY/RENDEZVOUS` for a listener that binds nothing.
+    fn target(&self) -> String {
+        let via = self.via.as_ref().map(|v| format!(" --via {v}"));
+        match (self.listening.bound(), via) {
+            (false, Some(via)) => via,
+            (_, via) => format!(
+                " {}{}",
+                self.dial_addrs.first().map_or("HOST", String::as_str),
+                via.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// `before` without a trailing ` --to` (the flag that names the
+    /// address) when there is no address to name, only a relay.
+    fn before<'a>(&self, before: &'a str) -> &'a str {
+        match (self.listening.bound(), &self.via) {
+            (false, Some(_)) => before.strip_suffix(" --to").unwrap_or(before),
+            _ => before,
+        }
+    }
+
+    /// The relay and rendezvous that also reach this listener, if any.
+    pub fn via(&self) -> Option<&Via> {
+        self.via.as_ref()
     }
 
     /// Emits the `listening` event: address, fingerprint, every dial

@@ -59,9 +59,13 @@ impl ShutdownHandle {
     }
 }
 
-/// A bound listening socket with its wake-up pipe and shutdown flag.
+/// A bound listening socket (or, behind a relay only, none) with its
+/// wake-up pipe and shutdown flag, and the relay registrations if any.
 pub struct Listening {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
+    relay: Option<crate::net::relay::Registrar>,
+    /// The relay's address, for a listener that binds nothing.
+    relay_addr: Option<SocketAddr>,
     shutdown: Arc<std::sync::atomic::AtomicBool>,
     wake_rx: UnixStream,
     wake_tx: Arc<UnixStream>,
@@ -71,20 +75,33 @@ pub struct Listening {
 impl Listening {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr) -> crate::Result<Listening> {
+        Self::bind_maybe(Some(addr))
+    }
+
+    /// Binds `addr`, or nothing (a listener that is reached only through a
+    /// relay: see [`Listening::register_at`]).
+    pub fn bind_maybe(addr: Option<SocketAddr>) -> crate::Result<Listening> {
         use anyhow::Context;
         // Bounded by our own caps, not by a low default descriptor limit.
         sys::raise_fd_limit();
-        let listener =
-            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-        listener
-            .set_nonblocking(true)
-            .context("cannot configure the listening socket")?;
+        let listener = match addr {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                l.set_nonblocking(true)
+                    .context("cannot configure the listening socket")?;
+                Some(l)
+            }
+            None => None,
+        };
         let (wake_rx, wake_tx) = UnixStream::pair().context("cannot create a wake-up pipe")?;
         wake_rx
             .set_nonblocking(true)
             .context("cannot configure the wake-up pipe")?;
         Ok(Listening {
             listener,
+            relay: None,
+            relay_addr: None,
             shutdown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wake_rx,
             wake_tx: Arc::new(wake_tx),
@@ -92,9 +109,53 @@ impl Listening {
         })
     }
 
-    /// The bound address (with the real port when 0 was asked for).
+    /// Keeps `slots` registrations for `token` waiting at `relay`: each
+    /// one the relay pairs comes to the accept loop as an accepted socket.
+    /// Fails when the relay cannot be resolved.
+    pub fn register_at(
+        &mut self,
+        relay: &str,
+        token: String,
+        slots: usize,
+        events: Arc<Events>,
+    ) -> crate::Result<()> {
+        use anyhow::Context;
+        use std::net::ToSocketAddrs;
+        let addr = relay
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| crate::Error::Connect {
+                addr: relay.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "cannot resolve the relay"),
+            })?;
+        let timeout = Duration::from_secs(10);
+        let r = crate::net::relay::Registrar::start(
+            relay,
+            token,
+            slots,
+            timeout,
+            self.wake_tx.clone(),
+            events,
+        )
+        .context("cannot start the relay registrations")?;
+        self.relay = Some(r);
+        self.relay_addr = Some(addr);
+        Ok(())
+    }
+
+    /// The bound address (with the real port when 0 was asked for); for a
+    /// listener that binds nothing, its relay's.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        match &self.listener {
+            Some(l) => l.local_addr().ok(),
+            None => self.relay_addr,
+        }
+    }
+
+    /// Whether a port is bound (else only a relay reaches this listener).
+    pub fn bound(&self) -> bool {
+        self.listener.is_some()
     }
 
     /// A handle that stops [`Listening::run`] from another thread.
@@ -152,13 +213,24 @@ impl Listening {
                     .unwrap_or(crate::Error::Interrupted));
             }
             match idle_limit() {
-                Ok(Some(wait)) => acceptor.round(&self.listener, &self.wake_rx, wait),
+                Ok(Some(wait)) => {
+                    if let Some(r) = &self.relay {
+                        acceptor.adopt(r.paired());
+                    }
+                    acceptor.round(self.listener.as_ref(), &self.wake_rx, wait);
+                    if let Some(r) = &self.relay {
+                        acceptor.adopt(r.paired());
+                    }
+                }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
         };
         // Stop everything still running: unblock their sockets and wait.
         self.shutdown.store(true, Ordering::SeqCst);
+        if let Some(r) = &self.relay {
+            r.stop();
+        }
         acceptor.stop();
         result
     }
@@ -167,7 +239,7 @@ impl Listening {
     /// wildcard address, the machine's non-loopback interface addresses
     /// (IPv6 in brackets), then its host name; else the bound address.
     pub fn dial_addrs(&self) -> Vec<String> {
-        let Some(addr) = self.local_addr() else {
+        let Some(addr) = self.listener.as_ref().and_then(|l| l.local_addr().ok()) else {
             return Vec::new();
         };
         let port = addr.port();

@@ -4,3 +4,4 @@
 pub mod dialer;
 pub mod endpoint;
 pub mod listener;
+pub mod relay;

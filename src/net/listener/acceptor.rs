@@ -215,7 +215,7 @@ impl<O: Send + 'static> Acceptor<O> {
 
     /// Waits up to `wait` for activity, then accepts what is new, drops
     /// bare sockets past their deadline, and hands readable ones to workers.
-    pub fn round(&mut self, listener: &TcpListener, wake: &UnixStream, wait: Duration) {
+    pub fn round(&mut self, listener: Option<&TcpListener>, wake: &UnixStream, wait: Duration) {
         let wait = match self.bare.front() {
             Some(b) => wait.min(
                 (b.since + self.limits.handshake_timeout).saturating_duration_since(Instant::now()),
@@ -223,20 +223,35 @@ impl<O: Send + 'static> Acceptor<O> {
             None => wait,
         };
         let ready = {
-            let mut fds: Vec<BorrowedFd<'_>> = vec![listener.as_fd(), wake.as_fd()];
+            // The wake-up pipe, the listener (when bound), then the bare
+            // sockets.
+            let mut fds: Vec<BorrowedFd<'_>> = vec![wake.as_fd()];
+            fds.extend(listener.map(|l| l.as_fd()));
+            let first_bare = fds.len();
             fds.extend(self.bare.iter().map(|b| b.sock.as_fd()));
-            sys::poll_readable(&fds, wait)
+            (first_bare, sys::poll_readable(&fds, wait))
         };
+        let (first_bare, ready) = ready;
         drain(wake);
         // Readable bare sockets go to workers (highest index first, so the
         // removals keep the other indices valid).
-        for &i in ready.iter().rev().filter(|&&i| i >= 2) {
-            if let Some(b) = self.bare.remove(i - 2) {
+        for &i in ready.iter().rev().filter(|&&i| i >= first_bare) {
+            if let Some(b) = self.bare.remove(i - first_bare) {
                 self.dispatch(b);
             }
         }
         self.expire();
-        self.accept_all(listener);
+        if let Some(l) = listener {
+            self.accept_all(l);
+        }
+    }
+
+    /// Sockets a relay paired: they wait for their first byte as accepted
+    /// ones do.
+    pub fn adopt(&mut self, paired: Vec<(TcpStream, SocketAddr)>) {
+        for (sock, peer) in paired {
+            self.queue(sock, peer);
+        }
     }
 
     fn accept_all(&mut self, listener: &TcpListener) {
@@ -256,22 +271,26 @@ impl<O: Send + 'static> Acceptor<O> {
                     return;
                 }
             };
-            if self.bare.len() >= MAX_BARE
-                && let Some(old) = self.bare.pop_front()
-            {
-                sys::reset_on_close(&old.sock);
-                refused(
-                    &self.events,
-                    old.peer,
-                    "too many connections that sent nothing; the oldest was dropped",
-                );
-            }
-            self.bare.push_back(Bare {
-                sock,
-                peer,
-                since: Instant::now(),
-            });
+            self.queue(sock, peer);
         }
+    }
+
+    fn queue(&mut self, sock: TcpStream, peer: SocketAddr) {
+        if self.bare.len() >= MAX_BARE
+            && let Some(old) = self.bare.pop_front()
+        {
+            sys::reset_on_close(&old.sock);
+            refused(
+                &self.events,
+                old.peer,
+                "too many connections that sent nothing; the oldest was dropped",
+            );
+        }
+        self.bare.push_back(Bare {
+            sock,
+            peer,
+            since: Instant::now(),
+        });
     }
 
     fn expire(&mut self) {
