@@ -163,6 +163,9 @@ pub enum Event {
         open: bool,
         /// What the other machine does, for people ("sending", "fetching").
         hint: &'static str,
+        /// The relay that also reaches this listener, as `RELAY/RENDEZVOUS`
+        /// (the rendezvous is in `command` too).
+        via: Option<String>,
     },
     /// A TLS session was established (the pin check passed).
     Connected {

@@ -260,6 +260,7 @@ impl Tunnel {
             code: None,
             open: false,
             hint: "local",
+            via: None,
         });
         let active = Arc::new(AtomicUsize::new(0));
         let open: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();

@@ -19,11 +19,12 @@ impl Event {
                 short_command,
                 code,
                 open,
+                via,
                 ..
             } => json!({"event": "listening", "addr": addr.to_string(),
                 "fingerprint": fingerprint.to_string(), "dial_addrs": dial_addrs,
                 "command": command, "send_command": command, "short_command": short_command,
-                "code": code, "open": open}),
+                "code": code, "open": open, "via": via}),
             Event::Connected {
                 peer,
                 fingerprint,
@@ -195,10 +196,16 @@ impl Event {
                 short_command,
                 open,
                 hint,
+                via,
                 ..
             } => {
+                let on = match via {
+                    Some(v) if dial_addrs.is_empty() => format!("relay {v}"),
+                    Some(v) => format!("{addr} and relay {v}"),
+                    None => addr.to_string(),
+                };
                 let mut s = format!(
-                    "pincat: listening on {addr}\npincat: fingerprint sha256:{fingerprint}\n\
+                    "pincat: listening on {on}\npincat: fingerprint sha256:{fingerprint}\n\
                      pincat: on the {hint} machine run:\n  {command}"
                 );
                 if let Some(short) = short_command {

@@ -31,6 +31,7 @@ fn json_lines_are_single_objects_with_event_first_field() {
         code: None,
         open: false,
         hint: "sending",
+        via: None,
     });
     ev.emit(Event::Error {
         peer: None,

@@ -390,6 +390,7 @@ impl Endpoint {
             code: self.gate.as_ref().map(|g| g.code().to_string()),
             open: !self.allow && self.gate.is_none(),
             hint,
+            via: self.via.as_ref().map(Via::to_string),
         });
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
@@ -15,7 +15,13 @@ pub struct Proxy {
     cut: Arc<AtomicU64>,
     /// Cut the next connection once it relayed this many bytes back.
     cut_down: Arc<AtomicU64>,
+    /// The first [`CAPTURE`] bytes relayed, both directions mixed: what
+    /// someone on the path sees.
+    pub capture: Arc<Mutex<Vec<u8>>>,
 }
+
+/// How much of the traffic a proxy keeps for [`Proxy::capture`].
+pub const CAPTURE: usize = 32 << 20;
 
 impl Proxy {
     /// Relays every connection to `upstream`.
@@ -27,16 +33,17 @@ impl Proxy {
             Arc::new(AtomicU64::new(u64::MAX)),
         );
         let cut_down = Arc::new(AtomicU64::new(u64::MAX));
-        let (u, c, d) = (up.clone(), cut.clone(), cut_down.clone());
+        let capture: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let (u, c, d, cap) = (up.clone(), cut.clone(), cut_down.clone(), capture.clone());
         let upstream = upstream.to_string();
         thread::spawn(move || {
             for client in l.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let (u, c) = (u.clone(), c.clone());
+                let (u, c, cap) = (u.clone(), c.clone(), cap.clone());
                 let down = d.swap(u64::MAX, Ordering::SeqCst);
-                thread::spawn(move || relay(client, server, &u, &c, down));
+                thread::spawn(move || relay(client, server, &u, &c, down, &cap));
             }
         });
         Proxy {
@@ -44,6 +51,7 @@ impl Proxy {
             up,
             cut,
             cut_down,
+            capture,
         }
     }
 
@@ -63,13 +71,28 @@ impl Proxy {
     }
 }
 
-fn relay(mut client: TcpStream, mut server: TcpStream, up: &AtomicU64, cut: &AtomicU64, down: u64) {
+fn keep(capture: &Mutex<Vec<u8>>, bytes: &[u8]) {
+    let mut c = capture.lock().unwrap_or_else(|p| p.into_inner());
+    let room = CAPTURE.saturating_sub(c.len()).min(bytes.len());
+    c.extend_from_slice(&bytes[..room]);
+}
+
+fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    up: &AtomicU64,
+    cut: &AtomicU64,
+    down: u64,
+    capture: &Arc<Mutex<Vec<u8>>>,
+) {
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let cap = capture.clone();
     let back = thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         let mut relayed = 0u64;
         while let Ok(n @ 1..) = s2.read(&mut buf) {
             let n = (n as u64).min(down - relayed) as usize;
+            keep(&cap, &buf[..n]);
             if c2.write_all(&buf[..n]).is_err() {
                 break;
             }
@@ -87,6 +110,7 @@ fn relay(mut client: TcpStream, mut server: TcpStream, up: &AtomicU64, cut: &Ato
     let limit = cut.swap(u64::MAX, Ordering::SeqCst);
     while let Ok(n @ 1..) = client.read(&mut buf) {
         let n = (n as u64).min(limit - relayed) as usize;
+        keep(capture, &buf[..n]);
         if server.write_all(&buf[..n]).is_err() {
             break;
         }

@@ -96,6 +96,13 @@ impl Server {
         let mut cmd = pincat();
         cmd.args([verb, "--listen", listen, "--json"]).args(args);
         adjust(&mut cmd);
+        Self::launch(cmd, dir, stdin)
+    }
+
+    /// Starts `cmd` (a listening verb with --json, as the caller built it:
+    /// behind a relay, in a network namespace...) in `dir` with `stdin`,
+    /// and waits for its listening event (`seen[0]`).
+    pub fn launch(mut cmd: Command, dir: &Path, stdin: Stdio) -> Server {
         let mut child = cmd
             .current_dir(dir)
             .stdin(stdin)
