@@ -15,8 +15,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -221,7 +221,12 @@ impl Relay {
             };
             let from_here = pending.iter().filter(|q| q.peer.ip() == peer.ip()).count();
             if !self.allowed(peer.ip()) {
-                self.refuse(p, Reason::NotAllowed, "this relay does not serve that address", None);
+                self.refuse(
+                    p,
+                    Reason::NotAllowed,
+                    "this relay does not serve that address",
+                    None,
+                );
             } else if from_here >= self.opts.max_per_source {
                 let m = "too many unpaired connections from this address";
                 self.refuse(p, Reason::MaxConns, m, Some(b"busy\n"));
@@ -236,7 +241,11 @@ impl Relay {
 
     fn allowed(&self, ip: IpAddr) -> bool {
         self.opts.allow_from.is_empty()
-            || self.opts.allow_from.iter().any(|&(net, len)| in_net(ip, net, len))
+            || self
+                .opts
+                .allow_from
+                .iter()
+                .any(|&(net, len)| in_net(ip, net, len))
     }
 
     fn expire(&self, pending: &mut Vec<Pending>) {
@@ -267,7 +276,12 @@ impl Relay {
         };
         let n = match (&pending[i].sock).read(&mut buf[..room]) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 return;
             }
             Err(_) => 0,
@@ -288,7 +302,12 @@ impl Relay {
         let Some(end) = p.line.iter().position(|&b| b == b'\n') else {
             if p.line.len() > MAX_LINE {
                 let p = pending.swap_remove(i);
-                self.refuse(p, Reason::Protocol, "a request line too long", Some(b"bad handshake\n"));
+                self.refuse(
+                    p,
+                    Reason::Protocol,
+                    "a request line too long",
+                    Some(b"bad handshake\n"),
+                );
             }
             return;
         };
@@ -305,7 +324,12 @@ impl Relay {
             }
             None => {
                 let p = pending.swap_remove(i);
-                self.refuse(p, Reason::Protocol, "not a relay request", Some(b"bad handshake\n"));
+                self.refuse(
+                    p,
+                    Reason::Protocol,
+                    "not a relay request",
+                    Some(b"bad handshake\n"),
+                );
             }
         }
     }
@@ -361,7 +385,9 @@ impl Relay {
 fn parse_request(line: &[u8]) -> Option<(String, Option<String>)> {
     let line = std::str::from_utf8(line).ok()?;
     let rest = line.strip_prefix("please relay ")?;
-    let word = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let word = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
     match rest.split_once(" for side ") {
         Some((t, s)) if word(t, 64) && word(s, 16) => Some((t.to_string(), Some(s.to_string()))),
         None if word(rest, 64) => Some((rest.to_string(), None)),
@@ -403,7 +429,10 @@ mod tests {
         let t = "a".repeat(64);
         let s = "0123456789abcdef";
         let with = format!("please relay {t} for side {s}");
-        assert_eq!(parse_request(with.as_bytes()), Some((t.clone(), Some(s.into()))));
+        assert_eq!(
+            parse_request(with.as_bytes()),
+            Some((t.clone(), Some(s.into())))
+        );
         let old = format!("please relay {t}");
         assert_eq!(parse_request(old.as_bytes()), Some((t.clone(), None)));
         for bad in [

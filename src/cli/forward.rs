@@ -94,7 +94,9 @@ fn expose(listen: Option<SocketAddr>, a: ForwardArgs) -> pincat::Result<()> {
     let listen = listen_options(addr, &a.listening, &a.code, true, &a.tls, &a.caps, idle)?;
     let listen = listen_via(listen, explicit, &a.via, true, a.listening.allow_any)?;
     let Some(to) = a.to.clone() else {
-        return Err(usage("the exposing end needs --to HOST:PORT: the service it carries connections to"));
+        return Err(usage(
+            "the exposing end needs --to HOST:PORT: the service it carries connections to",
+        ));
     };
     let opts = ExposeOptions {
         listen,

@@ -17,8 +17,8 @@ use super::duration::parse_duration;
 use super::listen::{CapsArgs, ListenArgs, default_listen, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
-use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 use super::usage::usage;
+use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 
 /// `pincat offer`.
 #[derive(Debug, Args)]

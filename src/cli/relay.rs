@@ -64,12 +64,13 @@ fn parse_net(s: &str) -> Result<(IpAddr, u8), String> {
 
 /// Runs `pincat relay` until SIGINT/SIGTERM.
 pub fn run(a: RelayArgs) -> pincat::Result<()> {
-    let listen = a.listen.unwrap_or_else(|| {
-        match std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)) {
-            Ok(_) => (Ipv6Addr::UNSPECIFIED, DEFAULT_RELAY_PORT).into(),
-            Err(_) => (std::net::Ipv4Addr::UNSPECIFIED, DEFAULT_RELAY_PORT).into(),
-        }
-    });
+    let listen =
+        a.listen.unwrap_or_else(
+            || match std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)) {
+                Ok(_) => (Ipv6Addr::UNSPECIFIED, DEFAULT_RELAY_PORT).into(),
+                Err(_) => (std::net::Ipv4Addr::UNSPECIFIED, DEFAULT_RELAY_PORT).into(),
+            },
+        );
     let mut o = RelayOptions::new(listen);
     o.max_pending = a.max_pending as usize;
     o.max_per_source = a.max_per_source as usize;

@@ -94,7 +94,13 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
     };
     let (addr, who, idle) = (a.listen.unwrap_or(default_v6), &a.listening, a.idle_timeout);
     let listen = listen_options(addr, who, &a.code, a.keep_open, &tls, &caps, idle)?;
-    let listen = listen_via(listen, a.listen.is_some(), &a.via, a.keep_open, who.allow_any)?;
+    let listen = listen_via(
+        listen,
+        a.listen.is_some(),
+        &a.via,
+        a.keep_open,
+        who.allow_any,
+    )?;
     let mut opts = ServeOptions {
         listen,
         output: match a.out {

@@ -61,7 +61,9 @@ pub fn dial_target(
             Ok(String::new())
         }
         (None, Some(_)) => Ok(String::new()),
-        (None, None) => Err(usage("give the listener's HOST:PORT (or a known peer's NAME, or --via)")),
+        (None, None) => Err(usage(
+            "give the listener's HOST:PORT (or a known peer's NAME, or --via)",
+        )),
     }
 }
 
@@ -80,7 +82,6 @@ pub fn dial_via(v: &ViaArgs) -> pincat::Result<Option<Via>> {
 /// for one that does).
 pub fn is_host_port(s: &str) -> bool {
     s.parse::<SocketAddr>().is_ok()
-        || s.rsplit_once(':').is_some_and(|(h, p)| {
-            !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok()
-        })
+        || s.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok())
 }

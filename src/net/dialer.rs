@@ -444,7 +444,10 @@ fn connect_relay(opts: &DialOptions, via: &Via) -> Result<TcpStream> {
         source: e,
     };
     let Some(r) = via.rendezvous else {
-        return Err(anyhow!("--via {via}: a dialer needs the listener's rendezvous (RELAY/RENDEZVOUS)").into());
+        return Err(anyhow!(
+            "--via {via}: a dialer needs the listener's rendezvous (RELAY/RENDEZVOUS)"
+        )
+        .into());
     };
     let wait = opts.retry_for.unwrap_or_default().max(opts.connect_timeout);
     let until = Instant::now() + wait;

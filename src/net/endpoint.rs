@@ -330,7 +330,11 @@ impl Endpoint {
     /// identity, which the allow list names) as this listener requires.
     pub fn command(&self, before: &str, after: &str) -> String {
         let before = self.before(before);
-        let mut c = format!("{before}{}{after} --pin {}", self.target(), self.fingerprint());
+        let mut c = format!(
+            "{before}{}{after} --pin {}",
+            self.target(),
+            self.fingerprint()
+        );
         if let Some(g) = &self.gate {
             c.push_str(&format!(" --code {}", g.code()));
         }
@@ -345,7 +349,11 @@ impl Endpoint {
     pub fn short_command(&self, before: &str, after: &str) -> Option<String> {
         let g = self.gate.as_ref()?;
         let before = self.before(before);
-        Some(format!("{before}{}{after} --code {}", self.target(), g.code()))
+        Some(format!(
+            "{before}{}{after} --code {}",
+            self.target(),
+            g.code()
+        ))
     }
 
     /// What a dialer names: ` ADDR` (the first address another machine

@@ -86,8 +86,8 @@ impl Listening {
         sys::raise_fd_limit();
         let listener = match addr {
             Some(addr) => {
-                let l = TcpListener::bind(addr)
-                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let l =
+                    TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
                 l.set_nonblocking(true)
                     .context("cannot configure the listening socket")?;
                 Some(l)
@@ -127,7 +127,10 @@ impl Listening {
             .and_then(|mut a| a.next())
             .ok_or_else(|| crate::Error::Connect {
                 addr: relay.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "cannot resolve the relay"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "cannot resolve the relay",
+                ),
             })?;
         let timeout = Duration::from_secs(10);
         let r = crate::net::relay::Registrar::start(

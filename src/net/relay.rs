@@ -52,7 +52,8 @@ impl Rendezvous {
     /// The relay token: 32 bytes from HKDF-SHA256 over the rendezvous, as
     /// 64 hex digits (what the transit relay expects).
     pub fn token(&self) -> String {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"pincat relay rendezvous v1").extract(&self.0);
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"pincat relay rendezvous v1").extract(&self.0);
         let mut out = [0u8; 32];
         // Expanding 32 bytes of SHA-256 output cannot fail.
         if let Ok(okm) = prk.expand(&[b"transit token"], hkdf::HKDF_SHA256) {
@@ -233,7 +234,11 @@ pub fn register(
                 return Err(RelayError::Refused("an over-long answer".into()));
             }
             Ok(_) => answer.push(b[0]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(RelayError::Io(e)),
         }
@@ -265,14 +270,23 @@ mod tests {
         assert_eq!(v.relay, "[::1]:4001");
         assert_eq!(v.rendezvous, Some(r));
         assert_eq!(v.to_string(), format!("[::1]:4001/{r}"));
-        for bad in ["relay", "relay:0", "relay:x", "relay:4001/abc", "relay:4001/"] {
+        for bad in [
+            "relay",
+            "relay:0",
+            "relay:x",
+            "relay:4001/abc",
+            "relay:4001/",
+        ] {
             assert!(bad.parse::<Via>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn the_token_is_64_hex_digits_and_differs_per_rendezvous() {
-        let (a, b) = (Rendezvous::generate().unwrap(), Rendezvous::generate().unwrap());
+        let (a, b) = (
+            Rendezvous::generate().unwrap(),
+            Rendezvous::generate().unwrap(),
+        );
         assert_ne!(a, b);
         let t = a.token();
         assert_eq!(t.len(), 64);

@@ -24,14 +24,17 @@ pub(super) fn carry(
     events: &Events,
 ) {
     let start = Instant::now();
-    let ready = [&a, &b].iter().all(|s| {
-        s.set_nonblocking(false).is_ok() && (&**s).write_all(b"ok\n").is_ok()
-    });
+    let ready = [&a, &b]
+        .iter()
+        .all(|s| s.set_nonblocking(false).is_ok() && (&**s).write_all(b"ok\n").is_ok());
     if !ready {
         cut(&a, &b);
         return;
     }
-    events.emit(Event::Paired { peer: pa, partner: pb });
+    events.emit(Event::Paired {
+        peer: pa,
+        partner: pb,
+    });
     let total = Arc::new(AtomicU64::new(0));
     let (back, outcome) = std::thread::scope(|scope| {
         let t = total.clone();
@@ -62,7 +65,12 @@ fn cut(a: &TcpStream, b: &TcpStream) {
 
 /// Carries `from` into `to` until `from` ends (then half-closes `to`):
 /// the bytes, and whether it ended cleanly.
-fn one_way(from: &TcpStream, to: &TcpStream, cap: Option<u64>, total: Arc<AtomicU64>) -> (u64, bool) {
+fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    cap: Option<u64>,
+    total: Arc<AtomicU64>,
+) -> (u64, bool) {
     let mut moved = 0u64;
     let mut pipe = sys::SplicePipe::new(CHUNK).ok();
     let mut buf = Vec::new();

@@ -21,6 +21,8 @@ mod interop;
 mod limits;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.
 mod pairing;
+// Through a relay on loopback (pincat's and the PyPI transit relay): every verb, hostile relays, bounds.
+mod relay;
 // Verified resume through a counting proxy.
 mod resume;
 // The paste-ready line of every listening verb and admission mode, run as printed.

@@ -19,6 +19,9 @@ use crate::events::{Event, Events};
 const TICK: Duration = Duration::from_millis(250);
 /// The longest pause between attempts on a relay that fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The shortest time between two pairings of one slot: a relay that says
+/// `ok` at once, again and again, costs a few sockets a second, no more.
+const MIN_PAIRING: Duration = Duration::from_millis(100);
 
 /// A socket the relay paired, with the relay's address (the only peer
 /// address a relayed connection has).
@@ -116,6 +119,7 @@ impl Slot {
                         return;
                     }
                     let _ = (&*self.wake).write(&[1]);
+                    thread::sleep(MIN_PAIRING.saturating_sub(began.elapsed()));
                 }
                 Err(_) if stopped() => return,
                 // A transit relay drops a listener's spare registrations

@@ -8,6 +8,7 @@ pub mod fs;
 pub mod peers;
 pub mod process;
 pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod tools;
 pub mod wire;

@@ -1,0 +1,475 @@
+//! Through a relay on loopback: `pincat relay` and the PyPI transit relay
+//! carry push, pull, pipe and forward as the listener's line prints them;
+//! a relay that terminates TLS or pairs the wrong peers gets nothing; what
+//! a relay sees holds no plaintext; the relay's own bounds. (The same
+//! through a real NAT: `nat.rs`.)
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use crate::util::fs::tree;
+use crate::util::peers::echo_service;
+use crate::util::process::{KillOnDrop, proc_status};
+use crate::util::proxy::Proxy;
+use crate::util::relay::{FakeRelay, RelayProc, TransitRelay};
+use crate::util::{Server, WAIT, pincat, random_bytes, text, wait_output, wait_until};
+
+/// `pincat VERB --json --via RELAY ARGS` as a listener (no port of its own).
+fn listener(verb: &str, relay: &str, dir: &Path, args: &[&str], stdin: Stdio) -> Server {
+    let mut cmd = pincat();
+    cmd.args([verb, "--json", "--via", relay]).args(args);
+    Server::launch(cmd, dir, stdin)
+}
+
+/// The listener's printed line as arguments, `pincat` dropped.
+fn line(srv: &Server, key: &str) -> Vec<String> {
+    let l = srv.seen[0][key].as_str().unwrap().to_string();
+    let mut words: Vec<String> = l.split_whitespace().map(str::to_string).collect();
+    assert_eq!(words.remove(0), "pincat", "{l}");
+    words
+}
+
+/// Runs the printed line with `extra` arguments after it, in `dir`.
+fn run_line(words: &[String], extra: &[&str], dir: &Path) -> Output {
+    let child = pincat()
+        .args(words)
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, WAIT)
+}
+
+/// A small tree with a marker that must never show in clear on the path.
+fn sample(dir: &Path) -> Vec<u8> {
+    let marker = b"PLAINTEXT-MARKER-that-a-relay-must-never-see-0123456789".repeat(4000);
+    std::fs::create_dir_all(dir.join("t/sub")).unwrap();
+    std::fs::write(dir.join("t/marker.txt"), &marker).unwrap();
+    std::fs::write(dir.join("t/sub/r.bin"), random_bytes(700_000, 7)).unwrap();
+    marker
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_listener_behind_pincat_relay_is_reached_by_its_line_verbatim() {
+    let base = tempfile::tempdir().unwrap();
+    let (out, src) = (base.path().join("out"), base.path().join("src"));
+    std::fs::create_dir_all(&out).unwrap();
+    let marker = sample(&src);
+    let relay = RelayProc::start(&[]);
+    let mut srv = listener("serve", &relay.addr, &out, &[], Stdio::null());
+    let first = &srv.seen[0];
+    assert_eq!(first["dial_addrs"].as_array().unwrap().len(), 0, "{first}");
+    assert!(
+        first["via"].as_str().unwrap().starts_with(&relay.addr),
+        "{first}"
+    );
+    // The path a dialer's bytes take, captured on the way to the relay.
+    let proxy = Proxy::start(&relay.addr);
+    let mut words = line(&srv, "command");
+    let via = words.iter().position(|w| w == "--via").unwrap() + 1;
+    words[via] = words[via].replacen(&relay.addr, &proxy.addr, 1);
+    let sent = run_line(&words, &["t"], &src);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    assert_eq!(tree(&out.join("t")), tree(&src.join("t")));
+    let paired = relay.wait_event("paired");
+    let closed = relay.wait_event("closed");
+    assert_eq!(closed["outcome"], "ok", "{closed}");
+    let carried = closed["from_peer"].as_u64().unwrap() + closed["from_partner"].as_u64().unwrap();
+    assert!(carried > marker.len() as u64, "{paired} {closed}");
+    // Neither the wire through the relay nor its log holds the marker.
+    let seen = proxy.capture.lock().unwrap().clone();
+    assert!(
+        seen.len() as u64 > marker.len() as u64,
+        "the capture saw the transfer"
+    );
+    assert!(
+        !contains(&seen, &marker[..64]),
+        "plaintext on the relay's path"
+    );
+    let log: Vec<String> = relay.lines.try_iter().collect();
+    assert!(!log.join("\n").contains("PLAINTEXT-MARKER"), "{log:?}");
+}
+
+#[test]
+fn the_pypi_transit_relay_carries_push_and_pull() {
+    let Some(relay) = TransitRelay::start() else {
+        return;
+    };
+    let base = tempfile::tempdir().unwrap();
+    let (out, src) = (base.path().join("out"), base.path().join("src"));
+    std::fs::create_dir_all(&out).unwrap();
+    sample(&src);
+    // Push: serve behind the relay, send as printed (the short line too).
+    let mut srv = listener("serve", &relay.addr, &out, &["--keep-open"], Stdio::null());
+    let sent = run_line(&line(&srv, "command"), &["t"], &src);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(tree(&out.join("t")), tree(&src.join("t")));
+    std::fs::create_dir_all(src.join("u")).unwrap();
+    std::fs::write(src.join("u/short.txt"), b"read aloud").unwrap();
+    let sent = run_line(&line(&srv, "short_command"), &["u"], &src);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(
+        std::fs::read(out.join("u/short.txt")).unwrap(),
+        b"read aloud"
+    );
+    srv.kill();
+    // Pull: offer behind the relay, get as printed.
+    let got = base.path().join("got");
+    std::fs::create_dir_all(&got).unwrap();
+    let mut off = listener("offer", &relay.addr, &src, &["t"], Stdio::null());
+    let g = run_line(&line(&off, "command"), &[], &got);
+    assert_eq!(g.status.code(), Some(0), "{}", text(&g.stderr));
+    assert_eq!(off.wait_exit().0, Some(0));
+    assert_eq!(tree(&got.join("t")), tree(&src.join("t")));
+}
+
+#[test]
+fn pipe_and_forward_go_through_the_relay() {
+    let base = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&[]);
+    // pipe: both directions at once through the relay.
+    let mut cmd = pincat();
+    cmd.args(["pipe", "--listen", "--json", "--via", &relay.addr]);
+    let up = random_bytes(300_000, 11);
+    let mut lst = Server::launch(cmd, base.path(), Stdio::piped());
+    let mut lin = lst.child.stdin.take().unwrap();
+    let feed = std::thread::spawn(move || {
+        let _ = lin.write_all(&random_bytes(200_000, 12));
+    });
+    let mut dial = pincat()
+        .args(line(&lst, "command"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut din = dial.stdin.take().unwrap();
+    let up2 = up.clone();
+    let w = std::thread::spawn(move || {
+        let _ = din.write_all(&up2);
+    });
+    let got = wait_output(dial, WAIT);
+    let _ = (w.join(), feed.join());
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    assert_eq!(got.stdout, random_bytes(200_000, 12));
+    let (code, out) = lst.wait_exit();
+    assert_eq!((code, out == up), (Some(0), true));
+
+    // forward: the exposing end behind the relay, the using end through it.
+    let (echo, _n) = echo_service(10);
+    let expose = listener(
+        "forward",
+        &relay.addr,
+        base.path(),
+        &["--listen", "--to", &echo],
+        Stdio::null(),
+    );
+    let words = line(&expose, "command");
+    let local = format!("127.0.0.1:{}", crate::util::free_port());
+    let words: Vec<String> = words
+        .iter()
+        .map(|w| w.replace("127.0.0.1:LOCAL_PORT", &local))
+        .collect();
+    let _using = KillOnDrop(
+        pincat()
+            .args(&words)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(WAIT, || TcpStream::connect(&local).is_ok()));
+    let mut s = TcpStream::connect(&local).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let data = random_bytes(100_000, 13);
+    s.write_all(&data).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, data, "echoed through forward and the relay");
+}
+
+#[test]
+fn a_dialer_with_an_address_and_a_relay_falls_back_to_the_relay() {
+    let base = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&[]);
+    let args = ["--listen", "127.0.0.1:0", "--keep-open", "--out", "got"];
+    let mut srv = listener("serve", &relay.addr, base.path(), &args, Stdio::null());
+    let words = line(&srv, "command");
+    // The line names the direct address first, then the relay.
+    assert_eq!(words[1], srv.addr, "{words:?}");
+    assert_eq!(words[2], "--via");
+    let dead = format!("127.0.0.1:{}", crate::util::free_port());
+    std::fs::write(base.path().join("a.txt"), b"direct").unwrap();
+    std::fs::write(base.path().join("b.txt"), b"relayed").unwrap();
+    // Direct: the relay pairs nothing.
+    let o = run_line(&words, &["a.txt"], base.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    srv.wait_event("transfer-done");
+    assert!(
+        relay
+            .drain(Duration::from_millis(300))
+            .iter()
+            .all(|e| e["event"] != "paired")
+    );
+    // A dead direct address: through the relay.
+    let mut fallback = words.clone();
+    fallback[1] = dead;
+    let sub = base.path().join("s");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(base.path().join("b.txt"), sub.join("b.txt")).unwrap();
+    let o = run_line(&fallback, &["b.txt"], &sub);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    relay.wait_event("paired");
+    srv.wait_event("transfer-done");
+}
+
+/// A relay that terminates TLS itself (its own pincat behind it) and one
+/// that pairs the dialer with another listener: the pin, or the code
+/// alone, fails; neither listener stores a byte.
+#[test]
+fn a_relay_in_the_middle_or_pairing_the_wrong_peers_gets_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let (real_out, evil_out, src) = (
+        base.path().join("real"),
+        base.path().join("evil"),
+        base.path().join("src"),
+    );
+    for d in [&real_out, &evil_out] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    sample(&src);
+    let relay = RelayProc::start(&[]);
+    let mut real = listener("serve", &relay.addr, &real_out, &[], Stdio::null());
+    // The relay operator's own receiver, which the MITM relay splices to.
+    let evil = Server::start(&evil_out, &["--allow-any", "--keep-open", "--out", "."]);
+    let mitm = FakeRelay::mitm(evil.addr.clone());
+    for (key, want) in [("command", 3), ("short_command", 9)] {
+        let mut words = line(&real, key);
+        let via = words.iter().position(|w| w == "--via").unwrap() + 1;
+        words[via] = words[via].replacen(&relay.addr, &mitm.addr, 1);
+        let o = run_line(&words, &["t"], &src);
+        assert_eq!(o.status.code(), Some(want), "{key}: {}", text(&o.stderr));
+    }
+    // The wrong pairing: two listeners wait at a relay that pairs the
+    // dialer of the first with the second.
+    let wrong = FakeRelay::misdirect(2);
+    let first = listener("serve", &wrong.addr, &real_out, &[], Stdio::null());
+    std::thread::sleep(Duration::from_millis(300));
+    let second = listener(
+        "serve",
+        &wrong.addr,
+        &evil_out,
+        &["--code", "harbor-ocean-violet-lemon"],
+        Stdio::null(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["command", "short_command"] {
+        let o = run_line(&line(&first, key), &["t"], &src);
+        let code = o.status.code();
+        assert!(
+            matches!(code, Some(3 | 9)),
+            "{key}: {code:?} {}",
+            text(&o.stderr)
+        );
+    }
+    drop((first, second));
+    real.kill();
+    assert_eq!(
+        std::fs::read_dir(&real_out)
+            .unwrap()
+            .filter(|e| !e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".pincat"))
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(&evil_out)
+            .unwrap()
+            .filter(|e| !e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".pincat"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn relay_mistakes_are_usage_errors_and_an_empty_rendezvous_is_exit_8() {
+    let relay = RelayProc::start(&[]);
+    let o = crate::util::run(&["serve", "--via", &relay.addr, "--allow-any"], |_| {});
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = crate::util::run(&["send", "--via", &relay.addr, "--code", "a-b-c"], |_| {});
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("rendezvous"),
+        "{}",
+        text(&o.stderr)
+    );
+    let nobody = format!("{}/{}", relay.addr, "00".repeat(12));
+    let o = crate::util::run(
+        &[
+            "send",
+            "--via",
+            &nobody,
+            "--code",
+            "a-b-c",
+            "--connect-timeout",
+            "1s",
+        ],
+        |c| {
+            c.stdin(Stdio::null());
+        },
+    );
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+    let dead = format!("127.0.0.1:{}/{}", crate::util::free_port(), "00".repeat(12));
+    let o = crate::util::run(
+        &[
+            "send",
+            "--via",
+            &dead,
+            "--code",
+            "a-b-c",
+            "--connect-timeout",
+            "1s",
+        ],
+        |c| {
+            c.stdin(Stdio::null());
+        },
+    );
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+}
+
+/// Opens a connection from `source` (a loopback address) to `to`.
+fn connect_from(source: &str, to: &str) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{source}:0").parse().unwrap();
+    bind(&fd, &from).unwrap();
+    let to: SocketAddr = to.parse().unwrap();
+    connect(&fd, &to).unwrap();
+    TcpStream::from(fd)
+}
+
+fn request(s: &mut TcpStream, i: usize) {
+    let line = format!("please relay {:064x} for side {:016x}\n", i, i);
+    s.write_all(line.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_flood_from_one_address_does_not_stop_another_pairing_and_unpaired_ones_expire() {
+    let base = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&["--max-per-source", "8", "--pending-timeout", "3s"]);
+    // 40 unpaired registrations from 127.0.0.2: 8 wait, the rest are refused.
+    let mut flood: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut s = connect_from("127.0.0.2", &relay.addr);
+            request(&mut s, i);
+            s
+        })
+        .collect();
+    flood[39].set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = Vec::new();
+    let _ = flood[39].read_to_end(&mut answer);
+    assert_eq!(answer, b"busy\n");
+    // A listener and a dialer from 127.0.0.1 pair at once.
+    std::fs::write(base.path().join("m.txt"), b"through the flood").unwrap();
+    let mut srv = listener(
+        "serve",
+        &relay.addr,
+        base.path(),
+        &["--out", "got"],
+        Stdio::null(),
+    );
+    let o = run_line(&line(&srv, "command"), &["m.txt"], base.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    assert_eq!(
+        std::fs::read(base.path().join("got/m.txt")).unwrap(),
+        b"through the flood"
+    );
+    // The 8 that waited expire: the relay closes them.
+    flood[0].set_read_timeout(Some(WAIT)).unwrap();
+    let t = std::time::Instant::now();
+    let n = flood[0].read(&mut [0u8; 8]).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let events = relay.drain(Duration::from_millis(300));
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "refused")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"max-conns") && reasons.contains(&"unpaired"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn the_relay_stays_small_with_a_thousand_waiting_and_pairs_moving_data() {
+    let relay = RelayProc::start(&["--max-per-source", "1000", "--max-pending", "2000"]);
+    let waiting: Vec<TcpStream> = (0..1000)
+        .map(|i| {
+            let mut s = connect_from("127.0.0.3", &relay.addr);
+            request(&mut s, 10_000 + i);
+            s
+        })
+        .collect();
+    // Eight pairs moving 32 MiB each way at once.
+    let movers: Vec<_> = (0..8usize)
+        .map(|i| {
+            let addr = relay.addr.clone();
+            std::thread::spawn(move || {
+                let mut a = TcpStream::connect(&addr).unwrap();
+                let mut b = TcpStream::connect(&addr).unwrap();
+                a.write_all(
+                    format!("please relay {:064x} for side {:016x}\n", 90_000 + i, 1).as_bytes(),
+                )
+                .unwrap();
+                b.write_all(
+                    format!("please relay {:064x} for side {:016x}\n", 90_000 + i, 2).as_bytes(),
+                )
+                .unwrap();
+                let mut ok = [0u8; 3];
+                a.read_exact(&mut ok).unwrap();
+                b.read_exact(&mut ok).unwrap();
+                let mut b2 = b.try_clone().unwrap();
+                let sink = std::thread::spawn(move || {
+                    std::io::copy(&mut b2, &mut std::io::sink()).unwrap()
+                });
+                let chunk = vec![7u8; 1 << 20];
+                for _ in 0..32 {
+                    a.write_all(&chunk).unwrap();
+                }
+                a.shutdown(std::net::Shutdown::Write).unwrap();
+                assert_eq!(sink.join().unwrap(), 32 << 20);
+            })
+        })
+        .collect();
+    for m in movers {
+        m.join().unwrap();
+    }
+    let hwm = proc_status(relay.child.id(), "VmHWM:");
+    eprintln!("relay peak RSS with 1000 waiting and 8 pairs: {} KiB", hwm);
+    assert!(hwm < 48 * 1024, "peak RSS {hwm} KiB");
+    drop(waiting);
+}
