@@ -30,6 +30,10 @@ use socket::SockIo;
 /// Longest a close waits for the peer's own close.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a dialer through a relay waits, at the end, for the listener
+/// to close first (see [`Session::through_relay`]).
+pub const RELAY_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// Failure of a session operation, before it is classified for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -151,6 +155,8 @@ impl Session {
             deadline: Some(Instant::now() + timeout),
             idle: None,
             stretched: false,
+            half_close: true,
+            closes_last: false,
         };
         let mut rx = Rx::new();
         let done = handshake::run(conn, &mut sock, &mut rx)?;
@@ -220,6 +226,15 @@ impl Session {
     /// The other side's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// This session runs through a relay: our close_notify alone says we
+    /// are done writing, with no TCP half-close behind it until the end of
+    /// the session (a relay may end both directions on the first FIN), and
+    /// the `dialer` lets the listener close first.
+    pub(crate) fn through_relay(&mut self, dialer: bool) {
+        self.sock.half_close = false;
+        self.sock.closes_last = dialer;
     }
 
     /// The negotiated TLS parameters.
@@ -471,8 +486,14 @@ impl Session {
             let _ = self.send_in_place(&mut []);
         }
         self.pre.clear();
-        let _ = self.sock.tcp.shutdown(Shutdown::Write);
-        self.sock.deadline = Some(Instant::now() + CLOSE_WAIT);
+        let wait = match self.sock.closes_last {
+            true => RELAY_CLOSE_WAIT,
+            false => {
+                let _ = self.sock.tcp.shutdown(Shutdown::Write);
+                CLOSE_WAIT
+            }
+        };
+        self.sock.deadline = Some(Instant::now() + wait);
         let mut sink = [0u8; 16 * 1024];
         for _ in 0..1024 {
             match self.read(&mut sink) {

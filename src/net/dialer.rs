@@ -216,26 +216,40 @@ pub(crate) fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session,
     let patience = opts.retry_for.unwrap_or_default().max(BUSY_PATIENCE);
     let until = Instant::now() + patience;
     loop {
-        let (secs, peer) = match dial_once(opts, events)? {
+        let (secs, peer, crossed) = match dial_once(opts, events)? {
             Ok(done) => return Ok(done),
             Err(busy) => busy,
         };
         let wait = Duration::from_secs(secs.into());
+        if Instant::now() + wait > until && crossed {
+            return Err(Error::Connect {
+                addr: format!("the relay {peer}"),
+                source: io::Error::other(
+                    "it kept pairing this dialer with other dialers, not with the listener",
+                ),
+            });
+        }
         if Instant::now() + wait > until {
             return Err(code_error(DialFailure::Wait(secs), peer));
         }
         events.emit(Event::Warning {
-            message: format!(
-                "the listener at {peer} is busy with another attempt or slowing down after failed ones; trying again in {secs} s"
-            ),
+            message: match crossed {
+                true => format!(
+                    "the relay at {peer} paired this dialer with another dialer (both spoke first; nothing was sent); trying again in {secs} s"
+                ),
+                false => format!(
+                    "the listener at {peer} is busy with another attempt or slowing down after failed ones; trying again in {secs} s"
+                ),
+            },
         });
         std::thread::sleep(wait);
     }
 }
 
 /// One dial: the session, or how many seconds a busy listener asked us to
-/// wait before trying again.
-type Busy = (u8, SocketAddr);
+/// wait before trying again (and whether it was a relay pairing us with
+/// another dialer instead).
+type Busy = (u8, SocketAddr, bool);
 
 fn dial_once(
     opts: &DialOptions,
@@ -263,10 +277,13 @@ fn dial_once(
         // The relay paired us with another dialer (both spoke first):
         // nothing was sent; try again.
         Err(WireError::Tls(_)) if relayed && presented.get().is_none() => {
-            return Ok(Err((1, peer)));
+            return Ok(Err((1, peer, true)));
         }
         Err(e) => return Err(handshake_error(e, opts, peer, &presented)),
     };
+    if relayed {
+        s.through_relay(true);
+    }
     s.set_idle_timeout(opts.idle_timeout)
         .context("cannot set socket timeouts")?;
     if let Some(code) = &opts.code {
@@ -278,7 +295,7 @@ fn dial_once(
         };
         match pair::prove(&mut s, code, &ends, opts.handshake_timeout) {
             Ok(()) => {}
-            Err(DialFailure::Wait(secs)) => return Ok(Err((secs, peer))),
+            Err(DialFailure::Wait(secs)) => return Ok(Err((secs, peer, false))),
             Err(f) => return Err(code_error(f, peer)),
         }
     }

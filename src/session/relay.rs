@@ -198,7 +198,9 @@ impl Session {
             self.flush_nonblocking(d)?;
         }
         if self.close_sent && !d.sending() && !d.write_shut {
-            let _ = self.sock.tcp.shutdown(Shutdown::Write);
+            if self.sock.half_close {
+                let _ = self.sock.tcp.shutdown(Shutdown::Write);
+            }
             d.write_shut = true;
         }
         Ok(())

@@ -18,6 +18,15 @@ pub(super) struct SockIo {
     pub(super) idle: Option<Duration>,
     /// A deadline changed the socket's read timeout: restore `idle`.
     pub(super) stretched: bool,
+    /// Whether our close_notify may be followed by a TCP half-close while
+    /// the peer still sends; not through a relay, which may end both
+    /// directions on the first FIN (the transit relay does).
+    pub(super) half_close: bool,
+    /// Through a relay, the dialer: at the end it waits for the listener
+    /// to close first, sending no FIN of its own (a relay that ends both
+    /// directions on the first FIN could otherwise drop what it still
+    /// holds of ours).
+    pub(super) closes_last: bool,
 }
 
 impl SockIo {

@@ -19,6 +19,8 @@ mod hostile;
 mod interop;
 // The receiver's bounds under attack: floods, memory and descriptor budgets, tricklers.
 mod limits;
+// Through a real NAT built from network namespaces: both relays carry every verb (root).
+mod nat;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.
 mod pairing;
 // Through a relay on loopback (pincat's and the PyPI transit relay): every verb, hostile relays, bounds.

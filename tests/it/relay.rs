@@ -473,3 +473,51 @@ fn the_relay_stays_small_with_a_thousand_waiting_and_pairs_moving_data() {
     assert!(hwm < 48 * 1024, "peak RSS {hwm} KiB");
     drop(waiting);
 }
+
+#[test]
+fn two_dialers_paired_with_each_other_try_again_until_the_listener_comes() {
+    let base = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&[]);
+    let via = format!("{}/{}", relay.addr, "5a".repeat(12));
+    let code = "harbor-ocean-violet-lemon";
+    let dialers: Vec<_> = (0..2)
+        .map(|i| {
+            let name = format!("d{i}.txt");
+            std::fs::write(base.path().join(&name), format!("dialer {i}")).unwrap();
+            pincat()
+                .args([
+                    "send",
+                    "--via",
+                    &via,
+                    "--code",
+                    code,
+                    "--retry-for",
+                    "40s",
+                    &name,
+                ])
+                .current_dir(base.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // The relay pairs the two dialers with each other first.
+    relay.wait_event("paired");
+    let args = ["--keep-open", "--code", code, "--out", "got"];
+    let _srv = listener("serve", &via, base.path(), &args, Stdio::null());
+    for d in dialers {
+        let o = wait_output(d, WAIT);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("paired this dialer with another dialer"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    for i in 0..2 {
+        let got = std::fs::read(base.path().join(format!("got/d{i}.txt"))).unwrap();
+        assert_eq!(got, format!("dialer {i}").into_bytes());
+    }
+}

@@ -133,6 +133,8 @@ pub struct Job {
     pub peer: SocketAddr,
     /// Its place among the listener's connections.
     pub ticket: Ticket,
+    /// Whether a relay paired it (the peer address is the relay's).
+    pub relayed: bool,
 }
 
 /// A connection's place among the listener's connections.
@@ -162,6 +164,7 @@ struct Bare {
     sock: TcpStream,
     peer: SocketAddr,
     since: Instant,
+    relayed: bool,
 }
 
 /// The accept side of a server: bare sockets, caps, the worker pool.
@@ -250,7 +253,7 @@ impl<O: Send + 'static> Acceptor<O> {
     /// ones do.
     pub fn adopt(&mut self, paired: Vec<(TcpStream, SocketAddr)>) {
         for (sock, peer) in paired {
-            self.queue(sock, peer);
+            self.queue(sock, peer, true);
         }
     }
 
@@ -271,11 +274,11 @@ impl<O: Send + 'static> Acceptor<O> {
                     return;
                 }
             };
-            self.queue(sock, peer);
+            self.queue(sock, peer, false);
         }
     }
 
-    fn queue(&mut self, sock: TcpStream, peer: SocketAddr) {
+    fn queue(&mut self, sock: TcpStream, peer: SocketAddr, relayed: bool) {
         if self.bare.len() >= MAX_BARE
             && let Some(old) = self.bare.pop_front()
         {
@@ -290,6 +293,7 @@ impl<O: Send + 'static> Acceptor<O> {
             sock,
             peer,
             since: Instant::now(),
+            relayed,
         });
     }
 
@@ -327,6 +331,7 @@ impl<O: Send + 'static> Acceptor<O> {
         let job = Job {
             sock: b.sock,
             peer: b.peer,
+            relayed: b.relayed,
             ticket: Ticket {
                 id,
                 conns: self.conns.clone(),

@@ -59,7 +59,12 @@ pub struct Admitted {
 pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
     let presented = Presented::per_thread();
     presented.clear();
-    let Job { sock, peer, ticket } = job;
+    let Job {
+        sock,
+        peer,
+        ticket,
+        relayed,
+    } = job;
     let conn = match UnbufferedServerConnection::new(spec.tls.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +77,11 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
         }
     };
     let mut s = match Session::handshake(conn, sock, spec.handshake_timeout) {
+        Ok(s) if relayed => {
+            let mut s = s;
+            s.through_relay(false);
+            s
+        }
         Ok(s) => s,
         Err(_) if ticket.evicted() => return None,
         Err(e) => {

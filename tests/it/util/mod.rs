@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod data;
 pub mod fs;
+pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod proxy;
