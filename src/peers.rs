@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 
 use crate::fingerprint::Pin;
+use crate::net::relay::Via;
 
 mod file;
 
@@ -28,10 +29,14 @@ const MAX_NAME: usize = 64;
 pub struct Peer {
     /// Its name (see [`check_name`]).
     pub name: String,
-    /// `HOST:PORT` to dial.
+    /// `HOST:PORT` to dial; empty when it is reached only through `via`
+    /// (written `-` in the file).
     pub addr: String,
     /// Its pins (any one matches); empty until recorded on first use.
     pub pins: Vec<Pin>,
+    /// The relay and rendezvous it waits at, if any (`via=RELAY/RENDEZVOUS`
+    /// in the file): dialed after `addr` (or alone).
+    pub via: Option<Via>,
 }
 
 /// The known-peers entry a dial is for: where to record a key on first use
@@ -95,7 +100,15 @@ pub fn check_addr(addr: &str) -> Result<(), String> {
 impl fmt::Display for Peer {
     /// The file's line for this peer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.name, self.addr)?;
+        let addr = if self.addr.is_empty() {
+            "-"
+        } else {
+            &self.addr
+        };
+        write!(f, "{} {addr}", self.name)?;
+        if let Some(v) = &self.via {
+            write!(f, " via={v}")?;
+        }
         for p in &self.pins {
             write!(f, " {p}")?;
         }
@@ -255,7 +268,18 @@ impl Peers {
     }
 }
 
-/// One line: blank, comment, or `NAME HOST:PORT [PIN ...] [# comment]`.
+/// A relay with its rendezvous, as a known peer records it.
+pub fn parse_via(v: &str) -> Result<Via, String> {
+    let via: Via = v.parse()?;
+    match via.rendezvous {
+        Some(_) => Ok(via),
+        None => Err(format!(
+            "via={v}: a known peer's relay needs the listener's rendezvous (RELAY/RENDEZVOUS)"
+        )),
+    }
+}
+
+/// One line: blank, comment, or `NAME HOST:PORT|- [via=RELAY/RENDEZVOUS] [PIN ...] [# comment]`.
 fn parse_line(raw: &str) -> Result<Line, String> {
     let (body, comment) = match raw.split_once('#') {
         Some((b, c)) => (b, Some(c.to_string())),
@@ -269,15 +293,31 @@ fn parse_line(raw: &str) -> Result<Line, String> {
     let addr = words.next().ok_or_else(|| {
         format!("peer {name} has no HOST:PORT (expected NAME HOST:PORT [PIN ...])")
     })?;
-    check_addr(addr)?;
-    let pins = words
-        .map(|w| w.parse::<Pin>().map_err(|e| format!("peer {name}: {e}")))
-        .collect::<Result<Vec<Pin>, String>>()?;
+    let addr = match addr {
+        "-" => "",
+        a => {
+            check_addr(a)?;
+            a
+        }
+    };
+    let (mut pins, mut via) = (Vec::new(), None);
+    for w in words {
+        match w.strip_prefix("via=") {
+            Some(v) => via = Some(parse_via(v).map_err(|e| format!("peer {name}: {e}"))?),
+            None => pins.push(w.parse::<Pin>().map_err(|e| format!("peer {name}: {e}"))?),
+        }
+    }
+    if addr.is_empty() && via.is_none() {
+        return Err(format!(
+            "peer {name} has neither HOST:PORT nor via=RELAY/RENDEZVOUS"
+        ));
+    }
     Ok(Line::Entry {
         peer: Peer {
             name: name.to_string(),
             addr: addr.to_string(),
             pins,
+            via,
         },
         comment,
         raw: Some(raw.to_string()),
@@ -331,10 +371,16 @@ pub fn record_first_use(known: &KnownPeer, addr: &str, pin: Pin) -> crate::Resul
 /// Saves `name` at `addr` with `pin` (a key the code just confirmed) as a
 /// new entry of `file`; an entry of that name is kept as it is unless it
 /// already records the same address and key.
-pub fn save_confirmed(file: &Path, name: &str, addr: &str, pin: Pin) -> crate::Result<bool> {
+pub fn save_confirmed(
+    file: &Path,
+    name: &str,
+    addr: &str,
+    via: Option<&Via>,
+    pin: Pin,
+) -> crate::Result<bool> {
     let f = PeersFile::new(file);
     f.update(|peers| match peers.get(name) {
-        Some(p) if p.addr == addr && p.pins.contains(&pin) => Ok(false),
+        Some(p) if p.addr == addr && p.via.as_ref() == via && p.pins.contains(&pin) => Ok(false),
         Some(_) => Err(anyhow!(
             "peer {name} already exists in {} with another address or key; the transfer went ahead, but nothing was saved (remove it first: pincat peers remove {name})",
             file.display()
@@ -345,6 +391,7 @@ pub fn save_confirmed(file: &Path, name: &str, addr: &str, pin: Pin) -> crate::R
                 name: name.to_string(),
                 addr: addr.to_string(),
                 pins: vec![pin],
+                via: via.cloned(),
             };
             peers.insert(peer, false);
             Ok(true)

@@ -14,6 +14,7 @@ from .common import md, plural
 from .forward import forward
 from .load import load
 from .pipe import pipe
+from .relay import relay
 from .round_trips import round_trips
 from .small_files import small_files
 from .startup_latency import latency, startup
@@ -36,6 +37,7 @@ SINGLE = {
     "latency": (latency, "latency", [NCAT, HYPERFINE]),
     "load": (load, "load", []),
     "sync": (sync, "sync and resume", [RSYNC, SSH]),
+    "relay": (relay, "relay", [SOCAT]),
 }
 
 
@@ -90,7 +92,7 @@ def main_full():
     load_before = loadavg()
     sections, outcomes = [], []
     for case in (throughput, startup, latency, load, small_files, forward, pipe, round_trips,
-                 sync):
+                 sync, relay):
         lines, out = case(ctx)
         sections += lines
         outcomes += out

@@ -72,7 +72,7 @@ pub fn run(a: ForwardArgs) -> pincat::Result<()> {
         return Err(usage("give --listen (exposing end) or --local (using end)"));
     };
     let mut dial = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
-    dial.via = dial_via(&a.via)?;
+    dial.via = dial_via(&a.via)?.or(dial.via.take());
     let opts = TunnelOptions {
         local,
         dial,

@@ -185,6 +185,8 @@ mod tests {
             (&["pipe", "h:1"], "--handshake-timeout"),
             (&["pipe", "h:1"], "--idle-timeout"),
             (&["pipe", "h:1"], "--timeout"),
+            (&["relay"], "--line-timeout"),
+            (&["relay"], "--pending-timeout"),
             (
                 &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
                 "--connect-timeout",

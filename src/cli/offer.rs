@@ -146,7 +146,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
 pub fn get(a: GetArgs) -> pincat::Result<()> {
     let target = dial_target(a.addr, &a.via, &mut Vec::new())?;
     let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
-    opts.via = dial_via(&a.via)?;
+    opts.via = dial_via(&a.via)?.or(opts.via.take());
     let output = match a.out {
         Some(p) => Output::Path(p),
         None => Output::Default,

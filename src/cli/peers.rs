@@ -18,9 +18,12 @@ pub enum PeersCommand {
         /// Its name: letters, digits, '.', '_', '-' (no ':', so never taken for HOST:PORT).
         #[arg(value_name = "NAME", value_parser = parse_peer_name)]
         name: String,
-        /// Where it listens.
-        #[arg(value_name = "HOST:PORT", value_parser = parse_peer_addr)]
-        addr: String,
+        /// Where it listens (omit for a peer reached only through --via).
+        #[arg(value_name = "HOST:PORT", value_parser = parse_peer_addr, required_unless_present = "via")]
+        addr: Option<String>,
+        /// The relay and rendezvous it waits at (RELAY/RENDEZVOUS, from its listening line): dialed after HOST:PORT, or alone.
+        #[arg(long, value_name = "RELAY/RENDEZVOUS", value_parser = parse_peer_via)]
+        via: Option<pincat::net::relay::Via>,
         /// Its certificate fingerprint or public-key pin sha256//BASE64; repeat for several.
         #[arg(long, short, value_name = "PIN")]
         pin: Vec<Pin>,
@@ -30,7 +33,7 @@ pub enum PeersCommand {
     },
     /// List the known peers (aligned lines, or one JSON object with --json).
     List {
-        /// Print one JSON object {"file", "peers": [{"name", "addr", "pins"}]}.
+        /// Print one JSON object {"file", "peers": [{"name", "addr", "via", "pins"}]}.
         #[arg(long)]
         json: bool,
     },
@@ -47,6 +50,10 @@ pub fn parse_peer_name(s: &str) -> Result<String, String> {
     pincat::peers::check_name(s).map(|()| s.to_string())
 }
 
+fn parse_peer_via(s: &str) -> Result<pincat::net::relay::Via, String> {
+    pincat::peers::parse_via(s)
+}
+
 fn parse_peer_addr(s: &str) -> Result<String, String> {
     pincat::peers::check_addr(s).map(|()| s.to_string())
 }
@@ -58,14 +65,16 @@ pub fn run(cmd: PeersCommand) -> pincat::Result<()> {
         PeersCommand::Add {
             name,
             addr,
+            via,
             pin,
             replace,
         } => add(
             &file,
             Peer {
                 name,
-                addr,
+                addr: addr.unwrap_or_default(),
                 pins: pin,
+                via,
             },
             replace,
         ),
@@ -119,8 +128,9 @@ fn list(file: &PeersFile, json: bool) -> pincat::Result<()> {
             .iter()
             .map(|p| {
                 let pins: Vec<String> = p.pins.iter().map(Pin::to_string).collect();
+                let via = p.via.as_ref().map(|v| escape_text(&v.to_string()));
                 serde_json::json!({"name": escape_text(&p.name),
-                    "addr": escape_text(&p.addr), "pins": pins})
+                    "addr": escape_text(&p.addr), "via": via, "pins": pins})
             })
             .collect();
         let file = escape_text(&file.path().display().to_string());
@@ -135,11 +145,12 @@ fn list(file: &PeersFile, json: bool) -> pincat::Result<()> {
                 true => "(no pin yet: recorded on first use with --tofu)".to_string(),
                 false => pins.join(" "),
             };
-            [
-                escape_text(&p.name),
-                escape_text(&p.addr),
-                escape_text(&pins),
-            ]
+            let addr = match (&p.addr, &p.via) {
+                (a, Some(v)) if a.is_empty() => format!("via {v}"),
+                (a, Some(v)) => format!("{a} via {v}"),
+                (a, None) => a.clone(),
+            };
+            [escape_text(&p.name), escape_text(&addr), escape_text(&pins)]
         })
         .collect();
     if rows.is_empty() {

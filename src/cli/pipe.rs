@@ -101,7 +101,7 @@ fn dial(a: PipeArgs, ends: &Ends) -> pincat::Result<()> {
     let addr = dial_target(a.addr.clone(), &a.via, &mut Vec::new())?;
     let idle = a.idle_timeout.unwrap_or(pincat::pipe::SESSION_IDLE);
     let mut opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
-    opts.via = dial_via(&a.via)?;
+    opts.via = dial_via(&a.via)?.or(opts.via.take());
     let events = Events::stderr(m).verbose(a.output.verbose);
     pincat::pipe::pipe(&opts, ends, a.idle_timeout, &events).map(drop)
 }

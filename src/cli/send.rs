@@ -64,7 +64,7 @@ pub fn run(mut a: SendArgs) -> pincat::Result<()> {
         return Err(usage("\"-\" (stdin) cannot be combined with other paths"));
     }
     let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
-    opts.via = dial_via(&a.via)?;
+    opts.via = dial_via(&a.via)?.or(opts.via.take());
     if a.raw && a.paths.len() > 1 {
         return Err(usage(
             "--raw sends one stream: give at most one file (or stdin)",

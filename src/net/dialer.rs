@@ -105,6 +105,7 @@ impl DialOptions {
     /// `file`, and whether a first use may record its key.
     pub fn for_peer(peer: &Peer, file: &Path, trust_first_use: bool) -> Self {
         let mut o = Self::with_pins(peer.addr.clone(), peer.pins.clone());
+        o.via = peer.via.clone();
         o.known_peer = Some(KnownPeer {
             name: peer.name.clone(),
             file: file.to_path_buf(),
@@ -304,7 +305,7 @@ fn dial_once(
         record_first_use(opts, peer, &presented, events)?;
     }
     if let (Some((name, file)), Some(pin)) = (&opts.save, presented.spki())
-        && peers::save_confirmed(file, name, &opts.addr, pin)?
+        && peers::save_confirmed(file, name, &opts.addr, opts.via.as_ref(), pin)?
     {
         {
             events.emit(Event::FirstUse {

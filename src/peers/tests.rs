@@ -31,6 +31,7 @@ fn rewriting_keeps_comments_blank_lines_and_order() {
             name: "box".into(),
             addr: "h:1".into(),
             pins: vec![],
+            via: None,
         },
         false
     ));
@@ -39,6 +40,7 @@ fn rewriting_keeps_comments_blank_lines_and_order() {
             name: "box".into(),
             addr: "nas.lan:7000".into(),
             pins: vec![spki(b"k2")],
+            via: None,
         },
         true
     ));
@@ -47,6 +49,7 @@ fn rewriting_keeps_comments_blank_lines_and_order() {
             name: "new".into(),
             addr: "192.0.2.1:1".into(),
             pins: vec![],
+            via: None,
         },
         false
     ));
@@ -128,6 +131,7 @@ fn first_use_records_once_and_fails_closed_on_another_key() {
                 name: "box".into(),
                 addr: "h:1".into(),
                 pins: vec![],
+                via: None,
             },
             false,
         );
@@ -167,4 +171,27 @@ fn first_use_records_once_and_fails_closed_on_another_key() {
         std::fs::read_to_string(&path).unwrap(),
         format!("box h:1 {a}\n")
     );
+}
+
+#[test]
+fn a_peer_with_a_relay_round_trips_and_may_have_no_address() {
+    let rv = "ab".repeat(12);
+    let pin = "cd".repeat(32);
+    let text = format!("far - via=relay.example:4001/{rv} {pin}\nnear h:1 via=r:1/{rv}\n");
+    let p = Peers::parse(&text).unwrap();
+    let far = p.get("far").unwrap();
+    assert_eq!(far.addr, "");
+    assert_eq!(
+        far.via.as_ref().unwrap().to_string(),
+        format!("relay.example:4001/{rv}")
+    );
+    assert_eq!(far.pins.len(), 1);
+    assert!(
+        far.to_string()
+            .starts_with(&format!("far - via=relay.example:4001/{rv} "))
+    );
+    assert_eq!(p.get("near").unwrap().addr, "h:1");
+    for bad in ["x -", "x - via=r:1", "x h:1 via=nope"] {
+        assert!(Peers::parse(bad).is_err(), "{bad}");
+    }
 }

@@ -55,6 +55,16 @@ fn sample(dir: &Path) -> Vec<u8> {
     marker
 }
 
+/// A fixed code no other test (or earlier run) used: failed attempts of a
+/// fixed code are counted across runs in the state directory.
+fn fresh_code() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("relaytest{:x}{t:x}", std::process::id())
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -271,7 +281,7 @@ fn a_relay_in_the_middle_or_pairing_the_wrong_peers_gets_nothing() {
         "serve",
         &wrong.addr,
         &evil_out,
-        &["--code", "harbor-ocean-violet-lemon"],
+        &["--code", &fresh_code()],
         Stdio::null(),
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -479,7 +489,7 @@ fn two_dialers_paired_with_each_other_try_again_until_the_listener_comes() {
     let base = tempfile::tempdir().unwrap();
     let relay = RelayProc::start(&[]);
     let via = format!("{}/{}", relay.addr, "5a".repeat(12));
-    let code = "harbor-ocean-violet-lemon";
+    let code = &fresh_code();
     let dialers: Vec<_> = (0..2)
         .map(|i| {
             let name = format!("d{i}.txt");
@@ -520,4 +530,45 @@ fn two_dialers_paired_with_each_other_try_again_until_the_listener_comes() {
         let got = std::fs::read(base.path().join(format!("got/d{i}.txt"))).unwrap();
         assert_eq!(got, format!("dialer {i}").into_bytes());
     }
+}
+
+#[test]
+fn a_known_peer_records_its_relay_and_is_dialed_by_name() {
+    let base = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&[]);
+    let via = format!("{}/{}", relay.addr, "c3".repeat(12));
+    let code = &fresh_code();
+    let args = ["--code", code, "--out", "got"];
+    let mut srv = listener("serve", &via, base.path(), &args, Stdio::null());
+    assert_eq!(srv.seen[0]["via"], via.as_str());
+    let peers = base.path().join("peers");
+    let env = |c: &mut std::process::Command| {
+        c.env("PINCAT_PEERS", &peers);
+    };
+    let o = crate::util::run(
+        &[
+            "peers",
+            "add",
+            "far",
+            "--via",
+            &via,
+            "--pin",
+            &srv.fingerprint,
+        ],
+        env,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = crate::util::run(&["peers", "list", "--json"], env);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["peers"][0]["via"], via.as_str(), "{list}");
+    std::fs::write(base.path().join("n.txt"), b"by name").unwrap();
+    let o = crate::util::run(&["send", "far", "--code", code, "n.txt"], |c| {
+        c.env("PINCAT_PEERS", &peers).current_dir(base.path());
+    });
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(srv.wait_exit().0, Some(0));
+    assert_eq!(
+        std::fs::read(base.path().join("got/n.txt")).unwrap(),
+        b"by name"
+    );
 }
