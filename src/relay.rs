@@ -97,6 +97,8 @@ impl RelayStop {
 
 /// A connection not yet paired.
 struct Pending {
+    /// Unique among this relay's connections: indices shift as others go.
+    id: u64,
     sock: TcpStream,
     peer: SocketAddr,
     since: Instant,
@@ -148,20 +150,28 @@ impl Relay {
             addr: self.local_addr(),
         });
         let mut pending: Vec<Pending> = Vec::new();
+        let mut next_id = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             let wait = self.next_deadline(&pending);
-            let ready = {
+            let ready: Vec<u64> = {
                 let mut fds = vec![self.wake_rx.as_fd(), self.listener.as_fd()];
                 fds.extend(pending.iter().map(|p| p.sock.as_fd()));
-                sys::poll_readable(&fds, wait)
+                let ready = sys::poll_readable(&fds, wait);
+                ready
+                    .iter()
+                    .filter(|&&i| i >= 2)
+                    .map(|&i| pending[i - 2].id)
+                    .collect()
             };
             drain(&self.wake_rx);
-            // Highest first: removals keep the lower indices valid.
-            for &i in ready.iter().rev().filter(|&&i| i >= 2) {
-                self.readable(&mut pending, i - 2);
+            // By id: handling one may pair and remove others.
+            for id in ready {
+                if let Some(i) = pending.iter().position(|p| p.id == id) {
+                    self.readable(&mut pending, i);
+                }
             }
             self.expire(&mut pending);
-            self.accept_all(&mut pending);
+            self.accept_all(&mut pending, &mut next_id);
         }
         Ok(())
     }
@@ -196,7 +206,7 @@ impl Relay {
         });
     }
 
-    fn accept_all(&self, pending: &mut Vec<Pending>) {
+    fn accept_all(&self, pending: &mut Vec<Pending>, next_id: &mut u64) {
         loop {
             let (sock, peer) = match self.listener.accept() {
                 Ok(x) => x,
@@ -212,7 +222,9 @@ impl Relay {
                     return;
                 }
             };
+            *next_id += 1;
             let p = Pending {
+                id: *next_id,
                 sock,
                 peer,
                 since: Instant::now(),

@@ -85,6 +85,15 @@ impl Event {
             } => json!({"event": "closed", "peer": peer.to_string(), "sent": sent,
                 "received": received, "duration_ms": duration.as_secs_f64() * 1000.0,
                 "outcome": outcome}),
+            Event::RelayListening { .. } | Event::Paired { .. } | Event::RelayClosed { .. } => {
+                self.relay_json()
+            }
+        }
+    }
+
+    /// The JSON form of `pincat relay`'s own events.
+    fn relay_json(&self) -> Value {
+        match self {
             Event::RelayListening { addr } => {
                 json!({"event": "relay-listening", "addr": addr.to_string()})
             }
@@ -101,6 +110,7 @@ impl Event {
                 "partner": partner.to_string(), "from_peer": from_peer,
                 "from_partner": from_partner, "duration_ms": duration.as_secs_f64() * 1000.0,
                 "outcome": outcome}),
+            _ => Value::Null,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
-use crate::net::relay::{self, RelayError, Via};
+use crate::net::relay::{self, Via};
 use crate::pair::{self, Code, DialFailure, Ends};
 use crate::peers::{self, FirstUse, KnownPeer, Peer};
 use crate::session::{Session, WireError};
@@ -450,46 +450,8 @@ fn connect_any(opts: &DialOptions) -> Result<(TcpStream, bool)> {
             return Ok((s, false));
         }
     }
-    Ok((connect_relay(opts, via)?, true))
-}
-
-/// Registers at the relay under the rendezvous's token and waits to be
-/// paired: `connect_timeout` (or `retry_for`, if longer) for the relay to
-/// answer and the listener to be there.
-fn connect_relay(opts: &DialOptions, via: &Via) -> Result<TcpStream> {
-    let unreachable = |e: io::Error| Error::Connect {
-        addr: format!("the relay {}", via.relay),
-        source: e,
-    };
-    let Some(r) = via.rendezvous else {
-        return Err(anyhow!(
-            "--via {via}: a dialer needs the listener's rendezvous (RELAY/RENDEZVOUS)"
-        )
-        .into());
-    };
     let wait = opts.retry_for.unwrap_or_default().max(opts.connect_timeout);
-    let until = Instant::now() + wait;
-    let side = relay::new_side().map_err(|e| Error::Other(e.into()))?;
-    let mut sock = loop {
-        match relay::connect(&via.relay, opts.connect_timeout) {
-            Ok(s) => break s,
-            Err(RelayError::Connect(e)) if Instant::now() + Duration::from_millis(500) >= until => {
-                return Err(unreachable(e));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    };
-    let left = until.saturating_duration_since(Instant::now());
-    let tick = Duration::from_millis(250);
-    match relay::register(&mut sock, &r.token(), &side, Some(left), tick, &|| false) {
-        Ok(()) => Ok(sock),
-        Err(RelayError::Timeout) => Err(unreachable(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "nobody waits at that rendezvous (is the listener running, with this --via?)",
-        ))),
-        Err(RelayError::Connect(e) | RelayError::Io(e)) => Err(unreachable(e)),
-        Err(e @ RelayError::Refused(_)) => Err(unreachable(io::Error::other(e.to_string()))),
-    }
+    Ok((relay::dial(via, opts.connect_timeout, wait)?, true))
 }
 
 fn connect_retrying(opts: &DialOptions) -> Result<TcpStream> {

@@ -256,6 +256,48 @@ pub fn register(
     }
 }
 
+/// A dialer's connection through `via`: registers under the rendezvous's
+/// token and waits to be paired, at most `wait` in all for the relay to
+/// answer (each connect bounded by `connect_timeout`) and the listener to
+/// be there. Every failure is a connect error (exit 8).
+pub(crate) fn dial(
+    via: &Via,
+    connect_timeout: Duration,
+    wait: Duration,
+) -> crate::Result<TcpStream> {
+    use crate::error::Error;
+    let unreachable = |e: io::Error| Error::Connect {
+        addr: format!("the relay {}", via.relay),
+        source: e,
+    };
+    let Some(r) = via.rendezvous else {
+        let e = anyhow::anyhow!("--via {via}: a dialer needs the listener's rendezvous");
+        return Err(e.into());
+    };
+    let until = Instant::now() + wait;
+    let side = new_side().map_err(|e| Error::Other(e.into()))?;
+    let mut sock = loop {
+        match connect(&via.relay, connect_timeout) {
+            Ok(s) => break s,
+            Err(RelayError::Connect(e)) if Instant::now() + Duration::from_millis(500) >= until => {
+                return Err(unreachable(e));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    let left = until.saturating_duration_since(Instant::now());
+    let tick = Duration::from_millis(250);
+    match register(&mut sock, &r.token(), &side, Some(left), tick, &|| false) {
+        Ok(()) => Ok(sock),
+        Err(RelayError::Timeout) => Err(unreachable(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "nobody waits at that rendezvous (is the listener running, with this --via?)",
+        ))),
+        Err(RelayError::Connect(e) | RelayError::Io(e)) => Err(unreachable(e)),
+        Err(e @ RelayError::Refused(_)) => Err(unreachable(io::Error::other(e.to_string()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -572,3 +572,44 @@ fn a_known_peer_records_its_relay_and_is_dialed_by_name() {
         b"by name"
     );
 }
+
+#[test]
+fn many_pairs_registering_at_once_are_each_paired_with_their_own() {
+    let mut relay = RelayProc::start(&["--max-per-source", "200"]);
+    // One half of each of 60 pairs registers and waits; then the other
+    // halves all at once, so that one round of the relay pairs many.
+    let socks: Vec<(usize, TcpStream)> = (0..120)
+        .map(|k| (k % 60, TcpStream::connect(&relay.addr).unwrap()))
+        .collect();
+    let request = |k: usize| {
+        format!(
+            "please relay {:064x} for side {:016x}\n",
+            7_000 + k % 60,
+            k / 60
+        )
+    };
+    for (k, (_, s)) in socks.iter().enumerate().take(60) {
+        (&*s).write_all(request(k).as_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (k, (_, s)) in socks.iter().enumerate().skip(60) {
+        (&*s).write_all(request(k).as_bytes()).unwrap();
+    }
+    for (pair, s) in &socks {
+        let mut s = s;
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut ok = [0u8; 3];
+        s.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"ok\n");
+        s.write_all(&(*pair as u64).to_be_bytes()).unwrap();
+    }
+    for (pair, mut s) in socks {
+        let mut back = [0u8; 8];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(u64::from_be_bytes(back), pair as u64, "paired with its own");
+    }
+    assert!(
+        relay.child.try_wait().is_ok_and(|s| s.is_none()),
+        "the relay still runs"
+    );
+}

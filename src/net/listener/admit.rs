@@ -77,11 +77,6 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
         }
     };
     let mut s = match Session::handshake(conn, sock, spec.handshake_timeout) {
-        Ok(s) if relayed => {
-            let mut s = s;
-            s.through_relay(false);
-            s
-        }
         Ok(s) => s,
         Err(_) if ticket.evicted() => return None,
         Err(e) => {
@@ -95,6 +90,9 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
             return None;
         }
     };
+    if relayed {
+        s.through_relay(false);
+    }
     let _ = s.set_idle_timeout(spec.idle_timeout);
     let client = presented.get();
     // The code exchange is part of getting in: until it is done the
