@@ -18,6 +18,9 @@ use crate::util::{Server, WAIT, random_bytes, text, wait_output, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pincat");
 
+/// Plaintext the relay must never show.
+const MARKER: &[u8] = b"NAT-MARKER-the-relay-must-not-see;";
+
 /// `pincat VERB --json ARGS` listening in host `h`.
 fn listener(nat: &Nat, h: Host, verb: &str, args: &[&str], dir: &Path, stdin: Stdio) -> Server {
     let mut cmd = nat.cmd(h, BIN);
@@ -27,7 +30,12 @@ fn listener(nat: &Nat, h: Host, verb: &str, args: &[&str], dir: &Path, stdin: St
 
 /// The listener's printed line, `pincat` dropped, as arguments.
 fn line(srv: &Server) -> Vec<String> {
-    let l = srv.seen[0]["command"].as_str().unwrap().to_string();
+    line_of(srv, "command")
+}
+
+/// The listener's printed `key` line (`command`, `short_command`).
+fn line_of(srv: &Server, key: &str) -> Vec<String> {
+    let l = srv.seen[0][key].as_str().unwrap().to_string();
     let mut words: Vec<String> = l.split_whitespace().map(str::to_string).collect();
     assert_eq!(words.remove(0), "pincat", "{l}");
     words
@@ -64,7 +72,7 @@ fn run_in(
 
 fn sample(dir: &Path) {
     std::fs::create_dir_all(dir.join("t/sub")).unwrap();
-    std::fs::write(dir.join("t/a.txt"), b"across two NATs").unwrap();
+    std::fs::write(dir.join("t/a.txt"), MARKER.repeat(1000)).unwrap();
     std::fs::write(dir.join("t/sub/r.bin"), random_bytes(1_500_000, 24)).unwrap();
 }
 
@@ -213,8 +221,11 @@ fn every_verb_crosses_two_nats_through_pincat_relay() {
     cmd.args(["relay", "--listen", "0.0.0.0:4001", "--json"]);
     let relay = RelayProc::launch(cmd);
     every_verb(&nat, &format!("{RELAY_IP}:4001"), base.path());
-    // The relay saw the hosts only as their routers' public addresses.
+    // The relay saw the hosts only as their routers' public addresses, and
+    // its log holds no plaintext.
     let events = relay.drain(Duration::from_millis(300));
+    let log: Vec<String> = relay.lines.try_iter().collect();
+    assert!(!log.join("\n").contains("NAT-MARKER"), "{log:?}");
     let paired: Vec<_> = events.iter().filter(|e| e["event"] == "paired").collect();
     assert!(paired.len() >= 4, "{events:?}");
     for p in &paired {
@@ -247,4 +258,150 @@ fn every_verb_crosses_two_nats_through_the_pypi_transit_relay() {
     });
     assert!(up, "the transit relay did not start");
     every_verb(&nat, &format!("{RELAY_IP}:4001"), base.path());
+}
+
+/// Starts `tests/it/fake_relay.py PORT MODE ARG` in the internet namespace.
+fn fake_relay(nat: &Nat, port: u16, mode: &str, arg: &str) -> KillOnDrop {
+    use std::io::BufRead;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fake_relay.py");
+    let mut child = nat
+        .cmd(Host::Inet, "python3")
+        .args([script, &port.to_string(), mode, arg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    let out = child.stdout.take().unwrap();
+    std::io::BufReader::new(out).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    KillOnDrop(child)
+}
+
+/// `words` with the relay of its `--via` replaced by `relay`.
+fn through(words: &[String], relay: &str) -> Vec<String> {
+    let mut w = words.to_vec();
+    let i = w.iter().position(|x| x == "--via").unwrap() + 1;
+    let rendezvous = w[i].rsplit_once('/').unwrap().1.to_string();
+    w[i] = format!("{relay}/{rendezvous}");
+    w
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().all(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".pincat")
+    })
+}
+
+#[test]
+fn relays_that_lie_or_listen_in_get_nothing_across_two_nats() {
+    let Some(nat) = Nat::build() else { return };
+    let base = tempfile::tempdir().unwrap();
+    let (src, a_out, evil_out) = (
+        base.path().join("src"),
+        base.path().join("a"),
+        base.path().join("evil"),
+    );
+    for d in [&a_out, &evil_out] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    sample(&src);
+    let mut cmd = nat.cmd(Host::Inet, BIN);
+    cmd.args(["relay", "--listen", "0.0.0.0:4001", "--json"]);
+    let _honest = RelayProc::launch(cmd);
+    let honest = format!("{RELAY_IP}:4001");
+    // A relay that terminates TLS itself, with its operator's own receiver.
+    let args = ["--via", &honest, "--out", "."];
+    let mut real = listener(&nat, Host::A, "serve", &args, &a_out, Stdio::null());
+    let evil_args = [
+        "--listen",
+        "127.0.0.1:7000",
+        "--allow-any",
+        "--keep-open",
+        "--out",
+        ".",
+    ];
+    let _evil = listener(
+        &nat,
+        Host::Inet,
+        "serve",
+        &evil_args,
+        &evil_out,
+        Stdio::null(),
+    );
+    let _mitm = fake_relay(&nat, 4002, "mitm", "127.0.0.1:7000");
+    let mitm = format!("{RELAY_IP}:4002");
+    for (key, want) in [("command", 3), ("short_command", 9)] {
+        let o = run_in(
+            &nat,
+            Host::B,
+            &through(&line_of(&real, key), &mitm),
+            &["t"],
+            &src,
+            b"",
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(want),
+            "{key} through the MITM: {}",
+            text(&o.stderr)
+        );
+    }
+    // A relay that pairs the dialer with another listener.
+    let _mis = fake_relay(&nat, 4003, "misdirect", "2");
+    let mis = format!("{RELAY_IP}:4003");
+    let first = listener(
+        &nat,
+        Host::A,
+        "serve",
+        &["--via", &mis, "--out", "."],
+        &a_out,
+        Stdio::null(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _second = listener(
+        &nat,
+        Host::A,
+        "serve",
+        &["--via", &mis, "--out", "."],
+        &evil_out,
+        Stdio::null(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for key in ["command", "short_command"] {
+        let o = run_in(&nat, Host::B, &line_of(&first, key), &["t"], &src, b"");
+        assert!(
+            matches!(o.status.code(), Some(3 | 9)),
+            "{key} misdirected: {}",
+            text(&o.stderr)
+        );
+    }
+    assert!(
+        is_empty(&a_out) && is_empty(&evil_out),
+        "nothing given or stored"
+    );
+    // A relay that records everything it carries: the transfer works, and
+    // the capture holds no plaintext.
+    let capture = base.path().join("capture.bin");
+    let _rec = fake_relay(&nat, 4004, "record", capture.to_str().unwrap());
+    real.kill();
+    let args = ["--via", &format!("{RELAY_IP}:4004"), "--out", "."];
+    let mut rec = listener(&nat, Host::A, "serve", &args, &a_out, Stdio::null());
+    let o = run_in(&nat, Host::B, &line(&rec), &["t"], &src, b"");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(rec.wait_exit().0, Some(0));
+    assert_eq!(tree(&a_out.join("t")), tree(&src.join("t")));
+    let seen = std::fs::read(&capture).unwrap();
+    assert!(
+        seen.len() > 1_500_000,
+        "the capture saw the transfer ({} bytes)",
+        seen.len()
+    );
+    assert!(
+        !seen.windows(MARKER.len()).any(|w| w == MARKER),
+        "plaintext in the capture"
+    );
 }
