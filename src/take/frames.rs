@@ -36,7 +36,10 @@ impl Taker {
                     format!("expected an OFFER frame, got {}", t.name()),
                 )));
             }
-            if !grant.grow(offer_cost(len)) {
+            // Room for the worst a frame of this size decodes into first;
+            // then only what it did take.
+            let worst = offer_cost(len);
+            if !grant.grow(worst) {
                 return Err(busy_offers());
             }
             let (part, more) = match s.read_body(t, len) {
@@ -50,6 +53,7 @@ impl Taker {
                 Err(WireError::Protocol(p)) => return Err(bad_offer(p)),
                 Err(e) => return Err(NoOffer::Wire(e)),
             };
+            grant.shrink(worst.saturating_sub(decoded_cost(&part, len)));
             match offer.as_mut() {
                 None => offer = Some(part),
                 Some(o) => o.extend(part).map_err(bad_offer)?,
@@ -123,6 +127,20 @@ pub(super) fn offer_cost(len: usize) -> u64 {
     (len as u64).saturating_mul(8).max(4096)
 }
 
+/// Memory a decoded OFFER frame holds from now on: each entry twice over
+/// (the list it joins doubles as it grows), its name and link text, the
+/// skipped names, and the frame's `len` bytes as read.
+fn decoded_cost(part: &crate::protocol::Offer, len: usize) -> u64 {
+    let entry = 2 * std::mem::size_of::<crate::protocol::Entry>();
+    let entries: usize = part
+        .entries
+        .iter()
+        .map(|e| entry + e.name.capacity() + e.link.as_ref().map_or(0, String::capacity))
+        .sum();
+    let skipped: usize = part.skipped.iter().map(|n| 48 + n.capacity()).sum();
+    (entries + skipped + len) as u64
+}
+
 /// A share of [`OFFER_MEMORY`], given back on drop.
 pub(super) struct Grant<'a> {
     pool: &'a AtomicU64,
@@ -151,8 +169,75 @@ impl Grant<'_> {
     }
 }
 
+impl Grant<'_> {
+    /// Gives `n` bytes of this grant back.
+    pub(super) fn shrink(&mut self, n: u64) {
+        let n = n.min(self.n);
+        self.pool.fetch_sub(n, Ordering::SeqCst);
+        self.n -= n;
+    }
+}
+
 impl Drop for Grant<'_> {
     fn drop(&mut self) {
         self.pool.fetch_sub(self.n, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Entry, Offer, TransferKind};
+
+    fn offer(n: usize) -> Offer {
+        let entries = (0..n)
+            .map(|i| Entry {
+                name: format!("tree/d{:03}/f{:04}", i / 1000, i % 1000),
+                is_dir: false,
+                mode: 0o644,
+                size: 1,
+                mtime: None,
+                link: None,
+            })
+            .collect();
+        Offer {
+            kind: TransferKind::Files,
+            entries,
+            skipped: Vec::new(),
+            update: false,
+            checksum: false,
+        }
+    }
+
+    #[test]
+    fn a_decoded_frame_costs_less_than_its_worst_and_more_than_its_bytes() {
+        let o = offer(20_000);
+        let len = o.encode().len();
+        let cost = decoded_cost(&o, len);
+        assert!(
+            cost < offer_cost(len),
+            "{cost} of at most {}",
+            offer_cost(len)
+        );
+        let held = o.entries.len() * std::mem::size_of::<Entry>() + len;
+        assert!(cost as usize > held, "{cost} for {held} held");
+        // A million such names fit the default budget.
+        assert!(cost * 50 < OFFER_MEMORY, "{cost} per 20,000 names");
+    }
+
+    #[test]
+    fn grants_give_back_what_they_hold_and_refuse_past_the_cap() {
+        let pool = AtomicU64::new(0);
+        {
+            let mut g = Grant::take(&pool, 100).unwrap();
+            assert!(g.grow(OFFER_MEMORY - 200));
+            assert!(!g.grow(1000), "past the cap");
+            g.shrink(OFFER_MEMORY - 300);
+            assert_eq!(pool.load(Ordering::SeqCst), 200);
+            g.shrink(u64::MAX);
+            assert_eq!(pool.load(Ordering::SeqCst), 0);
+            assert!(g.grow(50));
+        }
+        assert_eq!(pool.load(Ordering::SeqCst), 0, "dropped: all given back");
     }
 }
