@@ -9,6 +9,8 @@ mod util;
 mod adversarial;
 // Private-CA trust: pincat- and openssl-issued identities, --ca and --allow-ca refusals.
 mod ca;
+// CA anchors out of their validity or not CAs, and chains the anchor did not sign directly.
+mod ca_anchors;
 // Identities, mutual pinning, keep-open, retries, JSON events, signals, completions.
 mod automation;
 // Peers killed at random points and full disks: never a partial or false success.
@@ -35,6 +37,8 @@ mod peers;
 mod scale;
 // The sender's own safety: files changing while sent, local mistakes, deceptive peer text.
 mod sender_safety;
+// Trust on first use: recorded once, a changed key refused, a key the server cannot prove.
+mod tofu;
 // The receiver's store under attack: aborts beside each other, umask, crashes, deep paths.
 mod store_attacks;
 // A local user swapping the receiver's directories for symlinks while transfers run.
