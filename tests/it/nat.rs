@@ -50,24 +50,12 @@ fn run_in(
     dir: &Path,
     input: &[u8],
 ) -> Output {
-    let mut child = nat
-        .cmd(h, BIN)
-        .args(words)
+    let mut c = nat.cmd(h, BIN);
+    c.args(words)
         .args(extra)
         .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut w = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feed = std::thread::spawn(move || {
-        let _ = w.write_all(&input);
-    });
-    let out = wait_output(child, WAIT);
-    let _ = feed.join();
-    out
+        .stderr(Stdio::piped());
+    pipe_through(c, input, WAIT)
 }
 
 fn sample(dir: &Path) {
@@ -189,18 +177,19 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
     let echoed = wait_until(WAIT, || {
         let mut c = nat.cmd(Host::B, "socat");
         c.args(["-t", "5", "-", "TCP:127.0.0.1:9100"]);
-        let o = pipe_through(c, &data);
+        c.stderr(Stdio::null());
+        let o = pipe_through(c, &data, Duration::from_secs(20));
         o.status.success() && o.stdout == data
     });
     assert!(echoed, "forward through the relay echoed the bytes");
     drop(expose);
 }
 
-fn pipe_through(mut c: Command, input: &[u8]) -> Output {
+/// Runs `c` with `input` on its stdin, bounded by `limit`.
+fn pipe_through(mut c: Command, input: &[u8], limit: Duration) -> Output {
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut w = child.stdin.take().unwrap();
@@ -208,7 +197,7 @@ fn pipe_through(mut c: Command, input: &[u8]) -> Output {
     let feed = std::thread::spawn(move || {
         let _ = w.write_all(&input);
     });
-    let out = wait_output(child, Duration::from_secs(20));
+    let out = wait_output(child, limit);
     let _ = feed.join();
     out
 }
