@@ -102,7 +102,12 @@ fn add(file: &PeersFile, peer: Peer, replace: bool) -> pincat::Result<()> {
     })?;
     let verb = if existed { "replaced" } else { "added" };
     eprintln!("pincat: {verb} peer in {shown}: {line}");
-    if peer.pins.is_empty() {
+    if peer.pins.is_empty() && peer.addr.is_empty() {
+        eprintln!(
+            "pincat: it has no pin yet: reached only through a relay, its key is recorded by a first dial with --tofu and the listener's code (pincat send {} --tofu --code CODE FILE); --tofu alone is refused through a relay, which could pose as it",
+            peer.name
+        );
+    } else if peer.pins.is_empty() {
         eprintln!(
             "pincat: it has no pin yet: the first dial with --tofu (e.g. pincat send {} --tofu FILE) records the key it presents",
             peer.name

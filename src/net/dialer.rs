@@ -257,6 +257,14 @@ fn dial_once(
     events: &Events,
 ) -> Result<std::result::Result<(Session, Presented), Busy>> {
     let (sock, relayed) = connect_any(opts)?;
+    if relayed && opts.first_use() && opts.code.is_none() {
+        // Whoever answers through a relay could be the relay itself.
+        let name = opts.known_peer.as_ref().map_or("", |k| k.name.as_str());
+        return Err(anyhow!(
+            "peer {name}: a first use (--tofu) through a relay is refused: the relay itself could pose as the peer; add the listener's --code as well (the code confirms the key before it is recorded), or the peer's --pin; nothing was sent"
+        )
+        .into());
+    }
     let peer = sock
         .peer_addr()
         .context("cannot read the peer address")

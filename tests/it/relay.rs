@@ -597,3 +597,40 @@ fn many_pairs_registering_at_once_are_each_paired_with_their_own() {
         "the relay still runs"
     );
 }
+
+#[test]
+fn trust_on_first_use_through_a_relay_needs_the_code() {
+    let base = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&[]);
+    let code = fresh_code();
+    let args = ["--keep-open", "--code", &code, "--out", "got"];
+    let mut srv = listener("serve", &relay.addr, base.path(), &args, Stdio::null());
+    let via = srv.seen[0]["via"].as_str().unwrap().to_string();
+    let peers = base.path().join("peers");
+    let with = |args: &[&str]| {
+        crate::util::run(args, |c| {
+            c.env("PINCAT_PEERS", &peers).current_dir(base.path());
+        })
+    };
+    let o = with(&["peers", "add", "far", "--via", &via]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    std::fs::write(base.path().join("t.txt"), b"first use").unwrap();
+    // --tofu alone: whoever answers through the relay could be the relay.
+    let o = with(&["send", "far", "--tofu", "t.txt"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("through a relay is refused"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        !std::fs::read_to_string(&peers).unwrap().contains("sha256"),
+        "no key recorded"
+    );
+    // With the code, the key is confirmed, then recorded.
+    let o = with(&["send", "far", "--tofu", "--code", &code, "t.txt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    srv.wait_event("transfer-done");
+    let recorded = std::fs::read_to_string(&peers).unwrap();
+    assert!(recorded.contains("sha256//"), "{recorded}");
+}
