@@ -16,7 +16,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,7 +25,10 @@ use crate::error::Result;
 use crate::events::{Event, Events, Reason};
 use crate::sys;
 
+mod slots;
 mod splice;
+
+use slots::{Slots, source_key};
 
 /// How the relay is bounded.
 #[derive(Debug, Clone)]
@@ -38,6 +41,10 @@ pub struct RelayOptions {
     pub max_per_source: usize,
     /// Most pairs spliced at once.
     pub max_pairs: usize,
+    /// Most of those with one source address in them.
+    pub max_pairs_per_source: usize,
+    /// A pair that moves nothing either way this long is cut.
+    pub idle_timeout: Duration,
     /// Time to send the request line.
     pub line_timeout: Duration,
     /// Time an unpaired connection waits for its partner.
@@ -50,14 +57,17 @@ pub struct RelayOptions {
 
 impl RelayOptions {
     /// The documented defaults, listening on `listen`: 1024 unpaired, 16
-    /// per source, 256 pairs, 10 s for the request, 10 min unpaired, no
-    /// byte cap, any source.
+    /// per source, 256 pairs (64 per source, both ends of a pair counting), 10 s for the request, 10 min
+    /// unpaired, 10 min idle, no byte cap, any source (an IPv6 source
+    /// counts by its /64).
     pub fn new(listen: SocketAddr) -> Self {
         RelayOptions {
             listen,
             max_pending: 1024,
             max_per_source: 16,
             max_pairs: 256,
+            max_pairs_per_source: 64,
+            idle_timeout: Duration::from_secs(600),
             line_timeout: Duration::from_secs(10),
             pending_timeout: Duration::from_secs(600),
             max_bytes: None,
@@ -69,6 +79,13 @@ impl RelayOptions {
 /// The longest request line: `please relay` + 64 + ` for side ` + 16.
 const MAX_LINE: usize = 128;
 
+/// Most connections taken per round of the loop, so that a connect flood
+/// cannot starve pairing and expiry.
+const ACCEPTS_PER_ROUND: usize = 256;
+
+/// Most `refused` events a second; the rest are counted in one warning.
+const REFUSALS_SHOWN: u32 = 20;
+
 /// A bound relay.
 pub struct Relay {
     listener: TcpListener,
@@ -77,7 +94,15 @@ pub struct Relay {
     wake_rx: UnixStream,
     wake_tx: Arc<UnixStream>,
     stop: Arc<AtomicBool>,
-    pairs: Arc<AtomicUsize>,
+    slots: Arc<Slots>,
+    quiet: std::sync::Mutex<Quiet>,
+}
+
+/// How many refusals this second were shown and how many were not.
+struct Quiet {
+    since: Instant,
+    shown: u32,
+    hidden: u64,
 }
 
 /// Stops a running [`Relay`] from another thread.
@@ -127,7 +152,12 @@ impl Relay {
             wake_rx,
             wake_tx: Arc::new(wake_tx),
             stop: Arc::default(),
-            pairs: Arc::default(),
+            slots: Arc::default(),
+            quiet: std::sync::Mutex::new(Quiet {
+                since: Instant::now(),
+                shown: 0,
+                hidden: 0,
+            }),
         })
     }
 
@@ -198,8 +228,36 @@ impl Relay {
             let _ = (&p.sock).write(a);
         }
         let _ = p.sock.shutdown(Shutdown::Both);
+        self.refused(p.peer, reason, message);
+    }
+
+    /// The `refused` event, at most [`REFUSALS_SHOWN`] a second: a flood
+    /// is counted in one warning a second instead of a line per connection.
+    fn refused(&self, peer: SocketAddr, reason: Reason, message: &str) {
+        let mut q = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        if q.since.elapsed() >= Duration::from_secs(1) {
+            if q.hidden > 0 {
+                self.events.emit(Event::Warning {
+                    message: format!(
+                        "{} more connections refused (not shown one by one)",
+                        q.hidden
+                    ),
+                });
+            }
+            *q = Quiet {
+                since: Instant::now(),
+                shown: 0,
+                hidden: 0,
+            };
+        }
+        if q.shown >= REFUSALS_SHOWN {
+            q.hidden += 1;
+            return;
+        }
+        q.shown += 1;
+        drop(q);
         self.events.emit(Event::Refused {
-            peer: p.peer,
+            peer,
             reason,
             fingerprint: None,
             message: message.into(),
@@ -207,7 +265,7 @@ impl Relay {
     }
 
     fn accept_all(&self, pending: &mut Vec<Pending>, next_id: &mut u64) {
-        loop {
+        for _ in 0..ACCEPTS_PER_ROUND {
             let (sock, peer) = match self.listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -231,7 +289,11 @@ impl Relay {
                 line: Vec::new(),
                 asked: None,
             };
-            let from_here = pending.iter().filter(|q| q.peer.ip() == peer.ip()).count();
+            let key = source_key(peer.ip());
+            let from_here = pending
+                .iter()
+                .filter(|q| source_key(q.peer.ip()) == key)
+                .count();
             if !self.allowed(peer.ip()) {
                 self.refuse(
                     p,
@@ -359,36 +421,34 @@ impl Relay {
                 })
         });
         let Some(j) = partner else { return };
+        let o = &self.opts;
+        let (a, b) = (pending[j].peer.ip(), pending[i].peer.ip());
+        let slot = match self.slots.take(a, b, o.max_pairs, o.max_pairs_per_source) {
+            Ok(slot) => slot,
+            Err(why) => {
+                // Only the newcomer goes: the one that waited stays.
+                let p = pending.swap_remove(i);
+                return self.refuse(p, Reason::MaxConns, why, Some(b"busy\n"));
+            }
+        };
         // Remove the higher index first so the lower one stays valid.
         let (hi, lo) = (i.max(j), i.min(j));
-        let a = pending.swap_remove(hi);
-        let b = pending.swap_remove(lo);
-        let (first, second) = if a.since <= b.since { (a, b) } else { (b, a) };
-        if self.pairs.load(Ordering::SeqCst) >= self.opts.max_pairs {
-            let m = "too many pairs at once";
-            let peer = second.peer;
-            self.refuse(first, Reason::MaxConns, m, Some(b"busy\n"));
-            self.events.emit(Event::Refused {
-                peer,
-                reason: Reason::MaxConns,
-                fingerprint: None,
-                message: m.into(),
-            });
-            let _ = (&second.sock).write(b"busy\n");
-            return;
-        }
-        self.pairs.fetch_add(1, Ordering::SeqCst);
-        let (pairs, events, cap) = (self.pairs.clone(), self.events.clone(), self.opts.max_bytes);
-        let (pa, pb) = (first.peer, second.peer);
-        let started = std::thread::Builder::new()
+        let x = pending.swap_remove(hi);
+        let y = pending.swap_remove(lo);
+        let (first, second) = if x.since <= y.since { (x, y) } else { (y, x) };
+        let events = self.events.clone();
+        let limits = splice::Limits {
+            max_bytes: o.max_bytes,
+            idle: o.idle_timeout,
+        };
+        // The slot goes with the thread and comes back when it ends (or
+        // when it cannot start: the closure is dropped).
+        let _ = std::thread::Builder::new()
             .name("relay-pair".into())
             .spawn(move || {
-                splice::carry(first.sock, second.sock, pa, pb, cap, &events);
-                pairs.fetch_sub(1, Ordering::SeqCst);
+                let _slot = slot;
+                splice::carry([first, second].map(|p| (p.sock, p.peer)), limits, &events);
             });
-        if started.is_err() {
-            self.pairs.fetch_sub(1, Ordering::SeqCst);
-        }
     }
 }
 

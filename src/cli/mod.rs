@@ -187,6 +187,7 @@ mod tests {
             (&["pipe", "h:1"], "--timeout"),
             (&["relay"], "--line-timeout"),
             (&["relay"], "--pending-timeout"),
+            (&["relay"], "--idle-timeout"),
             (
                 &["forward", "--to", "h:1", "--local", "127.0.0.1:1"],
                 "--connect-timeout",

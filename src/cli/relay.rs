@@ -22,12 +22,18 @@ pub struct RelayArgs {
     /// Most connections waiting for their partner at once.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_pending: u32,
-    /// Most of those from one source address (a flood from one address never blocks another's pairing).
+    /// Most of those from one source address, an IPv6 source by its /64 (a flood from one address never blocks another's pairing).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_per_source: u32,
     /// Most pairs spliced at once.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_pairs: u32,
+    /// Most pair ends from one source address (an IPv6 source counts by its /64; a pair with both ends there counts twice).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_pairs_per_source: u32,
+    /// Cut a pair when nothing moved either way this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Time a connection has to send its request line.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub line_timeout: Duration,
@@ -75,6 +81,8 @@ pub fn run(a: RelayArgs) -> pincat::Result<()> {
     o.max_pending = a.max_pending as usize;
     o.max_per_source = a.max_per_source as usize;
     o.max_pairs = a.max_pairs as usize;
+    o.max_pairs_per_source = a.max_pairs_per_source as usize;
+    o.idle_timeout = a.idle_timeout;
     o.line_timeout = a.line_timeout;
     o.pending_timeout = a.pending_timeout;
     o.max_bytes = a.max_bytes;

@@ -27,6 +27,8 @@ mod nat;
 mod pairing;
 // Through a relay on loopback (pincat's and the PyPI transit relay): every verb, hostile relays, bounds.
 mod relay;
+// The relay's bounds: floods per source, expiry, idle pairs, pairs per source, the byte cap, memory.
+mod relay_bounds;
 // Verified resume through a counting proxy.
 mod resume;
 // The paste-ready line of every listening verb and admission mode, run as printed.
