@@ -67,7 +67,7 @@ pub fn run(a: ForwardArgs) -> pincat::Result<()> {
     if let Some(listen) = a.listen {
         return expose(listen, a);
     }
-    let target = dial_target(a.to.clone(), &a.via, &mut Vec::new())?;
+    let target = dial_target(a.to.clone(), &a.via, None)?;
     let Some(local) = a.local else {
         return Err(usage("give --listen (exposing end) or --local (using end)"));
     };

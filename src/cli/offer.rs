@@ -144,7 +144,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
 
 /// Runs `pincat get`.
 pub fn get(a: GetArgs) -> pincat::Result<()> {
-    let target = dial_target(a.addr, &a.via, &mut Vec::new())?;
+    let target = dial_target(a.addr, &a.via, None)?;
     let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
     opts.via = dial_via(&a.via)?.or(opts.via.take());
     let output = match a.out {

@@ -98,7 +98,7 @@ fn dial(a: PipeArgs, ends: &Ends) -> pincat::Result<()> {
         Mode::Human => Mode::Quiet,
         m => m,
     };
-    let addr = dial_target(a.addr.clone(), &a.via, &mut Vec::new())?;
+    let addr = dial_target(a.addr.clone(), &a.via, None)?;
     let idle = a.idle_timeout.unwrap_or(pincat::pipe::SESSION_IDLE);
     let mut opts = dial_options(addr, &a.dial, &a.code, &a.tls, idle)?;
     opts.via = dial_via(&a.via)?.or(opts.via.take());

@@ -58,7 +58,7 @@ pub struct SendArgs {
 
 /// Runs `pincat send`.
 pub fn run(mut a: SendArgs) -> pincat::Result<()> {
-    let target = dial_target(a.addr.take(), &a.via, &mut a.paths)?;
+    let target = dial_target(a.addr.take(), &a.via, Some(&mut a.paths))?;
     let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
     if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
         return Err(usage("\"-\" (stdin) cannot be combined with other paths"));

@@ -45,26 +45,36 @@ pub fn listen_via(
     Ok(listen)
 }
 
-/// A dialer's target with a relay: `addr` is a direct address only when
-/// it reads as HOST:PORT; otherwise (with --via) it was the first path,
-/// and goes back in front of `paths`. Empty: the relay alone.
+/// A dialer's target with a relay: `addr` as given when it reads as
+/// HOST:PORT or names a known peer (whose relay --via then takes the place
+/// of), or when the verb takes no paths; otherwise (with --via) it was
+/// the first path, and goes back in front of `paths` (`None` for verbs
+/// without paths). Empty: the relay alone.
 pub fn dial_target(
     addr: Option<String>,
     v: &ViaArgs,
-    paths: &mut Vec<PathBuf>,
+    paths: Option<&mut Vec<PathBuf>>,
 ) -> pincat::Result<String> {
-    match (addr, &v.via) {
-        (Some(a), _) if is_host_port(&a) => Ok(a),
-        (Some(a), None) => Ok(a),
-        (Some(a), Some(_)) => {
+    match (addr, &v.via, paths) {
+        (Some(a), _, _) if is_host_port(&a) || known(&a) => Ok(a),
+        (Some(a), None, _) | (Some(a), Some(_), None) => Ok(a),
+        (Some(a), Some(_), Some(paths)) => {
             paths.insert(0, PathBuf::from(a));
             Ok(String::new())
         }
-        (None, Some(_)) => Ok(String::new()),
-        (None, None) => Err(usage(
+        (None, Some(_), _) => Ok(String::new()),
+        (None, None, _) => Err(usage(
             "give the listener's HOST:PORT (or a known peer's NAME, or --via)",
         )),
     }
+}
+
+/// Whether `name` is a known peer's (an unreadable peers file: no).
+fn known(name: &str) -> bool {
+    pincat::peers::PeersFile::default_location()
+        .ok()
+        .and_then(|f| f.read().ok())
+        .is_some_and(|p| p.get(name).is_some())
 }
 
 /// A dialer's relay, and that it names its rendezvous.

@@ -288,6 +288,17 @@ fn dial_once(
         Err(WireError::Tls(_)) if relayed && presented.get().is_none() => {
             return Ok(Err((1, peer, true)));
         }
+        // The direct address answered, but not as the listener (another
+        // host on this network has that address?): the relay next.
+        Err(e) if !relayed && opts.via.is_some() => {
+            let why = handshake_error(e, opts, peer, &presented);
+            events.emit(Event::Warning {
+                message: format!("the direct address failed ({why}); trying the relay"),
+            });
+            let mut relay_only = opts.clone();
+            relay_only.addr.clear();
+            return dial_once(&relay_only, events);
+        }
         Err(e) => return Err(handshake_error(e, opts, peer, &presented)),
     };
     if relayed {

@@ -55,10 +55,11 @@ impl Rendezvous {
         let prk =
             hkdf::Salt::new(hkdf::HKDF_SHA256, b"pincat relay rendezvous v1").extract(&self.0);
         let mut out = [0u8; 32];
-        // Expanding 32 bytes of SHA-256 output cannot fail.
-        if let Ok(okm) = prk.expand(&[b"transit token"], hkdf::HKDF_SHA256) {
-            let _ = okm.fill(&mut out);
-        }
+        // HKDF-SHA256 expands up to 8160 bytes: 32 cannot fail. Were it to,
+        // every listener would share one token, so it must not pass quietly.
+        prk.expand(&[b"transit token"], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("HKDF-SHA256 expands 32 bytes");
         hex::encode(out)
     }
 }
@@ -134,10 +135,10 @@ impl FromStr for Via {
             Some((a, r)) => (a, Some(r.parse()?)),
             None => (s, None),
         };
-        let port = relay.rsplit_once(':').map(|(_, p)| p);
-        if !port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p != 0)) {
+        if crate::peers::check_addr(relay).is_err() {
             return Err(format!(
-                "the relay must be HOST:PORT (then /RENDEZVOUS on a dialer), not {relay:?}"
+                "the relay must be HOST:PORT (then /RENDEZVOUS on a dialer), not {:?}",
+                crate::protocol::escape_text(relay)
             ));
         }
         Ok(Via {
@@ -247,12 +248,8 @@ pub fn register(
     sock.set_write_timeout(None).map_err(RelayError::Io)?;
     match answer.as_slice() {
         b"ok" => Ok(()),
-        other => Err(RelayError::Refused(
-            String::from_utf8_lossy(other)
-                .chars()
-                .filter(|c| !c.is_control())
-                .collect(),
-        )),
+        // The relay's words, escaped like any peer's before anyone sees them.
+        other => Err(RelayError::Refused(crate::protocol::peer_text(other))),
     }
 }
 
@@ -312,15 +309,43 @@ mod tests {
         assert_eq!(v.relay, "[::1]:4001");
         assert_eq!(v.rendezvous, Some(r));
         assert_eq!(v.to_string(), format!("[::1]:4001/{r}"));
+        let bad_host = format!("r#x:4001/{r}");
         for bad in [
             "relay",
             "relay:0",
             "relay:x",
             "relay:4001/abc",
             "relay:4001/",
+            &bad_host,
         ] {
             assert!(bad.parse::<Via>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_relay_answer_other_than_ok_is_escaped_and_bounded() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let _ = s.write_all("busy \u{202e}gnp.exe\n".as_bytes());
+            let (mut s2, _) = l.accept().unwrap();
+            let _ = s2.write_all(&[b'x'; 200]);
+        });
+        for _ in 0..2 {
+            let mut s = connect(&addr, Duration::from_secs(5)).unwrap();
+            let tick = Duration::from_millis(50);
+            let wait = Some(Duration::from_secs(5));
+            let e = register(&mut s, &"0".repeat(64), "00", wait, tick, &|| false).unwrap_err();
+            let RelayError::Refused(words) = e else {
+                panic!("{e}");
+            };
+            assert!(
+                !words.contains('\u{202e}') && words.len() < 100,
+                "{words:?}"
+            );
+        }
+        t.join().unwrap();
     }
 
     #[test]

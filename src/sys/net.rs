@@ -138,3 +138,17 @@ impl SplicePipe {
         Ok(n)
     }
 }
+
+/// TCP keepalive on `s`: probes after `idle` of silence, every `interval`,
+/// `count` of them unanswered ending the connection (a dead peer or a NAT
+/// that forgot us shows as an error instead of a silence forever).
+pub fn keepalive(s: &impl AsFd, idle: Duration, interval: Duration, count: u32) -> io::Result<()> {
+    use rustix::net::sockopt::{
+        set_socket_keepalive, set_tcp_keepcnt, set_tcp_keepidle, set_tcp_keepintvl,
+    };
+    set_socket_keepalive(s, true)?;
+    set_tcp_keepidle(s, idle)?;
+    set_tcp_keepintvl(s, interval)?;
+    set_tcp_keepcnt(s, count)?;
+    Ok(())
+}

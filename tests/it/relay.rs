@@ -243,6 +243,27 @@ fn a_dialer_with_an_address_and_a_relay_falls_back_to_the_relay() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     relay.wait_event("paired");
     srv.wait_event("transfer-done");
+    // Another pincat at the direct address: its handshake fails (another
+    // key), and the relay reaches the listener.
+    let other = Server::start(base.path(), &["--allow-any"]);
+    let mut wrong = words.clone();
+    wrong[1] = other.addr.clone();
+    let sub = base.path().join("w");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("c.txt"), b"past a stranger").unwrap();
+    let o = run_line(&wrong, &["c.txt"], &sub);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("trying the relay"),
+        "{}",
+        text(&o.stderr)
+    );
+    relay.wait_event("paired");
+    srv.wait_event("transfer-done");
+    assert_eq!(
+        std::fs::read(base.path().join("got/c.txt")).unwrap(),
+        b"past a stranger"
+    );
 }
 
 /// A relay that terminates TLS itself (its own pincat behind it) and one
@@ -476,4 +497,30 @@ fn trust_on_first_use_through_a_relay_needs_the_code() {
     srv.wait_event("transfer-done");
     let recorded = std::fs::read_to_string(&peers).unwrap();
     assert!(recorded.contains("sha256//"), "{recorded}");
+}
+
+#[test]
+fn a_listener_registers_again_when_its_relay_restarts() {
+    let base = tempfile::tempdir().unwrap();
+    let port = crate::util::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let start = || RelayProc::start_on(&addr);
+    let relay = start();
+    let args = ["--keep-open", "--out", "got"];
+    let mut srv = listener("serve", &addr, base.path(), &args, Stdio::null());
+    drop(relay);
+    std::thread::sleep(Duration::from_millis(500));
+    let _relay = start();
+    std::fs::write(base.path().join("r.txt"), b"after a restart").unwrap();
+    let o = run_line(
+        &line(&srv, "command"),
+        &["r.txt", "--retry-for", "30s"],
+        base.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    srv.wait_event("transfer-done");
+    assert_eq!(
+        std::fs::read(base.path().join("got/r.txt")).unwrap(),
+        b"after a restart"
+    );
 }

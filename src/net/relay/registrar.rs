@@ -19,6 +19,10 @@ use crate::events::{Event, Events};
 const TICK: Duration = Duration::from_millis(250);
 /// The longest pause between attempts on a relay that fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long one registration waits before it is made again (a relay
+/// restarted meanwhile, or a NAT that forgot the connection, then sees a
+/// fresh one); shorter than `pincat relay`'s default pending timeout.
+const REREGISTER: Duration = Duration::from_secs(240);
 /// The shortest time between two pairings of one slot: a relay that says
 /// `ok` at once, again and again, costs a few sockets a second, no more.
 const MIN_PAIRING: Duration = Duration::from_millis(100);
@@ -122,6 +126,8 @@ impl Slot {
                     thread::sleep(MIN_PAIRING.saturating_sub(began.elapsed()));
                 }
                 Err(_) if stopped() => return,
+                // Its time was up: register afresh at once.
+                Err(RelayError::Timeout) => {}
                 // A transit relay drops a listener's spare registrations
                 // when one is paired: register again at once, and only
                 // call it a failure when it keeps happening.
@@ -156,7 +162,16 @@ impl Slot {
     fn once(&self, stopped: &dyn Fn() -> bool) -> Result<Paired, RelayError> {
         let mut sock = connect(&self.relay, self.connect_timeout)?;
         let peer = sock.peer_addr().map_err(RelayError::Io)?;
-        register(&mut sock, &self.token, &self.side, None, TICK, stopped)?;
+        let (idle, interval) = (Duration::from_secs(30), Duration::from_secs(10));
+        let _ = crate::sys::keepalive(&sock, idle, interval, 3);
+        register(
+            &mut sock,
+            &self.token,
+            &self.side,
+            Some(REREGISTER),
+            TICK,
+            stopped,
+        )?;
         Ok((sock, peer))
     }
 }

@@ -31,6 +31,14 @@ impl RelayProc {
         Self::launch(cmd)
     }
 
+    /// Starts `pincat relay --listen ADDR --json` (a relay restarted on
+    /// the address it had).
+    pub fn start_on(addr: &str) -> RelayProc {
+        let mut cmd = pincat();
+        cmd.args(["relay", "--listen", addr, "--json"]);
+        Self::launch(cmd)
+    }
+
     /// Starts `cmd` (a `pincat relay --json`) and waits for it to listen.
     pub fn launch(mut cmd: Command) -> RelayProc {
         let mut child = cmd
