@@ -3,7 +3,7 @@
 //! act on when any of it fails.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,15 @@ use crate::error::{Error, KeyChanged, Result};
 use crate::events::{Event, Events};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::identity::Identity;
-use crate::net::relay::{self, Via};
+use crate::net::relay::Via;
+
+mod connect;
 use crate::pair::{self, Code, DialFailure, Ends};
 use crate::peers::{self, FirstUse, KnownPeer, Peer};
 use crate::session::{Session, WireError};
 use crate::verify::ca::{self, CaRoots};
 use crate::verify::{self, Presented};
+use connect::{connect_any, connect_once};
 
 /// How to reach and trust the listening side.
 #[derive(Debug, Clone)]
@@ -258,29 +261,14 @@ fn dial_once(
 ) -> Result<std::result::Result<(Session, Presented), Busy>> {
     let (sock, relayed) = connect_any(opts)?;
     if relayed && opts.first_use() && opts.code.is_none() {
-        // Whoever answers through a relay could be the relay itself.
-        let name = opts.known_peer.as_ref().map_or("", |k| k.name.as_str());
-        return Err(anyhow!(
-            "peer {name}: a first use (--tofu) through a relay is refused: the relay itself could pose as the peer; add the listener's --code as well (the code confirms the key before it is recorded), or the peer's --pin; nothing was sent"
-        )
-        .into());
+        return Err(first_use_through_relay(opts));
     }
     let peer = sock
         .peer_addr()
         .context("cannot read the peer address")
         .map_err(Error::Other)?;
     let presented = Presented::default();
-    let identity = opts.identity.as_ref();
-    let config = match &opts.ca {
-        _ if opts.first_use() || opts.code_only() => {
-            verify::client_config_first_use(identity, presented.clone())?
-        }
-        Some(roots) => {
-            let ca = Some((roots, opts.ca_subject()?));
-            verify::client_config_trust(opts.pins.clone(), ca, identity, presented.clone())?
-        }
-        None => verify::client_config_pins(opts.pins.clone(), identity, presented.clone())?,
-    };
+    let config = client_config(opts, &presented)?;
     let mut s = match Session::handshake(client(config)?, sock, opts.handshake_timeout) {
         Ok(s) => s,
         // The relay paired us with another dialer (both spoke first):
@@ -342,6 +330,35 @@ fn dial_once(
         tls: s.tls_info().clone(),
     });
     Ok(Ok((s, presented)))
+}
+
+/// Whoever answers through a relay could be the relay itself: a first use
+/// there takes a code as well.
+fn first_use_through_relay(opts: &DialOptions) -> Error {
+    let name = opts.known_peer.as_ref().map_or("", |k| k.name.as_str());
+    anyhow!(
+        "peer {name}: a first use (--tofu) through a relay is refused: the relay itself could pose as the peer; add the listener's --code as well (the code confirms the key before it is recorded), or the peer's --pin; nothing was sent"
+    )
+    .into()
+}
+
+/// The TLS client configuration that decides the pin: any key (a first
+/// use, or a code that will confirm it), the CA and pins, or pins alone.
+fn client_config(
+    opts: &DialOptions,
+    presented: &Presented,
+) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    let identity = opts.identity.as_ref();
+    Ok(match &opts.ca {
+        _ if opts.first_use() || opts.code_only() => {
+            verify::client_config_first_use(identity, presented.clone())?
+        }
+        Some(roots) => {
+            let ca = Some((roots, opts.ca_subject()?));
+            verify::client_config_trust(opts.pins.clone(), ca, identity, presented.clone())?
+        }
+        None => verify::client_config_pins(opts.pins.clone(), identity, presented.clone())?,
+    })
 }
 
 /// A failed code exchange, as the dialer's error (exit 9 unless the
@@ -453,75 +470,6 @@ fn client(config: std::sync::Arc<rustls::ClientConfig>) -> Result<UnbufferedClie
     let name =
         ServerName::try_from(verify::SERVER_NAME).map_err(|e| anyhow!("bad server name: {e}"))?;
     Ok(UnbufferedClientConnection::new(config, name).context("cannot start TLS")?)
-}
-
-/// Connects directly, or through the relay (after trying the direct
-/// address for [`DIRECT_FIRST`], when there is one): the socket, and
-/// whether it goes through the relay.
-fn connect_any(opts: &DialOptions) -> Result<(TcpStream, bool)> {
-    let Some(via) = &opts.via else {
-        return Ok((connect_retrying(opts)?, false));
-    };
-    if !opts.addr.is_empty() {
-        let mut direct = opts.clone();
-        direct.connect_timeout = opts.connect_timeout.min(DIRECT_FIRST);
-        if let Ok(s) = connect_once(&direct) {
-            return Ok((s, false));
-        }
-    }
-    let wait = opts.retry_for.unwrap_or_default().max(opts.connect_timeout);
-    Ok((relay::dial(via, opts.connect_timeout, wait)?, true))
-}
-
-fn connect_retrying(opts: &DialOptions) -> Result<TcpStream> {
-    let deadline = opts.retry_for.map(|d| Instant::now() + d);
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match connect_once(opts) {
-            Ok(sock) => return Ok(sock),
-            Err(e) => {
-                let retryable = matches!(&e, Error::Connect { .. } | Error::Timeout(_));
-                match deadline {
-                    Some(d) if retryable && Instant::now() + delay < d => {
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_millis(500));
-                    }
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-}
-
-fn connect_once(opts: &DialOptions) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = opts
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| Error::Connect {
-            addr: opts.addr.clone(),
-            source: e,
-        })?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
-    for a in &addrs {
-        match TcpStream::connect_timeout(a, opts.connect_timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    if matches!(
-        last.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) {
-        return Err(Error::Timeout(format!(
-            "connecting to {} (see --connect-timeout)",
-            opts.addr
-        )));
-    }
-    Err(Error::Connect {
-        addr: opts.addr.clone(),
-        source: last,
-    })
 }
 
 /// A handshake failure that is not about the pin. A timeout names `flag`,

@@ -53,6 +53,19 @@ pub struct Admitted {
     _serving: Serving,
 }
 
+/// A TLS server connection for `peer` (reported when it cannot start).
+fn tls_server(spec: &AcceptSpec, peer: SocketAddr) -> Option<UnbufferedServerConnection> {
+    UnbufferedServerConnection::new(spec.tls.clone())
+        .map_err(|e| {
+            spec.events.emit(Event::Error {
+                peer: Some(peer),
+                code: "failure",
+                message: format!("cannot start TLS: {e}"),
+            });
+        })
+        .ok()
+}
+
 /// Runs the TLS handshake of an accepted connection and admits it under
 /// `max_conns`. Refusals (not allowed, no handshake in time, busy) are
 /// reported as events; `None` then.
@@ -65,17 +78,7 @@ pub fn accept_session(spec: &AcceptSpec, job: Job) -> Option<Admitted> {
         ticket,
         relayed,
     } = job;
-    let conn = match UnbufferedServerConnection::new(spec.tls.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            spec.events.emit(Event::Error {
-                peer: Some(peer),
-                code: "failure",
-                message: format!("cannot start TLS: {e}"),
-            });
-            return None;
-        }
-    };
+    let conn = tls_server(spec, peer)?;
     let mut s = match Session::handshake(conn, sock, spec.handshake_timeout) {
         Ok(s) => s,
         Err(_) if ticket.evicted() => return None,
