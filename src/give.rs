@@ -34,6 +34,9 @@ pub enum Source {
     Stdin,
     /// Any reader, as a stream.
     Reader(Box<dyn Read + Send>),
+    /// Any reader, as a stream the receiver stores under this name when it
+    /// writes into a directory (`send --as NAME`): one plain file name.
+    Named(String, Box<dyn Read + Send>),
     /// Files and directories (recursively), by path.
     Paths(Paths),
 }
@@ -107,8 +110,9 @@ impl Plan {
     /// Plans `source`.
     pub(crate) fn new(source: Source, events: &Events) -> Result<Plan> {
         let (offer, reader) = match source {
-            Source::Stdin => (stream_offer(), Reader::Stream(Box::new(io::stdin()))),
-            Source::Reader(r) => (stream_offer(), Reader::Stream(r)),
+            Source::Stdin => (stream_offer(None), Reader::Stream(Box::new(io::stdin()))),
+            Source::Reader(r) => (stream_offer(None), Reader::Stream(r)),
+            Source::Named(name, r) => (stream_offer(Some(name)), Reader::Stream(r)),
             Source::Paths(p) => {
                 let mut walked = plan(&p.paths, p.links, events)?;
                 let skipped = std::mem::take(&mut walked.skipped);
@@ -285,10 +289,18 @@ fn announced(offer: &Offer) -> Option<u64> {
     (offer.kind == TransferKind::Files).then(|| offer.total_bytes())
 }
 
-fn stream_offer() -> Offer {
+fn stream_offer(name: Option<String>) -> Offer {
+    let entry = |name| crate::protocol::Entry {
+        name,
+        is_dir: false,
+        mode: 0o644,
+        size: 0,
+        mtime: None,
+        link: None,
+    };
     Offer {
         kind: TransferKind::Stream,
-        entries: vec![],
+        entries: name.map(entry).into_iter().collect(),
         skipped: Vec::new(),
         update: false,
         checksum: false,

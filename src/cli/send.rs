@@ -47,6 +47,9 @@ pub struct SendArgs {
     /// Give up when the receiver stays silent this long (the receipt included).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Name the stream from stdin: a receiver that writes into a directory (serve --out DIR) stores it as the file NAME there (never over an existing one).
+    #[arg(long = "as", id = "stream_as", value_name = "NAME", value_parser = parse_stream_name, conflicts_with = "raw")]
+    pub stream_as: Option<String>,
     /// No pincat framing: send stdin (or one file) as plain bytes over the pinned session,
     /// print what the peer answers; for openssl s_server, ncat --ssl, socat.
     #[arg(long)]
@@ -54,6 +57,15 @@ pub struct SendArgs {
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// A stream's name: one plain file name (no '/', not '.' or '..').
+fn parse_stream_name(s: &str) -> Result<String, String> {
+    pincat::protocol::validate_name(s).map_err(|e| e.to_string())?;
+    if s.contains('/') {
+        return Err("a stream's name is one file name, without '/'".into());
+    }
+    Ok(s.to_string())
 }
 
 /// Runs `pincat send`.
@@ -70,7 +82,14 @@ pub fn run(mut a: SendArgs) -> pincat::Result<()> {
             "--raw sends one stream: give at most one file (or stdin)",
         ));
     }
-    let source = if stdin {
+    if a.stream_as.is_some() && !stdin {
+        return Err(usage(
+            "--as names the stream from stdin; files keep their own names",
+        ));
+    }
+    let source = if let Some(name) = a.stream_as.clone() {
+        Source::Named(name, Box::new(std::io::stdin()))
+    } else if stdin {
         Source::Stdin
     } else {
         Source::Paths(a.planning.paths(a.paths))

@@ -83,9 +83,20 @@ impl Offer {
             || (!self.update && self.total_bytes() <= super::EARLY_DATA)
     }
 
-    /// Number of regular files.
+    /// Number of regular files (none in a stream, named or not).
     pub fn file_count(&self) -> u32 {
-        self.entries.iter().filter(|e| e.is_file()).count() as u32
+        match self.kind {
+            TransferKind::Stream => 0,
+            TransferKind::Files => self.entries.iter().filter(|e| e.is_file()).count() as u32,
+        }
+    }
+
+    /// The name a stream asked to be stored under (`send --as NAME`).
+    pub fn stream_name(&self) -> Option<&str> {
+        match self.kind {
+            TransferKind::Stream => self.entries.first().map(|e| e.name.as_str()),
+            TransferKind::Files => None,
+        }
     }
 
     /// Encodes the payload of one OFFER frame holding the whole offer.
@@ -215,6 +226,12 @@ impl Offer {
         if self.kind == TransferKind::Files && self.entries.is_empty() {
             return Err(ProtocolError::Malformed("OFFER"));
         }
+        // A stream's name: one plain file name, no size, no directories.
+        let named_wrong =
+            |e: &Entry| !e.is_file() || e.size != 0 || e.name.contains('/') || e.mtime.is_some();
+        if self.kind == TransferKind::Stream && self.entries.iter().any(named_wrong) {
+            return Err(ProtocolError::Malformed("OFFER"));
+        }
         check_tree(&self.entries)?;
         Ok(())
     }
@@ -235,7 +252,8 @@ impl Offer {
             return Err(M);
         }
         let count = r.u32().ok_or(M)? as usize;
-        if count > MAX_ENTRIES || (kind == TransferKind::Stream && count != 0) {
+        // A stream has no entries, or one: its name (`send --as NAME`).
+        if count > MAX_ENTRIES || (kind == TransferKind::Stream && count > 1) {
             return Err(M);
         }
         let mut entries = Vec::with_capacity(count.min(1024));

@@ -48,39 +48,70 @@ impl Store {
     }
 }
 
+/// An unnamed stream into a directory.
+fn unnamed_fail() -> Fail {
+    (
+        RejectCode::Unsupported,
+        "the receiver writes into a directory and cannot take an unnamed stream; name it with send --as NAME, or send files"
+            .into(),
+    )
+}
+
 impl Transfer {
     fn begin_stream(&mut self) -> Result<(), Fail> {
         let store = self.store.clone();
-        match &store.base {
-            Base::Stdout(_) => Ok(()),
-            Base::Dir(_) => Err((
-                RejectCode::Unsupported,
-                "the receiver writes into a directory and cannot take a stream; send files instead"
-                    .into(),
-            )),
-            Base::NotDir => Err(exists_fail(&store.display.display().to_string())),
-            Base::Missing(dir, name) => {
-                if sys::stat_at(dir.as_fd(), name)
-                    .map_err(|e| io_fail("cannot check the output".into(), e))?
-                    .is_some()
-                {
-                    return Err(exists_fail(&store.display.display().to_string()));
+        let named = self
+            .offer
+            .stream_name()
+            .map(|n| (n.to_string(), OsString::from(n)));
+        match (&store.base, named) {
+            (Base::Stdout(_), _) => Ok(()),
+            (Base::Dir(_), None) => Err(unnamed_fail()),
+            (Base::NotDir, _) => Err(exists_fail(&store.display.display().to_string())),
+            // A named stream into a directory (made if missing, as for
+            // files) becomes that file in it.
+            (Base::Dir(_) | Base::Missing(..), Some((shown, name))) => {
+                if state::reserved_top(&shown) {
+                    return Err((
+                        RejectCode::BadName,
+                        format!(
+                            "refused stream name {}: {STATE_DIR} and names that start with {STATE_DIR}- are reserved on the receiver",
+                            escape_name(&shown)
+                        ),
+                    ));
                 }
-                let f = sys::tmpfile_in(dir.as_fd(), 0o600).map_err(|e| {
-                    io_fail(
-                        format!("cannot create a file beside {}", store.display.display()),
-                        e,
-                    )
-                })?;
-                self.root = Some(
-                    sys::dup(dir.as_fd())
-                        .map_err(|e| io_fail("cannot open the output".into(), e))?,
-                );
-                self.stream_name = Some(name.clone());
-                self.holding = Holding::Held(vec![Some(f)]);
-                Ok(())
+                let root = self.files_root(&store)?;
+                self.stream_into(root.as_fd(), &name, &shown)
+            }
+            (Base::Missing(dir, name), None) => {
+                // Made a directory since (by a files transfer, or a named
+                // stream): as for any directory.
+                let st = sys::stat_at(dir.as_fd(), name)
+                    .map_err(|e| io_fail("cannot check the output".into(), e))?;
+                if st.is_some_and(|st| st.kind == Kind::Dir) {
+                    return Err(unnamed_fail());
+                }
+                let shown = store.display.display().to_string();
+                self.stream_into(dir.as_fd(), name, &shown)
             }
         }
+    }
+
+    /// A stream that becomes the file `name` in `dir` once whole: never
+    /// over anything there (`shown` names it in messages).
+    fn stream_into(&mut self, dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<(), Fail> {
+        if sys::stat_at(dir, name)
+            .map_err(|e| io_fail("cannot check the output".into(), e))?
+            .is_some()
+        {
+            return Err(exists_fail(shown));
+        }
+        let f = sys::tmpfile_in(dir, 0o600)
+            .map_err(|e| io_fail(format!("cannot create a file beside {shown}"), e))?;
+        self.root = Some(sys::dup(dir).map_err(|e| io_fail("cannot open the output".into(), e))?);
+        self.stream_name = Some(name.to_os_string());
+        self.holding = Holding::Held(vec![Some(f)]);
+        Ok(())
     }
 
     fn begin_files(&mut self) -> Result<(), Fail> {

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::protocol::{Offer, RejectCode};
+use crate::protocol::{Offer, RejectCode, TransferKind};
 use crate::sys::Stat;
 
 /// A refusal or failure to report to the sender: code and one-line message.
@@ -264,8 +264,9 @@ pub struct Transfer {
 
 impl Transfer {
     fn new(store: Arc<Store>, offer: Offer) -> Transfer {
+        // A stream's one entry is only its name (`send --as`): no file.
         let files: Vec<u32> = (0..offer.entries.len() as u32)
-            .filter(|&i| offer.entries[i as usize].is_file())
+            .filter(|&i| offer.kind == TransferKind::Files && offer.entries[i as usize].is_file())
             .collect();
         let n = files.len();
         Transfer {

@@ -21,6 +21,8 @@ mod hostile;
 mod interop;
 // The receiver's bounds under attack: floods, memory and descriptor budgets, tricklers.
 mod limits;
+// Each transfer a message: named streams stored as files, never over one.
+mod messages;
 // Through a real NAT built from network namespaces: both relays carry every verb (root).
 mod nat;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.
