@@ -259,3 +259,35 @@ fn the_byte_cap_cuts_a_pair_at_the_cap() {
     let _ = w.join();
     assert_eq!(got.len(), 100_000, "exactly the cap arrives");
 }
+
+#[test]
+fn a_slow_request_line_and_a_source_not_allowed_are_turned_away() {
+    let relay = RelayProc::start(&["--line-timeout", "1s", "--allow-from", "127.0.0.0/30"]);
+    // Half a request line, then nothing: closed after the line timeout.
+    let mut slow = connect_from("127.0.0.2", &relay.addr);
+    slow.write_all(b"please relay ").unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let t = Instant::now();
+    assert_eq!(slow.read(&mut [0u8; 8]).unwrap_or(0), 0);
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    // A source outside 127.0.0.0/30 is closed at once, unanswered.
+    let mut outside = connect_from("127.0.0.9", &relay.addr);
+    outside.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = outside.write_all(format!("please relay {:064x} for side {:016x}\n", 1, 1).as_bytes());
+    let mut got = Vec::new();
+    let _ = outside.read_to_end(&mut got);
+    assert!(got.is_empty(), "{got:?}");
+    let reasons: Vec<String> = relay
+        .drain(Duration::from_millis(300))
+        .iter()
+        .filter(|e| e["event"] == "refused")
+        .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(reasons.contains(&"timeout".to_string()), "{reasons:?}");
+    assert!(reasons.contains(&"not-allowed".to_string()), "{reasons:?}");
+}
