@@ -58,7 +58,7 @@ pub struct RelayOptions {
 impl RelayOptions {
     /// The documented defaults, listening on `listen`: 1024 unpaired, 16
     /// per source, 256 pairs (64 per source, both ends of a pair counting), 10 s for the request, 10 min
-    /// unpaired, 10 min idle, no byte cap, any source (an IPv6 source
+    /// unpaired, 1 h idle (as long as a quiet `pipe`), no byte cap, any source (an IPv6 source
     /// counts by its /64).
     pub fn new(listen: SocketAddr) -> Self {
         RelayOptions {
@@ -67,7 +67,7 @@ impl RelayOptions {
             max_per_source: 16,
             max_pairs: 256,
             max_pairs_per_source: 64,
-            idle_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(3600),
             line_timeout: Duration::from_secs(10),
             pending_timeout: Duration::from_secs(600),
             max_bytes: None,
@@ -202,7 +202,9 @@ impl Relay {
             }
             self.expire(&mut pending);
             self.accept_all(&mut pending, &mut next_id);
+            self.flush_refusals(false);
         }
+        self.flush_refusals(true);
         Ok(())
     }
 
@@ -213,6 +215,11 @@ impl Relay {
             .map(|p| (p.since + self.limit(p)).saturating_duration_since(now))
             .min()
             .unwrap_or(Duration::from_secs(60))
+            // Refusals not shown yet are told within about a second.
+            .min(match self.quiet.lock().map_or(0, |q| q.hidden) {
+                0 => Duration::from_secs(60),
+                _ => Duration::from_secs(1),
+            })
             .max(Duration::from_millis(10))
     }
 
@@ -231,25 +238,32 @@ impl Relay {
         self.refused(p.peer, reason, message);
     }
 
+    /// Says how many refusals were not shown, once their second is over
+    /// (or at once, when `now`: the relay stops), and starts a new second.
+    fn flush_refusals(&self, now: bool) {
+        let mut q = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        if !now && q.since.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        if q.hidden > 0 {
+            let message = format!(
+                "{} more connections refused (not shown one by one)",
+                q.hidden
+            );
+            self.events.emit(Event::Warning { message });
+        }
+        *q = Quiet {
+            since: Instant::now(),
+            shown: 0,
+            hidden: 0,
+        };
+    }
+
     /// The `refused` event, at most [`REFUSALS_SHOWN`] a second: a flood
     /// is counted in one warning a second instead of a line per connection.
     fn refused(&self, peer: SocketAddr, reason: Reason, message: &str) {
+        self.flush_refusals(false);
         let mut q = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
-        if q.since.elapsed() >= Duration::from_secs(1) {
-            if q.hidden > 0 {
-                self.events.emit(Event::Warning {
-                    message: format!(
-                        "{} more connections refused (not shown one by one)",
-                        q.hidden
-                    ),
-                });
-            }
-            *q = Quiet {
-                since: Instant::now(),
-                shown: 0,
-                hidden: 0,
-            };
-        }
         if q.shown >= REFUSALS_SHOWN {
             q.hidden += 1;
             return;

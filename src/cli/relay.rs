@@ -32,7 +32,7 @@ pub struct RelayArgs {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_pairs_per_source: u32,
     /// Cut a pair when nothing moved either way this long.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Time a connection has to send its request line.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

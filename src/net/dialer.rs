@@ -259,7 +259,17 @@ fn dial_once(
     opts: &DialOptions,
     events: &Events,
 ) -> Result<std::result::Result<(Session, Presented), Busy>> {
-    let (sock, relayed) = connect_any(opts)?;
+    dial_by(opts, events, false)
+}
+
+/// One dial, directly first unless `relay_only` (a direct address that
+/// answered but failed its handshake for a reason other than the keys).
+fn dial_by(
+    opts: &DialOptions,
+    events: &Events,
+    relay_only: bool,
+) -> Result<std::result::Result<(Session, Presented), Busy>> {
+    let (sock, relayed) = connect_any(opts, relay_only)?;
     if relayed && opts.first_use() && opts.code.is_none() {
         return Err(first_use_through_relay(opts));
     }
@@ -273,19 +283,22 @@ fn dial_once(
         Ok(s) => s,
         // The relay paired us with another dialer (both spoke first):
         // nothing was sent; try again.
-        Err(WireError::Tls(_)) if relayed && presented.get().is_none() => {
+        // (Or the relay closed right after saying ok.)
+        Err(WireError::Tls(_) | WireError::Closed) if relayed && presented.get().is_none() => {
             return Ok(Err((1, peer, true)));
         }
-        // The direct address answered, but not as the listener (another
-        // host on this network has that address?): the relay next.
+        // The direct address answered, but not as a pincat (another host
+        // on this network has that address?): the relay next. A key that
+        // is not the pinned one stays fatal: that is not a wrong host.
         Err(e) if !relayed && opts.via.is_some() => {
             let why = handshake_error(e, opts, peer, &presented);
+            if presented.get().is_some() {
+                return Err(why);
+            }
             events.emit(Event::Warning {
                 message: format!("the direct address failed ({why}); trying the relay"),
             });
-            let mut relay_only = opts.clone();
-            relay_only.addr.clear();
-            return dial_once(&relay_only, events);
+            return dial_by(opts, events, true);
         }
         Err(e) => return Err(handshake_error(e, opts, peer, &presented)),
     };

@@ -5,7 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::events::{Event, Events};
@@ -23,12 +23,13 @@ pub(super) struct Limits {
     pub idle: Duration,
 }
 
-/// What both directions share: bytes so far, and when anything last moved
-/// (milliseconds since `start`).
+/// What both directions share: bytes the cap still allows, when anything
+/// last moved (milliseconds since `start`), and which directions ended.
 struct Shared {
     start: Instant,
-    total: AtomicU64,
+    left: AtomicU64,
     last: AtomicU64,
+    ended: [AtomicBool; 2],
     limits: Limits,
 }
 
@@ -38,21 +39,30 @@ impl Shared {
         Duration::from_millis(now.saturating_sub(self.last.load(Ordering::SeqCst)))
     }
 
-    fn moved(&self, n: u64) {
-        self.total.fetch_add(n, Ordering::SeqCst);
+    /// Something moved: the pair is not idle.
+    fn touch(&self) {
         let now = self.start.elapsed().as_millis() as u64;
         self.last.store(now, Ordering::SeqCst);
     }
 
-    /// How much this direction may move next: `None` once the cap is met.
-    fn allowance(&self) -> Option<usize> {
-        match self.limits.max_bytes {
-            None => Some(CHUNK),
-            Some(cap) => match cap.saturating_sub(self.total.load(Ordering::SeqCst)) {
-                0 => None,
-                left => Some(CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))),
-            },
+    /// The most the next read may take: up to a chunk of what the cap
+    /// still allows, `None` once it is used up.
+    fn room(&self) -> Option<usize> {
+        match self.left.load(Ordering::SeqCst).min(CHUNK as u64) {
+            0 => None,
+            n => Some(n as usize),
         }
+    }
+
+    /// Counts `n` bytes read against the cap, if they still fit (both
+    /// directions count against one total, so together they never pass
+    /// it: what does not fit is never passed on).
+    fn claim(&self, n: usize) -> bool {
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(n as u64)
+            })
+            .is_ok()
     }
 }
 
@@ -76,19 +86,20 @@ pub(super) fn carry(ends: [(TcpStream, SocketAddr); 2], limits: Limits, events: 
     });
     let shared = Shared {
         start: Instant::now(),
-        total: AtomicU64::new(0),
+        left: AtomicU64::new(limits.max_bytes.unwrap_or(u64::MAX)),
         last: AtomicU64::new(0),
+        ended: [AtomicBool::new(false), AtomicBool::new(false)],
         limits,
     };
     let ((forth, ok_f), (back, ok_b)) = std::thread::scope(|scope| {
         let other = std::thread::Builder::new()
             .name("relay-back".into())
-            .spawn_scoped(scope, || one_way(&b, &a, &shared));
+            .spawn_scoped(scope, || direction(&b, &a, &shared, 1, tick));
         let Ok(other) = other else {
             cut(&a, &b);
             return ((0, false), (0, false));
         };
-        let forth = one_way(&a, &b, &shared);
+        let forth = direction(&a, &b, &shared, 0, tick);
         (forth, other.join().unwrap_or((0, false)))
     });
     events.emit(Event::RelayClosed {
@@ -110,6 +121,28 @@ fn cut(a: &TcpStream, b: &TcpStream) {
     let _ = b.shutdown(Shutdown::Both);
 }
 
+/// One direction (`me`, 0 or 1), then, if it ended first and cleanly, a
+/// watch on the other: a pair half-closed on one side whose other side
+/// stalls is still cut once nothing moved for the idle time.
+fn direction(
+    from: &TcpStream,
+    to: &TcpStream,
+    shared: &Shared,
+    me: usize,
+    tick: Duration,
+) -> (u64, bool) {
+    let r = one_way(from, to, shared);
+    shared.ended[me].store(true, Ordering::SeqCst);
+    while r.1 && !shared.ended[1 - me].load(Ordering::SeqCst) {
+        if shared.idle_for() >= shared.limits.idle {
+            cut(from, to);
+            break;
+        }
+        std::thread::sleep(tick);
+    }
+    r
+}
+
 /// Carries `from` into `to` until `from` ends (then half-closes `to`):
 /// the bytes, and whether it ended cleanly.
 fn one_way(from: &TcpStream, to: &TcpStream, shared: &Shared) -> (u64, bool) {
@@ -117,13 +150,14 @@ fn one_way(from: &TcpStream, to: &TcpStream, shared: &Shared) -> (u64, bool) {
     let mut pipe = sys::SplicePipe::new(CHUNK).ok();
     let mut buf = Vec::new();
     loop {
-        let Some(max) = shared.allowance() else {
+        let Some(max) = shared.room() else {
             cut(from, to);
             return (moved, false);
         };
+        let claim = |n| shared.claim(n);
         let step = match pipe.as_mut() {
-            Some(p) => p.splice(from, to, max),
-            None => copy_some(from, to, &mut buf, max),
+            Some(p) => p.splice(from, to, max, &claim, &|_| shared.touch()),
+            None => copy_some(from, to, &mut buf, max, &claim),
         };
         let n = match step {
             Ok(0) => {
@@ -156,19 +190,24 @@ fn one_way(from: &TcpStream, to: &TcpStream, shared: &Shared) -> (u64, bool) {
             }
         };
         moved += n;
-        shared.moved(n);
+        shared.touch();
     }
 }
 
-/// The copy through user space, where splice does not work.
+/// The copy through user space, where splice does not work (what `claim`
+/// refuses is dropped, as in [`sys::SplicePipe::splice`]).
 fn copy_some(
     mut from: &TcpStream,
     mut to: &TcpStream,
     buf: &mut Vec<u8>,
     max: usize,
+    claim: &dyn Fn(usize) -> bool,
 ) -> io::Result<usize> {
     buf.resize(max.min(256 << 10), 0);
     let n = from.read(buf)?;
+    if n > 0 && !claim(n) {
+        return Err(io::ErrorKind::PermissionDenied.into());
+    }
     to.write_all(&buf[..n])?;
     Ok(n)
 }

@@ -80,8 +80,17 @@ impl Transfer {
                         ),
                     ));
                 }
+                // Kept before anything can fail, so an abort removes a
+                // directory this transfer made; counted in use, so another
+                // transfer's abort never removes it under this one.
                 let root = self.files_root(&store)?;
-                self.stream_into(root.as_fd(), &name, &shown)
+                let dir = sys::dup(root.as_fd())
+                    .map_err(|e| io_fail("cannot open the output".into(), e))?;
+                self.root = Some(root);
+                let here = sys::stat_fd(dir.as_fd())
+                    .map_err(|e| io_fail("cannot check the output".into(), e))?;
+                self.mark_in_use(&mut lock(&store.walk), (here.dev, here.ino));
+                self.stream_into(dir.as_fd(), &name, &shown)
             }
             (Base::Missing(dir, name), None) => {
                 // Made a directory since (by a files transfer, or a named

@@ -125,14 +125,30 @@ impl SplicePipe {
     /// Moves up to `max` bytes from `from` to `to`: how many (0 when
     /// `from` ended). Without SPLICE_F_MORE, which would hold back the
     /// small records of a handshake.
-    pub fn splice(&mut self, from: &impl AsFd, to: &impl AsFd, max: usize) -> io::Result<usize> {
+    /// What was read goes on only if `claim` allows it (else the error is
+    /// `PermissionDenied` and it stays behind); `written` hears every part
+    /// that reached `to`.
+    pub fn splice(
+        &mut self,
+        from: &impl AsFd,
+        to: &impl AsFd,
+        max: usize,
+        claim: &dyn Fn(usize) -> bool,
+        written: &dyn Fn(usize),
+    ) -> io::Result<usize> {
         use rustix::pipe::{SpliceFlags, splice};
         let n = splice(from, None, &self.w, None, max, SpliceFlags::MOVE)?;
+        if n > 0 && !claim(n) {
+            return Err(io::ErrorKind::PermissionDenied.into());
+        }
         let mut left = n;
         while left > 0 {
             match splice(&self.r, None, to, None, left, SpliceFlags::MOVE)? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
-                m => left -= m,
+                m => {
+                    left -= m;
+                    written(m);
+                }
             }
         }
         Ok(n)

@@ -243,11 +243,10 @@ fn a_dialer_with_an_address_and_a_relay_falls_back_to_the_relay() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     relay.wait_event("paired");
     srv.wait_event("transfer-done");
-    // Another pincat at the direct address: its handshake fails (another
-    // key), and the relay reaches the listener.
-    let other = Server::start(base.path(), &["--allow-any"]);
+    // Something else (not TLS) at the direct address: the relay next.
+    let (echo, _n) = echo_service(4);
     let mut wrong = words.clone();
-    wrong[1] = other.addr.clone();
+    wrong[1] = echo;
     let sub = base.path().join("w");
     std::fs::create_dir_all(&sub).unwrap();
     std::fs::write(sub.join("c.txt"), b"past a stranger").unwrap();
@@ -264,6 +263,11 @@ fn a_dialer_with_an_address_and_a_relay_falls_back_to_the_relay() {
         std::fs::read(base.path().join("got/c.txt")).unwrap(),
         b"past a stranger"
     );
+    // Another key at the direct address stays a pin mismatch: no fallback.
+    let other = Server::start(base.path(), &["--allow-any"]);
+    wrong[1] = other.addr.clone();
+    let o = run_line(&wrong, &["c.txt"], &sub);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
 }
 
 /// A relay that terminates TLS itself (its own pincat behind it) and one

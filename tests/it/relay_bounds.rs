@@ -291,3 +291,66 @@ fn a_slow_request_line_and_a_source_not_allowed_are_turned_away() {
     assert!(reasons.contains(&"timeout".to_string()), "{reasons:?}");
     assert!(reasons.contains(&"not-allowed".to_string()), "{reasons:?}");
 }
+
+#[test]
+fn a_stalled_half_closed_pair_is_cut_and_a_slow_live_one_is_not() {
+    let relay = RelayProc::start(&["--idle-timeout", "2s", "--max-bytes", "1000000"]);
+    // B half-closes and never reads; A writes until it blocks, then stops.
+    let (a, b) = pair(&relay.addr, ["127.0.0.11", "127.0.0.12"], 4);
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut a2 = a.try_clone().unwrap();
+    // Bounded: a relay that never cut would end this after WAIT, and the
+    // time check below fails.
+    a2.set_write_timeout(Some(WAIT)).unwrap();
+    let t = Instant::now();
+    let stuck = std::thread::spawn(move || {
+        let chunk = vec![1u8; 64 << 10];
+        while a2.write_all(&chunk).is_ok() {}
+    });
+    // A slow reader keeps its pair alive: 600 KB read at about 300 KB/s,
+    // longer than the idle time, arrive whole (and within the byte cap).
+    let (mut c, mut d) = pair(&relay.addr, ["127.0.0.13", "127.0.0.14"], 5);
+    let writer = std::thread::spawn(move || {
+        let _ = c.write_all(&vec![2u8; 600_000]);
+        c
+    });
+    let mut got = 0;
+    let mut buf = [0u8; 32 << 10];
+    while got < 600_000 {
+        match d.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got, 600_000, "a slow but live pair is not cut");
+    drop(writer.join());
+    stuck.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    drop((a, b));
+}
+
+#[test]
+fn the_byte_cap_holds_with_both_directions_at_once() {
+    let relay = RelayProc::start(&["--max-bytes", "1000000"]);
+    let (a, b) = pair(&relay.addr, ["127.0.0.15", "127.0.0.16"], 6);
+    let ends: Vec<_> = [a, b]
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let reader = std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let _ = r.read_to_end(&mut got);
+                    got.len()
+                });
+                let _ = s.write_all(&vec![3u8; 1 << 20]);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                reader.join().unwrap()
+            })
+        })
+        .collect();
+    let total: usize = ends.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(total <= 1_000_000, "{total} bytes passed a 1,000,000 cap");
+    assert!(total > 0);
+}

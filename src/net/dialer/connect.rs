@@ -12,11 +12,11 @@ use crate::net::relay;
 /// Connects directly, or through the relay (after trying the direct
 /// address for [`DIRECT_FIRST`], when there is one): the socket, and
 /// whether it goes through the relay.
-pub(super) fn connect_any(opts: &DialOptions) -> Result<(TcpStream, bool)> {
+pub(super) fn connect_any(opts: &DialOptions, relay_only: bool) -> Result<(TcpStream, bool)> {
     let Some(via) = &opts.via else {
         return Ok((connect_retrying(opts)?, false));
     };
-    if !opts.addr.is_empty() {
+    if !opts.addr.is_empty() && !relay_only {
         let mut direct = opts.clone();
         direct.connect_timeout = opts.connect_timeout.min(DIRECT_FIRST);
         if let Ok(s) = connect_once(&direct) {

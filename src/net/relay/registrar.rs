@@ -38,6 +38,8 @@ pub struct Registrar {
 }
 
 struct Slot {
+    /// Its place among the listener's slots (staggers re-registrations).
+    index: usize,
     relay: String,
     token: String,
     side: String,
@@ -67,6 +69,7 @@ impl Registrar {
         let (tx, rx) = mpsc::channel();
         for i in 0..slots.max(1) {
             let slot = Slot {
+                index: i,
                 relay: relay.to_string(),
                 token: token.clone(),
                 side: side.clone(),
@@ -164,11 +167,13 @@ impl Slot {
         let peer = sock.peer_addr().map_err(RelayError::Io)?;
         let (idle, interval) = (Duration::from_secs(30), Duration::from_secs(10));
         let _ = crate::sys::keepalive(&sock, idle, interval, 3);
+        // Slots re-register at different times, never all at once.
+        let wait = REREGISTER + Duration::from_secs(7 * self.index as u64);
         register(
             &mut sock,
             &self.token,
             &self.side,
-            Some(REREGISTER),
+            Some(wait),
             TICK,
             stopped,
         )?;
