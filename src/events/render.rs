@@ -74,6 +74,18 @@ impl Event {
             } => json!({"event": "error", "peer": peer.map(|p| p.to_string()), "code": code,
                 "message": shown(message)}),
             Event::Warning { message } => json!({"event": "warning", "message": shown(message)}),
+            Event::Opened { .. }
+            | Event::Closed { .. }
+            | Event::RelayListening { .. }
+            | Event::Paired { .. }
+            | Event::RelayClosed { .. } => self.carried_json(),
+        }
+    }
+
+    /// The JSON form of the events about carried connections: `forward`'s
+    /// and `pipe`'s, and `pincat relay`'s own.
+    fn carried_json(&self) -> Value {
+        match self {
             Event::Opened { peer, to } => json!({"event": "opened", "peer": peer.to_string(),
                 "to": to}),
             Event::Closed {
@@ -85,15 +97,6 @@ impl Event {
             } => json!({"event": "closed", "peer": peer.to_string(), "sent": sent,
                 "received": received, "duration_ms": duration.as_secs_f64() * 1000.0,
                 "outcome": outcome}),
-            Event::RelayListening { .. } | Event::Paired { .. } | Event::RelayClosed { .. } => {
-                self.relay_json()
-            }
-        }
-    }
-
-    /// The JSON form of `pincat relay`'s own events.
-    fn relay_json(&self) -> Value {
-        match self {
             Event::RelayListening { addr } => {
                 json!({"event": "relay-listening", "addr": addr.to_string()})
             }

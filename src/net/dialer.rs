@@ -220,7 +220,7 @@ pub(crate) fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session,
     let patience = opts.retry_for.unwrap_or_default().max(BUSY_PATIENCE);
     let until = Instant::now() + patience;
     loop {
-        let (secs, peer, crossed) = match dial_once(opts, events)? {
+        let (secs, peer, crossed) = match dial_once(opts, events, false)? {
             Ok(done) => return Ok(done),
             Err(busy) => busy,
         };
@@ -255,16 +255,9 @@ pub(crate) fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session,
 /// another dialer instead).
 type Busy = (u8, SocketAddr, bool);
 
-fn dial_once(
-    opts: &DialOptions,
-    events: &Events,
-) -> Result<std::result::Result<(Session, Presented), Busy>> {
-    dial_by(opts, events, false)
-}
-
 /// One dial, directly first unless `relay_only` (a direct address that
 /// answered but failed its handshake for a reason other than the keys).
-fn dial_by(
+fn dial_once(
     opts: &DialOptions,
     events: &Events,
     relay_only: bool,
@@ -298,7 +291,7 @@ fn dial_by(
             events.emit(Event::Warning {
                 message: format!("the direct address failed ({why}); trying the relay"),
             });
-            return dial_by(opts, events, true);
+            return dial_once(opts, events, true);
         }
         Err(e) => return Err(handshake_error(e, opts, peer, &presented)),
     };

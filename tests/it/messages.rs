@@ -2,22 +2,11 @@
 //! DIR` stores each named stream as its own file there, never over one
 //! that exists (also when two race for a name).
 
-use std::process::Stdio;
-
-use crate::util::cli::{feed, send_cmd};
-use crate::util::{Server, WAIT, random_bytes, text, wait_output};
+use crate::util::{Server, random_bytes, text};
 
 /// `pincat send --as NAME` of `input` to the listener at `to` (address, pin).
 fn send_as(to: (&str, &str), name: &str, input: &[u8]) -> std::process::Output {
-    let mut child = send_cmd(to.0, to.1)
-        .args(["--as", name])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let w = feed(&mut child, input);
-    let out = wait_output(child, WAIT);
-    let _ = w.join();
-    out
+    crate::util::send(to.0, to.1, &["--as", name], input)
 }
 
 #[test]

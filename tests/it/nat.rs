@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::util::cli::feed;
 use crate::util::fs::tree;
 use crate::util::netns::{A_IP, Host, Nat, RELAY_IP};
 use crate::util::process::KillOnDrop;
@@ -192,13 +193,9 @@ fn pipe_through(mut c: Command, input: &[u8], limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut w = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feed = std::thread::spawn(move || {
-        let _ = w.write_all(&input);
-    });
+    let w = feed(&mut child, input);
     let out = wait_output(child, limit);
-    let _ = feed.join();
+    let _ = w.join();
     out
 }
 

@@ -34,16 +34,14 @@ pub(crate) fn line(srv: &Server, key: &str) -> Vec<String> {
 
 /// Runs the printed line with `extra` arguments after it, in `dir`.
 pub(crate) fn run_line(words: &[String], extra: &[&str], dir: &Path) -> Output {
-    let child = pincat()
-        .args(words)
-        .args(extra)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, WAIT)
+    let args: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
+    crate::util::run(&args, |c| {
+        c.current_dir(dir);
+    })
 }
 
 /// A small tree with a marker that must never show in clear on the path.
@@ -343,38 +341,22 @@ fn relay_mistakes_are_usage_errors_and_an_empty_rendezvous_is_exit_8() {
         "{}",
         text(&o.stderr)
     );
+    // Nobody at the rendezvous, and no relay at all.
     let nobody = format!("{}/{}", relay.addr, "00".repeat(12));
-    let o = crate::util::run(
-        &[
-            "send",
-            "--via",
-            &nobody,
-            "--code",
-            "a-b-c",
-            "--connect-timeout",
-            "1s",
-        ],
-        |c| {
-            c.stdin(Stdio::null());
-        },
-    );
-    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
     let dead = format!("127.0.0.1:{}/{}", crate::util::free_port(), "00".repeat(12));
-    let o = crate::util::run(
-        &[
+    for via in [&nobody, &dead] {
+        let args = [
             "send",
             "--via",
-            &dead,
+            via,
             "--code",
             "a-b-c",
             "--connect-timeout",
             "1s",
-        ],
-        |c| {
-            c.stdin(Stdio::null());
-        },
-    );
-    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+        ];
+        let o = crate::util::run(&args, |_| {});
+        assert_eq!(o.status.code(), Some(8), "{via}: {}", text(&o.stderr));
+    }
 }
 
 #[test]
