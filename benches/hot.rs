@@ -50,6 +50,7 @@ fn bench_frames(cr: &mut Criterion) {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     };
     let enc = offer.encode();
     cr.bench_function("offer encode, 1000 files", |b| {

@@ -18,10 +18,12 @@ use crate::protocol::{
 use crate::session::{Session, WireError};
 
 mod files;
+mod parts;
 mod reader;
 mod sync;
 use files::plan;
 use reader::FileSeq;
+pub(crate) use parts::PART_ENTRIES;
 pub(crate) use sync::hashing_allowance;
 use sync::{await_receipt, compare};
 
@@ -95,6 +97,8 @@ pub(crate) struct Plan {
 enum Reader {
     Stream(Box<dyn Read + Send>),
     Files(Box<FileSeq>),
+    /// A tree too large to offer whole: walked again as it goes, in parts.
+    Parts(Paths),
 }
 
 /// How files are compared with what the taker has (`send --update`).
@@ -114,20 +118,23 @@ impl Plan {
             Source::Reader(r) => (stream_offer(None), Reader::Stream(r)),
             Source::Named(name, r) => (stream_offer(Some(name)), Reader::Stream(r)),
             Source::Paths(p) => {
-                let mut walked = plan(&p.paths, p.links, events)?;
+                let Some(mut walked) = plan(&p.paths, p.links, events)? else {
+                    let offer = parts::placeholder();
+                    return Ok(Plan {
+                        offer,
+                        frames: Vec::new(),
+                        reader: Reader::Parts(p),
+                    });
+                };
                 let skipped = std::mem::take(&mut walked.skipped);
-                if p.strict && !skipped.is_empty() {
-                    return Err(Error::Skipped(format!(
-                        "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",
-                        crate::events::list_names(&skipped, protocol::escape_name)
-                    )));
-                }
+                strict_check(&p, &skipped)?;
                 let offer = Offer {
                     kind: TransferKind::Files,
                     entries: std::mem::take(&mut walked.entries),
                     skipped,
                     update: p.sync.update,
                     checksum: p.sync.checksum,
+                    continued: false,
                 };
                 (offer, Reader::Files(Box::new(FileSeq::of(walked))))
             }
@@ -143,6 +150,17 @@ impl Plan {
     }
 }
 
+/// `--strict`: anything the directories hold that is not sent ends it.
+fn strict_check(p: &Paths, skipped: &[String]) -> Result<()> {
+    if p.strict && !skipped.is_empty() {
+        return Err(Error::Skipped(format!(
+            "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",
+            crate::events::list_names(skipped, protocol::escape_name)
+        )));
+    }
+    Ok(())
+}
+
 /// Gives `plan` over `s`: offer, data, end; `Ok` only on a matching receipt.
 /// `accepted` tells afterwards whether the taker had accepted the offer
 /// (a failure after that left it something to resume from).
@@ -154,7 +172,10 @@ pub(crate) fn give(
     accepted: &Cell<bool>,
 ) -> Result<Transfer> {
     let mut gate = Gate::default();
-    let r = give_through(s, plan, events, classify, &mut gate);
+    let r = match plan.reader {
+        Reader::Parts(p) => parts::give_parts(s, &p, events, classify, &mut gate),
+        _ => give_through(s, plan, events, classify, &mut gate),
+    };
     accepted.set(gate.accepted);
     r
 }
@@ -202,14 +223,19 @@ fn give_through(
         compare(s, seq, gate).map_err(|f| after_failure(s, f, 0, classify, gate))?;
         total = Some(seq.to_send());
     }
-    let sent = stream_all(s, &mut reader, &offer, total, events, classify, gate)?;
+    let input: &mut dyn Read = match &mut reader {
+        Reader::Stream(r) => r,
+        Reader::Files(f) => &mut **f,
+        Reader::Parts(_) => return Err(anyhow!("a tree in parts is not given whole").into()),
+    };
+    let sent = stream_all(s, input, &offer, total, 0, events, classify, gate)?;
     gate.pass(s, u64::MAX)
         .map_err(|f| after_failure(s, f, sent, classify, gate))?;
     let ours = match &reader {
         Reader::Files(seq) => Some(&**seq),
-        Reader::Stream(_) => None,
+        Reader::Stream(_) | Reader::Parts(_) => None,
     };
-    let counts = await_receipt(s, &offer, sent, ours, classify)?;
+    let counts = await_receipt(s, &offer, (sent, ours), Counts { files: 0, bytes: 0 }, classify)?;
     s.close();
     let done = Transfer {
         peer,
@@ -228,9 +254,21 @@ fn give_through(
 #[derive(Default)]
 struct Gate {
     accepted: bool,
+    /// The taker's preamble was read (it comes once, before its first
+    /// BASIS or ACCEPT).
+    heard: bool,
 }
 
 impl Gate {
+    /// Reads the taker's preamble, the first time only.
+    fn hear(&mut self, s: &mut Session) -> std::result::Result<(), GiveFail> {
+        if !self.heard {
+            s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
+            self.heard = true;
+        }
+        Ok(())
+    }
+
     /// Before sending data that brings the total to `total`: past
     /// EARLY_DATA, waits for the taker's preamble and ACCEPT (a REJECT, or
     /// a role mismatch, ends the transfer).
@@ -238,7 +276,7 @@ impl Gate {
         if self.accepted || total <= EARLY_DATA {
             return Ok(());
         }
-        s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
+        self.hear(s)?;
         match s.read_message().map_err(GiveFail::Wire)? {
             Message::Accept => {
                 self.accepted = true;
@@ -252,36 +290,35 @@ impl Gate {
 
 /// Streams all data and the END frame; returns the bytes sent. A failure
 /// (of the source or the connection) is reported to the receiver.
+#[allow(clippy::too_many_arguments)]
 fn stream_all(
     s: &mut Session,
-    reader: &mut Reader,
+    reader: &mut dyn Read,
     offer: &Offer,
     total: Option<u64>,
+    before: u64,
     events: &Events,
     classify: Classify<'_>,
     gate: &mut Gate,
 ) -> Result<u64> {
-    let reader: &mut dyn Read = match reader {
-        Reader::Stream(r) => r,
-        Reader::Files(f) => &mut **f,
-    };
     // Small sources (a 100-byte message) need no 256 KiB buffer.
     let chunk = match total {
         Some(t) => (t as usize).clamp(4096, CHUNK),
         None => 16 * 1024,
     };
     let mut buf = vec![0u8; HEADER_LEN + chunk];
-    let mut sent: u64 = 0;
+    // Progress counts from what earlier parts sent.
+    let mut sent: u64 = before;
     if let Err(e) = pump(s, reader, &mut buf, &mut sent, total, events, gate) {
         return Err(after_failure(s, e, sent, classify, gate));
     }
     let end = Message::End(Counts {
         files: offer.file_count(),
-        bytes: sent,
+        bytes: sent - before,
     });
     s.write_message(&end)
         .map_err(|e| after_failure(s, GiveFail::Wire(e), sent, classify, gate))?;
-    Ok(sent)
+    Ok(sent - before)
 }
 
 /// The bytes an offer announces; a stream announces none.
@@ -304,6 +341,7 @@ fn stream_offer(name: Option<String>) -> Offer {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     }
 }
 
@@ -461,7 +499,7 @@ fn after_failure(
             // what just failed. Before its ACCEPT, its preamble comes first
             // (and says if it is no taker at all).
             let wait = Duration::from_secs(2);
-            if !gate.accepted {
+            if !gate.heard {
                 match s.read_pending_preamble(Role::Giver, wait) {
                     Some(Err(p)) => return classify(WireError::Protocol(p), "before the transfer"),
                     Some(Ok(())) => {}

@@ -390,7 +390,7 @@ impl Refusal {
 }
 
 /// File and byte counts: what END and RECEIPT carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Regular files.
     pub files: u32,

@@ -20,6 +20,7 @@ use crate::store::{self, Fail, Store};
 
 mod end;
 mod frames;
+mod parts;
 use end::{End, not_data, shape_of};
 use frames::{accept, send_digests};
 
@@ -146,7 +147,7 @@ impl Taker {
         // Our preamble goes out at once; theirs, and the offer, must follow
         // within one idle period however the bytes trickle in.
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
-        let (offer, _grant) = match self.read_offer(s) {
+        let (offer, grant) = match self.read_offer(s) {
             Ok(x) => x,
             Err(NoOffer::Wire(e)) => return self.before_offer(s.peer(), client, e),
             Err(NoOffer::Refuse(r)) => return self.refuse(s, client, r, true),
@@ -158,6 +159,10 @@ impl Taker {
                 });
             }
         };
+        if offer.continued {
+            return self.take_parts(s, client, secret, (offer, grant));
+        }
+        let _grant = grant;
         let start = Instant::now();
         let kind = Kind::of(offer.kind);
         let (files, names) = (offer.file_count(), top_names(&offer));
@@ -361,7 +366,7 @@ impl Taker {
         let files = end.files;
         if end.framed {
             // The data is stored whether or not the sender hears it.
-            let _ = send_digests(s, t.digests())
+            let _ = send_digests(s, t.digests(), t.files_before())
                 .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
         }
         s.close();
@@ -420,6 +425,7 @@ impl Taker {
             skipped: Vec::new(),
             update: false,
             checksum: false,
+            continued: false,
         };
         let mut t = match self.claim(offer, None) {
             Ok(t) => t,

@@ -157,6 +157,10 @@ impl Event {
                 skipped,
                 ..
             } => match kind {
+                Kind::Files if bytes.is_none() => format!(
+                    "pincat: receiving a large tree in parts from {peer}{}",
+                    skipped_note(skipped)
+                ),
                 Kind::Files => format!(
                     "pincat: receiving {files} file(s), {} from {peer}{}",
                     human_bytes(bytes.unwrap_or(0)),

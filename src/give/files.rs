@@ -192,32 +192,64 @@ impl Dirs {
 /// uses up a one-shot receiver.
 /// Also returns the names of what the directories held and is not sent
 /// (symbolic links, special files), each reported as a warning here.
-pub(super) fn plan(paths: &[PathBuf], links: Links, events: &Events) -> Result<Walked> {
+pub(super) fn plan(paths: &[PathBuf], links: Links, events: &Events) -> Result<Option<Walked>> {
     let mut tree = Tree {
         links,
+        cap: super::parts::PART_ENTRIES,
+        ..Tree::default()
+    };
+    for p in paths {
+        match plan_top(p, &mut tree, events) {
+            Err(crate::error::Error::Other(e)) if e.is::<Overflow>() => return Ok(None),
+            r => r?,
+        }
+    }
+    Ok(Some(tree.take()))
+}
+
+/// Walks `paths` again for a transfer in parts: every [`PART_ENTRIES`]
+/// entries (and the rest at the end) go to `sink` as one part, with
+/// whether more follow, while the walk holds only the way to where it is.
+///
+/// [`PART_ENTRIES`]: super::parts::PART_ENTRIES
+pub(super) fn walk_parts(
+    paths: &[PathBuf],
+    links: Links,
+    events: &Events,
+    sink: &mut dyn FnMut(Walked, bool) -> Result<()>,
+) -> Result<()> {
+    let mut tree = Tree {
+        links,
+        cap: super::parts::PART_ENTRIES,
+        sink: Some(sink),
         ..Tree::default()
     };
     for p in paths {
         plan_top(p, &mut tree, events)?;
     }
-    check_names(&tree.entries)?;
-    // Grown by doubling while walking: give back what is left over (a
-    // plan may hold a million entries).
-    tree.entries.shrink_to_fit();
-    tree.locals.shrink_to_fit();
-    tree.leaves.shrink_to_fit();
-    Ok(Walked {
-        entries: tree.entries,
-        locals: tree.locals,
-        places: tree.places,
-        leaves: tree.leaves,
-        skipped: tree.skipped,
-    })
+    let last = tree.take();
+    match tree.sink.as_mut() {
+        Some(sink) => sink(last, false),
+        None => Ok(()),
+    }
 }
+
+/// A plan walk past [`super::parts::PART_ENTRIES`] entries without a sink
+/// (the tree goes in parts).
+#[derive(Debug)]
+struct Overflow;
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("too many entries to offer whole")
+    }
+}
+
+impl std::error::Error for Overflow {}
 
 /// A plan as it is walked.
 #[derive(Default)]
-struct Tree {
+struct Tree<'a> {
     entries: Vec<Entry>,
     locals: Vec<Local>,
     places: Vec<Place>,
@@ -228,14 +260,37 @@ struct Tree {
     /// The directories being walked, (device, inode), outermost first: a
     /// followed link back to one of them would never end.
     ancestors: Vec<(u64, u64)>,
+    /// The top-level names so far (one per path given): they must differ.
+    tops: std::collections::HashSet<String>,
+    /// Most entries held at once: past it, what is held goes to `sink`
+    /// (or, without one, the walk stops with [`Overflow`]).
+    cap: usize,
+    sink: Option<&'a mut dyn FnMut(Walked, bool) -> Result<()>>,
 }
 
-impl Tree {
-    /// Adds one planned entry (and its file, for a regular file).
-    fn push(&mut self, p: Planned) {
+impl Tree<'_> {
+    /// Adds one planned entry (and its file, for a regular file), its name
+    /// checked as the receiver will.
+    fn push(&mut self, p: Planned) -> Result<()> {
+        let name = &p.entry.name;
+        protocol::validate_name(name).map_err(|e| anyhow!("cannot send this name: {e}"))?;
+        if !name.contains('/') && !self.tops.insert(name.clone()) {
+            return Err(anyhow!(
+                "two of the given paths are both named {}; send them separately",
+                protocol::escape_name(name)
+            )
+            .into());
+        }
+        if self.entries.len() >= self.cap {
+            let full = self.take();
+            match self.sink.as_mut() {
+                Some(sink) => sink(full, true)?,
+                None => return Err(anyhow::Error::new(Overflow).into()),
+            }
+        }
         self.entries.push(p.entry);
         let Some((at, planned)) = p.local else {
-            return;
+            return Ok(());
         };
         let dir = |p: &Path| p.parent().unwrap_or(Path::new("")).to_path_buf();
         let place = Place {
@@ -252,11 +307,28 @@ impl Tree {
             leaf_end: self.leaves.len() as u32,
             planned,
         });
+        Ok(())
+    }
+
+    /// What is held, as a [`Walked`] (left empty).
+    fn take(&mut self) -> Walked {
+        let mut w = Walked {
+            entries: std::mem::take(&mut self.entries),
+            locals: std::mem::take(&mut self.locals),
+            places: std::mem::take(&mut self.places),
+            leaves: std::mem::take(&mut self.leaves),
+            skipped: std::mem::take(&mut self.skipped),
+        };
+        // Grown by doubling while walking: give back what is left over.
+        w.entries.shrink_to_fit();
+        w.locals.shrink_to_fit();
+        w.leaves.shrink_to_fit();
+        w
     }
 }
 
 /// Reports and records something in a directory that is not sent.
-fn skip(tree: &mut Tree, events: &Events, at: &Place, name: String, why: &str) {
+fn skip(tree: &mut Tree<'_>, events: &Events, at: &Place, name: String, why: &str) {
     events.emit(Event::Warning {
         message: format!("skipping {}: {why}", at.shown.display()),
     });
@@ -269,13 +341,13 @@ fn skip(tree: &mut Tree, events: &Events, at: &Place, name: String, why: &str) {
 fn plan_link(
     at: Place,
     name: String,
-    tree: &mut Tree,
+    tree: &mut Tree<'_>,
     events: &Events,
     dirs: &mut Dirs,
 ) -> Result<()> {
     match tree.links {
         Links::Send => match link_entry(&at, &name) {
-            Some(link) => tree.push(link),
+            Some(link) => tree.push(link)?,
             None => skip(tree, events, &at, name, "its target is not UTF-8"),
         },
         Links::Skip => skip(
@@ -303,11 +375,11 @@ fn plan_link(
                     )
                 }
                 (Some(real), Some(m)) if m.is_dir() => {
-                    tree.push(dir_entry(name.clone(), &m));
+                    tree.push(dir_entry(name.clone(), &m))?;
                     walk(&Place { real, shown }, &name, tree, events, dirs)?;
                 }
                 (Some(real), Some(m)) if m.is_file() => {
-                    tree.push(plan_file(Place { real, shown }, name, dirs)?);
+                    tree.push(plan_file(Place { real, shown }, name, dirs)?)?;
                 }
                 _ => skip(
                     tree,
@@ -324,7 +396,7 @@ fn plan_link(
 
 /// Plans one path the user named. A symbolic link the user named is
 /// followed now, once: what it resolves to is what is read later.
-fn plan_top(p: &Path, tree: &mut Tree, events: &Events) -> Result<()> {
+fn plan_top(p: &Path, tree: &mut Tree<'_>, events: &Events) -> Result<()> {
     let real = fs::canonicalize(p).with_context(|| format!("cannot send {}", p.display()))?;
     let name = real.file_name().ok_or_else(|| {
         anyhow!(
@@ -340,10 +412,10 @@ fn plan_top(p: &Path, tree: &mut Tree, events: &Events) -> Result<()> {
         shown: p.to_path_buf(),
     };
     if meta.is_dir() {
-        tree.push(dir_entry(name.clone(), &meta));
+        tree.push(dir_entry(name.clone(), &meta))?;
         walk(&at, &name, tree, events, &mut Dirs::default())
     } else if meta.is_file() {
-        tree.push(plan_file(at, name, &mut Dirs::default())?);
+        tree.push(plan_file(at, name, &mut Dirs::default())?)?;
         Ok(())
     } else {
         Err(anyhow!(
@@ -352,24 +424,6 @@ fn plan_top(p: &Path, tree: &mut Tree, events: &Events) -> Result<()> {
         )
         .into())
     }
-}
-
-/// Names must be valid on the receiver and unique within the offer.
-fn check_names(entries: &[Entry]) -> Result<()> {
-    // Names inside a directory are unique already: only the top-level
-    // ones, one per path given, can collide.
-    let mut seen = std::collections::HashSet::new();
-    for e in entries {
-        protocol::validate_name(&e.name).map_err(|e| anyhow!("cannot send this name: {e}"))?;
-        if !e.name.contains('/') && !seen.insert(e.name.as_str()) {
-            return Err(anyhow!(
-                "two of the given paths are both named {}; send them separately",
-                protocol::escape_name(&e.name)
-            )
-            .into());
-        }
-    }
-    Ok(())
 }
 
 fn utf8_name(name: &std::ffi::OsStr, p: &Path) -> Result<String> {
@@ -453,7 +507,7 @@ fn plan_file(at: Place, name: String, dirs: &mut Dirs) -> Result<Planned> {
 fn walk(
     dir: &Place,
     prefix: &str,
-    tree: &mut Tree,
+    tree: &mut Tree<'_>,
     events: &Events,
     dirs: &mut Dirs,
 ) -> Result<()> {
@@ -468,7 +522,7 @@ fn walk(
 fn walk_children(
     dir: &Place,
     prefix: &str,
-    tree: &mut Tree,
+    tree: &mut Tree<'_>,
     events: &Events,
     dirs: &mut Dirs,
 ) -> Result<()> {
@@ -497,10 +551,10 @@ fn walk_children(
         // since must not be followed.
         let meta = if kind.is_dir() { Some(stat()?) } else { None };
         if let Some(meta) = meta.as_ref().filter(|m| m.is_dir()) {
-            tree.push(dir_entry(name.clone(), meta));
+            tree.push(dir_entry(name.clone(), meta))?;
             walk(&at, &name, tree, events, dirs)?;
         } else if kind.is_file() {
-            tree.push(plan_file(at, name, dirs)?);
+            tree.push(plan_file(at, name, dirs)?)?;
         } else if kind.is_symlink() {
             plan_link(at, name, tree, events, dirs)?;
         } else {

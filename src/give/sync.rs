@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::digest;
 use crate::error::{Error, Result};
-use crate::protocol::{self, Basis, BasisEntry, Counts, Message, Offer, PlanEntry, Role};
+use crate::protocol::{self, Basis, BasisEntry, Counts, Message, Offer, PlanEntry};
 use crate::session::{Session, WireError};
 
 /// Waits for the taker's ACCEPT and what it has already (BASIS), compares
@@ -88,7 +88,7 @@ impl Gate {
         s: &mut Session,
         seq: &FileSeq,
     ) -> std::result::Result<Vec<BasisEntry>, GiveFail> {
-        s.read_preamble(Role::Giver).map_err(GiveFail::Wire)?;
+        self.hear(s)?;
         let mut bases: Vec<BasisEntry> = Vec::new();
         // A taker hashing what it has says so; it may not stall for ever.
         let until = Instant::now() + hashing_allowance(seq.total());
@@ -137,61 +137,85 @@ pub(crate) fn hashing_allowance(bytes: u64) -> Duration {
 
 /// Waits for the receipt and checks it confirms exactly what was sent, and
 /// that every file's digest (DIGESTS, before it) is the one computed here
-/// (`ours`: none for a stream).
+/// (`ours`: none for a stream). `before` counts what earlier parts of a
+/// transfer in parts confirmed: the receipt counts them too.
 pub(super) fn await_receipt(
     s: &mut Session,
     offer: &Offer,
-    sent: u64,
-    ours: Option<&FileSeq>,
+    (sent, ours): (u64, Option<&FileSeq>),
+    before: Counts,
     classify: Classify<'_>,
 ) -> Result<Counts> {
     let peer = s.peer();
+    let wait = |e| match e {
+        WireError::Timeout => Error::Timeout(format!(
+            "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
+        )),
+        e => classify(e, "while waiting for the receipt"),
+    };
+    let n = offer.file_count() as usize;
+    match ours {
+        Some(o) => await_digests(s, offer, o, before.files, &wait)?,
+        None if n > 0 => return Err(Error::Incomplete("no digests to compare".into())),
+        None => {}
+    }
+    let c = match s.read_message().map_err(wait)? {
+        Message::Receipt(c) => c,
+        Message::Error(r) => return Err(receiver_failed(r)),
+        m => return Err(unexpected(&m, "RECEIPT")),
+    };
+    let (files, bytes) = (before.files + offer.file_count(), before.bytes + sent);
+    if c.files != files || c.bytes != bytes {
+        return Err(Error::Incomplete(format!(
+            "the receiver confirmed {} file(s) and {} bytes, but {files} file(s) and {bytes} bytes were sent",
+            c.files, c.bytes,
+        )));
+    }
+    Ok(c)
+}
+
+/// Reads the digests of the offer's files (the first numbered `first` in
+/// the whole transfer) and checks each, and all of them together, against
+/// the ones computed here.
+pub(super) fn await_digests(
+    s: &mut Session,
+    offer: &Offer,
+    ours: &FileSeq,
+    first: u32,
+    wait: &dyn Fn(WireError) -> Error,
+) -> Result<()> {
+    let n = offer.file_count() as usize;
     let mut next = 0usize;
     let mut theirs_all = blake3::Hasher::new();
-    let c = loop {
-        let m = s.read_message().map_err(|e| match e {
-            WireError::Timeout => Error::Timeout(format!(
-                "waiting for the receipt from {peer}: all {sent} bytes were sent but delivery is not confirmed"
-            )),
-            e => classify(e, "while waiting for the receipt"),
-        })?;
-        match m {
-            Message::Receipt(c) => break c,
-            Message::Digests(d) if d.first as usize == next => {
+    let more = || Error::Incomplete("the receiver broke the protocol: more digests than files".into());
+    while next < n {
+        match s.read_message().map_err(wait)? {
+            Message::Digests(d) if d.first as usize == first as usize + next => {
                 for theirs in d.digests {
-                    match ours.and_then(|o| o.may_match(next, &theirs)) {
+                    match ours.may_match(next, &theirs) {
                         Some(true) => {}
                         Some(false) => return Err(differs(offer, next)),
-                        None => {
-                            return Err(Error::Incomplete(
-                                "the receiver broke the protocol: more digests than files".into(),
-                            ));
-                        }
+                        None => return Err(more()),
                     }
                     add_digest(&mut theirs_all, &theirs);
                     next += 1;
                 }
             }
             Message::Error(r) => return Err(receiver_failed(r)),
-            m => return Err(unexpected(&m, "RECEIPT")),
+            Message::Receipt(_) => {
+                return Err(Error::Incomplete(format!(
+                    "the receiver confirmed the transfer after {next} of {n} digests"
+                )));
+            }
+            m => return Err(unexpected(&m, "DIGESTS")),
         }
-    };
-    if c.files != offer.file_count() || c.bytes != sent || next != offer.file_count() as usize {
-        return Err(Error::Incomplete(format!(
-            "the receiver confirmed {} file(s) and {} bytes ({next} digests), but {} file(s) and {sent} bytes were sent",
-            c.files,
-            c.bytes,
-            offer.file_count()
-        )));
     }
-    if let Some(o) = ours
-        && *theirs_all.finalize().as_bytes() != o.all_digests()
-    {
+    if *theirs_all.finalize().as_bytes() != ours.all_digests() {
         return Err(Error::Incomplete(
             "the receiver's copy does not match what was sent (BLAKE3 digests differ)".into(),
         ));
     }
-    Ok(c)
+    Ok(())
 }
 
 /// The error for file `i`, whose copy at the receiver is not what was sent.

@@ -67,6 +67,9 @@ pub struct Offer {
     pub update: bool,
     /// `--checksum`: compare by content, not by size and time.
     pub checksum: bool,
+    /// One part of a transfer in parts (a tree too large to offer whole):
+    /// another part's OFFER follows this part's END and DIGESTS.
+    pub continued: bool,
 }
 
 impl Offer {
@@ -161,7 +164,12 @@ impl Offer {
             TransferKind::Stream => 0,
             TransferKind::Files => 1,
         });
-        v.push(u8::from(self.update) | u8::from(self.checksum) << 1 | u8::from(more) << 2);
+        v.push(
+            u8::from(self.update)
+                | u8::from(self.checksum) << 1
+                | u8::from(more) << 2
+                | u8::from(self.continued) << 3,
+        );
         v.extend_from_slice(&(entries.len() as u32).to_be_bytes());
         for e in entries {
             v.push(match (e.is_dir, &e.link) {
@@ -209,8 +217,8 @@ impl Offer {
     /// Adds the next OFFER payload's entries (and skipped names) to this
     /// offer; the kind and flags must be the same.
     pub fn extend(&mut self, next: Offer) -> Result<(), ProtocolError> {
-        let same =
-            (next.kind, next.update, next.checksum) == (self.kind, self.update, self.checksum);
+        let flags = |o: &Offer| (o.kind, o.update, o.checksum, o.continued);
+        let same = flags(&next) == flags(self);
         let total = self.total_bytes().checked_add(next.total_bytes());
         if !same || total.is_none() {
             return Err(ProtocolError::Malformed("OFFER"));
@@ -248,7 +256,7 @@ impl Offer {
             _ => return Err(M),
         };
         let flags = r.u8().ok_or(M)?;
-        if flags & !7 != 0 || (kind == TransferKind::Stream && flags != 0) {
+        if flags & !15 != 0 || (kind == TransferKind::Stream && flags != 0) {
             return Err(M);
         }
         let count = r.u32().ok_or(M)? as usize;
@@ -312,6 +320,7 @@ impl Offer {
             skipped,
             update: flags & 1 != 0,
             checksum: flags & 2 != 0,
+            continued: flags & 8 != 0,
         };
         Ok((offer, flags & 4 != 0))
     }

@@ -36,6 +36,7 @@ fn offer_round_trips() {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     };
     assert_eq!(Offer::decode(&offer.encode()), Ok(offer.clone()));
     let stream = Offer {
@@ -44,6 +45,7 @@ fn offer_round_trips() {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     };
     assert_eq!(Offer::decode(&stream.encode()), Ok(stream));
 }
@@ -61,6 +63,7 @@ fn a_time_with_a_second_or_more_of_nanoseconds_or_an_unknown_flag_is_malformed()
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     };
     let mut bytes = offer.encode();
     // kind(1) flags(1) count(4) is_dir(1) mode(4) size(8), then the
@@ -81,6 +84,7 @@ fn offer_rejects_truncation_trailing_bytes_and_overflow() {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     };
     let enc = offer.encode();
     assert_eq!(
@@ -94,6 +98,7 @@ fn offer_rejects_truncation_trailing_bytes_and_overflow() {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     }
     .encode();
     for cut in 0..ok.len() {
@@ -113,6 +118,7 @@ fn offer_rejects_duplicates_and_file_as_parent() {
             skipped: Vec::new(),
             update: false,
             checksum: false,
+            continued: false,
         };
         assert!(matches!(
             Offer::decode(&offer.encode()),
@@ -394,6 +400,7 @@ fn update_flags_travel_in_the_offer_and_streams_have_none() {
         skipped: Vec::new(),
         update: true,
         checksum: true,
+        continued: false,
     };
     assert_eq!(Offer::decode(&offer.encode()).unwrap(), offer);
     assert!(!offer.early_data(), "an update waits for the taker's basis");
@@ -415,6 +422,7 @@ fn a_large_offer_goes_in_frames_and_comes_back_whole() {
         skipped: vec!["tree/a-fifo".into()],
         update: true,
         checksum: false,
+        continued: false,
     };
     let frames = offer.encode_frames(MAX_CONTROL).unwrap();
     assert!(frames.len() > 1, "{} frame(s)", frames.len());

@@ -52,6 +52,9 @@ impl Transfer {
         }
         self.keep_partials();
         self.return_kept(true);
+        if self.parts {
+            self.keep_earlier_parts();
+        }
         self.abort();
     }
 

@@ -40,19 +40,23 @@ impl Transfer {
         let Some(kept) = kept::open(root.as_fd(), false) else {
             return;
         };
-        let listed: HashSet<Vec<u8>> = sys::list_dir(kept.as_fd())
-            .unwrap_or_default()
-            .into_iter()
-            .take(MAX_KEPT_LISTED)
-            .map(|n| n.as_bytes().to_vec())
-            .collect();
+        // A transfer in parts looks each name up (taking it fails when it
+        // is not there): a listing could hold a million names.
+        let listed: Option<HashSet<Vec<u8>>> = (!self.parts).then(|| {
+            sys::list_dir(kept.as_fd())
+                .unwrap_or_default()
+                .into_iter()
+                .take(MAX_KEPT_LISTED)
+                .map(|n| n.as_bytes().to_vec())
+                .collect()
+        });
         for f in 0..self.files.len() {
             let e = &self.offer.entries[self.files[f] as usize];
             if e.size == 0 || !matches!(self.bases[f], FileBasis::New) {
                 continue;
             }
             let name = kept::name(&secret, &e.name, e.size);
-            if !listed.contains(name.as_bytes()) {
+            if listed.as_ref().is_some_and(|l| !l.contains(name.as_bytes())) {
                 continue;
             }
             let Some((own, mut file)) = kept::take(kept.as_fd(), &name) else {
@@ -191,17 +195,14 @@ impl Transfer {
 
     /// Bytes of the offered files the receiver had and keeps.
     pub fn resumed(&self) -> u64 {
-        self.offer
-            .total_bytes()
-            .saturating_sub(self.expected_bytes())
+        let here = self.offer.total_bytes();
+        self.before.resumed + here.saturating_sub(self.expected_bytes())
     }
 
     /// Files left as they were by the quick check (not verified).
     pub fn unverified(&self) -> u32 {
-        self.bases
-            .iter()
-            .filter(|b| matches!(b, FileBasis::Unchanged))
-            .count() as u32
+        let here = self.bases.iter();
+        self.before.unverified + here.filter(|b| matches!(b, FileBasis::Unchanged)).count() as u32
     }
 
     /// Every file's digest as stored (`None`: left as it was unverified).

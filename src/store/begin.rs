@@ -36,6 +36,7 @@ impl Store {
     ) -> Result<Transfer, Fail> {
         let update = offer.kind == TransferKind::Files && (offer.update || self.update);
         let mut t = Transfer::new(self.clone(), offer);
+        t.parts = t.offer.continued;
         t.secret = secret.filter(|_| self.resume);
         t.update = update;
         t.check_links()?;
@@ -146,7 +147,7 @@ impl Transfer {
             .ok_or((RejectCode::Io, "no output".into()))?;
         let root =
             sys::dup(root.as_fd()).map_err(|e| io_fail("cannot open the output".into(), e))?;
-        let many = self.files.len() > MAX_HELD || !self.can_hold();
+        let many = self.parts || self.files.len() > MAX_HELD || !self.can_hold();
         if many && let Some(tops) = self.tree_tops(root.as_fd()) {
             let mut reg = lock(&store.walk);
             let here = sys::stat_fd(root.as_fd())
@@ -159,6 +160,9 @@ impl Transfer {
                 self.find_kept();
                 return Ok(());
             }
+        }
+        if self.parts {
+            return Err(super::parts::parts_fail());
         }
         self.check_and_make(&store, root.as_fd())?;
         // A file `--update` may replace is swapped in from a staged name.

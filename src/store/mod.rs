@@ -48,6 +48,7 @@ mod fail;
 mod kept;
 mod lazy;
 mod links;
+mod parts;
 mod root;
 mod space;
 mod state;
@@ -260,6 +261,13 @@ pub struct Transfer {
     /// Whether starting `behind` was already considered (once per transfer).
     behind_tried: bool,
     done: bool,
+    /// A transfer in parts: `offer` is the current part (see `parts.rs`).
+    parts: bool,
+    /// What the parts before the current one added up to.
+    before: parts::Before,
+    /// Directories of earlier parts whose time waits until nothing more
+    /// comes into them (the ones on the way to the last name so far).
+    carried: Vec<(String, crate::protocol::Mtime)>,
 }
 
 impl Transfer {
@@ -301,6 +309,9 @@ impl Transfer {
             behind: None,
             behind_tried: false,
             done: false,
+            parts: false,
+            before: parts::Before::default(),
+            carried: Vec::new(),
         }
     }
 

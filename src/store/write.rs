@@ -258,13 +258,12 @@ impl Transfer {
     /// Checks the sender's END against what arrived and creates the empty
     /// files at the end of the offer.
     pub fn finish(&mut self, files: u32, bytes: u64) -> Result<(), Fail> {
-        if bytes != self.written {
+        // A transfer in parts: END counts the current part.
+        let here = self.written - self.before.written;
+        if bytes != here {
             return Err((
                 RejectCode::Protocol,
-                format!(
-                    "the sender claims {bytes} bytes but {} arrived",
-                    self.written
-                ),
+                format!("the sender claims {bytes} bytes but {here} arrived"),
             ));
         }
         if self.offer.kind == TransferKind::Stream {

@@ -20,13 +20,24 @@ impl Taker {
     pub(super) fn read_offer(&self, s: &mut Session) -> Admit<(Offer, Grant<'_>)> {
         s.write_preamble(Role::Taker).map_err(NoOffer::Wire)?;
         s.read_preamble(Role::Taker).map_err(NoOffer::Wire)?;
+        self.read_frames(s, true)
+    }
+
+    /// Reads the OFFER frames of one offer (of the next part of a transfer
+    /// in parts, when not `first`: a giver's ABORT there is its refusal).
+    pub(super) fn read_frames(&self, s: &mut Session, first: bool) -> Admit<(Offer, Grant<'_>)> {
         let mut grant = Grant::take(&self.offer_memory, 0).ok_or_else(busy_offers)?;
         let mut offer: Option<Offer> = None;
         loop {
             let (t, len) = s.read_header().map_err(NoOffer::Wire)?;
-            if t == FrameType::Reject && offer.is_none() {
+            let theirs = (t == FrameType::Reject && first) || (t == FrameType::Abort && !first);
+            if theirs && offer.is_none() {
                 return match s.read_body(t, len) {
                     Ok(Message::Reject(r)) => Err(NoOffer::Refused(r)),
+                    Ok(Message::Abort(why)) => Err(NoOffer::Refused(Refusal::new(
+                        RejectCode::Protocol,
+                        format!("the sender gave up: {why}"),
+                    ))),
                     Ok(_) | Err(_) => Err(NoOffer::Wire(WireError::Closed)),
                 };
             }
@@ -81,7 +92,7 @@ fn busy_offers() -> NoOffer {
 }
 
 /// The refusal for an offer that does not decode or check.
-fn bad_offer(p: ProtocolError) -> NoOffer {
+pub(super) fn bad_offer(p: ProtocolError) -> NoOffer {
     match p {
         ProtocolError::Name(n) => NoOffer::Refuse(Refusal::new(RejectCode::BadName, n.to_string())),
         p => NoOffer::Refuse(Refusal::new(RejectCode::Protocol, p.to_string())),
@@ -106,15 +117,17 @@ pub(super) fn accept(s: &mut Session, t: &store::Transfer) -> std::result::Resul
     s.write_message(&Message::Accept)
 }
 
-/// Every file's digest as stored, in DIGESTS frames.
+/// Every file's digest as stored, in DIGESTS frames (`first`: the number
+/// of the first file in the whole transfer).
 pub(super) fn send_digests(
     s: &mut Session,
     digests: &[Option<Hash>],
+    first: u32,
 ) -> std::result::Result<(), WireError> {
     let per = (protocol::MAX_CONTROL - protocol::digests_len(0)) / 33;
     for (k, part) in digests.chunks(per).enumerate() {
         s.write_message(&Message::Digests(Digests {
-            first: (k * per) as u32,
+            first: first + (k * per) as u32,
             digests: part.to_vec(),
         }))?;
     }
@@ -206,6 +219,7 @@ mod tests {
             skipped: Vec::new(),
             update: false,
             checksum: false,
+            continued: false,
         }
     }
 

@@ -59,6 +59,11 @@ impl Transfer {
         if let Some(b) = self.behind.take() {
             b.stop()?;
         }
+        // A transfer in parts gives its directories their times in staging.
+        let tops = match self.parts {
+            true => self.stamp_last_dirs(),
+            false => Vec::new(),
+        };
         let r = match &self.holding {
             Holding::Stdout => {
                 io::stdout()
@@ -75,7 +80,8 @@ impl Transfer {
         // Links once the files are in place, the directories' times last
         // (every name is in place), then durable like the rest.
         let r = r.and_then(|()| self.make_links()).and_then(|linked| {
-            match self.stamp_dirs() || linked {
+            let topped = self.stamp_tops(&tops);
+            match self.stamp_dirs() || linked || topped {
                 true => self.sync_output(),
                 false => Ok(()),
             }
@@ -86,6 +92,25 @@ impl Transfer {
             self.release_all();
         }
         r
+    }
+
+    /// The top-level directories of a transfer in parts, once in place,
+    /// get their times again (placing them may have changed them); whether
+    /// any did.
+    fn stamp_tops(&self, times: &[(std::ffi::OsString, crate::protocol::Mtime)]) -> bool {
+        let Holding::Staged {
+            tree: Some(tree), ..
+        } = &self.holding
+        else {
+            return false;
+        };
+        let mut stamped = false;
+        for (top, fd) in &tree.placed {
+            if let Some((_, t)) = times.iter().find(|(n, _)| n == top) {
+                stamped |= sys::set_mtime(fd.as_fd(), t.secs, t.nanos).is_ok();
+            }
+        }
+        stamped
     }
 
     /// A staged commit's first flush: every byte written so far, durable.

@@ -19,7 +19,7 @@ use crate::sys::{self, Kind, Stat};
 
 /// Most top-level directories one transfer builds whole in its staging
 /// directory (each is held open from the commit on, to undo it safely).
-const MAX_TREE_TOPS: usize = 16;
+pub(in crate::store) const MAX_TREE_TOPS: usize = 16;
 
 /// A staged transfer's new top-level directories, built inside the staging
 /// directory with every file under its final name.
@@ -27,12 +27,12 @@ pub(in crate::store) struct Tree {
     /// The top-level directory names, in offer order, each with the mode it
     /// gets once every one is in place (0o700 until then, so nobody else
     /// can put anything in a tree a failed commit may have to take back).
-    tops: Vec<(OsString, u32)>,
+    pub(in crate::store) tops: Vec<(OsString, u32)>,
     /// The staged directory files go into now, and its path there.
     dir: Option<(String, OwnedFd)>,
     /// Top-level directories already renamed into the output, each with a
     /// descriptor that pins its identity (undone on a later failure).
-    placed: Vec<(OsString, OwnedFd)>,
+    pub(in crate::store) placed: Vec<(OsString, OwnedFd)>,
 }
 
 impl Tree {
@@ -124,16 +124,41 @@ impl Transfer {
     /// Builds the offer's directories inside the staging directory, with
     /// their final modes (masked, and always usable by the receiver).
     pub(in crate::store) fn make_tree(&mut self, tops: Vec<OsString>) -> Result<(), Fail> {
+        self.build_entries()?;
+        let implicit = (0o777 & !self.store.umask) | 0o700;
+        let Holding::Staged { sub, tree, .. } = &mut self.holding else {
+            return Err((RejectCode::Io, "not staged".into()));
+        };
+        let mut moded = Vec::with_capacity(tops.len());
+        for t in tops {
+            let mode = top_mode(&self.offer, &t, self.store.umask).unwrap_or(implicit);
+            prepare_top(sub.as_fd(), &t)?;
+            moded.push((t, mode));
+        }
+        *tree = Some(Tree {
+            tops: moded,
+            dir: None,
+            placed: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Makes the offer's directories (and, in the private tree, its links)
+    /// in the staging directory; remembers each directory's identity for
+    /// its time, unless the transfer comes in parts (which stamps its
+    /// directories in staging instead).
+    pub(in crate::store) fn build_entries(&mut self) -> Result<(), Fail> {
         let umask = self.store.umask;
         let implicit = (0o777 & !umask) | 0o700;
         let times = self.store.times;
+        let record = !self.parts;
         let Transfer {
             offer,
             holding,
             tree_dirs,
             ..
         } = self;
-        let Holding::Staged { sub, tree, .. } = holding else {
+        let Holding::Staged { sub, .. } = holding else {
             return Err((RejectCode::Io, "not staged".into()));
         };
         let mut w = Walker::new(sub.as_fd());
@@ -151,7 +176,7 @@ impl Transfer {
                 make_link(w.fd(), e, times)?;
             }
             let top = !e.name.contains('/');
-            if e.is_dir {
+            if e.is_dir && record {
                 let st = sys::stat_fd(w.fd())
                     .map_err(|err| io_fail("cannot check a directory".into(), err))?;
                 tree_dirs.push((st.dev, st.ino));
@@ -165,21 +190,6 @@ impl Transfer {
                 })?;
             }
         }
-        let mut moded = Vec::with_capacity(tops.len());
-        for t in tops {
-            let e = offer.entries.iter().find(|e| e.is_dir && *e.name == *t);
-            let mode = e.map_or(implicit, |e| (e.mode & 0o777 & !umask) | 0o700);
-            let fd = sys::open_dir_at(sub.as_fd(), &t);
-            fd.and_then(|fd| sys::fchmod(fd.as_fd(), 0o700))
-                .map_err(|err| io_fail("cannot prepare a received directory".into(), err))?;
-            moded.push((t, mode));
-        }
-        let tops = moded;
-        *tree = Some(Tree {
-            tops,
-            dir: None,
-            placed: Vec::new(),
-        });
         Ok(())
     }
 
@@ -241,13 +251,19 @@ impl Transfer {
                 tree: Some(tree), ..
             },
             offer,
+            parts,
             ..
         } = self
         else {
             return;
         };
         for (top, fd) in tree.placed.drain(..).rev() {
-            remove_offered(fd.as_fd(), &top.to_string_lossy(), offer);
+            // A tree in parts: this transfer's alone (mode 0700 since it
+            // was made in staging), and its names are no longer all here.
+            match *parts {
+                true => super::staged::remove_staged(fd.as_fd(), super::staged::STAGED_DEPTH),
+                false => remove_offered(fd.as_fd(), &top.to_string_lossy(), offer),
+            }
             let ours = matches!(
                 (sys::stat_at(root.as_fd(), &top), sys::stat_fd(fd.as_fd())),
                 (Ok(Some(a)), Ok(b)) if a.same(&b)
@@ -257,6 +273,19 @@ impl Transfer {
             }
         }
     }
+}
+
+/// The mode the offered top-level directory `top` gets once in place.
+pub(in crate::store) fn top_mode(offer: &Offer, top: &OsStr, umask: u32) -> Option<u32> {
+    let e = offer.entries.iter().find(|e| e.is_dir && *e.name == *top)?;
+    Some((e.mode & 0o777 & !umask) | 0o700)
+}
+
+/// A staged top-level directory is this user's alone until the commit.
+pub(in crate::store) fn prepare_top(sub: BorrowedFd<'_>, top: &OsStr) -> Result<(), Fail> {
+    let fd = sys::open_dir_at(sub, top);
+    fd.and_then(|fd| sys::fchmod(fd.as_fd(), 0o700))
+        .map_err(|err| io_fail("cannot prepare a received directory".into(), err))
 }
 
 /// Removes from the tree `top_fd` (the offer's top-level directory `top`)

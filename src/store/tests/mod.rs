@@ -62,6 +62,7 @@ fn files(entries: Vec<Entry>) -> Offer {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     }
 }
 
@@ -72,6 +73,7 @@ fn stream() -> Offer {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     }
 }
 

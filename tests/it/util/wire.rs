@@ -39,6 +39,7 @@ pub fn files(entries: Vec<Entry>) -> Offer {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     }
 }
 
@@ -50,6 +51,7 @@ pub fn stream() -> Offer {
         skipped: Vec::new(),
         update: false,
         checksum: false,
+        continued: false,
     }
 }
 

@@ -1,0 +1,188 @@
+//! A tree too large to offer whole goes in parts, so that memory on both
+//! sides stays the same whatever the number of files: the paths are walked
+//! again as the transfer goes, and every [`PART_ENTRIES`] entries are one
+//! part: its OFFER (flagged `continued` but for the last), the taker's
+//! BASIS and ACCEPT, PLAN, DATA and END, then the taker's DIGESTS of that
+//! part, checked here before the next part is walked. The last part ends
+//! with the receipt for the whole transfer, which the taker sends only once
+//! every part is durable and named (the taker commits the parts together).
+
+use std::io::Read;
+use std::time::Instant;
+
+use anyhow::anyhow;
+
+use super::files::{Walked, walk_parts};
+use super::reader::FileSeq;
+use super::sync::{await_digests, await_receipt, compare};
+use super::{Classify, Gate, Paths, after_failure, stream_all, top_names};
+use crate::error::{Error, Result};
+use crate::events::{Event, Events, Kind, Transfer};
+use crate::protocol::{self, Counts, FrameType, Message, Offer, Role, TransferKind};
+use crate::session::{Session, WireError};
+
+/// Most entries one part holds: past it, a tree goes in parts. About
+/// 200 bytes an entry on each side, so a part holds about 10 MiB.
+pub(crate) const PART_ENTRIES: usize = 50_000;
+
+/// The offer a plan in parts holds until its parts are walked.
+pub(super) fn placeholder() -> Offer {
+    Offer {
+        kind: TransferKind::Files,
+        entries: Vec::new(),
+        skipped: Vec::new(),
+        update: false,
+        checksum: false,
+        continued: true,
+    }
+}
+
+/// What the parts given so far add up to.
+#[derive(Default)]
+struct Sofar {
+    parts: u32,
+    /// Files and bytes sent (and confirmed, for all but the last part).
+    done: Counts,
+    /// Bytes the taker had already (resumed).
+    resumed: u64,
+    /// Files the quick check left unverified.
+    unverified: u32,
+}
+
+/// Gives the tree `p` in parts over `s`; `Ok` only on a receipt for all
+/// of it.
+pub(super) fn give_parts(
+    s: &mut Session,
+    p: &Paths,
+    events: &Events,
+    classify: Classify<'_>,
+    gate: &mut Gate,
+) -> Result<Transfer> {
+    if p.sync.update {
+        return Err(anyhow!(
+            "--update compares a tree of at most {PART_ENTRIES} entries at a time; send its directories one by one"
+        )
+        .into());
+    }
+    let start = Instant::now();
+    let mut sofar = Sofar::default();
+    // The session's own failure, kept apart from the walk's.
+    let mut failed: Option<Error> = None;
+    let mut sink = |walked: Walked, continued: bool| -> Result<()> {
+        if p.strict && !walked.skipped.is_empty() {
+            return Err(Error::Skipped(format!(
+                "--strict: {} would be skipped (special files, and links with --no-links, are not sent); the transfer was stopped and nothing was stored",
+                crate::events::list_names(&walked.skipped, protocol::escape_name)
+            )));
+        }
+        let part = Part { walked, continued };
+        give_part(s, part, &mut sofar, events, classify, gate).map_err(|e| {
+            failed = Some(e);
+            Error::Other(anyhow!("stopped"))
+        })
+    };
+    let walk = walk_parts(&p.paths, p.links, events, &mut sink);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Err(e) = walk {
+        // The walk failed here (a file vanished, a name that cannot be
+        // sent): the taker keeps what arrived for the next attempt.
+        if sofar.parts > 0 {
+            let _ = s.write_message(&Message::Abort(format!("{e}")));
+        }
+        s.close();
+        return Err(e);
+    }
+    s.close();
+    let done = Transfer {
+        peer: s.peer(),
+        kind: Kind::Files,
+        files: sofar.done.files,
+        bytes: sofar.done.bytes,
+        resumed: sofar.resumed,
+        unverified: sofar.unverified,
+        duration: start.elapsed(),
+    };
+    events.emit(Event::TransferDone(done.clone()));
+    Ok(done)
+}
+
+/// One part as walked, and whether more follow.
+struct Part {
+    walked: Walked,
+    continued: bool,
+}
+
+/// Offers one part, sends its data, and checks its digests (the last part:
+/// and the receipt).
+fn give_part(
+    s: &mut Session,
+    mut part: Part,
+    sofar: &mut Sofar,
+    events: &Events,
+    classify: Classify<'_>,
+    gate: &mut Gate,
+) -> Result<()> {
+    let offer = Offer {
+        entries: std::mem::take(&mut part.walked.entries),
+        skipped: std::mem::take(&mut part.walked.skipped),
+        continued: part.continued,
+        ..placeholder()
+    };
+    send_offer(s, &offer, sofar.parts == 0, classify)?;
+    if sofar.parts == 0 {
+        events.emit(Event::TransferStarted {
+            peer: s.peer(),
+            kind: Kind::Files,
+            names: top_names(&offer),
+            files: 0,
+            bytes: None,
+            skipped: offer.skipped.clone(),
+        });
+    }
+    sofar.parts += 1;
+    let mut seq = FileSeq::of(part.walked);
+    compare(s, &mut seq, gate).map_err(|f| after_failure(s, f, sofar.done.bytes, classify, gate))?;
+    let input: &mut dyn Read = &mut seq;
+    let before = sofar.done.bytes;
+    let sent = stream_all(s, input, &offer, None, before, events, classify, gate)?;
+    sofar.resumed += offer.total_bytes().saturating_sub(sent);
+    sofar.unverified += seq.skipped();
+    if part.continued {
+        let peer = s.peer();
+        let wait = |e| match e {
+            WireError::Timeout => Error::Timeout(format!(
+                "waiting for {peer} to confirm a part of the transfer"
+            )),
+            e => classify(e, "while waiting for the receiver to confirm a part"),
+        };
+        await_digests(s, &offer, &seq, sofar.done.files, &wait)?;
+        sofar.done.files += offer.file_count();
+        sofar.done.bytes += sent;
+        return Ok(());
+    }
+    let c = await_receipt(s, &offer, (sent, Some(&seq)), sofar.done, classify)?;
+    sofar.done = c;
+    Ok(())
+}
+
+/// Sends a part's OFFER frames (the first part after our preamble).
+fn send_offer(s: &mut Session, offer: &Offer, first: bool, classify: Classify<'_>) -> Result<()> {
+    let frames = offer
+        .frame_ranges(protocol::MAX_CONTROL)
+        .ok_or_else(|| anyhow!("a name or link target is too long to offer"))?;
+    let mut out = match first {
+        true => protocol::preamble_of(Role::Giver).to_vec(),
+        false => Vec::new(),
+    };
+    let n = frames.len();
+    for (i, r) in frames.into_iter().enumerate() {
+        let payload = offer.encode_frame(r, i + 1 == n);
+        out.extend_from_slice(&protocol::frame(FrameType::Offer, &payload));
+        s.write_all(&out)
+            .map_err(|e| classify(e, "during the transfer"))?;
+        out.clear();
+    }
+    Ok(())
+}
