@@ -22,8 +22,8 @@ mod parts;
 mod reader;
 mod sync;
 use files::plan;
-use reader::FileSeq;
 pub(crate) use parts::PART_ENTRIES;
+use reader::FileSeq;
 pub(crate) use sync::hashing_allowance;
 use sync::{await_receipt, compare};
 
@@ -119,6 +119,7 @@ impl Plan {
             Source::Named(name, r) => (stream_offer(Some(name)), Reader::Stream(r)),
             Source::Paths(p) => {
                 let Some(mut walked) = plan(&p.paths, p.links, events)? else {
+                    parts::check(&p)?;
                     let offer = parts::placeholder();
                     return Ok(Plan {
                         offer,
@@ -235,7 +236,13 @@ fn give_through(
         Reader::Files(seq) => Some(&**seq),
         Reader::Stream(_) | Reader::Parts(_) => None,
     };
-    let counts = await_receipt(s, &offer, (sent, ours), Counts { files: 0, bytes: 0 }, classify)?;
+    let counts = await_receipt(
+        s,
+        &offer,
+        (sent, ours),
+        Counts { files: 0, bytes: 0 },
+        classify,
+    )?;
     s.close();
     let done = Transfer {
         peer,

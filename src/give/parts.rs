@@ -37,6 +37,17 @@ pub(super) fn placeholder() -> Offer {
     }
 }
 
+/// What a tree in parts cannot be given with (before anyone is contacted).
+pub(super) fn check(p: &Paths) -> Result<()> {
+    if p.sync.update {
+        return Err(anyhow!(
+            "--update compares at most {PART_ENTRIES} entries in one transfer, and this tree has more; send its directories one by one"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// What the parts given so far add up to.
 #[derive(Default)]
 struct Sofar {
@@ -58,12 +69,7 @@ pub(super) fn give_parts(
     classify: Classify<'_>,
     gate: &mut Gate,
 ) -> Result<Transfer> {
-    if p.sync.update {
-        return Err(anyhow!(
-            "--update compares a tree of at most {PART_ENTRIES} entries at a time; send its directories one by one"
-        )
-        .into());
-    }
+    check(p)?;
     let start = Instant::now();
     let mut sofar = Sofar::default();
     // The session's own failure, kept apart from the walk's.
@@ -143,7 +149,8 @@ fn give_part(
     }
     sofar.parts += 1;
     let mut seq = FileSeq::of(part.walked);
-    compare(s, &mut seq, gate).map_err(|f| after_failure(s, f, sofar.done.bytes, classify, gate))?;
+    compare(s, &mut seq, gate)
+        .map_err(|f| after_failure(s, f, sofar.done.bytes, classify, gate))?;
     let input: &mut dyn Read = &mut seq;
     let before = sofar.done.bytes;
     let sent = stream_all(s, input, &offer, None, before, events, classify, gate)?;

@@ -187,7 +187,8 @@ pub(super) fn await_digests(
     let n = offer.file_count() as usize;
     let mut next = 0usize;
     let mut theirs_all = blake3::Hasher::new();
-    let more = || Error::Incomplete("the receiver broke the protocol: more digests than files".into());
+    let more =
+        || Error::Incomplete("the receiver broke the protocol: more digests than files".into());
     while next < n {
         match s.read_message().map_err(wait)? {
             Message::Digests(d) if d.first as usize == first as usize + next => {

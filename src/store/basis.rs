@@ -56,7 +56,10 @@ impl Transfer {
                 continue;
             }
             let name = kept::name(&secret, &e.name, e.size);
-            if listed.as_ref().is_some_and(|l| !l.contains(name.as_bytes())) {
+            if listed
+                .as_ref()
+                .is_some_and(|l| !l.contains(name.as_bytes()))
+            {
                 continue;
             }
             let Some((own, mut file)) = kept::take(kept.as_fd(), &name) else {

@@ -162,7 +162,9 @@ impl Transfer {
             }
         }
         if self.parts {
-            return Err(super::parts::parts_fail());
+            return Err(self
+                .top_exists(root.as_fd())
+                .unwrap_or_else(super::parts::parts_fail));
         }
         self.check_and_make(&store, root.as_fd())?;
         // A file `--update` may replace is swapped in from a staged name.

@@ -56,6 +56,17 @@ impl Transfer {
         self.before.files
     }
 
+    /// The refusal for the first top-level name of the offer that the
+    /// output has already.
+    pub(super) fn top_exists(&self, root: BorrowedFd<'_>) -> Option<Fail> {
+        let mut tops = self.offer.entries.iter().map(|e| e.name.split('/').next());
+        tops.find_map(|t| {
+            let t = t?;
+            matches!(sys::stat_at(root, OsStr::new(t)), Ok(Some(_)))
+                .then(|| super::fail::exists_fail(&escape_name(t)))
+        })
+    }
+
     /// Takes the next part's offer, once the current part is whole (after
     /// [`Transfer::finish`]): its names are checked and its directories
     /// made in the staging trees as for the first part.
@@ -120,7 +131,11 @@ impl Transfer {
             if e.name.split('/').count() > MAX_WALK_FDS {
                 return Err(parts_fail());
             }
-            if tree.tops.iter().any(|(t, _)| t.as_bytes() == top.as_bytes()) {
+            if tree
+                .tops
+                .iter()
+                .any(|(t, _)| t.as_bytes() == top.as_bytes())
+            {
                 continue;
             }
             if state::reserved_top(top) {
@@ -189,7 +204,9 @@ impl Transfer {
         let mut dirs: Vec<(String, crate::protocol::Mtime)> = std::mem::take(&mut self.carried);
         dirs.extend(mine.filter_map(|e| Some((e.name.clone(), e.mtime?))));
         let on_the_way = |d: &str| {
-            last.is_some_and(|l| l.len() > d.len() && l.starts_with(d) && l.as_bytes()[d.len()] == b'/')
+            last.is_some_and(|l| {
+                l.len() > d.len() && l.starts_with(d) && l.as_bytes()[d.len()] == b'/'
+            })
         };
         let (carry, now): (Vec<_>, Vec<_>) = dirs.into_iter().partition(|(d, _)| on_the_way(d));
         self.carried = carry;
@@ -242,7 +259,14 @@ impl Transfer {
             return;
         };
         let mut names = Vec::new();
-        keep_tree(sub.as_fd(), "", kept.as_fd(), &secret, STAGED_DEPTH, &mut names);
+        keep_tree(
+            sub.as_fd(),
+            "",
+            kept.as_fd(),
+            &secret,
+            STAGED_DEPTH,
+            &mut names,
+        );
         if let Some(here) = &self.store.kept_here {
             super::lock(here).extend(names);
         }

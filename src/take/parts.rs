@@ -48,7 +48,10 @@ impl Walk {
                         && e.name.starts_with(l.as_str())
                         && e.name.as_bytes()[l.len()] == b'/';
                     if under && !l_dir {
-                        return Err(bad("it is inside something that is not a directory", &e.name));
+                        return Err(bad(
+                            "it is inside something that is not a directory",
+                            &e.name,
+                        ));
                     }
                 }
                 _ if self.tops.iter().any(|t| t == top) => {
@@ -148,7 +151,6 @@ impl Taker {
             }
         })?;
         walk.check(&offer)?;
-        s.keep_alive_while(|| t.next_part(offer))
-            .map_err(refusal)
+        s.keep_alive_while(|| t.next_part(offer)).map_err(refusal)
     }
 }

@@ -27,6 +27,8 @@ mod messages;
 mod nat;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.
 mod pairing;
+// Trees too large to offer whole, in parts: whole, resumed, refused out of order.
+mod parts;
 // Through a relay on loopback (pincat's and the PyPI transit relay): every verb, hostile relays, bounds.
 mod relay;
 // The relay's bounds: floods per source, expiry, idle pairs, pairs per source, the byte cap, memory.

@@ -1,4 +1,4 @@
-//! Trees of any size: a 200,000-file tree goes in one transfer (its offer
+//! Trees of any size: a 200,000-file tree goes in one transfer (in parts
 //! in many frames), arrives whole, and neither side's memory grows past
 //! 64 MiB on the way.
 

@@ -54,7 +54,9 @@ fn old_file(dir: &Path, name: &str, len: usize) -> PathBuf {
 
 /// Plans `path`, reads the first 64 KiB, runs `meddle`, reads the rest.
 fn read_with(path: &Path, meddle: impl FnOnce()) -> io::Result<Vec<u8>> {
-    let walked = plan(&[path.to_path_buf()], super::Links::Send, &Events::silent()).unwrap().unwrap();
+    let walked = plan(&[path.to_path_buf()], super::Links::Send, &Events::silent())
+        .unwrap()
+        .unwrap();
     let mut seq = FileSeq::of(walked);
     let mut got = vec![0u8; 64 * 1024];
     seq.read_exact(&mut got)?;
@@ -80,7 +82,9 @@ fn an_unchanged_tree_reads_back_exactly() {
     fs::write(top.join("a"), b"first").unwrap();
     fs::write(top.join("sub/b"), b"second").unwrap();
     fs::write(top.join("sub/empty"), b"").unwrap();
-    let walked = plan(&[top], super::Links::Send, &Events::silent()).unwrap().unwrap();
+    let walked = plan(&[top], super::Links::Send, &Events::silent())
+        .unwrap()
+        .unwrap();
     let names: Vec<&str> = walked.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["t", "t/a", "t/sub", "t/sub/b", "t/sub/empty"]);
     let mut got = Vec::new();
@@ -94,7 +98,9 @@ fn a_symlink_the_user_names_is_followed_once_at_planning() {
     fs::write(dir.path().join("target.txt"), b"pointed at").unwrap();
     let link = dir.path().join("link");
     std::os::unix::fs::symlink("target.txt", &link).unwrap();
-    let walked = plan(&[link], super::Links::Send, &Events::silent()).unwrap().unwrap();
+    let walked = plan(&[link], super::Links::Send, &Events::silent())
+        .unwrap()
+        .unwrap();
     assert_eq!(walked.entries[0].name, "target.txt");
     let mut got = Vec::new();
     FileSeq::of(walked).read_to_end(&mut got).unwrap();
