@@ -6,21 +6,23 @@ use std::cell::Cell;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
 use crate::protocol::{
-    self, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, Refusal, Role, TransferKind,
+    self, Counts, EARLY_DATA, FrameType, HEADER_LEN, Message, Offer, Role, TransferKind,
 };
 use crate::session::{Session, WireError};
 
+mod fail;
 mod files;
 mod parts;
 mod reader;
 mod sync;
+use fail::{GiveFail, after_failure, unexpected};
 use files::plan;
 pub(crate) use parts::PART_ENTRIES;
 use reader::FileSeq;
@@ -383,33 +385,6 @@ pub(crate) fn top_names(offer: &Offer) -> Vec<String> {
     out
 }
 
-fn unexpected(m: &Message, expected: &'static str) -> Error {
-    Error::Incomplete(format!(
-        "the receiver broke the protocol: {}",
-        protocol::ProtocolError::Unexpected {
-            got: m.name(),
-            expected
-        }
-    ))
-}
-
-fn receiver_failed(r: Refusal) -> Error {
-    Error::Refused {
-        code: r.code.as_str(),
-        message: format!("the receiver failed to store the data: {}", r.message),
-    }
-}
-
-/// Why giving stopped.
-enum GiveFail {
-    Wire(WireError),
-    Source(anyhow::Error),
-    /// The taker refused the offer (REJECT) or failed (ERROR).
-    Refused(Refusal),
-    /// The taker broke the protocol.
-    Broken(Error),
-}
-
 /// Sends everything `r` yields as DATA frames.
 ///
 /// Reading on this same thread is deliberate: a read-ahead thread (and a
@@ -473,64 +448,6 @@ fn fill(r: &mut dyn Read, buf: &mut [u8], full: bool) -> io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// Turns a failure while streaming into the most useful error: the receiver's
-/// own ERROR frame when it sent one, else what happened locally.
-fn after_failure(
-    s: &mut Session,
-    fail: GiveFail,
-    sent: u64,
-    classify: Classify<'_>,
-    gate: &Gate,
-) -> Error {
-    let peer = s.peer();
-    match fail {
-        GiveFail::Source(e) => {
-            let _ = s.write_message(&Message::Abort(format!("{e:#}")));
-            s.close();
-            Error::Other(e)
-        }
-        GiveFail::Refused(r) => {
-            s.close();
-            Error::Refused {
-                code: r.code.as_str(),
-                message: r.message,
-            }
-        }
-        GiveFail::Broken(e) => e,
-        GiveFail::Wire(e @ WireError::Protocol(_)) => classify(e, "before the transfer"),
-        GiveFail::Wire(e) => {
-            // The receiver may have explained itself before closing. Read it
-            // without flushing our own pending output first: that flush is
-            // what just failed. Before its ACCEPT, its preamble comes first
-            // (and says if it is no taker at all).
-            let wait = Duration::from_secs(2);
-            if !gate.heard {
-                match s.read_pending_preamble(Role::Giver, wait) {
-                    Some(Err(p)) => return classify(WireError::Protocol(p), "before the transfer"),
-                    Some(Ok(())) => {}
-                    None => return classify(e, "before the transfer"),
-                }
-            }
-            match s.read_pending_message(wait) {
-                Some(Message::Error(r)) => return receiver_failed(r),
-                Some(Message::Reject(r)) => {
-                    return Error::Refused {
-                        code: r.code.as_str(),
-                        message: r.message,
-                    };
-                }
-                _ => {}
-            }
-            match e {
-                WireError::Closed | WireError::Reset => Error::Incomplete(format!(
-                    "the receiver at {peer} closed the connection after {sent} bytes; delivery is not confirmed"
-                )),
-                e => classify(e, "during the transfer"),
-            }
-        }
-    }
 }
 
 /// Raw mode's giving side: `input` as plain bytes, then close_notify; the

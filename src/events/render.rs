@@ -156,18 +156,7 @@ impl Event {
                 bytes,
                 skipped,
                 ..
-            } => match kind {
-                Kind::Files if bytes.is_none() => format!(
-                    "pincat: receiving a large tree in parts from {peer}{}",
-                    skipped_note(skipped)
-                ),
-                Kind::Files => format!(
-                    "pincat: receiving {files} file(s), {} from {peer}{}",
-                    human_bytes(bytes.unwrap_or(0)),
-                    skipped_note(skipped)
-                ),
-                _ => format!("pincat: receiving a {} from {peer}", kind.as_str()),
-            },
+            } => started_line(*peer, *kind, *files, *bytes, skipped),
             Event::TransferDone(t) => {
                 let what = if t.kind == Kind::Files {
                     format!("{} file(s), ", t.files)
@@ -332,5 +321,28 @@ pub(crate) fn list_names(names: &[String], escape: fn(&str) -> String) -> String
     match names.len().saturating_sub(SHOWN) {
         0 => first.join(", "),
         more => format!("{} and {more} more", first.join(", ")),
+    }
+}
+
+/// The human line of a transfer that starts (a tree in parts announces no
+/// size).
+fn started_line(
+    peer: std::net::SocketAddr,
+    kind: Kind,
+    files: u32,
+    bytes: Option<u64>,
+    skipped: &[String],
+) -> String {
+    match (kind, bytes) {
+        (Kind::Files, None) => format!(
+            "pincat: receiving a large tree in parts from {peer}{}",
+            skipped_note(skipped)
+        ),
+        (Kind::Files, Some(b)) => format!(
+            "pincat: receiving {files} file(s), {} from {peer}{}",
+            human_bytes(b),
+            skipped_note(skipped)
+        ),
+        _ => format!("pincat: receiving a {} from {peer}", kind.as_str()),
     }
 }

@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 
+use super::fail::after_failure;
 use super::files::{Walked, walk_parts};
 use super::reader::FileSeq;
 use super::sync::{await_digests, await_receipt, compare};
-use super::{Classify, Gate, Paths, after_failure, stream_all, top_names};
+use super::{Classify, Gate, Paths, stream_all, top_names};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
 use crate::protocol::{self, Counts, FrameType, Message, Offer, Role, TransferKind};

@@ -2,8 +2,9 @@
 //! the files here compared chunk by chunk (PLAN), and at the end every
 //! file's digest from the taker checked against the one computed here.
 
+use super::fail::{GiveFail, receiver_failed, unexpected};
 use super::reader::{Chunks, FileSeq, Part, add_digest};
-use super::{Classify, Gate, GiveFail, receiver_failed, unexpected};
+use super::{Classify, Gate};
 use std::time::{Duration, Instant};
 
 use crate::digest;

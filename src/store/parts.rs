@@ -89,9 +89,13 @@ impl Transfer {
         self.check_links()?;
         self.add_tops()?;
         self.build_entries()?;
+        // The parts before are on disk now: what the file system says is
+        // free counts them, so their promise is given back.
+        self.store.release(self.reserved);
+        self.reserved = 0;
         let need = self.space_needed();
         let root = super::out_dir(&self.root)?;
-        self.reserved += self.store.reserve(root, need)?;
+        self.reserved = self.store.reserve(root, need)?;
         self.find_kept();
         self.count_plans_due();
         Ok(())

@@ -1,5 +1,5 @@
 //! Trees of any size: a 200,000-file tree goes in one transfer (in parts
-//! in many frames), arrives whole, and neither side's memory grows past
+//! of 50,000 entries), arrives whole, and neither side's memory grows past
 //! 64 MiB on the way.
 
 use std::fs;
