@@ -23,7 +23,6 @@ mod parts;
 mod reader;
 mod sync;
 use fail::{GiveFail, after_failure, unexpected};
-use files::plan;
 pub(crate) use parts::PART_ENTRIES;
 use reader::FileSeq;
 pub(crate) use sync::hashing_allowance;
@@ -99,8 +98,8 @@ pub(crate) struct Plan {
 enum Reader {
     Stream(Box<dyn Read + Send>),
     Files(Box<FileSeq>),
-    /// A tree too large to offer whole: walked again as it goes, in parts.
-    Parts(Paths),
+    /// A tree too large to offer whole: walked as it goes, in parts.
+    Parts(Paths, Box<parts::PartsWalk>),
 }
 
 /// How files are compared with what the taker has (`send --update`).
@@ -120,17 +119,18 @@ impl Plan {
             Source::Reader(r) => (stream_offer(None), Reader::Stream(r)),
             Source::Named(name, r) => (stream_offer(Some(name)), Reader::Stream(r)),
             Source::Paths(p) => {
-                let Some(mut walked) = plan(&p.paths, p.links, events)? else {
-                    parts::check(&p)?;
-                    let offer = parts::placeholder();
-                    return Ok(Plan {
-                        offer,
-                        frames: Vec::new(),
-                        reader: Reader::Parts(p),
-                    });
+                let mut walked = match parts::start(&p, events)? {
+                    parts::First::Whole(w) => w,
+                    parts::First::Parts(walk) => {
+                        parts::check(&p)?;
+                        return Ok(Plan {
+                            offer: parts::placeholder(),
+                            frames: Vec::new(),
+                            reader: Reader::Parts(p, walk),
+                        });
+                    }
                 };
                 let skipped = std::mem::take(&mut walked.skipped);
-                strict_check(&p, &skipped)?;
                 let offer = Offer {
                     kind: TransferKind::Files,
                     entries: std::mem::take(&mut walked.entries),
@@ -153,17 +153,6 @@ impl Plan {
     }
 }
 
-/// `--strict`: anything the directories hold that is not sent ends it.
-fn strict_check(p: &Paths, skipped: &[String]) -> Result<()> {
-    if p.strict && !skipped.is_empty() {
-        return Err(Error::Skipped(format!(
-            "--strict: {} would be skipped (special files, and links with --no-links, are not sent); nothing was sent",
-            crate::events::list_names(skipped, protocol::escape_name)
-        )));
-    }
-    Ok(())
-}
-
 /// Gives `plan` over `s`: offer, data, end; `Ok` only on a matching receipt.
 /// `accepted` tells afterwards whether the taker had accepted the offer
 /// (a failure after that left it something to resume from).
@@ -176,7 +165,7 @@ pub(crate) fn give(
 ) -> Result<Transfer> {
     let mut gate = Gate::default();
     let r = match plan.reader {
-        Reader::Parts(p) => parts::give_parts(s, &p, events, classify, &mut gate),
+        Reader::Parts(p, walk) => parts::give_parts(s, (&p, *walk), events, classify, &mut gate),
         _ => give_through(s, plan, events, classify, &mut gate),
     };
     accepted.set(gate.accepted);
@@ -229,14 +218,14 @@ fn give_through(
     let input: &mut dyn Read = match &mut reader {
         Reader::Stream(r) => r,
         Reader::Files(f) => &mut **f,
-        Reader::Parts(_) => return Err(anyhow!("a tree in parts is not given whole").into()),
+        Reader::Parts(..) => return Err(anyhow!("a tree in parts is not given whole").into()),
     };
     let sent = stream_all(s, input, &offer, total, 0, events, classify, gate)?;
     gate.pass(s, u64::MAX)
         .map_err(|f| after_failure(s, f, sent, classify, gate))?;
     let ours = match &reader {
         Reader::Files(seq) => Some(&**seq),
-        Reader::Stream(_) | Reader::Parts(_) => None,
+        Reader::Stream(_) | Reader::Parts(..) => None,
     };
     let counts = await_receipt(
         s,

@@ -192,6 +192,7 @@ impl Dirs {
 /// uses up a one-shot receiver.
 /// Also returns the names of what the directories held and is not sent
 /// (symbolic links, special files), each reported as a warning here.
+#[cfg(test)]
 pub(super) fn plan(paths: &[PathBuf], links: Links, events: &Events) -> Result<Option<Walked>> {
     let mut tree = Tree {
         links,
@@ -237,7 +238,7 @@ pub(super) fn walk_parts(
 /// A plan walk past [`super::parts::PART_ENTRIES`] entries without a sink
 /// (the tree goes in parts).
 #[derive(Debug)]
-struct Overflow;
+pub(super) struct Overflow;
 
 impl std::fmt::Display for Overflow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,6 +8,7 @@
 //! every part is durable and named (the taker commits the parts together).
 
 use std::io::Read;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -25,6 +26,97 @@ use crate::session::{Session, WireError};
 /// Most entries one part holds: past it, a tree goes in parts. About
 /// 200 bytes an entry on each side, so a part holds about 10 MiB.
 pub(crate) const PART_ENTRIES: usize = 50_000;
+
+/// What the walking thread hands over, in order.
+enum Msg {
+    /// A part, and whether more follow.
+    Part(Walked, bool),
+    /// A warning of the walk (something skipped), for the sender's events.
+    Warning(String),
+    /// The walk failed; nothing follows.
+    Failed(Error),
+}
+
+/// What walking the paths found first: all of it (at most [`PART_ENTRIES`]
+/// entries, offered whole), or the first part of a tree in parts.
+pub(super) enum First {
+    Whole(Walked),
+    Parts(Box<PartsWalk>),
+}
+
+/// A tree in parts being walked on a thread of its own, one part ahead of
+/// the one given (the walk of the next part overlaps the transfer of this
+/// one; at most two parts are held).
+pub(super) struct PartsWalk {
+    first: Option<Walked>,
+    rx: Receiver<Msg>,
+}
+
+impl PartsWalk {
+    /// The next part and whether more follow, its warnings emitted first.
+    fn next(&mut self, events: &Events) -> Result<(Walked, bool)> {
+        if let Some(w) = self.first.take() {
+            return Ok((w, true));
+        }
+        next_msg(&self.rx, events)
+    }
+}
+
+/// Walks `p` on a thread of its own and waits for the first part (so a
+/// missing or unreadable file among the first entries is reported before
+/// any connection, as for a tree offered whole). Dropping what this returns
+/// stops the walk.
+pub(super) fn start(p: &Paths, events: &Events) -> Result<First> {
+    let (tx, rx) = sync_channel::<Msg>(0);
+    let (paths, links) = (p.paths.clone(), p.links);
+    std::thread::Builder::new()
+        .name("pincat-walk".into())
+        .spawn(move || {
+            let warn = tx.clone();
+            let quiet = Events::silent().with_hook(move |e| {
+                if let Event::Warning { message } = e {
+                    let _ = warn.send(Msg::Warning(message.clone()));
+                }
+            });
+            let mut sink = |w: Walked, more: bool| {
+                tx.send(Msg::Part(w, more))
+                    .map_err(|_| Error::Other(anyhow!("the walk is no longer needed")))
+            };
+            if let Err(e) = walk_parts(&paths, links, &quiet, &mut sink) {
+                let _ = tx.send(Msg::Failed(e));
+            }
+        })
+        .map_err(|e| anyhow!("cannot start walking the files: {e}"))?;
+    let (first, more) = next_msg(&rx, events)?;
+    strict(p, &first, "nothing was sent")?;
+    Ok(match (first, more) {
+        (w, false) => First::Whole(w),
+        (w, true) => First::Parts(Box::new(PartsWalk { first: Some(w), rx })),
+    })
+}
+
+/// `--strict`: a part that skips anything ends the transfer.
+fn strict(p: &Paths, w: &Walked, then: &str) -> Result<()> {
+    if p.strict && !w.skipped.is_empty() {
+        return Err(Error::Skipped(format!(
+            "--strict: {} would be skipped (special files, and links with --no-links, are not sent); {then}",
+            crate::events::list_names(&w.skipped, protocol::escape_name)
+        )));
+    }
+    Ok(())
+}
+
+/// The walking thread's next part, its warnings emitted on the way.
+fn next_msg(rx: &Receiver<Msg>, events: &Events) -> Result<(Walked, bool)> {
+    loop {
+        match rx.recv() {
+            Ok(Msg::Warning(message)) => events.emit(Event::Warning { message }),
+            Ok(Msg::Part(w, more)) => return Ok((w, more)),
+            Ok(Msg::Failed(e)) => return Err(e),
+            Err(_) => return Err(anyhow!("the walk of the files stopped").into()),
+        }
+    }
+}
 
 /// The offer a plan in parts holds until its parts are walked.
 pub(super) fn placeholder() -> Offer {
@@ -65,7 +157,7 @@ struct Sofar {
 /// of it.
 pub(super) fn give_parts(
     s: &mut Session,
-    p: &Paths,
+    (p, mut walk): (&Paths, PartsWalk),
     events: &Events,
     classify: Classify<'_>,
     gate: &mut Gate,
@@ -73,33 +165,28 @@ pub(super) fn give_parts(
     check(p)?;
     let start = Instant::now();
     let mut sofar = Sofar::default();
-    // The session's own failure, kept apart from the walk's.
-    let mut failed: Option<Error> = None;
-    let mut sink = |walked: Walked, continued: bool| -> Result<()> {
-        if p.strict && !walked.skipped.is_empty() {
-            return Err(Error::Skipped(format!(
-                "--strict: {} would be skipped (special files, and links with --no-links, are not sent); the transfer was stopped and nothing was stored",
-                crate::events::list_names(&walked.skipped, protocol::escape_name)
-            )));
-        }
+    loop {
+        let next = walk.next(events);
+        let next = next.and_then(|(w, more)| {
+            strict(p, &w, "the transfer was stopped and nothing was stored").map(|()| (w, more))
+        });
+        let (walked, continued) = match next {
+            Ok(x) => x,
+            Err(e) => {
+                // The walk failed here (a file vanished, a name that cannot
+                // be sent): the taker keeps what arrived for the next attempt.
+                if sofar.parts > 0 {
+                    let _ = s.write_message(&Message::Abort(format!("{e}")));
+                }
+                s.close();
+                return Err(e);
+            }
+        };
         let part = Part { walked, continued };
-        give_part(s, part, &mut sofar, events, classify, gate).map_err(|e| {
-            failed = Some(e);
-            Error::Other(anyhow!("stopped"))
-        })
-    };
-    let walk = walk_parts(&p.paths, p.links, events, &mut sink);
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    if let Err(e) = walk {
-        // The walk failed here (a file vanished, a name that cannot be
-        // sent): the taker keeps what arrived for the next attempt.
-        if sofar.parts > 0 {
-            let _ = s.write_message(&Message::Abort(format!("{e}")));
+        give_part(s, part, &mut sofar, events, classify, gate)?;
+        if !continued {
+            break;
         }
-        s.close();
-        return Err(e);
     }
     s.close();
     let done = Transfer {
