@@ -401,6 +401,15 @@ impl Session {
     /// end a session whose side is hashing a large file. A failed write is
     /// left for the next read or write to find.
     pub fn keep_alive_while<T: Send>(&mut self, work: impl FnOnce() -> T + Send) -> T {
+        self.keep_alive_every(KEEPALIVE_EVERY, work)
+    }
+
+    /// [`Session::keep_alive_while`], with KEEPALIVE every `every`.
+    pub fn keep_alive_every<T: Send>(
+        &mut self,
+        every: Duration,
+        work: impl FnOnce() -> T + Send,
+    ) -> T {
         use std::sync::mpsc::{RecvTimeoutError, channel};
         std::thread::scope(|sc| {
             let (tx, rx) = channel();
@@ -408,7 +417,7 @@ impl Session {
                 let _ = tx.send(work());
             });
             loop {
-                match rx.recv_timeout(KEEPALIVE_EVERY) {
+                match rx.recv_timeout(every) {
                     Ok(v) => return v,
                     Err(RecvTimeoutError::Timeout) => {
                         let _ = self.write_message(&Message::Keepalive);

@@ -197,7 +197,7 @@ impl Taker {
                 bytes: total,
                 skipped,
             });
-            self.receive(s, &mut t, total, &cut)
+            self.receive(s, &mut t, (total, total.is_some()), &cut)
         });
         s.set_deadline(None);
         let end = End {
@@ -207,6 +207,7 @@ impl Taker {
             framed: true,
             cut: cut.get(),
             shape,
+            parts: false,
         };
         self.conclude(s, t, result, end)
     }
@@ -247,12 +248,13 @@ impl Taker {
 
     /// Reads DATA into the store until END, checking every count. The idle
     /// timeout bounds progress: a files transfer must move PROGRESS_BYTES
-    /// (or finish) per period, a stream a whole frame.
+    /// (or finish) per period, a stream a whole frame. `total` is what
+    /// progress events show (none for a stream or a tree in parts).
     fn receive(
         &self,
         s: &mut Session,
         t: &mut store::Transfer,
-        mut total: Option<u64>,
+        (mut total, files): (Option<u64>, bool),
         cut: &Cell<bool>,
     ) -> std::result::Result<(), Refusal> {
         // The connection broke or went silent, or the sender gave up: what
@@ -266,7 +268,7 @@ impl Taker {
         if t.awaiting_plans() {
             self.await_plans(s, t, &wire, cut)?;
         }
-        let mut mark = 0u64;
+        let mut mark = t.written();
         if total.is_some() {
             total = Some(t.expected_bytes());
         }
@@ -284,7 +286,7 @@ impl Taker {
                         DataError::Wire(e) => wire(e),
                         DataError::Sink(f) => refusal(f),
                     })?;
-                if total.is_none() || t.written() - mark >= PROGRESS_BYTES {
+                if !files || t.written() - mark >= PROGRESS_BYTES {
                     mark = t.written();
                     s.set_deadline(Some(Instant::now() + self.idle_timeout));
                 }
@@ -391,6 +393,10 @@ impl Taker {
         // only where a restarted receiver can resume it (not under a code
         // of this run).
         let keep = end.cut || (r.code == RejectCode::Busy && self.store.kept_outlive_process());
+        // A tree in parts that filled the disk keeps the parts confirmed
+        // before: the same command, once there is room, sends the rest.
+        let full = end.parts && r.code == RejectCode::NoSpace && t.files_before() > 0;
+        let keep = keep || full;
         if keep {
             t.abort_keeping();
         } else {
@@ -407,6 +413,13 @@ impl Taker {
         });
         match r.code {
             RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
+            RejectCode::NoSpace if full => {
+                *lock(&self.awaiting) = Some(end.shape);
+                Outcome::Resumable(Error::Refused {
+                    code: r.code.as_str(),
+                    message: r.message,
+                })
+            }
             RejectCode::Protocol if end.kind == Kind::Files && end.cut => {
                 *lock(&self.awaiting) = Some(end.shape);
                 Outcome::Resumable(Error::Incomplete(r.message))
@@ -449,6 +462,7 @@ impl Taker {
             framed: false,
             cut: false,
             shape: [0; 32],
+            parts: false,
         };
         self.conclude(s, t, result, end)
     }

@@ -89,6 +89,13 @@ pub(super) fn start(p: &Paths, events: &Events) -> Result<First> {
         .map_err(|e| anyhow!("cannot start walking the files: {e}"))?;
     let (first, more) = next_msg(&rx, events)?;
     strict(p, &first, "nothing was sent")?;
+    if more && p.strict {
+        // Every part is looked at before anything is sent: nothing at all
+        // is sent when one would skip something.
+        let quiet = Events::silent();
+        let mut check = |w: Walked, _| strict(p, &w, "nothing was sent");
+        walk_parts(&p.paths, p.links, &quiet, &mut check)?;
+    }
     Ok(match (first, more) {
         (w, false) => First::Whole(w),
         (w, true) => First::Parts(Box::new(PartsWalk { first: Some(w), rx })),
@@ -117,6 +124,11 @@ fn next_msg(rx: &Receiver<Msg>, events: &Events) -> Result<(Walked, bool)> {
         }
     }
 }
+
+/// How often the receiver hears KEEPALIVE while the next part is walked:
+/// often enough for any idle timeout a receiver is likely to set (a frame
+/// is a few bytes).
+const WALK_KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The offer a plan in parts holds until its parts are walked.
 pub(super) fn placeholder() -> Offer {
@@ -166,7 +178,11 @@ pub(super) fn give_parts(
     let start = Instant::now();
     let mut sofar = Sofar::default();
     loop {
-        let next = walk.next(events);
+        // The receiver hears KEEPALIVE while the next part is walked.
+        let next = match sofar.parts {
+            0 => walk.next(events),
+            _ => s.keep_alive_every(WALK_KEEPALIVE, || walk.next(events)),
+        };
         let next = next.and_then(|(w, more)| {
             strict(p, &w, "the transfer was stopped and nothing was stored").map(|()| (w, more))
         });

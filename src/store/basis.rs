@@ -418,7 +418,7 @@ impl Transfer {
 
     fn keep_one(&mut self, f: usize, kept: BorrowedFd<'_>, name: &OsStr) {
         if let Some(here) = &self.store.kept_here {
-            super::lock(here).push(name.to_os_string());
+            super::lock(here).insert(name.to_os_string());
         }
         if let Some(FileBasis::Kept { own: Some(own), .. }) = self.bases.get(f) {
             // Held: still named in the kept directory.

@@ -162,9 +162,12 @@ impl Transfer {
             }
         }
         if self.parts {
-            return Err(self
-                .top_exists(root.as_fd())
-                .unwrap_or_else(super::parts::parts_fail));
+            let fail = match self.top_exists(root.as_fd()) {
+                Some(_) if self.update => super::parts::update_fail(),
+                Some(exists) => exists,
+                None => super::parts::parts_fail(),
+            };
+            return Err(fail);
         }
         self.check_and_make(&store, root.as_fd())?;
         // A file `--update` may replace is swapped in from a staged name.

@@ -123,7 +123,7 @@ pub struct Store {
     /// The names kept by this process when nobody could resume them after
     /// it ends (a code made for this run, or an ephemeral identity): they
     /// are removed as it ends (see [`Store::forget_kept_here`]).
-    kept_here: Option<Mutex<Vec<OsString>>>,
+    kept_here: Option<Mutex<HashSet<OsString>>>,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,

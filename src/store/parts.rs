@@ -39,6 +39,17 @@ pub(super) fn parts_fail() -> Fail {
     )
 }
 
+/// The refusal for `get --update` of a tree in parts that is there.
+pub(super) fn update_fail() -> Fail {
+    (
+        RejectCode::Unsupported,
+        format!(
+            "--update compares at most {} entries in one transfer, and this tree has more; get its directories one by one",
+            crate::give::PART_ENTRIES
+        ),
+    )
+}
+
 impl Transfer {
     /// Whether another part follows this one.
     pub fn continued(&self) -> bool {

@@ -78,7 +78,7 @@ impl Store {
     /// (its admission dies with it): remember them, for
     /// [`Store::forget_kept_here`].
     pub fn kept_for_this_run(mut self, yes: bool) -> Store {
-        self.kept_here = yes.then(|| Mutex::new(Vec::new()));
+        self.kept_here = yes.then(|| Mutex::new(std::collections::HashSet::new()));
         self
     }
 

@@ -35,6 +35,8 @@ pub(super) struct End {
     pub(super) cut: bool,
     /// The offer's shape (see [`shape_of`]).
     pub(super) shape: Hash,
+    /// A tree in parts: a full disk keeps the parts already confirmed.
+    pub(super) parts: bool,
 }
 
 /// What identifies an offer's files across attempts: each entry's kind,

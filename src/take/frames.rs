@@ -28,8 +28,21 @@ impl Taker {
     pub(super) fn read_frames(&self, s: &mut Session, first: bool) -> Admit<(Offer, Grant<'_>)> {
         let mut grant = Grant::take(&self.offer_memory, 0).ok_or_else(busy_offers)?;
         let mut offer: Option<Offer> = None;
+        let walked_by = Instant::now() + PART_WALK;
         loop {
             let (t, len) = s.read_header().map_err(NoOffer::Wire)?;
+            // A giver walking its next part says so, for a bounded time.
+            if t == FrameType::Keepalive && !first && offer.is_none() {
+                s.read_body(t, len).map_err(NoOffer::Wire)?;
+                if Instant::now() > walked_by {
+                    return Err(NoOffer::Refuse(Refusal::new(
+                        RejectCode::Protocol,
+                        "the sender kept walking its next part for longer than 50,000 entries can take",
+                    )));
+                }
+                s.set_deadline(Some(Instant::now() + self.idle_timeout));
+                continue;
+            }
             let theirs = (t == FrameType::Reject && first) || (t == FrameType::Abort && !first);
             if theirs && offer.is_none() {
                 return match s.read_body(t, len) {
@@ -82,6 +95,11 @@ impl Taker {
         Ok((offer, grant))
     }
 }
+
+/// How long a giver may walk the next part of a tree in parts (saying so
+/// with KEEPALIVE): a minute, and 2 ms an entry (a slow or network disk).
+const PART_WALK: std::time::Duration =
+    std::time::Duration::from_millis(60_000 + 2 * crate::give::PART_ENTRIES as u64);
 
 /// The refusal for an offer past the memory budget.
 fn busy_offers() -> NoOffer {

@@ -88,7 +88,8 @@ impl Taker {
             Ok(t) => t,
             Err(r) => return self.refuse(s, client, r, true),
         };
-        drop(grant);
+        // Held while the part's names are: the offer memory counts them.
+        let mut grant = grant;
         self.events.emit(Event::TransferStarted {
             peer: s.peer(),
             kind: Kind::Files,
@@ -102,7 +103,7 @@ impl Taker {
         let result = loop {
             let r = accept(s, &t)
                 .map_err(wire_fail)
-                .and_then(|()| self.receive(s, &mut t, None, &cut));
+                .and_then(|()| self.receive(s, &mut t, (None, true), &cut));
             if let Err(r) = r {
                 break Err(r);
             }
@@ -110,10 +111,12 @@ impl Taker {
             if !t.continued() {
                 break Ok(());
             }
-            if let Err(r) = self.next_part(s, &mut t, &mut walk, &cut) {
-                break Err(r);
+            match self.next_part(s, &mut t, &mut walk, &cut) {
+                Ok(g) => grant = g,
+                Err(r) => break Err(r),
             }
         };
+        drop(grant);
         s.set_deadline(None);
         let end = End {
             kind: Kind::Files,
@@ -122,18 +125,20 @@ impl Taker {
             framed: true,
             cut: cut.get(),
             shape,
+            parts: true,
         };
         self.conclude(s, t, result, end)
     }
 
-    /// Confirms the part just received (DIGESTS) and takes the next one.
+    /// Confirms the part just received (DIGESTS) and takes the next one;
+    /// returns the share of the offer memory its names hold.
     fn next_part(
         &self,
         s: &mut Session,
         t: &mut store::Transfer,
         walk: &mut Walk,
         cut: &Cell<bool>,
-    ) -> std::result::Result<(), Refusal> {
+    ) -> std::result::Result<Grant<'_>, Refusal> {
         let wire = |e: WireError| {
             let down = self.shutdown.load(std::sync::atomic::Ordering::SeqCst);
             cut.set(!down && !matches!(e, WireError::Protocol(_)));
@@ -141,7 +146,7 @@ impl Taker {
         };
         send_digests(s, t.digests(), t.files_before()).map_err(wire)?;
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
-        let (offer, _grant) = self.read_frames(s, false).map_err(|e| match e {
+        let (offer, grant) = self.read_frames(s, false).map_err(|e| match e {
             NoOffer::Wire(e) => wire(e),
             NoOffer::Refuse(r) => r,
             // The giver gave up (its walk failed): what arrived is kept.
@@ -151,6 +156,7 @@ impl Taker {
             }
         })?;
         walk.check(&offer)?;
-        s.keep_alive_while(|| t.next_part(offer)).map_err(refusal)
+        s.keep_alive_while(|| t.next_part(offer)).map_err(refusal)?;
+        Ok(grant)
     }
 }

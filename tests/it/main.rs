@@ -29,6 +29,8 @@ mod nat;
 mod pairing;
 // Trees too large to offer whole, in parts: whole, resumed, refused out of order.
 mod parts;
+// Hostile senders of trees in parts: memory, idle time, a full disk, --strict, later parts.
+mod parts_attacks;
 // Through a relay on loopback (pincat's and the PyPI transit relay): every verb, hostile relays, bounds.
 mod relay;
 // The relay's bounds: floods per source, expiry, idle pairs, pairs per source, the byte cap, memory.

@@ -33,6 +33,9 @@ pub(in crate::store) struct Tree {
     /// Top-level directories already renamed into the output, each with a
     /// descriptor that pins its identity (undone on a later failure).
     pub(in crate::store) placed: Vec<(OsString, OwnedFd)>,
+    /// Whether the placed directories were given their final modes (others
+    /// may have put things in them since).
+    public: bool,
 }
 
 impl Tree {
@@ -139,6 +142,7 @@ impl Transfer {
             tops: moded,
             dir: None,
             placed: Vec::new(),
+            public: false,
         });
         Ok(())
     }
@@ -233,6 +237,7 @@ impl Transfer {
                 .map_err(|e| link_fail(&name, e))?;
             tree.placed.push((top.clone(), fd));
         }
+        tree.public = true;
         for ((_, mode), (_, fd)) in tree.tops.iter().zip(&tree.placed) {
             sys::fchmod(fd.as_fd(), *mode).map_err(sync_fail)?;
         }
@@ -257,6 +262,11 @@ impl Transfer {
         else {
             return;
         };
+        // A tree in parts once public stays: what it holds is no longer
+        // only ours, and its names are no longer all known here.
+        if *parts && tree.public {
+            return;
+        }
         for (top, fd) in tree.placed.drain(..).rev() {
             // A tree in parts: this transfer's alone (mode 0700 since it
             // was made in staging), and its names are no longer all here.
