@@ -220,7 +220,12 @@ fn give_through(
         Reader::Files(f) => &mut **f,
         Reader::Parts(..) => return Err(anyhow!("a tree in parts is not given whole").into()),
     };
-    let sent = stream_all(s, input, &offer, total, 0, events, classify, gate)?;
+    let flow = Flow {
+        size: total,
+        before: 0,
+        shown: total,
+    };
+    let sent = stream_all(s, (input, &offer), flow, events, classify, gate)?;
     gate.pass(s, u64::MAX)
         .map_err(|f| after_failure(s, f, sent, classify, gate))?;
     let ours = match &reader {
@@ -288,26 +293,24 @@ impl Gate {
 
 /// Streams all data and the END frame; returns the bytes sent. A failure
 /// (of the source or the connection) is reported to the receiver.
-#[allow(clippy::too_many_arguments)]
 fn stream_all(
     s: &mut Session,
-    reader: &mut dyn Read,
-    offer: &Offer,
-    total: Option<u64>,
-    before: u64,
+    (reader, offer): (&mut dyn Read, &Offer),
+    flow: Flow,
     events: &Events,
     classify: Classify<'_>,
     gate: &mut Gate,
 ) -> Result<u64> {
     // Small sources (a 100-byte message) need no 256 KiB buffer.
-    let chunk = match total {
+    let chunk = match flow.size {
         Some(t) => (t as usize).clamp(4096, CHUNK),
         None => 16 * 1024,
     };
     let mut buf = vec![0u8; HEADER_LEN + chunk];
     // Progress counts from what earlier parts sent.
+    let before = flow.before;
     let mut sent: u64 = before;
-    if let Err(e) = pump(s, reader, &mut buf, &mut sent, total, events, gate) {
+    if let Err(e) = pump(s, reader, &mut buf, &mut sent, &flow, events, gate) {
         return Err(after_failure(s, e, sent, classify, gate));
     }
     let end = Message::End(Counts {
@@ -317,6 +320,17 @@ fn stream_all(
     s.write_message(&end)
         .map_err(|e| after_failure(s, GiveFail::Wire(e), sent, classify, gate))?;
     Ok(sent - before)
+}
+
+/// What one run of DATA carries.
+pub(super) struct Flow {
+    /// The bytes to send, when known (files): frames are then filled
+    /// across file boundaries.
+    pub(super) size: Option<u64>,
+    /// What earlier parts of a tree in parts sent (progress counts on).
+    pub(super) before: u64,
+    /// The total progress events show (none for a stream or a tree in parts).
+    pub(super) shown: Option<u64>,
 }
 
 /// The bytes an offer announces; a stream announces none.
@@ -384,7 +398,7 @@ fn pump(
     r: &mut dyn Read,
     buf: &mut Vec<u8>,
     sent: &mut u64,
-    total: Option<u64>,
+    flow: &Flow,
     events: &Events,
     gate: &mut Gate,
 ) -> std::result::Result<(), GiveFail> {
@@ -396,7 +410,7 @@ fn pump(
         // Files (known total) fill each frame across file boundaries, so
         // many small files travel in few records; a stream sends what it
         // has at once, so interactive input is not held back.
-        let n = match fill(r, &mut buf[HEADER_LEN..], total.is_some()) {
+        let n = match fill(r, &mut buf[HEADER_LEN..], flow.size.is_some()) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -416,7 +430,7 @@ fn pump(
         events.emit(Event::Progress {
             peer: s.peer(),
             bytes: *sent,
-            total,
+            total: flow.shown,
         });
     }
 }

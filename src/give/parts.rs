@@ -17,7 +17,7 @@ use super::fail::after_failure;
 use super::files::{Walked, walk_parts};
 use super::reader::FileSeq;
 use super::sync::{await_digests, await_receipt, compare};
-use super::{Classify, Gate, Paths, stream_all, top_names};
+use super::{Classify, Flow, Gate, Paths, stream_all, top_names};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Kind, Transfer};
 use crate::protocol::{self, Counts, FrameType, Message, Offer, Role, TransferKind};
@@ -255,9 +255,15 @@ fn give_part(
     let mut seq = FileSeq::of(part.walked);
     compare(s, &mut seq, gate)
         .map_err(|f| after_failure(s, f, sofar.done.bytes, classify, gate))?;
+    let seq_size = seq.to_send();
     let input: &mut dyn Read = &mut seq;
     let before = sofar.done.bytes;
-    let sent = stream_all(s, input, &offer, None, before, events, classify, gate)?;
+    let flow = Flow {
+        size: Some(seq_size),
+        before,
+        shown: None,
+    };
+    let sent = stream_all(s, (input, &offer), flow, events, classify, gate)?;
     sofar.resumed += offer.total_bytes().saturating_sub(sent);
     sofar.unverified += seq.skipped();
     if part.continued {
