@@ -37,6 +37,7 @@
 mod digest;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod fingerprint;
 pub mod forward;
 mod give;

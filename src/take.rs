@@ -19,6 +19,7 @@ use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
 
 mod end;
+mod exec;
 mod frames;
 use end::{End, not_data, shape_of};
 use frames::{accept, send_digests};
@@ -66,6 +67,8 @@ pub(crate) struct Taker {
     offer_memory: AtomicU64,
     /// A dialing taker's own certificate, for "not allowed" messages.
     presenting: Option<Fingerprint>,
+    /// `serve --exec`: the program each transfer is handed to.
+    exec: Option<crate::exec::Exec>,
 }
 
 /// Where an offer stands while it is read and checked.
@@ -110,6 +113,7 @@ impl Taker {
             finalize: Mutex::new(()),
             offer_memory: AtomicU64::new(0),
             presenting: None,
+            exec: None,
         }
     }
 
@@ -158,6 +162,10 @@ impl Taker {
                 });
             }
         };
+        if let Some(o) = self.exec_offer(s, client, &offer) {
+            return o;
+        }
+        let handed = self.handed(s, client, &offer);
         let start = Instant::now();
         let kind = Kind::of(offer.kind);
         let (files, names) = (offer.file_count(), top_names(&offer));
@@ -202,6 +210,7 @@ impl Taker {
             framed: true,
             cut: cut.get(),
             shape,
+            handed,
         };
         self.conclude(s, t, result, end)
     }
@@ -340,7 +349,7 @@ impl Taker {
         s: &mut Session,
         mut t: store::Transfer,
         result: std::result::Result<(), Refusal>,
-        end: End,
+        mut end: End,
     ) -> Outcome {
         let bytes = t.written();
         let (resumed, unverified) = (t.resumed(), t.unverified());
@@ -359,9 +368,14 @@ impl Taker {
             return self.undo(s, t, r, &end);
         }
         let files = end.files;
+        let reply = match self.exec_files(s, end.handed.take()) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
         if end.framed {
             // The data is stored whether or not the sender hears it.
             let _ = send_digests(s, t.digests())
+                .and_then(|()| exec::send_reply(s, reply))
                 .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
         }
         s.close();
@@ -443,6 +457,7 @@ impl Taker {
             framed: false,
             cut: false,
             shape: [0; 32],
+            handed: None,
         };
         self.conclude(s, t, result, end)
     }

@@ -148,6 +148,7 @@ pub(super) fn await_receipt(
     let peer = s.peer();
     let mut next = 0usize;
     let mut theirs_all = blake3::Hasher::new();
+    let mut reply = crate::exec::ReplyOut::default();
     let c = loop {
         let m = s.read_message().map_err(|e| match e {
             WireError::Timeout => Error::Timeout(format!(
@@ -157,6 +158,9 @@ pub(super) fn await_receipt(
         })?;
         match m {
             Message::Receipt(c) => break c,
+            // A receiver's handler still runs, then its reply (`serve --exec`).
+            Message::Keepalive => {}
+            Message::Reply(r) => reply.write(&r)?,
             Message::Digests(d) if d.first as usize == next => {
                 for theirs in d.digests {
                     match ours.and_then(|o| o.may_match(next, &theirs)) {

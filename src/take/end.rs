@@ -35,6 +35,8 @@ pub(super) struct End {
     pub(super) cut: bool,
     /// The offer's shape (see [`shape_of`]).
     pub(super) shape: Hash,
+    /// `serve --out DIR --exec`: what its handler is given once stored.
+    pub(super) handed: Option<super::exec::Handed>,
 }
 
 /// What identifies an offer's files across attempts: each entry's kind,
