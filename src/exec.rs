@@ -92,7 +92,9 @@ impl Exec {
     /// its name when a known peer has that pin.
     pub(crate) fn peer(&self, addr: SocketAddr, client: Option<Fingerprint>) -> Peer {
         let presented = crate::verify::Presented::per_thread();
-        let spki = presented.spki().filter(|_| client.is_some() && presented.get() == client);
+        let spki = presented
+            .spki()
+            .filter(|_| client.is_some() && presented.get() == client);
         let name = self.opts.names.iter().find_map(|(pin, name)| {
             let hit = match pin {
                 Pin::Cert(c) => Some(*c) == client,
@@ -271,9 +273,7 @@ pub fn state_dir() -> crate::Result<PathBuf> {
         .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .map_err(|e| {
-            anyhow::anyhow!("cannot make the state directory {}: {e}", dir.display())
-        })?;
+        .map_err(|e| anyhow::anyhow!("cannot make the state directory {}: {e}", dir.display()))?;
     Ok(dir)
 }
 

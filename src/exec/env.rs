@@ -114,7 +114,11 @@ mod tests {
         assert_eq!(get(&env, "PINCAT_PEER_ADDR"), Some("127.0.0.1:5555"));
         let fp = Fingerprint::of_der(b"cert").to_string();
         assert_eq!(get(&env, "PINCAT_PEER_FINGERPRINT"), Some(fp.as_str()));
-        assert!(get(&env, "PINCAT_PEER_SPKI").unwrap().starts_with("sha256//"));
+        assert!(
+            get(&env, "PINCAT_PEER_SPKI")
+                .unwrap()
+                .starts_with("sha256//")
+        );
         assert_eq!(get(&env, "PINCAT_MESSAGE_NAME"), Some("report.json"));
         assert_eq!(get(&env, "PINCAT_MESSAGE_BYTES"), Some("12"));
         assert_eq!(get(&env, "PINCAT_FILES_LIST"), None);

@@ -247,7 +247,10 @@ impl Running {
     /// SIGTERM, then SIGKILL after a grace; reaps it.
     fn kill(&mut self) {
         let _ = sys::signal_child(&self.child, false);
-        if !matches!(self.wait_until(Some(Instant::now() + KILL_GRACE)), Ok(Some(_))) {
+        if !matches!(
+            self.wait_until(Some(Instant::now() + KILL_GRACE)),
+            Ok(Some(_))
+        ) {
             let _ = sys::signal_child(&self.child, true);
             let _ = self.child.wait();
         }
@@ -299,7 +302,12 @@ mod tests {
         input.extend_from_slice(&long);
         let mut lines = Vec::new();
         each_line(&input[..], |l| lines.push(l));
-        assert_eq!(lines.len(), 4, "{:?}", lines.iter().map(|l| l.len()).collect::<Vec<_>>());
+        assert_eq!(
+            lines.len(),
+            4,
+            "{:?}",
+            lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
         assert_eq!(lines[0], "one");
         assert!(lines[1].len() <= LINE_MAX + 3 && lines[1].ends_with('…'));
         assert_eq!(lines[2], "short");

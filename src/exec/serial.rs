@@ -117,7 +117,10 @@ mod tests {
         });
         assert_eq!(*order.lock().unwrap(), [2, 3, 4]);
         let late = q.ticket();
-        assert!(late.wait_turn(&stop), "a ticket after an empty queue runs at once");
+        assert!(
+            late.wait_turn(&stop),
+            "a ticket after an empty queue runs at once"
+        );
     }
 
     #[test]

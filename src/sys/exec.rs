@@ -45,5 +45,8 @@ pub fn unnamed_rw_in(dir: BorrowedFd<'_>, fresh: &OsStr) -> io::Result<File> {
 /// held in memory that a program reads as its standard input.
 pub fn memory_file() -> io::Result<File> {
     let flags = rustix::fs::MemfdFlags::CLOEXEC;
-    Ok(File::from(rustix::fs::memfd_create(c"pincat-message", flags)?))
+    Ok(File::from(rustix::fs::memfd_create(
+        c"pincat-message",
+        flags,
+    )?))
 }

@@ -13,8 +13,8 @@ use crate::error::Error;
 use crate::events::{Event, Kind, Transfer};
 use crate::exec::{About, Exec, Input, Peer, Running, SPOOL_MEMORY, Spool, Status};
 use crate::fingerprint::Fingerprint;
-use crate::protocol::{Counts, FrameType, MAX_DATA, Message, Offer, Refusal, RejectCode};
 use crate::protocol::TransferKind;
+use crate::protocol::{Counts, FrameType, MAX_DATA, Message, Offer, Refusal, RejectCode};
 use crate::session::{DataError, Session, WireError};
 
 mod files;
@@ -99,7 +99,16 @@ impl Taker {
                 let turn = ticket.as_ref().is_none_or(|t| t.wait_turn(&self.shutdown));
                 match turn.then(|| x.start(&peer, &about, Input::Pipe)) {
                     Some(Ok(h)) => Sink::Handler(h),
-                    Some(Err(st)) => return self.refuse(s, client, st.refusal(), true),
+                    Some(Err(st)) => {
+                        self.events.emit(Event::Handler {
+                            peer: Some(peer.addr),
+                            status: st.token(),
+                            ok: false,
+                            message: st.message(),
+                            reply_bytes: 0,
+                        });
+                        return self.refuse(s, client, st.refusal(), true);
+                    }
                     None => return self.refuse(s, client, shutting_down(), true),
                 }
             }
@@ -307,4 +316,3 @@ const fn reply_chunk() -> usize {
 fn shutting_down() -> Refusal {
     Refusal::new(RejectCode::Busy, "the receiver is shutting down")
 }
-

@@ -91,11 +91,17 @@ impl Taker {
         let (Some(h), Some(x)) = (handed, self.exec.as_ref()) else {
             return Ok(None);
         };
-        let turn = h.ticket.as_ref().is_none_or(|t| t.wait_turn(&self.shutdown));
+        let turn = h
+            .ticket
+            .as_ref()
+            .is_none_or(|t| t.wait_turn(&self.shutdown));
         let list = ListFile::write(&x.dir, &h.names);
         let (st, reply) = match (turn, list) {
             (false, _) => (Status::Failed("the receiver is shutting down".into()), None),
-            (true, Err(e)) => (Status::Failed(format!("cannot write the files list: {e}")), None),
+            (true, Err(e)) => (
+                Status::Failed(format!("cannot write the files list: {e}")),
+                None,
+            ),
             (true, Ok(list)) => {
                 let about = About {
                     files_list: Some(list.0.clone()),
