@@ -11,6 +11,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys;
 
+/// Most bytes all the spools of this process hold in memory at once: past
+/// it, a spool goes to its file at once (many senders at the bound each
+/// cannot exhaust memory).
+pub(crate) const MEMORY_TOTAL: u64 = 64 << 20;
+
+/// Bytes held in memory by all spools.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Takes `n` bytes of [`MEMORY_TOTAL`]; false when they are not left.
+fn reserve(n: u64) -> bool {
+    HELD.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| {
+        (h + n <= MEMORY_TOTAL).then_some(h + n)
+    })
+    .is_ok()
+}
+
+fn release(n: u64) {
+    HELD.fetch_sub(n, Ordering::SeqCst);
+}
+
 /// Held bytes.
 pub(crate) struct Spool {
     memory: Vec<u8>,
@@ -56,9 +76,12 @@ impl Spool {
 
     /// Appends `data`.
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.file.is_none() && self.memory.len() + data.len() > self.bound {
+        let n = data.len() as u64;
+        let fits = || self.memory.len() + data.len() <= self.bound;
+        if self.file.is_none() && !(fits() && reserve(n)) {
             let mut f = self.unnamed_file()?;
             f.write_all(&self.memory)?;
+            release(self.memory.len() as u64);
             self.memory = Vec::new();
             self.file = Some(f);
         }
@@ -91,8 +114,8 @@ impl Spool {
 
     /// The bytes as a file at its start, for a program's standard input:
     /// the spool's own, or (held in memory) an unnamed in-memory one.
-    pub(crate) fn into_file(self) -> io::Result<File> {
-        let mut f = match self.file {
+    pub(crate) fn into_file(mut self) -> io::Result<File> {
+        let mut f = match self.file.take() {
             Some(f) => f,
             None => {
                 let mut f = match sys::memory_file() {
@@ -108,18 +131,27 @@ impl Spool {
     }
 
     /// The bytes, to read from their start.
-    pub(crate) fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
-        Ok(match self.file {
+    pub(crate) fn into_reader(mut self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match self.file.take() {
             Some(mut f) => {
                 f.seek(SeekFrom::Start(0))?;
                 Box::new(f)
             }
-            None => Box::new(io::Cursor::new(self.memory)),
+            None => {
+                release(self.memory.len() as u64);
+                Box::new(io::Cursor::new(std::mem::take(&mut self.memory)))
+            }
         })
     }
 
     fn unnamed_file(&self) -> io::Result<File> {
         unnamed_in(&self.dir)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        release(self.memory.len() as u64);
     }
 }
 
@@ -153,6 +185,24 @@ mod tests {
         let mut back = Vec::new();
         s.into_file().unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, b"0123456789abc");
+    }
+
+    #[test]
+    fn all_spools_together_stay_within_the_memory_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        let n = (MEMORY_TOTAL >> 20) as usize + 4;
+        let spools: Vec<Spool> = (0..n)
+            .map(|_| {
+                let mut s = Spool::new(1 << 20, dir.path().to_path_buf());
+                s.write(&chunk).unwrap();
+                s
+            })
+            .collect();
+        // Other tests' spools may hold some too: at least the excess went to disk.
+        assert!(spools.iter().filter(|s| s.on_disk()).count() >= 4);
+        assert!(HELD.load(Ordering::SeqCst) <= MEMORY_TOTAL);
+        drop(spools);
     }
 
     #[test]

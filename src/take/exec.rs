@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Outcome, Taker, not_data, wire_fail};
 use crate::error::Error;
 use crate::events::{Event, Kind, Transfer};
-use crate::exec::{About, Exec, Input, Peer, Running, SPOOL_MEMORY, Spool, Status};
+use crate::exec::{About, Exec, Input, Peer, Running, SPOOL_MEMORY, Spool, Status, Ticket};
 use crate::fingerprint::Fingerprint;
 use crate::protocol::TransferKind;
 use crate::protocol::{Counts, FrameType, MAX_DATA, Message, Offer, Refusal, RejectCode};
@@ -92,26 +92,11 @@ impl Taker {
             name: offer.entries.first().map(|e| e.name.clone()),
             ..About::default()
         };
+        // `--serial`: the place is drawn as the sender arrives.
         let ticket = x.opts.serial.then(|| x.queue.ticket());
-        let mut sink = match x.opts.stream {
-            false => Sink::Spool(Spool::new(SPOOL_MEMORY, x.dir.clone())),
-            true => {
-                let turn = ticket.as_ref().is_none_or(|t| t.wait_turn(&self.shutdown));
-                match turn.then(|| x.start(&peer, &about, Input::Pipe)) {
-                    Some(Ok(h)) => Sink::Handler(h),
-                    Some(Err(st)) => {
-                        self.events.emit(Event::Handler {
-                            peer: Some(peer.addr),
-                            status: st.token(),
-                            ok: false,
-                            message: st.message(),
-                            reply_bytes: 0,
-                        });
-                        return self.refuse(s, client, st.refusal(), true);
-                    }
-                    None => return self.refuse(s, client, shutting_down(), true),
-                }
-            }
+        let mut sink = match self.open_sink(x, &peer, &about, ticket.as_ref()) {
+            Ok(sink) => sink,
+            Err(r) => return self.refuse(s, client, r, true),
         };
         let start = Instant::now();
         let got = s
@@ -134,20 +119,11 @@ impl Taker {
             Err(r) => return self.exec_cut(s, &peer, sink, r),
         };
         about.bytes = Some(bytes);
-        let running = match sink {
-            Sink::Handler(h) => Ok(h),
-            Sink::Spool(sp) => match ticket.as_ref().is_none_or(|t| t.wait_turn(&self.shutdown)) {
-                true => sp
-                    .into_file()
-                    .map_err(|e| Status::Failed(format!("cannot read the spooled message: {e}")))
-                    .and_then(|f| x.start(&peer, &about, Input::File(f))),
-                false => Err(Status::Failed("the receiver is shutting down".into())),
-            },
-        };
-        let (st, reply) = match running {
-            Ok(h) => s.keep_alive_while(|| h.finish()),
-            Err(st) => (st, None),
-        };
+        // The sender hears KEEPALIVE while the handler waits its turn and runs.
+        let (st, reply) = s.keep_alive_while(|| match sink {
+            Sink::Handler(h) => h.finish(),
+            Sink::Spool(sp) => self.run_spooled(x, &peer, &about, sp, ticket.as_ref()),
+        });
         drop(ticket);
         match self.answer(s, &peer, st, reply) {
             Ok(reply) => {
@@ -156,6 +132,58 @@ impl Taker {
                 self.exec_done(s, Counts { files: 0, bytes }, start)
             }
             Err(e) => Outcome::Transfer(Err(e)),
+        }
+    }
+
+    /// Where the data goes: a spool, or (`--exec-stream`) the handler,
+    /// started once it is its turn. A handler that cannot start refuses
+    /// the transfer.
+    fn open_sink(
+        &self,
+        x: &Exec,
+        peer: &Peer,
+        about: &About,
+        ticket: Option<&Ticket>,
+    ) -> Result<Sink, Refusal> {
+        if !x.opts.stream {
+            return Ok(Sink::Spool(Spool::new(SPOOL_MEMORY, x.dir.clone())));
+        }
+        if !ticket.is_none_or(|t| t.wait_turn(&self.shutdown)) {
+            return Err(shutting_down());
+        }
+        x.start(peer, about, Input::Pipe)
+            .map(Sink::Handler)
+            .map_err(|st| {
+                self.events.emit(Event::Handler {
+                    peer: Some(peer.addr),
+                    status: st.token(),
+                    ok: false,
+                    message: st.message(),
+                    reply_bytes: 0,
+                });
+                st.refusal()
+            })
+    }
+
+    /// Runs the handler on a whole spooled message once it is its turn.
+    fn run_spooled(
+        &self,
+        x: &Exec,
+        peer: &Peer,
+        about: &About,
+        spool: Spool,
+        ticket: Option<&Ticket>,
+    ) -> (Status, Option<Spool>) {
+        if !ticket.is_none_or(|t| t.wait_turn(&self.shutdown)) {
+            return (Status::Failed("the receiver is shutting down".into()), None);
+        }
+        let started = spool
+            .into_file()
+            .map_err(|e| Status::Failed(format!("cannot read the spooled message: {e}")))
+            .and_then(|f| x.start(peer, about, Input::File(f)));
+        match started {
+            Ok(h) => h.finish(),
+            Err(st) => (st, None),
         }
     }
 

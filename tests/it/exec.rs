@@ -64,15 +64,7 @@ fn env_value<'a>(env: &'a str, name: &str) -> Option<&'a str> {
 fn a_hundred_concurrent_senders_each_handled_once_with_their_own_fingerprint() {
     const N: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let ids: Vec<(PathBuf, String)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..N)
-            .map(|i| {
-                let d = dir.path();
-                s.spawn(move || identity(d, &format!("id{i}.pem")))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let ids = identities(dir.path(), N);
     let allow: String = ids.iter().map(|(_, fp)| format!("{fp}\n")).collect();
     std::fs::write(dir.path().join("allow.txt"), allow).unwrap();
     std::fs::create_dir(dir.path().join("got")).unwrap();
@@ -118,9 +110,24 @@ cat > "$f" && env > "$f.env" && echo "handled $PINCAT_MESSAGE_BYTES""#,
         let want = format!("handled {}\n", inputs[i].len());
         assert_eq!(text(&o.stdout), want, "sender {i}: the reply");
     }
-    // Every message exactly once, whole, with its sender's fingerprint.
-    let mut seen = vec![0usize; N];
-    for e in std::fs::read_dir(dir.path().join("got")).unwrap() {
+    check_each_once(&dir.path().join("got"), &inputs, &ids);
+}
+
+/// `n` persistent identities in `dir`, made in parallel.
+fn identities(dir: &Path, n: usize) -> Vec<(PathBuf, String)> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| s.spawn(move || identity(dir, &format!("id{i}.pem"))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Every message in `got` (with its `.env`) is one of `inputs`, whole,
+/// with its sender's fingerprint and size; each arrived exactly once.
+fn check_each_once(got: &Path, inputs: &[Vec<u8>], ids: &[(PathBuf, String)]) {
+    let mut seen = vec![0usize; inputs.len()];
+    for e in std::fs::read_dir(got).unwrap() {
         let path = e.unwrap().path();
         if path.extension().is_some() {
             continue;
@@ -274,27 +281,26 @@ fn a_stranger_never_starts_a_handler() {
     assert!(ran.exists());
 }
 
+/// A peers file in `dir` knowing `pin` as `name`.
+fn known_peer(dir: &Path, name: &str, pin: &str) -> PathBuf {
+    let peers = dir.join("peers");
+    let add = crate::util::pincat()
+        .args(["peers", "add", name, "127.0.0.1:9", "--pin", pin])
+        .env("PINCAT_PEERS", &peers)
+        .output()
+        .unwrap();
+    assert_eq!(add.status.code(), Some(0), "{}", text(&add.stderr));
+    peers
+}
+
+/// A known peer's name comes from its verified key, never from a claim.
 #[test]
 fn the_environment_is_the_allowlist_and_the_verified_peer() {
     let dir = tempfile::tempdir().unwrap();
     let (_, server_fp) = identity(dir.path(), "server.pem");
     let key = std::fs::read_to_string(dir.path().join("server.pem")).unwrap();
     let (alice, alice_fp) = identity(dir.path(), "alice.pem");
-    // A known peer: its name comes from the verified key, never a claim.
-    let peers = dir.path().join("peers");
-    let add = crate::util::pincat()
-        .args([
-            "peers",
-            "add",
-            "alice-box",
-            "127.0.0.1:9",
-            "--pin",
-            &alice_fp,
-        ])
-        .env("PINCAT_PEERS", &peers)
-        .output()
-        .unwrap();
-    assert_eq!(add.status.code(), Some(0), "{}", text(&add.stderr));
+    let peers = known_peer(dir.path(), "alice-box", &alice_fp);
     let env = [
         ("PINCAT_CANARY_SECRET", "canary-7f3a"),
         ("JOB_TOKEN", "passed-through"),

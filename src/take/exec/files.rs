@@ -91,30 +91,33 @@ impl Taker {
         let (Some(h), Some(x)) = (handed, self.exec.as_ref()) else {
             return Ok(None);
         };
-        let turn = h
-            .ticket
-            .as_ref()
-            .is_none_or(|t| t.wait_turn(&self.shutdown));
-        let list = ListFile::write(&x.dir, &h.names);
-        let (st, reply) = match (turn, list) {
-            (false, _) => (Status::Failed("the receiver is shutting down".into()), None),
-            (true, Err(e)) => (
-                Status::Failed(format!("cannot write the files list: {e}")),
-                None,
-            ),
-            (true, Ok(list)) => {
-                let about = About {
-                    files_list: Some(list.0.clone()),
-                    ..About::default()
-                };
-                let r = match x.start(&h.peer, &about, Input::Null) {
-                    Ok(run) => s.keep_alive_while(|| run.finish()),
-                    Err(st) => (st, None),
-                };
-                drop(list);
-                r
+        // The sender hears KEEPALIVE while the handler waits its turn and runs.
+        let (st, reply) = s.keep_alive_while(|| {
+            if !h
+                .ticket
+                .as_ref()
+                .is_none_or(|t| t.wait_turn(&self.shutdown))
+            {
+                return (Status::Failed("the receiver is shutting down".into()), None);
             }
-        };
+            let list = match ListFile::write(&x.dir, &h.names) {
+                Ok(l) => l,
+                Err(e) => {
+                    return (
+                        Status::Failed(format!("cannot write the files list: {e}")),
+                        None,
+                    );
+                }
+            };
+            let about = About {
+                files_list: Some(list.0.clone()),
+                ..About::default()
+            };
+            match x.start(&h.peer, &about, Input::Null) {
+                Ok(run) => run.finish(),
+                Err(st) => (st, None),
+            }
+        });
         drop(h.ticket);
         self.answer(s, &h.peer, st, reply)
             .map_err(|e| Outcome::Transfer(Err(e)))
