@@ -102,6 +102,9 @@ impl Exec {
             };
             hit.then(|| name.clone())
         });
+        // Else the name the CA issued its certificate for, if the CA
+        // admitted it on this thread's handshake.
+        let name = name.or_else(|| client.and(crate::verify::issued_name()));
         Peer {
             addr,
             fingerprint: client,

@@ -440,3 +440,28 @@ fn exec_refuses_raw_mode_on_the_command_line() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
+
+#[test]
+fn a_ca_issued_sender_is_named_by_its_certificate() {
+    use crate::ca::{issue, pincat_ca};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, ca_pem) = pincat_ca(d, "ca");
+    let ci = issue(d, "ci.id", &ca, &["ci-runner-7"]);
+    let id = ["--identity", ci.to_str().unwrap()];
+    for named in [false, true] {
+        let mut args = vec!["--keep-open", "--allow-ca", ca_pem.to_str().unwrap()];
+        if named {
+            args.extend(["--allow-name", "ci-runner-7"]);
+        }
+        let srv = serve(d, &args, &["env"]);
+        let o = send(&srv.addr, &srv.fingerprint, &id, b"done");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let env = text(&o.stdout);
+        assert_eq!(
+            env_value(&env, "PINCAT_PEER_NAME"),
+            Some("ci-runner-7"),
+            "{env}"
+        );
+    }
+}
