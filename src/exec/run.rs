@@ -162,6 +162,9 @@ impl Running {
         if self.input_closed {
             return Ok(());
         }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Status::Timeout(self.timeout.unwrap_or_default()));
+        }
         for part in data {
             let mut at = 0;
             while at < part.len() {

@@ -94,3 +94,34 @@ echo eof > "$PWD/eof""#,
     );
     assert!(dir.path().join("eof").exists() && !term.exists());
 }
+
+#[test]
+fn a_streaming_handler_that_never_reads_stalls_only_its_own_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = script(
+        dir.path(),
+        "picky.sh",
+        r#"if [ "$PINCAT_MESSAGE_NAME" = stall ]; then sleep 30; else cat; fi"#,
+    );
+    let args = ["--keep-open", "--exec-stream", "--idle-timeout", "2s"];
+    let srv = serve(dir.path(), &args, &[&h]);
+    let big = crate::util::random_bytes(8 << 20, 9);
+    let to = (srv.addr.as_str(), srv.fingerprint.as_str());
+    std::thread::scope(|s| {
+        let stalled = s.spawn(|| send(to.0, to.1, &["--as", "stall"], &big));
+        // Others get through meanwhile.
+        for i in 0..3 {
+            let msg = format!("message {i}");
+            let o = send(to.0, to.1, &["--as", "ok"], msg.as_bytes());
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+            assert_eq!(o.stdout, msg.as_bytes());
+        }
+        let o = stalled.join().unwrap();
+        assert_eq!(o.status.code(), Some(12), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("read none of its input"),
+            "{}",
+            text(&o.stderr)
+        );
+    });
+}
