@@ -68,6 +68,10 @@ pub(crate) struct Exec {
     pub(crate) out: Option<PathBuf>,
     /// The sink of the handler's events.
     pub(crate) events: std::sync::Arc<crate::events::Events>,
+    /// Set as the receiver shuts down: running handlers are ended.
+    pub(crate) stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Handlers started and not yet reaped.
+    pub(crate) live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Exec {
@@ -77,6 +81,7 @@ impl Exec {
         opts: ExecOptions,
         out: Option<PathBuf>,
         events: std::sync::Arc<crate::events::Events>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> crate::Result<Exec> {
         Ok(Exec {
             opts,
@@ -84,7 +89,20 @@ impl Exec {
             dir: state_dir()?,
             out,
             events,
+            stop,
+            live: Default::default(),
         })
+    }
+
+    /// Waits (at most `limit`) until no handler runs: after a shutdown,
+    /// each is being ended by the thread that started it.
+    pub(crate) fn wait_ended(&self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.live.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Who is at `addr`: the certificate it proved (`client`), its key's
@@ -123,7 +141,7 @@ impl Exec {
         let lookup = |k: &str| std::env::var_os(k);
         let env = env::handler_env(&lookup, &self.opts.env, peer, about);
         let cwd = about.files_list.as_ref().and(self.out.as_deref());
-        run::start(&self.opts, env, cwd, input, &self.dir, &self.events, peer)
+        run::start(self, env, cwd, input, peer)
     }
 }
 

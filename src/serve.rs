@@ -240,6 +240,8 @@ impl Server {
         // temporary data of unfinished transfers is removed by its owner.
         let _guard = shared.taker.finalize();
         self.store.forget_kept_here();
+        // No handler outlives the receiver: those still running are ended.
+        shared.taker.end_handlers();
         r.map(|()| summary)
     }
 
@@ -261,7 +263,8 @@ impl Server {
                     Output::Default => None,
                 };
                 let events = self.endpoint.events().clone();
-                Some(crate::exec::Exec::new(x.clone(), out, events)?)
+                let stop = self.endpoint.listening().shutdown_flag();
+                Some(crate::exec::Exec::new(x.clone(), out, events, stop)?)
             }
             None => None,
         };

@@ -35,9 +35,6 @@ pub fn exec_options(a: &ExecArgs) -> pincat::Result<Option<ExecOptions>> {
     let Some((program, args)) = a.exec.split_first() else {
         return Ok(None);
     };
-    if a.exec_timeout.is_some_and(|d| d.is_zero()) {
-        return Err(super::usage::usage("--exec-timeout must be more than zero"));
-    }
     Ok(Some(ExecOptions {
         program: program.clone(),
         args: args.to_vec(),

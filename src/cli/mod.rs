@@ -184,6 +184,7 @@ mod tests {
             (&["offer"], "--expire"),
             (&["offer"], "--resume-wait"),
             (&["serve"], "--resume-wait"),
+            (&["serve"], "--exec-timeout"),
             (&["offer"], "--idle-timeout"),
             (&["offer"], "--timeout"),
             (&["offer"], "--handshake-timeout"),

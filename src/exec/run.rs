@@ -13,13 +13,13 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use super::spool::{Filled, Spool};
-use super::{ExecOptions, KILL_GRACE, Peer, REPLY_MAX, SPOOL_MEMORY, Status};
-use crate::events::{Event, Events};
+use super::{Exec, KILL_GRACE, Peer, REPLY_MAX, SPOOL_MEMORY, Status};
+use crate::events::Event;
 use crate::sys;
 
 /// Longest stderr line passed on whole; a longer one is cut.
@@ -50,18 +50,37 @@ pub(crate) struct Running {
     timeout: Option<Duration>,
     /// The handler closed its input: what else arrives is dropped.
     input_closed: bool,
+    /// The receiver is shutting down: the handler is ended.
+    stop: Arc<AtomicBool>,
+    _live: Live,
 }
 
-/// Starts `opts`'s program for `peer`, with `env` only, in `cwd`.
+/// Counts a handler in [`Exec::live`] while its `Running` lives (until
+/// it was reaped or killed).
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Live {
+        count.fetch_add(1, Ordering::SeqCst);
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Starts `x`'s program for `peer`, with `env` only, in `cwd`.
 pub(crate) fn start(
-    opts: &ExecOptions,
+    x: &Exec,
     env: Vec<(String, OsString)>,
     cwd: Option<&Path>,
     input: Input,
-    spool_dir: &Path,
-    events: &Arc<Events>,
     peer: &Peer,
 ) -> Result<Running, Status> {
+    let (opts, spool_dir, events) = (&x.opts, &x.dir, &x.events);
     let mut cmd = Command::new(&opts.program);
     cmd.args(&opts.args)
         .env_clear()
@@ -122,6 +141,8 @@ pub(crate) fn start(
         deadline: opts.timeout.map(|t| Instant::now() + t),
         timeout: opts.timeout,
         input_closed: false,
+        stop: x.stop.clone(),
+        _live: Live::new(&x.live),
     })
 }
 
@@ -195,19 +216,20 @@ impl Running {
     }
 
     /// Waits for the handler's end (closing its input first): its status
-    /// and its reply. Past its timeout, or past the reply's bound, it is
-    /// killed.
+    /// and its reply. Past its timeout, past the reply's bound, or as the
+    /// receiver shuts down, it is killed.
     pub(crate) fn finish(mut self) -> (Status, Option<Spool>) {
         drop(self.stdin.take());
-        let status = match self.wait_until(self.deadline) {
-            Ok(Some(st)) if self.over.load(Ordering::SeqCst) => {
-                let _ = st;
-                Status::ReplyTooLarge
-            }
+        let status = match self.wait_until(self.deadline, true) {
+            Ok(Some(_)) if self.over.load(Ordering::SeqCst) => Status::ReplyTooLarge,
             Ok(Some(st)) => status_of(st),
             Ok(None) if self.over.load(Ordering::SeqCst) => {
                 self.kill();
                 Status::ReplyTooLarge
+            }
+            Ok(None) if self.stop.load(Ordering::SeqCst) => {
+                self.kill();
+                return (Status::Failed("the receiver is shutting down".into()), None);
             }
             Ok(None) => {
                 self.kill();
@@ -235,7 +257,7 @@ impl Running {
     /// file), SIGKILL after a grace; how it ended.
     pub(crate) fn terminate(mut self) -> Status {
         let _ = sys::signal_child(&self.child, false);
-        let st = match self.wait_until(Some(Instant::now() + KILL_GRACE)) {
+        let st = match self.wait_until(Some(Instant::now() + KILL_GRACE), false) {
             Ok(Some(st)) => status_of(st),
             _ => {
                 let _ = sys::signal_child(&self.child, true);
@@ -251,7 +273,7 @@ impl Running {
     fn kill(&mut self) {
         let _ = sys::signal_child(&self.child, false);
         if !matches!(
-            self.wait_until(Some(Instant::now() + KILL_GRACE)),
+            self.wait_until(Some(Instant::now() + KILL_GRACE), false),
             Ok(Some(_))
         ) {
             let _ = sys::signal_child(&self.child, true);
@@ -259,14 +281,18 @@ impl Running {
         }
     }
 
-    /// Waits for the exit until `deadline` (or a reply past its bound);
-    /// `None` when it still runs.
-    fn wait_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
+    /// Waits for the exit until `deadline` (with `watch`, also until a
+    /// reply past its bound or a shutdown); `None` when it still runs.
+    fn wait_until(
+        &mut self,
+        deadline: Option<Instant>,
+        watch: bool,
+    ) -> io::Result<Option<ExitStatus>> {
         loop {
             if let Some(st) = self.child.try_wait()? {
                 return Ok(Some(st));
             }
-            if self.over.load(Ordering::SeqCst) {
+            if watch && (self.over.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst)) {
                 return Ok(None);
             }
             let step = Duration::from_millis(100);

@@ -50,6 +50,15 @@ impl Taker {
         self
     }
 
+    /// As the receiver ends: waits until the handlers still running were
+    /// ended by their threads (SIGTERM, then SIGKILL), a bounded time.
+    pub(crate) fn end_handlers(&self) {
+        if let Some(x) = &self.exec {
+            self.shutdown.store(true, Ordering::SeqCst);
+            x.wait_ended(crate::exec::KILL_GRACE * 2);
+        }
+    }
+
     /// A transfer for the handler, when this taker has one: a stream
     /// taken here (`Some`), or files left to the store (`None`), and what
     /// does not fit refused.

@@ -465,3 +465,39 @@ fn a_ca_issued_sender_is_named_by_its_certificate() {
         );
     }
 }
+
+#[test]
+fn a_receiver_that_stops_ends_its_running_handlers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = script(
+        dir.path(),
+        "long.sh",
+        r#"cat > /dev/null; touch "$PWD/began"; sleep 623"#,
+    );
+    let mut srv = serve(dir.path(), &["--keep-open"], &[&h]);
+    let mut child = crate::util::cli::send_cmd(&srv.addr, &srv.fingerprint)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    let began = dir.path().join("began");
+    assert!(wait_until(WAIT, || began.exists()), "the handler never ran");
+    srv.signal(15);
+    let (code, _) = srv.wait_exit();
+    assert_eq!(code, Some(130));
+    // Never confirmed: the receiver said its handler was ended, or went away.
+    let o = crate::util::wait_output(child, WAIT);
+    assert!(
+        matches!(o.status.code(), Some(7 | 12)),
+        "{}",
+        text(&o.stderr)
+    );
+    let gone = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 623"])
+            .output()
+            .map(|o| o.stdout.is_empty())
+            .unwrap_or(true)
+    };
+    assert!(wait_until(WAIT, gone), "the handler outlived its receiver");
+}
