@@ -2,6 +2,7 @@
 //! known peers' names a handler is told (`PINCAT_PEER_NAME`).
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::Args;
@@ -30,11 +31,18 @@ pub struct ExecArgs {
     pub serial: bool,
 }
 
-/// The library's options for these flags (`None` without `--exec`).
-pub fn exec_options(a: &ExecArgs) -> pincat::Result<Option<ExecOptions>> {
+/// The library's options for these flags (`None` without `--exec`);
+/// `out` is serve's `--out`, which with `--exec` must be a directory.
+pub fn exec_options(a: &ExecArgs, out: Option<&Path>) -> pincat::Result<Option<ExecOptions>> {
     let Some((program, args)) = a.exec.split_first() else {
         return Ok(None);
     };
+    if let Some(o) = out.filter(|o| o.exists() && !o.is_dir()) {
+        return Err(super::usage::usage(format!(
+            "--exec hands streams to PROG and files from a directory: --out {} is not a directory",
+            o.display()
+        )));
+    }
     Ok(Some(ExecOptions {
         program: program.clone(),
         args: args.to_vec(),

@@ -105,6 +105,7 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
         a.keep_open,
         who.allow_any,
     )?;
+    let exec = exec_options(&a.exec, a.out.as_deref())?;
     let mut opts = ServeOptions {
         listen,
         output: match a.out {
@@ -127,7 +128,7 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
             a.resume_wait
         },
         clean: a.clean,
-        exec: exec_options(&a.exec)?,
+        exec,
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {
         Ok(s) => s,

@@ -333,7 +333,7 @@ pub(super) fn send_reply(s: &mut Session, reply: Option<Spool>) -> Result<(), Wi
         return Ok(());
     };
     let mut r = reply.into_reader().map_err(WireError::Io)?;
-    let mut buf = vec![0u8; MAX_DATA.min(reply_chunk())];
+    let mut buf = vec![0u8; REPLY_FRAME];
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -345,10 +345,12 @@ pub(super) fn send_reply(s: &mut Session, reply: Option<Spool>) -> Result<(), Wi
     }
 }
 
-/// Bytes per REPLY frame.
-const fn reply_chunk() -> usize {
-    256 * 1024
-}
+/// Bytes per REPLY frame (at most [`MAX_DATA`]).
+const REPLY_FRAME: usize = if MAX_DATA < 256 << 10 {
+    MAX_DATA
+} else {
+    256 << 10
+};
 
 fn shutting_down() -> Refusal {
     Refusal::new(RejectCode::Busy, "the receiver is shutting down")

@@ -501,3 +501,20 @@ fn a_receiver_that_stops_ends_its_running_handlers() {
     };
     assert!(wait_until(WAIT, gone), "the handler outlived its receiver");
 }
+
+#[test]
+fn exec_into_a_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plain"), b"x").unwrap();
+    let o = crate::util::pincat()
+        .args(["serve", "--out", "plain", "--exec", "cat"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not a directory"),
+        "{}",
+        text(&o.stderr)
+    );
+}
