@@ -15,6 +15,7 @@ use crate::util::{Server, WAIT, random_bytes, send, text, wait_until};
 
 mod cut;
 mod files;
+mod lies;
 
 /// Writes the sh script `name` in `dir` (executable); returns its path.
 pub fn script(dir: &Path, name: &str, body: &str) -> String {
