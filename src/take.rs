@@ -368,15 +368,14 @@ impl Taker {
             return self.undo(s, t, r, &end);
         }
         let files = end.files;
-        let reply = match self.exec_files(s, end.handed.take()) {
-            Ok(r) => r,
-            Err(o) => return o,
-        };
         if end.framed {
             // The data is stored whether or not the sender hears it.
-            let _ = send_digests(s, t.digests())
-                .and_then(|()| exec::send_reply(s, reply))
-                .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
+            let _ = send_digests(s, t.digests());
+            // `serve --exec`: its handler runs on it (its reply goes first).
+            if let Err(o) = self.exec_files(s, end.handed.take()) {
+                return o;
+            }
+            let _ = s.write_message(&Message::Receipt(Counts { files, bytes }));
         }
         s.close();
         let done = Transfer {

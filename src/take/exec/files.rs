@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::super::{Outcome, Taker};
-use crate::exec::{About, Input, Peer, Spool, Status, Ticket};
+use crate::exec::{About, Input, Peer, Status, Ticket};
 use crate::fingerprint::Fingerprint;
 use crate::protocol::{Offer, TransferKind};
 use crate::session::Session;
@@ -81,15 +81,16 @@ impl Taker {
         })
     }
 
-    /// Runs the handler on files now durable: its reply (`None` without a
-    /// handler) or, when it failed, the outcome (the sender was told).
+    /// Runs the handler on files now durable (after their digests went
+    /// out) and sends its reply; when it failed, the outcome (the sender
+    /// was told). Nothing without a handler.
     pub(in crate::take) fn exec_files(
         &self,
         s: &mut Session,
         handed: Option<Handed>,
-    ) -> Result<Option<Spool>, Outcome> {
+    ) -> Result<(), Outcome> {
         let (Some(h), Some(x)) = (handed, self.exec.as_ref()) else {
-            return Ok(None);
+            return Ok(());
         };
         // The sender hears KEEPALIVE while the handler waits its turn and runs.
         let (st, reply) = s.keep_alive_while(|| {
@@ -119,8 +120,12 @@ impl Taker {
             }
         });
         drop(h.ticket);
-        self.answer(s, &h.peer, st, reply)
-            .map_err(|e| Outcome::Transfer(Err(e)))
+        let reply = self
+            .answer(s, &h.peer, st, reply)
+            .map_err(|e| Outcome::Transfer(Err(e)))?;
+        // The handler ran whether or not the sender hears it.
+        let _ = super::send_reply(s, reply);
+        Ok(())
     }
 }
 
