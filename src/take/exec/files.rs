@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::super::{Outcome, Taker};
 use crate::exec::{About, Input, Peer, Status, Ticket};
 use crate::fingerprint::Fingerprint;
-use crate::protocol::{Offer, TransferKind};
+use crate::protocol::{Entry, Offer, TransferKind};
 use crate::session::Session;
 
 /// What a files transfer hands its handler once it is stored.
@@ -54,10 +54,9 @@ impl Drop for ListFile {
     }
 }
 
-/// The regular files of `offer`, by the names it gave them.
-fn regular_files(offer: &Offer) -> Vec<String> {
-    offer
-        .entries
+/// The regular files among an offer's `entries`, by their names.
+fn regular_files(entries: &[Entry]) -> Vec<String> {
+    entries
         .iter()
         .filter(|e| e.is_file())
         .map(|e| e.name.clone())
@@ -76,7 +75,7 @@ impl Taker {
         let x = self.exec.as_ref()?;
         (offer.kind == TransferKind::Files).then(|| Handed {
             peer: x.peer(s.peer(), client),
-            names: regular_files(offer),
+            names: regular_files(&offer.entries),
             ticket: x.opts.serial.then(|| x.queue.ticket()),
         })
     }
@@ -132,7 +131,6 @@ impl Taker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Entry;
 
     #[test]
     fn the_list_names_regular_files_only_and_goes_away() {
@@ -144,19 +142,13 @@ mod tests {
             mtime: None,
             link: link.map(str::to_string),
         };
-        let offer = Offer {
-            kind: TransferKind::Files,
-            entries: vec![
-                entry("d", true, None),
-                entry("d/a.txt", false, None),
-                entry("d/link", false, Some("a.txt")),
-                entry("b bin", false, None),
-            ],
-            skipped: vec![],
-            update: false,
-            checksum: false,
-        };
-        let names = regular_files(&offer);
+        let entries = [
+            entry("d", true, None),
+            entry("d/a.txt", false, None),
+            entry("d/link", false, Some("a.txt")),
+            entry("b bin", false, None),
+        ];
+        let names = regular_files(&entries);
         assert_eq!(names, ["d/a.txt", "b bin"]);
         let dir = tempfile::tempdir().unwrap();
         let list = ListFile::write(dir.path(), &names).unwrap();

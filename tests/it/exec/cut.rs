@@ -4,25 +4,15 @@
 
 use std::net::Shutdown;
 
-use pincat::protocol::{FrameType, Offer, TransferKind};
+use pincat::protocol::FrameType;
 
 use super::{script, serve};
 use crate::util::peers::HandSender;
 use crate::util::{WAIT, send, text, wait_until};
 
-fn stream_offer() -> Offer {
-    Offer {
-        kind: TransferKind::Stream,
-        entries: vec![],
-        skipped: vec![],
-        update: false,
-        checksum: false,
-    }
-}
-
 /// Sends half a message, waits for `ready`, then sends only a TCP FIN.
 fn cut_sender(srv: &crate::util::Server, ready: impl FnMut() -> bool) {
-    let (mut h, t, _) = HandSender::offer(srv, &stream_offer());
+    let (mut h, t, _) = HandSender::offer(srv, &crate::util::wire::stream());
     assert_eq!(t, FrameType::Accept);
     h.data(b"half a message");
     assert!(wait_until(WAIT, ready));
