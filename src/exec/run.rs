@@ -311,6 +311,17 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A handler whose run was neither finished nor terminated (a panic on
+    /// the way) is killed with its group, never left behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = sys::signal_child(&self.child, true);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn status_of(st: ExitStatus) -> Status {
     match (st.code(), st.signal()) {
         (Some(c), _) => Status::Exited(c),

@@ -48,6 +48,11 @@ impl Queue {
 }
 
 impl Ticket {
+    /// Whether every earlier ticket is done (it is this one's turn).
+    pub(crate) fn is_turn(&self) -> bool {
+        self.queue.lock().serving == self.n
+    }
+
     /// Waits until every earlier ticket is done; false if `stop` was set
     /// meanwhile (the receiver is shutting down).
     pub(crate) fn wait_turn(&self, stop: &AtomicBool) -> bool {

@@ -18,6 +18,7 @@ use crate::protocol::{Counts, FrameType, MAX_DATA, Message, Offer, Refusal, Reje
 use crate::session::{DataError, Session, WireError};
 
 mod files;
+mod turn;
 pub(super) use files::Handed;
 
 /// Where a stream's data goes.
@@ -120,7 +121,9 @@ impl Taker {
                     bytes: None,
                     skipped: Vec::new(),
                 });
-                self.receive_message(s, &mut sink)
+                let mut turn =
+                    |sink: &mut Sink| self.promote(x, &peer, &about, ticket.as_ref(), sink);
+                self.receive_message(s, &mut sink, &mut turn)
             });
         s.set_deadline(None);
         let bytes = match got {
@@ -145,8 +148,8 @@ impl Taker {
     }
 
     /// Where the data goes: a spool, or (`--exec-stream`) the handler,
-    /// started once it is its turn. A handler that cannot start refuses
-    /// the transfer.
+    /// started at once when it is its turn. A handler that cannot start
+    /// refuses the transfer.
     fn open_sink(
         &self,
         x: &Exec,
@@ -154,24 +157,12 @@ impl Taker {
         about: &About,
         ticket: Option<&Ticket>,
     ) -> Result<Sink, Refusal> {
-        if !x.opts.stream {
+        // `--exec-stream --serial`: until its turn, what arrives is spooled
+        // (see `promote`).
+        if !x.opts.stream || ticket.is_some_and(|t| !t.is_turn()) {
             return Ok(Sink::Spool(Spool::new(SPOOL_MEMORY, x.dir.clone())));
         }
-        if !ticket.is_none_or(|t| t.wait_turn(&self.shutdown)) {
-            return Err(shutting_down());
-        }
-        x.start(peer, about, Input::Pipe)
-            .map(Sink::Handler)
-            .map_err(|st| {
-                self.events.emit(Event::Handler {
-                    peer: Some(peer.addr),
-                    status: st.token(),
-                    ok: false,
-                    message: st.message(),
-                    reply_bytes: 0,
-                });
-                st.refusal()
-            })
+        self.start_fed(x, peer, about).map(Sink::Handler)
     }
 
     /// Runs the handler on a whole spooled message once it is its turn.
@@ -212,8 +203,14 @@ impl Taker {
     }
 
     /// Reads DATA into `sink` until END, which must count what came; the
-    /// idle timeout bounds each frame. Returns the bytes.
-    fn receive_message(&self, s: &mut Session, sink: &mut Sink) -> Result<u64, Refusal> {
+    /// idle timeout bounds each frame, and `turn` may change the sink after
+    /// each. Returns the bytes.
+    fn receive_message(
+        &self,
+        s: &mut Session,
+        sink: &mut Sink,
+        turn: &mut dyn FnMut(&mut Sink) -> Result<(), Refusal>,
+    ) -> Result<u64, Refusal> {
         let idle = self.idle_timeout;
         let mut got = 0u64;
         loop {
@@ -229,6 +226,7 @@ impl Taker {
                         DataError::Sink(r) => r,
                     })?;
                 got += len as u64;
+                turn(sink)?;
                 self.events.emit(Event::Progress {
                     peer: s.peer(),
                     bytes: got,

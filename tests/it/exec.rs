@@ -16,6 +16,7 @@ use crate::util::{Server, WAIT, random_bytes, send, text, wait_until};
 mod cut;
 mod files;
 mod lies;
+mod serial;
 
 /// Writes the sh script `name` in `dir` (executable); returns its path.
 pub fn script(dir: &Path, name: &str, body: &str) -> String {
@@ -393,38 +394,6 @@ fn a_hung_handler_is_killed_at_its_timeout_and_the_sender_told() {
             .unwrap_or(true)
     };
     assert!(wait_until(WAIT, pgrep), "the hung handler was not killed");
-}
-
-#[test]
-fn serial_handlers_run_one_at_a_time_in_arrival_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = script(
-        dir.path(),
-        "log.sh",
-        r#"cat > /dev/null; echo "start $PINCAT_MESSAGE_NAME" >> "$PWD/log"
-sleep 0.5; echo "end $PINCAT_MESSAGE_NAME" >> "$PWD/log""#,
-    );
-    let srv = serve(dir.path(), &["--keep-open", "--serial"], &[&h]);
-    let names: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
-    let to = (srv.addr.as_str(), srv.fingerprint.as_str());
-    let outs: Vec<Output> = std::thread::scope(|s| {
-        let mut hs = Vec::new();
-        for n in &names {
-            hs.push(s.spawn(move || send(to.0, to.1, &["--as", n], b"x")));
-            // Each admitted well before the next starts.
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for o in &outs {
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    let want: Vec<String> = names
-        .iter()
-        .flat_map(|n| [format!("start {n}"), format!("end {n}")])
-        .collect();
-    assert_eq!(log.lines().collect::<Vec<_>>(), want, "{log}");
 }
 
 #[test]
