@@ -12,7 +12,9 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::fingerprint::{Fingerprint, Pin};
@@ -61,17 +63,17 @@ pub struct ExecOptions {
 /// A server's handler: its options, `--serial`'s queue, where it spools.
 pub(crate) struct Exec {
     pub(crate) opts: ExecOptions,
-    pub(crate) queue: std::sync::Arc<Queue>,
+    pub(crate) queue: Arc<Queue>,
     /// The private state directory (spooled messages, files lists).
     pub(crate) dir: PathBuf,
     /// `--out`: files are taken into it and handed over; streams refused.
     pub(crate) out: Option<PathBuf>,
     /// The sink of the handler's events.
-    pub(crate) events: std::sync::Arc<crate::events::Events>,
+    pub(crate) events: Arc<crate::events::Events>,
     /// Set as the receiver shuts down: running handlers are ended.
-    pub(crate) stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) stop: Arc<AtomicBool>,
     /// Handlers started and not yet reaped.
-    pub(crate) live: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) live: Arc<AtomicUsize>,
 }
 
 impl Exec {
@@ -80,8 +82,8 @@ impl Exec {
     pub(crate) fn new(
         opts: ExecOptions,
         out: Option<PathBuf>,
-        events: std::sync::Arc<crate::events::Events>,
-        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        events: Arc<crate::events::Events>,
+        stop: Arc<AtomicBool>,
     ) -> crate::Result<Exec> {
         Ok(Exec {
             opts,
@@ -97,10 +99,8 @@ impl Exec {
     /// Waits (at most `limit`) until no handler runs: after a shutdown,
     /// each is being ended by the thread that started it.
     pub(crate) fn wait_ended(&self, limit: Duration) {
-        let until = std::time::Instant::now() + limit;
-        while self.live.load(std::sync::atomic::Ordering::SeqCst) > 0
-            && std::time::Instant::now() < until
-        {
+        let until = Instant::now() + limit;
+        while self.live.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
