@@ -38,6 +38,9 @@ pub enum ExitCode {
     /// `--strict`: something in the offered directories would have been
     /// skipped (a symbolic link, a special file); nothing was sent.
     Skipped = 11,
+    /// The receiver's handler (`serve --exec`) failed: a non-zero exit, a
+    /// signal, its timeout, or it could not start.
+    Handler = 12,
     /// Stopped by SIGINT/SIGTERM.
     Interrupted = 130,
 }
@@ -127,6 +130,14 @@ pub enum Error {
     /// `--strict` and something would be skipped.
     #[error("{0}")]
     Skipped(String),
+    /// The receiver's handler failed (`serve --exec`).
+    #[error("{message}")]
+    Handler {
+        /// Its status token (`exit:3`, `signal:9`, `timeout`...).
+        status: String,
+        /// What happened, for a person.
+        message: String,
+    },
     /// Stopped by a signal.
     #[error("interrupted")]
     Interrupted,
@@ -144,6 +155,8 @@ impl Error {
             | Error::Impostor { .. }
             | Error::Untrusted { .. } => ExitCode::PinMismatch,
             Error::Refused { code, .. } if *code == "code-required" => ExitCode::CodeNotConfirmed,
+            Error::Refused { code, .. } if *code == "handler" => ExitCode::Handler,
+            Error::Handler { .. } => ExitCode::Handler,
             Error::Refused { .. } => ExitCode::Refused,
             Error::CodeNotConfirmed(_) => ExitCode::CodeNotConfirmed,
             Error::CodeAttempts(_) => ExitCode::CodeAttempts,
@@ -171,6 +184,7 @@ impl Error {
             Error::CodeNotConfirmed(_) => "code-not-confirmed",
             Error::CodeAttempts(_) => "code-attempts",
             Error::Skipped(_) => "skipped",
+            Error::Handler { .. } => "handler",
             Error::Interrupted => "interrupted",
             Error::Other(_) => "failure",
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::fingerprint::{Fingerprint, Pin};
 use crate::protocol::{RejectCode, TransferKind};
 
+mod handler;
 mod render;
 
 pub(crate) use render::list_names;
@@ -264,6 +265,30 @@ pub enum Event {
         /// Human explanation.
         message: String,
     },
+    /// A receiver's handler (`serve --exec`) ended: on the receiver after
+    /// each run, on the sender when it failed (JSON `handler`, or `error`
+    /// with code `handler` when it failed; both with `handler_status`).
+    Handler {
+        /// The other side, if known.
+        peer: Option<SocketAddr>,
+        /// Its status token: `exit:N`, `signal:N`, `timeout`, ...
+        status: String,
+        /// Whether it succeeded (exit 0).
+        ok: bool,
+        /// What happened, for a person.
+        message: String,
+        /// Bytes of its reply (its stdout).
+        reply_bytes: u64,
+    },
+    /// One line a handler wrote on its stderr (escaped, capped).
+    HandlerOutput {
+        /// The peer whose message it handles.
+        peer: SocketAddr,
+        /// That peer's certificate fingerprint.
+        fingerprint: Option<Fingerprint>,
+        /// The line, without its newline.
+        line: String,
+    },
     /// `pincat relay` is bound.
     RelayListening {
         /// Bound address.
@@ -384,6 +409,7 @@ impl Events {
             (_, Mode::Json) => true,
             (Event::Connected { .. }, _) => self.verbose,
             (Event::Error { .. } | Event::Warning { .. } | Event::FirstUse { .. }, _) => true,
+            (Event::HandlerOutput { .. } | Event::Handler { ok: false, .. }, _) => true,
             (_, Mode::Human) => true,
             (_, Mode::Quiet) => false,
         };

@@ -23,6 +23,7 @@
 //! | [`mod@send`], [`serve`] | push: dialer + giver, listener + taker |
 //! | [`offer`] | pull: listener + giver (`offer`), dialer + taker (`get`) |
 //! | [`pipe`] | full duplex over one session, stdio or a program |
+//! | [`exec`] | `serve --exec`: each transfer handed to a program; its status the receipt, its stdout the reply |
 //! | [`forward`] | a TCP service over pinned TLS: exposing and using ends |
 //! | [`peers`] | known peers by name: the peers file, trust on first use |
 //! | [`pair`] | pairing codes: the words, SPAKE2 inside the session, the listener's attempt budget |
@@ -37,6 +38,7 @@
 mod digest;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod fingerprint;
 pub mod forward;
 mod give;

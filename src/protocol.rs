@@ -19,10 +19,13 @@
 //! ERROR   (8) receiver -> sender  code:u8 message: the receiver failed after ACCEPT
 //! BASIS   (9), PLAN (10), DIGESTS (11): see the `sync` module
 //! KEEPALIVE (12) either side, before the data: empty; still hashing
+//!           (and receiver -> sender while its handler runs, `serve --exec`)
+//! REPLY   (13) receiver -> sender  bytes: its handler's output, before the RECEIPT
 //! ```
 //!
 //! A transfer is: OFFER, then BASIS* and ACCEPT, or REJECT, then PLAN*,
-//! DATA*, END, then DIGESTS* and RECEIPT (or ERROR). The sender reports
+//! DATA*, END, then DIGESTS*, KEEPALIVE* and REPLY* (a handler's), and
+//! RECEIPT (or ERROR). The sender reports
 //! success only when the RECEIPT matches what it sent and every digest
 //! matches its own. The giver may send up to [`EARLY_DATA`] bytes of DATA
 //! (and END) right behind its OFFER, before the ACCEPT arrives, when the
@@ -174,6 +177,8 @@ pub enum FrameType {
     Digests = 11,
     /// Either side, before the data: still working (hashing what it has).
     Keepalive = 12,
+    /// Receiver's handler output (`serve --exec`), before its RECEIPT.
+    Reply = 13,
 }
 
 impl FrameType {
@@ -192,12 +197,13 @@ impl FrameType {
             FrameType::Plan => "PLAN",
             FrameType::Digests => "DIGESTS",
             FrameType::Keepalive => "KEEPALIVE",
+            FrameType::Reply => "REPLY",
         }
     }
 
     fn max_len(self) -> usize {
         match self {
-            FrameType::Data => MAX_DATA,
+            FrameType::Data | FrameType::Reply => MAX_DATA,
             _ => MAX_CONTROL,
         }
     }
@@ -264,6 +270,7 @@ pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(FrameType, usize), Protoco
         10 => FrameType::Plan,
         11 => FrameType::Digests,
         12 => FrameType::Keepalive,
+        13 => FrameType::Reply,
         other => return Err(ProtocolError::UnknownFrame(other)),
     };
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
@@ -303,6 +310,9 @@ pub enum RejectCode {
     Protocol = 7,
     /// The listener admits only a dialer that proves its code.
     CodeRequired = 8,
+    /// The receiver's handler (`serve --exec`) failed; the message starts
+    /// with its status token (see [`crate::exec::Status`]).
+    Handler = 9,
 }
 
 impl RejectCode {
@@ -315,6 +325,7 @@ impl RejectCode {
             5 => Self::Unsupported,
             7 => Self::Protocol,
             8 => Self::CodeRequired,
+            9 => Self::Handler,
             _ => Self::Io,
         }
     }
@@ -330,6 +341,7 @@ impl RejectCode {
             Self::Io => "io",
             Self::Protocol => "protocol",
             Self::CodeRequired => "code-required",
+            Self::Handler => "handler",
         }
     }
 }
@@ -426,6 +438,8 @@ pub enum Message {
     Digests(Digests),
     /// Still working: the side that sends it is hashing what it has.
     Keepalive,
+    /// Part of the receiver's handler output.
+    Reply(Vec<u8>),
 }
 
 impl Message {
@@ -444,6 +458,7 @@ impl Message {
             Message::Plan(_) => FrameType::Plan,
             Message::Digests(_) => FrameType::Digests,
             Message::Keepalive => FrameType::Keepalive,
+            Message::Reply(_) => FrameType::Reply,
         }
     }
 
@@ -453,7 +468,7 @@ impl Message {
             Message::Offer(o, more) => o.encode_part(&o.entries, &o.skipped, *more),
             Message::Accept | Message::Keepalive => Vec::new(),
             Message::Reject(r) | Message::Error(r) => encode_reject(r.code, &r.message),
-            Message::Data(d) => d.clone(),
+            Message::Data(d) | Message::Reply(d) => d.clone(),
             Message::End(c) | Message::Receipt(c) => encode_counts(c.files, c.bytes).to_vec(),
             Message::Abort(m) => truncate_utf8(m, 4096).as_bytes().to_vec(),
             Message::Basis(b) => {
@@ -498,6 +513,7 @@ impl Message {
             FrameType::Receipt => Message::Receipt(counts("RECEIPT")?),
             FrameType::Abort => Message::Abort(peer_text(&payload)),
             FrameType::Data => Message::Data(payload),
+            FrameType::Reply => Message::Reply(payload),
             FrameType::Basis => Message::Basis(sync::decode_basis(&payload)?),
             FrameType::Plan => Message::Plan(sync::decode_plan(&payload)?),
             FrameType::Digests => Message::Digests(sync::decode_digests(&payload)?),

@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub resume_wait: Duration,
     /// Remove the partial files kept for resumes in the output first.
     pub clean: bool,
+    /// Hand each transfer to a program (`--exec`): streams without an
+    /// output directory, files with one.
+    pub exec: Option<crate::exec::ExecOptions>,
 }
 
 impl ServeOptions {
@@ -56,11 +59,15 @@ impl ServeOptions {
             keep: Keep::default(),
             resume_wait: DEFAULT_RESUME_WAIT,
             clean: false,
+            exec: None,
         }
     }
 
     /// Zero durations and caps are mistakes, as on the command line.
     fn check(&self) -> Result<()> {
+        if self.raw && self.exec.is_some() {
+            return Err(anyhow::anyhow!("ServeOptions: raw and exec exclude each other").into());
+        }
         let wait = self.wait_timeout.is_some_and(|d| d.is_zero());
         self.listen.check("ServeOptions", &[("wait_timeout", wait)])
     }
@@ -233,6 +240,8 @@ impl Server {
         // temporary data of unfinished transfers is removed by its owner.
         let _guard = shared.taker.finalize();
         self.store.forget_kept_here();
+        // No handler outlives the receiver: those still running are ended.
+        shared.taker.end_handlers();
         r.map(|()| summary)
     }
 
@@ -247,6 +256,19 @@ impl Server {
             l.idle_timeout,
             self.opts.keep_open,
         );
+        let exec = match &self.opts.exec {
+            Some(x) => {
+                let out = match &self.opts.output {
+                    Output::Path(p) => Some(p.clone()),
+                    Output::Default => None,
+                };
+                let events = self.endpoint.events().clone();
+                let stop = self.endpoint.listening().shutdown_flag();
+                Some(crate::exec::Exec::new(x.clone(), out, events, stop)?)
+            }
+            None => None,
+        };
+        let taker = taker.with_exec(exec);
         Ok(Shared { accept, taker })
     }
 }

@@ -40,6 +40,7 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+mod exec;
 mod fs;
 mod net;
 mod poll;
@@ -47,6 +48,7 @@ mod process;
 #[cfg(test)]
 mod tests;
 
+pub use exec::*;
 pub use fs::*;
 pub use net::*;
 pub use poll::*;

@@ -19,6 +19,7 @@ use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
 
 mod end;
+mod exec;
 mod frames;
 mod parts;
 use end::{End, not_data, shape_of};
@@ -67,6 +68,8 @@ pub(crate) struct Taker {
     offer_memory: AtomicU64,
     /// A dialing taker's own certificate, for "not allowed" messages.
     presenting: Option<Fingerprint>,
+    /// `serve --exec`: the program each transfer is handed to.
+    exec: Option<crate::exec::Exec>,
 }
 
 /// Where an offer stands while it is read and checked.
@@ -111,6 +114,7 @@ impl Taker {
             finalize: Mutex::new(()),
             offer_memory: AtomicU64::new(0),
             presenting: None,
+            exec: None,
         }
     }
 
@@ -159,10 +163,14 @@ impl Taker {
                 });
             }
         };
+        if let Some(o) = self.exec_offer(s, client, &offer) {
+            return o;
+        }
         if offer.continued {
             return self.take_parts(s, client, secret, (offer, grant));
         }
         let _grant = grant;
+        let handed = self.handed(s, client, &offer);
         let start = Instant::now();
         let kind = Kind::of(offer.kind);
         let (files, names) = (offer.file_count(), top_names(&offer));
@@ -208,6 +216,7 @@ impl Taker {
             cut: cut.get(),
             shape,
             parts: false,
+            handed,
         };
         self.conclude(s, t, result, end)
     }
@@ -347,7 +356,7 @@ impl Taker {
         s: &mut Session,
         mut t: store::Transfer,
         result: std::result::Result<(), Refusal>,
-        end: End,
+        mut end: End,
     ) -> Outcome {
         let bytes = t.written();
         let (resumed, unverified) = (t.resumed(), t.unverified());
@@ -368,8 +377,12 @@ impl Taker {
         let files = end.files;
         if end.framed {
             // The data is stored whether or not the sender hears it.
-            let _ = send_digests(s, t.digests(), t.files_before())
-                .and_then(|()| s.write_message(&Message::Receipt(Counts { files, bytes })));
+            let _ = send_digests(s, t.digests(), t.files_before());
+            // `serve --exec`: its handler runs on it (its reply goes first).
+            if let Err(o) = self.exec_files(s, end.handed.take()) {
+                return o;
+            }
+            let _ = s.write_message(&Message::Receipt(Counts { files, bytes }));
         }
         s.close();
         let done = Transfer {
@@ -463,6 +476,7 @@ impl Taker {
             cut: false,
             shape: [0; 32],
             parts: false,
+            handed: None,
         };
         self.conclude(s, t, result, end)
     }

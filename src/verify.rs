@@ -15,6 +15,7 @@ use crate::fingerprint::{Fingerprint, Pin, spki_of_der};
 
 pub mod ca;
 mod config;
+mod issued;
 pub mod memory;
 
 pub use config::{
@@ -23,6 +24,7 @@ pub use config::{
 };
 
 use ca::CaAllow;
+pub use issued::issued_name;
 
 /// Who may connect to a listener: a client presenting a certificate that
 /// matches one of `pins`, or one issued by the CA of `ca`.
@@ -109,6 +111,7 @@ impl Presented {
     /// Forgets what was recorded (before reusing a thread for a new handshake).
     pub fn clear(&self) {
         self.set(None);
+        issued::forget();
     }
 
     /// Records `end_entity` as what the peer presented (not yet trusted);

@@ -13,6 +13,7 @@ from .common import (FWD_MB, OUT, PINCAT, PIPE_MB, REPS, RESUME_MB, RTT_RUNS, SI
 from .common import md, plural
 from .forward import forward
 from .load import load
+from .messages import messages
 from .pipe import pipe
 from .relay import relay
 from .round_trips import round_trips
@@ -38,6 +39,7 @@ SINGLE = {
     "load": (load, "load", []),
     "sync": (sync, "sync and resume", [RSYNC, SSH]),
     "relay": (relay, "relay", [SOCAT]),
+    "messages": (messages, "messages", [SOCAT, NCAT]),
 }
 
 
@@ -92,7 +94,7 @@ def main_full():
     load_before = loadavg()
     sections, outcomes = [], []
     for case in (throughput, startup, latency, load, small_files, forward, pipe, round_trips,
-                 sync, relay):
+                 sync, relay, messages):
         lines, out = case(ctx)
         sections += lines
         outcomes += out

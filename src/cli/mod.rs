@@ -11,6 +11,7 @@
 mod code;
 mod dial;
 mod duration;
+mod exec;
 mod forward;
 mod identity;
 mod listen;
@@ -110,10 +111,20 @@ pub fn run(cli: Cli) -> ExitCode {
             .exit();
     }
     if json {
-        Events::stderr(Mode::Json).emit(Event::Error {
-            peer: None,
-            code: e.code(),
-            message: format!("{e:#}"),
+        Events::stderr(Mode::Json).emit(match e.handler_status() {
+            // The receiver's handler failed: its status too.
+            Some(status) => Event::Handler {
+                peer: None,
+                status: status.to_string(),
+                ok: false,
+                message: format!("{e:#}"),
+                reply_bytes: 0,
+            },
+            None => Event::Error {
+                peer: None,
+                code: e.code(),
+                message: format!("{e:#}"),
+            },
         });
     } else {
         eprintln!("pincat: error: {e:#}");
@@ -173,6 +184,7 @@ mod tests {
             (&["offer"], "--expire"),
             (&["offer"], "--resume-wait"),
             (&["serve"], "--resume-wait"),
+            (&["serve"], "--exec-timeout"),
             (&["offer"], "--idle-timeout"),
             (&["offer"], "--timeout"),
             (&["offer"], "--handshake-timeout"),

@@ -9,6 +9,7 @@ use pincat::{Keep, Output, ServeOptions, Server};
 
 use super::code::CodeArgs;
 use super::duration::parse_duration;
+use super::exec::{ExecArgs, exec_options};
 use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
@@ -74,6 +75,9 @@ pub struct ServeArgs {
     /// First remove the partial files kept for resumes in --out (the count is reported).
     #[arg(long)]
     pub clean: bool,
+    /// A program to hand each transfer to.
+    #[command(flatten)]
+    pub exec: ExecArgs,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -101,6 +105,7 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
         a.keep_open,
         who.allow_any,
     )?;
+    let exec = exec_options(&a.exec, a.out.as_deref())?;
     let mut opts = ServeOptions {
         listen,
         output: match a.out {
@@ -123,6 +128,7 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
             a.resume_wait
         },
         clean: a.clean,
+        exec,
     };
     let server = match Server::bind(opts.clone(), a.output.events()) {
         Ok(s) => s,

@@ -74,6 +74,7 @@ impl Event {
             } => json!({"event": "error", "peer": peer.map(|p| p.to_string()), "code": code,
                 "message": shown(message)}),
             Event::Warning { message } => json!({"event": "warning", "message": shown(message)}),
+            Event::Handler { .. } | Event::HandlerOutput { .. } => self.handler_json(),
             Event::Opened { .. }
             | Event::Closed { .. }
             | Event::RelayListening { .. }
@@ -124,6 +125,7 @@ impl Event {
                 return self.trust_line();
             }
             Event::Progress { .. } | Event::Opened { .. } => return None,
+            Event::Handler { .. } | Event::HandlerOutput { .. } => return self.handler_line(),
             Event::RelayListening { addr } => format!("pincat: relay listening on {addr}"),
             Event::Paired { peer, partner } => format!("pincat: paired {peer} with {partner}"),
             Event::RelayClosed {

@@ -107,6 +107,18 @@ fn peer_text_in_events_is_escaped_in_both_forms() {
             bytes: Some(1),
             skipped: vec![nasty.into()],
         },
+        Event::HandlerOutput {
+            peer,
+            fingerprint: None,
+            line: nasty.into(),
+        },
+        Event::Handler {
+            peer: Some(peer),
+            status: "exit:3".into(),
+            ok: false,
+            message: nasty.into(),
+            reply_bytes: 0,
+        },
     ];
     for mode in [Mode::Json, Mode::Human] {
         let buf = Buf::default();
@@ -122,7 +134,8 @@ fn peer_text_in_events_is_escaped_in_both_forms() {
         if mode == Mode::Json {
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line).unwrap();
-                let s = v["message"].as_str().or(v["names"][0].as_str()).unwrap();
+                let s = v["message"].as_str().or(v["names"][0].as_str());
+                let s = s.or(v["line"].as_str()).unwrap();
                 assert_eq!(s, "exe.\\u{202e}txt\\u{200b}\\u{2028}\\u{1b}[2J");
             }
         }
@@ -177,4 +190,42 @@ fn sizes_read_well() {
     assert_eq!(human_bytes(10), "10 B");
     assert_eq!(human_bytes(1536), "1.5 KiB");
     assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+}
+
+#[test]
+fn a_handlers_failure_and_its_stderr_show_even_when_quiet() {
+    let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let fp = Fingerprint::of_der(b"peer");
+    let buf = Buf::default();
+    let ev = Events::to_writer(Mode::Quiet, Box::new(buf.clone()));
+    ev.emit(Event::HandlerOutput {
+        peer,
+        fingerprint: Some(fp),
+        line: "working".into(),
+    });
+    let done = |ok| Event::Handler {
+        peer: Some(peer),
+        status: if ok { "exit:0" } else { "exit:3" }.into(),
+        ok,
+        message: "the receiver's handler exited with status 3".into(),
+        reply_bytes: 2,
+    };
+    ev.emit(done(true));
+    ev.emit(done(false));
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let short = &fp.to_string()[..16];
+    assert_eq!(
+        text,
+        format!(
+            "[handler 127.0.0.1:5555 SHA256:{short}…] working\n\
+             pincat: error: 127.0.0.1:5555: the receiver's handler exited with status 3\n"
+        )
+    );
+    let v = done(false).to_json();
+    assert_eq!(v["event"], "error");
+    assert_eq!(v["code"], "handler");
+    assert_eq!(v["handler_status"], "exit:3");
+    let v = done(true).to_json();
+    assert_eq!(v["event"], "handler");
+    assert_eq!(v["reply_bytes"], 2);
 }

@@ -19,6 +19,9 @@ pub(super) fn unexpected(m: &Message, expected: &'static str) -> Error {
 }
 
 pub(super) fn receiver_failed(r: Refusal) -> Error {
+    if r.code == protocol::RejectCode::Handler {
+        return crate::exec::handler_error(r);
+    }
     Error::Refused {
         code: r.code.as_str(),
         message: format!("the receiver failed to store the data: {}", r.message),
@@ -50,6 +53,10 @@ pub(super) fn after_failure(
             let _ = s.write_message(&Message::Abort(format!("{e:#}")));
             s.close();
             Error::Other(e)
+        }
+        GiveFail::Refused(r) if r.code == protocol::RejectCode::Handler => {
+            s.close();
+            crate::exec::handler_error(r)
         }
         GiveFail::Refused(r) => {
             s.close();

@@ -160,10 +160,16 @@ pub(super) fn await_receipt(
         None if n > 0 => return Err(Error::Incomplete("no digests to compare".into())),
         None => {}
     }
-    let c = match s.read_message().map_err(wait)? {
-        Message::Receipt(c) => c,
-        Message::Error(r) => return Err(receiver_failed(r)),
-        m => return Err(unexpected(&m, "RECEIPT")),
+    let mut reply = crate::exec::ReplyOut::default();
+    let c = loop {
+        match s.read_message().map_err(wait)? {
+            Message::Receipt(c) => break c,
+            // A receiver's handler still runs, then its reply (`serve --exec`).
+            Message::Keepalive => {}
+            Message::Reply(r) => reply.write(&r)?,
+            Message::Error(r) => return Err(receiver_failed(r)),
+            m => return Err(unexpected(&m, "RECEIPT")),
+        }
     };
     let (files, bytes) = (before.files + offer.file_count(), before.bytes + sent);
     if c.files != files || c.bytes != bytes {

@@ -37,6 +37,8 @@ pub(super) struct End {
     pub(super) shape: Hash,
     /// A tree in parts: a full disk keeps the parts already confirmed.
     pub(super) parts: bool,
+    /// `serve --out DIR --exec`: what its handler is given once stored.
+    pub(super) handed: Option<super::exec::Handed>,
 }
 
 /// What identifies an offer's files across attempts: each entry's kind,

@@ -126,6 +126,7 @@ impl Taker {
             cut: cut.get(),
             shape,
             parts: true,
+            handed: None,
         };
         self.conclude(s, t, result, end)
     }

@@ -298,18 +298,21 @@ impl CaAllow {
             v.verify_client_cert(end_entity, &[], now).map(drop)
         })?;
         if self.names.is_empty() {
+            super::issued::record(end_entity, None);
             return Ok(());
         }
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if self
+        match self
             .names
             .iter()
-            .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
+            .find(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
         {
-            Ok(())
-        } else {
-            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+            Some(n) => {
+                super::issued::record(end_entity, Some(n));
+                Ok(())
+            }
+            None => Err(Error::InvalidCertificate(CertificateError::NotValidForName)),
         }
     }
 }

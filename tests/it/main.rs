@@ -13,6 +13,8 @@ mod ca;
 mod ca_anchors;
 // Identities, mutual pinning, keep-open, retries, JSON events, signals, completions.
 mod automation;
+// serve --exec: handlers per transfer, their environment, exit 12, replies, cuts, --serial, files.
+mod exec;
 // Peers killed at random points and full disks: never a partial or false success.
 mod faults;
 // Peers past the pin that lie: dangerous names, false sizes, forged or withheld receipts.
