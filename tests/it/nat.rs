@@ -73,11 +73,18 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
         std::fs::create_dir_all(d).unwrap();
     }
     sample(&src);
+    push(nat, relay, &src, &a_out);
+    pull(nat, relay, &src, &a_out);
+    pipe_both_ways(nat, relay, &a_out, &b_out);
+    forward(nat, relay, &a_out);
+}
+
+fn push(nat: &Nat, relay: &str, src: &Path, a_out: &Path) {
     // Push: serve in A on a port and at the relay; a direct dial from B
     // fails (the NAT is real); the printed line (direct first, then the
     // relay) succeeds.
     let args = ["--listen", "0.0.0.0:7878", "--via", relay, "--out", "."];
-    let mut srv = listener(nat, Host::A, "serve", &args, &a_out, Stdio::null());
+    let mut srv = listener(nat, Host::A, "serve", &args, a_out, Stdio::null());
     let words = line(&srv);
     assert_eq!(words[1], format!("{A_IP}:7878"), "{words:?}");
     let pin = srv.fingerprint.clone();
@@ -94,33 +101,37 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
     ]
     .map(str::to_string)
     .to_vec();
-    let o = run_in(nat, Host::B, &direct, &["t"], &src, b"");
+    let o = run_in(nat, Host::B, &direct, &["t"], src, b"");
     assert!(
         matches!(o.status.code(), Some(6 | 8)),
         "a direct dial across the NATs: {:?} {}",
         o.status,
         text(&o.stderr)
     );
-    let o = run_in(nat, Host::B, &words, &["t"], &src, b"");
+    let o = run_in(nat, Host::B, &words, &["t"], src, b"");
     assert_eq!(o.status.code(), Some(0), "push: {}", text(&o.stderr));
     assert_eq!(srv.wait_exit().0, Some(0));
     assert_eq!(tree(&a_out.join("t")), tree(&src.join("t")));
+}
 
+fn pull(nat: &Nat, relay: &str, src: &Path, a_out: &Path) {
     // Pull: offer in B through the relay only, get in A.
     let mut off = listener(
         nat,
         Host::B,
         "offer",
         &["--via", relay, "t"],
-        &src,
+        src,
         Stdio::null(),
     );
     assert_eq!(off.seen[0]["dial_addrs"].as_array().unwrap().len(), 0);
-    let o = run_in(nat, Host::A, &line(&off), &["--out", "pulled"], &a_out, b"");
+    let o = run_in(nat, Host::A, &line(&off), &["--out", "pulled"], a_out, b"");
     assert_eq!(o.status.code(), Some(0), "pull: {}", text(&o.stderr));
     assert_eq!(off.wait_exit().0, Some(0));
     assert_eq!(tree(&a_out.join("pulled/t")), tree(&src.join("t")));
+}
 
+fn pipe_both_ways(nat: &Nat, relay: &str, a_out: &Path, b_out: &Path) {
     // Pipe: both directions at once.
     let (to_b, to_a) = (random_bytes(400_000, 25), random_bytes(300_000, 26));
     let mut p = listener(
@@ -128,7 +139,7 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
         Host::A,
         "pipe",
         &["--listen", "--via", relay],
-        &a_out,
+        a_out,
         Stdio::piped(),
     );
     let mut pin_a = p.child.stdin.take().unwrap();
@@ -138,7 +149,7 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
             let _ = pin_a.write_all(&to_b);
         }
     });
-    let o = run_in(nat, Host::B, &line(&p), &[], &b_out, &to_a);
+    let o = run_in(nat, Host::B, &line(&p), &[], b_out, &to_a);
     let _ = feed.join();
     assert_eq!(o.status.code(), Some(0), "pipe: {}", text(&o.stderr));
     assert!(o.stdout == to_b, "pipe A to B: {} bytes", o.stdout.len());
@@ -150,7 +161,9 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
         got.len(),
         to_a.len()
     );
+}
 
+fn forward(nat: &Nat, relay: &str, a_out: &Path) {
     // Forward: an echo service in A exposed through the relay, used in B.
     let _echo = KillOnDrop(
         nat.cmd(Host::A, "socat")
@@ -161,7 +174,7 @@ fn every_verb(nat: &Nat, relay: &str, base: &Path) {
             .unwrap(),
     );
     let fargs = ["--listen", "--via", relay, "--to", "127.0.0.1:9000"];
-    let expose = listener(nat, Host::A, "forward", &fargs, &a_out, Stdio::null());
+    let expose = listener(nat, Host::A, "forward", &fargs, a_out, Stdio::null());
     let words: Vec<String> = line(&expose)
         .iter()
         .map(|w| w.replace("127.0.0.1:LOCAL_PORT", "127.0.0.1:9100"))
@@ -336,29 +349,37 @@ fn relays_that_lie_or_listen_in_get_nothing_across_two_nats() {
             text(&o.stderr)
         );
     }
+    misdirected(&nat, &src, &a_out, &evil_out);
+    real.kill();
+    recorded(&nat, &src, &a_out, &base.path().join("capture.bin"));
+}
+
+/// A relay that pairs the dialer with another listener: exit 3 or 9,
+/// nothing given or stored.
+fn misdirected(nat: &Nat, src: &Path, a_out: &Path, evil_out: &Path) {
     // A relay that pairs the dialer with another listener.
-    let _mis = fake_relay(&nat, 4003, "misdirect", "2");
+    let _mis = fake_relay(nat, 4003, "misdirect", "2");
     let mis = format!("{RELAY_IP}:4003");
     let first = listener(
-        &nat,
+        nat,
         Host::A,
         "serve",
         &["--via", &mis, "--out", "."],
-        &a_out,
+        a_out,
         Stdio::null(),
     );
     std::thread::sleep(Duration::from_millis(300));
     let _second = listener(
-        &nat,
+        nat,
         Host::A,
         "serve",
         &["--via", &mis, "--out", "."],
-        &evil_out,
+        evil_out,
         Stdio::null(),
     );
     std::thread::sleep(Duration::from_millis(300));
     for key in ["command", "short_command"] {
-        let o = run_in(&nat, Host::B, &line_of(&first, key), &["t"], &src, b"");
+        let o = run_in(nat, Host::B, &line_of(&first, key), &["t"], src, b"");
         assert!(
             matches!(o.status.code(), Some(3 | 9)),
             "{key} misdirected: {}",
@@ -366,21 +387,22 @@ fn relays_that_lie_or_listen_in_get_nothing_across_two_nats() {
         );
     }
     assert!(
-        is_empty(&a_out) && is_empty(&evil_out),
+        is_empty(a_out) && is_empty(evil_out),
         "nothing given or stored"
     );
-    // A relay that records everything it carries: the transfer works, and
-    // the capture holds no plaintext.
-    let capture = base.path().join("capture.bin");
-    let _rec = fake_relay(&nat, 4004, "record", capture.to_str().unwrap());
-    real.kill();
+}
+
+/// A relay that records everything it carries: the transfer works, and
+/// the capture holds no plaintext.
+fn recorded(nat: &Nat, src: &Path, a_out: &Path, capture: &Path) {
+    let _rec = fake_relay(nat, 4004, "record", capture.to_str().unwrap());
     let args = ["--via", &format!("{RELAY_IP}:4004"), "--out", "."];
-    let mut rec = listener(&nat, Host::A, "serve", &args, &a_out, Stdio::null());
-    let o = run_in(&nat, Host::B, &line(&rec), &["t"], &src, b"");
+    let mut rec = listener(nat, Host::A, "serve", &args, a_out, Stdio::null());
+    let o = run_in(nat, Host::B, &line(&rec), &["t"], src, b"");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(rec.wait_exit().0, Some(0));
     assert_eq!(tree(&a_out.join("t")), tree(&src.join("t")));
-    let seen = std::fs::read(&capture).unwrap();
+    let seen = std::fs::read(capture).unwrap();
     assert!(
         seen.len() > 1_500_000,
         "the capture saw the transfer ({} bytes)",

@@ -145,98 +145,51 @@ impl Nat {
     /// `public`) and host `h`'s private network `lan`.0/24.
     fn router(&self, r: &str, h: &str, public: &str, up: u8, lan: &str) -> Result<(), String> {
         let (inet, rns, hns) = (self.ns("inet"), self.ns(r), self.ns(h));
-        ip(&[
-            "link", "add", "wan", "netns", &rns, "type", "veth", "peer", "name", r, "netns", &inet,
-        ])?;
-        ip(&[
-            "-n",
-            &inet,
-            "addr",
-            "add",
-            &format!("{public}.{up}/30"),
-            "dev",
-            r,
-        ])?;
-        ip(&["-n", &inet, "link", "set", r, "up"])?;
-        ip(&[
-            "-n",
-            &rns,
-            "addr",
-            "add",
-            &format!("{public}.{}/30", up + 1),
-            "dev",
-            "wan",
-        ])?;
-        ip(&["-n", &rns, "link", "set", "wan", "up"])?;
-        ip(&[
-            "-n",
-            &rns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("{public}.{up}"),
-        ])?;
-        ip(&[
-            "link", "add", "lan", "netns", &rns, "type", "veth", "peer", "name", "eth0", "netns",
-            &hns,
-        ])?;
-        ip(&[
-            "-n",
-            &rns,
-            "addr",
-            "add",
-            &format!("{lan}.1/24"),
-            "dev",
-            "lan",
-        ])?;
-        ip(&["-n", &rns, "link", "set", "lan", "up"])?;
-        ip(&[
-            "-n",
-            &hns,
-            "addr",
-            "add",
-            &format!("{lan}.2/24"),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", &hns, "link", "set", "eth0", "up"])?;
-        ip(&[
-            "-n",
-            &hns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("{lan}.1"),
-        ])?;
-        let run = |args: &[&str], stdin: Option<&str>| -> Result<(), String> {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &rns]).args(args);
-            c.stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-            let mut child = c.spawn().map_err(|e| e.to_string())?;
-            if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
-                use std::io::Write;
-                w.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-            }
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            match out.status.success() {
-                true => Ok(()),
-                false => Err(format!(
-                    "{args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )),
-            }
-        };
-        run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"], None)?;
+        let down = up + 1;
+        for line in [
+            format!("link add wan netns {rns} type veth peer name {r} netns {inet}"),
+            format!("-n {inet} addr add {public}.{up}/30 dev {r}"),
+            format!("-n {inet} link set {r} up"),
+            format!("-n {rns} addr add {public}.{down}/30 dev wan"),
+            format!("-n {rns} link set wan up"),
+            format!("-n {rns} route add default via {public}.{up}"),
+            format!("link add lan netns {rns} type veth peer name eth0 netns {hns}"),
+            format!("-n {rns} addr add {lan}.1/24 dev lan"),
+            format!("-n {rns} link set lan up"),
+            format!("-n {hns} addr add {lan}.2/24 dev eth0"),
+            format!("-n {hns} link set eth0 up"),
+            format!("-n {hns} route add default via {lan}.1"),
+        ] {
+            ip(&line.split_whitespace().collect::<Vec<_>>())?;
+        }
+        in_ns(&rns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"], None)?;
         let rules = "table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"wan\" masquerade\n }\n}\n";
-        run(&["nft", "-f", "-"], Some(rules))
+        in_ns(&rns, &["nft", "-f", "-"], Some(rules))
+    }
+}
+
+/// Runs `args` in the namespace `ns`, with `stdin` as its input.
+fn in_ns(ns: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).args(args);
+    c.stdin(match stdin {
+        Some(_) => Stdio::piped(),
+        None => Stdio::null(),
+    })
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| e.to_string())?;
+    if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        w.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
     }
 }
 
