@@ -323,17 +323,24 @@ fn zero_durations_are_usage_errors_for_the_binary() {
 }
 
 /// A raw TLS peer: reads everything until the sender's close_notify, answers
-/// `reply`, then closes with or without its own close_notify.
-fn raw_peer(reply: &'static [u8], close_notify: bool) -> (String, String, thread::JoinHandle<()>) {
+/// `reply`, then closes with or without its own close_notify; what went
+/// wrong on its side, if anything.
+fn raw_peer(
+    reply: &'static [u8],
+    close_notify: bool,
+) -> (String, String, thread::JoinHandle<Result<(), String>>) {
     fake_receiver(move |tls: &mut ServerTls| {
         let mut got = Vec::new();
-        tls.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"question", "the peer got what was sent");
-        tls.write_all(reply).unwrap();
+        tls.read_to_end(&mut got)
+            .map_err(|e| format!("the peer's read: {e}"))?;
+        if got != b"question" {
+            return Err(format!("the peer got {got:?}"));
+        }
+        tls.write_all(reply).map_err(|e| e.to_string())?;
         if close_notify {
             tls.conn.send_close_notify();
         }
-        tls.flush().unwrap();
+        tls.flush().map_err(|e| e.to_string())
         // Dropping the socket now is a plain TCP FIN.
     })
 }
@@ -343,8 +350,8 @@ fn a_raw_reply_without_close_notify_is_truncation() {
     let reply: &[u8] = b"the first half of the ans";
     let (addr, pin, h) = raw_peer(reply, false);
     let r = send(&addr, &pin, &["--raw"], b"question");
-    h.join().unwrap();
     let err = text(&r.stderr);
+    assert_eq!(h.join().unwrap(), Ok(()), "sender: {:?} {err}", r.status);
     assert_eq!(r.status.code(), Some(7), "{err}");
     assert!(
         err.contains("close_notify") && err.contains("truncated"),
@@ -354,7 +361,8 @@ fn a_raw_reply_without_close_notify_is_truncation() {
 
     let (addr, pin, h) = raw_peer(b"the whole answer", true);
     let r = send(&addr, &pin, &["--raw"], b"question");
-    h.join().unwrap();
+    let peer = h.join().unwrap();
+    assert_eq!(peer, Ok(()), "sender: {:?} {}", r.status, text(&r.stderr));
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
     assert_eq!(r.stdout, b"the whole answer");
 }
