@@ -3,11 +3,13 @@
 //! plaintext listener whose connections dial --to).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
 
+use super::addr::{parse_listen, parse_local, refuse_stray};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
@@ -23,11 +25,15 @@ pub struct ForwardArgs {
     /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local: HOST:PORT with --pin, or a known peer's NAME).
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "via")]
     pub to: Option<String>,
-    /// Exposing end: accept pinned TLS here and relay each connection to --to.
+    /// A second argument, refused (a port goes after a ':' in HOST:PORT).
+    #[arg(value_name = "PORT", hide = true)]
+    pub stray: Option<PathBuf>,
+    /// Exposing end: accept pinned TLS here (PORT, HOST:PORT or [IPv6]:PORT; a port alone is all interfaces) and relay each connection to --to.
     #[arg(
         long,
         short,
-        value_name = "ADDR:PORT",
+        value_name = "[HOST:]PORT",
+        value_parser = parse_listen,
         required_unless_present = "local",
         conflicts_with = "local",
         num_args = 0..=1
@@ -36,8 +42,8 @@ pub struct ForwardArgs {
     /// A relay: the exposing end registers there (as well as listening on an ADDR:PORT given to --listen), the using end goes through it.
     #[command(flatten)]
     pub via: ViaArgs,
-    /// Using end: listen in plaintext here and carry each connection to --to over pinned TLS.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Using end: listen in plaintext here (PORT alone is loopback only) and carry each connection to --to over pinned TLS.
+    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_local)]
     pub local: Option<SocketAddr>,
     /// Who may connect (exposing end).
     #[command(flatten)]
@@ -64,6 +70,7 @@ pub struct ForwardArgs {
 
 /// Runs `pincat forward`.
 pub fn run(a: ForwardArgs) -> pincat::Result<()> {
+    refuse_stray("forward --to", a.to.as_deref(), a.stray.as_deref())?;
     if let Some(listen) = a.listen {
         return expose(listen, a);
     }

@@ -8,6 +8,7 @@
 //! (a usage mistake is returned as a [`usage::Usage`] error and reported
 //! here, with clap's usage line).
 
+mod addr;
 mod code;
 mod dial;
 mod duration;

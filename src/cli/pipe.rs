@@ -3,12 +3,14 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
 use pincat::{Events, Mode};
 
+use super::addr::{parse_listen, refuse_stray};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
@@ -27,8 +29,11 @@ pub struct PipeArgs {
         conflicts_with = "listen"
     )]
     pub addr: Option<String>,
-    /// Listen on ADDR:PORT instead of dialing, and print a paste-ready dial line (with --via and no ADDR:PORT: through the relay only).
-    #[arg(long, short, value_name = "ADDR:PORT", num_args = 0..=1)]
+    /// A second argument, refused (a port goes after a ':' in HOST:PORT).
+    #[arg(value_name = "PORT", hide = true)]
+    pub stray: Option<PathBuf>,
+    /// Listen instead of dialing (PORT, HOST:PORT or [IPv6]:PORT; a port alone is all interfaces) and print a paste-ready dial line (with --via and no address: through the relay only).
+    #[arg(long, short, value_name = "[HOST:]PORT", num_args = 0..=1, value_parser = parse_listen)]
     pub listen: Option<Option<SocketAddr>>,
     /// A relay: the listener registers there, the dialer goes through it.
     #[command(flatten)]
@@ -66,6 +71,12 @@ pub fn run(a: PipeArgs) -> pincat::Result<()> {
     } else {
         Ends::Exec(a.exec.clone())
     };
+    let target = if a.listen.is_some() {
+        None
+    } else {
+        a.addr.as_deref()
+    };
+    refuse_stray("pipe", target, a.stray.as_deref())?;
     let Some(listen) = a.listen else {
         return dial(a, &ends);
     };

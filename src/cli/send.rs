@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use pincat::{Events, Mode, Source};
 
+use super::addr::ncat_form;
 use super::paths::PathsArgs;
 
 use super::code::CodeArgs;
@@ -70,6 +71,9 @@ fn parse_stream_name(s: &str) -> Result<String, String> {
 
 /// Runs `pincat send`.
 pub fn run(mut a: SendArgs) -> pincat::Result<()> {
+    if let Some(addr) = &a.addr {
+        ncat_form("send", addr, a.paths.first().map(PathBuf::as_path))?;
+    }
     let target = dial_target(a.addr.take(), &a.via, Some(&mut a.paths))?;
     let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
     if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {
