@@ -12,10 +12,12 @@ mod addr;
 mod code;
 mod dial;
 mod duration;
+mod examples;
 mod exec;
 mod forward;
 mod identity;
 mod listen;
+mod man;
 mod offer;
 mod output;
 mod paths;
@@ -29,7 +31,6 @@ mod tls;
 mod usage;
 mod via;
 
-use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use pincat::{Event, Events, ExitCode, Mode};
 
@@ -37,6 +38,7 @@ use pincat::{Event, Events, ExitCode, Mode};
 /// certificate fingerprint.
 #[derive(Debug, Parser)]
 #[command(name = "pincat", version, about, long_about = None, max_term_width = 100)]
+#[command(after_help = examples::help("pincat"))]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -47,31 +49,41 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive: listen, print the fingerprint and a send command, store what arrives.
+    #[command(after_help = examples::help("serve"))]
     Serve(serve::ServeArgs),
     /// Send stdin or files to a pinned receiver; exit 0 only on its receipt.
+    #[command(after_help = examples::help("send"))]
     Send(send::SendArgs),
     /// Offer stdin or files: listen, print the fingerprint and a get command, give to takers.
+    #[command(after_help = examples::help("offer"))]
     Offer(offer::OfferArgs),
     /// Fetch from a pinned `pincat offer` and store it as serve would; exit 0 once durable.
+    #[command(after_help = examples::help("get"))]
     Get(offer::GetArgs),
     /// Full duplex: stdin to the peer and the peer to stdout, at the same time.
+    #[command(after_help = examples::help("pipe"))]
     Pipe(pipe::PipeArgs),
     /// Carry a TCP service over pinned TLS (exposing end: --listen; using end: --local).
+    #[command(after_help = examples::help("forward"))]
     Forward(forward::ForwardArgs),
     /// Run a relay that pairs two listeners' and dialers' connections by token and splices them (magic-wormhole transit relay protocol); it never sees the data.
+    #[command(after_help = examples::help("relay"))]
     Relay(relay::RelayArgs),
     /// Manage persistent identities.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::help("identity"))]
     Identity(identity::IdentityCommand),
     /// Print the SHA-256 fingerprint of a certificate/identity file or of a remote server.
+    #[command(after_help = examples::help("fingerprint"))]
     Fingerprint(identity::FingerprintArgs),
     /// Known peers: names for HOST:PORT and their pins, usable in place of HOST:PORT --pin.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::help("peers"))]
     Peers(peers::PeersCommand),
-    /// Print a shell completion script.
+    /// Print a shell completion script (known peer names complete the targets of send, get, pipe and forward --to).
+    #[command(after_help = examples::help("completions"))]
     Completions(CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print the manual page of pincat or of one verb (roff; through man(1) on a terminal).
+    #[command(after_help = examples::help("man"))]
+    Man(man::ManArgs),
 }
 
 /// `pincat completions`.
@@ -151,12 +163,7 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
             clap_complete::generate(a.shell, &mut cmd, "pincat", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
-            Ok(())
-        }
+        Command::Man(a) => man::run(Cli::command(), &a),
     }
 }
 
