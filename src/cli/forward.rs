@@ -23,7 +23,7 @@ use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
     /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local: HOST:PORT with --pin, or a known peer's NAME).
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "via")]
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "via", value_hint = clap::ValueHint::Hostname)]
     pub to: Option<String>,
     /// A second argument, refused (a port goes after a ':' in HOST:PORT).
     #[arg(value_name = "PORT", hide = true)]

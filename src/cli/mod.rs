@@ -10,6 +10,7 @@
 
 mod addr;
 mod code;
+mod completions;
 mod dial;
 mod duration;
 mod examples;
@@ -31,7 +32,7 @@ mod tls;
 mod usage;
 mod via;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pincat::{Event, Events, ExitCode, Mode};
 
 /// Move data between two machines over TLS 1.3, trusting only a pinned
@@ -80,18 +81,10 @@ pub enum Command {
     Peers(peers::PeersCommand),
     /// Print a shell completion script (known peer names complete the targets of send, get, pipe and forward --to).
     #[command(after_help = examples::help("completions"))]
-    Completions(CompletionsArgs),
+    Completions(completions::CompletionsArgs),
     /// Print the manual page of pincat or of one verb (roff; through man(1) on a terminal).
     #[command(after_help = examples::help("man"))]
     Man(man::ManArgs),
-}
-
-/// `pincat completions`.
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
 }
 
 impl Command {
@@ -158,11 +151,7 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
         Command::Identity(cmd) => identity::identity(cmd),
         Command::Fingerprint(a) => identity::fingerprint(a),
         Command::Peers(cmd) => peers::run(cmd),
-        Command::Completions(a) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(a.shell, &mut cmd, "pincat", &mut std::io::stdout());
-            Ok(())
-        }
+        Command::Completions(a) => completions::run(Cli::command(), &a),
         Command::Man(a) => man::run(Cli::command(), &a),
     }
 }

@@ -75,7 +75,7 @@ pub struct OfferArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// The offering side, as HOST:PORT (with --pin), or the NAME of a known peer (omit with --via alone).
-    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via")]
+    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via", value_hint = clap::ValueHint::Hostname)]
     pub addr: Option<String>,
     /// A second argument, refused (a port goes after a ':' in HOST:PORT).
     #[arg(value_name = "PORT", hide = true)]

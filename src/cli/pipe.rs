@@ -25,6 +25,7 @@ pub struct PipeArgs {
     /// The listening end, as HOST:PORT (with --pin) or the NAME of a known peer (omit with --listen).
     #[arg(
         value_name = "HOST:PORT|NAME",
+        value_hint = clap::ValueHint::Hostname,
         required_unless_present_any = ["listen", "via"],
         conflicts_with = "listen"
     )]

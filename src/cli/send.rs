@@ -25,7 +25,7 @@ use super::via::{ViaArgs, dial_target, dial_via};
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The receiver, as HOST:PORT (with --pin or --ca), or the NAME of a known peer (see `pincat peers`); with --via alone, omit it.
-    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via")]
+    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via", value_hint = clap::ValueHint::Hostname)]
     pub addr: Option<String>,
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
