@@ -243,6 +243,73 @@ mod tests {
         assert_eq!(seen, cases.len());
     }
 
+    /// The verbs a person can ask `pincat man` and `--help` about.
+    fn verbs() -> Vec<String> {
+        Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect()
+    }
+
+    #[test]
+    fn every_verb_has_a_page_and_two_to_four_examples() {
+        assert_eq!(verbs(), man::VERBS);
+        for v in verbs().iter().map(String::as_str).chain(["pincat"]) {
+            let n = examples::of(v).len();
+            assert!((2..=4).contains(&n), "{v}: {n} examples");
+            let page = man::page(Cli::command(), (v != "pincat").then_some(v), None).unwrap();
+            let page = String::from_utf8(page).unwrap();
+            for section in [".SH EXAMPLES", ".SH \"EXIT STATUS\"", ".SH OPTIONS"] {
+                assert!(page.contains(section), "{v}: no {section}");
+            }
+            assert!(page.contains("\\fB12\\fR\nThe receiver's handler"), "{v}");
+        }
+    }
+
+    #[test]
+    fn every_example_parses() {
+        let fp = "ab".repeat(32);
+        for v in verbs().iter().map(String::as_str).chain(["pincat"]) {
+            for e in examples::of(v) {
+                // The pincat command of the line: after a pipe, before a
+                // redirection or a second command.
+                let cmd = e.cmd.rsplit("| ").next().unwrap_or(e.cmd);
+                let cmd = cmd.split(['>', '&']).next().unwrap_or(cmd);
+                if !cmd.starts_with("pincat ") {
+                    continue;
+                }
+                let argv: Vec<String> = cmd
+                    .split_whitespace()
+                    .map(|w| match w {
+                        "FP" => fp.clone(),
+                        "CODE" => "spend-zoom-churn".into(),
+                        w => w
+                            .replace("HOST", "192.0.2.1")
+                            .replace("RENDEZVOUS", "3f9c0a51d2b87e46a1c0f5d2"),
+                    })
+                    .collect();
+                if let Err(err) = Cli::try_parse_from(&argv) {
+                    panic!("{v}: {cmd}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keep_open_is_k_wherever_it_is() {
+        let mut seen = 0;
+        for sub in Cli::command().get_subcommands() {
+            for a in sub.get_arguments() {
+                if a.get_long() == Some("keep-open") {
+                    assert_eq!(a.get_short(), Some('k'), "{}", sub.get_name());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 2);
+    }
+
     #[test]
     fn bad_pin_is_a_usage_error_naming_the_flag() {
         let err = Cli::try_parse_from(["pincat", "send", "h:1", "--pin", "abcd"]).unwrap_err();
