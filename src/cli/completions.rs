@@ -49,7 +49,8 @@ fn valued_options(cmd: &clap::Command, verb: &str) -> String {
     };
     let mut pats = vec!["--".to_string()];
     for a in sub.get_arguments().filter(|a| !a.is_positional()) {
-        if !a.get_num_args().is_some_and(|n| n.min_values() > 0) {
+        let takes_value = a.get_num_args().is_some_and(|n| n.min_values() > 0);
+        if !takes_value {
             continue;
         }
         pats.extend(a.get_long().map(|l| format!("--{l}")));
@@ -138,9 +139,10 @@ fn fish_hook(script: &str) -> String {
         "\"(__fish_print_hostnames)\"",
         &format!("\"{names} (__fish_print_hostnames)\""),
     );
+    // send's later arguments are files; get and pipe take nothing else.
     format!(
         "{script}\n# pincat: known peer names complete the target of send, get, pipe and forward --to.\n\
-         complete -c pincat -n \"__fish_pincat_using_subcommand {}\" -a \"{names}\" -d 'known peer'\n",
-        TARGET_VERBS.join(" ")
+         complete -c pincat -n \"__fish_pincat_using_subcommand send\" -a \"{names}\" -d 'known peer'\n\
+         complete -c pincat -n \"__fish_pincat_using_subcommand get pipe\" -f -a \"{names}\" -d 'known peer'\n"
     )
 }
