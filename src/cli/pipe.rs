@@ -39,15 +39,9 @@ pub struct PipeArgs {
     /// A relay: the listener registers there, the dialer goes through it.
     #[command(flatten)]
     pub via: ViaArgs,
-    /// Listening options (with --listen).
-    #[command(flatten)]
-    pub listening: ListenArgs,
     /// The code (the listener's own, or the one its line printed).
     #[command(flatten)]
     pub code: CodeArgs,
-    /// Dialing options (without --listen; --pin or --code is required).
-    #[command(flatten)]
-    pub dial: DialArgs,
     /// End the pipe when nothing moved for DURATION [default: no limit].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -63,6 +57,12 @@ pub struct PipeArgs {
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Listening options (with --listen).
+    #[command(flatten, next_help_heading = "Listening end (--listen)")]
+    pub listening: ListenArgs,
+    /// Dialing options (without --listen; --pin or --code is required).
+    #[command(flatten, next_help_heading = "Dialing end (HOST:PORT|NAME)")]
+    pub dial: DialArgs,
 }
 
 /// Runs `pincat pipe`.
