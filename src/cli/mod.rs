@@ -88,6 +88,24 @@ pub enum Command {
 }
 
 impl Command {
+    /// The verb, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "serve",
+            Command::Send(_) => "send",
+            Command::Offer(_) => "offer",
+            Command::Get(_) => "get",
+            Command::Pipe(_) => "pipe",
+            Command::Forward(_) => "forward",
+            Command::Relay(_) => "relay",
+            Command::Identity(_) => "identity",
+            Command::Fingerprint(_) => "fingerprint",
+            Command::Peers(_) => "peers",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+
     /// Whether failures are reported as a JSON `error` event (--json).
     fn json(&self) -> bool {
         match self {
@@ -108,12 +126,16 @@ impl Command {
 /// A usage mistake ends the process the way clap's own do (exit 2).
 pub fn run(cli: Cli) -> ExitCode {
     let json = cli.command.json();
+    let verb = cli.command.name();
     let Err(e) = dispatch(cli) else {
         return ExitCode::Success;
     };
     if let Some(msg) = usage::message(&e) {
-        Cli::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        // With the verb's own usage line, as clap shows for its mistakes.
+        let mut top = Cli::command();
+        top.build();
+        let mut cmd = top.find_subcommand_mut(verb).cloned().unwrap_or(top);
+        cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit();
     }
     if json {

@@ -155,6 +155,8 @@ fn the_ncat_form_says_to_type_host_colon_port() {
         let line = one_error_line(&out);
         assert!(line.contains(want), "{args:?}: {line}");
         assert!(!line.contains("known peer"), "{args:?}: {line}");
+        let usage = format!("Usage: pincat {} ", args[0]);
+        assert!(text(&out.stderr).contains(&usage), "{}", text(&out.stderr));
     }
     // A second argument that is a file is a file: the error is the
     // address's, which has no port.
