@@ -96,6 +96,13 @@ fn trust(target: &str, d: &DialArgs, code: bool) -> pincat::Result<DialOptions> 
         }
         return Ok(o);
     }
+    if target.parse::<std::net::IpAddr>().is_ok() && !super::via::known(target) {
+        return Err(usage(format!(
+            "{target} has no port: type HOST:PORT as one argument ({}:{})",
+            super::addr::bracketed(target),
+            pincat::serve::DEFAULT_PORT
+        )));
+    }
     let (file, peer) = known_peer(target)?;
     if !pins.is_empty() || ca.is_some() {
         return Err(usage(format!(

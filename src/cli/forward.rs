@@ -3,11 +3,13 @@
 //! plaintext listener whose connections dial --to).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use pincat::forward::{ExposeOptions, Exposer, Tunnel, TunnelOptions};
 
+use super::addr::{parse_listen, parse_local, refuse_stray};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
@@ -17,40 +19,26 @@ use super::tls::TlsArgs;
 use super::usage::usage;
 use super::via::{ViaArgs, dial_target, dial_via, listen_via};
 
+/// The help heading of the exposing end's own flags.
+const EXPOSING: &str = "Exposing end (--listen)";
+/// The help heading of the using end's own flags.
+const USING: &str = "Using end (--local)";
+
 /// `pincat forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
     /// Where connections go: the plaintext service (with --listen) or the exposing end (with --local: HOST:PORT with --pin, or a known peer's NAME).
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "via")]
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "via", value_hint = clap::ValueHint::Hostname)]
     pub to: Option<String>,
-    /// Exposing end: accept pinned TLS here and relay each connection to --to.
-    #[arg(
-        long,
-        short,
-        value_name = "ADDR:PORT",
-        required_unless_present = "local",
-        conflicts_with = "local",
-        num_args = 0..=1
-    )]
-    pub listen: Option<Option<SocketAddr>>,
+    /// A second argument, refused (a port goes after a ':' in HOST:PORT).
+    #[arg(value_name = "PORT", hide = true)]
+    pub stray: Option<PathBuf>,
     /// A relay: the exposing end registers there (as well as listening on an ADDR:PORT given to --listen), the using end goes through it.
     #[command(flatten)]
     pub via: ViaArgs,
-    /// Using end: listen in plaintext here and carry each connection to --to over pinned TLS.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub local: Option<SocketAddr>,
-    /// Who may connect (exposing end).
-    #[command(flatten)]
-    pub listening: ListenArgs,
-    /// How many at once.
-    #[command(flatten)]
-    pub caps: CapsArgs,
     /// The code (the exposing end's own, or the one its line printed).
     #[command(flatten)]
     pub code: CodeArgs,
-    /// Dialing options (using end; --pin or --code is required).
-    #[command(flatten)]
-    pub dial: DialArgs,
     /// End a connection where nothing moved this long.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -60,10 +48,35 @@ pub struct ForwardArgs {
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// How many at once (--max-conns: both ends).
+    #[command(flatten)]
+    pub caps: CapsArgs,
+    /// Exposing end: accept pinned TLS here (PORT, HOST:PORT or [IPv6]:PORT; a port alone is all interfaces) and relay each connection to --to.
+    #[arg(
+        long,
+        short,
+        help_heading = EXPOSING,
+        value_name = "[HOST:]PORT",
+        value_parser = parse_listen,
+        required_unless_present = "local",
+        conflicts_with = "local",
+        num_args = 0..=1
+    )]
+    pub listen: Option<Option<SocketAddr>>,
+    /// Who may connect (exposing end).
+    #[command(flatten, next_help_heading = EXPOSING)]
+    pub listening: ListenArgs,
+    /// Using end: listen in plaintext here (PORT alone is loopback only) and carry each connection to --to over pinned TLS.
+    #[arg(long, value_name = "[HOST:]PORT", value_parser = parse_local, help_heading = USING)]
+    pub local: Option<SocketAddr>,
+    /// Dialing options (using end; --pin or --code is required).
+    #[command(flatten, next_help_heading = USING)]
+    pub dial: DialArgs,
 }
 
 /// Runs `pincat forward`.
 pub fn run(a: ForwardArgs) -> pincat::Result<()> {
+    refuse_stray("forward --to", a.to.as_deref(), a.stray.as_deref())?;
     if let Some(listen) = a.listen {
         return expose(listen, a);
     }

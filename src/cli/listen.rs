@@ -53,12 +53,7 @@ pub struct CapsArgs {
 /// The default listening address of every listening verb: all interfaces
 /// on the default port, IPv6 (which takes IPv4 too) where the host has it.
 pub fn default_listen() -> SocketAddr {
-    let port = pincat::serve::DEFAULT_PORT;
-    if std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok() {
-        (std::net::Ipv6Addr::UNSPECIFIED, port).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, port).into()
-    }
+    super::addr::all_interfaces(pincat::serve::DEFAULT_PORT)
 }
 
 /// The one place a listening verb's flags become the library's [`Listen`]:

@@ -8,13 +8,17 @@
 //! (a usage mistake is returned as a [`usage::Usage`] error and reported
 //! here, with clap's usage line).
 
+mod addr;
 mod code;
+mod completions;
 mod dial;
 mod duration;
+mod examples;
 mod exec;
 mod forward;
 mod identity;
 mod listen;
+mod man;
 mod offer;
 mod output;
 mod paths;
@@ -28,14 +32,14 @@ mod tls;
 mod usage;
 mod via;
 
-use anyhow::Context;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pincat::{Event, Events, ExitCode, Mode};
 
 /// Move data between two machines over TLS 1.3, trusting only a pinned
 /// certificate fingerprint.
 #[derive(Debug, Parser)]
 #[command(name = "pincat", version, about, long_about = None, max_term_width = 100)]
+#[command(after_help = examples::help("pincat"))]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -46,42 +50,62 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive: listen, print the fingerprint and a send command, store what arrives.
+    #[command(after_help = examples::help("serve"))]
     Serve(serve::ServeArgs),
     /// Send stdin or files to a pinned receiver; exit 0 only on its receipt.
+    #[command(after_help = examples::help("send"))]
     Send(send::SendArgs),
     /// Offer stdin or files: listen, print the fingerprint and a get command, give to takers.
+    #[command(after_help = examples::help("offer"))]
     Offer(offer::OfferArgs),
     /// Fetch from a pinned `pincat offer` and store it as serve would; exit 0 once durable.
+    #[command(after_help = examples::help("get"))]
     Get(offer::GetArgs),
     /// Full duplex: stdin to the peer and the peer to stdout, at the same time.
+    #[command(after_help = examples::help("pipe"))]
     Pipe(pipe::PipeArgs),
     /// Carry a TCP service over pinned TLS (exposing end: --listen; using end: --local).
+    #[command(after_help = examples::help("forward"))]
     Forward(forward::ForwardArgs),
     /// Run a relay that pairs two listeners' and dialers' connections by token and splices them (magic-wormhole transit relay protocol); it never sees the data.
+    #[command(after_help = examples::help("relay"))]
     Relay(relay::RelayArgs),
     /// Manage persistent identities.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::help("identity"))]
     Identity(identity::IdentityCommand),
     /// Print the SHA-256 fingerprint of a certificate/identity file or of a remote server.
+    #[command(after_help = examples::help("fingerprint"))]
     Fingerprint(identity::FingerprintArgs),
     /// Known peers: names for HOST:PORT and their pins, usable in place of HOST:PORT --pin.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::help("peers"))]
     Peers(peers::PeersCommand),
-    /// Print a shell completion script.
-    Completions(CompletionsArgs),
-    /// Print the man page (roff).
-    Man,
-}
-
-/// `pincat completions`.
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    /// Print a shell completion script (known peer names complete the targets of send, get, pipe and forward --to).
+    #[command(after_help = examples::help("completions"))]
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page of pincat or of one verb (roff; through man(1) on a terminal).
+    #[command(after_help = examples::help("man"))]
+    Man(man::ManArgs),
 }
 
 impl Command {
+    /// The verb, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "serve",
+            Command::Send(_) => "send",
+            Command::Offer(_) => "offer",
+            Command::Get(_) => "get",
+            Command::Pipe(_) => "pipe",
+            Command::Forward(_) => "forward",
+            Command::Relay(_) => "relay",
+            Command::Identity(_) => "identity",
+            Command::Fingerprint(_) => "fingerprint",
+            Command::Peers(_) => "peers",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+
     /// Whether failures are reported as a JSON `error` event (--json).
     fn json(&self) -> bool {
         match self {
@@ -102,12 +126,16 @@ impl Command {
 /// A usage mistake ends the process the way clap's own do (exit 2).
 pub fn run(cli: Cli) -> ExitCode {
     let json = cli.command.json();
+    let verb = cli.command.name();
     let Err(e) = dispatch(cli) else {
         return ExitCode::Success;
     };
     if let Some(msg) = usage::message(&e) {
-        Cli::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        // With the verb's own usage line, as clap shows for its mistakes.
+        let mut top = Cli::command();
+        top.build();
+        let mut cmd = top.find_subcommand_mut(verb).cloned().unwrap_or(top);
+        cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit();
     }
     if json {
@@ -145,17 +173,8 @@ fn dispatch(cli: Cli) -> pincat::Result<()> {
         Command::Identity(cmd) => identity::identity(cmd),
         Command::Fingerprint(a) => identity::fingerprint(a),
         Command::Peers(cmd) => peers::run(cmd),
-        Command::Completions(a) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(a.shell, &mut cmd, "pincat", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
-            Ok(())
-        }
+        Command::Completions(a) => completions::run(Cli::command(), &a),
+        Command::Man(a) => man::run(Cli::command(), &a),
     }
 }
 
@@ -244,6 +263,73 @@ mod tests {
             }
         }
         assert_eq!(seen, cases.len());
+    }
+
+    /// The verbs a person can ask `pincat man` and `--help` about.
+    fn verbs() -> Vec<String> {
+        Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect()
+    }
+
+    #[test]
+    fn every_verb_has_a_page_and_two_to_four_examples() {
+        assert_eq!(verbs(), man::VERBS);
+        for v in verbs().iter().map(String::as_str).chain(["pincat"]) {
+            let n = examples::of(v).len();
+            assert!((2..=4).contains(&n), "{v}: {n} examples");
+            let page = man::page(Cli::command(), (v != "pincat").then_some(v), None).unwrap();
+            let page = String::from_utf8(page).unwrap();
+            for section in [".SH EXAMPLES", ".SH \"EXIT STATUS\"", ".SH OPTIONS"] {
+                assert!(page.contains(section), "{v}: no {section}");
+            }
+            assert!(page.contains("\\fB12\\fR\nThe receiver's handler"), "{v}");
+        }
+    }
+
+    #[test]
+    fn every_example_parses() {
+        let fp = "ab".repeat(32);
+        for v in verbs().iter().map(String::as_str).chain(["pincat"]) {
+            for e in examples::of(v) {
+                // The pincat command of the line: after a pipe, before a
+                // redirection or a second command.
+                let cmd = e.cmd.rsplit("| ").next().unwrap_or(e.cmd);
+                let cmd = cmd.split(['>', '&']).next().unwrap_or(cmd);
+                if !cmd.starts_with("pincat ") {
+                    continue;
+                }
+                let argv: Vec<String> = cmd
+                    .split_whitespace()
+                    .map(|w| match w {
+                        "FP" => fp.clone(),
+                        "CODE" => "spend-zoom-churn".into(),
+                        w => w
+                            .replace("HOST", "192.0.2.1")
+                            .replace("RENDEZVOUS", "3f9c0a51d2b87e46a1c0f5d2"),
+                    })
+                    .collect();
+                if let Err(err) = Cli::try_parse_from(&argv) {
+                    panic!("{v}: {cmd}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keep_open_is_k_wherever_it_is() {
+        let mut seen = 0;
+        for sub in Cli::command().get_subcommands() {
+            for a in sub.get_arguments() {
+                if a.get_long() == Some("keep-open") {
+                    assert_eq!(a.get_short(), Some('k'), "{}", sub.get_name());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 2);
     }
 
     #[test]

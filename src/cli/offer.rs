@@ -9,6 +9,7 @@ use clap::Args;
 use pincat::offer::{OfferOptions, Offering};
 use pincat::{Keep, Output, Source};
 
+use super::addr::{parse_listen, refuse_stray};
 use super::paths::PathsArgs;
 
 use super::code::CodeArgs;
@@ -29,8 +30,8 @@ pub struct OfferArgs {
     /// Symbolic links and skipped entries.
     #[command(flatten)]
     pub planning: PathsArgs,
-    /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
-    #[arg(long, short, value_name = "ADDR:PORT")]
+    /// Address to listen on: PORT, HOST:PORT or [IPv6]:PORT (a port alone is all interfaces; port 0 picks a free one) [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
+    #[arg(long, short, value_name = "[HOST:]PORT", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Who may connect.
     #[command(flatten)]
@@ -45,7 +46,7 @@ pub struct OfferArgs {
     #[command(flatten)]
     pub caps: CapsArgs,
     /// Give the same files to many takers instead of exiting after the first.
-    #[arg(long)]
+    #[arg(long, short = 'k')]
     pub keep_open: bool,
     /// With --keep-open: exit 0 after N confirmed gets.
     #[arg(long, value_name = "N", requires = "keep_open", value_parser = clap::value_parser!(u64).range(1..))]
@@ -74,8 +75,11 @@ pub struct OfferArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// The offering side, as HOST:PORT (with --pin), or the NAME of a known peer (omit with --via alone).
-    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via")]
+    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via", value_hint = clap::ValueHint::Hostname)]
     pub addr: Option<String>,
+    /// A second argument, refused (a port goes after a ':' in HOST:PORT).
+    #[arg(value_name = "PORT", hide = true)]
+    pub stray: Option<PathBuf>,
     /// A relay to go through (as the offering side's line gives it).
     #[command(flatten)]
     pub via: ViaArgs,
@@ -144,6 +148,7 @@ pub fn offer(a: OfferArgs) -> pincat::Result<()> {
 
 /// Runs `pincat get`.
 pub fn get(a: GetArgs) -> pincat::Result<()> {
+    refuse_stray("get", a.addr.as_deref(), a.stray.as_deref())?;
     let target = dial_target(a.addr, &a.via, None)?;
     let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
     opts.via = dial_via(&a.via)?.or(opts.via.take());

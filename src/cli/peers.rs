@@ -36,6 +36,9 @@ pub enum PeersCommand {
         /// Print one JSON object {"file", "peers": [{"name", "addr", "via", "pins"}]}.
         #[arg(long)]
         json: bool,
+        /// Print only the names, one a line (what shell completion offers).
+        #[arg(long, conflicts_with = "json")]
+        names: bool,
     },
     /// Forget a peer.
     Remove {
@@ -78,7 +81,8 @@ pub fn run(cmd: PeersCommand) -> pincat::Result<()> {
             },
             replace,
         ),
-        PeersCommand::List { json } => list(&file, json),
+        PeersCommand::List { names: true, .. } => list_names(&file),
+        PeersCommand::List { json, .. } => list(&file, json),
         PeersCommand::Remove { name } => remove(&file, &name),
     }
 }
@@ -123,6 +127,14 @@ fn remove(file: &PeersFile, name: &str) -> pincat::Result<()> {
         false => Err(anyhow!("no peer named {name} in {shown}").into()),
     })?;
     eprintln!("pincat: removed peer {name} from {shown}");
+    Ok(())
+}
+
+/// The known peers' names, one a line (escaped as everywhere else).
+fn list_names(file: &PeersFile) -> pincat::Result<()> {
+    for p in file.read()?.iter() {
+        println!("{}", escape_text(&p.name));
+    }
     Ok(())
 }
 

@@ -3,12 +3,14 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use pincat::pipe::{Ends, PipeListenOptions, PipeListener};
 use pincat::{Events, Mode};
 
+use super::addr::{parse_listen, refuse_stray};
 use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
@@ -23,25 +25,23 @@ pub struct PipeArgs {
     /// The listening end, as HOST:PORT (with --pin) or the NAME of a known peer (omit with --listen).
     #[arg(
         value_name = "HOST:PORT|NAME",
+        value_hint = clap::ValueHint::Hostname,
         required_unless_present_any = ["listen", "via"],
         conflicts_with = "listen"
     )]
     pub addr: Option<String>,
-    /// Listen on ADDR:PORT instead of dialing, and print a paste-ready dial line (with --via and no ADDR:PORT: through the relay only).
-    #[arg(long, short, value_name = "ADDR:PORT", num_args = 0..=1)]
+    /// A second argument, refused (a port goes after a ':' in HOST:PORT).
+    #[arg(value_name = "PORT", hide = true)]
+    pub stray: Option<PathBuf>,
+    /// Listen instead of dialing (PORT, HOST:PORT or [IPv6]:PORT; a port alone is all interfaces) and print a paste-ready dial line (with --via and no address: through the relay only).
+    #[arg(long, short, value_name = "[HOST:]PORT", num_args = 0..=1, value_parser = parse_listen)]
     pub listen: Option<Option<SocketAddr>>,
     /// A relay: the listener registers there, the dialer goes through it.
     #[command(flatten)]
     pub via: ViaArgs,
-    /// Listening options (with --listen).
-    #[command(flatten)]
-    pub listening: ListenArgs,
     /// The code (the listener's own, or the one its line printed).
     #[command(flatten)]
     pub code: CodeArgs,
-    /// Dialing options (without --listen; --pin or --code is required).
-    #[command(flatten)]
-    pub dial: DialArgs,
     /// End the pipe when nothing moved for DURATION [default: no limit].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
@@ -57,6 +57,12 @@ pub struct PipeArgs {
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Listening options (with --listen).
+    #[command(flatten, next_help_heading = "Listening end (--listen)")]
+    pub listening: ListenArgs,
+    /// Dialing options (without --listen; --pin or --code is required).
+    #[command(flatten, next_help_heading = "Dialing end (HOST:PORT|NAME)")]
+    pub dial: DialArgs,
 }
 
 /// Runs `pincat pipe`.
@@ -66,6 +72,12 @@ pub fn run(a: PipeArgs) -> pincat::Result<()> {
     } else {
         Ends::Exec(a.exec.clone())
     };
+    let target = if a.listen.is_some() {
+        None
+    } else {
+        a.addr.as_deref()
+    };
+    refuse_stray("pipe", target, a.stray.as_deref())?;
     let Some(listen) = a.listen else {
         return dial(a, &ends);
     };

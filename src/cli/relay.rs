@@ -1,11 +1,12 @@
 //! `pincat relay`: the relay daemon's flags and their translation.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
 use pincat::relay::{Relay, RelayOptions};
 
+use super::addr::{all_interfaces, parse_listen};
 use super::duration::parse_duration;
 use super::listen::on_signal;
 use super::output::OutputArgs;
@@ -16,8 +17,8 @@ pub const DEFAULT_RELAY_PORT: u16 = 4001;
 /// `pincat relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Address to listen on [default: [::]:4001, or 0.0.0.0:4001 without IPv6].
-    #[arg(long, short, value_name = "ADDR:PORT")]
+    /// Address to listen on: PORT, HOST:PORT or [IPv6]:PORT (a port alone is all interfaces; port 0 picks a free one) [default: [::]:4001, or 0.0.0.0:4001 without IPv6].
+    #[arg(long, short, value_name = "[HOST:]PORT", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Most connections waiting for their partner at once.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -70,13 +71,9 @@ fn parse_net(s: &str) -> Result<(IpAddr, u8), String> {
 
 /// Runs `pincat relay` until SIGINT/SIGTERM.
 pub fn run(a: RelayArgs) -> pincat::Result<()> {
-    let listen =
-        a.listen.unwrap_or_else(
-            || match std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)) {
-                Ok(_) => (Ipv6Addr::UNSPECIFIED, DEFAULT_RELAY_PORT).into(),
-                Err(_) => (std::net::Ipv4Addr::UNSPECIFIED, DEFAULT_RELAY_PORT).into(),
-            },
-        );
+    let listen = a
+        .listen
+        .unwrap_or_else(|| all_interfaces(DEFAULT_RELAY_PORT));
     let mut o = RelayOptions::new(listen);
     o.max_pending = a.max_pending as usize;
     o.max_per_source = a.max_per_source as usize;

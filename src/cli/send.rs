@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use pincat::{Events, Mode, Source};
 
+use super::addr::ncat_form;
 use super::paths::PathsArgs;
 
 use super::code::CodeArgs;
@@ -24,7 +25,7 @@ use super::via::{ViaArgs, dial_target, dial_via};
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The receiver, as HOST:PORT (with --pin or --ca), or the NAME of a known peer (see `pincat peers`); with --via alone, omit it.
-    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via")]
+    #[arg(value_name = "HOST:PORT|NAME", required_unless_present = "via", value_hint = clap::ValueHint::Hostname)]
     pub addr: Option<String>,
     /// Files and directories to send; none, or "-", sends stdin.
     #[arg(value_name = "PATH")]
@@ -70,6 +71,9 @@ fn parse_stream_name(s: &str) -> Result<String, String> {
 
 /// Runs `pincat send`.
 pub fn run(mut a: SendArgs) -> pincat::Result<()> {
+    if let Some(addr) = &a.addr {
+        ncat_form("send", addr, a.paths.first().map(PathBuf::as_path))?;
+    }
     let target = dial_target(a.addr.take(), &a.via, Some(&mut a.paths))?;
     let stdin = a.paths.is_empty() || a.paths == [PathBuf::from("-")];
     if !stdin && a.paths.iter().any(|p| p.as_os_str() == "-") {

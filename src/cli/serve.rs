@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use pincat::{Keep, Output, ServeOptions, Server};
 
+use super::addr::parse_listen;
 use super::code::CodeArgs;
 use super::duration::parse_duration;
 use super::exec::{ExecArgs, exec_options};
@@ -18,8 +19,8 @@ use super::via::{ViaArgs, listen_via};
 /// `pincat serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free one [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
-    #[arg(long, short, value_name = "ADDR:PORT")]
+    /// Address to listen on: PORT, HOST:PORT or [IPv6]:PORT (a port alone is all interfaces; port 0 picks a free one) [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
+    #[arg(long, short, value_name = "[HOST:]PORT", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Where to store: a file for a stream (default stdout), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
@@ -37,7 +38,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub via: ViaArgs,
     /// Keep serving after the first transfer, with many senders at once.
-    #[arg(long)]
+    #[arg(long, short = 'k')]
     pub keep_open: bool,
     /// Most connections handled at once; more are refused.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]

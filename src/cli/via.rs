@@ -70,7 +70,7 @@ pub fn dial_target(
 }
 
 /// Whether `name` is a known peer's (an unreadable peers file: no).
-fn known(name: &str) -> bool {
+pub fn known(name: &str) -> bool {
     pincat::peers::PeersFile::default_location()
         .ok()
         .and_then(|f| f.read().ok())

@@ -11,6 +11,8 @@ mod adversarial;
 mod ca;
 // CA anchors out of their validity or not CAs, and chains the anchor did not sign directly.
 mod ca_anchors;
+// The command line as typed: address forms, the ncat form, -k, man pages, --help examples, completions.
+mod face;
 // Identities, mutual pinning, keep-open, retries, JSON events, signals, completions.
 mod automation;
 // serve --exec: handlers per transfer, their environment, exit 12, replies, cuts, --serial, files.
