@@ -21,8 +21,7 @@ const READY_LIMIT: Duration = Duration::from_secs(20);
 const PLACEHOLDERS: &[(&str, Kind)] = &[
     ("relay.example:4001/3f9c0a51d2b87e46a1c0f5d2", Kind::Via),
     ("relay.example:4001", Kind::Relay),
-    ("alice:7878", Kind::Addr),
-    ("alice:7000", Kind::Addr),
+    ("192.0.2.2:7878", Kind::Addr),
     ("[::]:7878", Kind::Addr),
     ("5c1e0d…", Kind::Pin),
     ("acre-canon-doze", Kind::Code),
@@ -129,7 +128,7 @@ impl Session {
     /// Runs one command in the sender's directory: it must exit 0 and show
     /// the lines the block shows.
     fn command(&self, block: &Block, step: &Step, program: &str) {
-        let script = format!("set -e\n{}", self.substitute(&step.cmd));
+        let script = format!("exec 2>&1\nset -e\n{}", self.substitute(&step.cmd));
         let child = self
             .shell(program, &script, &self.dir("bob"))
             .stdout(Stdio::piped())
