@@ -138,7 +138,10 @@ fn every_command_block_of_the_documents_runs() {
         .filter(|(_, used)| !**used)
         .map(|(s, _)| (s.0, s.1))
         .collect();
-    assert!(stale.is_empty(), "skip-list entries that name no block: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "skip-list entries that name no block: {stale:?}"
+    );
     eprintln!("docs: ran {ran} blocks, skipped {skipped}");
     assert!(ran > 0, "no command block found");
 }
@@ -147,7 +150,10 @@ fn every_command_block_of_the_documents_runs() {
 fn shown_lines_match_with_ellipses() {
     use blocks::line_matches;
     assert!(line_matches("a…c", "abbbc"));
-    assert!(line_matches("…report.pdf…", "pincat: error: report.pdf exists"));
+    assert!(line_matches(
+        "…report.pdf…",
+        "pincat: error: report.pdf exists"
+    ));
     assert!(!line_matches("a…c", "abd"));
     assert!(!line_matches("exit 4", "exit 41"));
     assert!(line_matches("x…y…z", "x1y2z"));

@@ -58,9 +58,13 @@ pub fn extract(file: &str, text: &str) -> Vec<Block> {
             }
             None => {}
             Some((start, lang, _, body)) if line.starts_with("```") => {
-                if COMMAND_LANGS.contains(&lang.as_str()) {
-                    blocks.push(Block { file: file.into(), line: start, lang, body });
-                }
+                let commands = COMMAND_LANGS.contains(&lang.as_str());
+                blocks.extend(commands.then(|| Block {
+                    file: file.into(),
+                    line: start,
+                    lang,
+                    body,
+                }));
             }
             Some((start, lang, ind, mut body)) => {
                 let cut = ind.min(indent);
@@ -103,7 +107,10 @@ pub fn steps(block: &Block) -> Vec<Step> {
             Some(head) => pending.push_str(head),
             None => {
                 pending.push_str(t);
-                steps.push(Step { cmd: std::mem::take(&mut pending), expect: Vec::new() });
+                steps.push(Step {
+                    cmd: std::mem::take(&mut pending),
+                    expect: Vec::new(),
+                });
             }
         }
     }

@@ -70,14 +70,27 @@ impl Session {
             fs::create_dir_all(root.path().join(d)).unwrap();
         }
         super::fixtures::write(&root.path().join("bob"));
-        Session { root, bin, values: Vec::new(), listeners: Vec::new(), count: 0 }
+        Session {
+            root,
+            bin,
+            values: Vec::new(),
+            listeners: Vec::new(),
+            count: 0,
+        }
     }
 
     /// Runs every step of `block`; panics with the block's place on a failure.
     pub fn run(&mut self, block: &Block) {
         if block.is_script() {
             let script = self.substitute(&block.body.join("\n"));
-            self.command(block, &Step { cmd: script, expect: Vec::new() }, "bash");
+            self.command(
+                block,
+                &Step {
+                    cmd: script,
+                    expect: Vec::new(),
+                },
+                "bash",
+            );
             return;
         }
         let steps = super::blocks::steps(block);
@@ -99,7 +112,12 @@ impl Session {
 
     /// Stops what is still listening at the end of the file.
     pub fn finish(&mut self, file: &str) {
-        let end = Block { file: file.into(), line: 0, lang: String::new(), body: Vec::new() };
+        let end = Block {
+            file: file.into(),
+            line: 0,
+            lang: String::new(),
+            body: Vec::new(),
+        };
         self.stop_listeners(&end);
     }
 
@@ -109,7 +127,11 @@ impl Session {
 
     fn shell(&self, program: &str, script: &str, dir: &Path) -> Command {
         let home = self.dir("home");
-        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut cmd = Command::new(program);
         cmd.arg("-c")
             .arg(script)
@@ -181,13 +203,22 @@ impl Session {
             .stderr(fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
-        let mut l = Listener { child, cmd: step.cmd.clone(), stderr };
+        let mut l = Listener {
+            child,
+            cmd: step.cmd.clone(),
+            stderr,
+        };
         let ready = wait_until(READY_LIMIT, || {
             dial_line(&read(&l.stderr)).is_some() || l.child.try_wait().unwrap().is_some()
         });
         let text = read(&l.stderr);
         let line = dial_line(&text);
-        assert!(ready && line.is_some(), "{}: `{}` printed no dial line:\n{text}", block.at(), step.cmd);
+        assert!(
+            ready && line.is_some(),
+            "{}: `{}` printed no dial line:\n{text}",
+            block.at(),
+            step.cmd
+        );
         self.learn(line.unwrap());
         self.check_shown(block, step, &text);
         self.listeners.push(l);
@@ -247,15 +278,30 @@ impl Session {
     fn stop_listeners(&mut self, block: &Block) {
         for mut l in self.listeners.drain(..) {
             let many = l.cmd.contains("--keep-open") || l.cmd.starts_with("pincat relay");
-            let done = !many && wait_until(Duration::from_secs(10), || l.child.try_wait().unwrap().is_some());
+            let done = !many
+                && wait_until(Duration::from_secs(10), || {
+                    l.child.try_wait().unwrap().is_some()
+                });
             if !done {
                 let _ = l.child.kill();
                 let _ = l.child.wait();
-                assert!(many, "{}: `{}` did not exit:\n{}", block.at(), l.cmd, read(&l.stderr));
+                assert!(
+                    many,
+                    "{}: `{}` did not exit:\n{}",
+                    block.at(),
+                    l.cmd,
+                    read(&l.stderr)
+                );
                 continue;
             }
             let status = l.child.wait().unwrap();
-            assert!(status.success(), "{}: `{}` failed ({status}):\n{}", block.at(), l.cmd, read(&l.stderr));
+            assert!(
+                status.success(),
+                "{}: `{}` failed ({status}):\n{}",
+                block.at(),
+                l.cmd,
+                read(&l.stderr)
+            );
         }
     }
 }
