@@ -3,7 +3,8 @@
 //!
 //! The convention (also in docs/contributing.md):
 //! - Fenced blocks tagged `sh`, `bash`, `shell` or `console` are commands;
-//!   any other block (`text`, `rust`, none) is not run.
+//!   blocks tagged `text`, `rust`, `toml` or `json` are not run, and any
+//!   other tag (or none) fails the test.
 //! - `sh` blocks: each line is a command (`\` continues a line; `#` lines
 //!   are comments). `console` blocks: `$ ` lines are commands, the lines
 //!   after one are what it shows. Shown lines must appear in its output

@@ -43,6 +43,9 @@ pub struct Step {
 
 /// Languages whose blocks are commands.
 const COMMAND_LANGS: &[&str] = &["sh", "bash", "shell", "console"];
+/// Languages of blocks that are not run. A block tagged otherwise (or not
+/// at all) fails the test, so no command block escapes it by its tag.
+const OTHER_LANGS: &[&str] = &["text", "rust", "toml", "json"];
 
 /// Every command block of `text`, in order.
 pub fn extract(file: &str, text: &str) -> Vec<Block> {
@@ -54,6 +57,12 @@ pub fn extract(file: &str, text: &str) -> Vec<Block> {
         match open.take() {
             None if line.starts_with("```") => {
                 let lang = line.trim_start_matches('`').trim().to_string();
+                assert!(
+                    COMMAND_LANGS.contains(&lang.as_str()) || OTHER_LANGS.contains(&lang.as_str()),
+                    "{file}:{}: a fenced block tagged {lang:?}: tag commands sh or console, \
+                     anything else text (or rust, toml, json)",
+                    i + 1
+                );
                 open = Some((i + 1, lang, indent, Vec::new()));
             }
             None => {}
