@@ -19,14 +19,20 @@
 //!   placeholders the later commands use: `192.0.2.2:7878` (its address),
 //!   `5c1e0d…` (its pin), `acre-canon-doze` (its code), and for relays
 //!   `relay.example:4001` and `relay.example:4001/3f9c0a51d2b87e46a1c0f5d2`.
-//!   Listeners stop at the end of their block (a one-shot one must have
-//!   exited 0 by itself), or at the end of the next block if their own
+//!   Listeners stop at the end of their block (one that serves many,
+//!   `--keep-open`/`-k`, a relay, `forward --listen`, is stopped; a one-shot
+//!   one must have exited 0 by itself), or at the end of the next block if their own
 //!   block runs nothing else (a `$ pincat serve` shown with its output).
 //! - The other commands run with `sh -c` (set -e) in the sender's
 //!   directory, which holds small fixtures (report.pdf, notes.txt, data,
-//!   dump.sql, photos/, project/). Each file's blocks run in order in one
+//!   dump.sql, photos/, project/); the `*.id`, `*.pem`, `*.allow` and
+//!   `*.sh` files made there are copied to each later listener's directory.
+//!   Each file's blocks run in order in one
 //!   private world: its own HOME (so its own peers file and state).
-//! - A block starting `#!` is a script: run whole with bash.
+//! - A block starting `#!` is a script: run whole with bash. One whose
+//!   second line is `# NAME: what it does` (one word, e.g. `collect.sh`)
+//!   is the contents of NAME: written, executable, into the sender's
+//!   directory (and so into later listeners'), not run.
 //! - A block that cannot run here is in `SKIPS` with its reason. A block
 //!   neither run nor skipped cannot exist: every command block is run
 //!   unless skipped, and a skip that names no block fails.
@@ -75,16 +81,6 @@ const SKIPS: &[(&str, &str, &str)] = &[
         "docs/json-events.md",
         "#!/usr/bin/env bash",
         "needs jq, which CI does not install",
-    ),
-    (
-        "docs/messages.md",
-        "# the collector: only the jobs whose keys are in jobs.allow get in",
-        "needs collector.id, job.id, jobs.allow and a run-tests program; tests/it/exec.rs runs handlers",
-    ),
-    (
-        "docs/messages.md",
-        "#!/bin/sh",
-        "the contents of collect.sh, for the block before it, not commands",
     ),
 ];
 

@@ -29,6 +29,14 @@ impl Block {
         self.first_line().starts_with("#!")
     }
 
+    /// The file a script block is the contents of: its second line is
+    /// `# NAME: what it does`, with NAME one word, such as `# collect.sh: …`.
+    pub fn file_of_script(&self) -> Option<&str> {
+        let second = self.body.get(1)?.strip_prefix("# ")?;
+        let (name, _) = second.split_once(": ")?;
+        (self.is_script() && !name.contains(char::is_whitespace)).then_some(name)
+    }
+
     /// Where the block is, for messages.
     pub fn at(&self) -> String {
         format!("{}:{}", self.file, self.line)

@@ -81,6 +81,13 @@ impl Session {
 
     /// Runs every step of `block`; panics with the block's place on a failure.
     pub fn run(&mut self, block: &Block) {
+        if let Some(name) = block.file_of_script() {
+            let path = self.dir("bob").join(name);
+            fs::write(&path, block.body.join("\n") + "\n").unwrap();
+            fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            return;
+        }
         if block.is_script() {
             let script = self.substitute(&block.body.join("\n"));
             self.command(
@@ -224,14 +231,15 @@ impl Session {
         self.listeners.push(l);
     }
 
-    /// Copies the identities, CA certificates and allow lists the sender's
-    /// commands made (`*.id`, `*.pem`, `*.allow`) to a listener's directory:
-    /// the documents make them on one machine and use them on both.
+    /// Copies the identities, CA certificates, allow lists and scripts made
+    /// in the sender's directory (`*.id`, `*.pem`, `*.allow`, `*.sh`) to a
+    /// listener's: the documents make them on one machine and use them on
+    /// both.
     fn share_keys(&self, dir: &Path) {
         for entry in fs::read_dir(self.dir("bob")).unwrap() {
             let path = entry.unwrap().path();
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if ["id", "pem", "allow"].contains(&ext) {
+            if ["id", "pem", "allow", "sh"].contains(&ext) {
                 fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
             }
         }
@@ -252,8 +260,9 @@ impl Session {
         if let Some(pin) = after("--pin") {
             self.set(Kind::Pin, pin);
         }
-        if let Some(code) = after("--code") {
-            self.set(Kind::Code, code);
+        match after("--code") {
+            Some(code) => self.set(Kind::Code, code),
+            None => self.values.retain(|(k, _)| *k != Kind::Code),
         }
     }
 
@@ -277,7 +286,7 @@ impl Session {
     /// relay) is stopped; a one-shot one must have exited 0 by itself.
     fn stop_listeners(&mut self, block: &Block) {
         for mut l in self.listeners.drain(..) {
-            let many = l.cmd.contains("--keep-open") || l.cmd.starts_with("pincat relay");
+            let many = serves_many(&l.cmd);
             let done = !many
                 && wait_until(Duration::from_secs(10), || {
                     l.child.try_wait().unwrap().is_some()
@@ -319,12 +328,21 @@ fn is_listener(cmd: &str) -> bool {
     LISTENERS.iter().any(|l| cmd.starts_with(l))
 }
 
+/// Whether a listener serves until stopped: `--keep-open` (`-k`), a relay,
+/// the exposing end of a forward.
+fn serves_many(cmd: &str) -> bool {
+    cmd.split_whitespace()
+        .any(|w| w == "--keep-open" || w == "-k")
+        || cmd.starts_with("pincat relay")
+        || cmd.starts_with("pincat forward")
+}
+
 /// The listener's command bound to loopback, port 0: the address given to
-/// `--listen` is replaced; without one (and without `--via`, which binds
+/// `--listen` (or `-l`) is replaced; without one (and without `--via`, which binds
 /// no port) it is added after the verb.
 fn loopback(cmd: &str) -> String {
     let mut words: Vec<String> = cmd.split(' ').map(String::from).collect();
-    if let Some(i) = words.iter().position(|w| w == "--listen") {
+    if let Some(i) = words.iter().position(|w| w == "--listen" || w == "-l") {
         match words.get(i + 1) {
             Some(a) if !a.starts_with('-') && !a.is_empty() => words[i + 1] = "127.0.0.1:0".into(),
             _ => words.insert(i + 1, "127.0.0.1:0".into()),
