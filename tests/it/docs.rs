@@ -59,11 +59,6 @@ const SKIPS: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/cli.md",
-        "pincat pipe --listen 0.0.0.0:7000 --allow FP --exec /usr/bin/bc -q",
-        "two fragments: FP is a dialer's key made elsewhere, and s_server needs cert.pem; tests/it/verbs.rs runs both",
-    ),
-    (
-        "docs/cli.md",
         "# on the database host:",
         "needs a PostgreSQL server behind the tunnel; tests/it/verbs.rs forwards to an echo service",
     ),
