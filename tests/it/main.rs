@@ -17,6 +17,8 @@ mod face;
 mod automation;
 // serve --exec: handlers per transfer, their environment, exit 12, replies, cuts, --serial, files.
 mod exec;
+// Every command block of README.md and docs/, run on loopback.
+mod docs;
 // Peers killed at random points and full disks: never a partial or false success.
 mod faults;
 // Peers past the pin that lie: dangerous names, false sizes, forged or withheld receipts.
