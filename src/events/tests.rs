@@ -101,6 +101,7 @@ fn peer_text_in_events_is_escaped_in_both_forms() {
         },
         Event::TransferStarted {
             peer,
+            giving: false,
             kind: Kind::Files,
             names: vec![nasty.into()],
             files: 1,
