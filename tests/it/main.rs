@@ -25,6 +25,8 @@ mod interop;
 mod limits;
 // Each transfer a message: named streams stored as files, never over one.
 mod messages;
+// What a newcomer reads: who gives, refusals once, offers that count gets given, progress on both ends.
+mod newcomer;
 // Through a real NAT built from network namespaces: both relays carry every verb (root).
 mod nat;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.

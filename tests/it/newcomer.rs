@@ -1,0 +1,246 @@
+//! What a newcomer reads (issue 26): each side says what it does
+//! ("sending", "receiving raw data"), a refusal is one sentence printed
+//! once, a failed connect names the verb that should listen, an offer
+//! counts only the gets it gave and outlasts a stray connection, and
+//! `send --raw` to ncat's own listener succeeds.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::process::KillOnDrop;
+use crate::util::server::code_args;
+use crate::util::term::Human;
+use crate::util::tools::{cmd_exists, openssl_cert};
+use crate::util::{
+    Server, WAIT, free_port, pincat, random_bytes, send, sha256, text, wait_output, wait_until,
+};
+
+/// `pincat get ADDR --pin FP ARGS` in `dir`, run to completion.
+fn get(addr: &str, fp: &str, dir: &Path, args: &[&str]) -> std::process::Output {
+    let child = pincat()
+        .args(["get", addr, "--pin", fp])
+        .args(code_args(addr))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, WAIT)
+}
+
+/// A file holding `data`, as a child's stdin.
+fn stdin_of(dir: &Path, data: &[u8]) -> Stdio {
+    let p = dir.join("stdin");
+    fs::write(&p, data).unwrap();
+    Stdio::from(fs::File::open(p).unwrap())
+}
+
+/// The lines a command printed on stderr.
+fn lines(out: &[u8]) -> Vec<String> {
+    text(out).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_giving_side_says_sending_and_the_taking_side_receiving() {
+    let base = tempfile::tempdir().unwrap();
+    fs::write(base.path().join("f.txt"), b"hello").unwrap();
+    let mut off = Human::listen("offer", base.path(), &["f.txt"], Stdio::null());
+    let mut args = vec!["--out", "in"];
+    args.extend(off.code_args.iter().map(String::as_str));
+    let got = get(&off.addr, &off.fingerprint, base.path(), &args);
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    let taker = text(&got.stderr);
+    assert!(
+        taker.contains("pincat: receiving 1 file(s), 5 B from 127.0.0.1:"),
+        "{taker}"
+    );
+    assert_eq!(off.wait_exit(), Some(0));
+    let giver = off.text();
+    assert!(
+        giver.contains("pincat: sending 1 file(s), 5 B to 127.0.0.1:"),
+        "{giver}"
+    );
+    assert!(!giver.contains("pincat: receiving"), "{giver}");
+    assert_eq!(fs::read(base.path().join("in/f.txt")).unwrap(), b"hello");
+}
+
+#[test]
+fn serve_raw_says_it_receives_raw_data() {
+    let base = tempfile::tempdir().unwrap();
+    let args = ["--raw", "--allow-any", "--out", "got.bin"];
+    let mut srv = Human::listen("serve", base.path(), &args, Stdio::null());
+    let sent = send(&srv.addr, &srv.fingerprint, &["--raw"], b"plain bytes");
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit(), Some(0));
+    let said = srv.text();
+    assert!(
+        said.contains("pincat: receiving raw data from 127.0.0.1:"),
+        "{said}"
+    );
+    assert!(!said.contains("a raw"), "{said}");
+    assert_eq!(
+        fs::read(base.path().join("got.bin")).unwrap(),
+        b"plain bytes"
+    );
+}
+
+#[test]
+fn a_refused_get_says_so_in_one_sentence_once() {
+    let base = tempfile::tempdir().unwrap();
+    fs::write(base.path().join("f.txt"), b"theirs").unwrap();
+    fs::create_dir(base.path().join("in")).unwrap();
+    fs::write(base.path().join("in/f.txt"), b"mine").unwrap();
+    let mut off = Server::listen("offer", base.path(), &["f.txt"], Stdio::null());
+    let got = get(&off.addr, &off.fingerprint, base.path(), &["--out", "in"]);
+    assert_eq!(got.status.code(), Some(4), "{}", text(&got.stderr));
+    let said = lines(&got.stderr);
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].starts_with("pincat: error: the transfer was refused here: ")
+            && said[0].contains("f.txt"),
+        "{said:#?}"
+    );
+    assert_eq!(fs::read(base.path().join("in/f.txt")).unwrap(), b"mine");
+    // The offer heard the refusal and goes on waiting for a real getter.
+    let refused = off.wait_event("error");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the receiver refused the transfer: "),
+        "{refused}"
+    );
+    assert!(off.is_running());
+}
+
+/// A raw TLS listener (`ncat --ssl -l`, no --recv-only, as the README runs
+/// it) writing what it receives to `out` and saying `say`; `None` without
+/// ncat or openssl.
+fn ncat_listener(dir: &Path, out: &Path, say: &[u8]) -> Option<(String, String, KillOnDrop)> {
+    if !cmd_exists("ncat") || !cmd_exists("openssl") {
+        eprintln!("skipped: ncat or openssl is not installed");
+        return None;
+    }
+    let fp = openssl_cert(dir);
+    let port = free_port();
+    let child = Command::new("ncat")
+        .args(["--ssl", "--ssl-cert", "cert.pem", "--ssl-key", "key.pem"])
+        .args(["-l", "127.0.0.1", &port.to_string()])
+        .current_dir(dir)
+        .stdin(stdin_of(dir, say))
+        .stdout(fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Probing the port would use up ncat's one connection: the dialers
+    // retry instead.
+    Some((format!("127.0.0.1:{port}"), fp, KillOnDrop(child)))
+}
+
+#[test]
+fn a_get_from_a_raw_listener_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("heard");
+    let say = b"hello, this is ncat speaking, not pincat\n";
+    let Some((addr, fp, _ncat)) = ncat_listener(dir.path(), &out, say) else {
+        return;
+    };
+    let got = get(&addr, &fp, dir.path(), &["--retry-for", "20s"]);
+    assert_eq!(got.status.code(), Some(7), "{}", text(&got.stderr));
+    let said = lines(&got.stderr);
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains("does not speak the pincat protocol")
+            && said[0].contains("the offering side at 127.0.0.1:"),
+        "{said:#?}"
+    );
+}
+
+#[test]
+fn send_raw_to_the_readmes_ncat_listener_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received");
+    let Some((addr, fp, _ncat)) = ncat_listener(dir.path(), &out, b"") else {
+        return;
+    };
+    let data = random_bytes(1 << 20, 26);
+    let r = send(&addr, &fp, &["--raw", "--retry-for", "20s"], &data);
+    let err = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{err}");
+    // It says what it cannot know.
+    assert!(
+        err.contains("warning") && err.contains("close_notify") && err.contains("cannot confirm"),
+        "{err}"
+    );
+    assert!(r.stdout.is_empty());
+    let whole = || fs::metadata(&out).is_ok_and(|m| m.len() >= data.len() as u64);
+    assert!(wait_until(Duration::from_secs(20), whole));
+    assert_eq!(sha256(&fs::read(&out).unwrap()), sha256(&data));
+}
+
+#[test]
+fn a_get_with_nobody_listening_names_pincat_offer() {
+    let base = tempfile::tempdir().unwrap();
+    fs::write(base.path().join("f.txt"), b"once").unwrap();
+    let mut off = Server::listen("offer", base.path(), &["f.txt"], Stdio::null());
+    let first = get(&off.addr, &off.fingerprint, base.path(), &["--out", "a"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_eq!(off.wait_exit().0, Some(0));
+    let late = get(&off.addr, &off.fingerprint, base.path(), &["--out", "b"]);
+    assert_eq!(late.status.code(), Some(8), "{}", text(&late.stderr));
+    let said = text(&late.stderr);
+    assert!(said.contains("is `pincat offer` running there"), "{said}");
+    assert!(!said.contains("pincat serve"), "{said}");
+}
+
+#[test]
+fn a_mistaken_send_does_not_use_up_the_only_get() {
+    let base = tempfile::tempdir().unwrap();
+    fs::write(base.path().join("f.txt"), b"for one getter").unwrap();
+    let args = ["--keep-open", "--max-gets", "1", "f.txt"];
+    let mut off = Server::listen("offer", base.path(), &args, Stdio::null());
+    let wrong = send(&off.addr, &off.fingerprint, &[], b"oops");
+    assert_eq!(wrong.status.code(), Some(7), "{}", text(&wrong.stderr));
+    let mismatch = off.wait_event("error");
+    assert!(
+        mismatch["message"]
+            .as_str()
+            .unwrap()
+            .contains("role mismatch"),
+        "{mismatch}"
+    );
+    let got = get(&off.addr, &off.fingerprint, base.path(), &["--out", "in"]);
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    assert_eq!(
+        fs::read(base.path().join("in/f.txt")).unwrap(),
+        b"for one getter"
+    );
+    assert_eq!(
+        off.wait_exit().0,
+        Some(0),
+        "the offer ends once its get was given"
+    );
+    assert_eq!(off.seen_named("transfer-done").len(), 1);
+}
+
+#[test]
+fn a_one_shot_offer_outlasts_a_stray_connection() {
+    let base = tempfile::tempdir().unwrap();
+    fs::write(base.path().join("f.txt"), b"for the getter").unwrap();
+    let mut off = Server::listen("offer", base.path(), &["f.txt"], Stdio::null());
+    let wrong = send(&off.addr, &off.fingerprint, &[], b"oops");
+    assert_eq!(wrong.status.code(), Some(7), "{}", text(&wrong.stderr));
+    off.wait_event("error");
+    assert!(off.is_running(), "the offer ended on a stray connection");
+    let got = get(&off.addr, &off.fingerprint, base.path(), &["--out", "in"]);
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    assert_eq!(
+        fs::read(base.path().join("in/f.txt")).unwrap(),
+        b"for the getter"
+    );
+    assert_eq!(off.wait_exit().0, Some(0));
+}
