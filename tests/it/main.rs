@@ -41,6 +41,8 @@ mod relay;
 mod relay_bounds;
 // Verified resume through a counting proxy.
 mod resume;
+// Progress on both ends: bars on a pseudo-terminal, periodic lines and the summary in logs.
+mod progress;
 // The paste-ready line of every listening verb and admission mode, run as printed.
 mod paste;
 // Known peers: the peers file, dialing by name, trust on first use, a changed key.

@@ -11,6 +11,7 @@ pub mod process;
 pub mod proxy;
 pub mod relay;
 pub mod server;
+pub mod slow;
 pub mod term;
 pub mod tools;
 pub mod wire;
