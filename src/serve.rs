@@ -260,7 +260,7 @@ impl Server {
             Some(x) => {
                 let out = match &self.opts.output {
                     Output::Path(p) => Some(p.clone()),
-                    Output::Default => None,
+                    Output::Default | Output::Stdout => None,
                 };
                 let events = self.endpoint.events().clone();
                 let stop = self.endpoint.listening().shutdown_flag();

@@ -1,8 +1,9 @@
 //! What a newcomer reads (issue 26): each side says what it does
 //! ("sending", "receiving raw data"), a refusal is one sentence printed
 //! once, a failed connect names the verb that should listen, an offer
-//! counts only the gets it gave and outlasts a stray connection, and
-//! `send --raw` to ncat's own listener succeeds.
+//! counts only the gets it gave and outlasts a stray connection,
+//! `send --raw` to ncat's own listener succeeds, a stream never sprays onto
+//! a terminal unless `--out -` asks, and `--out /dev/null` takes a stream.
 
 use std::fs;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use crate::util::process::KillOnDrop;
 use crate::util::server::code_args;
-use crate::util::term::Human;
+use crate::util::term::{Human, Pty};
 use crate::util::tools::{cmd_exists, openssl_cert};
 use crate::util::{
     Server, WAIT, free_port, pincat, random_bytes, send, sha256, text, wait_output, wait_until,
@@ -243,4 +244,109 @@ fn a_one_shot_offer_outlasts_a_stray_connection() {
         b"for the getter"
     );
     assert_eq!(off.wait_exit().0, Some(0));
+}
+
+#[test]
+fn serve_raw_refuses_a_terminal_stdout_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = Pty::open();
+    let child = pincat()
+        .args(["serve", "--raw", "--allow-any", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(pty.stdio())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, WAIT);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "binary output to a terminal: add --out FILE, or --out - to write it here anyway"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
+}
+
+/// `pincat serve --allow-any ARGS` in `dir` with its stdout on `pty`.
+fn serve_on(pty: &Pty, dir: &Path, args: &[&str]) -> Human {
+    let mut cmd = pincat();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--allow-any"])
+        .args(args);
+    Human::launch(cmd, dir, Stdio::null(), pty.stdio())
+}
+
+#[test]
+fn a_stream_for_a_terminal_is_refused_and_files_still_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = Pty::open();
+    let mut srv = serve_on(&pty, dir.path(), &[]);
+    let secret = b"BINARY-BYTES-NOT-FOR-A-TERMINAL";
+    let sent = send(&srv.addr, &srv.fingerprint, &[], secret);
+    let err = text(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("the receiver refused the transfer: binary output to a terminal")
+            && err.contains("--out -"),
+        "{err}"
+    );
+    srv.wait_line("binary output to a terminal");
+    // Files are not for stdout: the same one-shot receiver takes them.
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("a.txt"), b"a file").unwrap();
+    let path = src.path().join("a.txt");
+    let ok = send(&srv.addr, &srv.fingerprint, &[path.to_str().unwrap()], b"");
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert_eq!(srv.wait_exit(), Some(0));
+    assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"a file");
+    assert!(!pty.text().contains("BINARY-BYTES"), "{}", pty.text());
+}
+
+#[test]
+fn out_dash_writes_a_stream_to_the_terminal_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = Pty::open();
+    let mut srv = serve_on(&pty, dir.path(), &["--out", "-"]);
+    let sent = send(&srv.addr, &srv.fingerprint, &[], b"shown on purpose\n");
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit(), Some(0));
+    assert!(pty.wait_for("shown on purpose"), "{}", pty.text());
+}
+
+#[test]
+fn dev_null_takes_a_stream_and_refuses_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--allow-any", "--out", "/dev/null"];
+    let mut srv = Human::listen("serve", dir.path(), &args, Stdio::null());
+    let data = random_bytes(1 << 20, 27);
+    let sent = send(&srv.addr, &srv.fingerprint, &[], &data);
+    assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+    assert_eq!(srv.wait_exit(), Some(0));
+    assert!(
+        srv.text().contains("pincat: done: 1.0 MiB"),
+        "{}",
+        srv.text()
+    );
+    use std::os::unix::fs::FileTypeExt;
+    let null = fs::metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null was replaced");
+
+    // Files into /dev/null make no sense: get says why, and stores nothing.
+    fs::write(dir.path().join("f.txt"), b"file").unwrap();
+    let mut off = Server::listen("offer", dir.path(), &["f.txt"], Stdio::null());
+    let got = get(
+        &off.addr,
+        &off.fingerprint,
+        dir.path(),
+        &["--out", "/dev/null"],
+    );
+    let err = text(&got.stderr);
+    assert_eq!(got.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("/dev/null is a device: it takes a stream, not files"),
+        "{err}"
+    );
+    off.kill();
 }
