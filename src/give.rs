@@ -200,15 +200,7 @@ fn give_through(
         hello.clear();
     }
     let kind = Kind::of(offer.kind);
-    events.emit(Event::TransferStarted {
-        peer,
-        giving: true,
-        kind,
-        names: top_names(&offer),
-        files: offer.file_count(),
-        bytes: announced(&offer),
-        skipped: offer.skipped.clone(),
-    });
+    started(events, peer, &offer);
     let mut total = announced(&offer);
     if let Reader::Files(seq) = &mut reader
         && !offer.early_data()
@@ -252,6 +244,19 @@ fn give_through(
     };
     events.emit(Event::TransferDone(done.clone()));
     Ok(done)
+}
+
+/// The giver's `transfer-started` event for a whole offer.
+fn started(events: &Events, peer: std::net::SocketAddr, offer: &Offer) {
+    events.emit(Event::TransferStarted {
+        peer,
+        giving: true,
+        kind: Kind::of(offer.kind),
+        names: top_names(offer),
+        files: offer.file_count(),
+        bytes: announced(offer),
+        skipped: offer.skipped.clone(),
+    });
 }
 
 /// Whether the taker accepted the offer yet.

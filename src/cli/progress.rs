@@ -99,7 +99,7 @@ impl Screen {
                 giving,
                 bytes,
                 ..
-            } => self.start(*peer, *giving, *bytes, e),
+            } => self.start(*peer, *giving, *bytes),
             Event::Progress { peer, bytes, total } => self.advance(*peer, *bytes, *total),
             Event::TransferDone(t) => {
                 self.stop(t.peer);
@@ -116,16 +116,8 @@ impl Screen {
         }
     }
 
-    fn start(&self, peer: SocketAddr, giving: bool, bytes: Option<u64>, e: &Event) {
+    fn start(&self, peer: SocketAddr, giving: bool, bytes: Option<u64>) {
         let bar = self.bars.as_ref().map(|m| m.add(new_bar(bytes)));
-        // A sender's events are quiet: where no bar shows, a log still
-        // says what started.
-        if bar.is_none()
-            && self.seat == Seat::Sender
-            && let Some(l) = e.to_human()
-        {
-            self.line(&l);
-        }
         let now = Instant::now();
         let old = self.watches().insert(
             peer,
