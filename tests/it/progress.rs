@@ -41,6 +41,8 @@ fn listener(verb: &str, dir: &Path, args: &[&str], stderr: Stdio) -> KillOnDrop 
         .args([verb, "--listen", "127.0.0.1:0", "--allow-any"])
         .args(args)
         .current_dir(dir)
+        // As a person's terminal has it (CI may run without one).
+        .env("TERM", "xterm")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -106,6 +108,7 @@ fn offer_and_get_on_terminals_both_draw_the_bar() {
     let get = pincat()
         .args(["get", &via, "--pin", &fp, "--out", "in"])
         .current_dir(dir.path())
+        .env("TERM", "xterm")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(taker.stdio())
