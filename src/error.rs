@@ -147,6 +147,12 @@ pub enum Error {
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    /// An error a listener already reported as an event about the
+    /// connection it ended (`error`, with the peer): people are not shown
+    /// it a second time (JSON still ends with its `error` event). The exit
+    /// code and JSON code are the inner error's.
+    #[error(transparent)]
+    Shown(Box<Error>),
 }
 
 impl Error {
@@ -170,6 +176,7 @@ impl Error {
             Error::Connect { .. } => ExitCode::Connect,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Other(_) => ExitCode::Failure,
+            Error::Shown(e) => e.exit_code(),
         }
     }
 
@@ -205,7 +212,13 @@ impl Error {
             Error::Handler { .. } => "handler",
             Error::Interrupted => "interrupted",
             Error::Other(_) => "failure",
+            Error::Shown(e) => e.code(),
         }
+    }
+
+    /// Whether people were already shown this error (see [`Error::Shown`]).
+    pub fn shown(&self) -> bool {
+        matches!(self, Error::Shown(_))
     }
 }
 

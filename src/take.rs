@@ -49,6 +49,19 @@ pub(crate) enum Outcome {
     NoSession,
 }
 
+impl Outcome {
+    /// The same outcome, its error marked as reported already (an event
+    /// said it): a one-shot listener that ends with it is not repeated.
+    fn shown(self) -> Outcome {
+        let shown = |e| Error::Shown(Box::new(e));
+        match self {
+            Outcome::Transfer(Err(e)) => Outcome::Transfer(Err(shown(e))),
+            Outcome::Resumable(e) => Outcome::Resumable(shown(e)),
+            o => o,
+        }
+    }
+}
+
 /// The taker's state, shared by every session of one server.
 pub(crate) struct Taker {
     store: Arc<Store>,
@@ -435,7 +448,7 @@ impl Taker {
                 message: r.message.clone(),
             });
         }
-        match r.code {
+        let o = match r.code {
             RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
             RejectCode::NoSpace if full => {
                 *lock(&self.awaiting) = Some(end.shape);
@@ -450,6 +463,10 @@ impl Taker {
             }
             RejectCode::Protocol => Outcome::Transfer(Err(Error::Incomplete(r.message))),
             _ => Outcome::Transfer(Err(Error::Other(anyhow!(r.message)))),
+        };
+        match self.dialing {
+            true => o,
+            false => o.shown(),
         }
     }
 }

@@ -355,3 +355,29 @@ fn dev_null_takes_a_stream_and_refuses_files() {
     );
     off.kill();
 }
+
+#[test]
+fn a_raw_ncat_client_refused_by_serve_is_reported_once() {
+    if !cmd_exists("ncat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--raw", "--allow-any", "--out", "got.bin"];
+    let mut srv = Human::listen("serve", dir.path(), &args, Stdio::null());
+    let (host, port) = srv.addr.rsplit_once(':').unwrap();
+    let client = Command::new("ncat")
+        .args(["--ssl", "--send-only", host, port])
+        .stdin(stdin_of(dir.path(), &random_bytes(10_000, 28)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = wait_output(client, WAIT);
+    if srv.wait_exit() == Some(0) {
+        // A newer ncat that ends with close_notify: nothing to refuse.
+        return;
+    }
+    let said = srv.text();
+    assert_eq!(said.matches("close_notify").count(), 1, "{said}");
+    assert!(!dir.path().join("got.bin").exists());
+}
