@@ -89,12 +89,13 @@ pub enum Error {
         /// The name its certificate had to carry.
         name: String,
     },
-    /// The receiver refused the offer.
-    #[error("the receiver refused the transfer: {message}")]
+    /// The receiver refused the offer (or, on a receiver, the transfer was
+    /// refused here).
+    #[error("{message}")]
     Refused {
         /// Stable reason code.
         code: &'static str,
-        /// The receiver's explanation (escaped).
+        /// One sentence: who refused, and the explanation (escaped).
         message: String,
     },
     /// The receiver refused our client certificate.
@@ -113,13 +114,15 @@ pub enum Error {
     Incomplete(String),
     /// Could not connect.
     #[error(
-        "cannot connect to {addr}: {source}; is `pincat serve` running there and the port reachable? (--retry-for waits for a receiver that is still starting)"
+        "cannot connect to {addr}: {source}; is {listener} running there and the port reachable? (--retry-for waits for one that is still starting)"
     )]
     Connect {
         /// The address as given.
         addr: String,
         /// The last OS error.
         source: std::io::Error,
+        /// What should listen there (`` `pincat serve` ``, the relay...).
+        listener: &'static str,
     },
     /// The pairing code was not confirmed by the other end.
     #[error("{0}")]
@@ -144,6 +147,12 @@ pub enum Error {
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    /// An error a listener already reported as an event about the
+    /// connection it ended (`error`, with the peer): people are not shown
+    /// it a second time (JSON still ends with its `error` event). The exit
+    /// code and JSON code are the inner error's.
+    #[error(transparent)]
+    Shown(Box<Error>),
 }
 
 impl Error {
@@ -167,6 +176,22 @@ impl Error {
             Error::Connect { .. } => ExitCode::Connect,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Other(_) => ExitCode::Failure,
+            Error::Shown(e) => e.exit_code(),
+        }
+    }
+
+    /// A failure to connect names `listener` as what should listen there
+    /// (the dialing verbs other than `send` expect another verb).
+    pub(crate) fn expecting(self, listener: &'static str) -> Error {
+        match self {
+            Error::Connect { addr, source, .. } if !addr.starts_with("the relay") => {
+                Error::Connect {
+                    addr,
+                    source,
+                    listener,
+                }
+            }
+            e => e,
         }
     }
 
@@ -187,7 +212,13 @@ impl Error {
             Error::Handler { .. } => "handler",
             Error::Interrupted => "interrupted",
             Error::Other(_) => "failure",
+            Error::Shown(e) => e.code(),
         }
+    }
+
+    /// Whether people were already shown this error (see [`Error::Shown`]).
+    pub fn shown(&self) -> bool {
+        matches!(self, Error::Shown(_))
     }
 }
 

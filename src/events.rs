@@ -196,6 +196,10 @@ pub enum Event {
     TransferStarted {
         /// The other side.
         peer: SocketAddr,
+        /// Whether this side gives the data (`send`, `offer`) rather than
+        /// takes it (`serve`, `get`): what people read ("sending" or
+        /// "receiving"); JSON leaves it out, the verb says it.
+        giving: bool,
         /// Stream, files or raw.
         kind: Kind,
         /// Names of top-level entries (escaped).

@@ -344,7 +344,7 @@ fn tunnel_one(
     if let Some(key) = key.filter(|_| learning) {
         dial.pins = vec![key];
     }
-    let r = dialer::dial_seen(&dial, events);
+    let r = dialer::dial_seen(&dial, events).map_err(|e| e.expecting("`pincat forward --listen`"));
     {
         let mut l = lock(&trust.learned);
         match &r {

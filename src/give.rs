@@ -200,14 +200,7 @@ fn give_through(
         hello.clear();
     }
     let kind = Kind::of(offer.kind);
-    events.emit(Event::TransferStarted {
-        peer,
-        kind,
-        names: top_names(&offer),
-        files: offer.file_count(),
-        bytes: announced(&offer),
-        skipped: offer.skipped.clone(),
-    });
+    started(events, peer, &offer);
     let mut total = announced(&offer);
     if let Reader::Files(seq) = &mut reader
         && !offer.early_data()
@@ -251,6 +244,19 @@ fn give_through(
     };
     events.emit(Event::TransferDone(done.clone()));
     Ok(done)
+}
+
+/// The giver's `transfer-started` event for a whole offer.
+fn started(events: &Events, peer: std::net::SocketAddr, offer: &Offer) {
+    events.emit(Event::TransferStarted {
+        peer,
+        giving: true,
+        kind: Kind::of(offer.kind),
+        names: top_names(offer),
+        files: offer.file_count(),
+        bytes: announced(offer),
+        skipped: offer.skipped.clone(),
+    });
 }
 
 /// Whether the taker accepted the offer yet.
@@ -466,6 +472,7 @@ pub(crate) fn give_raw(
     let start = Instant::now();
     events.emit(Event::TransferStarted {
         peer,
+        giving: true,
         kind: Kind::Raw,
         names: vec![],
         files: 0,
@@ -497,7 +504,7 @@ pub(crate) fn give_raw(
     }
     s.finish_writing()
         .map_err(|e| classify(e, "while closing"))?;
-    copy_reply(s, &mut buf, output, classify)?;
+    copy_reply(s, &mut buf, output, events, classify)?;
     let done = Transfer {
         peer,
         kind: Kind::Raw,
@@ -516,15 +523,32 @@ fn copy_reply(
     s: &mut Session,
     buf: &mut [u8],
     output: &mut dyn io::Write,
+    events: &Events,
     classify: Classify<'_>,
 ) -> Result<()> {
     let peer = s.peer();
+    let mut replied = 0u64;
     let outcome = loop {
         match s.read(buf) {
             Ok(0) => break Ok(()),
-            Ok(n) => output
-                .write_all(&buf[..n])
-                .context("cannot write the peer's reply")?,
+            Ok(n) => {
+                replied += n as u64;
+                output
+                    .write_all(&buf[..n])
+                    .context("cannot write the peer's reply")?
+            }
+            // Tools such as `ncat --ssl` answer our close_notify with a bare
+            // close. Our data and close_notify went out, and nothing of a
+            // reply came: there is no reply to call truncated (raw mode
+            // never confirms delivery; see send_raw).
+            Err(WireError::Closed) if replied == 0 => {
+                events.emit(Event::Warning {
+                    message: format!(
+                        "the peer at {peer} closed without TLS close_notify after ours (as ncat does); everything was sent, but raw mode cannot confirm it was read, and a reply, had there been one, could have been cut"
+                    ),
+                });
+                break Ok(());
+            }
             // Anyone on the path can forge a TCP FIN at a record boundary;
             // only close_notify says the reply is complete.
             Err(WireError::Closed) => {

@@ -92,9 +92,11 @@ struct Shared {
     accept: AcceptSpec,
     offered: Arc<Offered>,
     events: Arc<Events>,
-    /// Gets started, against `max_gets`.
+    /// Gets started and not failed, against `max_gets`.
     started: AtomicU64,
     max_gets: Option<u64>,
+    /// Whether the offer goes on after a failed get (it reports it then).
+    keep_open: bool,
 }
 
 impl Offering {
@@ -143,6 +145,7 @@ impl Offering {
             events,
             started: AtomicU64::new(0),
             max_gets: self.opts.max_gets,
+            keep_open: self.opts.keep_open,
         });
         self.endpoint.announce("pincat get", "", "receiving");
         let state = shared.clone();
@@ -251,13 +254,41 @@ fn give_to(sh: &Shared, job: Job) -> Outcome {
     };
     let classify = |e: WireError, when: &str| taker_failure(e, peer, when);
     let accepted = Cell::new(false);
-    match give::give(s, plan, &sh.events, &classify, &accepted) {
+    let r = give::give(s, plan, &sh.events, &classify, &accepted);
+    // Only a get that was given counts against --max-gets: a dialer that
+    // was no taker (a mistaken `send`, a raw client) or a get that failed
+    // gives its slot back.
+    if r.is_err() {
+        sh.started.fetch_sub(1, Ordering::SeqCst);
+    }
+    match r {
+        Ok(t) => Outcome::Transfer(Ok(t)),
+        Err(e) if sh.keep_open => {
+            report(&sh.events, peer, &e);
+            Outcome::Transfer(Err(e))
+        }
         // The taker had accepted: it keeps what arrived for a resume.
         Err(e @ (Error::Incomplete(_) | Error::Timeout(_))) if accepted.get() => {
             Outcome::Resumable(e)
         }
-        r => Outcome::Transfer(r),
+        // Nothing was taken yet (files are planned again for every get):
+        // say why and wait for a real taker. A stream was read from, and
+        // cannot be given again.
+        Err(e) if !accepted.get() && matches!(*sh.offered, Offered::Paths(_)) => {
+            report(&sh.events, peer, &e);
+            Outcome::NoTransfer(e)
+        }
+        Err(e) => Outcome::Transfer(Err(e)),
     }
+}
+
+/// A get that failed while the offer goes on, for people and scripts.
+fn report(events: &Events, peer: SocketAddr, e: &Error) {
+    events.emit(Event::Error {
+        peer: Some(peer),
+        code: e.code(),
+        message: format!("{e:#}"),
+    });
 }
 
 /// This get's plan: the paths as they are now, or the one stream.
@@ -294,7 +325,8 @@ pub fn get(opts: &DialOptions, output: &Output, keep: Keep, events: Events) -> R
     let store = Store::open(output).context("cannot open the output")?;
     let store = Arc::new(store.keeping(keep));
     let events = Arc::new(events);
-    let (mut s, seen) = dialer::dial_seen(opts, &events)?;
+    let (mut s, seen) =
+        dialer::dial_seen(opts, &events).map_err(|e| e.expecting("`pincat offer`"))?;
     // What this getter keeps of an interrupted transfer is named by the
     // offering side it pinned (and the code it proved).
     let secret = seen.get().map(|fp| match &opts.code {

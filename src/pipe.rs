@@ -41,7 +41,7 @@ pub fn pipe(
 ) -> Result<Relayed> {
     // The program starts only once the peer is authenticated: a failed
     // dial runs nothing.
-    let mut s = dialer::dial(opts, events)?;
+    let mut s = dialer::dial(opts, events).map_err(|e| e.expecting("`pincat pipe --listen`"))?;
     let mut child = spawn(ends)?;
     let peer = s.peer();
     relay_ends(&mut s, &mut child, idle, events, &|e, when| {

@@ -48,11 +48,14 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
     // Everything local is settled before the receiver is contacted.
     let mut plan = Plan::new(source, events)?;
     let mut retrying = false;
+    // Whether the receiver accepted: before that, nothing of a stream was
+    // taken, and there is nothing to say about resuming it.
+    let accepted = Cell::new(false);
     loop {
         let r = dialer::dial(opts, events).and_then(|mut s| {
             let peer = s.peer();
             let classify = |e, when: &str| opts.classify(e, peer, when);
-            give::give(&mut s, plan, events, &classify, &Cell::new(false))
+            give::give(&mut s, plan, events, &classify, &accepted)
         });
         // After a dropped connection a one-shot receiver may not have
         // noticed yet, and say it is busy: that is worth waiting for too.
@@ -69,7 +72,7 @@ pub fn send(opts: &SendOptions, source: Source, events: &Events) -> Result<SendR
                 std::thread::sleep(RETRY_PAUSE);
                 plan = Plan::new(Source::Paths(paths.clone()), events)?;
             }
-            (Err(Error::Incomplete(m)), _) if stream => {
+            (Err(Error::Incomplete(m)), _) if stream && accepted.get() => {
                 return Err(Error::Incomplete(format!(
                     "{m}; a stream cannot resume: send it again from the start"
                 )));

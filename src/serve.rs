@@ -228,7 +228,11 @@ impl Server {
             let expired = matches!(pending.borrow().as_ref(),
                 Some((until, _)) if !taker.claimed() && Instant::now() >= *until);
             if expired && let Some((_, e)) = pending.borrow_mut().take() {
-                return Err(e);
+                // Minutes later: say again why the receiver ends.
+                return Err(match e {
+                    Error::Shown(e) => *e,
+                    e => e,
+                });
             }
             let claimed = taker.claimed() || pending.borrow().is_some();
             wait_limit(wait_timeout, started, claimed).map(Some)
@@ -260,7 +264,7 @@ impl Server {
             Some(x) => {
                 let out = match &self.opts.output {
                     Output::Path(p) => Some(p.clone()),
-                    Output::Default => None,
+                    Output::Default | Output::Stdout => None,
                 };
                 let events = self.endpoint.events().clone();
                 let stop = self.endpoint.listening().shutdown_flag();

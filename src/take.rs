@@ -11,9 +11,9 @@ use anyhow::anyhow;
 
 use crate::digest::Hash;
 use crate::error::{Error, Result};
-use crate::events::{Event, Events, Kind, Reason, Transfer};
+use crate::events::{Event, Events, Kind, Transfer};
 use crate::fingerprint::Fingerprint;
-use crate::give::{CHUNK, top_names};
+use crate::give::top_names;
 use crate::protocol::{Counts, FrameType, Message, Offer, Refusal, RejectCode, TransferKind};
 use crate::session::{DataError, Session, WireError};
 use crate::store::{self, Fail, Store};
@@ -22,8 +22,11 @@ mod end;
 mod exec;
 mod frames;
 mod parts;
+mod raw;
+mod refuse;
 use end::{End, not_data, shape_of};
 use frames::{accept, send_digests};
+use refuse::wire_fail;
 
 /// Memory all offers held at once may take (decoded names and the frame);
 /// an offer past it is refused as busy.
@@ -44,6 +47,19 @@ pub(crate) enum Outcome {
     NoTransfer(Error),
     /// No session: the handshake or admission failed (already reported).
     NoSession,
+}
+
+impl Outcome {
+    /// The same outcome, its error marked as reported already (an event
+    /// said it): a one-shot listener that ends with it is not repeated.
+    fn shown(self) -> Outcome {
+        let shown = |e| Error::Shown(Box::new(e));
+        match self {
+            Outcome::Transfer(Err(e)) => Outcome::Transfer(Err(shown(e))),
+            Outcome::Resumable(e) => Outcome::Resumable(shown(e)),
+            o => o,
+        }
+    }
 }
 
 /// The taker's state, shared by every session of one server.
@@ -68,6 +84,9 @@ pub(crate) struct Taker {
     offer_memory: AtomicU64,
     /// A dialing taker's own certificate, for "not allowed" messages.
     presenting: Option<Fingerprint>,
+    /// A dialing taker (`get`) returns why it stopped as its error, which
+    /// its caller prints: no event says it a second time.
+    dialing: bool,
     /// `serve --exec`: the program each transfer is handed to.
     exec: Option<crate::exec::Exec>,
 }
@@ -114,6 +133,7 @@ impl Taker {
             finalize: Mutex::new(()),
             offer_memory: AtomicU64::new(0),
             presenting: None,
+            dialing: false,
             exec: None,
         }
     }
@@ -121,6 +141,7 @@ impl Taker {
     /// A dialing taker (`get`) that presented this certificate.
     pub(crate) fn presenting(mut self, fp: Option<Fingerprint>) -> Taker {
         self.presenting = fp;
+        self.dialing = true;
         self
     }
 
@@ -199,6 +220,7 @@ impl Taker {
         let result = accept(s, &t).map_err(wire_fail).and_then(|()| {
             self.events.emit(Event::TransferStarted {
                 peer: s.peer(),
+                giving: false,
                 kind,
                 names,
                 files,
@@ -419,18 +441,20 @@ impl Taker {
             let _ = s.write_message(&Message::Error(r.clone()));
         }
         s.close();
-        self.events.emit(Event::Error {
-            peer: Some(s.peer()),
-            code: r.code.as_str(),
-            message: r.message.clone(),
-        });
-        match r.code {
+        if !self.dialing {
+            self.events.emit(Event::Error {
+                peer: Some(s.peer()),
+                code: r.code.as_str(),
+                message: r.message.clone(),
+            });
+        }
+        let o = match r.code {
             RejectCode::Busy => Outcome::Transfer(Err(Error::Interrupted)),
             RejectCode::NoSpace if full => {
                 *lock(&self.awaiting) = Some(end.shape);
                 Outcome::Resumable(Error::Refused {
                     code: r.code.as_str(),
-                    message: r.message,
+                    message: format!("the transfer stopped here: {}", r.message),
                 })
             }
             RejectCode::Protocol if end.kind == Kind::Files && end.cut => {
@@ -439,173 +463,10 @@ impl Taker {
             }
             RejectCode::Protocol => Outcome::Transfer(Err(Error::Incomplete(r.message))),
             _ => Outcome::Transfer(Err(Error::Other(anyhow!(r.message)))),
-        }
-    }
-
-    /// Raw mode: the plaintext of the session is the data, until the peer's
-    /// close_notify. No framing, no receipt (the peer is a plain TLS tool).
-    pub(crate) fn take_raw(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
-        let offer = Offer {
-            kind: TransferKind::Stream,
-            entries: vec![],
-            skipped: Vec::new(),
-            update: false,
-            checksum: false,
-            continued: false,
         };
-        let mut t = match self.claim(offer, None) {
-            Ok(t) => t,
-            Err(r) => return self.refuse(s, client, r, false),
-        };
-        let _stdout = t.to_stdout().then(|| lock(&self.stdout));
-        self.events.emit(Event::TransferStarted {
-            peer: s.peer(),
-            kind: Kind::Raw,
-            names: vec![],
-            files: 0,
-            bytes: None,
-            skipped: vec![],
-        });
-        let start = Instant::now();
-        let result = self.receive_raw(s, &mut t);
-        let end = End {
-            kind: Kind::Raw,
-            files: 0,
-            start,
-            framed: false,
-            cut: false,
-            shape: [0; 32],
-            parts: false,
-            handed: None,
-        };
-        self.conclude(s, t, result, end)
-    }
-
-    fn receive_raw(
-        &self,
-        s: &mut Session,
-        t: &mut store::Transfer,
-    ) -> std::result::Result<(), Refusal> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut filled = 0usize;
-        loop {
-            if self.shutdown.load(Ordering::SeqCst) {
-                return Err(Refusal::new(
-                    RejectCode::Busy,
-                    "the receiver is shutting down",
-                ));
-            }
-            // Gather what is already here into one large write; flush before
-            // a read that may block, so interactive streams are not held back.
-            if filled > 0 && (filled == buf.len() || !s.has_buffered_input()) {
-                t.write(&buf[..filled]).map_err(refusal)?;
-                filled = 0;
-                self.events.emit(Event::Progress {
-                    peer: s.peer(),
-                    bytes: t.written(),
-                    total: None,
-                });
-            }
-            match s.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    t.write(&buf[..filled]).map_err(refusal)?;
-                    return t.finish(0, t.written()).map_err(refusal);
-                }
-                Ok(n) => filled += n,
-                Err(WireError::Closed | WireError::Reset) => {
-                    return Err(Refusal::new(
-                        RejectCode::Protocol,
-                        "the peer closed the connection without close_notify; the data may be truncated and was not stored",
-                    ));
-                }
-                Err(e) => return Err(wire_fail(e)),
-            }
+        match self.dialing {
+            true => o,
+            false => o.shown(),
         }
     }
-
-    /// Refuses a transfer before any data was stored: tells a framed peer
-    /// why (a raw peer only sees the close), and reports it.
-    pub(crate) fn refuse(
-        &self,
-        s: &mut Session,
-        client: Option<Fingerprint>,
-        r: Refusal,
-        framed: bool,
-    ) -> Outcome {
-        if framed {
-            let _ = s.write_message(&Message::Reject(r.clone()));
-        }
-        s.close();
-        self.events.emit(Event::Refused {
-            peer: s.peer(),
-            reason: Reason::Offer(r.code),
-            fingerprint: client,
-            message: r.message.clone(),
-        });
-        Outcome::NoTransfer(Error::Refused {
-            code: r.code.as_str(),
-            message: format!("refused here: {}", r.message),
-        })
-    }
-
-    /// The session ended or broke before an offer arrived.
-    fn before_offer(
-        &self,
-        peer: std::net::SocketAddr,
-        client: Option<Fingerprint>,
-        e: WireError,
-    ) -> Outcome {
-        // A listener that requires a client certificate says so with an
-        // alert after the handshake (TLS 1.3 clients finish first).
-        if e.refused_our_certificate() {
-            return Outcome::NoTransfer(Error::NotAllowed {
-                addr: peer,
-                fingerprint: self.presenting,
-            });
-        }
-        let (reason, message) = match e {
-            WireError::Protocol(p) => (Reason::Protocol, p.to_string()),
-            WireError::Timeout => (
-                Reason::Timeout,
-                "the sender sent no offer in time".to_string(),
-            ),
-            e => (
-                Reason::Closed,
-                format!("the connection ended before an offer: {e}"),
-            ),
-        };
-        self.events.emit(Event::Refused {
-            peer,
-            reason,
-            fingerprint: client,
-            message: message.clone(),
-        });
-        Outcome::NoTransfer(match reason {
-            Reason::Timeout => Error::Timeout(format!("with {peer}: {message}")),
-            _ => Error::Incomplete(format!("with {peer}: {message}")),
-        })
-    }
-
-    /// A read that failed because we are shutting down says so.
-    fn wire_or_shutdown(&self, e: WireError) -> Refusal {
-        if self.shutdown.load(Ordering::SeqCst) {
-            Refusal::new(RejectCode::Busy, "the receiver is shutting down")
-        } else {
-            wire_fail(e)
-        }
-    }
-}
-
-fn wire_fail(e: WireError) -> Refusal {
-    let message = match e {
-        WireError::Closed | WireError::Reset => {
-            "the sender closed the connection before the end; nothing was stored".into()
-        }
-        WireError::Timeout => {
-            "the sender made no progress within the idle timeout (--idle-timeout); nothing was stored"
-                .into()
-        }
-        e => format!("{e}; nothing was stored"),
-    };
-    Refusal::new(RejectCode::Protocol, message)
 }

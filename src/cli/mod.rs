@@ -154,7 +154,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 message: format!("{e:#}"),
             },
         });
-    } else {
+    } else if !e.shown() {
         eprintln!("pincat: error: {e:#}");
     }
     e.exit_code()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pincat::offer::{OfferOptions, Offering};
-use pincat::{Keep, Output, Source};
+use pincat::{Keep, Source};
 
 use super::addr::{parse_listen, refuse_stray};
 use super::paths::PathsArgs;
@@ -17,6 +17,7 @@ use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
 use super::listen::{CapsArgs, ListenArgs, default_listen, listen_options, on_signal};
 use super::output::OutputArgs;
+use super::serve::output_of;
 use super::tls::TlsArgs;
 use super::usage::usage;
 use super::via::{ViaArgs, dial_target, dial_via, listen_via};
@@ -83,7 +84,7 @@ pub struct GetArgs {
     /// A relay to go through (as the offering side's line gives it).
     #[command(flatten)]
     pub via: ViaArgs,
-    /// Where to store: a file for a stream (default stdout), a directory for files (default .).
+    /// Where to store: a file or device for a stream (default stdout, not a terminal; "-" is stdout even then), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// Dialing options (--pin or --code is required).
@@ -152,10 +153,7 @@ pub fn get(a: GetArgs) -> pincat::Result<()> {
     let target = dial_target(a.addr, &a.via, None)?;
     let mut opts = dial_options(target, &a.dial, &a.code, &a.tls, a.idle_timeout)?;
     opts.via = dial_via(&a.via)?.or(opts.via.take());
-    let output = match a.out {
-        Some(p) => Output::Path(p),
-        None => Output::Default,
-    };
+    let output = output_of(a.out);
     let keep = Keep {
         times: !a.no_times,
         outside_links: a.allow_outside_links,

@@ -4,6 +4,8 @@
 use clap::Args;
 use pincat::{Events, Mode};
 
+use super::progress::{Seat, watched};
+
 /// Output options shared by serve and send.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -30,8 +32,9 @@ impl OutputArgs {
         }
     }
 
-    /// The event sink the flags ask for, on stderr.
+    /// The event sink the flags ask for, on stderr, with progress for
+    /// people (see `progress`).
     pub fn events(&self) -> Events {
-        Events::stderr(self.mode()).verbose(self.verbose)
+        watched(self.mode(), Seat::Other).verbose(self.verbose)
     }
 }

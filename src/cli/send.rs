@@ -1,13 +1,12 @@
 //! `pincat send`: dial a receiver and push stdin or files to it (dialer +
 //! giver), or one raw stream with --raw.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use pincat::{Events, Mode, Source};
+use pincat::{Events, Source};
 
 use super::addr::ncat_form;
 use super::paths::PathsArgs;
@@ -16,7 +15,7 @@ use super::code::CodeArgs;
 use super::dial::{DialArgs, dial_options};
 use super::duration::parse_duration;
 use super::output::OutputArgs;
-use super::progress::progress_events;
+use super::progress::{Seat, watched};
 use super::tls::TlsArgs;
 use super::usage::usage;
 use super::via::{ViaArgs, dial_target, dial_via};
@@ -109,19 +108,11 @@ pub fn run(mut a: SendArgs) -> pincat::Result<()> {
     pincat::send(&opts, source, &events).map(drop)
 }
 
-/// A sender's events: a progress bar and a summary for a person at a
-/// terminal, warnings and errors only for a person elsewhere, else as asked.
+/// A sender's events: progress and a summary for a person (a bar on a
+/// terminal, lines in a log), warnings and errors only with --quiet, or
+/// JSON.
 fn send_events(o: &OutputArgs) -> Events {
-    let m = o.mode();
-    if m == Mode::Human && std::io::stderr().is_terminal() {
-        progress_events()
-    } else if m == Mode::Human {
-        // Not a terminal: no bar, no summary; warnings and errors only.
-        Events::stderr(Mode::Quiet)
-    } else {
-        Events::stderr(m)
-    }
-    .verbose(o.verbose)
+    watched(o.mode(), Seat::Sender).verbose(o.verbose)
 }
 
 /// Opens the one file `send --raw` streams. A directory opens fine but

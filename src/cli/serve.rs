@@ -1,5 +1,6 @@
 //! `pincat serve`: listen and store what senders push (listener + taker).
 
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use super::exec::{ExecArgs, exec_options};
 use super::listen::{CapsArgs, ListenArgs, listen_options, on_signal};
 use super::output::OutputArgs;
 use super::tls::TlsArgs;
+use super::usage::usage;
 use super::via::{ViaArgs, listen_via};
 
 /// `pincat serve`.
@@ -22,7 +24,7 @@ pub struct ServeArgs {
     /// Address to listen on: PORT, HOST:PORT or [IPv6]:PORT (a port alone is all interfaces; port 0 picks a free one) [default: [::]:7878, or 0.0.0.0:7878 without IPv6].
     #[arg(long, short, value_name = "[HOST:]PORT", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
-    /// Where to store: a file for a stream (default stdout), a directory for files (default .).
+    /// Where to store: a file or device for a stream (default stdout, not a terminal; "-" is stdout even then), a directory for files (default .).
     #[arg(long, short, value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// Use this persistent identity instead of an ephemeral one (a file, mode 0600, or env:VAR holding its PEM).
@@ -84,6 +86,15 @@ pub struct ServeArgs {
     pub output: OutputArgs,
 }
 
+/// `--out`: "-" is stdout explicitly (even a terminal), a path is a path.
+pub fn output_of(out: Option<PathBuf>) -> Output {
+    match out {
+        Some(p) if p.as_os_str() == "-" => Output::Stdout,
+        Some(p) => Output::Path(p),
+        None => Output::Default,
+    }
+}
+
 /// Runs `pincat serve`.
 pub fn run(a: ServeArgs) -> pincat::Result<()> {
     let default_v6: SocketAddr = (Ipv6Addr::UNSPECIFIED, pincat::serve::DEFAULT_PORT).into();
@@ -107,12 +118,15 @@ pub fn run(a: ServeArgs) -> pincat::Result<()> {
         who.allow_any,
     )?;
     let exec = exec_options(&a.exec, a.out.as_deref())?;
+    // A raw stream is all binary, and it is known now where it goes.
+    if a.raw && a.out.is_none() && exec.is_none() && std::io::stdout().is_terminal() {
+        return Err(usage(
+            "binary output to a terminal: add --out FILE, or --out - to write it here anyway",
+        ));
+    }
     let mut opts = ServeOptions {
         listen,
-        output: match a.out {
-            Some(p) => Output::Path(p),
-            None => Output::Default,
-        },
+        output: output_of(a.out),
         keep_open: a.keep_open,
         wait_timeout: a.timeout,
         raw: a.raw,

@@ -48,6 +48,7 @@ impl Event {
                 files,
                 bytes,
                 skipped,
+                ..
             } => {
                 json!({"event": "transfer-started", "peer": peer.to_string(), "kind": kind.as_str(),
                 "names": names.iter().map(|n| shown(n)).collect::<Vec<_>>(), "files": files,
@@ -153,12 +154,13 @@ impl Event {
             ),
             Event::TransferStarted {
                 peer,
+                giving,
                 kind,
                 files,
                 bytes,
                 skipped,
                 ..
-            } => started_line(*peer, *kind, *files, *bytes, skipped),
+            } => started_line((*peer, *giving), *kind, *files, *bytes, skipped),
             Event::TransferDone(t) => {
                 let what = if t.kind == Kind::Files {
                     format!("{} file(s), ", t.files)
@@ -185,7 +187,11 @@ impl Event {
                 format!("pincat: refused {peer}: {}", shown(message))
             }
             Event::Error { peer, message, .. } => match peer {
-                Some(p) => format!("pincat: error: {p}: {}", shown(message)),
+                // Most messages about one peer already name it.
+                Some(p) if !message.contains(&p.to_string()) => {
+                    format!("pincat: error: {p}: {}", shown(message))
+                }
+                Some(_) => format!("pincat: error: {}", shown(message)),
                 None => format!("pincat: error: {}", shown(message)),
             },
             Event::Warning { message } => format!("pincat: warning: {}", shown(message)),
@@ -326,25 +332,29 @@ pub(crate) fn list_names(names: &[String], escape: fn(&str) -> String) -> String
     }
 }
 
-/// The human line of a transfer that starts (a tree in parts announces no
-/// size).
+/// The human line of a transfer that starts, on the side that gives
+/// ("sending ... to") or takes ("receiving ... from"); a tree in parts
+/// announces no size.
 fn started_line(
-    peer: std::net::SocketAddr,
+    (peer, giving): (std::net::SocketAddr, bool),
     kind: Kind,
     files: u32,
     bytes: Option<u64>,
     skipped: &[String],
 ) -> String {
-    match (kind, bytes) {
-        (Kind::Files, None) => format!(
-            "pincat: receiving a large tree in parts from {peer}{}",
-            skipped_note(skipped)
-        ),
-        (Kind::Files, Some(b)) => format!(
-            "pincat: receiving {files} file(s), {} from {peer}{}",
-            human_bytes(b),
-            skipped_note(skipped)
-        ),
-        _ => format!("pincat: receiving a {} from {peer}", kind.as_str()),
-    }
+    let (verb, dir) = match giving {
+        true => ("sending", "to"),
+        false => ("receiving", "from"),
+    };
+    let what = match (kind, bytes) {
+        (Kind::Files, None) => "a large tree in parts".to_string(),
+        (Kind::Files, Some(b)) => format!("{files} file(s), {}", human_bytes(b)),
+        (Kind::Stream, _) => "a stream".to_string(),
+        (Kind::Raw, _) => "raw data".to_string(),
+    };
+    let note = match giving {
+        true => String::new(),
+        false => skipped_note(skipped),
+    };
+    format!("pincat: {verb} {what} {dir} {peer}{note}")
 }

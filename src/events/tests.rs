@@ -101,6 +101,7 @@ fn peer_text_in_events_is_escaped_in_both_forms() {
         },
         Event::TransferStarted {
             peer,
+            giving: false,
             kind: Kind::Files,
             names: vec![nasty.into()],
             files: 1,
@@ -228,4 +229,48 @@ fn a_handlers_failure_and_its_stderr_show_even_when_quiet() {
     let v = done(true).to_json();
     assert_eq!(v["event"], "handler");
     assert_eq!(v["reply_bytes"], 2);
+}
+
+#[test]
+fn a_started_transfer_says_which_way_it_goes() {
+    let peer: SocketAddr = "192.0.2.7:7878".parse().unwrap();
+    let started = |giving, kind, bytes| Event::TransferStarted {
+        peer,
+        giving,
+        kind,
+        names: vec![],
+        files: 3,
+        bytes,
+        skipped: vec![],
+    };
+    let line = |e: Event| e.to_human().unwrap();
+    assert_eq!(
+        line(started(true, Kind::Files, Some(2048))),
+        "pincat: sending 3 file(s), 2.0 KiB to 192.0.2.7:7878"
+    );
+    assert_eq!(
+        line(started(false, Kind::Files, Some(2048))),
+        "pincat: receiving 3 file(s), 2.0 KiB from 192.0.2.7:7878"
+    );
+    assert_eq!(
+        line(started(false, Kind::Raw, None)),
+        "pincat: receiving raw data from 192.0.2.7:7878"
+    );
+    assert_eq!(
+        line(started(true, Kind::Stream, None)),
+        "pincat: sending a stream to 192.0.2.7:7878"
+    );
+    // JSON is as it was: the verb says the direction.
+    let v = started(true, Kind::Stream, None).to_json();
+    assert!(v.get("giving").is_none(), "{v}");
+    // An error about one peer names it once.
+    let e = Event::Error {
+        peer: Some(peer),
+        code: "incomplete",
+        message: format!("the taker at {peer}: it went away"),
+    };
+    assert_eq!(
+        line(e),
+        "pincat: error: the taker at 192.0.2.7:7878: it went away"
+    );
 }

@@ -28,6 +28,14 @@ pub(super) fn receiver_failed(r: Refusal) -> Error {
     }
 }
 
+/// The taker's REJECT, as the user's error.
+pub(super) fn refused_by_receiver(r: Refusal) -> Error {
+    Error::Refused {
+        code: r.code.as_str(),
+        message: format!("the receiver refused the transfer: {}", r.message),
+    }
+}
+
 /// Why giving stopped.
 pub(super) enum GiveFail {
     Wire(WireError),
@@ -60,10 +68,7 @@ pub(super) fn after_failure(
         }
         GiveFail::Refused(r) => {
             s.close();
-            Error::Refused {
-                code: r.code.as_str(),
-                message: r.message,
-            }
+            refused_by_receiver(r)
         }
         GiveFail::Broken(e) => e,
         GiveFail::Wire(e @ WireError::Protocol(_)) => classify(e, "before the transfer"),
@@ -82,12 +87,7 @@ pub(super) fn after_failure(
             }
             match s.read_pending_message(wait) {
                 Some(Message::Error(r)) => return receiver_failed(r),
-                Some(Message::Reject(r)) => {
-                    return Error::Refused {
-                        code: r.code.as_str(),
-                        message: r.message,
-                    };
-                }
+                Some(Message::Reject(r)) => return refused_by_receiver(r),
                 _ => {}
             }
             match e {

@@ -244,6 +244,7 @@ fn give_part(
     if sofar.parts == 0 {
         events.emit(Event::TransferStarted {
             peer: s.peer(),
+            giving: true,
             kind: Kind::Files,
             names: top_names(&offer),
             files: 0,

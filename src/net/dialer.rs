@@ -231,6 +231,7 @@ pub(crate) fn dial_seen(opts: &DialOptions, events: &Events) -> Result<(Session,
                 source: io::Error::other(
                     "it kept pairing this dialer with other dialers, not with the listener",
                 ),
+                listener: "the listener",
             });
         }
         if Instant::now() + wait > until {

@@ -131,6 +131,7 @@ impl Listening {
                     std::io::ErrorKind::NotFound,
                     "cannot resolve the relay",
                 ),
+                listener: "the relay",
             })?;
         let timeout = Duration::from_secs(10);
         let r = crate::net::relay::Registrar::start(

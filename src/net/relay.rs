@@ -266,6 +266,7 @@ pub(crate) fn dial(
     let unreachable = |e: io::Error| Error::Connect {
         addr: format!("the relay {}", via.relay),
         source: e,
+        listener: "the relay",
     };
     let Some(r) = via.rendezvous else {
         let e = anyhow::anyhow!("--via {via}: a dialer needs the listener's rendezvous");

@@ -447,7 +447,7 @@ impl Transfer {
                     }
                 };
             }
-            Holding::Stdout => {}
+            Holding::Stdout | Holding::Device(_) => {}
         }
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -49,6 +50,9 @@ impl Store {
     }
 }
 
+/// A stream that would go to a terminal (as curl, refused up front).
+pub(crate) const TERMINAL: &str = "binary output to a terminal: the receiver's standard output is a terminal; run it with --out FILE, or --out - to write the stream there anyway";
+
 /// An unnamed stream into a directory.
 fn unnamed_fail() -> Fail {
     (
@@ -66,7 +70,14 @@ impl Transfer {
             .stream_name()
             .map(|n| (n.to_string(), OsString::from(n)));
         match (&store.base, named) {
+            (Base::Stdout(_), _) if store.no_terminal && std::io::stdout().is_terminal() => {
+                Err((RejectCode::Unsupported, TERMINAL.into()))
+            }
             (Base::Stdout(_), _) => Ok(()),
+            (Base::Device(f), _) => {
+                self.holding = Holding::Device(f.clone());
+                Ok(())
+            }
             (Base::Dir(_), None) => Err(unnamed_fail()),
             (Base::NotDir, _) => Err(exists_fail(&store.display.display().to_string())),
             // A named stream into a directory (made if missing, as for

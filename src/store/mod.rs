@@ -67,10 +67,14 @@ use write_behind::WriteBehind;
 /// Where received data goes.
 #[derive(Debug, Clone, Default)]
 pub enum Output {
-    /// Streams to stdout, files into the current directory.
+    /// Streams to stdout, files into the current directory; a stream is
+    /// refused when stdout is a terminal (binary data would garble it).
     #[default]
     Default,
-    /// Streams to this file, or files into this directory.
+    /// As `Default`, but streams go to stdout even when it is a terminal
+    /// (`--out -`).
+    Stdout,
+    /// Streams to this file (or device), or files into this directory.
     Path(PathBuf),
 }
 
@@ -85,6 +89,10 @@ enum Base {
     Missing(OwnedFd, OsString),
     /// Something that is not a directory: everything is refused.
     NotDir,
+    /// A character device or a pipe (`/dev/null`, `/dev/stdout`, a shell's
+    /// `>(...)`), opened for writing: a stream is written straight into
+    /// it, files are refused.
+    Device(Arc<File>),
 }
 
 /// The receiving store: one per server.
@@ -124,6 +132,9 @@ pub struct Store {
     /// it ends (a code made for this run, or an ephemeral identity): they
     /// are removed as it ends (see [`Store::forget_kept_here`]).
     kept_here: Option<Mutex<HashSet<OsString>>>,
+    /// A stream to stdout is refused while stdout is a terminal
+    /// ([`Output::Default`]).
+    no_terminal: bool,
 }
 
 /// Directories (device, inode) that live transfers use, with a count each,
@@ -152,6 +163,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Holding {
     /// Standard output: nothing to hold.
     Stdout,
+    /// The output device: nothing to hold either.
+    Device(Arc<File>),
     /// Unnamed files, one per offered file (or the one stream file).
     Held(Vec<Option<File>>),
     /// Named files in a private locked staging directory.
@@ -320,9 +333,10 @@ impl Transfer {
         self.written
     }
 
-    /// True when this transfer writes to standard output.
+    /// True when this transfer writes to standard output or the output
+    /// device (one such stream at a time).
     pub fn to_stdout(&self) -> bool {
-        matches!(self.holding, Holding::Stdout)
+        matches!(self.holding, Holding::Stdout | Holding::Device(_))
     }
 }
 

@@ -19,7 +19,7 @@ impl Store {
     pub fn open(output: &Output) -> anyhow::Result<Store> {
         use anyhow::Context;
         let (base, display) = match output {
-            Output::Default => (
+            Output::Default | Output::Stdout => (
                 Base::Stdout(sys::open_dir(Path::new("."))?),
                 PathBuf::from("."),
             ),
@@ -28,6 +28,12 @@ impl Store {
                     Ok(m) if m.is_dir() => Base::Dir(
                         sys::open_dir(p).with_context(|| format!("cannot open {}", p.display()))?,
                     ),
+                    Ok(m) if is_device(&m) => Base::Device(std::sync::Arc::new(
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(p)
+                            .with_context(|| format!("cannot open {}", p.display()))?,
+                    )),
                     Ok(_) => Base::NotDir,
                     Err(_) => {
                         let name = p.file_name().ok_or_else(|| {
@@ -64,6 +70,7 @@ impl Store {
             update: false,
             resume: true,
             kept_here: None,
+            no_terminal: matches!(output, Output::Default),
         };
         if let Base::Dir(fd) | Base::Stdout(fd) = &store.base {
             state::sweep(fd.as_fd());
@@ -179,6 +186,13 @@ impl Transfer {
                     store.display.display()
                 ),
             )),
+            Base::Device(_) => Err((
+                RejectCode::Unsupported,
+                format!(
+                    "the receiver's output {} is a device: it takes a stream, not files",
+                    store.display.display()
+                ),
+            )),
             Base::Missing(dir, name) => match sys::open_dir_at(dir.as_fd(), name) {
                 Ok(fd) => Ok(fd),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -198,4 +212,11 @@ impl Transfer {
             },
         }
     }
+}
+
+/// A character device or a pipe: written to as it is, never created,
+/// replaced or renamed into.
+fn is_device(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    m.file_type().is_char_device() || m.file_type().is_fifo()
 }

@@ -52,6 +52,9 @@ impl Transfer {
             let r = match &mut self.holding {
                 Holding::Stdout => write_prefix(&mut sys::RawStdout, bufs, total)
                     .map_err(|e| io_fail("cannot write to standard output".into(), e)),
+                Holding::Device(f) => write_prefix(&mut &**f, bufs, total).map_err(|e| {
+                    io_fail(format!("cannot write {}", self.store.display.display()), e)
+                }),
                 Holding::Held(v) => match v.first_mut() {
                     Some(Some(f)) => write_prefix(f, bufs, total).map_err(|e| {
                         io_fail(format!("cannot write {}", self.store.display.display()), e)
@@ -116,7 +119,7 @@ impl Transfer {
         let f = match &mut self.holding {
             Holding::Held(v) => v[self.current].as_mut(),
             Holding::Staged { open, .. } => open.as_mut(),
-            Holding::Stdout => None,
+            Holding::Stdout | Holding::Device(_) => None,
         };
         f.ok_or((RejectCode::Io, "file missing".into()))
     }
@@ -161,7 +164,9 @@ impl Transfer {
                 None => sys::create_new_at(sub.as_fd(), OsStr::new(&cur.to_string()), staged_mode),
             }
             .map_err(fail)?,
-            (Holding::Stdout, _, _) => return Err((RejectCode::Io, "no file".into())),
+            (Holding::Stdout | Holding::Device(_), _, _) => {
+                return Err((RejectCode::Io, "no file".into()));
+            }
         };
         if moved {
             self.kept_moved(cur);
@@ -171,7 +176,7 @@ impl Transfer {
         match &mut self.holding {
             Holding::Held(v) => v[cur] = Some(file),
             Holding::Staged { open, .. } => *open = Some(file),
-            Holding::Stdout => {}
+            Holding::Stdout | Holding::Device(_) => {}
         }
         Ok(())
     }

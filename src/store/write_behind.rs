@@ -60,7 +60,7 @@ impl Transfer {
     /// whether this transfer has one (not for stdout, not on tmpfs).
     pub(super) fn write_behind(&mut self) {
         if !std::mem::replace(&mut self.behind_tried, true)
-            && !matches!(self.holding, Holding::Stdout)
+            && !matches!(self.holding, Holding::Stdout | Holding::Device(_))
             && let Some(root) = &self.root
             && !sys::in_memory_fs(root.as_fd())
             && let Ok(fd) = sys::dup(root.as_fd())

@@ -118,6 +118,7 @@ impl Taker {
             .and_then(|()| {
                 self.events.emit(Event::TransferStarted {
                     peer: s.peer(),
+                    giving: false,
                     kind: Kind::Stream,
                     names: super::top_names(offer),
                     files: 0,

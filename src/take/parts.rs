@@ -92,6 +92,7 @@ impl Taker {
         let mut grant = grant;
         self.events.emit(Event::TransferStarted {
             peer: s.peer(),
+            giving: false,
             kind: Kind::Files,
             names,
             files: 0,

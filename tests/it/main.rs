@@ -29,6 +29,8 @@ mod interop;
 mod limits;
 // Each transfer a message: named streams stored as files, never over one.
 mod messages;
+// What a newcomer reads: who gives, refusals once, offers that count gets given, progress on both ends.
+mod newcomer;
 // Through a real NAT built from network namespaces: both relays carry every verb (root).
 mod nat;
 // The default admission: codes, wrong codes, --code alone, --save, --allow-any.
@@ -43,6 +45,8 @@ mod relay;
 mod relay_bounds;
 // Verified resume through a counting proxy.
 mod resume;
+// Progress on both ends: bars on a pseudo-terminal, periodic lines and the summary in logs.
+mod progress;
 // The paste-ready line of every listening verb and admission mode, run as printed.
 mod paste;
 // Known peers: the peers file, dialing by name, trust on first use, a changed key.

@@ -47,6 +47,10 @@ fn connect_retrying(opts: &DialOptions) -> Result<TcpStream> {
     }
 }
 
+/// What `send` dials; the other dialing verbs say what they expect
+/// ([`Error::expecting`]).
+const SERVE: &str = "`pincat serve`";
+
 pub(super) fn connect_once(opts: &DialOptions) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = opts
         .addr
@@ -54,6 +58,7 @@ pub(super) fn connect_once(opts: &DialOptions) -> Result<TcpStream> {
         .map_err(|e| Error::Connect {
             addr: opts.addr.clone(),
             source: e,
+            listener: SERVE,
         })?
         .collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
@@ -75,5 +80,6 @@ pub(super) fn connect_once(opts: &DialOptions) -> Result<TcpStream> {
     Err(Error::Connect {
         addr: opts.addr.clone(),
         source: last,
+        listener: SERVE,
     })
 }

@@ -73,6 +73,8 @@ impl Transfer {
                 sys::sync_stdout();
                 Ok(())
             }
+            // A device has nothing to make durable (and /dev/null cannot).
+            Holding::Device(_) => Ok(()),
             Holding::Held(_) => self.commit_held(),
             Holding::Staged { tree: Some(_), .. } => self.commit_tree(),
             Holding::Staged { .. } => self.commit_staged(),

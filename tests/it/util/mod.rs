@@ -11,6 +11,8 @@ pub mod process;
 pub mod proxy;
 pub mod relay;
 pub mod server;
+pub mod slow;
+pub mod term;
 pub mod tools;
 pub mod wire;
 
