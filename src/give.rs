@@ -92,6 +92,9 @@ pub(crate) struct Plan {
     /// each encoded as it is sent.
     frames: Vec<Range<usize>>,
     reader: Reader,
+    /// The preamble and OFFER went out and the taker accepted already
+    /// (see [`announce`]).
+    accepted: bool,
 }
 
 /// Where the data comes from.
@@ -127,6 +130,7 @@ impl Plan {
                             offer: parts::placeholder(),
                             frames: Vec::new(),
                             reader: Reader::Parts(p, walk),
+                            accepted: false,
                         });
                     }
                 };
@@ -149,6 +153,7 @@ impl Plan {
             offer,
             frames,
             reader,
+            accepted: false,
         })
     }
 }
@@ -183,21 +188,16 @@ fn give_through(
         offer,
         frames,
         mut reader,
+        accepted,
     } = plan;
     let start = Instant::now();
     let peer = s.peer();
     // Preamble and offer go out at once, and the first EARLY_DATA bytes of
     // data right behind them: a short transfer costs one round trip after
     // the handshake. More waits for the taker's ACCEPT.
-    // A large offer's frames are encoded one at a time.
-    let mut hello = protocol::preamble_of(Role::Giver).to_vec();
-    let n = frames.len();
-    for (i, r) in frames.into_iter().enumerate() {
-        let part = offer.encode_frame(r, i + 1 == n);
-        hello.extend_from_slice(&protocol::frame(FrameType::Offer, &part));
-        s.write_all(&hello)
-            .map_err(|e| classify(e, "during the transfer"))?;
-        hello.clear();
+    match accepted {
+        true => (gate.heard, gate.accepted) = (true, true),
+        false => send_offer(s, &offer, frames).map_err(|e| classify(e, "during the transfer"))?,
     }
     let kind = Kind::of(offer.kind);
     started(events, peer, &offer);
@@ -257,6 +257,52 @@ fn started(events: &Events, peer: std::net::SocketAddr, offer: &Offer) {
         bytes: announced(offer),
         skipped: offer.skipped.clone(),
     });
+}
+
+/// Sends our preamble and the OFFER frames (a large offer's encoded one at
+/// a time).
+fn send_offer(
+    s: &mut Session,
+    offer: &Offer,
+    frames: Vec<Range<usize>>,
+) -> std::result::Result<(), WireError> {
+    let mut hello = protocol::preamble_of(Role::Giver).to_vec();
+    let n = frames.len();
+    for (i, r) in frames.into_iter().enumerate() {
+        let part = offer.encode_frame(r, i + 1 == n);
+        hello.extend_from_slice(&protocol::frame(FrameType::Offer, &part));
+        s.write_all(&hello)?;
+        hello.clear();
+    }
+    Ok(())
+}
+
+/// For a stream that can be read only once (an offered stdin): the OFFER
+/// goes out and the taker's ACCEPT is awaited before a byte of it is read,
+/// so a taker that refuses, or a dialer that is no taker, leaves the plan
+/// whole for the next one (given back with the error).
+pub(crate) fn announce(
+    s: &mut Session,
+    mut plan: Plan,
+    classify: Classify<'_>,
+) -> std::result::Result<Plan, (Box<Plan>, Error)> {
+    let frames = std::mem::take(&mut plan.frames);
+    if let Err(e) = send_offer(s, &plan.offer, frames.clone()) {
+        plan.frames = frames;
+        return Err((Box::new(plan), classify(e, "before the transfer")));
+    }
+    let mut gate = Gate::default();
+    match gate.pass(s, u64::MAX) {
+        Ok(()) => {
+            plan.accepted = true;
+            Ok(plan)
+        }
+        Err(f) => {
+            plan.frames = frames;
+            let e = after_failure(s, f, 0, classify, &gate);
+            Err((Box::new(plan), e))
+        }
+    }
 }
 
 /// Whether the taker accepted the offer yet.

@@ -253,6 +253,20 @@ fn give_to(sh: &Shared, job: Job) -> Outcome {
         }
     };
     let classify = |e: WireError, when: &str| taker_failure(e, peer, when);
+    // An offered stream is read once: not a byte of it before the taker
+    // accepts, so a dialer that refuses or is no taker leaves it whole.
+    let plan = match &*sh.offered {
+        Offered::Stream(m) => match give::announce(s, plan, &classify) {
+            Ok(p) => p,
+            Err((p, e)) => {
+                *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(*p);
+                sh.started.fetch_sub(1, Ordering::SeqCst);
+                report(&sh.events, peer, &e);
+                return Outcome::NoTransfer(e);
+            }
+        },
+        Offered::Paths(_) => plan,
+    };
     let accepted = Cell::new(false);
     let r = give::give(s, plan, &sh.events, &classify, &accepted);
     // Only a get that was given counts against --max-gets: a dialer that
@@ -272,8 +286,8 @@ fn give_to(sh: &Shared, job: Job) -> Outcome {
             Outcome::Resumable(e)
         }
         // Nothing was taken yet (files are planned again for every get):
-        // say why and wait for a real taker. A stream was read from, and
-        // cannot be given again.
+        // say why and wait for a real taker. A stream the taker accepted
+        // was read from, and cannot be given again.
         Err(e) if !accepted.get() && matches!(*sh.offered, Offered::Paths(_)) => {
             report(&sh.events, peer, &e);
             Outcome::NoTransfer(e)

@@ -252,6 +252,33 @@ fn a_one_shot_offer_outlasts_a_stray_connection() {
 }
 
 #[test]
+fn a_one_shot_stream_offer_outlasts_a_stray_connection() {
+    let base = tempfile::tempdir().unwrap();
+    let data = crate::util::random_bytes(300_000, 41);
+    fs::write(base.path().join("stream.bin"), &data).unwrap();
+    let input = fs::File::open(base.path().join("stream.bin")).unwrap();
+    let mut off = Server::listen("offer", base.path(), &[], Stdio::from(input));
+    // Not a byte of the stream goes before a taker accepts: a mistaken
+    // send (no taker) leaves it whole for the real getter.
+    let wrong = send(&off.addr, &off.fingerprint, &[], b"oops");
+    assert_eq!(wrong.status.code(), Some(7), "{}", text(&wrong.stderr));
+    off.wait_event("error");
+    assert!(
+        off.is_running(),
+        "the stream offer ended on a stray connection"
+    );
+    let got = get(&off.addr, &off.fingerprint, base.path(), &[]);
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    assert!(
+        got.stdout == data,
+        "{} of {} bytes",
+        got.stdout.len(),
+        data.len()
+    );
+    assert_eq!(off.wait_exit().0, Some(0));
+}
+
+#[test]
 fn serve_raw_refuses_a_terminal_stdout_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let pty = Pty::open();
