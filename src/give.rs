@@ -19,10 +19,12 @@ use crate::session::{Session, WireError};
 
 mod fail;
 mod files;
+mod names;
 mod parts;
 mod reader;
 mod sync;
 use fail::{GiveFail, after_failure, unexpected};
+pub(crate) use names::top_names;
 pub(crate) use parts::PART_ENTRIES;
 use reader::FileSeq;
 pub(crate) use sync::hashing_allowance;
@@ -407,37 +409,6 @@ fn stream_offer(name: Option<String>) -> Offer {
         checksum: false,
         continued: false,
     }
-}
-
-/// Most top-level names an event lists, and the most characters of each:
-/// names come from a peer, and an event is one line.
-const SHOWN_NAMES: usize = 32;
-const SHOWN_NAME_CHARS: usize = 200;
-
-/// Top-level names of an offer, escaped and capped for display (the last
-/// item says how many more there are).
-pub(crate) fn top_names(offer: &Offer) -> Vec<String> {
-    let top: Vec<&str> = offer
-        .entries
-        .iter()
-        .filter(|e| !e.name.contains('/'))
-        .map(|e| e.name.as_str())
-        .collect();
-    let mut out: Vec<String> = top
-        .iter()
-        .take(SHOWN_NAMES)
-        .map(|n| {
-            let shown = protocol::escape_text(n);
-            match shown.char_indices().nth(SHOWN_NAME_CHARS) {
-                Some((i, _)) => format!("{}…", &shown[..i]),
-                None => shown,
-            }
-        })
-        .collect();
-    if top.len() > SHOWN_NAMES {
-        out.push(format!("… and {} more", top.len() - SHOWN_NAMES));
-    }
-    out
 }
 
 /// Sends everything `r` yields as DATA frames.
