@@ -72,11 +72,6 @@ const SKIPS: &[(&str, &str, &str)] = &[
         "pincat send --raw host:4433 --pin \"$(openssl x509 -in cert.pem -noout -fingerprint -sha256)\" < data",
         "alternatives for both ends, each with openssl, socat or ncat and cert.pem; tests/it/interop.rs runs every pair",
     ),
-    (
-        "docs/json-events.md",
-        "#!/usr/bin/env bash",
-        "needs jq, which CI does not install",
-    ),
 ];
 
 /// The documents whose blocks are run: README.md, then docs/*.md by name.
