@@ -49,11 +49,7 @@ pub enum IdentityCommand {
 #[derive(Debug, Args)]
 pub struct FingerprintArgs {
     /// A certificate or identity file (PEM or DER).
-    #[arg(
-        value_name = "FILE",
-        required_unless_present = "remote",
-        conflicts_with = "remote"
-    )]
+    #[arg(value_name = "FILE", required_unless_present = "remote")]
     pub file: Option<PathBuf>,
     /// Connect to HOST:PORT (or a known peer's NAME), print the fingerprint it presents, and send nothing.
     #[arg(long, value_name = "HOST:PORT|NAME")]
@@ -120,8 +116,21 @@ pub fn identity(cmd: IdentityCommand) -> pincat::Result<()> {
     }
 }
 
+/// A FILE beside `--remote`: the ncat form (`--remote 127.0.0.1 7878`)
+/// says to type `HOST:PORT`; anything else is one or the other.
+fn both_or_ncat(a: &FingerprintArgs) -> pincat::Result<()> {
+    let (Some(remote), Some(file)) = (&a.remote, &a.file) else {
+        return Ok(());
+    };
+    super::addr::ncat_form("fingerprint --remote", remote, Some(file))?;
+    Err(super::usage::usage(
+        "give a FILE or --remote HOST:PORT, not both",
+    ))
+}
+
 /// Runs `pincat fingerprint`.
 pub fn fingerprint(a: FingerprintArgs) -> pincat::Result<()> {
+    both_or_ncat(&a)?;
     if a.spki {
         return spki_pin(&a);
     }

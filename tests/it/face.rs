@@ -141,6 +141,10 @@ fn the_ncat_form_says_to_type_host_colon_port() {
             &["forward", "--to", "127.0.0.1", "22", "--local", "2222"],
             "--to 127.0.0.1:22",
         ),
+        (
+            &["fingerprint", "--remote", "127.0.0.1", "7878"],
+            "--remote 127.0.0.1:7878",
+        ),
     ];
     for (args, want) in cases {
         let out = run(args, |c| {
