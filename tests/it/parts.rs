@@ -14,7 +14,7 @@ use crate::util::fs::{Tmpfs, tree};
 use crate::util::peers::fake_sender;
 use crate::util::proxy::Proxy;
 use crate::util::wire::{self, frame};
-use crate::util::{Server, pincat, random_bytes, text};
+use crate::util::{Server, random_bytes, text};
 
 /// More entries than one part holds (`give::PART_ENTRIES` is 50,000).
 const DIRS: usize = 61;
@@ -46,19 +46,7 @@ fn mtime(p: &Path) -> u64 {
 }
 
 fn send_to(srv: &Server, addr: &str, paths: &[&Path]) -> std::process::Output {
-    let mut cmd = pincat();
-    cmd.args(["send", addr, "--pin", &srv.fingerprint]);
-    if let Some(c) = &srv.code {
-        cmd.args(["--code", c]);
-    }
-    cmd.args(paths).stdin(std::process::Stdio::null());
-    crate::util::wait_output(
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        crate::util::WAIT * 4,
-    )
+    crate::util::cli::send_through(srv, addr, &[], paths)
 }
 
 #[test]

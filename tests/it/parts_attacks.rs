@@ -13,7 +13,7 @@ use pincat::protocol::{self, Entry, FrameType, Offer};
 
 use crate::util::peers::HandSender;
 use crate::util::wire::{self, frame};
-use crate::util::{Server, pincat, text};
+use crate::util::{Server, text};
 
 /// A continued (or not) files offer of `entries`, as OFFER frames.
 fn offer_frames(entries: Vec<Entry>, continued: bool) -> Vec<u8> {
@@ -133,20 +133,7 @@ fn empty_tree(root: &std::path::Path, dirs: usize, per_dir: usize) {
 
 /// `pincat send EXTRA ADDR --pin FP [--code C] SRC` to `srv`, bounded.
 fn send_tree(srv: &Server, extra: &[&str], src: &std::path::Path) -> std::process::Output {
-    let mut cmd = pincat();
-    cmd.arg("send").args(extra);
-    cmd.args([&srv.addr, "--pin", &srv.fingerprint]);
-    if let Some(c) = &srv.code {
-        cmd.args(["--code", c]);
-    }
-    cmd.arg(src).stdin(std::process::Stdio::null());
-    crate::util::wait_output(
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        crate::util::WAIT * 4,
-    )
+    crate::util::cli::send_through(srv, &srv.addr, extra, &[src])
 }
 
 fn kept_bytes(dst: &std::path::Path) -> u64 {

@@ -50,6 +50,26 @@ pub fn send_paths(srv: &Server, paths: &[&Path]) -> Output {
     wait_output(child, WAIT)
 }
 
+/// Runs `pincat send EXTRA ADDR --pin FP [--code CODE] PATHS` to `srv`
+/// through `addr` (its own address, or a proxy's), bounded by four times
+/// the usual wait (a large tree).
+pub fn send_through(srv: &Server, addr: &str, extra: &[&str], paths: &[&Path]) -> Output {
+    let mut cmd = super::pincat();
+    cmd.arg("send").args(extra);
+    cmd.args([addr, "--pin", &srv.fingerprint]);
+    if let Some(c) = &srv.code {
+        cmd.args(["--code", c]);
+    }
+    let child = cmd
+        .args(paths)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pincat send");
+    wait_output(child, WAIT * 4)
+}
+
 /// Starts a sender whose stdin the test feeds by hand.
 pub fn spawn_sender(addr: &str, pin: &str) -> Child {
     send_cmd(addr, pin)
