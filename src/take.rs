@@ -290,11 +290,7 @@ impl Taker {
     ) -> std::result::Result<(), Refusal> {
         // The connection broke or went silent, or the sender gave up: what
         // arrived is kept for a resume (not when it broke the protocol).
-        let wire = |e: WireError| {
-            let down = self.shutdown.load(Ordering::SeqCst);
-            cut.set(!down && !matches!(e, WireError::Protocol(_)));
-            self.wire_or_shutdown(e)
-        };
+        let wire = |e: WireError| self.cut_short(e, cut);
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         if t.awaiting_plans() {
             self.await_plans(s, t, &wire, cut)?;

@@ -174,7 +174,6 @@ pub(super) fn give_parts(
     classify: Classify<'_>,
     gate: &mut Gate,
 ) -> Result<Transfer> {
-    check(p)?;
     let start = Instant::now();
     let mut sofar = Sofar::default();
     loop {

@@ -198,14 +198,12 @@ impl Transfer {
 
     /// Bytes of the offered files the receiver had and keeps.
     pub fn resumed(&self) -> u64 {
-        let here = self.offer.total_bytes();
-        self.before.resumed + here.saturating_sub(self.expected_bytes())
+        self.before.resumed + self.resumed_here()
     }
 
     /// Files left as they were by the quick check (not verified).
     pub fn unverified(&self) -> u32 {
-        let here = self.bases.iter();
-        self.before.unverified + here.filter(|b| matches!(b, FileBasis::Unchanged)).count() as u32
+        self.before.unverified + self.unverified_here()
     }
 
     /// Every file's digest as stored (`None`: left as it was unverified).

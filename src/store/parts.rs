@@ -180,14 +180,14 @@ impl Transfer {
     }
 
     /// Bytes of the current part the receiver had already.
-    fn resumed_here(&self) -> u64 {
+    pub(super) fn resumed_here(&self) -> u64 {
         self.offer
             .total_bytes()
             .saturating_sub(self.expected_bytes())
     }
 
     /// Files of the current part the quick check left as they were.
-    fn unverified_here(&self) -> u32 {
+    pub(super) fn unverified_here(&self) -> u32 {
         self.bases
             .iter()
             .filter(|b| matches!(b, FileBasis::Unchanged))

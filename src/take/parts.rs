@@ -37,15 +37,16 @@ impl Walk {
                 format!("refused file name {}: {why}", escape_name(name)),
             )
         };
+        let mut last = self.last.as_ref().map(|(n, d)| (n.as_str(), *d));
         for e in &offer.entries {
             let top = e.name.split('/').next().unwrap_or_default();
-            match &self.last {
+            match last {
                 Some((l, l_dir)) if l.split('/').next() == Some(top) => {
                     if e.name.split('/').cmp(l.split('/')) != Order::Greater {
                         return Err(bad("it comes out of order, or twice", &e.name));
                     }
                     let under = e.name.len() > l.len()
-                        && e.name.starts_with(l.as_str())
+                        && e.name.starts_with(l)
                         && e.name.as_bytes()[l.len()] == b'/';
                     if under && !l_dir {
                         return Err(bad(
@@ -59,7 +60,10 @@ impl Walk {
                 }
                 _ => self.tops.push(top.to_string()),
             }
-            self.last = Some((e.name.clone(), e.is_dir));
+            last = Some((e.name.as_str(), e.is_dir));
+        }
+        if let Some((n, d)) = last {
+            self.last = Some((n.to_string(), d));
         }
         Ok(())
     }
@@ -141,11 +145,7 @@ impl Taker {
         walk: &mut Walk,
         cut: &Cell<bool>,
     ) -> std::result::Result<Grant<'_>, Refusal> {
-        let wire = |e: WireError| {
-            let down = self.shutdown.load(std::sync::atomic::Ordering::SeqCst);
-            cut.set(!down && !matches!(e, WireError::Protocol(_)));
-            self.wire_or_shutdown(e)
-        };
+        let wire = |e: WireError| self.cut_short(e, cut);
         send_digests(s, t.digests(), t.files_before()).map_err(wire)?;
         s.set_deadline(Some(Instant::now() + self.idle_timeout));
         let (offer, grant) = self.read_frames(s, false).map_err(|e| match e {

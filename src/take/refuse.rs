@@ -84,6 +84,15 @@ impl Taker {
         })
     }
 
+    /// A read during a transfer that failed: the connection broke or went
+    /// silent (`cut` set: what arrived is kept for a resume, unless it broke
+    /// the protocol or we are shutting down).
+    pub(super) fn cut_short(&self, e: WireError, cut: &std::cell::Cell<bool>) -> Refusal {
+        let down = self.shutdown.load(Ordering::SeqCst);
+        cut.set(!down && !matches!(e, WireError::Protocol(_)));
+        self.wire_or_shutdown(e)
+    }
+
     /// A read that failed because we are shutting down says so.
     pub(super) fn wire_or_shutdown(&self, e: WireError) -> Refusal {
         if self.shutdown.load(Ordering::SeqCst) {

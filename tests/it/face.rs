@@ -4,9 +4,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use crate::util::{Server, WAIT, pincat, random_bytes, run, sha256, text, wait_output};
+use crate::util::{Server, random_bytes, run, sha256, text};
 
 /// Every verb with a page of its own.
 const VERBS: &[&str] = &[
@@ -26,19 +26,7 @@ const VERBS: &[&str] = &[
 
 /// `pincat send DIAL --pin FP --code CODE FILE` to `srv`, dialing `dial`.
 fn send_file(srv: &Server, dial: &str, file: &Path) -> Output {
-    let mut cmd = pincat();
-    cmd.args(["send", dial, "--pin", &srv.fingerprint]);
-    if let Some(code) = &srv.code {
-        cmd.args(["--code", code]);
-    }
-    let child = cmd
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, WAIT)
+    crate::util::cli::send_through(srv, dial, &[], &[file])
 }
 
 /// The port of a listening event's address (`HOST:PORT` or `[V6]:PORT`).

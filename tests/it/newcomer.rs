@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::util::process::KillOnDrop;
-use crate::util::server::code_args;
 use crate::util::term::{Human, Pty};
 use crate::util::tools::{cmd_exists, openssl_cert};
 use crate::util::{
@@ -19,19 +18,7 @@ use crate::util::{
 };
 
 /// `pincat get ADDR --pin FP ARGS` in `dir`, run to completion.
-fn get(addr: &str, fp: &str, dir: &Path, args: &[&str]) -> std::process::Output {
-    let child = pincat()
-        .args(["get", addr, "--pin", fp])
-        .args(code_args(addr))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, WAIT)
-}
+use crate::util::cli::get_in as get;
 
 /// A file holding `data`, as a child's stdin.
 fn stdin_of(dir: &Path, data: &[u8]) -> Stdio {

@@ -18,17 +18,7 @@ use crate::util::{Server, WAIT, free_port, pincat, random_bytes, send, text, wai
 
 /// `pincat get ADDR --pin FP ARGS` run to completion.
 fn get(srv: &Server, dir: &Path, args: &[&str]) -> std::process::Output {
-    let child = pincat()
-        .args(["get", &srv.addr, "--pin", &srv.fingerprint])
-        .args(code_args(&srv.addr))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child, WAIT)
+    crate::util::cli::get_in(&srv.addr, &srv.fingerprint, dir, args)
 }
 
 /// A file to use as a child's stdin.

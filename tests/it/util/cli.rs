@@ -70,6 +70,21 @@ pub fn send_through(srv: &Server, addr: &str, extra: &[&str], paths: &[&Path]) -
     wait_output(child, WAIT * 4)
 }
 
+/// Runs `pincat get ADDR --pin FP [--code CODE] ARGS` in `dir`, bounded.
+pub fn get_in(addr: &str, fp: &str, dir: &Path, args: &[&str]) -> Output {
+    let child = super::pincat()
+        .args(["get", addr, "--pin", fp])
+        .args(super::server::code_args(addr))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pincat get");
+    wait_output(child, WAIT)
+}
+
 /// Starts a sender whose stdin the test feeds by hand.
 pub fn spawn_sender(addr: &str, pin: &str) -> Child {
     send_cmd(addr, pin)
