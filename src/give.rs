@@ -392,7 +392,7 @@ fn announced(offer: &Offer) -> Option<u64> {
     (offer.kind == TransferKind::Files).then(|| offer.total_bytes())
 }
 
-fn stream_offer(name: Option<String>) -> Offer {
+pub(crate) fn stream_offer(name: Option<String>) -> Offer {
     let entry = |name| crate::protocol::Entry {
         name,
         is_dir: false,

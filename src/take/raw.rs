@@ -9,7 +9,7 @@ use super::{Outcome, Taker, lock, refusal};
 use crate::events::{Event, Kind};
 use crate::fingerprint::Fingerprint;
 use crate::give::CHUNK;
-use crate::protocol::{Offer, Refusal, RejectCode, TransferKind};
+use crate::protocol::{Refusal, RejectCode};
 use crate::session::{Session, WireError};
 use crate::store;
 use std::sync::atomic::Ordering;
@@ -18,15 +18,7 @@ impl Taker {
     /// Raw mode: the plaintext of the session is the data, until the peer's
     /// close_notify. No framing, no receipt (the peer is a plain TLS tool).
     pub(crate) fn take_raw(&self, s: &mut Session, client: Option<Fingerprint>) -> Outcome {
-        let offer = Offer {
-            kind: TransferKind::Stream,
-            entries: vec![],
-            skipped: Vec::new(),
-            update: false,
-            checksum: false,
-            continued: false,
-        };
-        let mut t = match self.claim(offer, None) {
+        let mut t = match self.claim(crate::give::stream_offer(None), None) {
             Ok(t) => t,
             Err(r) => return self.refuse(s, client, r, false),
         };
