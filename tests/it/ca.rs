@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use pincat::Identity;
 
 use crate::util::cli::feed;
-use crate::util::peers::{ServerTls, forged, presenting_server, tls_listener};
+use crate::util::peers::{forged, impostor};
 use crate::util::tools::cmd_exists;
 use crate::util::{Server, WAIT, pincat, run, text, wait_output};
 
@@ -223,18 +223,7 @@ fn a_ca_issued_certificate_without_its_key_gets_zero_bytes() {
     let (ca, ca_pem) = pincat_ca(d, "ca");
     let genuine = Identity::load(&issue(d, "srv.id", &ca, &["127.0.0.1"])).unwrap();
     let thief = Identity::generate().unwrap();
-    let config = presenting_server(
-        forged(vec![genuine.cert_der().clone()], &thief),
-        &[&rustls::version::TLS13],
-    );
-    let (addr, h) = tls_listener(config, |s: &mut ServerTls| {
-        let mut got = 0usize;
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = s.read(&mut buf) {
-            got += n;
-        }
-        got
-    });
+    let (addr, h) = impostor(vec![genuine.cert_der().clone()], &thief);
     let out = send_with(&addr, &["--ca", p(&ca_pem)], b"the secret");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");

@@ -2,13 +2,12 @@
 //! CA trusts nothing, and only a leaf the anchor signed directly is
 //! trusted (rcgen-made CAs and leaves against a counting server).
 
-use std::io::Read;
 use std::time::SystemTime;
 
 use pincat::Identity;
 
 use crate::ca::{HOUR, p, send_with};
-use crate::util::peers::{ServerTls, forged, presenting_server, tls_listener};
+use crate::util::peers::impostor;
 use crate::util::{Server, run, text};
 
 /// A self-signed CA certificate made with rcgen, valid only between the
@@ -57,23 +56,6 @@ fn rcgen_signed(
     (key, params, pem, cert.der().to_vec())
 }
 
-/// Serves one connection presenting `chain` with `key_owner`'s key and
-/// returns how many application bytes the client sent.
-fn counting_server(
-    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key_owner: &Identity,
-) -> (String, std::thread::JoinHandle<usize>) {
-    let config = presenting_server(forged(chain, key_owner), &[&rustls::version::TLS13]);
-    tls_listener(config, |s: &mut ServerTls| {
-        let mut got = 0usize;
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = s.read(&mut buf) {
-            got += n;
-        }
-        got
-    })
-}
-
 #[test]
 fn an_anchor_outside_its_validity_or_not_a_ca_trusts_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +67,7 @@ fn an_anchor_outside_its_validity_or_not_a_ca_trusts_nothing() {
     std::fs::write(&old_ca_file, &old_pem).unwrap();
     let (_, _, leaf_pem, leaf_der) = rcgen_signed(&old_ca, "127.0.0.1", false);
     let leaf = Identity::from_pem(leaf_pem.as_bytes()).unwrap();
-    let (addr, h) = counting_server(vec![leaf_der.into()], &leaf);
+    let (addr, h) = impostor(vec![leaf_der.into()], &leaf);
     let out = send_with(&addr, &["--ca", p(&old_ca_file)], b"must not arrive");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -166,7 +148,7 @@ fn only_a_leaf_the_ca_signed_directly_is_trusted() {
     let inter = rcgen::Issuer::new(iparams, ikey);
     let (_, _, leaf_pem, leaf_der) = rcgen_signed(&inter, "127.0.0.1", false);
     let leaf = Identity::from_pem(leaf_pem.as_bytes()).unwrap();
-    let (addr, h) = counting_server(vec![leaf_der.into(), ider.into()], &leaf);
+    let (addr, h) = impostor(vec![leaf_der.into(), ider.into()], &leaf);
     let out = send_with(&addr, &["--ca", p(&d.join("root.pem"))], b"must not arrive");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -175,7 +157,7 @@ fn only_a_leaf_the_ca_signed_directly_is_trusted() {
     // The control: a leaf the root signed directly is trusted.
     let (_, _, direct_pem, direct_der) = rcgen_signed(&root, "127.0.0.1", false);
     let direct = Identity::from_pem(direct_pem.as_bytes()).unwrap();
-    let (addr, h) = counting_server(vec![direct_der.into()], &direct);
+    let (addr, h) = impostor(vec![direct_der.into()], &direct);
     let out = send_with(&addr, &["--ca", p(&d.join("root.pem"))], b"arrives");
     // The counting server is no pincat: the transfer itself fails after
     // the handshake, but the bytes reached it, so the CA trusted it.

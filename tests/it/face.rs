@@ -34,9 +34,10 @@ fn port_of(addr: &str) -> u16 {
     addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
-/// The `error:` lines of a usage mistake: exactly one.
-fn one_error_line(out: &Output) -> String {
+/// A usage error's one line: `out` exited 2 and said "error:" once.
+fn usage_error(out: &Output) -> String {
     let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     lines[0].to_string()
@@ -95,19 +96,12 @@ fn bad_listen_forms_are_one_line_usage_errors() {
             let mut args = verb.to_vec();
             args.extend(["--listen", form]);
             let out = run(&args, |_| {});
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{args:?}: {}",
-                text(&out.stderr)
-            );
-            let line = one_error_line(&out);
+            let line = usage_error(&out);
             assert!(line.contains(hint), "{args:?}: {line}");
         }
     }
     let out = run(&["forward", "--to", "h:1", "--local", "127.0.0.1"], |_| {});
-    assert_eq!(out.status.code(), Some(2));
-    assert!(one_error_line(&out).contains("127.0.0.1:PORT"));
+    assert!(usage_error(&out).contains("127.0.0.1:PORT"));
 }
 
 #[test]
@@ -138,13 +132,7 @@ fn the_ncat_form_says_to_type_host_colon_port() {
         let out = run(args, |c| {
             c.current_dir(dir.path()).env("PINCAT_PEERS", &peers);
         });
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        let line = one_error_line(&out);
+        let line = usage_error(&out);
         assert!(line.contains(want), "{args:?}: {line}");
         assert!(!line.contains("known peer"), "{args:?}: {line}");
         let usage = format!("Usage: pincat {} ", args[0]);
@@ -156,8 +144,7 @@ fn the_ncat_form_says_to_type_host_colon_port() {
     let out = run(&["send", "127.0.0.1", "7878"], |c| {
         c.current_dir(dir.path()).env("PINCAT_PEERS", &peers);
     });
-    assert_eq!(out.status.code(), Some(2));
-    let line = one_error_line(&out);
+    let line = usage_error(&out);
     assert!(line.contains("127.0.0.1 has no port"), "{line}");
 }
 
@@ -211,8 +198,7 @@ fn every_verb_has_a_man_page_with_examples_exit_status_and_its_flags() {
         (&["man", "peers", "nope"], "add"),
     ] {
         let out = run(args, |_| {});
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let line = one_error_line(&out);
+        let line = usage_error(&out);
         assert!(line.contains("nope") && line.contains(lists), "{line}");
     }
 }

@@ -3,7 +3,6 @@
 //! key is refused with what to do.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -12,7 +11,7 @@ use serde_json::Value;
 
 use crate::peers::{command, identity, ok, peers_file, with_peers};
 use crate::util::data::json_lines;
-use crate::util::peers::{ServerTls, forged, presenting_server, tls_listener};
+use crate::util::peers::impostor;
 use crate::util::{Server, WAIT, text, wait_output};
 
 /// The first event named `name` a dialing pincat printed with --json.
@@ -217,18 +216,7 @@ fn tofu_never_records_a_key_the_server_cannot_prove() {
     let file = peers_file(base.path());
     let genuine = Identity::generate().unwrap();
     let thief = Identity::generate().unwrap();
-    let config = presenting_server(
-        forged(vec![genuine.cert_der().clone()], &thief),
-        &[&rustls::version::TLS13],
-    );
-    let (addr, h) = tls_listener(config, |s: &mut ServerTls| {
-        let mut got = 0usize;
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = s.read(&mut buf) {
-            got += n;
-        }
-        got
-    });
+    let (addr, h) = impostor(vec![genuine.cert_der().clone()], &thief);
     ok(&with_peers(&file, &["peers", "add", "box", &addr], b""));
     let before = fs::read(&file).unwrap();
     let out = with_peers(&file, &["send", "box", "--tofu"], b"the secret");

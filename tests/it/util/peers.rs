@@ -290,6 +290,24 @@ pub fn presenting_server(
     Arc::new(config)
 }
 
+/// A TLS 1.3 listener for one connection that presents `chain` (someone's
+/// certificates) with `key_owner`'s key; returns its address and how many
+/// application bytes the client sent.
+pub fn impostor(
+    chain: Vec<CertificateDer<'static>>,
+    key_owner: &Identity,
+) -> (String, thread::JoinHandle<usize>) {
+    let config = presenting_server(forged(chain, key_owner), &[&rustls::version::TLS13]);
+    tls_listener(config, |s: &mut ServerTls| {
+        let mut got = 0usize;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            got += n;
+        }
+        got
+    })
+}
+
 /// A TLS 1.3 client config pinned to `pin` that presents `cert` as its
 /// client certificate.
 pub fn presenting_client(pin: &str, cert: Arc<CertifiedKey>) -> Arc<ClientConfig> {
